@@ -1,0 +1,30 @@
+//! anytun: an anycast VoIP proxy network.
+//!
+//! The crate is one sans-IO protocol core and the shells around it:
+//!
+//! - [`wire`]: every packet layout; where bytes from the network are parsed.
+//! - [`crypto`], [`handshake`]: keys, the data-path AEAD, the Noise IK
+//!   handshake and its denial-of-service defences.
+//! - [`session`]: session ids, keys, counters and replay windows.
+//! - [`call`]: names, causes, reliable control delivery, end-to-end keys.
+//! - [`proxy`]: the proxy state machine; where a session lives and where a
+//!   call is routed.
+//! - [`client`]: the client state machine.
+//! - [`runtime`]: tokio shells that drive the cores over UDP sockets.
+//! - [`store`], [`config`], [`audio`], [`demo`]: the subscriber store, the
+//!   daemon's configuration, audio files and codecs, the built-in demo.
+//!
+//! The cores never touch a socket, a thread or a clock: callers pass in
+//! datagrams and the time and get back datagrams to send, events and the next
+//! time they want to be called.
+
+#![warn(missing_docs)]
+
+pub mod audio;
+pub mod call;
+pub mod config;
+pub mod crypto;
+pub mod handshake;
+pub mod session;
+pub mod store;
+pub mod wire;
