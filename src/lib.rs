@@ -22,9 +22,11 @@
 
 pub mod audio;
 pub mod call;
+pub mod client;
 pub mod config;
 pub mod crypto;
 pub mod handshake;
+pub mod proxy;
 pub mod session;
 pub mod store;
 pub mod wire;

@@ -199,9 +199,11 @@ impl E2eSession {
         let room = out.len() - E2E_OVERHEAD;
         let n = write(&mut out[8..8 + room]).filter(|&n| n >= 1 && n <= room)?;
         out[..8].copy_from_slice(&counter.to_be_bytes());
-        let tag = self
-            .send
-            .seal(Self::nonce(counter), &Self::aad(self.call, counter), &mut out[8..8 + n]);
+        let tag = self.send.seal(
+            Self::nonce(counter),
+            &Self::aad(self.call, counter),
+            &mut out[8..8 + n],
+        );
         out[8 + n..8 + n + 16].copy_from_slice(&tag);
         self.send_counter += 1;
         Some(E2E_OVERHEAD + n)

@@ -96,7 +96,10 @@ mod tests {
             Name::new("a b"),
             Err(NameError::BadChar { ch: ' ', pos: 1 })
         );
-        assert_eq!(Name::new(&"a".repeat(65)), Err(NameError::TooLong { len: 65 }));
+        assert_eq!(
+            Name::new(&"a".repeat(65)),
+            Err(NameError::TooLong { len: 65 })
+        );
         assert!(Name::new(&"a".repeat(64)).is_ok());
         assert!(Name::new("ä").is_err());
     }

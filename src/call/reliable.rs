@@ -149,8 +149,13 @@ mod tests {
         }
         assert_eq!(resent.len(), MAX_TRANSMISSIONS as usize - 1);
         let gaps: Vec<_> = resent.windows(2).map(|w| w[1].2 - w[0].2).collect();
-        assert!(gaps.windows(2).all(|g| g[1] >= g[0]), "backoff grows: {gaps:?}");
-        assert!(gaps.iter().all(|g| *g <= MAX_RTO + Duration::from_millis(100)));
+        assert!(
+            gaps.windows(2).all(|g| g[1] >= g[0]),
+            "backoff grows: {gaps:?}"
+        );
+        assert!(gaps
+            .iter()
+            .all(|g| *g <= MAX_RTO + Duration::from_millis(100)));
         assert_eq!(gone, vec![Undelivered { id: 1, call: None }]);
         assert_eq!(s.in_flight(), 0);
     }

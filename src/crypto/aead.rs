@@ -98,7 +98,10 @@ mod tests {
         let mut ct = buf.to_vec();
         ct.extend_from_slice(&tag);
         let mut good = ct.clone();
-        assert_eq!(k.open([1; 12], b"hdr", &mut good).unwrap(), b"hello world.....");
+        assert_eq!(
+            k.open([1; 12], b"hdr", &mut good).unwrap(),
+            b"hello world....."
+        );
         let mut bad_nonce = ct.clone();
         assert!(k.open([2; 12], b"hdr", &mut bad_nonce).is_err());
         let mut bad_aad = ct.clone();

@@ -170,10 +170,7 @@ mod tests {
         let s = SecretKey::generate();
         let p = s.public();
         assert_eq!(PublicKey::from_base64(&p.to_base64()).unwrap(), p);
-        assert_eq!(
-            SecretKey::from_base64(&s.to_base64()).unwrap().public(),
-            p
-        );
+        assert_eq!(SecretKey::from_base64(&s.to_base64()).unwrap().public(), p);
         assert!(matches!(
             PublicKey::from_base64("AAAA"),
             Err(KeyError::Length(3))

@@ -147,7 +147,13 @@ impl CookieSecret {
     /// Checks an initiation's MAC2 against the cookie of its source address,
     /// under the current or the previous secret (so a cookie handed out just
     /// before a rotation still works).
-    pub fn verify_mac2(&mut self, now: Instant, src: SocketAddr, msg: &[u8], mac: &[u8; 16]) -> bool {
+    pub fn verify_mac2(
+        &mut self,
+        now: Instant,
+        src: SocketAddr,
+        msg: &[u8],
+        mac: &[u8; 16],
+    ) -> bool {
         self.rotate(now);
         [&self.current, &self.previous].into_iter().any(|secret| {
             let cookie = Self::cookie_with(secret, src);
@@ -191,8 +197,14 @@ mod tests {
         assert!(s.verify_mac2(t0, a, b"init", &m));
         assert!(!s.verify_mac2(t0, b, b"init", &m));
         let t1 = t0 + COOKIE_SECRET_LIFETIME;
-        assert!(s.verify_mac2(t1, a, b"init", &m), "previous secret still valid");
+        assert!(
+            s.verify_mac2(t1, a, b"init", &m),
+            "previous secret still valid"
+        );
         let t2 = t1 + COOKIE_SECRET_LIFETIME;
-        assert!(!s.verify_mac2(t2, a, b"init", &m), "two rotations later: stale");
+        assert!(
+            !s.verify_mac2(t2, a, b"init", &m),
+            "two rotations later: stale"
+        );
     }
 }

@@ -182,7 +182,10 @@ mod tests {
             assert!(r.allow(t, ip));
         }
         assert!(!r.allow(t, ip));
-        assert!(r.allow(t, "192.0.2.2".parse().unwrap()), "other sources unaffected");
+        assert!(
+            r.allow(t, "192.0.2.2".parse().unwrap()),
+            "other sources unaffected"
+        );
         // 50 ms at 20/s gives one token.
         assert!(r.allow(t + Duration::from_millis(50), ip));
         assert!(!r.allow(t + Duration::from_millis(50), ip));

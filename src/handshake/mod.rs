@@ -265,8 +265,16 @@ mod tests {
         let network = SecretKey::generate();
         let macs = NetworkMacs::new(&network.public());
         let mut init = [0u8; INIT_LEN];
-        Initiator::start(&client, &network.public(), &macs, 1, [0; 12], None, &mut init)
-            .unwrap();
+        Initiator::start(
+            &client,
+            &network.public(),
+            &macs,
+            1,
+            [0; 12],
+            None,
+            &mut init,
+        )
+        .unwrap();
         // Byte 8 onwards is the Noise message; the ephemeral key (first 32
         // bytes) may still be a valid point when flipped, but the tags fail.
         for i in 8..INIT_MAC1_OFFSET {
@@ -284,10 +292,10 @@ mod tests {
         let macs = NetworkMacs::new(&network.public());
         let mut a = [0u8; INIT_LEN];
         let mut b = [0u8; INIT_LEN];
-        let _ia = Initiator::start(&client, &network.public(), &macs, 1, [0; 12], None, &mut a)
-            .unwrap();
-        let ib = Initiator::start(&client, &network.public(), &macs, 2, [0; 12], None, &mut b)
-            .unwrap();
+        let _ia =
+            Initiator::start(&client, &network.public(), &macs, 1, [0; 12], None, &mut a).unwrap();
+        let ib =
+            Initiator::start(&client, &network.public(), &macs, 2, [0; 12], None, &mut b).unwrap();
         let ra = Responder::read(&network, &HandshakeInit::parse(&a).unwrap()).unwrap();
         let mut out = [0u8; RESPONSE_LEN];
         ra.finish(&payload(), &mut out).unwrap();

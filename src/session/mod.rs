@@ -42,8 +42,9 @@ enum Windows {
 /// A successfully opened transport packet.
 #[derive(Debug)]
 pub struct Opened<'a> {
-    /// The decrypted inner message.
-    pub plaintext: &'a [u8],
+    /// The decrypted inner message (mutable, so an end-to-end layer inside
+    /// can be decrypted in place too).
+    pub plaintext: &'a mut [u8],
     /// True if this packet's counter is the newest ever seen from its sender.
     /// Only such packets may move a client's address: an older packet
     /// re-sent from elsewhere (a replay of one the receiver has not seen yet)
@@ -128,9 +129,10 @@ impl SessionCrypto {
     ) -> Result<Opened<'a>, DropReason> {
         let window = match &mut self.windows {
             Windows::FromClient(w) if header.sender == SenderId::CLIENT => Some(w),
-            Windows::FromProxies(ws) if header.sender != SenderId::CLIENT => {
-                ws.iter_mut().find(|(s, _)| *s == header.sender).map(|(_, w)| w)
-            }
+            Windows::FromProxies(ws) if header.sender != SenderId::CLIENT => ws
+                .iter_mut()
+                .find(|(s, _)| *s == header.sender)
+                .map(|(_, w)| w),
             _ => return Err(DropReason::BadSender),
         };
         if let Some(w) = &window {
@@ -261,7 +263,10 @@ mod tests {
         let last = forged.len() - 1;
         forged[last] ^= 1;
         assert_eq!(open(&mut p, &forged), Err(DropReason::BadTag));
-        assert_eq!(open(&mut p, &good[..good.len() - 1]), Err(DropReason::Truncated));
+        assert_eq!(
+            open(&mut p, &good[..good.len() - 1]),
+            Err(DropReason::Truncated)
+        );
         // The forgery did not mark the counter: the real packet still counts.
         assert_eq!(open(&mut p, &good), Ok(true));
     }

@@ -195,7 +195,7 @@ mod tests {
                 let c = match r % 10 {
                     0 => base + (r >> 8) % (3 * WINDOW), // jump ahead
                     1..=3 => base.saturating_sub((r >> 8) % (WINDOW + 70)), // late
-                    _ => base + (r >> 8) % 4, // in order, with duplicates
+                    _ => base + (r >> 8) % 4,            // in order, with duplicates
                 };
                 base = base.max(c);
                 assert_eq!(win.mark(c), model.mark(c), "counter {c}");

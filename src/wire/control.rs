@@ -376,7 +376,10 @@ mod tests {
             let n = m.encode(&mut buf).unwrap();
             assert_eq!(ControlMsg::parse(&buf[..n]), Ok(m.clone()));
             for cut in 0..n {
-                assert!(ControlMsg::parse(&buf[..cut]).is_err(), "{m:?} cut at {cut}");
+                assert!(
+                    ControlMsg::parse(&buf[..cut]).is_err(),
+                    "{m:?} cut at {cut}"
+                );
             }
             assert!(ControlMsg::parse(&buf[..n + 1]).is_err(), "{m:?} + 1 byte");
         }

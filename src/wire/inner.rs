@@ -108,7 +108,10 @@ mod tests {
         assert_eq!(Inner::parse(&[2, 0, 0, 9]), Err(DropReason::BadInner));
         assert_eq!(Inner::parse(&[2, 0, 0, 0, 9, 1]), Err(DropReason::BadInner));
         assert_eq!(Inner::parse(&[1, 0, 0, 0, 1]), Err(DropReason::BadInner));
-        assert_eq!(Inner::parse(&[3; 9 + MIN_E2E_BLOB - 1]), Err(DropReason::BadInner));
+        assert_eq!(
+            Inner::parse(&[3; 9 + MIN_E2E_BLOB - 1]),
+            Err(DropReason::BadInner)
+        );
         assert_eq!(Inner::parse(&[]), Err(DropReason::BadInner));
         assert_eq!(Inner::parse(&[9]), Err(DropReason::BadInner));
     }

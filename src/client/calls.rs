@@ -1,0 +1,444 @@
+//! The client's calls: placing, answering, refusing, ending; voice and DTMF.
+
+use super::{Client, ClientError, Event, VoiceFrame};
+use crate::call::e2e::{self, CallerHandshake, E2eSession};
+use crate::call::{Cause, Name};
+use crate::crypto::PublicKey;
+use crate::session::CallId;
+use crate::wire::control::ControlMsg;
+use crate::wire::e2e::{is_dtmf_digit, E2eMessage, MAX_VOICE_PAYLOAD};
+use crate::wire::DropReason;
+use std::time::Instant;
+
+/// Which way a call was placed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CallDirection {
+    /// This client called.
+    Outgoing,
+    /// This client was called.
+    Incoming,
+}
+
+/// Facts about one call, for status output.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CallInfo {
+    /// The call.
+    pub call: CallId,
+    /// Which way.
+    pub direction: CallDirection,
+    /// The other party's name.
+    pub peer: Name,
+    /// The codec, once answered.
+    pub codec: Option<String>,
+}
+
+/// A call's state; each variant holds only what that state needs, so an
+/// unanswered call cannot carry voice keys and an answered one no handshake.
+pub(crate) enum CallState {
+    /// We sent an Invite and wait for an answer.
+    Dialing {
+        handshake: CallerHandshake,
+        to: Name,
+        ringing: bool,
+    },
+    /// We were invited and have not answered.
+    Alerting {
+        from: Name,
+        peer_key: PublicKey,
+        codecs: Vec<String>,
+        msg1: Vec<u8>,
+    },
+    /// Answered: end-to-end keys are set.
+    Active {
+        e2e: E2eSession,
+        codec: String,
+        peer: Name,
+        direction: CallDirection,
+    },
+}
+
+/// One call at the client.
+pub(crate) struct ClientCall {
+    pub(crate) state: CallState,
+    dtmf_sent: u32,
+    dtmf_seen: Option<u32>,
+}
+
+impl ClientCall {
+    fn new(state: CallState) -> Self {
+        Self {
+            state,
+            dtmf_sent: 0,
+            dtmf_seen: None,
+        }
+    }
+}
+
+impl Client {
+    /// Places a call to `to`. `from` picks which of our names to call as
+    /// (`None`: the proxy picks our first). `codecs` in order of preference.
+    pub fn call(
+        &mut self,
+        now: Instant,
+        to: Name,
+        from: Option<Name>,
+        codecs: Vec<String>,
+    ) -> Result<CallId, ClientError> {
+        if self.session().is_none() {
+            return Err(ClientError::NotConnected);
+        }
+        let call = CallId(crate::crypto::random_u64());
+        let (handshake, msg1) = CallerHandshake::start(&self.cfg.secret, call)?;
+        self.send_control(
+            now,
+            ControlMsg::Invite {
+                call,
+                to: to.clone(),
+                from,
+                peer_key: [0; 32],
+                codecs,
+                e2e: msg1,
+            },
+        )?;
+        let state = CallState::Dialing {
+            handshake,
+            to,
+            ringing: false,
+        };
+        self.calls.insert(call, ClientCall::new(state));
+        Ok(call)
+    }
+
+    /// Answers an incoming call with `codec`, which the caller must have offered.
+    pub fn answer(&mut self, now: Instant, call: CallId, codec: &str) -> Result<(), ClientError> {
+        let c = self
+            .calls
+            .get(&call)
+            .ok_or(ClientError::UnknownCall(call))?;
+        let CallState::Alerting {
+            from,
+            peer_key,
+            codecs,
+            msg1,
+        } = &c.state
+        else {
+            return Err(ClientError::CallState {
+                call,
+                what: "be answered",
+            });
+        };
+        let Some(codec) = codecs
+            .iter()
+            .find(|c| c.eq_ignore_ascii_case(codec))
+            .cloned()
+        else {
+            return Err(ClientError::CodecNotOffered(codec.to_owned()));
+        };
+        let (session, msg2) = e2e::answer(&self.cfg.secret, call, msg1, peer_key, &codec)?;
+        let peer = from.clone();
+        self.send_control(
+            now,
+            ControlMsg::Answer {
+                call,
+                peer_key: [0; 32],
+                e2e: msg2,
+            },
+        )?;
+        if let Some(c) = self.calls.get_mut(&call) {
+            c.state = CallState::Active {
+                e2e: session,
+                codec,
+                peer,
+                direction: CallDirection::Incoming,
+            };
+        }
+        Ok(())
+    }
+
+    /// Refuses an incoming call.
+    pub fn reject(&mut self, now: Instant, call: CallId, cause: Cause) -> Result<(), ClientError> {
+        match self.calls.get(&call).map(|c| &c.state) {
+            Some(CallState::Alerting { .. }) => {}
+            Some(_) => {
+                return Err(ClientError::CallState {
+                    call,
+                    what: "be rejected",
+                })
+            }
+            None => return Err(ClientError::UnknownCall(call)),
+        }
+        self.calls.remove(&call);
+        self.send_control(now, ControlMsg::Reject { call, cause })
+    }
+
+    /// Ends a call in any state (cancels an unanswered outgoing one).
+    pub fn hangup(&mut self, now: Instant, call: CallId, cause: Cause) -> Result<(), ClientError> {
+        self.calls
+            .remove(&call)
+            .ok_or(ClientError::UnknownCall(call))?;
+        self.send_control(now, ControlMsg::Hangup { call, cause })
+    }
+
+    /// Seals one voice frame for `call` into `out` (a datagram for the
+    /// proxy) and returns its length. Allocates nothing.
+    pub fn send_voice(
+        &mut self,
+        now: Instant,
+        call: CallId,
+        seq: u32,
+        timestamp: u32,
+        payload: &[u8],
+        out: &mut [u8],
+    ) -> Result<usize, ClientError> {
+        if payload.is_empty() || payload.len() > MAX_VOICE_PAYLOAD {
+            return Err(ClientError::TooLarge);
+        }
+        let c = self
+            .calls
+            .get_mut(&call)
+            .ok_or(ClientError::UnknownCall(call))?;
+        let CallState::Active { e2e, .. } = &mut c.state else {
+            return Err(ClientError::CallState {
+                call,
+                what: "carry voice before it is answered",
+            });
+        };
+        let mut blob = [0u8; MAX_VOICE_PAYLOAD + 9 + e2e::E2E_OVERHEAD];
+        let msg = E2eMessage::Voice {
+            seq,
+            timestamp,
+            payload,
+        };
+        let n = e2e
+            .seal(&mut blob, |b| msg.encode(b))
+            .ok_or(ClientError::TooLarge)?;
+        self.seal_media(now, call, &blob[..n], out)
+    }
+
+    /// Sends a DTMF digit end to end, reliably.
+    pub fn send_dtmf(
+        &mut self,
+        now: Instant,
+        call: CallId,
+        digit: char,
+        duration_ms: u16,
+    ) -> Result<(), ClientError> {
+        let d = u8::try_from(digit).ok().filter(|d| is_dtmf_digit(*d));
+        let d = d.ok_or(ClientError::BadDigit(digit))?;
+        let c = self
+            .calls
+            .get_mut(&call)
+            .ok_or(ClientError::UnknownCall(call))?;
+        let CallState::Active { e2e, .. } = &mut c.state else {
+            return Err(ClientError::CallState {
+                call,
+                what: "send DTMF before it is answered",
+            });
+        };
+        c.dtmf_sent += 1;
+        let msg = E2eMessage::Dtmf {
+            event: c.dtmf_sent,
+            digit: d,
+            duration_ms,
+        };
+        let mut blob = vec![0u8; 64];
+        let n = e2e
+            .seal(&mut blob, |b| msg.encode(b))
+            .ok_or(ClientError::TooLarge)?;
+        blob.truncate(n);
+        self.send_control(now, ControlMsg::CallData { call, e2e: blob })
+    }
+
+    /// Every call this client has.
+    pub fn calls(&self) -> Vec<CallInfo> {
+        self.calls
+            .iter()
+            .map(|(id, c)| match &c.state {
+                CallState::Dialing { to, .. } => CallInfo {
+                    call: *id,
+                    direction: CallDirection::Outgoing,
+                    peer: to.clone(),
+                    codec: None,
+                },
+                CallState::Alerting { from, .. } => CallInfo {
+                    call: *id,
+                    direction: CallDirection::Incoming,
+                    peer: from.clone(),
+                    codec: None,
+                },
+                CallState::Active {
+                    codec,
+                    peer,
+                    direction,
+                    ..
+                } => CallInfo {
+                    call: *id,
+                    direction: *direction,
+                    peer: peer.clone(),
+                    codec: Some(codec.clone()),
+                },
+            })
+            .collect()
+    }
+
+    pub(super) fn on_call_control(&mut self, now: Instant, msg: ControlMsg) {
+        match msg {
+            ControlMsg::Invite {
+                call,
+                to,
+                from: Some(from),
+                peer_key,
+                codecs,
+                e2e: msg1,
+            } => {
+                if self.calls.contains_key(&call) {
+                    return;
+                }
+                let peer_key = PublicKey(peer_key);
+                if !e2e::check_invite(call, &msg1, &peer_key) {
+                    // The proxy vouches for a key the caller did not use.
+                    log::warn!("call {call}: caller key does not match the proxy's; refused");
+                    let cause = Cause::TemporaryFailure;
+                    let _ = self.send_control(now, ControlMsg::Reject { call, cause });
+                    return;
+                }
+                let state = CallState::Alerting {
+                    from: from.clone(),
+                    peer_key,
+                    codecs: codecs.clone(),
+                    msg1,
+                };
+                self.calls.insert(call, ClientCall::new(state));
+                let _ = self.send_control(now, ControlMsg::Ringing { call });
+                self.events.push_back(Event::IncomingCall {
+                    call,
+                    from,
+                    to,
+                    codecs,
+                });
+            }
+            ControlMsg::Ringing { call } => {
+                if let Some(ClientCall {
+                    state: CallState::Dialing { ringing, .. },
+                    ..
+                }) = self.calls.get_mut(&call)
+                {
+                    if !*ringing {
+                        *ringing = true;
+                        self.events.push_back(Event::Ringing { call });
+                    }
+                }
+            }
+            ControlMsg::Answer {
+                call,
+                peer_key,
+                e2e: msg2,
+            } => self.on_answer(now, call, PublicKey(peer_key), &msg2),
+            ControlMsg::Reject { call, cause } | ControlMsg::Hangup { call, cause } => {
+                self.end_call(call, cause)
+            }
+            ControlMsg::CallData {
+                call,
+                e2e: mut blob,
+            } => self.on_call_data(call, &mut blob),
+            _ => self.drops.add(DropReason::Unexpected),
+        }
+    }
+
+    fn on_answer(&mut self, now: Instant, call: CallId, peer_key: PublicKey, msg2: &[u8]) {
+        let Some(c) = self.calls.remove(&call) else {
+            return;
+        };
+        let CallState::Dialing { handshake, to, .. } = c.state else {
+            self.calls.insert(call, c);
+            return;
+        };
+        match handshake.finish(msg2, &peer_key) {
+            Ok((session, codec)) => {
+                let state = CallState::Active {
+                    e2e: session,
+                    codec: codec.clone(),
+                    peer: to,
+                    direction: CallDirection::Outgoing,
+                };
+                self.calls.insert(call, ClientCall { state, ..c });
+                self.events.push_back(Event::Answered { call, codec });
+            }
+            Err(e) => {
+                log::warn!("call {call}: end-to-end handshake failed: {e}");
+                let cause = Cause::TemporaryFailure;
+                let _ = self.send_control(now, ControlMsg::Hangup { call, cause });
+                self.events.push_back(Event::CallEnded { call, cause });
+            }
+        }
+    }
+
+    fn on_call_data(&mut self, call: CallId, blob: &mut [u8]) {
+        let Some(c) = self.calls.get_mut(&call) else {
+            return self.drops.add(DropReason::UnknownCall);
+        };
+        let CallState::Active { e2e, .. } = &mut c.state else {
+            return self.drops.add(DropReason::UnknownCall);
+        };
+        let Ok(plain) = e2e.open(blob) else {
+            return self.drops.add(DropReason::BadEndToEnd);
+        };
+        match E2eMessage::parse(plain) {
+            Ok(E2eMessage::Dtmf {
+                event,
+                digit,
+                duration_ms,
+            }) => {
+                if c.dtmf_seen.is_some_and(|seen| event <= seen) {
+                    return;
+                }
+                c.dtmf_seen = Some(event);
+                self.events.push_back(Event::Dtmf {
+                    call,
+                    digit: char::from(digit),
+                    duration_ms,
+                });
+            }
+            _ => self.drops.add(DropReason::BadInner),
+        }
+    }
+
+    /// Decrypts and parses a relayed voice frame, in place.
+    pub(super) fn open_voice<'a>(
+        &mut self,
+        call: CallId,
+        blob: &'a mut [u8],
+    ) -> Result<VoiceFrame<'a>, DropReason> {
+        let c = self.calls.get_mut(&call).ok_or(DropReason::UnknownCall)?;
+        let CallState::Active { e2e, .. } = &mut c.state else {
+            return Err(DropReason::UnknownCall);
+        };
+        match E2eMessage::parse(e2e.open(blob)?)? {
+            E2eMessage::Voice {
+                seq,
+                timestamp,
+                payload,
+            } => Ok(VoiceFrame {
+                call,
+                seq,
+                timestamp,
+                payload,
+            }),
+            E2eMessage::Dtmf { .. } => Err(DropReason::BadInner),
+        }
+    }
+
+    /// Ends a call locally and tells the application.
+    pub(super) fn end_call(&mut self, call: CallId, cause: Cause) {
+        if self.calls.remove(&call).is_some() {
+            self.events.push_back(Event::CallEnded { call, cause });
+        }
+    }
+
+    pub(super) fn end_all_calls(&mut self, cause: Cause) {
+        let ids: Vec<CallId> = self.calls.keys().copied().collect();
+        for call in ids {
+            self.end_call(call, cause);
+        }
+    }
+}

@@ -1,0 +1,702 @@
+//! The proxy's protocol core: a state machine over caller-supplied buffers.
+//!
+//! [`Proxy::handle_datagram`] takes one received datagram and may write one
+//! answer into the caller's buffer right away (the data path: a relayed voice
+//! frame, an ack, a handshake response). Anything else it has to send (call
+//! set-up fanned out to several devices, retransmissions) is queued and
+//! drained with [`Proxy::poll_transmit`]. Timers run when the shell calls
+//! [`Proxy::handle_timeout`] at or after [`Proxy::poll_timeout`].
+//!
+//! Where things live: sessions in `sessions` (this file), names in
+//! [`registry`], calls in [`calls`].
+
+pub mod calls;
+pub mod registry;
+pub mod stats;
+pub mod subscribers;
+
+pub use stats::ProxyStats;
+pub use subscribers::Subscribers;
+
+use crate::call::reliable::{ReliableReceiver, ReliableSender, INITIAL_RTO};
+use crate::call::{Cause, Name};
+use crate::crypto::mac::{CookieSecret, NetworkMacs};
+use crate::crypto::{PublicKey, SecretKey};
+use crate::handshake::dos::{DosConfig, LoadMeter, RateLimiter};
+use crate::handshake::Responder;
+use crate::session::{CallId, ProxyId, SessionCrypto, SessionId, SessionState};
+use crate::wire::control::ControlMsg;
+use crate::wire::handshake::{
+    CookieReply, HandshakeInit, HandshakeStatus, ResponsePayload, COOKIE_NONCE_LEN,
+    COOKIE_REPLY_LEN, INIT_MAC1_OFFSET, INIT_MAC2_OFFSET, RESPONSE_LEN,
+};
+use crate::wire::inner::Inner;
+use crate::wire::transport::TransportHeader;
+use crate::wire::{classify, DropReason, MessageType, MAX_DATAGRAM};
+use calls::Call;
+use registry::Registry;
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap, VecDeque};
+use std::net::{IpAddr, SocketAddr};
+use std::time::{Duration, Instant};
+
+/// How a proxy behaves.
+#[derive(Clone, Debug)]
+pub struct ProxyConfig {
+    /// This proxy's id, unique in the network.
+    pub proxy_id: ProxyId,
+    /// The network's static private key (shared by every proxy).
+    pub network_key: SecretKey,
+    /// Keepalive interval told to clients, in seconds.
+    pub keepalive_s: u16,
+    /// A session with no authenticated packet for this long is dropped.
+    pub session_timeout: Duration,
+    /// Longest registration granted.
+    pub max_register_expires_s: u32,
+    /// A call not answered within this time fails with "no answer".
+    pub ring_timeout: Duration,
+    /// Most sessions held at once.
+    pub max_sessions: usize,
+    /// Handshake DoS limits.
+    pub dos: DosConfig,
+}
+
+impl ProxyConfig {
+    /// A configuration with the defaults a small network wants.
+    pub fn new(proxy_id: ProxyId, network_key: SecretKey) -> Self {
+        Self {
+            proxy_id,
+            network_key,
+            keepalive_s: 15,
+            session_timeout: Duration::from_secs(180),
+            max_register_expires_s: 3600,
+            ring_timeout: Duration::from_secs(60),
+            max_sessions: 1 << 20,
+            dos: DosConfig::default(),
+        }
+    }
+}
+
+/// A datagram to send. Its bytes are in the buffer the caller passed in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Transmit {
+    /// Where to send it.
+    pub dst: SocketAddr,
+    /// Which local address to send it from: the address the client sent its
+    /// last packet to (the anycast address), so its NAT binding holds.
+    pub src_ip: Option<IpAddr>,
+    /// Length of the datagram at the front of the buffer.
+    pub len: usize,
+}
+
+/// One client's session at this proxy.
+#[derive(Debug)]
+pub(crate) struct ClientSession {
+    pub(crate) crypto: SessionCrypto,
+    pub(crate) client_key: PublicKey,
+    /// Where the client's newest authenticated packet came from.
+    pub(crate) addr: SocketAddr,
+    /// Which local address it was sent to.
+    pub(crate) local_ip: Option<IpAddr>,
+    pub(crate) last_seen: Instant,
+    pub(crate) reliable: ReliableSender,
+    pub(crate) received: ReliableReceiver,
+}
+
+#[derive(Debug)]
+struct Queued {
+    dst: SocketAddr,
+    src_ip: Option<IpAddr>,
+    data: Vec<u8>,
+}
+
+/// Read-only facts about a session, for status output and tests.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SessionInfo {
+    /// Session id.
+    pub id: SessionId,
+    /// The client's static key.
+    pub client_key: PublicKey,
+    /// The client's current address.
+    pub addr: SocketAddr,
+    /// The local address it talks to.
+    pub local_ip: Option<IpAddr>,
+}
+
+/// The proxy state machine.
+pub struct Proxy {
+    cfg: ProxyConfig,
+    macs: NetworkMacs,
+    cookies: CookieSecret,
+    load: LoadMeter,
+    limiter: RateLimiter,
+    subscribers: Subscribers,
+    /// Newest handshake timestamp accepted per client key. Kept after the
+    /// session ends: replay protection must outlive sessions.
+    timestamps: HashMap<PublicKey, [u8; 12]>,
+    sessions: HashMap<SessionId, ClientSession>,
+    by_key: HashMap<PublicKey, SessionId>,
+    registry: Registry,
+    calls: HashMap<CallId, Call>,
+    queue: VecDeque<Queued>,
+    retransmit_at: BinaryHeap<Reverse<(Instant, SessionId)>>,
+    next_sweep: Instant,
+    stats: ProxyStats,
+}
+
+/// How often expiry sweeps run.
+const SWEEP_INTERVAL: Duration = Duration::from_secs(1);
+
+impl Proxy {
+    /// A proxy with no sessions, starting at `now`.
+    pub fn new(cfg: ProxyConfig, subscribers: Subscribers, now: Instant) -> Self {
+        let network_public = cfg.network_key.public();
+        Self {
+            macs: NetworkMacs::new(&network_public),
+            cookies: CookieSecret::new(now),
+            load: LoadMeter::new(cfg.dos.under_load_handshakes_per_s),
+            limiter: RateLimiter::new(cfg.dos.per_ip_rate_per_s, cfg.dos.per_ip_burst),
+            cfg,
+            subscribers,
+            timestamps: HashMap::new(),
+            sessions: HashMap::new(),
+            by_key: HashMap::new(),
+            registry: Registry::default(),
+            calls: HashMap::new(),
+            queue: VecDeque::new(),
+            retransmit_at: BinaryHeap::new(),
+            next_sweep: now + SWEEP_INTERVAL,
+            stats: ProxyStats::default(),
+        }
+    }
+
+    /// The network's public key (what clients must be configured with).
+    pub fn network_public(&self) -> PublicKey {
+        self.cfg.network_key.public()
+    }
+
+    /// Counters since start.
+    pub fn stats(&self) -> &ProxyStats {
+        &self.stats
+    }
+
+    /// Sessions held now.
+    pub fn session_count(&self) -> usize {
+        self.sessions.len()
+    }
+
+    /// Calls in progress (ringing or answered).
+    pub fn call_count(&self) -> usize {
+        self.calls.len()
+    }
+
+    /// Registered (name, device) bindings.
+    pub fn registration_count(&self) -> usize {
+        self.registry.len()
+    }
+
+    /// Facts about every session.
+    pub fn sessions(&self) -> Vec<SessionInfo> {
+        self.sessions
+            .iter()
+            .map(|(id, s)| SessionInfo {
+                id: *id,
+                client_key: s.client_key,
+                addr: s.addr,
+                local_ip: s.local_ip,
+            })
+            .collect()
+    }
+
+    /// Replaces the subscriber snapshot. Sessions of keys no longer present
+    /// end at once and registrations no longer allowed are dropped, so
+    /// removing a subscriber revokes it.
+    pub fn set_subscribers(&mut self, now: Instant, subscribers: Subscribers) {
+        self.subscribers = subscribers;
+        let revoked: Vec<SessionId> = self
+            .sessions
+            .iter()
+            .filter(|(_, s)| !self.subscribers.is_authorized(&s.client_key))
+            .map(|(id, _)| *id)
+            .collect();
+        for id in revoked {
+            self.end_session(now, id, Cause::NotAuthorized);
+        }
+        let (subs, sessions) = (&self.subscribers, &self.sessions);
+        self.registry.retain(|name, sid| {
+            sessions
+                .get(&sid)
+                .is_some_and(|s| subs.may_use(&s.client_key, name))
+        });
+    }
+
+    /// The exportable state of a session (for handing it to another proxy).
+    pub fn export_session(&self, id: SessionId) -> Option<SessionState> {
+        self.sessions
+            .get(&id)
+            .map(|s| s.crypto.export(s.client_key))
+    }
+
+    /// Installs a session exported by another proxy. Its packets will then be
+    /// accepted here and answered with this proxy's sender id.
+    pub fn import_session(&mut self, now: Instant, state: &SessionState, addr: SocketAddr) {
+        let session = ClientSession {
+            crypto: SessionCrypto::import(state, self.cfg.proxy_id),
+            client_key: state.client_key,
+            addr,
+            local_ip: None,
+            last_seen: now,
+            reliable: ReliableSender::new(),
+            received: ReliableReceiver::new(),
+        };
+        self.by_key.insert(state.client_key, state.id);
+        self.sessions.insert(state.id, session);
+    }
+
+    fn drop_packet(&mut self, reason: DropReason) -> Option<Transmit> {
+        self.stats.drops.add(reason);
+        None
+    }
+
+    /// Handles one received datagram. `dst_ip` is the local address it was
+    /// sent to (from IP_PKTINFO); `out` must hold [`MAX_DATAGRAM`] bytes.
+    /// Returns a datagram written to `out`, if one should be sent now.
+    pub fn handle_datagram(
+        &mut self,
+        now: Instant,
+        src: SocketAddr,
+        dst_ip: Option<IpAddr>,
+        datagram: &mut [u8],
+        out: &mut [u8],
+    ) -> Option<Transmit> {
+        self.stats.packets_in += 1;
+        let result = match classify(datagram) {
+            Ok(MessageType::Transport) => self.on_transport(now, src, dst_ip, datagram, out),
+            Ok(MessageType::HandshakeInit) => self.on_init(now, src, dst_ip, datagram, out),
+            Ok(MessageType::HandshakeResponse | MessageType::CookieReply) => {
+                Err(DropReason::Unexpected)
+            }
+            Err(r) => Err(r),
+        };
+        match result {
+            Ok(Some(t)) => {
+                self.stats.packets_out += 1;
+                Some(t)
+            }
+            Ok(None) => None,
+            Err(reason) => self.drop_packet(reason),
+        }
+    }
+
+    fn on_init(
+        &mut self,
+        now: Instant,
+        src: SocketAddr,
+        dst_ip: Option<IpAddr>,
+        d: &[u8],
+        out: &mut [u8],
+    ) -> Result<Option<Transmit>, DropReason> {
+        let init = HandshakeInit::parse(d)?;
+        if !self.macs.verify_mac1(&d[..INIT_MAC1_OFFSET], &init.mac1) {
+            return Err(DropReason::BadMac1);
+        }
+        if self.load.record(now) {
+            if !self
+                .cookies
+                .verify_mac2(now, src, &d[..INIT_MAC2_OFFSET], &init.mac2)
+            {
+                // Under load: answer with a cookie (64 bytes, less than the
+                // 148 received) and do no Diffie-Hellman.
+                let cookie = self.cookies.cookie_for(now, src);
+                let mut nonce = [0u8; COOKIE_NONCE_LEN];
+                crate::crypto::random_bytes(&mut nonce);
+                let sealed = self.macs.seal_cookie(&cookie, &nonce, &init.mac1);
+                let out = out
+                    .get_mut(..COOKIE_REPLY_LEN)
+                    .ok_or(DropReason::Oversized)?;
+                CookieReply::write_prefix(out, init.init_tag);
+                out[8..8 + COOKIE_NONCE_LEN].copy_from_slice(&nonce);
+                out[8 + COOKIE_NONCE_LEN..].copy_from_slice(&sealed);
+                self.stats.cookie_replies += 1;
+                self.stats.drops.add(DropReason::CookieRequired);
+                return Ok(Some(Transmit {
+                    dst: src,
+                    src_ip: dst_ip,
+                    len: COOKIE_REPLY_LEN,
+                }));
+            }
+            if !self.limiter.allow(now, src.ip()) {
+                return Err(DropReason::RateLimited);
+            }
+        }
+        let responder = Responder::read(&self.cfg.network_key, &init)?;
+        let client = *responder.client();
+        if self
+            .timestamps
+            .get(&client)
+            .is_some_and(|last| responder.timestamp() <= last)
+        {
+            return Err(DropReason::StaleTimestamp);
+        }
+        let status = if !self.subscribers.is_authorized(&client) {
+            HandshakeStatus::UnknownKey
+        } else if self.sessions.len() >= self.cfg.max_sessions {
+            HandshakeStatus::Busy
+        } else {
+            HandshakeStatus::Accepted
+        };
+        let id = if status == HandshakeStatus::Accepted {
+            self.timestamps.insert(client, *responder.timestamp());
+            self.new_session_id()
+        } else {
+            None
+        };
+        let payload = ResponsePayload {
+            status,
+            keepalive_s: self.cfg.keepalive_s,
+            session_id: id.map_or(0, SessionId::raw),
+            proxy_id: self.cfg.proxy_id.get(),
+            observed: src,
+        };
+        let out: &mut [u8; RESPONSE_LEN] = out
+            .get_mut(..RESPONSE_LEN)
+            .and_then(|o| o.try_into().ok())
+            .ok_or(DropReason::Oversized)?;
+        let keys = responder.finish(&payload, out)?;
+        match id {
+            Some(id) => {
+                // One session per client key: a reconnecting device replaces
+                // its old session (it may have lost it in a reboot).
+                if let Some(old) = self.by_key.get(&client).copied() {
+                    self.end_session(now, old, Cause::NetworkFailure);
+                }
+                let crypto = SessionCrypto::proxy(
+                    id,
+                    self.cfg.proxy_id,
+                    keys.client_to_proxy,
+                    keys.proxy_to_client,
+                );
+                self.sessions.insert(
+                    id,
+                    ClientSession {
+                        crypto,
+                        client_key: client,
+                        addr: src,
+                        local_ip: dst_ip,
+                        last_seen: now,
+                        reliable: ReliableSender::new(),
+                        received: ReliableReceiver::new(),
+                    },
+                );
+                self.by_key.insert(client, id);
+                self.stats.handshakes_accepted += 1;
+                log::debug!("session {id} for {client} from {src}");
+            }
+            None => {
+                self.stats.handshakes_refused += 1;
+                log::info!("refused handshake from {src}: {status:?} (key {client})");
+            }
+        }
+        Ok(Some(Transmit {
+            dst: src,
+            src_ip: dst_ip,
+            len: RESPONSE_LEN,
+        }))
+    }
+
+    fn new_session_id(&self) -> Option<SessionId> {
+        // 48 random bits: a collision is astronomically unlikely, but cheap
+        // to rule out.
+        (0..8)
+            .map(|_| SessionId::new(self.cfg.proxy_id, crate::crypto::random_u64()))
+            .find(|id| !self.sessions.contains_key(id))
+    }
+
+    fn on_transport(
+        &mut self,
+        now: Instant,
+        src: SocketAddr,
+        dst_ip: Option<IpAddr>,
+        d: &mut [u8],
+        out: &mut [u8],
+    ) -> Result<Option<Transmit>, DropReason> {
+        let header = TransportHeader::parse(d)?;
+        let sid = header.session;
+        let session = self
+            .sessions
+            .get_mut(&sid)
+            .ok_or(DropReason::UnknownSession)?;
+        let opened = session.crypto.open(&header, d)?;
+        // The address is learned only from an authenticated packet that is
+        // the newest so far: a replayed or delayed packet cannot move it.
+        if opened.newest && (session.addr != src || session.local_ip != dst_ip) {
+            if session.addr != src {
+                log::debug!("session {sid} moved {} -> {src}", session.addr);
+                self.stats.address_changes += 1;
+            }
+            session.addr = src;
+            session.local_ip = dst_ip;
+        }
+        session.last_seen = now;
+        match Inner::parse(opened.plaintext)? {
+            Inner::Keepalive => {
+                // Answered, so the client can tell a dead path from a quiet one.
+                let len = session
+                    .crypto
+                    .seal(out, |b| Inner::Keepalive.encode(b))
+                    .ok_or(DropReason::Oversized)?;
+                Ok(Some(Transmit {
+                    dst: session.addr,
+                    src_ip: session.local_ip,
+                    len,
+                }))
+            }
+            Inner::Ack { msg_id } => {
+                session.reliable.ack(msg_id);
+                Ok(None)
+            }
+            Inner::Control { msg_id, body } => {
+                let first = session.received.first_time(msg_id);
+                let len = session
+                    .crypto
+                    .seal(out, |b| Inner::Ack { msg_id }.encode(b))
+                    .ok_or(DropReason::Oversized)?;
+                let ack = Transmit {
+                    dst: session.addr,
+                    src_ip: session.local_ip,
+                    len,
+                };
+                if first {
+                    match ControlMsg::parse(body) {
+                        Ok(msg) => self.on_control(now, sid, msg),
+                        Err(r) => self.stats.drops.add(r),
+                    }
+                }
+                Ok(Some(ack))
+            }
+            Inner::Media { call, e2e } => self.relay_media(sid, call, e2e, out),
+        }
+    }
+
+    /// The voice path: one lookup of the call, one seal for the other party,
+    /// written straight into `out`.
+    fn relay_media(
+        &mut self,
+        from: SessionId,
+        call: CallId,
+        e2e: &[u8],
+        out: &mut [u8],
+    ) -> Result<Option<Transmit>, DropReason> {
+        let peer = self
+            .calls
+            .get(&call)
+            .and_then(|c| c.peer_of(from))
+            .ok_or(DropReason::UnknownCall)?;
+        let peer = self
+            .sessions
+            .get_mut(&peer)
+            .ok_or(DropReason::UnknownCall)?;
+        let len = peer
+            .crypto
+            .seal(out, |b| Inner::Media { call, e2e }.encode(b))
+            .ok_or(DropReason::Oversized)?;
+        self.stats.media_relayed += 1;
+        Ok(Some(Transmit {
+            dst: peer.addr,
+            src_ip: peer.local_ip,
+            len,
+        }))
+    }
+
+    fn on_control(&mut self, now: Instant, from: SessionId, msg: ControlMsg) {
+        match msg {
+            ControlMsg::Register { expires_s, name } => {
+                self.on_register(now, from, name, expires_s)
+            }
+            ControlMsg::Invite {
+                call,
+                to,
+                from: caller_name,
+                codecs,
+                e2e,
+                ..
+            } => self.on_invite(now, from, call, to, caller_name, codecs, e2e),
+            ControlMsg::Ringing { call } => self.on_ringing(now, from, call),
+            ControlMsg::Answer { call, e2e, .. } => self.on_answer(now, from, call, e2e),
+            ControlMsg::Reject { call, cause } => self.on_reject(now, from, call, cause),
+            ControlMsg::Hangup { call, cause } => self.on_hangup(now, from, call, cause),
+            ControlMsg::CallData { call, e2e } => self.on_call_data(now, from, call, e2e),
+            ControlMsg::Registered { .. } | ControlMsg::RegisterFailed { .. } => {
+                self.stats.drops.add(DropReason::Unexpected)
+            }
+        }
+    }
+
+    fn on_register(&mut self, now: Instant, from: SessionId, name: Name, expires_s: u32) {
+        let Some(key) = self.sessions.get(&from).map(|s| s.client_key) else {
+            return;
+        };
+        if !self.subscribers.may_use(&key, &name) {
+            log::info!("session {from}: register {name} refused, key not authorised for it");
+            let cause = crate::wire::control::RegisterCause::NotAuthorized;
+            self.send_control(now, from, ControlMsg::RegisterFailed { cause, name });
+            return;
+        }
+        let granted = expires_s.min(self.cfg.max_register_expires_s);
+        if granted == 0 {
+            self.registry.unregister(&name, from);
+        } else {
+            let expires = now + Duration::from_secs(u64::from(granted));
+            self.registry.register(name.clone(), from, expires);
+            self.stats.registrations += 1;
+        }
+        let reply = ControlMsg::Registered {
+            expires_s: granted,
+            name,
+        };
+        self.send_control(now, from, reply);
+    }
+
+    /// Queues a control message to a session, reliably.
+    pub(crate) fn send_control(&mut self, now: Instant, to: SessionId, msg: ControlMsg) {
+        let Some(s) = self.sessions.get_mut(&to) else {
+            return;
+        };
+        let mut body = vec![0u8; MAX_DATAGRAM];
+        let Some(n) = msg.encode(&mut body) else {
+            log::warn!("control message to {to} does not fit, not sent: {msg:?}");
+            return;
+        };
+        body.truncate(n);
+        let msg_id = s.reliable.push(now, body.clone(), msg.call());
+        queue_sealed(
+            &mut self.queue,
+            s,
+            Inner::Control {
+                msg_id,
+                body: &body,
+            },
+        );
+        self.retransmit_at.push(Reverse((now + INITIAL_RTO, to)));
+    }
+
+    /// Sends the next queued datagram into `out`, if any.
+    pub fn poll_transmit(&mut self, out: &mut [u8]) -> Option<Transmit> {
+        let q = self.queue.pop_front()?;
+        let len = q.data.len().min(out.len());
+        out[..len].copy_from_slice(&q.data[..len]);
+        self.stats.packets_out += 1;
+        Some(Transmit {
+            dst: q.dst,
+            src_ip: q.src_ip,
+            len,
+        })
+    }
+
+    /// When [`Proxy::handle_timeout`] should next run.
+    pub fn poll_timeout(&self) -> Instant {
+        match self.retransmit_at.peek() {
+            Some(Reverse((t, _))) => (*t).min(self.next_sweep),
+            None => self.next_sweep,
+        }
+    }
+
+    /// Runs the timers due at `now`: retransmissions, then (once a second)
+    /// expiry of sessions, registrations and unanswered calls.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        while let Some(Reverse((t, sid))) = self.retransmit_at.peek().copied() {
+            if t > now {
+                break;
+            }
+            self.retransmit_at.pop();
+            self.retransmit(now, sid);
+        }
+        if now >= self.next_sweep {
+            self.next_sweep = now + SWEEP_INTERVAL;
+            self.sweep(now);
+        }
+    }
+
+    fn retransmit(&mut self, now: Instant, sid: SessionId) {
+        let Some(s) = self.sessions.get_mut(&sid) else {
+            return;
+        };
+        let ClientSession {
+            crypto,
+            reliable,
+            addr,
+            local_ip,
+            ..
+        } = s;
+        let mut resent = 0;
+        let queue = &mut self.queue;
+        let gone = reliable.poll(now, |msg_id, body| {
+            resent += 1;
+            let mut buf = vec![0u8; MAX_DATAGRAM];
+            let inner = Inner::Control { msg_id, body };
+            if let Some(n) = crypto.seal(&mut buf, |b| inner.encode(b)) {
+                buf.truncate(n);
+                queue.push_back(Queued {
+                    dst: *addr,
+                    src_ip: *local_ip,
+                    data: buf,
+                });
+            }
+        });
+        self.stats.control_retransmits += resent;
+        if let Some(next) = reliable.next_due() {
+            self.retransmit_at.push(Reverse((next, sid)));
+        }
+        for lost in gone {
+            log::info!(
+                "session {sid}: control message {} never acknowledged",
+                lost.id
+            );
+            if let Some(call) = lost.call {
+                self.abandon_call(now, call, sid, Cause::NetworkFailure);
+            }
+        }
+    }
+
+    fn sweep(&mut self, now: Instant) {
+        let timeout = self.cfg.session_timeout;
+        let expired: Vec<SessionId> = self
+            .sessions
+            .iter()
+            .filter(|(_, s)| now.saturating_duration_since(s.last_seen) > timeout)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in expired {
+            log::info!("session {id} expired (silent for {}s)", timeout.as_secs());
+            self.stats.sessions_expired += 1;
+            self.end_session(now, id, Cause::NetworkFailure);
+        }
+        self.registry.sweep(now);
+        self.limiter.sweep(now);
+        self.expire_unanswered(now);
+    }
+
+    /// Ends a session: its registrations go, its calls end for the other side.
+    fn end_session(&mut self, now: Instant, id: SessionId, cause: Cause) {
+        let Some(s) = self.sessions.remove(&id) else {
+            return;
+        };
+        if self.by_key.get(&s.client_key) == Some(&id) {
+            self.by_key.remove(&s.client_key);
+        }
+        self.registry.remove_session(id);
+        self.session_gone_from_calls(now, id, cause);
+    }
+}
+
+fn queue_sealed(queue: &mut VecDeque<Queued>, s: &mut ClientSession, inner: Inner<'_>) {
+    let mut buf = vec![0u8; MAX_DATAGRAM];
+    if let Some(n) = s.crypto.seal(&mut buf, |b| inner.encode(b)) {
+        buf.truncate(n);
+        queue.push_back(Queued {
+            dst: s.addr,
+            src_ip: s.local_ip,
+            data: buf,
+        });
+    }
+}

@@ -1,0 +1,36 @@
+//! What a proxy counts. Exported as metrics by the daemon.
+
+use crate::wire::DropCounters;
+
+/// Counters of one proxy core since it started.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ProxyStats {
+    /// Dropped packets, per reason.
+    pub drops: DropCounters,
+    /// Datagrams handed to the core.
+    pub packets_in: u64,
+    /// Datagrams the core asked to send.
+    pub packets_out: u64,
+    /// Sessions established.
+    pub handshakes_accepted: u64,
+    /// Handshakes refused because the client key is not authorised.
+    pub handshakes_refused: u64,
+    /// Cookie replies sent (under load).
+    pub cookie_replies: u64,
+    /// Sessions that ended because the client went silent.
+    pub sessions_expired: u64,
+    /// Times an authenticated packet moved a client's address (NAT rebinding).
+    pub address_changes: u64,
+    /// Registrations accepted (including refreshes).
+    pub registrations: u64,
+    /// Calls offered to at least one device.
+    pub calls_started: u64,
+    /// Calls answered.
+    pub calls_answered: u64,
+    /// Calls refused before answer (not found, busy, rejected, no answer).
+    pub calls_failed: u64,
+    /// Voice frames relayed from one client to another.
+    pub media_relayed: u64,
+    /// Control messages sent again because no ack came.
+    pub control_retransmits: u64,
+}

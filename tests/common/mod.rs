@@ -1,0 +1,244 @@
+//! A deterministic in-memory network for driving the sans-IO cores: one
+//! proxy, several clients, simulated time. No sockets, so tests can inject
+//! loss, forgery and address changes exactly.
+
+#![allow(dead_code)]
+
+use anytun::call::Name;
+use anytun::client::{Client, ClientConfig, Event};
+use anytun::crypto::SecretKey;
+use anytun::proxy::{Proxy, ProxyConfig, Subscribers};
+use anytun::session::{CallId, ProxyId};
+use anytun::wire::MAX_DATAGRAM;
+use std::net::{IpAddr, SocketAddr};
+use std::time::{Duration, Instant};
+
+pub const PROXY_IP: &str = "203.0.113.1";
+pub const PROXY_PORT: u16 = 7475;
+
+/// A received voice frame, copied out for checking.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Heard {
+    pub call: CallId,
+    pub seq: u32,
+    pub timestamp: u32,
+    pub payload: Vec<u8>,
+}
+
+pub struct Node {
+    pub name: &'static str,
+    pub addr: SocketAddr,
+    pub client: Client,
+    pub events: Vec<Event>,
+    pub heard: Vec<Heard>,
+    /// Every datagram this client sent, for replay tests.
+    pub sent: Vec<Vec<u8>>,
+}
+
+pub struct Net {
+    pub proxy: Proxy,
+    pub nodes: Vec<Node>,
+    pub now: Instant,
+    pub unix_nanos: u128,
+    pub network: SecretKey,
+    /// Drop every datagram from the proxy to clients while set.
+    pub drop_downstream: bool,
+}
+
+pub fn name(s: &str) -> Name {
+    Name::new(s).unwrap()
+}
+
+impl Net {
+    /// A proxy and one client per name, each authorised for its name.
+    pub fn new(names: &[&'static str]) -> Self {
+        let network = SecretKey::generate();
+        let now = Instant::now();
+        let keys: Vec<SecretKey> = names.iter().map(|_| SecretKey::generate()).collect();
+        let subs = Subscribers::new(names.iter().zip(&keys).map(|(n, k)| (name(n), k.public())));
+        let cfg = ProxyConfig::new(ProxyId::new(1).unwrap(), network.clone());
+        let proxy = Proxy::new(cfg, subs, now);
+        let nodes = names
+            .iter()
+            .zip(keys)
+            .enumerate()
+            .map(|(i, (n, k))| Node {
+                name: n,
+                addr: format!("198.51.100.{}:{}", i + 10, 40000 + i)
+                    .parse()
+                    .unwrap(),
+                client: Client::new(ClientConfig::new(k, network.public())),
+                events: Vec::new(),
+                heard: Vec::new(),
+                sent: Vec::new(),
+            })
+            .collect();
+        Self {
+            proxy,
+            nodes,
+            now,
+            unix_nanos: 1_800_000_000_000_000_000,
+            network,
+            drop_downstream: false,
+        }
+    }
+
+    pub fn proxy_ip(&self) -> IpAddr {
+        PROXY_IP.parse().unwrap()
+    }
+
+    pub fn idx(&self, n: &str) -> usize {
+        self.nodes.iter().position(|x| x.name == n).unwrap()
+    }
+
+    pub fn node(&mut self, n: &str) -> &mut Node {
+        let i = self.idx(n);
+        &mut self.nodes[i]
+    }
+
+    /// Delivers a datagram to the proxy as if from `src`, then everything
+    /// that follows from it.
+    pub fn to_proxy(&mut self, src: SocketAddr, pkt: &[u8]) {
+        let mut d = pkt.to_vec();
+        let mut out = [0u8; MAX_DATAGRAM];
+        let ip = self.proxy_ip();
+        if let Some(t) = self
+            .proxy
+            .handle_datagram(self.now, src, Some(ip), &mut d, &mut out)
+        {
+            assert_eq!(
+                t.src_ip,
+                Some(ip),
+                "proxy must answer from the address used"
+            );
+            let data = out[..t.len].to_vec();
+            self.to_client(t.dst, &data);
+        }
+    }
+
+    fn to_client(&mut self, dst: SocketAddr, pkt: &[u8]) {
+        if self.drop_downstream {
+            return;
+        }
+        let now = self.now;
+        let Some(node) = self.nodes.iter_mut().find(|n| n.addr == dst) else {
+            return;
+        };
+        let mut d = pkt.to_vec();
+        if let Some(v) = node.client.handle_datagram(now, &mut d) {
+            node.heard.push(Heard {
+                call: v.call,
+                seq: v.seq,
+                timestamp: v.timestamp,
+                payload: v.payload.to_vec(),
+            });
+        }
+    }
+
+    /// Moves datagrams until nobody has anything to send.
+    pub fn pump(&mut self) {
+        let mut buf = [0u8; MAX_DATAGRAM];
+        for _ in 0..10_000 {
+            let mut moved = false;
+            for i in 0..self.nodes.len() {
+                while let Some(n) = self.nodes[i].client.poll_transmit(&mut buf) {
+                    moved = true;
+                    let pkt = buf[..n].to_vec();
+                    self.nodes[i].sent.push(pkt.clone());
+                    let src = self.nodes[i].addr;
+                    self.to_proxy(src, &pkt);
+                }
+            }
+            while let Some(t) = self.proxy.poll_transmit(&mut buf) {
+                moved = true;
+                let pkt = buf[..t.len].to_vec();
+                self.to_client(t.dst, &pkt);
+            }
+            for n in &mut self.nodes {
+                while let Some(e) = n.client.poll_event() {
+                    n.events.push(e);
+                }
+            }
+            if !moved {
+                return;
+            }
+        }
+        panic!("network did not settle");
+    }
+
+    /// Lets simulated time pass in small steps, running every timer.
+    pub fn advance(&mut self, d: Duration) {
+        let end = self.now + d;
+        while self.now < end {
+            let step = Duration::from_millis(10).min(end - self.now);
+            self.now += step;
+            self.unix_nanos += step.as_nanos();
+            self.proxy.handle_timeout(self.now);
+            for n in &mut self.nodes {
+                n.client.handle_timeout(self.now, self.unix_nanos);
+            }
+            self.pump();
+        }
+    }
+
+    pub fn connect_all(&mut self) {
+        for n in &mut self.nodes {
+            n.client.connect(self.now, self.unix_nanos);
+        }
+        self.pump();
+        for n in &self.nodes {
+            assert!(
+                n.client.session().is_some(),
+                "{} not connected: {:?}",
+                n.name,
+                n.events
+            );
+        }
+    }
+
+    pub fn register(&mut self, who: &str, as_name: &str) {
+        let now = self.now;
+        self.node(who).client.register(now, name(as_name), 300);
+        self.pump();
+    }
+
+    /// Calls `to` from `from`, answers with ulaw, returns the call id.
+    pub fn establish_call(&mut self, from: &str, to: &str) -> CallId {
+        let now = self.now;
+        let call = self
+            .node(from)
+            .client
+            .call(now, name(to), None, vec!["ulaw".into(), "alaw".into()])
+            .unwrap();
+        self.pump();
+        self.node(to).client.answer(now, call, "ulaw").unwrap();
+        self.pump();
+        call
+    }
+
+    /// Seals a voice frame without delivering it.
+    pub fn send_voice_unsent(&mut self, who: &str, call: CallId, seq: u32) -> Vec<u8> {
+        let now = self.now;
+        let mut out = [0u8; MAX_DATAGRAM];
+        let n = self
+            .node(who)
+            .client
+            .send_voice(now, call, seq, seq * 160, &[seq as u8; 160], &mut out)
+            .unwrap();
+        out[..n].to_vec()
+    }
+
+    pub fn send_voice(&mut self, who: &str, call: CallId, seq: u32, payload: &[u8]) -> Vec<u8> {
+        let now = self.now;
+        let mut out = [0u8; MAX_DATAGRAM];
+        let node = self.node(who);
+        let n = node
+            .client
+            .send_voice(now, call, seq, seq * 160, payload, &mut out)
+            .unwrap();
+        let pkt = out[..n].to_vec();
+        let src = node.addr;
+        self.to_proxy(src, &pkt);
+        pkt
+    }
+}
