@@ -11,59 +11,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use rusqlite::{params, Connection, TransactionBehavior};
 
-/// Longest subscriber name, in bytes.
-pub const MAX_NAME_LEN: usize = 64;
-
-/// Why a subscriber name was refused by [`validate_name`].
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum NameError {
-    /// The name is the empty string.
-    #[error("name is empty")]
-    Empty,
-    /// The name is longer than [`MAX_NAME_LEN`] bytes.
-    #[error("name is {len} bytes long (at most {MAX_NAME_LEN} allowed)")]
-    TooLong {
-        /// Length of the refused name, in bytes.
-        len: usize,
-    },
-    /// The name holds a character outside ASCII letters, digits and `._+-`.
-    #[error("name has {ch:?} at byte {pos} (only ASCII letters, digits and `._+-` allowed)")]
-    BadChar {
-        /// The offending character.
-        ch: char,
-        /// Its byte offset in the name.
-        pos: usize,
-    },
-    /// The name starts with `.` or `-`.
-    #[error("name must not start with '.' or '-'")]
-    BadStart,
-}
-
-/// Checks that `name` is a valid subscriber name: 1 to 64 bytes of ASCII
-/// letters, digits and `._+-`, not starting with `.` or `-`.
-///
-/// The alphabet is kept this narrow so a name is safe to print in logs, to
-/// pass on a command line and to use in a file name; a leading `-` would read
-/// as an option and a leading `.` as a hidden file.
-pub fn validate_name(name: &str) -> Result<(), NameError> {
-    if name.is_empty() {
-        return Err(NameError::Empty);
-    }
-    if name.len() > MAX_NAME_LEN {
-        return Err(NameError::TooLong { len: name.len() });
-    }
-    if name.starts_with(['.', '-']) {
-        return Err(NameError::BadStart);
-    }
-    // Every allowed character is one byte, so the first bad one's byte offset
-    // is also its character index.
-    for (pos, ch) in name.char_indices() {
-        if !(ch.is_ascii_alphanumeric() || matches!(ch, '.' | '_' | '+' | '-')) {
-            return Err(NameError::BadChar { ch, pos });
-        }
-    }
-    Ok(())
-}
+pub use crate::call::name::{validate_name, NameError, MAX_NAME_LEN};
 
 /// Schema version this code writes and understands (`PRAGMA user_version`).
 pub const SCHEMA_VERSION: i64 = 1;
@@ -266,6 +214,22 @@ impl SubscriberStore {
         }
         .map_err(self.sqlite_err("remove subscriber"))?;
         Ok(removed)
+    }
+
+    /// The store as the proxy core's in-memory [`Subscribers`] snapshot.
+    /// Rows whose name is not valid (written by another tool) are skipped
+    /// with a warning rather than failing the whole load.
+    pub fn snapshot(&self) -> Result<crate::proxy::Subscribers, StoreError> {
+        let rows = self.list()?;
+        Ok(crate::proxy::Subscribers::new(rows.into_iter().filter_map(
+            |r| match crate::call::Name::new(&r.name) {
+                Ok(n) => Some((n, crate::crypto::PublicKey(r.public_key))),
+                Err(e) => {
+                    log::warn!("subscriber store: skipping {:?}: {e}", r.name);
+                    None
+                }
+            },
+        )))
     }
 
     /// Lists every authorised pair, sorted by name, then by key bytes.

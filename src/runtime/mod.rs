@@ -1,0 +1,34 @@
+//! Tokio shells around the sans-IO cores: sockets, timers, tasks.
+//!
+//! - [`udp`]: batched UDP I/O (recvmmsg/sendmmsg) that reports and sets the
+//!   local address of each datagram, so replies leave from the anycast
+//!   address the client used.
+//! - [`proxy`]: runs a [`crate::proxy::Proxy`] on one or more sockets.
+//! - [`client`]: runs a [`crate::client::Client`] against one proxy address.
+
+pub mod client;
+pub mod proxy;
+pub mod udp;
+
+use std::net::SocketAddr;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+/// Errors of the shells.
+#[derive(Debug, thiserror::Error)]
+pub enum RuntimeError {
+    /// A socket could not be bound.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
+}
+
+/// Wall-clock time for handshake timestamps (the cores never read clocks).
+pub fn unix_nanos() -> u128 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos())
+}

@@ -1,0 +1,216 @@
+//! Runs a proxy core on UDP sockets.
+//!
+//! One task per socket receives a batch (one `recvmmsg`), runs the whole
+//! batch through the core under one lock, and sends the answers with one
+//! `sendmmsg` per socket. A timer task runs the core's timers and drains what
+//! they queue. The core sits behind a mutex taken once per batch, not per
+//! packet.
+
+use super::udp::{RecvBatch, SendBatch, UdpEndpoint};
+use super::RuntimeError;
+use crate::proxy::{Proxy, Transmit};
+use crate::wire::MAX_DATAGRAM;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Instant;
+use tokio::sync::Notify;
+use tokio::task::JoinHandle;
+
+/// Datagrams per receive syscall.
+const RECV_BATCH: usize = 32;
+/// Room for answers per socket per batch: one per datagram plus control
+/// fan-out; anything beyond goes out one by one.
+const SEND_BATCH: usize = 96;
+
+struct Shared {
+    core: Mutex<Proxy>,
+    endpoints: Vec<UdpEndpoint>,
+    wake: Notify,
+}
+
+/// A proxy running on sockets.
+pub struct ProxyRuntime {
+    shared: Arc<Shared>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl ProxyRuntime {
+    /// Binds every address in `listen` and starts serving.
+    pub async fn start(core: Proxy, listen: &[SocketAddr]) -> Result<Self, RuntimeError> {
+        let mut endpoints = Vec::new();
+        for &addr in listen {
+            let ep =
+                UdpEndpoint::bind(addr).map_err(|source| RuntimeError::Bind { addr, source })?;
+            endpoints.push(ep);
+        }
+        let shared = Arc::new(Shared {
+            core: Mutex::new(core),
+            endpoints,
+            wake: Notify::new(),
+        });
+        let mut tasks = Vec::new();
+        for i in 0..shared.endpoints.len() {
+            tasks.push(tokio::spawn(serve(shared.clone(), i)));
+        }
+        tasks.push(tokio::spawn(timers(shared.clone())));
+        Ok(Self { shared, tasks })
+    }
+
+    /// The bound addresses (with real ports where port 0 was asked for).
+    pub fn local_addrs(&self) -> Vec<SocketAddr> {
+        self.shared
+            .endpoints
+            .iter()
+            .filter_map(|e| e.local_addr().ok())
+            .collect()
+    }
+
+    /// Runs `f` on the core (for stats, subscriber updates, status), then
+    /// lets the timer task send whatever `f` queued.
+    pub fn with_core<R>(&self, f: impl FnOnce(&mut Proxy) -> R) -> R {
+        let r = f(&mut lock(&self.shared.core));
+        self.shared.wake.notify_one();
+        r
+    }
+
+    /// Stops every task.
+    pub fn shutdown(self) {
+        for t in &self.tasks {
+            t.abort();
+        }
+    }
+}
+
+impl Drop for ProxyRuntime {
+    fn drop(&mut self) {
+        for t in &self.tasks {
+            t.abort();
+        }
+    }
+}
+
+fn lock(m: &Mutex<Proxy>) -> MutexGuard<'_, Proxy> {
+    // A panic while holding the lock would be a bug in the core; keep
+    // serving with the state as it is rather than take the proxy down.
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Which socket a datagram leaves from: same family as its destination, and
+/// the one bound to its source address if there is one.
+fn pick(endpoints: &[UdpEndpoint], t: &Transmit) -> Option<usize> {
+    let family_ok = |a: &SocketAddr| a.is_ipv4() == t.dst.is_ipv4();
+    let addrs: Vec<Option<SocketAddr>> = endpoints.iter().map(|e| e.local_addr().ok()).collect();
+    let exact = addrs
+        .iter()
+        .position(|a| a.is_some_and(|a| family_ok(&a) && Some(a.ip()) == t.src_ip));
+    exact.or_else(|| addrs.iter().position(|a| a.is_some_and(|a| family_ok(&a))))
+}
+
+/// Queues `t` (its bytes in `buf`) on the right socket's batch, or in
+/// `overflow` when that batch is full.
+fn queue(
+    shared: &Shared,
+    batches: &mut [SendBatch],
+    overflow: &mut Vec<(usize, Transmit, Vec<u8>)>,
+    t: Transmit,
+    buf: &[u8],
+) {
+    let Some(i) = pick(&shared.endpoints, &t) else {
+        log::debug!("no socket can reach {}", t.dst);
+        return;
+    };
+    // A source address that is unspecified cannot be set; let the kernel pick.
+    let src = t
+        .src_ip
+        .filter(|ip| !ip.is_unspecified() && same_family(*ip, t.dst));
+    if batches[i].push(t.dst, src, &buf[..t.len]).is_err() {
+        overflow.push((i, t, buf[..t.len].to_vec()));
+    }
+}
+
+fn same_family(ip: IpAddr, dst: SocketAddr) -> bool {
+    ip.is_ipv4() == dst.is_ipv4()
+}
+
+async fn flush(
+    shared: &Shared,
+    batches: &mut [SendBatch],
+    overflow: &mut Vec<(usize, Transmit, Vec<u8>)>,
+) {
+    for (i, b) in batches.iter_mut().enumerate() {
+        if !b.is_empty() {
+            if let Err(e) = shared.endpoints[i].send_batch(b).await {
+                log::warn!("send failed: {e}");
+            }
+        }
+    }
+    for (i, t, data) in overflow.drain(..) {
+        let src = t
+            .src_ip
+            .filter(|ip| !ip.is_unspecified() && same_family(*ip, t.dst));
+        if let Err(e) = shared.endpoints[i].send_to(&data, t.dst, src).await {
+            log::debug!("send to {} failed: {e}", t.dst);
+        }
+    }
+}
+
+async fn serve(shared: Arc<Shared>, i: usize) {
+    let mut rx = RecvBatch::new(RECV_BATCH);
+    let mut batches: Vec<SendBatch> = shared
+        .endpoints
+        .iter()
+        .map(|_| SendBatch::new(SEND_BATCH))
+        .collect();
+    let mut overflow = Vec::new();
+    let mut out = vec![0u8; MAX_DATAGRAM];
+    loop {
+        match shared.endpoints[i].recv_batch(&mut rx).await {
+            Ok(_) => {}
+            Err(e) => {
+                log::error!("receive failed: {e}");
+                tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+                continue;
+            }
+        }
+        {
+            let mut core = lock(&shared.core);
+            let now = Instant::now();
+            for d in rx.iter_mut() {
+                if let Some(t) = core.handle_datagram(now, d.src, d.dst, d.data, &mut out) {
+                    queue(&shared, &mut batches, &mut overflow, t, &out);
+                }
+                while let Some(t) = core.poll_transmit(&mut out) {
+                    queue(&shared, &mut batches, &mut overflow, t, &out);
+                }
+            }
+        }
+        // New control messages may have moved the next retransmission time.
+        shared.wake.notify_one();
+        flush(&shared, &mut batches, &mut overflow).await;
+    }
+}
+
+async fn timers(shared: Arc<Shared>) {
+    let mut batches: Vec<SendBatch> = shared
+        .endpoints
+        .iter()
+        .map(|_| SendBatch::new(SEND_BATCH))
+        .collect();
+    let mut overflow = Vec::new();
+    let mut out = vec![0u8; MAX_DATAGRAM];
+    loop {
+        let deadline = lock(&shared.core).poll_timeout();
+        tokio::select! {
+            _ = tokio::time::sleep_until(deadline.into()) => {}
+            _ = shared.wake.notified() => {}
+        }
+        {
+            let mut core = lock(&shared.core);
+            core.handle_timeout(Instant::now());
+            while let Some(t) = core.poll_transmit(&mut out) {
+                queue(&shared, &mut batches, &mut overflow, t, &out);
+            }
+        }
+        flush(&shared, &mut batches, &mut overflow).await;
+    }
+}
