@@ -78,26 +78,8 @@ pub struct Config {
     pub dos: DosConfig,
 }
 
-/// Denial-of-service protection limits, the `[dos]` table.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct DosConfig {
-    /// Handshake rate per second above which the proxy counts as under load.
-    pub under_load_handshakes_per_s: u32,
-    /// Sustained handshakes per second allowed from one IP address.
-    pub per_ip_rate_per_s: u32,
-    /// Handshakes from one IP address allowed in a burst above the rate.
-    pub per_ip_burst: u32,
-}
-
-impl Default for DosConfig {
-    fn default() -> Self {
-        Self {
-            under_load_handshakes_per_s: 500,
-            per_ip_rate_per_s: 20,
-            per_ip_burst: 5,
-        }
-    }
-}
+/// Denial-of-service limits, the `[dos]` table (the same type the core uses).
+pub use crate::handshake::dos::DosConfig;
 
 impl Default for Config {
     /// The demo configuration; its paths are relative to the current

@@ -28,6 +28,7 @@ pub mod crypto;
 pub mod demo;
 pub mod handshake;
 pub mod media;
+pub mod metrics;
 pub mod proxy;
 pub mod runtime;
 pub mod session;

@@ -148,6 +148,76 @@ pub fn compare(expected: &[i16], rec: &Recording) -> Comparison {
     c
 }
 
+/// Frames kept while the codec is not known yet: voice can arrive before
+/// the application has seen the Answer event. Five seconds' worth.
+const EARLY_FRAMES: usize = 250;
+
+enum RecorderState {
+    Early(Vec<(u32, Vec<u8>, Instant)>),
+    Recording(Recording),
+}
+
+/// A [`Recording`] behind a lock, fed from a client's voice callback. Frames
+/// that arrive before [`CallRecorder::start`] names the codec are held and
+/// replayed into the recording then.
+pub struct CallRecorder {
+    state: std::sync::Mutex<RecorderState>,
+}
+
+impl CallRecorder {
+    /// A recorder waiting for its codec.
+    pub fn new() -> std::sync::Arc<Self> {
+        std::sync::Arc::new(Self {
+            state: std::sync::Mutex::new(RecorderState::Early(Vec::new())),
+        })
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, RecorderState> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The callback to hand to the client runtime.
+    pub fn sink(self: &std::sync::Arc<Self>) -> crate::runtime::client::VoiceSink {
+        let me = self.clone();
+        Box::new(move |f| {
+            let now = Instant::now();
+            match &mut *me.lock() {
+                RecorderState::Recording(r) => r.on_frame(f, now),
+                RecorderState::Early(early) if early.len() < EARLY_FRAMES => {
+                    early.push((f.seq, f.payload.to_vec(), now));
+                }
+                RecorderState::Early(_) => {}
+            }
+        })
+    }
+
+    /// Starts recording in `codec`, replaying frames that came early.
+    pub fn start(&self, codec: Codec, expected_frames: usize, call: CallId) {
+        let mut st = self.lock();
+        let mut rec = Recording::new(codec, expected_frames);
+        if let RecorderState::Early(early) = &*st {
+            for (seq, payload, at) in early {
+                let f = VoiceFrame {
+                    call,
+                    seq: *seq,
+                    timestamp: 0,
+                    payload,
+                };
+                rec.on_frame(&f, *at);
+            }
+        }
+        *st = RecorderState::Recording(rec);
+    }
+
+    /// Runs `f` on the recording, if started.
+    pub fn with<R>(&self, f: impl FnOnce(Option<&Recording>) -> R) -> R {
+        match &*self.lock() {
+            RecorderState::Recording(r) => f(Some(r)),
+            RecorderState::Early(_) => f(None),
+        }
+    }
+}
+
 /// Sends `frames` on `call` at one frame per 20 ms until done or `stop` is
 /// set. `on_sent(seq)` runs just before each frame leaves (for latency).
 /// Returns the frames sent.

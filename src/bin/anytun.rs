@@ -6,7 +6,7 @@ use anytun::call::{Cause, Name};
 use anytun::client::{ClientConfig, Event};
 use anytun::crypto::{PublicKey, SecretKey};
 use anytun::demo::{self, DemoOptions};
-use anytun::media::{self, Recording};
+use anytun::media::{self, CallRecorder};
 use anytun::runtime::client::{ClientRuntime, VoiceSink};
 use anytun::session::CallId;
 use anytun::store::SubscriberStore;
@@ -15,7 +15,6 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::mpsc::UnboundedReceiver;
 
@@ -232,37 +231,23 @@ async fn register_and_wait(
     }
 }
 
-/// A voice sink that records into whatever recording is installed.
-fn recording_sink() -> (VoiceSink, Arc<Mutex<Option<Recording>>>) {
-    let slot: Arc<Mutex<Option<Recording>>> = Arc::new(Mutex::new(None));
-    let s = slot.clone();
-    let sink: VoiceSink = Box::new(move |f| {
-        if let Some(r) = s.lock().unwrap_or_else(|e| e.into_inner()).as_mut() {
-            r.on_frame(f, std::time::Instant::now());
-        }
-    });
-    (sink, slot)
-}
-
 fn load_audio(path: &Path) -> Result<Vec<i16>, String> {
     read_wav(path).map_err(|e| e.to_string())
 }
 
-fn save_recording(path: &Option<PathBuf>, slot: &Mutex<Option<Recording>>) -> CliResult {
-    let guard = slot.lock().unwrap_or_else(|e| e.into_inner());
-    let Some(rec) = guard.as_ref() else {
-        return Ok(());
-    };
-    eprintln!("received {} frames", rec.frames_received());
-    if let Some(p) = path {
-        write_wav(p, rec.samples()).map_err(|e| e.to_string())?;
-        eprintln!(
-            "recorded {:.2} s to {}",
-            rec.samples().len() as f64 / 8000.0,
-            p.display()
-        );
-    }
-    Ok(())
+fn save_recording(path: &Option<PathBuf>, recorder: &CallRecorder) -> CliResult {
+    recorder.with(|rec| {
+        let Some(rec) = rec else {
+            return Ok(());
+        };
+        eprintln!("received {} frames", rec.frames_received());
+        if let Some(p) = path {
+            write_wav(p, rec.samples()).map_err(|e| e.to_string())?;
+            let secs = rec.samples().len() as f64 / 8000.0;
+            eprintln!("recorded {secs:.2} s to {}", p.display());
+        }
+        Ok(())
+    })
 }
 
 /// Plays `frames` into the call while watching for its end. Returns the
@@ -317,8 +302,8 @@ async fn cmd_call(
     args: ClientArgs,
 ) -> CliResult {
     let audio = load_audio(&play)?;
-    let (sink, slot) = recording_sink();
-    let (rt, mut rx) = connect(&args, sink).await?;
+    let recorder = CallRecorder::new();
+    let (rt, mut rx) = connect(&args, recorder.sink()).await?;
     let call = rt
         .call(name.clone(), as_name, codecs)
         .await
@@ -338,7 +323,7 @@ async fn cmd_call(
     };
     eprintln!("answered, codec {codec}");
     let frames = media::encode_frames(&codec, &audio).map_err(|e| e.to_string())?;
-    *slot.lock().unwrap_or_else(|e| e.into_inner()) = Some(Recording::new(codec, frames.len()));
+    recorder.start(codec, frames.len(), call);
     if let Some(digits) = dtmf {
         for d in digits.chars() {
             rt.send_dtmf(call, d, 100)
@@ -358,7 +343,7 @@ async fn cmd_call(
     } else if let Some(cause) = ended {
         eprintln!("{name} hung up: {cause}");
     }
-    save_recording(&record, &slot)
+    save_recording(&record, &recorder)
 }
 
 async fn cmd_answer(
@@ -373,8 +358,8 @@ async fn cmd_answer(
         Some(p) => load_audio(p)?,
         None => vec![0; 8000],
     };
-    let (sink, slot) = recording_sink();
-    let (rt, mut rx) = connect(&args, sink).await?;
+    let recorder = CallRecorder::new();
+    let (rt, mut rx) = connect(&args, recorder.sink()).await?;
     register_and_wait(&rt, &mut rx, &name, 300).await?;
     let supported: Vec<Codec> = accept.iter().map(|c| Codec::from_name(c)).collect();
     for _ in 0..calls {
@@ -399,12 +384,12 @@ async fn cmd_answer(
             .await
             .map_err(|e| e.to_string())?;
         let frames = media::encode_frames(&codec, &audio).map_err(|e| e.to_string())?;
-        *slot.lock().unwrap_or_else(|e| e.into_inner()) = Some(Recording::new(codec, frames.len()));
+        recorder.start(codec, frames.len(), call);
         let cause = run_call(&rt, &mut rx, call, &frames, true).await?;
         if let Some(c) = cause {
             eprintln!("call ended: {c}");
         }
-        save_recording(&record, &slot)?;
+        save_recording(&record, &recorder)?;
     }
     rt.register(name, 0).await;
     tokio::time::sleep(Duration::from_millis(100)).await;
@@ -412,8 +397,8 @@ async fn cmd_answer(
 }
 
 async fn cmd_register(name: Name, expires: u32, args: ClientArgs) -> CliResult {
-    let (sink, _slot) = recording_sink();
-    let (rt, mut rx) = connect(&args, sink).await?;
+    // Calls are refused here, so no voice ever arrives.
+    let (rt, mut rx) = connect(&args, Box::new(|_| {})).await?;
     register_and_wait(&rt, &mut rx, &name, expires).await?;
     loop {
         tokio::select! {

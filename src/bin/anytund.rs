@@ -1,1 +1,199 @@
-fn main() {}
+//! `anytund`: the anytun proxy daemon.
+//!
+//! Reads a TOML config (built-in defaults without one), creates the network
+//! key on first start, serves clients on every listen address, reloads the
+//! subscriber store when it changes, and exports metrics for Prometheus.
+
+use anytun::config::{self, Config};
+use anytun::crypto::SecretKey;
+use anytun::proxy::{Proxy, ProxyConfig};
+use anytun::runtime::proxy::ProxyRuntime;
+use anytun::session::ProxyId;
+use anytun::store::SubscriberStore;
+use clap::Parser;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+#[derive(Parser)]
+#[command(name = "anytund", version, about = "anytun proxy daemon")]
+struct Args {
+    /// Config file (TOML). Without it, built-in defaults are used.
+    #[arg(long, short, env = "ANYTUND_CONFIG")]
+    config: Option<PathBuf>,
+    /// Check the config, print what it resolves to, and exit.
+    #[arg(long)]
+    check_config: bool,
+}
+
+/// Loads the network key, creating it on first start.
+fn network_key(path: &Path) -> Result<SecretKey, String> {
+    if path.exists() {
+        return SecretKey::read_file(path).map_err(|e| e.to_string());
+    }
+    let key = SecretKey::generate();
+    key.write_new_file(path).map_err(|e| e.to_string())?;
+    log::warn!(
+        "created a new network key at {}; clients need its public key {}",
+        path.display(),
+        key.public()
+    );
+    Ok(key)
+}
+
+fn addrs(cfg: &Config) -> Result<Vec<SocketAddr>, String> {
+    cfg.listen
+        .iter()
+        .map(|a| a.parse().map_err(|e| format!("listen address {a}: {e}")))
+        .collect()
+}
+
+async fn run(args: Args) -> Result<(), String> {
+    let cfg = match &args.config {
+        Some(path) => config::load(path).map_err(|e| e.to_string())?,
+        None => {
+            log::info!("no --config given: using built-in defaults");
+            Config::default()
+        }
+    };
+    let listen = addrs(&cfg)?;
+    let proxy_id = ProxyId::new(cfg.proxy_id)
+        .ok_or_else(|| format!("proxy_id {} is reserved", cfg.proxy_id))?;
+    if args.check_config {
+        println!(
+            "config ok: proxy_id {proxy_id}, listen {:?}, network key {}, subscribers {}",
+            cfg.listen,
+            cfg.network_key.display(),
+            cfg.subscribers.display()
+        );
+        return Ok(());
+    }
+    let key = network_key(&cfg.network_key)?;
+    let network_public = key.public();
+    let store = SubscriberStore::open(&cfg.subscribers).map_err(|e| e.to_string())?;
+    let subscribers = store.snapshot().map_err(|e| e.to_string())?;
+    let mut pc = ProxyConfig::new(proxy_id, key);
+    pc.keepalive_s = cfg.keepalive_s;
+    pc.session_timeout = Duration::from_secs(u64::from(cfg.session_timeout_s));
+    pc.max_register_expires_s = cfg.max_register_expires_s;
+    pc.dos = cfg.dos.clone();
+    let count = subscribers.len();
+    let core = Proxy::new(pc, subscribers, Instant::now());
+    let rt = Arc::new(
+        ProxyRuntime::start(core, &listen)
+            .await
+            .map_err(|e| e.to_string())?,
+    );
+    log::info!(
+        "proxy {proxy_id} listening on {:?}; network public key {network_public}; {count} subscriber key(s) from {}",
+        rt.local_addrs(),
+        cfg.subscribers.display()
+    );
+    eprintln!(
+        "anytund: proxy {proxy_id} on {:?}, network public key {network_public}",
+        rt.local_addrs()
+    );
+
+    // Reload the store when another process (anytun user ...) changes it.
+    let reload = {
+        let rt = rt.clone();
+        let every = Duration::from_millis(cfg.subscriber_reload_ms);
+        tokio::spawn(async move {
+            let mut version = store.data_version().ok();
+            let mut tick = tokio::time::interval(every);
+            loop {
+                tick.tick().await;
+                let v = store.data_version().ok();
+                if v == version {
+                    continue;
+                }
+                version = v;
+                match store.snapshot() {
+                    Ok(subs) => {
+                        log::info!("subscriber store changed: {} key(s)", subs.len());
+                        rt.with_core(|p| p.set_subscribers(Instant::now(), subs));
+                    }
+                    Err(e) => log::error!("cannot reload subscribers: {e}"),
+                }
+            }
+        })
+    };
+
+    let metrics = match &cfg.metrics_listen {
+        Some(addr) => {
+            let l = tokio::net::TcpListener::bind(addr)
+                .await
+                .map_err(|e| format!("metrics on {addr}: {e}"))?;
+            log::info!("metrics on http://{addr}/metrics");
+            let rt = rt.clone();
+            Some(tokio::spawn(async move {
+                while let Ok((s, _)) = l.accept().await {
+                    let rt = rt.clone();
+                    tokio::spawn(anytun::metrics::serve_one(s, move || {
+                        rt.with_core(|p| anytun::metrics::render(p))
+                    }));
+                }
+            }))
+        }
+        None => None,
+    };
+
+    let status = {
+        let rt = rt.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(60));
+            tick.tick().await;
+            loop {
+                tick.tick().await;
+                let (s, c, r, relayed, drops) = rt.with_core(|p| {
+                    (
+                        p.session_count(),
+                        p.call_count(),
+                        p.registration_count(),
+                        p.stats().media_relayed,
+                        p.stats().drops.total(),
+                    )
+                });
+                log::info!("status: {s} sessions, {c} calls, {r} registrations, {relayed} frames relayed, {drops} drops");
+            }
+        })
+    };
+
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .map_err(|e| e.to_string())?;
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+    log::info!("shutting down");
+    reload.abort();
+    status.abort();
+    if let Some(m) = metrics {
+        m.abort();
+    }
+    Ok(())
+}
+
+fn main() -> ExitCode {
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
+    let args = Args::parse();
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("anytund: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match rt.block_on(run(args)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("anytund: error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

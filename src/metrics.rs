@@ -1,0 +1,150 @@
+//! Prometheus text exposition of a proxy's counters, and a minimal HTTP
+//! listener that serves it on `/metrics`.
+
+use crate::proxy::Proxy;
+use std::fmt::Write;
+
+/// Renders the proxy's counters and gauges in the Prometheus text format.
+pub fn render(p: &Proxy) -> String {
+    let s = p.stats();
+    let mut out = String::with_capacity(4096);
+    let mut counter = |name: &str, help: &str, v: u64| {
+        let _ = writeln!(
+            out,
+            "# HELP anytun_{name} {help}\n# TYPE anytun_{name} counter\nanytun_{name} {v}"
+        );
+    };
+    counter("packets_in_total", "Datagrams received.", s.packets_in);
+    counter("packets_out_total", "Datagrams sent.", s.packets_out);
+    counter(
+        "handshakes_accepted_total",
+        "Sessions established.",
+        s.handshakes_accepted,
+    );
+    counter(
+        "handshakes_refused_total",
+        "Handshakes refused (key not authorised or proxy full).",
+        s.handshakes_refused,
+    );
+    counter(
+        "cookie_replies_total",
+        "Cookie replies sent under load.",
+        s.cookie_replies,
+    );
+    counter(
+        "sessions_expired_total",
+        "Sessions ended by silence.",
+        s.sessions_expired,
+    );
+    counter(
+        "address_changes_total",
+        "Client address changes learned from authenticated packets.",
+        s.address_changes,
+    );
+    counter(
+        "registrations_total",
+        "Registrations accepted, including refreshes.",
+        s.registrations,
+    );
+    counter(
+        "calls_started_total",
+        "Calls offered to at least one device.",
+        s.calls_started,
+    );
+    counter("calls_answered_total", "Calls answered.", s.calls_answered);
+    counter(
+        "calls_failed_total",
+        "Calls refused before answer.",
+        s.calls_failed,
+    );
+    counter(
+        "media_relayed_total",
+        "Voice frames relayed.",
+        s.media_relayed,
+    );
+    counter(
+        "control_retransmits_total",
+        "Control messages retransmitted.",
+        s.control_retransmits,
+    );
+    let _ = writeln!(out, "# HELP anytun_dropped_packets_total Packets dropped, by reason.\n# TYPE anytun_dropped_packets_total counter");
+    for (reason, n) in s.drops.iter() {
+        let _ = writeln!(
+            out,
+            "anytun_dropped_packets_total{{reason=\"{}\"}} {n}",
+            reason.label()
+        );
+    }
+    let mut gauge = |name: &str, help: &str, v: usize| {
+        let _ = writeln!(
+            out,
+            "# HELP anytun_{name} {help}\n# TYPE anytun_{name} gauge\nanytun_{name} {v}"
+        );
+    };
+    gauge("sessions", "Sessions held.", p.session_count());
+    gauge("calls", "Calls ringing or answered.", p.call_count());
+    gauge(
+        "registrations",
+        "Registered (name, device) bindings.",
+        p.registration_count(),
+    );
+    out
+}
+
+/// Answers one HTTP request on `stream` with `body` if it asks for
+/// `/metrics` (or `/`), 404 otherwise. Reads at most one small request.
+pub async fn serve_one(mut stream: tokio::net::TcpStream, body: impl FnOnce() -> String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut buf = [0u8; 1024];
+    let n = match tokio::time::timeout(std::time::Duration::from_secs(2), stream.read(&mut buf))
+        .await
+    {
+        Ok(Ok(n)) => n,
+        _ => return,
+    };
+    let req = String::from_utf8_lossy(&buf[..n]);
+    let path = req.split_whitespace().nth(1).unwrap_or("");
+    let resp = if path == "/metrics" || path == "/" {
+        let b = body();
+        format!(
+            "HTTP/1.1 200 OK\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{b}",
+            b.len()
+        )
+    } else {
+        "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n".to_owned()
+    };
+    let _ = stream.write_all(resp.as_bytes()).await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::crypto::SecretKey;
+    use crate::proxy::{ProxyConfig, Subscribers};
+    use crate::session::ProxyId;
+
+    #[test]
+    fn renders_every_drop_reason_and_gauges() {
+        let mut p = Proxy::new(
+            ProxyConfig::new(ProxyId::new(1).unwrap(), SecretKey::generate()),
+            Subscribers::default(),
+            std::time::Instant::now(),
+        );
+        let mut out = [0u8; 1500];
+        let mut junk = [9u8; 3];
+        p.handle_datagram(
+            std::time::Instant::now(),
+            "127.0.0.1:1".parse().unwrap(),
+            None,
+            &mut junk,
+            &mut out,
+        );
+        let text = render(&p);
+        assert!(text.contains("anytun_packets_in_total 1\n"));
+        assert!(text.contains("anytun_dropped_packets_total{reason=\"unknown_type\"} 1\n"));
+        assert!(text.contains("anytun_sessions 0\n"));
+        for r in crate::wire::DropReason::ALL {
+            assert!(text.contains(r.label()));
+        }
+    }
+}
