@@ -56,15 +56,20 @@ const SOCKET_BUFFER: usize = 4 << 20;
 /// ECN, ...) cannot make the kernel drop the pktinfo message (`MSG_CTRUNC`).
 const CMSG_CAP: usize = 128;
 
-// SAFETY (all four): CMSG_LEN/CMSG_SPACE only do integer arithmetic on their
-// argument; they are `unsafe` in libc merely because they mirror C macros.
+// CMSG_LEN/CMSG_SPACE below only do integer arithmetic on their argument;
+// they are `unsafe` in libc merely because they mirror C macros.
+
+/// Offset of a control message's data (`CMSG_DATA`) from its header.
+// SAFETY: pure arithmetic, see above.
 const CMSG_HDR_LEN: usize = unsafe { libc::CMSG_LEN(0) } as usize;
 const PKTINFO_V4_LEN: u32 = mem::size_of::<libc::in_pktinfo>() as u32;
 const PKTINFO_V6_LEN: u32 = mem::size_of::<libc::in6_pktinfo>() as u32;
+// SAFETY: pure arithmetic, see above.
 const CMSG_SPACE_V4: usize = unsafe { libc::CMSG_SPACE(PKTINFO_V4_LEN) } as usize;
+// SAFETY: pure arithmetic, see above.
 const CMSG_SPACE_V6: usize = unsafe { libc::CMSG_SPACE(PKTINFO_V6_LEN) } as usize;
 
-// The raw writes in `write_cmsg` rely on these.
+// A pktinfo message always fits, so `write_cmsg` never has to give up.
 const _: () = assert!(CMSG_SPACE_V4 <= CMSG_CAP && CMSG_SPACE_V6 <= CMSG_CAP);
 const _: () = assert!(mem::align_of::<CmsgBuf>() >= mem::align_of::<libc::cmsghdr>());
 
@@ -169,39 +174,39 @@ impl UdpEndpoint {
     /// rather than failing the datagrams behind it. Any other error is
     /// returned; the batch is cleared in that case too.
     ///
-    /// Not cancel safe: if the future is dropped midway, the batch still holds
-    /// every datagram, including those already sent.
+    /// Cancel safe: if the future is dropped midway (e.g. in `select!`), the
+    /// batch keeps only the datagrams not yet handed to the kernel, and the
+    /// next call sends just those, so nothing is sent twice.
     pub async fn send_batch(&self, batch: &mut SendBatch) -> io::Result<usize> {
         let fd = self.sock.as_raw_fd();
-        let queued = batch.len;
-        let mut next = 0;
         let mut sent = 0;
         let result = loop {
-            if next >= queued {
+            if batch.next >= batch.len {
                 break Ok(sent);
             }
+            let from = batch.next;
             match self
                 .sock
-                .async_io(Interest::WRITABLE, || batch.send_once(fd, next))
+                .async_io(Interest::WRITABLE, || batch.send_once(fd, from))
                 .await
             {
                 Ok(n) if n > 0 => {
-                    next += n;
+                    batch.next += n;
                     sent += n;
                 }
                 // sendmmsg never reports 0 for a non-empty vector; if it
                 // did, skipping one datagram guarantees progress.
                 Ok(_) => {
                     batch.send_errors += 1;
-                    next += 1;
+                    batch.next += 1;
                 }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 // sendmmsg reports an error only for the first datagram of
-                // the vector it was given: `next` is the one to blame.
+                // the vector it was given: `from` is the one to blame.
                 Err(e) if is_per_datagram_send_error(&e) => {
-                    log::debug!("sendmmsg: dropping datagram {next}: {e}");
+                    log::debug!("sendmmsg: dropping datagram {from} of the batch: {e}");
                     batch.send_errors += 1;
-                    next += 1;
+                    batch.next += 1;
                 }
                 Err(e) => break Err(e),
             }
@@ -452,6 +457,8 @@ impl fmt::Debug for RecvBatch {
 /// Reads what the kernel reported for the datagram in slot `i`.
 fn parse_slot(i: usize, hdr: &libc::mmsghdr, slot: &RecvSlot) -> Option<RecvMeta> {
     let src = parse_addr(&slot.addr, hdr.msg_hdr.msg_namelen)?;
+    // msg_controllen is size_t on glibc but socklen_t on musl.
+    #[allow(clippy::unnecessary_cast)]
     let dst = parse_pktinfo(&slot.cmsg.0, hdr.msg_hdr.msg_controllen as usize);
     Some(RecvMeta {
         slot: i,
@@ -485,7 +492,11 @@ pub enum PushError {
 pub struct SendBatch {
     slots: Box<[SendSlot]>,
     hdrs: Box<[libc::mmsghdr]>,
+    /// Number of slots queued.
     len: usize,
+    /// First queued slot not yet handed to the kernel; survives a cancelled
+    /// `send_batch` so that the next call resumes instead of resending.
+    next: usize,
     send_errors: u64,
 }
 
@@ -526,6 +537,7 @@ impl SendBatch {
             slots: vec![slot; n].into_boxed_slice(),
             hdrs: vec![zeroed_mmsghdr(); n].into_boxed_slice(),
             len: 0,
+            next: 0,
             send_errors: 0,
         }
     }
@@ -535,14 +547,14 @@ impl SendBatch {
         self.slots.len()
     }
 
-    /// Number of datagrams queued.
+    /// Number of datagrams queued and not yet sent.
     pub fn len(&self) -> usize {
-        self.len
+        self.len.saturating_sub(self.next)
     }
 
-    /// Whether nothing is queued.
+    /// Whether nothing is waiting to be sent.
     pub fn is_empty(&self) -> bool {
-        self.len == 0
+        self.len() == 0
     }
 
     /// Whether the next push would fail with [`PushError::Full`].
@@ -553,6 +565,7 @@ impl SendBatch {
     /// Drops every queued datagram.
     pub fn clear(&mut self) {
         self.len = 0;
+        self.next = 0;
     }
 
     /// Total number of datagrams [`UdpEndpoint::send_batch`] skipped because
@@ -673,7 +686,7 @@ impl fmt::Debug for SendBatch {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("SendBatch")
             .field("capacity", &self.capacity())
-            .field("len", &self.len)
+            .field("len", &self.len())
             .field("send_errors", &self.send_errors)
             .finish()
     }
@@ -808,22 +821,24 @@ fn encode_pktinfo(src: IpAddr, out: &mut CmsgBuf) -> usize {
 /// Writes one control message (header, then `payload` at `CMSG_DATA`) at the
 /// start of `out`. Only called with the two pktinfo types.
 fn write_cmsg<T: Copy>(out: &mut CmsgBuf, level: libc::c_int, ty: libc::c_int, payload: T) {
-    if CMSG_HDR_LEN + mem::size_of::<T>() > CMSG_CAP {
-        return; // cannot happen for pktinfo (const-asserted); never overrun
-    }
+    let data_end = CMSG_HDR_LEN + mem::size_of::<T>();
     // SAFETY: cmsghdr is plain integers (plus explicit padding on musl), for
     // which all-zero is a valid value.
     let mut hdr: libc::cmsghdr = unsafe { mem::zeroed() };
-    hdr.cmsg_len = (CMSG_HDR_LEN + mem::size_of::<T>()) as _;
+    hdr.cmsg_len = data_end as _;
     hdr.cmsg_level = level;
     hdr.cmsg_type = ty;
-    let base = out.0.as_mut_ptr();
-    // SAFETY: the header fits at offset 0 and the payload at CMSG_HDR_LEN
-    // (checked above against the buffer size), and unaligned writes have no
-    // alignment requirement.
-    unsafe {
-        ptr::write_unaligned(base.cast::<libc::cmsghdr>(), hdr);
-        ptr::write_unaligned(base.add(CMSG_HDR_LEN).cast::<T>(), payload);
+    // The slicing never fails for pktinfo (const-asserted above); it makes
+    // the writes below unable to overrun whatever T is.
+    if let Some(bytes) = out.0.get_mut(..mem::size_of::<libc::cmsghdr>()) {
+        // SAFETY: `bytes` is exactly size_of::<cmsghdr>() bytes of `out`,
+        // and an unaligned write has no alignment requirement.
+        unsafe { ptr::write_unaligned(bytes.as_mut_ptr().cast::<libc::cmsghdr>(), hdr) };
+    }
+    if let Some(bytes) = out.0.get_mut(CMSG_HDR_LEN..data_end) {
+        // SAFETY: `bytes` is exactly size_of::<T>() bytes of `out`, and an
+        // unaligned write has no alignment requirement.
+        unsafe { ptr::write_unaligned(bytes.as_mut_ptr().cast::<T>(), payload) };
     }
 }
 
@@ -835,12 +850,15 @@ fn write_cmsg<T: Copy>(out: &mut CmsgBuf, level: libc::c_int, ty: libc::c_int, p
 fn parse_pktinfo(buf: &[u8; CMSG_CAP], len: usize) -> Option<IpAddr> {
     let len = len.min(CMSG_CAP);
     let mut off = 0usize;
-    while off + mem::size_of::<libc::cmsghdr>() <= len {
-        // SAFETY: a whole cmsghdr lies within buf (checked by the loop
-        // condition); any bytes are a valid cmsghdr; read_unaligned has no
-        // alignment requirement.
+    while let Some(hdr_bytes) = buf.get(off..off + mem::size_of::<libc::cmsghdr>()) {
+        if off + hdr_bytes.len() > len {
+            return None;
+        }
+        // SAFETY: `hdr_bytes` is exactly size_of::<cmsghdr>() initialized
+        // bytes, any bytes form a valid cmsghdr (plain integers), and an
+        // unaligned read has no alignment requirement.
         let hdr: libc::cmsghdr =
-            unsafe { ptr::read_unaligned(buf.as_ptr().add(off).cast::<libc::cmsghdr>()) };
+            unsafe { ptr::read_unaligned(hdr_bytes.as_ptr().cast::<libc::cmsghdr>()) };
         let cmsg_len = hdr.cmsg_len as usize;
         if cmsg_len < CMSG_HDR_LEN || cmsg_len > len - off {
             return None;
