@@ -32,5 +32,6 @@ pub mod metrics;
 pub mod proxy;
 pub mod runtime;
 pub mod session;
+pub mod sim;
 pub mod store;
 pub mod wire;

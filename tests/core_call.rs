@@ -1,13 +1,11 @@
 //! The protocol cores driven together over an in-memory network: handshake,
 //! registration, calls, voice, DTMF, failures. Deterministic, no sockets.
 
-mod common;
-
 use anytun::call::Cause;
 use anytun::client::{ClientConfig, ClientError, Event};
 use anytun::crypto::SecretKey;
+use anytun::sim::{name, Net};
 use anytun::wire::DropReason;
-use common::{name, Net};
 use std::time::Duration;
 
 fn has<F: Fn(&Event) -> bool>(events: &[Event], f: F) -> bool {
@@ -355,7 +353,7 @@ fn wrong_network_key_times_out_with_clear_error() {
     net.node("alice").client = anytun::client::Client::new(ClientConfig::new(key, wrong_network));
     let t = net.unix_nanos;
     net.node("alice").client.connect(now, t);
-    net.advance(Duration::from_secs(6));
+    net.advance(Duration::from_secs(12));
     let err = net
         .node("alice")
         .events
@@ -366,7 +364,7 @@ fn wrong_network_key_times_out_with_clear_error() {
         })
         .expect("gave up");
     assert!(err.contains("network public key"), "{err}");
-    assert_eq!(net.proxy.stats().drops.get(DropReason::BadMac1), 5);
+    assert_eq!(net.proxy.stats().drops.get(DropReason::BadMac1), 4);
     assert_eq!(net.proxy.session_count(), 0);
 }
 
@@ -446,4 +444,67 @@ fn revoking_a_subscriber_ends_its_session() {
     let now = net.now;
     net.proxy.set_subscribers(now, subs);
     assert_eq!(net.proxy.session_count(), 1);
+}
+
+#[test]
+fn refusal_is_final_and_reported_once() {
+    let mut net = Net::new(&["alice"]);
+    let cfg = ClientConfig::new(SecretKey::generate(), net.network.public());
+    net.node("alice").client = anytun::client::Client::new(cfg);
+    let (now, t) = (net.now, net.unix_nanos);
+    net.node("alice").client.connect(now, t);
+    net.advance(Duration::from_secs(15));
+    let refusals = net
+        .node("alice")
+        .events
+        .iter()
+        .filter(|e| matches!(e, Event::Disconnected(_)))
+        .count();
+    assert_eq!(refusals, 1);
+    assert_eq!(
+        net.proxy.stats().handshakes_refused,
+        1,
+        "no retries after a refusal"
+    );
+}
+
+/// A client that only sends (say, the other side is muted) hears nothing
+/// back but must not declare its session dead: it probes with keepalives,
+/// which the proxy echoes.
+#[test]
+fn one_way_voice_keeps_the_session() {
+    let mut net = Net::new(&["alice", "bob"]);
+    net.connect_all();
+    net.register("bob", "bob");
+    let call = net.establish_call("alice", "bob");
+    for seq in 0..600u32 {
+        net.send_voice("alice", call, seq, &[1; 160]);
+        net.advance(Duration::from_millis(100));
+    }
+    let lost = net
+        .node("alice")
+        .events
+        .iter()
+        .any(|e| matches!(e, Event::Disconnected(_)));
+    assert!(!lost, "session declared lost while sending voice");
+    assert!(net.node("alice").client.session().is_some());
+    assert_eq!(net.node("bob").heard.len(), 600);
+}
+
+/// Every copy of a registration refresh is lost: the client tries again
+/// instead of letting the registration lapse.
+#[test]
+fn lost_registration_is_sent_again() {
+    let mut net = Net::new(&["bob"]);
+    net.connect_all();
+    net.drop_downstream = true;
+    let now = net.now;
+    net.node("bob").client.register(now, name("bob"), 300);
+    net.advance(Duration::from_secs(17));
+    net.drop_downstream = false;
+    net.advance(Duration::from_secs(8));
+    assert!(has(&net.node("bob").events, |e| matches!(
+        e,
+        Event::Registered { .. }
+    )));
 }

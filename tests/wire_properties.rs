@@ -29,8 +29,10 @@ fn control() -> impl Strategy<Value = ControlMsg> {
     let call = any::<u64>().prop_map(CallId);
     let blob = proptest::collection::vec(any::<u8>(), 0..=512);
     prop_oneof![
-        (any::<u32>(), name()).prop_map(|(expires_s, name)| ControlMsg::Register { expires_s, name }),
-        (any::<u32>(), name()).prop_map(|(expires_s, name)| ControlMsg::Registered { expires_s, name }),
+        (any::<u32>(), name())
+            .prop_map(|(expires_s, name)| ControlMsg::Register { expires_s, name }),
+        (any::<u32>(), name())
+            .prop_map(|(expires_s, name)| ControlMsg::Registered { expires_s, name }),
         name().prop_map(|name| ControlMsg::RegisterFailed {
             cause: RegisterCause::NotAuthorized,
             name
@@ -43,17 +45,24 @@ fn control() -> impl Strategy<Value = ControlMsg> {
             proptest::collection::vec(codec(), 0..=16),
             blob.clone()
         )
-            .prop_map(|(call, to, from, peer_key, codecs, e2e)| ControlMsg::Invite {
-                call,
-                to,
-                from,
-                peer_key,
-                codecs,
-                e2e
-            }),
+            .prop_map(
+                |(call, to, from, peer_key, codecs, e2e)| ControlMsg::Invite {
+                    call,
+                    to,
+                    from,
+                    peer_key,
+                    codecs,
+                    e2e
+                }
+            ),
         call.clone().prop_map(|call| ControlMsg::Ringing { call }),
-        (call.clone(), any::<[u8; 32]>(), blob.clone())
-            .prop_map(|(call, peer_key, e2e)| ControlMsg::Answer { call, peer_key, e2e }),
+        (call.clone(), any::<[u8; 32]>(), blob.clone()).prop_map(|(call, peer_key, e2e)| {
+            ControlMsg::Answer {
+                call,
+                peer_key,
+                e2e,
+            }
+        }),
         (call.clone(), cause()).prop_map(|(call, cause)| ControlMsg::Reject { call, cause }),
         (call.clone(), cause()).prop_map(|(call, cause)| ControlMsg::Hangup { call, cause }),
         (call, blob).prop_map(|(call, e2e)| ControlMsg::CallData { call, e2e }),

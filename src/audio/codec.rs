@@ -1,5 +1,6 @@
 //! Codec names, framing and frame-level encode/decode for the narrowband
-//! codecs the proxy can transcode between.
+//! codecs clients offer and answer with. (Proxies never touch audio: it is
+//! end-to-end encrypted.)
 //!
 //! Everything is 8000 Hz mono in 20 ms frames of 160 samples, the common
 //! telephony packetisation (RTP's default ptime for G.711).
@@ -365,7 +366,8 @@ mod tests {
         #[test]
         fn g711_reencoding_is_stable(pcm in prop::collection::vec(any::<i16>(), 160)) {
             // Decoding then re-encoding a G.711 frame must give the same
-            // bytes, or every transcoding hop would add noise.
+            // bytes, or every decode/encode step (a recording
+            // played back, a gateway) would add noise.
             for codec in [Codec::Ulaw, Codec::Alaw] {
                 let (mut wire, mut back, mut again) = ([0u8; 160], [0i16; 160], [0u8; 160]);
                 codec.encode_frame(&pcm, &mut wire).unwrap();

@@ -46,6 +46,9 @@ pub enum E2eError {
     /// The codec in message 2 is not valid UTF-8.
     #[error("end-to-end handshake: malformed codec name")]
     Codec,
+    /// The answer chose a codec the caller did not offer.
+    #[error("the answer chose codec {0}, which was not offered")]
+    CodecNotOffered(String),
 }
 
 /// The caller's half-finished handshake, kept until the Answer arrives.

@@ -3,7 +3,8 @@
 //! Each control message gets a per-sender id; the receiver acknowledges
 //! every copy it gets (its ack may have been lost) and acts on an id once.
 //! The sender retransmits with exponential backoff until acknowledged or
-//! until it gives up, which the owner treats as the peer being gone.
+//! until it gives up; the owner then ends the call the message was about
+//! (a peer that acknowledges nothing for that long is unreachable).
 
 use super::CallIdOpt;
 use crate::session::ReplayWindow;
@@ -14,7 +15,9 @@ use std::time::{Duration, Instant};
 pub const INITIAL_RTO: Duration = Duration::from_millis(250);
 /// Longest retransmission timeout.
 pub const MAX_RTO: Duration = Duration::from_secs(3);
-/// Transmissions (the first and the retries) before giving up: about 14 s.
+/// Transmissions (the first and the retries) before giving up. With the
+/// timeouts above the copies leave at 0, 0.25, 0.75, 1.75, 3.75, 6.75, 9.75
+/// and 12.75 s, and the sender gives up at 15.75 s.
 pub const MAX_TRANSMISSIONS: u8 = 8;
 
 #[derive(Debug)]

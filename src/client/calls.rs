@@ -39,6 +39,7 @@ pub(crate) enum CallState {
     Dialing {
         handshake: CallerHandshake,
         to: Name,
+        offered: Vec<String>,
         ringing: bool,
     },
     /// We were invited and have not answered.
@@ -61,7 +62,6 @@ pub(crate) enum CallState {
 pub(crate) struct ClientCall {
     pub(crate) state: CallState,
     dtmf_sent: u32,
-    dtmf_seen: Option<u32>,
 }
 
 impl ClientCall {
@@ -69,7 +69,6 @@ impl ClientCall {
         Self {
             state,
             dtmf_sent: 0,
-            dtmf_seen: None,
         }
     }
 }
@@ -96,13 +95,14 @@ impl Client {
                 to: to.clone(),
                 from,
                 peer_key: [0; 32],
-                codecs,
+                codecs: codecs.clone(),
                 e2e: msg1,
             },
         )?;
         let state = CallState::Dialing {
             handshake,
             to,
+            offered: codecs,
             ringing: false,
         };
         self.calls.insert(call, ClientCall::new(state));
@@ -335,7 +335,7 @@ impl Client {
                 e2e: msg2,
             } => self.on_answer(now, call, PublicKey(peer_key), &msg2),
             ControlMsg::Reject { call, cause } | ControlMsg::Hangup { call, cause } => {
-                self.end_call(call, cause)
+                self.end_call(call, cause);
             }
             ControlMsg::CallData {
                 call,
@@ -347,13 +347,30 @@ impl Client {
 
     fn on_answer(&mut self, now: Instant, call: CallId, peer_key: PublicKey, msg2: &[u8]) {
         let Some(c) = self.calls.remove(&call) else {
+            // An answer to a call we gave up on: tell the proxy it is over,
+            // or the answering side would wait for voice that never comes.
+            let cause = Cause::NetworkFailure;
+            let _ = self.send_control(now, ControlMsg::Hangup { call, cause });
             return;
         };
-        let CallState::Dialing { handshake, to, .. } = c.state else {
+        let CallState::Dialing {
+            handshake,
+            to,
+            offered,
+            ..
+        } = c.state
+        else {
             self.calls.insert(call, c);
             return;
         };
-        match handshake.finish(msg2, &peer_key) {
+        let result = handshake.finish(msg2, &peer_key).and_then(|(s, codec)| {
+            if offered.iter().any(|o| o.eq_ignore_ascii_case(&codec)) {
+                Ok((s, codec))
+            } else {
+                Err(e2e::E2eError::CodecNotOffered(codec))
+            }
+        });
+        match result {
             Ok((session, codec)) => {
                 let state = CallState::Active {
                     e2e: session,
@@ -384,15 +401,12 @@ impl Client {
             return self.drops.add(DropReason::BadEndToEnd);
         };
         match E2eMessage::parse(plain) {
+            // Repeats cannot get here: the reliable layer drops repeated
+            // control messages and the end-to-end replay window repeated
+            // blobs. Digits are reported in the order they arrive.
             Ok(E2eMessage::Dtmf {
-                event,
-                digit,
-                duration_ms,
+                digit, duration_ms, ..
             }) => {
-                if c.dtmf_seen.is_some_and(|seen| event <= seen) {
-                    return;
-                }
-                c.dtmf_seen = Some(event);
                 self.events.push_back(Event::Dtmf {
                     call,
                     digit: char::from(digit),
@@ -428,11 +442,14 @@ impl Client {
         }
     }
 
-    /// Ends a call locally and tells the application.
-    pub(super) fn end_call(&mut self, call: CallId, cause: Cause) {
-        if self.calls.remove(&call).is_some() {
+    /// Ends a call locally and tells the application. False if there was
+    /// no such call.
+    pub(super) fn end_call(&mut self, call: CallId, cause: Cause) -> bool {
+        let existed = self.calls.remove(&call).is_some();
+        if existed {
             self.events.push_back(Event::CallEnded { call, cause });
         }
+        existed
     }
 
     pub(super) fn end_all_calls(&mut self, cause: Cause) {

@@ -16,7 +16,7 @@ use crate::call::{Cause, Name};
 use crate::crypto::mac::NetworkMacs;
 use crate::crypto::{tai64n, PublicKey, SecretKey};
 use crate::handshake::{HandshakeError, Initiator};
-use crate::session::{CallId, ProxyId, SessionCrypto, SessionId};
+use crate::session::{CallId, ProxyId, SenderId, SessionCrypto, SessionId};
 use crate::wire::control::ControlMsg;
 use crate::wire::handshake::{CookieReply, HandshakeResponse, HandshakeStatus, INIT_LEN};
 use crate::wire::inner::Inner;
@@ -36,21 +36,23 @@ pub struct ClientConfig {
     pub network: PublicKey,
     /// Keepalive interval; `None` uses the one the proxy suggests.
     pub keepalive: Option<Duration>,
-    /// Time between handshake attempts.
+    /// Time before the first retry of a handshake; later retries wait
+    /// twice, then four times as long.
     pub handshake_retry: Duration,
     /// Attempts before giving up with [`ClientError::HandshakeTimeout`].
     pub handshake_attempts: u32,
 }
 
 impl ClientConfig {
-    /// Defaults: keepalive as the proxy says, 5 handshake attempts 1 s apart.
+    /// Defaults: keepalive as the proxy says, 4 handshake attempts with
+    /// retries after 1, 2 and 4 s (an error after 11 s without an answer).
     pub fn new(secret: SecretKey, network: PublicKey) -> Self {
         Self {
             secret,
             network,
             keepalive: None,
             handshake_retry: Duration::from_secs(1),
-            handshake_attempts: 5,
+            handshake_attempts: 4,
         }
     }
 }
@@ -202,8 +204,11 @@ pub struct VoiceFrame<'a> {
 enum Conn {
     Idle,
     Handshaking {
-        /// `None` after a response that failed to authenticate: the next
-        /// retry sends a fresh initiation.
+        /// The latest attempt; `None` after a response that failed to
+        /// authenticate (the next retry sends a fresh one). Only the latest
+        /// is answerable: the proxy keeps the session of the newest
+        /// initiation it saw, so accepting an older one's answer would bind
+        /// the client to a session the proxy has already replaced.
         initiator: Option<Initiator>,
         attempts: u32,
         first_sent: Instant,
@@ -219,8 +224,12 @@ struct Established {
     keepalive: Duration,
     last_rx: Instant,
     last_tx: Instant,
+    /// Last keepalive sent because nothing was heard (see `handle_timeout`).
+    last_probe: Instant,
     reliable: ReliableSender,
-    received: ReliableReceiver,
+    /// Duplicate filters per proxy sender id: each proxy numbers its own
+    /// control messages.
+    received: Vec<(SenderId, ReliableReceiver)>,
 }
 
 struct Registration {
@@ -285,17 +294,23 @@ impl Client {
     /// Starts (or restarts) the handshake. `unix_nanos` is the wall clock,
     /// used for the replay-protecting timestamp.
     pub fn connect(&mut self, now: Instant, unix_nanos: u128) {
-        self.send_init(now, unix_nanos, 0, now, None);
+        self.conn = Conn::Idle;
+        self.send_init(now, unix_nanos);
     }
 
-    fn send_init(
-        &mut self,
-        now: Instant,
-        unix_nanos: u128,
-        attempts: u32,
-        first_sent: Instant,
-        cookie: Option<[u8; 16]>,
-    ) {
+    /// Sends a (new) initiation. Retries back off (1, 2, 4, 4 s ...) so
+    /// that a slow path, whose answers take longer than the first retry
+    /// interval, still gets an answer to its latest attempt.
+    fn send_init(&mut self, now: Instant, unix_nanos: u128) {
+        let (attempts, first_sent, cookie) = match &self.conn {
+            Conn::Handshaking {
+                attempts,
+                first_sent,
+                cookie,
+                ..
+            } => (*attempts, *first_sent, *cookie),
+            _ => (0, now, None),
+        };
         let mut pkt = [0u8; INIT_LEN];
         let tag = crate::crypto::random_u64() as u32;
         match Initiator::start(
@@ -309,11 +324,12 @@ impl Client {
         ) {
             Ok(initiator) => {
                 self.queue.push_back(pkt.to_vec());
+                let backoff = self.cfg.handshake_retry * 2u32.pow(attempts.min(2));
                 self.conn = Conn::Handshaking {
                     initiator: Some(initiator),
                     attempts: attempts + 1,
                     first_sent,
-                    next_retry: now + self.cfg.handshake_retry,
+                    next_retry: now + backoff,
                     cookie,
                 };
             }
@@ -347,7 +363,7 @@ impl Client {
     fn on_response(&mut self, now: Instant, d: &[u8]) -> Result<(), DropReason> {
         let resp = HandshakeResponse::parse(d)?;
         let Conn::Handshaking {
-            initiator: slot @ Some(_),
+            initiator: slot,
             next_retry,
             ..
         } = &mut self.conn
@@ -361,25 +377,24 @@ impl Client {
         let (payload, keys) = match initiator.finish(&resp) {
             Ok(ok) => ok,
             Err(_) => {
-                // Not from the holder of the network key. The Noise state is
+                // Not from the holder of the network key. That Noise state is
                 // spent, so retry with a fresh initiation now.
                 *next_retry = now;
                 return Err(DropReason::HandshakeFailed);
             }
         };
-        match payload.status {
-            HandshakeStatus::Accepted => {}
-            HandshakeStatus::UnknownKey => {
-                let key = self.public_key();
-                self.events
-                    .push_back(Event::Disconnected(ClientError::NotAuthorized { key }));
-                return Ok(());
-            }
-            HandshakeStatus::Busy => {
-                self.events
-                    .push_back(Event::Disconnected(ClientError::Busy));
-                return Ok(());
-            }
+        let refused = match payload.status {
+            HandshakeStatus::Accepted => None,
+            HandshakeStatus::UnknownKey => Some(ClientError::NotAuthorized {
+                key: self.public_key(),
+            }),
+            HandshakeStatus::Busy => Some(ClientError::Busy),
+        };
+        if let Some(err) = refused {
+            // An authenticated refusal is final: retrying would not change it.
+            self.conn = Conn::Idle;
+            self.events.push_back(Event::Disconnected(err));
+            return Ok(());
         }
         let (Some(session), Some(proxy)) = (
             SessionId::from_raw(payload.session_id),
@@ -397,8 +412,9 @@ impl Client {
             keepalive,
             last_rx: now,
             last_tx: now,
+            last_probe: now,
             reliable: ReliableSender::new(),
-            received: ReliableReceiver::new(),
+            received: Vec::new(),
         }));
         self.events.push_back(Event::Connected {
             session,
@@ -412,8 +428,7 @@ impl Client {
             .map(|r| (r.name.clone(), r.requested_s))
             .collect();
         for (name, expires_s) in names {
-            // Cannot fail: connected, and a valid name always fits.
-            let _ = self.send_control(now, ControlMsg::Register { expires_s, name });
+            self.send_register(now, name, expires_s);
         }
         Ok(())
     }
@@ -464,7 +479,15 @@ impl Client {
                 Ok(None)
             }
             Inner::Control { msg_id, body } => {
-                let first = est.received.first_time(msg_id);
+                let first = match est.received.iter_mut().find(|(s, _)| *s == header.sender) {
+                    Some((_, r)) => r.first_time(msg_id),
+                    None => {
+                        let mut r = ReliableReceiver::new();
+                        r.first_time(msg_id);
+                        est.received.push((header.sender, r));
+                        true
+                    }
+                };
                 let mut ack = vec![0u8; 64];
                 if let Some(n) = est
                     .crypto
@@ -519,9 +542,19 @@ impl Client {
             });
         }
         if matches!(self.conn, Conn::Established(_)) {
-            // Cannot fail: connected, and a valid name always fits.
-            let _ = self.send_control(now, ControlMsg::Register { expires_s, name });
+            self.send_register(now, name, expires_s);
         }
+    }
+
+    /// Sends a Register and arms a fallback refresh: if no Registered comes
+    /// back (every retransmission lost), it is tried again rather than let
+    /// the binding lapse silently.
+    fn send_register(&mut self, now: Instant, name: Name, expires_s: u32) {
+        if let Some(r) = self.registrations.iter_mut().find(|r| r.name == name) {
+            r.refresh_at = Some(now + REGISTER_RETRY);
+        }
+        // Cannot fail: connected, and a valid name always fits.
+        let _ = self.send_control(now, ControlMsg::Register { expires_s, name });
     }
 
     /// Sends a control message reliably.
@@ -590,8 +623,9 @@ impl Client {
             Conn::Idle => None,
             Conn::Handshaking { next_retry, .. } => Some(*next_retry),
             Conn::Established(est) => {
-                let mut t =
-                    (est.last_tx + est.keepalive).min(est.last_rx + dead_after(est.keepalive));
+                let mut t = (est.last_tx + est.keepalive)
+                    .min(est.last_rx.max(est.last_probe) + est.keepalive)
+                    .min(est.last_rx + dead_after(est.keepalive));
                 if let Some(r) = est.reliable.next_due() {
                     t = t.min(r);
                 }
@@ -614,13 +648,12 @@ impl Client {
                 attempts,
                 first_sent,
                 next_retry,
-                cookie,
                 ..
             } => {
                 if now < *next_retry {
                     return;
                 }
-                let (attempts, first_sent, cookie) = (*attempts, *first_sent, *cookie);
+                let (attempts, first_sent) = (*attempts, *first_sent);
                 if attempts >= self.cfg.handshake_attempts {
                     self.conn = Conn::Idle;
                     self.events
@@ -631,7 +664,7 @@ impl Client {
                         }));
                     self.end_all_calls(Cause::NetworkFailure);
                 } else {
-                    self.send_init(now, unix_nanos, attempts, first_sent, cookie);
+                    self.send_init(now, unix_nanos);
                 }
             }
             Conn::Established(est) => {
@@ -655,20 +688,34 @@ impl Client {
                         sent = true;
                     }
                 });
-                if !sent && now >= est.last_tx + est.keepalive {
+                // Keep the NAT binding open when we send nothing, and probe
+                // when we hear nothing (the proxy echoes keepalives), so a
+                // client that only sends voice does not think the path dead.
+                let idle = now >= est.last_tx + est.keepalive;
+                let deaf = now >= est.last_rx.max(est.last_probe) + est.keepalive;
+                if (!sent && idle) || deaf {
                     let mut pkt = vec![0u8; 64];
                     if let Some(n) = est.crypto.seal(&mut pkt, |b| Inner::Keepalive.encode(b)) {
                         pkt.truncate(n);
                         self.queue.push_back(pkt);
                         sent = true;
+                        if deaf {
+                            est.last_probe = now;
+                        }
                     }
                 }
                 if sent {
                     est.last_tx = now;
                 }
                 for lost in gone {
+                    // The proxy never acknowledged a message about this call:
+                    // end it here, and tell the proxy (best effort) so the
+                    // other side is not left in a call that is gone.
                     if let Some(call) = lost.call {
-                        self.end_call(call, Cause::Timeout);
+                        if self.end_call(call, Cause::Timeout) {
+                            let cause = Cause::Timeout;
+                            let _ = self.send_control(now, ControlMsg::Hangup { call, cause });
+                        }
                     }
                 }
                 let due: Vec<(Name, u32)> = self
@@ -681,12 +728,15 @@ impl Client {
                     })
                     .collect();
                 for (name, expires_s) in due {
-                    let _ = self.send_control(now, ControlMsg::Register { expires_s, name });
+                    self.send_register(now, name, expires_s);
                 }
             }
         }
     }
 }
+
+/// How long to wait for Registered before sending the Register again.
+const REGISTER_RETRY: Duration = Duration::from_secs(20);
 
 /// Silence after which the session counts as lost: three keepalive periods
 /// plus slack, since the proxy answers every keepalive.

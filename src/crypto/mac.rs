@@ -121,15 +121,23 @@ impl CookieSecret {
     }
 
     fn rotate(&mut self, now: Instant) {
-        if now.saturating_duration_since(self.born) >= COOKIE_SECRET_LIFETIME {
-            self.previous = self.current;
+        let age = now.saturating_duration_since(self.born);
+        if age >= COOKIE_SECRET_LIFETIME {
+            // After two lifetimes the current secret is as stale as the
+            // previous one: replace both, or old cookies would live forever
+            // on a proxy that is rarely under load.
+            if age >= 2 * COOKIE_SECRET_LIFETIME {
+                super::random_bytes(&mut self.previous);
+            } else {
+                self.previous = self.current;
+            }
             super::random_bytes(&mut self.current);
             self.born = now;
         }
     }
 
     fn cookie_with(secret: &[u8; 32], src: SocketAddr) -> [u8; 16] {
-        let ip = match src.ip() {
+        let ip = match src.ip().to_canonical() {
             IpAddr::V4(v4) => v4.to_ipv6_mapped().octets(),
             IpAddr::V6(v6) => v6.octets(),
         };

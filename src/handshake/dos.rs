@@ -74,7 +74,9 @@ impl LoadMeter {
 /// Key of a rate-limit bucket: an IPv4 address, or an IPv6 /64 (one host
 /// usually controls a whole /64, so per-address limits would be useless).
 fn bucket_key(ip: IpAddr) -> u128 {
-    match ip {
+    // A v4-mapped v6 address is the v4 client it maps, not the ::ffff:0/64
+    // "network" that every such client would otherwise share.
+    match ip.to_canonical() {
         IpAddr::V4(v4) => u128::from(u32::from(v4)),
         // IPv4 keys are below 2^32, so an IPv6 /64 prefix with a marker bit
         // set can never collide with one.
@@ -199,6 +201,9 @@ mod tests {
         assert!(!r.allow(t, "2001:db8::2".parse().unwrap()), "same /64");
         assert!(r.allow(t, "2001:db8:0:1::1".parse().unwrap()), "other /64");
         assert!(r.allow(t, "192.0.2.1".parse().unwrap()));
+        // A v4-mapped address is its v4 client.
+        assert!(!r.allow(t, "::ffff:192.0.2.1".parse().unwrap()));
+        assert!(r.allow(t, "::ffff:192.0.2.9".parse().unwrap()));
     }
 
     #[test]

@@ -240,6 +240,11 @@ impl Proxy {
     /// Installs a session exported by another proxy. Its packets will then be
     /// accepted here and answered with this proxy's sender id.
     pub fn import_session(&mut self, now: Instant, state: &SessionState, addr: SocketAddr) {
+        if let Some(old) = self.by_key.get(&state.client_key).copied() {
+            if old != state.id {
+                self.end_session(now, old, Cause::NetworkFailure);
+            }
+        }
         let session = ClientSession {
             crypto: SessionCrypto::import(state, self.cfg.proxy_id),
             client_key: state.client_key,
@@ -313,7 +318,7 @@ impl Proxy {
                 let sealed = self.macs.seal_cookie(&cookie, &nonce, &init.mac1);
                 let out = out
                     .get_mut(..COOKIE_REPLY_LEN)
-                    .ok_or(DropReason::Oversized)?;
+                    .ok_or(DropReason::CannotAnswer)?;
                 CookieReply::write_prefix(out, init.init_tag);
                 out[8..8 + COOKIE_NONCE_LEN].copy_from_slice(&nonce);
                 out[8 + COOKIE_NONCE_LEN..].copy_from_slice(&sealed);
@@ -338,18 +343,19 @@ impl Proxy {
         {
             return Err(DropReason::StaleTimestamp);
         }
-        let status = if !self.subscribers.is_authorized(&client) {
-            HandshakeStatus::UnknownKey
+        let id = if !self.subscribers.is_authorized(&client) {
+            Err(HandshakeStatus::UnknownKey)
         } else if self.sessions.len() >= self.cfg.max_sessions {
-            HandshakeStatus::Busy
+            Err(HandshakeStatus::Busy)
         } else {
-            HandshakeStatus::Accepted
+            self.new_session_id().ok_or(HandshakeStatus::Busy)
         };
-        let id = if status == HandshakeStatus::Accepted {
-            self.timestamps.insert(client, *responder.timestamp());
-            self.new_session_id()
-        } else {
-            None
+        let (status, id) = match id {
+            Ok(id) => {
+                self.timestamps.insert(client, *responder.timestamp());
+                (HandshakeStatus::Accepted, Some(id))
+            }
+            Err(status) => (status, None),
         };
         let payload = ResponsePayload {
             status,
@@ -361,7 +367,7 @@ impl Proxy {
         let out: &mut [u8; RESPONSE_LEN] = out
             .get_mut(..RESPONSE_LEN)
             .and_then(|o| o.try_into().ok())
-            .ok_or(DropReason::Oversized)?;
+            .ok_or(DropReason::CannotAnswer)?;
         let keys = responder.finish(&payload, out)?;
         match id {
             Some(id) => {
@@ -444,7 +450,7 @@ impl Proxy {
                 let len = session
                     .crypto
                     .seal(out, |b| Inner::Keepalive.encode(b))
-                    .ok_or(DropReason::Oversized)?;
+                    .ok_or(DropReason::CannotAnswer)?;
                 Ok(Some(Transmit {
                     dst: session.addr,
                     src_ip: session.local_ip,
@@ -460,7 +466,7 @@ impl Proxy {
                 let len = session
                     .crypto
                     .seal(out, |b| Inner::Ack { msg_id }.encode(b))
-                    .ok_or(DropReason::Oversized)?;
+                    .ok_or(DropReason::CannotAnswer)?;
                 let ack = Transmit {
                     dst: session.addr,
                     src_ip: session.local_ip,
@@ -499,7 +505,7 @@ impl Proxy {
         let len = peer
             .crypto
             .seal(out, |b| Inner::Media { call, e2e }.encode(b))
-            .ok_or(DropReason::Oversized)?;
+            .ok_or(DropReason::CannotAnswer)?;
         self.stats.media_relayed += 1;
         Ok(Some(Transmit {
             dst: peer.addr,

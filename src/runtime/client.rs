@@ -217,6 +217,21 @@ async fn send_all(shared: &Shared, pkts: Vec<Vec<u8>>) {
 async fn drive(shared: Arc<Shared>, events: mpsc::UnboundedSender<Event>, mut on_voice: VoiceSink) {
     let mut rx = RecvBatch::new(32);
     loop {
+        // Send what the core queued (the first initiation, answers to what
+        // was just received) and hand over events before waiting again.
+        let (pkts, evs) = {
+            let mut c = shared.client.lock().unwrap_or_else(|e| e.into_inner());
+            let pkts = drain(&mut c);
+            let mut evs = Vec::new();
+            while let Some(e) = c.poll_event() {
+                evs.push(e);
+            }
+            (pkts, evs)
+        };
+        send_all(&shared, pkts).await;
+        for e in evs {
+            let _ = events.send(e);
+        }
         let sock = socket(&shared);
         let deadline = {
             let c = shared.client.lock().unwrap_or_else(|e| e.into_inner());
@@ -256,19 +271,6 @@ async fn drive(shared: Arc<Shared>, events: mpsc::UnboundedSender<Event>, mut on
                     .handle_timeout(Instant::now(), unix_nanos());
             }
             _ = shared.wake.notified() => {}
-        }
-        let (pkts, evs) = {
-            let mut c = shared.client.lock().unwrap_or_else(|e| e.into_inner());
-            let pkts = drain(&mut c);
-            let mut evs = Vec::new();
-            while let Some(e) = c.poll_event() {
-                evs.push(e);
-            }
-            (pkts, evs)
-        };
-        send_all(&shared, pkts).await;
-        for e in evs {
-            let _ = events.send(e);
         }
     }
 }

@@ -25,6 +25,8 @@ const SEND_BATCH: usize = 96;
 struct Shared {
     core: Mutex<Proxy>,
     endpoints: Vec<UdpEndpoint>,
+    /// The endpoints' bound addresses, read once at start.
+    addrs: Vec<SocketAddr>,
     wake: Notify,
 }
 
@@ -38,14 +40,17 @@ impl ProxyRuntime {
     /// Binds every address in `listen` and starts serving.
     pub async fn start(core: Proxy, listen: &[SocketAddr]) -> Result<Self, RuntimeError> {
         let mut endpoints = Vec::new();
+        let mut addrs = Vec::new();
         for &addr in listen {
-            let ep =
-                UdpEndpoint::bind(addr).map_err(|source| RuntimeError::Bind { addr, source })?;
+            let bind_err = |source| RuntimeError::Bind { addr, source };
+            let ep = UdpEndpoint::bind(addr).map_err(bind_err)?;
+            addrs.push(ep.local_addr().map_err(bind_err)?);
             endpoints.push(ep);
         }
         let shared = Arc::new(Shared {
             core: Mutex::new(core),
             endpoints,
+            addrs,
             wake: Notify::new(),
         });
         let mut tasks = Vec::new();
@@ -58,11 +63,7 @@ impl ProxyRuntime {
 
     /// The bound addresses (with real ports where port 0 was asked for).
     pub fn local_addrs(&self) -> Vec<SocketAddr> {
-        self.shared
-            .endpoints
-            .iter()
-            .filter_map(|e| e.local_addr().ok())
-            .collect()
+        self.shared.addrs.clone()
     }
 
     /// Runs `f` on the core (for stats, subscriber updates, status), then
@@ -97,13 +98,14 @@ fn lock(m: &Mutex<Proxy>) -> MutexGuard<'_, Proxy> {
 
 /// Which socket a datagram leaves from: same family as its destination, and
 /// the one bound to its source address if there is one.
-fn pick(endpoints: &[UdpEndpoint], t: &Transmit) -> Option<usize> {
+/// Per packet: a scan of a handful of cached addresses, no syscall, no
+/// allocation.
+fn pick(addrs: &[SocketAddr], t: &Transmit) -> Option<usize> {
     let family_ok = |a: &SocketAddr| a.is_ipv4() == t.dst.is_ipv4();
-    let addrs: Vec<Option<SocketAddr>> = endpoints.iter().map(|e| e.local_addr().ok()).collect();
     let exact = addrs
         .iter()
-        .position(|a| a.is_some_and(|a| family_ok(&a) && Some(a.ip()) == t.src_ip));
-    exact.or_else(|| addrs.iter().position(|a| a.is_some_and(|a| family_ok(&a))))
+        .position(|a| family_ok(a) && Some(a.ip()) == t.src_ip);
+    exact.or_else(|| addrs.iter().position(family_ok))
 }
 
 /// Queues `t` (its bytes in `buf`) on the right socket's batch, or in
@@ -115,7 +117,7 @@ fn queue(
     t: Transmit,
     buf: &[u8],
 ) {
-    let Some(i) = pick(&shared.endpoints, &t) else {
+    let Some(i) = pick(&shared.addrs, &t) else {
         log::debug!("no socket can reach {}", t.dst);
         return;
     };

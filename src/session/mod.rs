@@ -29,6 +29,10 @@ pub struct SessionCrypto {
     recv: DirectionKey,
     send_counter: u64,
     windows: Windows,
+    /// Counter floors of other proxies that sent on this session, carried
+    /// through so a later export still names them (a session may go A, B,
+    /// then back to A, and A must not restart below what it used).
+    other_floors: Vec<(ProxyId, u64)>,
 }
 
 /// Replay windows by sender. A client hears from several proxies over a
@@ -62,6 +66,7 @@ impl SessionCrypto {
             recv: DirectionKey::new(proxy_to_client),
             send_counter: 0,
             windows: Windows::FromProxies(Vec::new()),
+            other_floors: Vec::new(),
         }
     }
 
@@ -79,6 +84,7 @@ impl SessionCrypto {
             recv: DirectionKey::new(client_to_proxy),
             send_counter: 0,
             windows: Windows::FromClient(ReplayWindow::new()),
+            other_floors: Vec::new(),
         }
     }
 
@@ -129,7 +135,7 @@ impl SessionCrypto {
     ) -> Result<Opened<'a>, DropReason> {
         let window = match &mut self.windows {
             Windows::FromClient(w) if header.sender == SenderId::CLIENT => Some(w),
-            Windows::FromProxies(ws) if header.sender != SenderId::CLIENT => ws
+            Windows::FromProxies(ws) if header.sender.proxy().is_some() => ws
                 .iter_mut()
                 .find(|(s, _)| *s == header.sender)
                 .map(|(_, w)| w),
@@ -172,8 +178,9 @@ impl SessionCrypto {
             Windows::FromClient(w) => w.top(),
             Windows::FromProxies(_) => 0,
         };
-        let mut proxy_floors = Vec::new();
+        let mut proxy_floors = self.other_floors.clone();
         if let Some(me) = self.me.proxy() {
+            proxy_floors.retain(|(p, _)| *p != me);
             proxy_floors.push((me, self.send_counter));
         }
         SessionState {
@@ -194,6 +201,12 @@ impl SessionCrypto {
         if let Some((_, floor)) = state.proxy_counter_floors.iter().find(|(p, _)| *p == me) {
             s.send_counter = floor.saturating_add(RESUME_MARGIN);
         }
+        s.other_floors = state
+            .proxy_counter_floors
+            .iter()
+            .copied()
+            .filter(|(p, _)| *p != me)
+            .collect();
         s
     }
 }
@@ -209,7 +222,8 @@ pub struct SessionState {
     pub client_to_proxy: [u8; 32],
     /// Key of the proxy-to-client direction.
     pub proxy_to_client: [u8; 32],
-    /// Every client counter below this was seen somewhere.
+    /// The top of the client's replay window (newest counter seen plus
+    /// one). An importing proxy treats every counter below it as seen.
     pub client_counter_floor: u64,
     /// The send counters proxies have used on this session.
     pub proxy_counter_floors: Vec<(ProxyId, u64)>,
@@ -301,6 +315,46 @@ mod tests {
         // p1 resumed above the floor it exported, not at zero.
         assert_eq!(p1.send_counter(), RESUME_MARGIN + 1000);
         assert_eq!(p2.send_counter(), 1000);
+    }
+
+    /// A session handed from proxy 1 to 2 and back to 1 must not send
+    /// with counters proxy 1 already used.
+    #[test]
+    fn round_trip_hand_off_never_reuses_a_nonce() {
+        let (mut client, mut p1) = pair();
+        let mut nonces = std::collections::HashSet::new();
+        let mut send = |p: &mut SessionCrypto, client: &mut SessionCrypto| {
+            let pkt = seal_keepalive(p);
+            let h = TransportHeader::parse(&pkt).unwrap();
+            assert!(nonces.insert(h.nonce()), "nonce reused: {h:?}");
+            assert_eq!(open(client, &pkt), Ok(true));
+        };
+        for _ in 0..10 {
+            send(&mut p1, &mut client);
+        }
+        let key = PublicKey([9; 32]);
+        let mut p2 = SessionCrypto::import(&p1.export(key), ProxyId::new(2).unwrap());
+        for _ in 0..10 {
+            send(&mut p2, &mut client);
+        }
+        let mut p1_again = SessionCrypto::import(&p2.export(key), ProxyId::new(1).unwrap());
+        assert!(
+            p1_again.send_counter() >= 10,
+            "proxy 1 resumes above its old counters"
+        );
+        for _ in 0..10 {
+            send(&mut p1_again, &mut client);
+        }
+    }
+
+    #[test]
+    fn client_refuses_reserved_sender_ids() {
+        let (mut c, _) = pair();
+        let id = c.id();
+        let mut bad = SessionCrypto::proxy(id, ProxyId::new(1).unwrap(), [1; 32], [2; 32]);
+        bad.me = SenderId(0xFFFF);
+        let pkt = seal_keepalive(&mut bad);
+        assert_eq!(open(&mut c, &pkt), Err(DropReason::BadSender));
     }
 
     #[test]

@@ -131,8 +131,9 @@ drop_reasons! {
     UnknownCall => "unknown_call",
     /// The end-to-end layer rejected the message (bad tag or replay).
     BadEndToEnd => "bad_e2e",
-    /// A handshake initiation arrived while the handshake table was full.
-    Overloaded => "overloaded",
+    /// The packet was valid but its answer could not be built: the caller's
+    /// output buffer is too small, or the session's send counter is spent.
+    CannotAnswer => "cannot_answer",
 }
 
 /// Counters of dropped packets, one per [`DropReason`].

@@ -1,15 +1,17 @@
 //! A deterministic in-memory network for driving the sans-IO cores: one
-//! proxy, several clients, simulated time. No sockets, so tests can inject
-//! loss, forgery and address changes exactly.
+//! proxy, several clients, simulated time. No sockets, so tests and
+//! benchmarks can inject loss, forgery and address changes exactly.
+//!
+//! Support code for tests, benchmarks and experiments; it panics on misuse.
 
-#![allow(dead_code)]
+#![allow(missing_docs)]
 
-use anytun::call::Name;
-use anytun::client::{Client, ClientConfig, Event};
-use anytun::crypto::SecretKey;
-use anytun::proxy::{Proxy, ProxyConfig, Subscribers};
-use anytun::session::{CallId, ProxyId};
-use anytun::wire::MAX_DATAGRAM;
+use crate::call::Name;
+use crate::client::{Client, ClientConfig, Event};
+use crate::crypto::SecretKey;
+use crate::proxy::{Proxy, ProxyConfig, Subscribers};
+use crate::session::{CallId, ProxyId};
+use crate::wire::MAX_DATAGRAM;
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
