@@ -100,7 +100,7 @@ impl Net {
 
     /// Delivers a datagram to the proxy as if from `src`, then everything
     /// that follows from it.
-    pub fn to_proxy(&mut self, src: SocketAddr, pkt: &[u8]) {
+    pub fn deliver_to_proxy(&mut self, src: SocketAddr, pkt: &[u8]) {
         let mut d = pkt.to_vec();
         let mut out = [0u8; MAX_DATAGRAM];
         let ip = self.proxy_ip();
@@ -114,11 +114,11 @@ impl Net {
                 "proxy must answer from the address used"
             );
             let data = out[..t.len].to_vec();
-            self.to_client(t.dst, &data);
+            self.deliver_to_client(t.dst, &data);
         }
     }
 
-    fn to_client(&mut self, dst: SocketAddr, pkt: &[u8]) {
+    fn deliver_to_client(&mut self, dst: SocketAddr, pkt: &[u8]) {
         if self.drop_downstream {
             return;
         }
@@ -148,13 +148,13 @@ impl Net {
                     let pkt = buf[..n].to_vec();
                     self.nodes[i].sent.push(pkt.clone());
                     let src = self.nodes[i].addr;
-                    self.to_proxy(src, &pkt);
+                    self.deliver_to_proxy(src, &pkt);
                 }
             }
             while let Some(t) = self.proxy.poll_transmit(&mut buf) {
                 moved = true;
                 let pkt = buf[..t.len].to_vec();
-                self.to_client(t.dst, &pkt);
+                self.deliver_to_client(t.dst, &pkt);
             }
             for n in &mut self.nodes {
                 while let Some(e) = n.client.poll_event() {
@@ -240,7 +240,7 @@ impl Net {
             .unwrap();
         let pkt = out[..n].to_vec();
         let src = node.addr;
-        self.to_proxy(src, &pkt);
+        self.deliver_to_proxy(src, &pkt);
         pkt
     }
 }

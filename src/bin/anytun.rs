@@ -21,7 +21,7 @@ use tokio::sync::mpsc::UnboundedReceiver;
 #[derive(Parser)]
 #[command(
     name = "anytun",
-    version,
+    version = concat!(env!("CARGO_PKG_VERSION"), " (", env!("ANYTUN_COMMIT"), ")"),
     about = "anytun: anycast VoIP over NAT — keys, subscribers, calls, demo"
 )]
 struct Cli {

@@ -18,7 +18,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 #[derive(Parser)]
-#[command(name = "anytund", version, about = "anytun proxy daemon")]
+#[command(name = "anytund", version = concat!(env!("CARGO_PKG_VERSION"), " (", env!("ANYTUN_COMMIT"), ")"), about = "anytun proxy daemon")]
 struct Args {
     /// Config file (TOML). Without it, built-in defaults are used.
     #[arg(long, short, env = "ANYTUND_CONFIG")]

@@ -37,7 +37,7 @@ pub struct CallInfo {
 pub(crate) enum CallState {
     /// We sent an Invite and wait for an answer.
     Dialing {
-        handshake: CallerHandshake,
+        handshake: Box<CallerHandshake>,
         to: Name,
         offered: Vec<String>,
         ringing: bool,
@@ -51,7 +51,7 @@ pub(crate) enum CallState {
     },
     /// Answered: end-to-end keys are set.
     Active {
-        e2e: E2eSession,
+        e2e: Box<E2eSession>,
         codec: String,
         peer: Name,
         direction: CallDirection,
@@ -100,7 +100,7 @@ impl Client {
             },
         )?;
         let state = CallState::Dialing {
-            handshake,
+            handshake: Box::new(handshake),
             to,
             offered: codecs,
             ringing: false,
@@ -146,7 +146,7 @@ impl Client {
         )?;
         if let Some(c) = self.calls.get_mut(&call) {
             c.state = CallState::Active {
-                e2e: session,
+                e2e: Box::new(session),
                 codec,
                 peer,
                 direction: CallDirection::Incoming,
@@ -373,7 +373,7 @@ impl Client {
         match result {
             Ok((session, codec)) => {
                 let state = CallState::Active {
-                    e2e: session,
+                    e2e: Box::new(session),
                     codec: codec.clone(),
                     peer: to,
                     direction: CallDirection::Outgoing,

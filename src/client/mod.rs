@@ -209,7 +209,7 @@ enum Conn {
         /// is answerable: the proxy keeps the session of the newest
         /// initiation it saw, so accepting an older one's answer would bind
         /// the client to a session the proxy has already replaced.
-        initiator: Option<Initiator>,
+        initiator: Option<Box<Initiator>>,
         attempts: u32,
         first_sent: Instant,
         next_retry: Instant,
@@ -326,7 +326,7 @@ impl Client {
                 self.queue.push_back(pkt.to_vec());
                 let backoff = self.cfg.handshake_retry * 2u32.pow(attempts.min(2));
                 self.conn = Conn::Handshaking {
-                    initiator: Some(initiator),
+                    initiator: Some(Box::new(initiator)),
                     attempts: attempts + 1,
                     first_sent,
                     next_retry: now + backoff,
@@ -370,7 +370,7 @@ impl Client {
         else {
             return Err(DropReason::Unexpected);
         };
-        if slot.as_ref().map(Initiator::init_tag) != Some(resp.init_tag) {
+        if slot.as_ref().map(|i| i.init_tag()) != Some(resp.init_tag) {
             return Err(DropReason::Unexpected);
         }
         let initiator = slot.take().ok_or(DropReason::Unexpected)?;

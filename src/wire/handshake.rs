@@ -48,6 +48,10 @@ pub const SEALED_COOKIE_LEN: usize = 32;
 /// Length of a [`CookieReply`].
 pub const COOKIE_REPLY_LEN: usize = 8 + COOKIE_NONCE_LEN + SEALED_COOKIE_LEN;
 
+// The amplification rule, checked at compile time: before authentication a
+// proxy never answers with more bytes than the initiation carried.
+const _: () = assert!(RESPONSE_LEN <= INIT_LEN && COOKIE_REPLY_LEN <= INIT_LEN);
+
 /// A parsed handshake initiation; borrows the datagram.
 #[derive(Debug, Clone, Copy)]
 pub struct HandshakeInit<'a> {
@@ -292,8 +296,6 @@ mod tests {
         assert_eq!(INIT_LEN, 148);
         assert_eq!(RESPONSE_LEN, 89);
         assert_eq!(COOKIE_REPLY_LEN, 64);
-        // Before authentication nothing may answer with more than it got.
-        assert!(RESPONSE_LEN <= INIT_LEN && COOKIE_REPLY_LEN <= INIT_LEN);
     }
 
     #[test]

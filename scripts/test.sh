@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# Runs every check and test of anytun on a fresh machine, installing what
+# it needs. This is the README's test command and what CI runs.
+#
+#   scripts/test.sh            everything (about 10 minutes cold, 3 warm)
+#   FUZZ_SECONDS=60 scripts/test.sh   longer fuzzing per target
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export PATH="$HOME/.cargo/bin:$PATH"
+
+step() { printf '\n== %s\n' "$*"; }
+
+step "tools"
+if ! command -v cc >/dev/null || ! command -v c++ >/dev/null; then
+    # rusqlite builds SQLite from source; cargo-fuzz builds libFuzzer (C++).
+    apt-get update -qq && apt-get install -y -qq build-essential
+fi
+cargo --version
+rustup component list --installed 2>/dev/null | grep -qE '^(clippy|rustfmt)' || \
+    rustup component add clippy rustfmt
+
+step "format and lints"
+cargo fmt --all -- --check
+cargo clippy --all-targets -- -D warnings
+
+step "fuzzing (bounded: ${FUZZ_SECONDS:-20} s per target)"
+scripts/fuzz.sh "${FUZZ_SECONDS:-20}"
+
+step "tests"
+log=$(mktemp)
+# --all-targets: unit, integration and property tests, the CLI end-to-end
+# tests, and each benchmark run once as a smoke test.
+cargo test --all-targets 2>&1 | tee "$log"
+totals=$(awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i } } END { print p + 0, f + 0 }' "$log")
+passed=${totals% *}
+failed=${totals#* }
+rm -f "$log"
+echo
+echo "tests: ${passed:-0} passed, ${failed:-0} failed"
