@@ -88,6 +88,11 @@ pub fn render(p: &Proxy) -> String {
         "Registered (name, device) bindings.",
         p.registration_count(),
     );
+    gauge(
+        "subscribers",
+        "Authorised (name, key) pairs loaded from the store.",
+        p.subscriber_count(),
+    );
     out
 }
 

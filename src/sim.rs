@@ -4,8 +4,6 @@
 //!
 //! Support code for tests, benchmarks and experiments; it panics on misuse.
 
-#![allow(missing_docs)]
-
 use crate::call::Name;
 use crate::client::{Client, ClientConfig, Event};
 use crate::crypto::SecretKey;
@@ -15,38 +13,57 @@ use crate::wire::MAX_DATAGRAM;
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
+/// The proxy's (anycast) address in the simulation.
 pub const PROXY_IP: &str = "203.0.113.1";
+/// The proxy's port in the simulation.
 pub const PROXY_PORT: u16 = 7475;
 
 /// A received voice frame, copied out for checking.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Heard {
+    /// The call.
     pub call: CallId,
+    /// Sender's sequence number.
     pub seq: u32,
+    /// Sender's sample timestamp.
     pub timestamp: u32,
+    /// Decrypted audio payload.
     pub payload: Vec<u8>,
 }
 
+/// One simulated client and what happened to it.
 pub struct Node {
+    /// Its name (also the name it is authorised for).
     pub name: &'static str,
+    /// Its address as the proxy sees it; change it to simulate NAT rebinding.
     pub addr: SocketAddr,
+    /// The client core.
     pub client: Client,
+    /// Every event it produced, in order.
     pub events: Vec<Event>,
+    /// Every voice frame it received, in order.
     pub heard: Vec<Heard>,
     /// Every datagram this client sent, for replay tests.
     pub sent: Vec<Vec<u8>>,
 }
 
+/// A proxy and its clients, with simulated time.
 pub struct Net {
+    /// The proxy core.
     pub proxy: Proxy,
+    /// The clients.
     pub nodes: Vec<Node>,
+    /// Simulated monotonic time.
     pub now: Instant,
+    /// Simulated wall-clock time.
     pub unix_nanos: u128,
+    /// The network key the proxy holds.
     pub network: SecretKey,
     /// Drop every datagram from the proxy to clients while set.
     pub drop_downstream: bool,
 }
 
+/// A valid [`Name`]; panics on an invalid one.
 pub fn name(s: &str) -> Name {
     Name::new(s).unwrap()
 }
@@ -85,14 +102,17 @@ impl Net {
         }
     }
 
+    /// The proxy's IP address.
     pub fn proxy_ip(&self) -> IpAddr {
         PROXY_IP.parse().unwrap()
     }
 
+    /// Index of the node called `n`.
     pub fn idx(&self, n: &str) -> usize {
         self.nodes.iter().position(|x| x.name == n).unwrap()
     }
 
+    /// The node called `n`.
     pub fn node(&mut self, n: &str) -> &mut Node {
         let i = self.idx(n);
         &mut self.nodes[i]
@@ -183,6 +203,7 @@ impl Net {
         }
     }
 
+    /// Connects every client and checks each got a session.
     pub fn connect_all(&mut self) {
         for n in &mut self.nodes {
             n.client.connect(self.now, self.unix_nanos);
@@ -198,6 +219,7 @@ impl Net {
         }
     }
 
+    /// Registers `as_name` from client `who` and delivers everything.
     pub fn register(&mut self, who: &str, as_name: &str) {
         let now = self.now;
         self.node(who).client.register(now, name(as_name), 300);
@@ -230,6 +252,7 @@ impl Net {
         out[..n].to_vec()
     }
 
+    /// Seals a voice frame from `who` and delivers it to the proxy (and on).
     pub fn send_voice(&mut self, who: &str, call: CallId, seq: u32, payload: &[u8]) -> Vec<u8> {
         let now = self.now;
         let mut out = [0u8; MAX_DATAGRAM];

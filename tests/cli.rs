@@ -72,7 +72,11 @@ fn call_and_answer_with_wav_files_through_anytund() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     let port = free_udp_port();
-    let metrics_port = free_udp_port();
+    let metrics_port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
     std::fs::write(
         d.join("anytund.toml"),
         format!(
@@ -101,7 +105,7 @@ fn call_and_answer_with_wav_files_through_anytund() {
     let listed = ok(&["user", "list", "--db", db], d);
     assert!(listed.contains(&format!("alice\t{alice}")) && listed.contains(&format!("bob\t{bob}")));
     // The daemon picks up the new subscribers within its reload period.
-    std::thread::sleep(Duration::from_millis(400));
+    wait_for_metric(metrics_port, "anytun_subscribers 2");
 
     let to_bob = test_signal(11, 8000);
     let to_alice = test_signal(22, 8000);
@@ -137,7 +141,7 @@ fn call_and_answer_with_wav_files_through_anytund() {
         .spawn()
         .unwrap();
     // Wait until bob is registered before calling.
-    std::thread::sleep(Duration::from_millis(800));
+    wait_for_metric(metrics_port, "anytun_registrations 1");
     let mut call_args: Vec<String> = [
         "call",
         "bob",
@@ -188,14 +192,31 @@ fn call_and_answer_with_wav_files_through_anytund() {
     drop(daemon);
 }
 
-fn http_get(port: u16) -> String {
+/// Polls the daemon's metrics until `line` appears (the daemon may still
+/// be starting, so connection errors just mean "not yet").
+fn wait_for_metric(port: u16, line: &str) {
+    let t = Instant::now();
+    while !try_get(port).is_some_and(|b| b.contains(&format!("{line}\n"))) {
+        assert!(
+            t.elapsed() < Duration::from_secs(10),
+            "metric {line:?} never appeared"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn try_get(port: u16) -> Option<String> {
     use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
     s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
-        .unwrap();
+        .ok()?;
     let mut body = String::new();
-    s.read_to_string(&mut body).unwrap();
-    body
+    s.read_to_string(&mut body).ok()?;
+    Some(body)
+}
+
+fn http_get(port: u16) -> String {
+    try_get(port).expect("metrics answer")
 }
 
 #[test]

@@ -190,6 +190,11 @@ impl Proxy {
         self.calls.len()
     }
 
+    /// Authorised (name, key) pairs in the subscriber snapshot.
+    pub fn subscriber_count(&self) -> usize {
+        self.subscribers.len()
+    }
+
     /// Registered (name, device) bindings.
     pub fn registration_count(&self) -> usize {
         self.registry.len()

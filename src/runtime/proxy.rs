@@ -174,8 +174,9 @@ async fn serve(shared: Arc<Shared>, i: usize) {
                 continue;
             }
         }
-        {
+        let moved_earlier = {
             let mut core = lock(&shared.core);
+            let before = core.poll_timeout();
             let now = Instant::now();
             for d in rx.iter_mut() {
                 if let Some(t) = core.handle_datagram(now, d.src, d.dst, d.data, &mut out) {
@@ -185,9 +186,14 @@ async fn serve(shared: Arc<Shared>, i: usize) {
                     queue(&shared, &mut batches, &mut overflow, t, &out);
                 }
             }
+            core.poll_timeout() < before
+        };
+        // The timer task sleeps until the deadline it last saw; wake it only
+        // if this batch made the next one earlier (a new retransmission),
+        // not on every voice batch.
+        if moved_earlier {
+            shared.wake.notify_one();
         }
-        // New control messages may have moved the next retransmission time.
-        shared.wake.notify_one();
         flush(&shared, &mut batches, &mut overflow).await;
     }
 }
