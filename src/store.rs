@@ -216,7 +216,7 @@ impl SubscriberStore {
         Ok(removed)
     }
 
-    /// The store as the proxy core's in-memory [`Subscribers`] snapshot.
+    /// The store as the proxy core's in-memory [`Subscribers`](crate::proxy::Subscribers) snapshot.
     /// Rows whose name is not valid (written by another tool) are skipped
     /// with a warning rather than failing the whole load.
     pub fn snapshot(&self) -> Result<crate::proxy::Subscribers, StoreError> {

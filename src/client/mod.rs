@@ -8,23 +8,24 @@
 //! Call state lives in [`calls`].
 
 pub mod calls;
+mod connect;
+mod events;
 
 pub use calls::{CallDirection, CallInfo};
+pub use events::{ClientError, Event, VoiceFrame};
 
 use crate::call::reliable::{ReliableReceiver, ReliableSender};
 use crate::call::{Cause, Name};
 use crate::crypto::mac::NetworkMacs;
-use crate::crypto::{tai64n, PublicKey, SecretKey};
-use crate::handshake::{HandshakeError, Initiator};
+use crate::crypto::{PublicKey, SecretKey};
+use crate::handshake::Initiator;
 use crate::session::{CallId, ProxyId, SenderId, SessionCrypto, SessionId};
 use crate::wire::control::ControlMsg;
-use crate::wire::handshake::{CookieReply, HandshakeResponse, HandshakeStatus, INIT_LEN};
 use crate::wire::inner::Inner;
 use crate::wire::transport::TransportHeader;
 use crate::wire::{classify, DropCounters, DropReason, MessageType, MAX_DATAGRAM};
 use calls::ClientCall;
 use std::collections::{HashMap, VecDeque};
-use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 /// How a client behaves.
@@ -55,150 +56,6 @@ impl ClientConfig {
             handshake_attempts: 4,
         }
     }
-}
-
-/// What went wrong, in words an operator can act on.
-#[derive(Debug, thiserror::Error)]
-pub enum ClientError {
-    /// No valid answer to any handshake attempt.
-    #[error(
-        "no authenticated answer from the proxy after {attempts} handshake attempts over {:.1} s: \
-         the proxy is unreachable, or this client's network public key ({network}) is not the \
-         network's key",
-        waited.as_secs_f64()
-    )]
-    HandshakeTimeout {
-        /// Attempts made.
-        attempts: u32,
-        /// Time from first attempt to giving up.
-        waited: Duration,
-        /// The network key the client used.
-        network: PublicKey,
-    },
-    /// The proxy authenticated the client but its key is not a subscriber.
-    #[error(
-        "the proxy refused this client's key {key}: it is not in the subscriber store \
-         (add it with: anytun user add NAME {key})"
-    )]
-    NotAuthorized {
-        /// The client's public key.
-        key: PublicKey,
-    },
-    /// The proxy holds as many sessions as it may.
-    #[error("the proxy is full and refused a new session; try again later")]
-    Busy,
-    /// The proxy went silent.
-    #[error("lost the session: nothing heard from the proxy for {:.1} s", .0.as_secs_f64())]
-    ConnectionLost(Duration),
-    /// An operation that needs a session, without one.
-    #[error("not connected to the proxy")]
-    NotConnected,
-    /// No call with that id.
-    #[error("no call {0}")]
-    UnknownCall(CallId),
-    /// The call is not in a state that allows the operation.
-    #[error("call {call} cannot {what} now")]
-    CallState {
-        /// The call.
-        call: CallId,
-        /// What was attempted.
-        what: &'static str,
-    },
-    /// Answering with a codec the caller did not offer.
-    #[error("codec {0} was not offered by the caller")]
-    CodecNotOffered(String),
-    /// The end-to-end handshake failed.
-    #[error(transparent)]
-    E2e(#[from] crate::call::e2e::E2eError),
-    /// The handshake library failed locally.
-    #[error(transparent)]
-    Handshake(#[from] HandshakeError),
-    /// A message too large for one datagram.
-    #[error("message too large for one datagram")]
-    TooLarge,
-    /// A DTMF digit outside 0-9 * # A-D.
-    #[error("{0:?} is not a DTMF digit")]
-    BadDigit(char),
-}
-
-/// Something that happened, for the application.
-#[derive(Debug)]
-pub enum Event {
-    /// The session is up.
-    Connected {
-        /// Session id.
-        session: SessionId,
-        /// The proxy that answered.
-        proxy: ProxyId,
-        /// The client's address as the proxy saw it (its NAT's outside).
-        observed: SocketAddr,
-    },
-    /// The session failed or was refused; the client is idle again.
-    Disconnected(ClientError),
-    /// A name is registered (or removed, with 0) for this long.
-    Registered {
-        /// The name.
-        name: Name,
-        /// Granted lifetime.
-        expires_s: u32,
-    },
-    /// A registration was refused.
-    RegisterFailed {
-        /// The name.
-        name: Name,
-    },
-    /// Someone calls.
-    IncomingCall {
-        /// The call.
-        call: CallId,
-        /// Caller's name (checked by the proxy).
-        from: Name,
-        /// The name that was called.
-        to: Name,
-        /// Offered codecs.
-        codecs: Vec<String>,
-    },
-    /// The callee's device is ringing.
-    Ringing {
-        /// The call.
-        call: CallId,
-    },
-    /// The call is answered and end-to-end keys are set.
-    Answered {
-        /// The call.
-        call: CallId,
-        /// Codec the callee chose.
-        codec: String,
-    },
-    /// The call is over (or never started).
-    CallEnded {
-        /// The call.
-        call: CallId,
-        /// Why.
-        cause: Cause,
-    },
-    /// The other side pressed a key.
-    Dtmf {
-        /// The call.
-        call: CallId,
-        /// The digit.
-        digit: char,
-        /// How long.
-        duration_ms: u16,
-    },
-}
-
-/// A voice frame, handed out of the receive buffer without copying.
-#[derive(Debug, PartialEq, Eq)]
-pub struct VoiceFrame<'a> {
-    /// The call.
-    pub call: CallId,
-    /// Sender's frame sequence number.
-    pub seq: u32,
-    /// Sender's sample timestamp.
-    pub timestamp: u32,
-    /// Encoded audio in the call's codec.
-    pub payload: &'a [u8],
 }
 
 enum Conn {
@@ -291,55 +148,6 @@ impl Client {
         }
     }
 
-    /// Starts (or restarts) the handshake. `unix_nanos` is the wall clock,
-    /// used for the replay-protecting timestamp.
-    pub fn connect(&mut self, now: Instant, unix_nanos: u128) {
-        self.conn = Conn::Idle;
-        self.send_init(now, unix_nanos);
-    }
-
-    /// Sends a (new) initiation. Retries back off (1, 2, 4, 4 s ...) so
-    /// that a slow path, whose answers take longer than the first retry
-    /// interval, still gets an answer to its latest attempt.
-    fn send_init(&mut self, now: Instant, unix_nanos: u128) {
-        let (attempts, first_sent, cookie) = match &self.conn {
-            Conn::Handshaking {
-                attempts,
-                first_sent,
-                cookie,
-                ..
-            } => (*attempts, *first_sent, *cookie),
-            _ => (0, now, None),
-        };
-        let mut pkt = [0u8; INIT_LEN];
-        let tag = crate::crypto::random_u64() as u32;
-        match Initiator::start(
-            &self.cfg.secret,
-            &self.cfg.network,
-            &self.macs,
-            tag,
-            tai64n(unix_nanos),
-            cookie.as_ref(),
-            &mut pkt,
-        ) {
-            Ok(initiator) => {
-                self.queue.push_back(pkt.to_vec());
-                let backoff = self.cfg.handshake_retry * 2u32.pow(attempts.min(2));
-                self.conn = Conn::Handshaking {
-                    initiator: Some(Box::new(initiator)),
-                    attempts: attempts + 1,
-                    first_sent,
-                    next_retry: now + backoff,
-                    cookie,
-                };
-            }
-            Err(e) => {
-                self.conn = Conn::Idle;
-                self.events.push_back(Event::Disconnected(e.into()));
-            }
-        }
-    }
-
     /// Handles a datagram from the proxy. Voice frames come back directly,
     /// decrypted in place in `datagram`; everything else becomes events.
     pub fn handle_datagram<'a>(
@@ -358,103 +166,6 @@ impl Client {
             self.drops.add(reason);
             None
         })
-    }
-
-    fn on_response(&mut self, now: Instant, d: &[u8]) -> Result<(), DropReason> {
-        let resp = HandshakeResponse::parse(d)?;
-        let Conn::Handshaking {
-            initiator: slot,
-            next_retry,
-            ..
-        } = &mut self.conn
-        else {
-            return Err(DropReason::Unexpected);
-        };
-        if slot.as_ref().map(|i| i.init_tag()) != Some(resp.init_tag) {
-            return Err(DropReason::Unexpected);
-        }
-        let initiator = slot.take().ok_or(DropReason::Unexpected)?;
-        let (payload, keys) = match initiator.finish(&resp) {
-            Ok(ok) => ok,
-            Err(_) => {
-                // Not from the holder of the network key. That Noise state is
-                // spent, so retry with a fresh initiation now.
-                *next_retry = now;
-                return Err(DropReason::HandshakeFailed);
-            }
-        };
-        let refused = match payload.status {
-            HandshakeStatus::Accepted => None,
-            HandshakeStatus::UnknownKey => Some(ClientError::NotAuthorized {
-                key: self.public_key(),
-            }),
-            HandshakeStatus::Busy => Some(ClientError::Busy),
-        };
-        if let Some(err) = refused {
-            // An authenticated refusal is final: retrying would not change it.
-            self.conn = Conn::Idle;
-            self.events.push_back(Event::Disconnected(err));
-            return Ok(());
-        }
-        let (Some(session), Some(proxy)) = (
-            SessionId::from_raw(payload.session_id),
-            ProxyId::new(payload.proxy_id),
-        ) else {
-            return Err(DropReason::BadInner);
-        };
-        let keepalive = self
-            .cfg
-            .keepalive
-            .unwrap_or(Duration::from_secs(u64::from(payload.keepalive_s.max(1))));
-        self.conn = Conn::Established(Box::new(Established {
-            crypto: SessionCrypto::client(session, keys.client_to_proxy, keys.proxy_to_client),
-            proxy,
-            keepalive,
-            last_rx: now,
-            last_tx: now,
-            last_probe: now,
-            reliable: ReliableSender::new(),
-            received: Vec::new(),
-        }));
-        self.events.push_back(Event::Connected {
-            session,
-            proxy,
-            observed: payload.observed,
-        });
-        // A new session knows none of our names: register them again.
-        let names: Vec<(Name, u32)> = self
-            .registrations
-            .iter()
-            .map(|r| (r.name.clone(), r.requested_s))
-            .collect();
-        for (name, expires_s) in names {
-            self.send_register(now, name, expires_s);
-        }
-        Ok(())
-    }
-
-    fn on_cookie(&mut self, now: Instant, d: &[u8]) -> Result<(), DropReason> {
-        let reply = CookieReply::parse(d)?;
-        let Conn::Handshaking {
-            initiator: Some(initiator),
-            cookie,
-            next_retry,
-            ..
-        } = &mut self.conn
-        else {
-            return Err(DropReason::Unexpected);
-        };
-        if initiator.init_tag() != reply.init_tag {
-            return Err(DropReason::Unexpected);
-        }
-        let c = self
-            .macs
-            .open_cookie(reply.nonce, reply.sealed_cookie, initiator.mac1())
-            .ok_or(DropReason::BadTag)?;
-        *cookie = Some(c);
-        // Retry at once with the cookie rather than wait out the timer.
-        *next_retry = now;
-        Ok(())
     }
 
     fn on_transport<'a>(

@@ -10,10 +10,12 @@
 //! Where things live: sessions in `sessions` (this file), names in
 //! [`registry`], calls in [`calls`].
 
+mod accept;
 pub mod calls;
 pub mod registry;
 pub mod stats;
 pub mod subscribers;
+mod timers;
 
 pub use stats::ProxyStats;
 pub use subscribers::Subscribers;
@@ -23,13 +25,8 @@ use crate::call::{Cause, Name};
 use crate::crypto::mac::{CookieSecret, NetworkMacs};
 use crate::crypto::{PublicKey, SecretKey};
 use crate::handshake::dos::{DosConfig, LoadMeter, RateLimiter};
-use crate::handshake::Responder;
 use crate::session::{CallId, ProxyId, SessionCrypto, SessionId, SessionState};
 use crate::wire::control::ControlMsg;
-use crate::wire::handshake::{
-    CookieReply, HandshakeInit, HandshakeStatus, ResponsePayload, COOKIE_NONCE_LEN,
-    COOKIE_REPLY_LEN, INIT_MAC1_OFFSET, INIT_MAC2_OFFSET, RESPONSE_LEN,
-};
 use crate::wire::inner::Inner;
 use crate::wire::transport::TransportHeader;
 use crate::wire::{classify, DropReason, MessageType, MAX_DATAGRAM};
@@ -298,131 +295,6 @@ impl Proxy {
         }
     }
 
-    fn on_init(
-        &mut self,
-        now: Instant,
-        src: SocketAddr,
-        dst_ip: Option<IpAddr>,
-        d: &[u8],
-        out: &mut [u8],
-    ) -> Result<Option<Transmit>, DropReason> {
-        let init = HandshakeInit::parse(d)?;
-        if !self.macs.verify_mac1(&d[..INIT_MAC1_OFFSET], &init.mac1) {
-            return Err(DropReason::BadMac1);
-        }
-        if self.load.record(now) {
-            if !self
-                .cookies
-                .verify_mac2(now, src, &d[..INIT_MAC2_OFFSET], &init.mac2)
-            {
-                // Under load: answer with a cookie (64 bytes, less than the
-                // 148 received) and do no Diffie-Hellman.
-                let cookie = self.cookies.cookie_for(now, src);
-                let mut nonce = [0u8; COOKIE_NONCE_LEN];
-                crate::crypto::random_bytes(&mut nonce);
-                let sealed = self.macs.seal_cookie(&cookie, &nonce, &init.mac1);
-                let out = out
-                    .get_mut(..COOKIE_REPLY_LEN)
-                    .ok_or(DropReason::CannotAnswer)?;
-                CookieReply::write_prefix(out, init.init_tag);
-                out[8..8 + COOKIE_NONCE_LEN].copy_from_slice(&nonce);
-                out[8 + COOKIE_NONCE_LEN..].copy_from_slice(&sealed);
-                self.stats.cookie_replies += 1;
-                self.stats.drops.add(DropReason::CookieRequired);
-                return Ok(Some(Transmit {
-                    dst: src,
-                    src_ip: dst_ip,
-                    len: COOKIE_REPLY_LEN,
-                }));
-            }
-            if !self.limiter.allow(now, src.ip()) {
-                return Err(DropReason::RateLimited);
-            }
-        }
-        let responder = Responder::read(&self.cfg.network_key, &init)?;
-        let client = *responder.client();
-        if self
-            .timestamps
-            .get(&client)
-            .is_some_and(|last| responder.timestamp() <= last)
-        {
-            return Err(DropReason::StaleTimestamp);
-        }
-        let id = if !self.subscribers.is_authorized(&client) {
-            Err(HandshakeStatus::UnknownKey)
-        } else if self.sessions.len() >= self.cfg.max_sessions {
-            Err(HandshakeStatus::Busy)
-        } else {
-            self.new_session_id().ok_or(HandshakeStatus::Busy)
-        };
-        let (status, id) = match id {
-            Ok(id) => {
-                self.timestamps.insert(client, *responder.timestamp());
-                (HandshakeStatus::Accepted, Some(id))
-            }
-            Err(status) => (status, None),
-        };
-        let payload = ResponsePayload {
-            status,
-            keepalive_s: self.cfg.keepalive_s,
-            session_id: id.map_or(0, SessionId::raw),
-            proxy_id: self.cfg.proxy_id.get(),
-            observed: src,
-        };
-        let out: &mut [u8; RESPONSE_LEN] = out
-            .get_mut(..RESPONSE_LEN)
-            .and_then(|o| o.try_into().ok())
-            .ok_or(DropReason::CannotAnswer)?;
-        let keys = responder.finish(&payload, out)?;
-        match id {
-            Some(id) => {
-                // One session per client key: a reconnecting device replaces
-                // its old session (it may have lost it in a reboot).
-                if let Some(old) = self.by_key.get(&client).copied() {
-                    self.end_session(now, old, Cause::NetworkFailure);
-                }
-                let crypto = SessionCrypto::proxy(
-                    id,
-                    self.cfg.proxy_id,
-                    keys.client_to_proxy,
-                    keys.proxy_to_client,
-                );
-                self.sessions.insert(
-                    id,
-                    ClientSession {
-                        crypto,
-                        client_key: client,
-                        addr: src,
-                        local_ip: dst_ip,
-                        last_seen: now,
-                        reliable: ReliableSender::new(),
-                        received: ReliableReceiver::new(),
-                    },
-                );
-                self.by_key.insert(client, id);
-                self.stats.handshakes_accepted += 1;
-                log::debug!("session {id} for {client} from {src}");
-            }
-            None => {
-                self.stats.handshakes_refused += 1;
-                log::info!("refused handshake from {src}: {status:?} (key {client})");
-            }
-        }
-        Ok(Some(Transmit {
-            dst: src,
-            src_ip: dst_ip,
-            len: RESPONSE_LEN,
-        }))
-    }
-
-    fn new_session_id(&self) -> Option<SessionId> {
-        // 48 random bits: a collision is astronomically unlikely, but cheap
-        // to rule out.
-        (0..8)
-            .map(|_| SessionId::new(self.cfg.proxy_id, crate::crypto::random_u64()))
-            .find(|id| !self.sessions.contains_key(id))
-    }
-
     fn on_transport(
         &mut self,
         now: Instant,
@@ -602,89 +474,6 @@ impl Proxy {
             src_ip: q.src_ip,
             len,
         })
-    }
-
-    /// When [`Proxy::handle_timeout`] should next run.
-    pub fn poll_timeout(&self) -> Instant {
-        match self.retransmit_at.peek() {
-            Some(Reverse((t, _))) => (*t).min(self.next_sweep),
-            None => self.next_sweep,
-        }
-    }
-
-    /// Runs the timers due at `now`: retransmissions, then (once a second)
-    /// expiry of sessions, registrations and unanswered calls.
-    pub fn handle_timeout(&mut self, now: Instant) {
-        while let Some(Reverse((t, sid))) = self.retransmit_at.peek().copied() {
-            if t > now {
-                break;
-            }
-            self.retransmit_at.pop();
-            self.retransmit(now, sid);
-        }
-        if now >= self.next_sweep {
-            self.next_sweep = now + SWEEP_INTERVAL;
-            self.sweep(now);
-        }
-    }
-
-    fn retransmit(&mut self, now: Instant, sid: SessionId) {
-        let Some(s) = self.sessions.get_mut(&sid) else {
-            return;
-        };
-        let ClientSession {
-            crypto,
-            reliable,
-            addr,
-            local_ip,
-            ..
-        } = s;
-        let mut resent = 0;
-        let queue = &mut self.queue;
-        let gone = reliable.poll(now, |msg_id, body| {
-            resent += 1;
-            let mut buf = vec![0u8; MAX_DATAGRAM];
-            let inner = Inner::Control { msg_id, body };
-            if let Some(n) = crypto.seal(&mut buf, |b| inner.encode(b)) {
-                buf.truncate(n);
-                queue.push_back(Queued {
-                    dst: *addr,
-                    src_ip: *local_ip,
-                    data: buf,
-                });
-            }
-        });
-        self.stats.control_retransmits += resent;
-        if let Some(next) = reliable.next_due() {
-            self.retransmit_at.push(Reverse((next, sid)));
-        }
-        for lost in gone {
-            log::info!(
-                "session {sid}: control message {} never acknowledged",
-                lost.id
-            );
-            if let Some(call) = lost.call {
-                self.abandon_call(now, call, sid, Cause::NetworkFailure);
-            }
-        }
-    }
-
-    fn sweep(&mut self, now: Instant) {
-        let timeout = self.cfg.session_timeout;
-        let expired: Vec<SessionId> = self
-            .sessions
-            .iter()
-            .filter(|(_, s)| now.saturating_duration_since(s.last_seen) > timeout)
-            .map(|(id, _)| *id)
-            .collect();
-        for id in expired {
-            log::info!("session {id} expired (silent for {}s)", timeout.as_secs());
-            self.stats.sessions_expired += 1;
-            self.end_session(now, id, Cause::NetworkFailure);
-        }
-        self.registry.sweep(now);
-        self.limiter.sweep(now);
-        self.expire_unanswered(now);
     }
 
     /// Ends a session: its registrations go, its calls end for the other side.

@@ -1,0 +1,152 @@
+//! What a client tells its application: events, errors and voice frames.
+
+use crate::call::{Cause, Name};
+use crate::crypto::PublicKey;
+use crate::handshake::HandshakeError;
+use crate::session::{CallId, ProxyId, SessionId};
+use std::net::SocketAddr;
+use std::time::Duration;
+
+/// What went wrong, in words an operator can act on.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// No valid answer to any handshake attempt.
+    #[error(
+        "no authenticated answer from the proxy after {attempts} handshake attempts over {:.1} s: \
+         the proxy is unreachable, or this client's network public key ({network}) is not the \
+         network's key",
+        waited.as_secs_f64()
+    )]
+    HandshakeTimeout {
+        /// Attempts made.
+        attempts: u32,
+        /// Time from first attempt to giving up.
+        waited: Duration,
+        /// The network key the client used.
+        network: PublicKey,
+    },
+    /// The proxy authenticated the client but its key is not a subscriber.
+    #[error(
+        "the proxy refused this client's key {key}: it is not in the subscriber store \
+         (add it with: anytun user add NAME {key})"
+    )]
+    NotAuthorized {
+        /// The client's public key.
+        key: PublicKey,
+    },
+    /// The proxy holds as many sessions as it may.
+    #[error("the proxy is full and refused a new session; try again later")]
+    Busy,
+    /// The proxy went silent.
+    #[error("lost the session: nothing heard from the proxy for {:.1} s", .0.as_secs_f64())]
+    ConnectionLost(Duration),
+    /// An operation that needs a session, without one.
+    #[error("not connected to the proxy")]
+    NotConnected,
+    /// No call with that id.
+    #[error("no call {0}")]
+    UnknownCall(CallId),
+    /// The call is not in a state that allows the operation.
+    #[error("call {call} cannot {what} now")]
+    CallState {
+        /// The call.
+        call: CallId,
+        /// What was attempted.
+        what: &'static str,
+    },
+    /// Answering with a codec the caller did not offer.
+    #[error("codec {0} was not offered by the caller")]
+    CodecNotOffered(String),
+    /// The end-to-end handshake failed.
+    #[error(transparent)]
+    E2e(#[from] crate::call::e2e::E2eError),
+    /// The handshake library failed locally.
+    #[error(transparent)]
+    Handshake(#[from] HandshakeError),
+    /// A message too large for one datagram.
+    #[error("message too large for one datagram")]
+    TooLarge,
+    /// A DTMF digit outside 0-9 * # A-D.
+    #[error("{0:?} is not a DTMF digit")]
+    BadDigit(char),
+}
+
+/// Something that happened, for the application.
+#[derive(Debug)]
+pub enum Event {
+    /// The session is up.
+    Connected {
+        /// Session id.
+        session: SessionId,
+        /// The proxy that answered.
+        proxy: ProxyId,
+        /// The client's address as the proxy saw it (its NAT's outside).
+        observed: SocketAddr,
+    },
+    /// The session failed or was refused; the client is idle again.
+    Disconnected(ClientError),
+    /// A name is registered (or removed, with 0) for this long.
+    Registered {
+        /// The name.
+        name: Name,
+        /// Granted lifetime.
+        expires_s: u32,
+    },
+    /// A registration was refused.
+    RegisterFailed {
+        /// The name.
+        name: Name,
+    },
+    /// Someone calls.
+    IncomingCall {
+        /// The call.
+        call: CallId,
+        /// Caller's name (checked by the proxy).
+        from: Name,
+        /// The name that was called.
+        to: Name,
+        /// Offered codecs.
+        codecs: Vec<String>,
+    },
+    /// The callee's device is ringing.
+    Ringing {
+        /// The call.
+        call: CallId,
+    },
+    /// The call is answered and end-to-end keys are set.
+    Answered {
+        /// The call.
+        call: CallId,
+        /// Codec the callee chose.
+        codec: String,
+    },
+    /// The call is over (or never started).
+    CallEnded {
+        /// The call.
+        call: CallId,
+        /// Why.
+        cause: Cause,
+    },
+    /// The other side pressed a key.
+    Dtmf {
+        /// The call.
+        call: CallId,
+        /// The digit.
+        digit: char,
+        /// How long.
+        duration_ms: u16,
+    },
+}
+
+/// A voice frame, handed out of the receive buffer without copying.
+#[derive(Debug, PartialEq, Eq)]
+pub struct VoiceFrame<'a> {
+    /// The call.
+    pub call: CallId,
+    /// Sender's frame sequence number.
+    pub seq: u32,
+    /// Sender's sample timestamp.
+    pub timestamp: u32,
+    /// Encoded audio in the call's codec.
+    pub payload: &'a [u8],
+}
