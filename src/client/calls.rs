@@ -50,26 +50,28 @@ pub(crate) enum CallState {
         msg1: Vec<u8>,
     },
     /// Answered: end-to-end keys are set.
-    Active {
-        e2e: Box<E2eSession>,
-        codec: String,
-        peer: Name,
-        direction: CallDirection,
-    },
+    Active(Box<ActiveCall>),
 }
 
-/// One call at the client.
-pub(crate) struct ClientCall {
-    pub(crate) state: CallState,
+/// An answered call: what voice and DTMF need.
+pub(crate) struct ActiveCall {
+    e2e: E2eSession,
+    codec: String,
+    peer: Name,
+    direction: CallDirection,
+    /// DTMF events sent so far (numbers the next one).
     dtmf_sent: u32,
 }
 
-impl ClientCall {
-    fn new(state: CallState) -> Self {
-        Self {
-            state,
+impl ActiveCall {
+    fn new(e2e: E2eSession, codec: String, peer: Name, direction: CallDirection) -> Box<Self> {
+        Box::new(Self {
+            e2e,
+            codec,
+            peer,
+            direction,
             dtmf_sent: 0,
-        }
+        })
     }
 }
 
@@ -105,7 +107,7 @@ impl Client {
             offered: codecs,
             ringing: false,
         };
-        self.calls.insert(call, ClientCall::new(state));
+        self.calls.insert(call, state);
         Ok(call)
     }
 
@@ -120,7 +122,7 @@ impl Client {
             peer_key,
             codecs,
             msg1,
-        } = &c.state
+        } = c
         else {
             return Err(ClientError::CallState {
                 call,
@@ -144,20 +146,14 @@ impl Client {
                 e2e: msg2,
             },
         )?;
-        if let Some(c) = self.calls.get_mut(&call) {
-            c.state = CallState::Active {
-                e2e: Box::new(session),
-                codec,
-                peer,
-                direction: CallDirection::Incoming,
-            };
-        }
+        let active = ActiveCall::new(session, codec, peer, CallDirection::Incoming);
+        self.calls.insert(call, CallState::Active(active));
         Ok(())
     }
 
     /// Refuses an incoming call.
     pub fn reject(&mut self, now: Instant, call: CallId, cause: Cause) -> Result<(), ClientError> {
-        match self.calls.get(&call).map(|c| &c.state) {
+        match self.calls.get(&call) {
             Some(CallState::Alerting { .. }) => {}
             Some(_) => {
                 return Err(ClientError::CallState {
@@ -193,23 +189,15 @@ impl Client {
         if payload.is_empty() || payload.len() > MAX_VOICE_PAYLOAD {
             return Err(ClientError::TooLarge);
         }
-        let c = self
-            .calls
-            .get_mut(&call)
-            .ok_or(ClientError::UnknownCall(call))?;
-        let CallState::Active { e2e, .. } = &mut c.state else {
-            return Err(ClientError::CallState {
-                call,
-                what: "carry voice before it is answered",
-            });
-        };
+        let c = self.active(call, "carry voice before it is answered")?;
         let mut blob = [0u8; MAX_VOICE_PAYLOAD + 9 + e2e::E2E_OVERHEAD];
         let msg = E2eMessage::Voice {
             seq,
             timestamp,
             payload,
         };
-        let n = e2e
+        let n = c
+            .e2e
             .seal(&mut blob, |b| msg.encode(b))
             .ok_or(ClientError::TooLarge)?;
         self.seal_media(now, call, &blob[..n], out)
@@ -225,16 +213,7 @@ impl Client {
     ) -> Result<(), ClientError> {
         let d = u8::try_from(digit).ok().filter(|d| is_dtmf_digit(*d));
         let d = d.ok_or(ClientError::BadDigit(digit))?;
-        let c = self
-            .calls
-            .get_mut(&call)
-            .ok_or(ClientError::UnknownCall(call))?;
-        let CallState::Active { e2e, .. } = &mut c.state else {
-            return Err(ClientError::CallState {
-                call,
-                what: "send DTMF before it is answered",
-            });
-        };
+        let c = self.active(call, "send DTMF before it is answered")?;
         c.dtmf_sent += 1;
         let msg = E2eMessage::Dtmf {
             event: c.dtmf_sent,
@@ -242,7 +221,8 @@ impl Client {
             duration_ms,
         };
         let mut blob = vec![0u8; 64];
-        let n = e2e
+        let n = c
+            .e2e
             .seal(&mut blob, |b| msg.encode(b))
             .ok_or(ClientError::TooLarge)?;
         blob.truncate(n);
@@ -253,7 +233,7 @@ impl Client {
     pub fn calls(&self) -> Vec<CallInfo> {
         self.calls
             .iter()
-            .map(|(id, c)| match &c.state {
+            .map(|(id, c)| match c {
                 CallState::Dialing { to, .. } => CallInfo {
                     call: *id,
                     direction: CallDirection::Outgoing,
@@ -266,16 +246,11 @@ impl Client {
                     peer: from.clone(),
                     codec: None,
                 },
-                CallState::Active {
-                    codec,
-                    peer,
-                    direction,
-                    ..
-                } => CallInfo {
+                CallState::Active(a) => CallInfo {
                     call: *id,
-                    direction: *direction,
-                    peer: peer.clone(),
-                    codec: Some(codec.clone()),
+                    direction: a.direction,
+                    peer: a.peer.clone(),
+                    codec: Some(a.codec.clone()),
                 },
             })
             .collect()
@@ -308,7 +283,7 @@ impl Client {
                     codecs: codecs.clone(),
                     msg1,
                 };
-                self.calls.insert(call, ClientCall::new(state));
+                self.calls.insert(call, state);
                 let _ = self.send_control(now, ControlMsg::Ringing { call });
                 self.events.push_back(Event::IncomingCall {
                     call,
@@ -318,11 +293,7 @@ impl Client {
                 });
             }
             ControlMsg::Ringing { call } => {
-                if let Some(ClientCall {
-                    state: CallState::Dialing { ringing, .. },
-                    ..
-                }) = self.calls.get_mut(&call)
-                {
+                if let Some(CallState::Dialing { ringing, .. }) = self.calls.get_mut(&call) {
                     if !*ringing {
                         *ringing = true;
                         self.events.push_back(Event::Ringing { call });
@@ -358,7 +329,7 @@ impl Client {
             to,
             offered,
             ..
-        } = c.state
+        } = c
         else {
             self.calls.insert(call, c);
             return;
@@ -372,13 +343,8 @@ impl Client {
         });
         match result {
             Ok((session, codec)) => {
-                let state = CallState::Active {
-                    e2e: Box::new(session),
-                    codec: codec.clone(),
-                    peer: to,
-                    direction: CallDirection::Outgoing,
-                };
-                self.calls.insert(call, ClientCall { state, ..c });
+                let active = ActiveCall::new(session, codec.clone(), to, CallDirection::Outgoing);
+                self.calls.insert(call, CallState::Active(active));
                 self.events.push_back(Event::Answered { call, codec });
             }
             Err(e) => {
@@ -391,13 +357,10 @@ impl Client {
     }
 
     fn on_call_data(&mut self, call: CallId, blob: &mut [u8]) {
-        let Some(c) = self.calls.get_mut(&call) else {
+        let Some(CallState::Active(c)) = self.calls.get_mut(&call) else {
             return self.drops.add(DropReason::UnknownCall);
         };
-        let CallState::Active { e2e, .. } = &mut c.state else {
-            return self.drops.add(DropReason::UnknownCall);
-        };
-        let Ok(plain) = e2e.open(blob) else {
+        let Ok(plain) = c.e2e.open(blob) else {
             return self.drops.add(DropReason::BadEndToEnd);
         };
         match E2eMessage::parse(plain) {
@@ -423,11 +386,10 @@ impl Client {
         call: CallId,
         blob: &'a mut [u8],
     ) -> Result<VoiceFrame<'a>, DropReason> {
-        let c = self.calls.get_mut(&call).ok_or(DropReason::UnknownCall)?;
-        let CallState::Active { e2e, .. } = &mut c.state else {
+        let Some(CallState::Active(c)) = self.calls.get_mut(&call) else {
             return Err(DropReason::UnknownCall);
         };
-        match E2eMessage::parse(e2e.open(blob)?)? {
+        match E2eMessage::parse(c.e2e.open(blob)?)? {
             E2eMessage::Voice {
                 seq,
                 timestamp,
@@ -439,6 +401,15 @@ impl Client {
                 payload,
             }),
             E2eMessage::Dtmf { .. } => Err(DropReason::BadInner),
+        }
+    }
+
+    /// The answered call `call`, or why `what` cannot be done to it.
+    fn active(&mut self, call: CallId, what: &'static str) -> Result<&mut ActiveCall, ClientError> {
+        match self.calls.get_mut(&call) {
+            Some(CallState::Active(a)) => Ok(a),
+            Some(_) => Err(ClientError::CallState { call, what }),
+            None => Err(ClientError::UnknownCall(call)),
         }
     }
 

@@ -24,7 +24,7 @@ use crate::wire::control::ControlMsg;
 use crate::wire::inner::Inner;
 use crate::wire::transport::TransportHeader;
 use crate::wire::{classify, DropCounters, DropReason, MessageType, MAX_DATAGRAM};
-use calls::ClientCall;
+use calls::CallState;
 use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
@@ -101,7 +101,7 @@ pub struct Client {
     macs: NetworkMacs,
     conn: Conn,
     registrations: Vec<Registration>,
-    pub(crate) calls: HashMap<CallId, ClientCall>,
+    pub(crate) calls: HashMap<CallId, CallState>,
     events: VecDeque<Event>,
     queue: VecDeque<Vec<u8>>,
     drops: DropCounters,

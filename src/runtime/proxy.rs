@@ -97,9 +97,8 @@ fn lock(m: &Mutex<Proxy>) -> MutexGuard<'_, Proxy> {
 }
 
 /// Which socket a datagram leaves from: same family as its destination, and
-/// the one bound to its source address if there is one.
-/// Per packet: a scan of a handful of cached addresses, no syscall, no
-/// allocation.
+/// the one bound to its source address if there is one. Per packet: a scan
+/// of a handful of cached addresses, no syscall, no allocation.
 fn pick(addrs: &[SocketAddr], t: &Transmit) -> Option<usize> {
     let family_ok = |a: &SocketAddr| a.is_ipv4() == t.dst.is_ipv4();
     let exact = addrs
@@ -108,83 +107,89 @@ fn pick(addrs: &[SocketAddr], t: &Transmit) -> Option<usize> {
     exact.or_else(|| addrs.iter().position(family_ok))
 }
 
-/// Queues `t` (its bytes in `buf`) on the right socket's batch, or in
-/// `overflow` when that batch is full.
-fn queue(
-    shared: &Shared,
-    batches: &mut [SendBatch],
-    overflow: &mut Vec<(usize, Transmit, Vec<u8>)>,
-    t: Transmit,
-    buf: &[u8],
-) {
-    let Some(i) = pick(&shared.addrs, &t) else {
-        log::debug!("no socket can reach {}", t.dst);
-        return;
-    };
-    // A source address that is unspecified cannot be set; let the kernel pick.
-    let src = t
-        .src_ip
-        .filter(|ip| !ip.is_unspecified() && same_family(*ip, t.dst));
-    if batches[i].push(t.dst, src, &buf[..t.len]).is_err() {
-        overflow.push((i, t, buf[..t.len].to_vec()));
-    }
+/// The source address to set: none if it is unspecified or of the other
+/// family (the kernel then picks).
+fn source(t: &Transmit) -> Option<IpAddr> {
+    t.src_ip
+        .filter(|ip| !ip.is_unspecified() && ip.is_ipv4() == t.dst.is_ipv4())
 }
 
-fn same_family(ip: IpAddr, dst: SocketAddr) -> bool {
-    ip.is_ipv4() == dst.is_ipv4()
+/// What one task is about to send: a batch per socket, allocated once, and
+/// an overflow list for the rare burst beyond a batch (control fan-out).
+struct Outbox {
+    batches: Vec<SendBatch>,
+    overflow: Vec<(usize, Transmit, Vec<u8>)>,
+    /// The buffer the core writes each datagram into.
+    out: Vec<u8>,
 }
 
-async fn flush(
-    shared: &Shared,
-    batches: &mut [SendBatch],
-    overflow: &mut Vec<(usize, Transmit, Vec<u8>)>,
-) {
-    for (i, b) in batches.iter_mut().enumerate() {
-        if !b.is_empty() {
-            if let Err(e) = shared.endpoints[i].send_batch(b).await {
-                log::warn!("send failed: {e}");
-            }
+impl Outbox {
+    fn new(shared: &Shared) -> Self {
+        Self {
+            batches: shared
+                .endpoints
+                .iter()
+                .map(|_| SendBatch::new(SEND_BATCH))
+                .collect(),
+            overflow: Vec::new(),
+            out: vec![0u8; MAX_DATAGRAM],
         }
     }
-    for (i, t, data) in overflow.drain(..) {
-        let src = t
-            .src_ip
-            .filter(|ip| !ip.is_unspecified() && same_family(*ip, t.dst));
-        if let Err(e) = shared.endpoints[i].send_to(&data, t.dst, src).await {
-            log::debug!("send to {} failed: {e}", t.dst);
+
+    /// Queues `t`, whose bytes the core just wrote into `self.out`.
+    fn queue(&mut self, shared: &Shared, t: Transmit) {
+        let Some(i) = pick(&shared.addrs, &t) else {
+            log::debug!("no socket can reach {}", t.dst);
+            return;
+        };
+        let data = &self.out[..t.len];
+        if self.batches[i].push(t.dst, source(&t), data).is_err() {
+            self.overflow.push((i, t, data.to_vec()));
+        }
+    }
+
+    /// Everything the core has queued, after whatever it just returned.
+    fn drain(&mut self, shared: &Shared, core: &mut Proxy) {
+        while let Some(t) = core.poll_transmit(&mut self.out) {
+            self.queue(shared, t);
+        }
+    }
+
+    /// One `sendmmsg` per socket, then the overflow one by one.
+    async fn flush(&mut self, shared: &Shared) {
+        for (i, b) in self.batches.iter_mut().enumerate() {
+            if !b.is_empty() {
+                if let Err(e) = shared.endpoints[i].send_batch(b).await {
+                    log::warn!("send failed: {e}");
+                }
+            }
+        }
+        for (i, t, data) in self.overflow.drain(..) {
+            if let Err(e) = shared.endpoints[i].send_to(&data, t.dst, source(&t)).await {
+                log::debug!("send to {} failed: {e}", t.dst);
+            }
         }
     }
 }
 
 async fn serve(shared: Arc<Shared>, i: usize) {
     let mut rx = RecvBatch::new(RECV_BATCH);
-    let mut batches: Vec<SendBatch> = shared
-        .endpoints
-        .iter()
-        .map(|_| SendBatch::new(SEND_BATCH))
-        .collect();
-    let mut overflow = Vec::new();
-    let mut out = vec![0u8; MAX_DATAGRAM];
+    let mut outbox = Outbox::new(&shared);
     loop {
-        match shared.endpoints[i].recv_batch(&mut rx).await {
-            Ok(_) => {}
-            Err(e) => {
-                log::error!("receive failed: {e}");
-                tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-                continue;
-            }
+        if let Err(e) = shared.endpoints[i].recv_batch(&mut rx).await {
+            log::error!("receive failed: {e}");
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+            continue;
         }
         let moved_earlier = {
             let mut core = lock(&shared.core);
             let before = core.poll_timeout();
             let now = Instant::now();
             for d in rx.iter_mut() {
-                if let Some(t) = core.handle_datagram(now, d.src, d.dst, d.data, &mut out) {
-                    queue(&shared, &mut batches, &mut overflow, t, &out);
+                if let Some(t) = core.handle_datagram(now, d.src, d.dst, d.data, &mut outbox.out) {
+                    outbox.queue(&shared, t);
                 }
-                while let Some(t) = core.poll_transmit(&mut out) {
-                    queue(&shared, &mut batches, &mut overflow, t, &out);
-                }
+                outbox.drain(&shared, &mut core);
             }
             core.poll_timeout() < before
         };
@@ -194,18 +199,12 @@ async fn serve(shared: Arc<Shared>, i: usize) {
         if moved_earlier {
             shared.wake.notify_one();
         }
-        flush(&shared, &mut batches, &mut overflow).await;
+        outbox.flush(&shared).await;
     }
 }
 
 async fn timers(shared: Arc<Shared>) {
-    let mut batches: Vec<SendBatch> = shared
-        .endpoints
-        .iter()
-        .map(|_| SendBatch::new(SEND_BATCH))
-        .collect();
-    let mut overflow = Vec::new();
-    let mut out = vec![0u8; MAX_DATAGRAM];
+    let mut outbox = Outbox::new(&shared);
     loop {
         let deadline = lock(&shared.core).poll_timeout();
         tokio::select! {
@@ -215,10 +214,8 @@ async fn timers(shared: Arc<Shared>) {
         {
             let mut core = lock(&shared.core);
             core.handle_timeout(Instant::now());
-            while let Some(t) = core.poll_transmit(&mut out) {
-                queue(&shared, &mut batches, &mut overflow, t, &out);
-            }
+            outbox.drain(&shared, &mut core);
         }
-        flush(&shared, &mut batches, &mut overflow).await;
+        outbox.flush(&shared).await;
     }
 }

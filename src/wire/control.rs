@@ -127,6 +127,11 @@ mod tag {
     pub const CALL_DATA: u8 = 9;
 }
 
+/// A codec name: 1 to 32 printable ASCII characters, no spaces.
+fn valid_codec(c: &str) -> bool {
+    !c.is_empty() && c.len() <= MAX_CODEC_NAME && c.bytes().all(|b| b.is_ascii_graphic())
+}
+
 fn read_str<'a>(r: &mut Reader<'a>) -> Option<&'a str> {
     let n = r.u8()? as usize;
     std::str::from_utf8(r.bytes(n)?).ok()
@@ -200,11 +205,7 @@ impl ControlMsg {
                 (n <= MAX_CODECS).then_some(())?;
                 let mut codecs = Vec::with_capacity(n);
                 for _ in 0..n {
-                    let c = read_str(&mut r)?;
-                    let ok = !c.is_empty()
-                        && c.len() <= MAX_CODEC_NAME
-                        && c.bytes().all(|b| b.is_ascii_graphic());
-                    ok.then_some(())?;
+                    let c = read_str(&mut r).filter(|c| valid_codec(c))?;
                     codecs.push(c.to_owned());
                 }
                 ControlMsg::Invite {
@@ -268,12 +269,7 @@ impl ControlMsg {
                 codecs,
                 e2e,
             } => {
-                let codecs_ok = codecs.len() <= MAX_CODECS
-                    && codecs.iter().all(|c| {
-                        !c.is_empty()
-                            && c.len() <= MAX_CODEC_NAME
-                            && c.bytes().all(|b| b.is_ascii_graphic())
-                    });
+                let codecs_ok = codecs.len() <= MAX_CODECS && codecs.iter().all(|c| valid_codec(c));
                 if !codecs_ok || e2e.len() > MAX_E2E_BLOB {
                     return None;
                 }
