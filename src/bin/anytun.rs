@@ -470,6 +470,11 @@ async fn cmd_demo(json: bool, seconds: f64, codec: String) -> Result<bool, Strin
         codec,
         ..DemoOptions::default()
     };
+    if !json {
+        eprintln!(
+            "starting a proxy and two clients on loopback; the call carries {seconds:.1} s of audio each way..."
+        );
+    }
     let report = demo::run(&opts).await.map_err(|e| e.to_string())?;
     if json {
         println!(

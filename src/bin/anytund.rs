@@ -8,6 +8,7 @@ use anytun::config::{self, Config};
 use anytun::crypto::SecretKey;
 use anytun::proxy::{Proxy, ProxyConfig};
 use anytun::runtime::proxy::ProxyRuntime;
+use anytun::runtime::RuntimeError;
 use anytun::session::ProxyId;
 use anytun::store::SubscriberStore;
 use clap::Parser;
@@ -80,12 +81,24 @@ async fn run(args: Args) -> Result<(), String> {
     pc.max_register_expires_s = cfg.max_register_expires_s;
     pc.dos = cfg.dos.clone();
     let count = subscribers.len();
-    let core = Proxy::new(pc, subscribers, Instant::now());
-    let rt = Arc::new(
-        ProxyRuntime::start(core, &listen)
-            .await
-            .map_err(|e| e.to_string())?,
-    );
+    let explicit_listen = cfg.listen != Config::default().listen;
+    let start = |addrs: Vec<SocketAddr>| {
+        let core = Proxy::new(pc.clone(), subscribers.clone(), Instant::now());
+        async move { ProxyRuntime::start(core, &addrs).await }
+    };
+    let rt = match start(listen.clone()).await {
+        Ok(rt) => rt,
+        // The built-in defaults listen on IPv6 too; a host without IPv6
+        // should still start on IPv4. Explicitly configured addresses must
+        // all work.
+        Err(RuntimeError::Bind { addr, source }) if addr.is_ipv6() && !explicit_listen => {
+            log::warn!("cannot listen on {addr} ({source}); continuing on IPv4 only");
+            let v4: Vec<SocketAddr> = listen.iter().copied().filter(SocketAddr::is_ipv4).collect();
+            start(v4).await.map_err(|e| e.to_string())?
+        }
+        Err(e) => return Err(e.to_string()),
+    };
+    let rt = Arc::new(rt);
     log::info!(
         "proxy {proxy_id} listening on {:?}; network public key {network_public}; {count} subscriber key(s) from {}",
         rt.local_addrs(),
