@@ -222,7 +222,9 @@ impl Proxy {
             .map(|(id, _)| *id)
             .collect();
         for id in revoked {
-            self.end_session(now, id, Cause::NotAuthorized);
+            // The other party of its calls sees the session vanish: a network
+            // failure from where it stands.
+            self.end_session(now, id, Cause::NetworkFailure);
         }
         let (subs, sessions) = (&self.subscribers, &self.sessions);
         self.registry.retain(|name, sid| {
