@@ -246,6 +246,8 @@ async fn drive(shared: Arc<Shared>, events: mpsc::UnboundedSender<Event>, mut on
                     continue;
                 }
                 let now = Instant::now();
+                // One lock per batch, not per datagram.
+                let mut client = shared.client.lock().unwrap_or_else(|e| e.into_inner());
                 for d in rx.iter_mut() {
                     // Replies must come from the exact address we sent to
                     // (the anycast address): anything else is not our proxy.
@@ -253,12 +255,7 @@ async fn drive(shared: Arc<Shared>, events: mpsc::UnboundedSender<Event>, mut on
                         shared.wrong_source.fetch_add(1, Ordering::Relaxed);
                         continue;
                     }
-                    let frame = shared
-                        .client
-                        .lock()
-                        .unwrap_or_else(|e| e.into_inner())
-                        .handle_datagram(now, d.data);
-                    if let Some(f) = frame {
+                    if let Some(f) = client.handle_datagram(now, d.data) {
                         on_voice(&f);
                     }
                 }
