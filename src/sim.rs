@@ -112,6 +112,16 @@ impl Net {
         self.nodes.iter().position(|x| x.name == n).unwrap()
     }
 
+    /// What the proxy knows about the session of client `n`.
+    pub fn session_info(&self, n: &str) -> crate::proxy::SessionInfo {
+        let key = self.nodes[self.idx(n)].client.public_key();
+        self.proxy
+            .sessions()
+            .into_iter()
+            .find(|s| s.client_key == key)
+            .expect("the client has a session")
+    }
+
     /// The node called `n`.
     pub fn node(&mut self, n: &str) -> &mut Node {
         let i = self.idx(n);

@@ -263,43 +263,20 @@ fn unknown_key_and_wrong_network_key_give_clear_errors() {
     ok(&["keygen", "--out", "stranger.key"], d);
     write_wav(&d.join("x.wav"), &[0; 160]).unwrap();
     let proxy = format!("127.0.0.1:{port}");
-    let out = run(
-        &[
-            "call",
-            "bob",
-            "--play",
-            "x.wav",
-            "--key",
-            "stranger.key",
-            "--network-key",
-            &network,
-            "--proxy",
-            &proxy,
-        ],
-        d,
-    );
-    assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
+    // A failing call's error text, as the user sees it.
+    let call_with = |network_key: &str| {
+        let args = ["call", "bob", "--play", "x.wav", "--key", "stranger.key"];
+        let mut args: Vec<&str> = args.to_vec();
+        args.extend(["--network-key", network_key, "--proxy", &proxy]);
+        let out = run(&args, d);
+        assert!(!out.status.success(), "the call must fail");
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    let err = call_with(&network);
     assert!(err.contains("not in the subscriber store"), "{err}");
     assert!(err.contains("anytun user add"), "{err}");
 
     let wrong = public_key(&ok(&["keygen"], d));
-    let out = run(
-        &[
-            "call",
-            "bob",
-            "--play",
-            "x.wav",
-            "--key",
-            "stranger.key",
-            "--network-key",
-            &wrong,
-            "--proxy",
-            &proxy,
-        ],
-        d,
-    );
-    assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
+    let err = call_with(&wrong);
     assert!(err.contains("network public key"), "{err}");
 }
