@@ -16,8 +16,9 @@ if ! command -v cc >/dev/null || ! command -v c++ >/dev/null; then
     apt-get update -qq && apt-get install -y -qq build-essential
 fi
 cargo --version
-rustup component list --installed 2>/dev/null | grep -qE '^(clippy|rustfmt)' || \
-    rustup component add clippy rustfmt
+for c in clippy rustfmt; do
+    rustup component list --installed 2>/dev/null | grep -q "^$c" || rustup component add "$c"
+done
 
 step "format and lints"
 cargo fmt --all -- --check
