@@ -10,7 +10,7 @@ use anytun::proxy::{Proxy, ProxyConfig};
 use anytun::runtime::proxy::ProxyRuntime;
 use anytun::runtime::RuntimeError;
 use anytun::session::ProxyId;
-use anytun::store::SubscriberStore;
+use anytun::store::{ReloadOutcome, ReloadWatch, SubscriberStore};
 use clap::Parser;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -74,7 +74,11 @@ async fn run(args: Args) -> Result<(), String> {
     let key = network_key(&cfg.network_key)?;
     let network_public = key.public();
     let store = SubscriberStore::open(&cfg.subscribers).map_err(|e| e.to_string())?;
+    // The version is read first, so a change committed while the snapshot
+    // is read is reloaded on the first tick rather than missed.
+    let version = store.data_version().map_err(|e| e.to_string())?;
     let subscribers = store.snapshot().map_err(|e| e.to_string())?;
+    let mut watch = ReloadWatch::new(Some(version));
     let mut pc = ProxyConfig::new(proxy_id, key);
     pc.keepalive_s = cfg.keepalive_s;
     pc.session_timeout = Duration::from_secs(u64::from(cfg.session_timeout_s));
@@ -114,21 +118,34 @@ async fn run(args: Args) -> Result<(), String> {
         let rt = rt.clone();
         let every = Duration::from_millis(cfg.subscriber_reload_ms);
         tokio::spawn(async move {
-            let mut version = store.data_version().ok();
             let mut tick = tokio::time::interval(every);
             loop {
                 tick.tick().await;
-                let v = store.data_version().ok();
-                if v == version {
-                    continue;
-                }
-                version = v;
-                match store.snapshot() {
-                    Ok(subs) => {
-                        log::info!("subscriber store changed: {} key(s)", subs.len());
-                        rt.with_core(|p| p.set_subscribers(Instant::now(), subs));
+                let apply = |subs| rt.with_core(|p| p.set_subscribers(Instant::now(), subs));
+                match watch.poll(&store, apply) {
+                    ReloadOutcome::Unchanged => {}
+                    ReloadOutcome::Applied {
+                        keys,
+                        after_failures: 0,
+                    } => log::info!("subscriber store changed: {keys} key(s)"),
+                    ReloadOutcome::Applied {
+                        keys,
+                        after_failures,
+                    } => log::warn!(
+                        "subscriber store readable again after {after_failures} failed \
+                         attempt(s): {keys} key(s)"
+                    ),
+                    // Logged once per failure streak; retried every tick.
+                    ReloadOutcome::Failed { error, first: true } => log::error!(
+                        "cannot reload subscribers (retrying every {} ms): {error}",
+                        every.as_millis()
+                    ),
+                    ReloadOutcome::Failed {
+                        error,
+                        first: false,
+                    } => {
+                        log::debug!("cannot reload subscribers: {error}")
                     }
-                    Err(e) => log::error!("cannot reload subscribers: {e}"),
                 }
             }
         })
