@@ -8,10 +8,12 @@ use anytun::config::{self, Config};
 use anytun::crypto::SecretKey;
 use anytun::proxy::{Proxy, ProxyConfig};
 use anytun::runtime::proxy::ProxyRuntime;
+use anytun::runtime::udp::BindOptions;
 use anytun::runtime::RuntimeError;
 use anytun::session::ProxyId;
 use anytun::store::{ReloadOutcome, ReloadWatch, SubscriberStore};
 use clap::Parser;
+use std::io::ErrorKind;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -21,8 +23,9 @@ use std::time::{Duration, Instant};
 #[derive(Parser)]
 #[command(name = "anytund", version = concat!(env!("CARGO_PKG_VERSION"), " (", env!("ANYTUN_COMMIT"), ")"), about = "anytun proxy daemon")]
 struct Args {
-    /// Config file (TOML). Without it, built-in defaults are used.
-    #[arg(long, short, env = "ANYTUND_CONFIG")]
+    /// Config file (TOML), shared with `anytun user`. Without it,
+    /// /etc/anytun/anytund.toml if it exists, else built-in defaults.
+    #[arg(long, short, env = config::CONFIG_ENV)]
     config: Option<PathBuf>,
     /// Check the config, print what it resolves to, and exit.
     #[arg(long)]
@@ -51,21 +54,37 @@ fn addrs(cfg: &Config) -> Result<Vec<SocketAddr>, String> {
         .collect()
 }
 
+/// The address of a bind error that failed because the port is taken.
+fn port_in_use(e: &RuntimeError) -> Option<SocketAddr> {
+    match e {
+        RuntimeError::Bind { addr, source } if source.kind() == ErrorKind::AddrInUse => Some(*addr),
+        _ => None,
+    }
+}
+
+/// A bind error in the operator's words.
+fn bind_error(e: RuntimeError) -> String {
+    match port_in_use(&e) {
+        Some(addr) => format!(
+            "UDP {addr} is in use (another anytund?); to share the port on purpose, \
+             set reuse_port = true in every daemon's config"
+        ),
+        None => e.to_string(),
+    }
+}
+
 async fn run(args: Args) -> Result<(), String> {
-    let cfg = match &args.config {
-        Some(path) => config::load(path).map_err(|e| e.to_string())?,
-        None => {
-            log::info!("no --config given: using built-in defaults");
-            Config::default()
-        }
-    };
+    let (cfg, origin) = config::locate(args.config.as_deref()).map_err(|e| e.to_string())?;
+    log::info!("using {origin}");
     let listen = addrs(&cfg)?;
     let proxy_id = ProxyId::new(cfg.proxy_id)
         .ok_or_else(|| format!("proxy_id {} is reserved", cfg.proxy_id))?;
     if args.check_config {
         println!(
-            "config ok: proxy_id {proxy_id}, listen {:?}, network key {}, subscribers {}",
+            "config ok ({origin}): proxy_id {proxy_id}, listen {:?}{}, network key {}, \
+             subscribers {}",
             cfg.listen,
+            if cfg.reuse_port { " (reuse_port)" } else { "" },
             cfg.network_key.display(),
             cfg.subscribers.display()
         );
@@ -86,19 +105,26 @@ async fn run(args: Args) -> Result<(), String> {
     pc.dos = cfg.dos.clone();
     let count = subscribers.len();
     let explicit_listen = cfg.listen != Config::default().listen;
+    let bind = BindOptions {
+        reuse_port: cfg.reuse_port,
+    };
     let start = |addrs: Vec<SocketAddr>| {
         let core = Proxy::new(pc.clone(), subscribers.clone(), Instant::now());
-        async move { ProxyRuntime::start(core, &addrs).await }
+        async move { ProxyRuntime::start_with(core, &addrs, bind).await }
     };
     let rt = match start(listen.clone()).await {
         Ok(rt) => rt,
+        // A port in use is never a reason to carry on with fewer addresses.
+        Err(e @ RuntimeError::Bind { .. }) if port_in_use(&e).is_some() => {
+            return Err(bind_error(e))
+        }
         // The built-in defaults listen on IPv6 too; a host without IPv6
         // should still start on IPv4. Explicitly configured addresses must
         // all work.
         Err(RuntimeError::Bind { addr, source }) if addr.is_ipv6() && !explicit_listen => {
             log::warn!("cannot listen on {addr} ({source}); continuing on IPv4 only");
             let v4: Vec<SocketAddr> = listen.iter().copied().filter(SocketAddr::is_ipv4).collect();
-            start(v4).await.map_err(|e| e.to_string())?
+            start(v4).await.map_err(bind_error)?
         }
         Err(e) => return Err(e.to_string()),
     };
