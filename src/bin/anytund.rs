@@ -35,6 +35,16 @@ struct Args {
 /// Loads the network key, creating it on first start.
 fn network_key(path: &Path) -> Result<SecretKey, String> {
     if path.exists() {
+        // A key file from before private keys were tagged is rewritten
+        // tagged, so a client given it as --network-key refuses it at once.
+        match SecretKey::upgrade_file(path) {
+            Ok(true) => log::warn!(
+                "{}: rewrote the network key in the tagged private-key form (same key)",
+                path.display()
+            ),
+            Ok(false) => {}
+            Err(e) => log::warn!("{e}: cannot tag the network key file; it still works"),
+        }
         return SecretKey::read_file(path).map_err(|e| e.to_string());
     }
     let key = SecretKey::generate();
