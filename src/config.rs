@@ -1060,4 +1060,24 @@ per_ip_burst = 1
         assert_eq!(line_column("ab", 99), (1, 3));
         assert_eq!(line_column("é", 1), (1, 1));
     }
+
+    #[test]
+    fn locate_uses_the_named_file_and_makes_its_paths_absolute() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("anytund.toml");
+        std::fs::write(&path, "subscribers = \"state/s.db\"\n").unwrap();
+        let (config, origin) = locate(Some(&path)).unwrap();
+        assert_eq!(origin, ConfigOrigin::File(path.clone()));
+        assert_eq!(config.subscribers, dir.path().join("state/s.db"));
+        assert!(origin.to_string().contains(&path.display().to_string()));
+        // A named file that is missing is an error, not the defaults.
+        let missing = dir.path().join("missing.toml");
+        assert!(matches!(
+            locate(Some(&missing)),
+            Err(ConfigError::Io { .. })
+        ));
+        // The defaults' paths are absolute whatever the working directory.
+        let d = Config::default();
+        assert!(d.subscribers.is_absolute() && d.network_key.is_absolute());
+    }
 }

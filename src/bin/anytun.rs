@@ -202,10 +202,9 @@ fn network_key(text: &str) -> Result<PublicKey, String> {
 /// quoting it.
 fn subscriber_key(text: &str) -> Result<PublicKey, String> {
     PublicKey::from_base64(text).map_err(|e| match e {
-        KeyError::PrivateKey => format!(
-            "KEY is a private key; give the client's PUBLIC key: \
-             `anytun pubkey --key FILE` prints it"
-        ),
+        KeyError::PrivateKey => "KEY is a private key; give the client's PUBLIC key: \
+                                 `anytun pubkey --key FILE` prints it"
+            .to_owned(),
         e => format!("KEY: {e}"),
     })
 }

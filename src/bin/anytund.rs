@@ -91,7 +91,7 @@ async fn run(args: Args) -> Result<(), String> {
         .ok_or_else(|| format!("proxy_id {} is reserved", cfg.proxy_id))?;
     if args.check_config {
         println!(
-            "config ok ({origin}): proxy_id {proxy_id}, listen {:?}{}, network key {}, \
+            "config ok, {origin}: proxy_id {proxy_id}, listen {:?}{}, network key {}, \
              subscribers {}",
             cfg.listen,
             if cfg.reuse_port { " (reuse_port)" } else { "" },
