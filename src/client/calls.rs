@@ -8,7 +8,16 @@ use crate::session::CallId;
 use crate::wire::control::ControlMsg;
 use crate::wire::e2e::{is_dtmf_digit, E2eMessage, MAX_VOICE_PAYLOAD};
 use crate::wire::DropReason;
-use std::time::Instant;
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+/// Most DTMF digits held back waiting for an earlier one; beyond, every
+/// held digit is delivered at once (in order) and the gap skipped.
+pub const MAX_HELD_DTMF: usize = 32;
+
+/// How long a digit is held back waiting for an earlier one that was lost
+/// (its retransmission normally comes within a second).
+const DTMF_HOLD: Duration = Duration::from_secs(2);
 
 /// Which way a call was placed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -61,17 +70,74 @@ pub(crate) struct ActiveCall {
     direction: CallDirection,
     /// DTMF events sent so far (numbers the next one).
     dtmf_sent: u32,
+    /// The DTMF event number expected next from the other side.
+    dtmf_next: u32,
+    /// Digits that arrived before an earlier one: event -> (digit, ms).
+    dtmf_held: BTreeMap<u32, (u8, u16)>,
+    /// When held digits are given up waiting for and delivered.
+    dtmf_hold_until: Option<Instant>,
+    /// When anything last came from the other side on this call.
+    last_rx: Instant,
+    /// When this side last sent anything on this call.
+    last_tx: Instant,
 }
 
 impl ActiveCall {
-    fn new(e2e: E2eSession, codec: String, peer: Name, direction: CallDirection) -> Box<Self> {
+    fn new(
+        now: Instant,
+        e2e: E2eSession,
+        codec: String,
+        peer: Name,
+        direction: CallDirection,
+    ) -> Box<Self> {
         Box::new(Self {
             e2e,
             codec,
             peer,
             direction,
             dtmf_sent: 0,
+            dtmf_next: 1,
+            dtmf_held: BTreeMap::new(),
+            dtmf_hold_until: None,
+            last_rx: now,
+            last_tx: now,
         })
+    }
+
+    /// Takes DTMF event `event` and returns the digits now deliverable, in
+    /// the order they were sent: a digit that overtook an earlier one (whose
+    /// packet was lost and is being retransmitted) waits for it, at most
+    /// [`DTMF_HOLD`] or [`MAX_HELD_DTMF`] digits.
+    fn dtmf_in(&mut self, now: Instant, event: u32, digit: u8, ms: u16) -> Vec<(u8, u16)> {
+        let mut out = Vec::new();
+        if event < self.dtmf_next {
+            // The missing digit after its wait was given up: late, but not lost.
+            out.push((digit, ms));
+            return out;
+        }
+        self.dtmf_held.insert(event, (digit, ms));
+        if self.dtmf_held.len() > MAX_HELD_DTMF {
+            return self.dtmf_flush();
+        }
+        while let Some(d) = self.dtmf_held.remove(&self.dtmf_next) {
+            out.push(d);
+            self.dtmf_next = self.dtmf_next.wrapping_add(1);
+        }
+        self.dtmf_hold_until = match self.dtmf_held.is_empty() {
+            true => None,
+            false => self.dtmf_hold_until.or(Some(now + DTMF_HOLD)),
+        };
+        out
+    }
+
+    /// Delivers every held digit in order, skipping the gaps.
+    fn dtmf_flush(&mut self) -> Vec<(u8, u16)> {
+        self.dtmf_hold_until = None;
+        let held = std::mem::take(&mut self.dtmf_held);
+        if let Some(last) = held.keys().next_back() {
+            self.dtmf_next = last.wrapping_add(1);
+        }
+        held.into_values().collect()
     }
 }
 
@@ -146,7 +212,7 @@ impl Client {
                 e2e: msg2,
             },
         )?;
-        let active = ActiveCall::new(session, codec, peer, CallDirection::Incoming);
+        let active = ActiveCall::new(now, session, codec, peer, CallDirection::Incoming);
         self.calls.insert(call, CallState::Active(active));
         Ok(())
     }
@@ -200,6 +266,7 @@ impl Client {
             .e2e
             .seal(&mut blob, |b| msg.encode(b))
             .ok_or(ClientError::TooLarge)?;
+        c.last_tx = now;
         self.seal_media(now, call, &blob[..n], out)
     }
 
@@ -226,6 +293,7 @@ impl Client {
             .seal(&mut blob, |b| msg.encode(b))
             .ok_or(ClientError::TooLarge)?;
         blob.truncate(n);
+        c.last_tx = now;
         self.send_control(now, ControlMsg::CallData { call, e2e: blob })
     }
 
@@ -267,6 +335,12 @@ impl Client {
                 e2e: msg1,
             } => {
                 if self.calls.contains_key(&call) {
+                    return;
+                }
+                if self.closing || self.calls.len() >= self.cfg.max_calls {
+                    log::info!("call {call} from {from}: refused as busy");
+                    let cause = Cause::Busy;
+                    let _ = self.send_control(now, ControlMsg::Reject { call, cause });
                     return;
                 }
                 let peer_key = PublicKey(peer_key);
@@ -311,7 +385,7 @@ impl Client {
             ControlMsg::CallData {
                 call,
                 e2e: mut blob,
-            } => self.on_call_data(call, &mut blob),
+            } => self.on_call_data(now, call, &mut blob),
             _ => self.drops.add(DropReason::Unexpected),
         }
     }
@@ -343,7 +417,8 @@ impl Client {
         });
         match result {
             Ok((session, codec)) => {
-                let active = ActiveCall::new(session, codec.clone(), to, CallDirection::Outgoing);
+                let active =
+                    ActiveCall::new(now, session, codec.clone(), to, CallDirection::Outgoing);
                 self.calls.insert(call, CallState::Active(active));
                 self.events.push_back(Event::Answered { call, codec });
             }
@@ -356,52 +431,143 @@ impl Client {
         }
     }
 
-    fn on_call_data(&mut self, call: CallId, blob: &mut [u8]) {
+    fn on_call_data(&mut self, now: Instant, call: CallId, blob: &mut [u8]) {
         let Some(CallState::Active(c)) = self.calls.get_mut(&call) else {
             return self.drops.add(DropReason::UnknownCall);
         };
         let Ok(plain) = c.e2e.open(blob) else {
             return self.drops.add(DropReason::BadEndToEnd);
         };
+        c.last_rx = now;
         match E2eMessage::parse(plain) {
             // Repeats cannot get here: the reliable layer drops repeated
             // control messages and the end-to-end replay window repeated
-            // blobs. Digits are reported in the order they arrive.
+            // blobs. But a retransmitted digit arrives after the ones sent
+            // after it: put them back in the order they were sent.
             Ok(E2eMessage::Dtmf {
-                digit, duration_ms, ..
+                event,
+                digit,
+                duration_ms,
             }) => {
-                self.events.push_back(Event::Dtmf {
-                    call,
-                    digit: char::from(digit),
-                    duration_ms,
-                });
+                for (digit, duration_ms) in c.dtmf_in(now, event, digit, duration_ms) {
+                    self.events.push_back(Event::Dtmf {
+                        call,
+                        digit: char::from(digit),
+                        duration_ms,
+                    });
+                }
             }
             _ => self.drops.add(DropReason::BadInner),
         }
     }
 
-    /// Decrypts and parses a relayed voice frame, in place.
+    /// Decrypts and parses a relayed voice frame (or call keepalive, which
+    /// gives no frame), in place.
     pub(super) fn open_voice<'a>(
         &mut self,
+        now: Instant,
         call: CallId,
         blob: &'a mut [u8],
-    ) -> Result<VoiceFrame<'a>, DropReason> {
+    ) -> Result<Option<VoiceFrame<'a>>, DropReason> {
         let Some(CallState::Active(c)) = self.calls.get_mut(&call) else {
             return Err(DropReason::UnknownCall);
         };
-        match E2eMessage::parse(c.e2e.open(blob)?)? {
+        let msg = E2eMessage::parse(c.e2e.open(blob)?)?;
+        c.last_rx = now;
+        match msg {
             E2eMessage::Voice {
                 seq,
                 timestamp,
                 payload,
-            } => Ok(VoiceFrame {
+            } => Ok(Some(VoiceFrame {
                 call,
                 seq,
                 timestamp,
                 payload,
-            }),
+            })),
+            E2eMessage::Alive => Ok(None),
             E2eMessage::Dtmf { .. } => Err(DropReason::BadInner),
         }
+    }
+
+    /// Whether any call is answered.
+    pub(super) fn has_active_call(&self) -> bool {
+        self.calls
+            .values()
+            .any(|c| matches!(c, CallState::Active(_)))
+    }
+
+    /// The earliest per-call timer: a call keepalive, the media timeout, or
+    /// held DTMF. Calls are few ([`super::ClientConfig::max_calls`]).
+    pub(super) fn next_call_timer(&self) -> Option<Instant> {
+        let (keepalive, timeout) = (self.cfg.call_keepalive, self.cfg.media_timeout);
+        self.calls
+            .values()
+            .filter_map(|c| match c {
+                CallState::Active(a) => {
+                    let t = (a.last_tx + keepalive).min(a.last_rx + timeout);
+                    Some(a.dtmf_hold_until.map_or(t, |h| h.min(t)))
+                }
+                _ => None,
+            })
+            .min()
+    }
+
+    /// Runs the per-call timers due at `now`: ends calls whose other side
+    /// went silent (telling the proxy), sends call keepalives on quiet
+    /// calls, delivers DTMF held too long.
+    pub(super) fn call_timers(&mut self, now: Instant) {
+        let (keepalive, timeout) = (self.cfg.call_keepalive, self.cfg.media_timeout);
+        let mut dead = Vec::new();
+        let mut quiet = Vec::new();
+        for (id, c) in &mut self.calls {
+            let CallState::Active(a) = c else { continue };
+            if now >= a.last_rx + timeout {
+                dead.push(*id);
+                continue;
+            }
+            if a.dtmf_hold_until.is_some_and(|t| now >= t) {
+                for (digit, duration_ms) in a.dtmf_flush() {
+                    self.events.push_back(Event::Dtmf {
+                        call: *id,
+                        digit: char::from(digit),
+                        duration_ms,
+                    });
+                }
+            }
+            if now >= a.last_tx + keepalive {
+                quiet.push(*id);
+            }
+        }
+        for call in dead {
+            log::info!(
+                "call {call}: nothing from the other side for {:.1} s; ending it",
+                timeout.as_secs_f64()
+            );
+            let cause = Cause::NetworkFailure;
+            if self.end_call(call, cause) {
+                let _ = self.send_control(now, ControlMsg::Hangup { call, cause });
+            }
+        }
+        for call in quiet {
+            let _ = self.send_call_keepalive(now, call);
+        }
+    }
+
+    /// Sends an end-to-end keepalive on `call` over the media path.
+    fn send_call_keepalive(&mut self, now: Instant, call: CallId) -> Result<(), ClientError> {
+        let c = self.active(call, "carry a keepalive before it is answered")?;
+        let mut blob = [0u8; 1 + e2e::E2E_OVERHEAD];
+        let n = c
+            .e2e
+            .seal(&mut blob, |b| E2eMessage::Alive.encode(b))
+            .ok_or(ClientError::TooLarge)?;
+        c.last_tx = now;
+        let mut pkt = vec![0u8; crate::wire::MAX_DATAGRAM];
+        let len = self.seal_media(now, call, &blob[..n], &mut pkt)?;
+        pkt.truncate(len);
+        self.queue.push_back(pkt);
+        Ok(())
     }
 
     /// The answered call `call`, or why `what` cannot be done to it.

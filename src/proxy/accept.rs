@@ -5,7 +5,6 @@
 
 use super::{ClientSession, Proxy, Transmit};
 use crate::call::reliable::{ReliableReceiver, ReliableSender};
-use crate::call::Cause;
 use crate::handshake::Responder;
 use crate::session::{SessionCrypto, SessionId};
 use crate::wire::handshake::{
@@ -98,7 +97,7 @@ impl Proxy {
                 // One session per client key: a reconnecting device replaces
                 // its old session (it may have lost it in a reboot).
                 if let Some(old) = self.by_key.get(&client).copied() {
-                    self.end_session(now, old, Cause::NetworkFailure);
+                    self.replace_session(now, old);
                 }
                 let crypto = SessionCrypto::proxy(
                     id,

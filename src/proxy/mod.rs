@@ -411,9 +411,9 @@ impl Proxy {
             ControlMsg::Reject { call, cause } => self.on_reject(now, from, call, cause),
             ControlMsg::Hangup { call, cause } => self.on_hangup(now, from, call, cause),
             ControlMsg::CallData { call, e2e } => self.on_call_data(now, from, call, e2e),
-            ControlMsg::Registered { .. } | ControlMsg::RegisterFailed { .. } => {
-                self.stats.drops.add(DropReason::Unexpected)
-            }
+            ControlMsg::Registered { .. }
+            | ControlMsg::RegisterFailed { .. }
+            | ControlMsg::SessionReplaced => self.stats.drops.add(DropReason::Unexpected),
         }
     }
 
@@ -476,6 +476,30 @@ impl Proxy {
             src_ip: q.src_ip,
             len,
         })
+    }
+
+    /// A newer handshake with the same client key replaces session `old`
+    /// (one key, one session: the key is the device's identity). The old
+    /// session is told with [`ControlMsg::SessionReplaced`] before it is
+    /// forgotten, so its client stops at once instead of noticing silence
+    /// and logging in again (which would evict the new one in turn). Sent
+    /// twice under one message id (the client acts on it once), never
+    /// retransmitted: the session is gone.
+    pub(super) fn replace_session(&mut self, now: Instant, old: SessionId) {
+        if let Some(s) = self.sessions.get_mut(&old) {
+            let mut body = [0u8; 1];
+            if let Some(n) = ControlMsg::SessionReplaced.encode(&mut body) {
+                let msg_id = s.reliable.push(now, body[..n].to_vec(), None);
+                for _ in 0..2 {
+                    let inner = Inner::Control {
+                        msg_id,
+                        body: &body[..n],
+                    };
+                    queue_sealed(&mut self.queue, s, inner);
+                }
+            }
+        }
+        self.end_session(now, old, Cause::NetworkFailure);
     }
 
     /// Ends a session: its registrations go, its calls end for the other side.
