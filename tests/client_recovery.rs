@@ -244,3 +244,68 @@ fn a_second_login_with_the_same_key_tells_the_old_session() {
     assert_eq!(net.proxy.session_count(), 2);
     assert_eq!(net.proxy.registration_count(), 1);
 }
+
+/// A device at its call limit (`anytun answer` takes one call at a time)
+/// refuses another Invite with busy at once, and is free again after.
+#[test]
+fn a_client_at_its_call_limit_refuses_with_busy_at_once() {
+    let mut net = Net::new(&["alice", "bob", "carol"]);
+    let key = SecretKey::generate();
+    let mut cfg = ClientConfig::new(key, net.network.public());
+    cfg.max_calls = 1;
+    net.node("bob").client = Client::new(cfg);
+    let subs = subscribers_of(&net);
+    let now = net.now;
+    net.proxy.set_subscribers(now, subs);
+    net.connect_all();
+    net.register("bob", "bob");
+    let first = net.establish_call("alice", "bob");
+    let second = net
+        .node("carol")
+        .client
+        .call(now, name("bob"), None, vec!["ulaw".into()])
+        .unwrap();
+    net.pump();
+    assert!(has(&net.node("carol").events, |e| matches!(
+        e,
+        Event::CallEnded { call, cause: Cause::Busy } if *call == second
+    )));
+    assert!(!has(&net.node("bob").events, |e| matches!(
+        e,
+        Event::IncomingCall { call, .. } if *call == second
+    )));
+    net.node("alice")
+        .client
+        .hangup(now, first, Cause::Normal)
+        .unwrap();
+    net.pump();
+    let third = net.establish_call("carol", "bob");
+    assert!(has(&net.node("carol").events, |e| matches!(
+        e,
+        Event::Answered { call, .. } if *call == third
+    )));
+}
+
+/// `shutdown` ends the calls and the registrations; `pending_control`
+/// stays above 0 until the proxy acknowledges them (retransmitted through
+/// loss), which is what a stopping client waits for.
+#[test]
+fn shutdown_hangs_up_and_unregisters_until_acknowledged() {
+    let mut net = Net::new(&["alice", "bob"]);
+    net.connect_all();
+    net.register("bob", "bob");
+    let _call = net.establish_call("alice", "bob");
+    assert_eq!(net.proxy.registration_count(), 1);
+    let now = net.now;
+    net.drop_downstream = true;
+    net.node("bob").client.shutdown(now);
+    net.pump();
+    // The proxy acted, but its acknowledgements were lost.
+    assert_eq!(net.proxy.call_count(), 0);
+    assert_eq!(net.proxy.registration_count(), 0);
+    assert_eq!(net.node("bob").client.pending_control(), 2);
+    net.drop_downstream = false;
+    net.advance(Duration::from_millis(300));
+    assert_eq!(net.node("bob").client.pending_control(), 0);
+    assert_eq!(ended(&net.node("alice").events), Some(Cause::Normal));
+}

@@ -70,12 +70,8 @@ pub(crate) struct ActiveCall {
     direction: CallDirection,
     /// DTMF events sent so far (numbers the next one).
     dtmf_sent: u32,
-    /// The DTMF event number expected next from the other side.
-    dtmf_next: u32,
-    /// Digits that arrived before an earlier one: event -> (digit, ms).
-    dtmf_held: BTreeMap<u32, (u8, u16)>,
-    /// When held digits are given up waiting for and delivered.
-    dtmf_hold_until: Option<Instant>,
+    /// Puts received DTMF back in the order it was sent.
+    dtmf_in: DtmfOrder,
     /// When anything last came from the other side on this call.
     last_rx: Instant,
     /// When this side last sent anything on this call.
@@ -96,46 +92,67 @@ impl ActiveCall {
             peer,
             direction,
             dtmf_sent: 0,
-            dtmf_next: 1,
-            dtmf_held: BTreeMap::new(),
-            dtmf_hold_until: None,
+            dtmf_in: DtmfOrder::default(),
             last_rx: now,
             last_tx: now,
         })
     }
+}
 
-    /// Takes DTMF event `event` and returns the digits now deliverable, in
-    /// the order they were sent: a digit that overtook an earlier one (whose
-    /// packet was lost and is being retransmitted) waits for it, at most
-    /// [`DTMF_HOLD`] or [`MAX_HELD_DTMF`] digits.
-    fn dtmf_in(&mut self, now: Instant, event: u32, digit: u8, ms: u16) -> Vec<(u8, u16)> {
+/// The receiving side of one call's DTMF: digits carry the sender's event
+/// number (1, 2, ...); they travel as reliable control messages, so a lost
+/// one is retransmitted and arrives after the ones sent after it. Those
+/// wait for it, at most [`DTMF_HOLD`] or [`MAX_HELD_DTMF`] digits.
+#[derive(Debug)]
+struct DtmfOrder {
+    /// The event number expected next.
+    next: u32,
+    /// Digits that arrived before an earlier one: event -> (digit, ms).
+    held: BTreeMap<u32, (u8, u16)>,
+    /// When held digits are given up waiting for and delivered.
+    hold_until: Option<Instant>,
+}
+
+impl Default for DtmfOrder {
+    fn default() -> Self {
+        Self {
+            next: 1,
+            held: BTreeMap::new(),
+            hold_until: None,
+        }
+    }
+}
+
+impl DtmfOrder {
+    /// Takes event `event` and returns the digits now deliverable, in the
+    /// order they were sent.
+    fn push(&mut self, now: Instant, event: u32, digit: u8, ms: u16) -> Vec<(u8, u16)> {
+        if event < self.next {
+            // The missing digit after its wait was given up: late, not lost.
+            return vec![(digit, ms)];
+        }
+        self.held.insert(event, (digit, ms));
+        if self.held.len() > MAX_HELD_DTMF {
+            return self.flush();
+        }
         let mut out = Vec::new();
-        if event < self.dtmf_next {
-            // The missing digit after its wait was given up: late, but not lost.
-            out.push((digit, ms));
-            return out;
-        }
-        self.dtmf_held.insert(event, (digit, ms));
-        if self.dtmf_held.len() > MAX_HELD_DTMF {
-            return self.dtmf_flush();
-        }
-        while let Some(d) = self.dtmf_held.remove(&self.dtmf_next) {
+        while let Some(d) = self.held.remove(&self.next) {
             out.push(d);
-            self.dtmf_next = self.dtmf_next.wrapping_add(1);
+            self.next = self.next.wrapping_add(1);
         }
-        self.dtmf_hold_until = match self.dtmf_held.is_empty() {
+        self.hold_until = match self.held.is_empty() {
             true => None,
-            false => self.dtmf_hold_until.or(Some(now + DTMF_HOLD)),
+            false => self.hold_until.or(Some(now + DTMF_HOLD)),
         };
         out
     }
 
     /// Delivers every held digit in order, skipping the gaps.
-    fn dtmf_flush(&mut self) -> Vec<(u8, u16)> {
-        self.dtmf_hold_until = None;
-        let held = std::mem::take(&mut self.dtmf_held);
+    fn flush(&mut self) -> Vec<(u8, u16)> {
+        self.hold_until = None;
+        let held = std::mem::take(&mut self.held);
         if let Some(last) = held.keys().next_back() {
-            self.dtmf_next = last.wrapping_add(1);
+            self.next = last.wrapping_add(1);
         }
         held.into_values().collect()
     }
@@ -449,7 +466,7 @@ impl Client {
                 digit,
                 duration_ms,
             }) => {
-                for (digit, duration_ms) in c.dtmf_in(now, event, digit, duration_ms) {
+                for (digit, duration_ms) in c.dtmf_in.push(now, event, digit, duration_ms) {
                     self.events.push_back(Event::Dtmf {
                         call,
                         digit: char::from(digit),
@@ -506,7 +523,7 @@ impl Client {
             .filter_map(|c| match c {
                 CallState::Active(a) => {
                     let t = (a.last_tx + keepalive).min(a.last_rx + timeout);
-                    Some(a.dtmf_hold_until.map_or(t, |h| h.min(t)))
+                    Some(a.dtmf_in.hold_until.map_or(t, |h| h.min(t)))
                 }
                 _ => None,
             })
@@ -526,8 +543,8 @@ impl Client {
                 dead.push(*id);
                 continue;
             }
-            if a.dtmf_hold_until.is_some_and(|t| now >= t) {
-                for (digit, duration_ms) in a.dtmf_flush() {
+            if a.dtmf_in.hold_until.is_some_and(|t| now >= t) {
+                for (digit, duration_ms) in a.dtmf_in.flush() {
                     self.events.push_back(Event::Dtmf {
                         call: *id,
                         digit: char::from(digit),
@@ -594,5 +611,44 @@ impl Client {
         for call in ids {
             self.end_call(call, cause);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn digits(v: Vec<(u8, u16)>) -> String {
+        v.into_iter().map(|(d, _)| char::from(d)).collect()
+    }
+
+    #[test]
+    fn dtmf_waits_for_a_missing_digit_then_gives_up() {
+        let t0 = Instant::now();
+        let mut o = DtmfOrder::default();
+        assert_eq!(digits(o.push(t0, 2, b'2', 100)), "");
+        assert_eq!(digits(o.push(t0, 3, b'3', 100)), "");
+        assert_eq!(o.hold_until, Some(t0 + DTMF_HOLD));
+        assert_eq!(digits(o.push(t0, 1, b'1', 100)), "123");
+        assert_eq!(o.hold_until, None);
+        // 4 never comes: 5 is delivered when the wait is over.
+        assert_eq!(digits(o.push(t0, 5, b'5', 100)), "");
+        assert_eq!(digits(o.flush()), "5");
+        assert_eq!(digits(o.push(t0, 6, b'6', 100)), "6");
+        // The lost one, late: delivered rather than dropped.
+        assert_eq!(digits(o.push(t0, 4, b'4', 100)), "4");
+    }
+
+    #[test]
+    fn dtmf_holds_a_bounded_number_of_digits() {
+        let t0 = Instant::now();
+        let mut o = DtmfOrder::default();
+        for e in 2..=(MAX_HELD_DTMF as u32 + 1) {
+            assert!(o.push(t0, e, b'9', 100).is_empty());
+        }
+        let out = o.push(t0, MAX_HELD_DTMF as u32 + 2, b'#', 100);
+        assert_eq!(out.len(), MAX_HELD_DTMF + 1);
+        assert!(o.held.is_empty());
+        assert_eq!(o.next, MAX_HELD_DTMF as u32 + 3);
     }
 }
