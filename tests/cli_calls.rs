@@ -516,3 +516,33 @@ fn answer_keeps_serving_across_a_daemon_restart() {
     let (st, _) = bob.exit_within(Duration::from_secs(5));
     assert!(st.success(), "{}", bob.stderr());
 }
+
+/// The daemon restarts during a call: both ends report cause 38 within
+/// seconds (a single proxy keeps no calls across a restart), and the
+/// answering side, its call taken, exits normally.
+#[test]
+fn a_call_during_a_daemon_restart_ends_on_both_ends_within_seconds() {
+    let mut net = Net::start(&[("alice.key", "alice"), ("bob.key", "bob")]);
+    net.wav("long.wav", 30.0);
+    let mut bob = net.client(&["answer", "bob", "--play", "long.wav"], "bob.key");
+    bob.wait_for("registered bob", Duration::from_secs(10));
+    let mut alice = net.client(&["call", "bob", "--play", "long.wav"], "alice.key");
+    alice.wait_for("answered", Duration::from_secs(10));
+    std::thread::sleep(Duration::from_millis(500));
+    drop(net.daemon.take());
+    let t = Instant::now();
+    net.start_daemon();
+    let (st, took) = alice.exit_within(Duration::from_secs(15));
+    println!("caller ended its call {took:?} after the daemon was killed");
+    assert!(!st.success());
+    assert!(
+        alice.stderr().contains("ended: network failure (cause 38)"),
+        "{}",
+        alice.stderr()
+    );
+    assert!(took < Duration::from_secs(8), "took {took:?}");
+    bob.wait_for("call ended: network failure (cause 38)", Duration::from_secs(8));
+    let (st, _) = bob.exit_within(Duration::from_secs(5));
+    println!("callee done {:?} after the daemon was killed", t.elapsed());
+    assert!(st.success(), "{}", bob.stderr());
+}
