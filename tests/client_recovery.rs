@@ -309,3 +309,28 @@ fn shutdown_hangs_up_and_unregisters_until_acknowledged() {
     assert_eq!(net.node("bob").client.pending_control(), 0);
     assert_eq!(ended(&net.node("alice").events), Some(Cause::Normal));
 }
+
+/// A call that ends leaves nothing behind on the client: what was still
+/// being retransmitted about it (here a DTMF digit whose packet was lost)
+/// is dropped, not sent for another 15 s.
+#[test]
+fn an_ended_call_leaves_nothing_to_retransmit() {
+    let mut net = Net::new(&["alice", "bob"]);
+    net.connect_all();
+    net.register("bob", "bob");
+    let call = net.establish_call("alice", "bob");
+    let now = net.now;
+    net.node("bob").client.send_dtmf(now, call, '5', 100).unwrap();
+    let mut buf = [0u8; anytun::wire::MAX_DATAGRAM];
+    assert!(net.node("bob").client.poll_transmit(&mut buf).is_some()); // lost
+    assert_eq!(net.node("bob").client.pending_control(), 1);
+    net.node("alice")
+        .client
+        .hangup(now, call, Cause::Normal)
+        .unwrap();
+    net.pump();
+    assert_eq!(ended(&net.node("bob").events), Some(Cause::Normal));
+    assert_eq!(net.node("bob").client.pending_control(), 0);
+    assert_eq!(net.node("bob").client.calls().len(), 0);
+    assert_eq!(net.proxy.call_count(), 0);
+}

@@ -247,6 +247,7 @@ impl Client {
             None => return Err(ClientError::UnknownCall(call)),
         }
         self.calls.remove(&call);
+        self.forget_pending(call);
         self.send_control(now, ControlMsg::Reject { call, cause })
     }
 
@@ -255,6 +256,7 @@ impl Client {
         self.calls
             .remove(&call)
             .ok_or(ClientError::UnknownCall(call))?;
+        self.forget_pending(call);
         self.send_control(now, ControlMsg::Hangup { call, cause })
     }
 
@@ -601,9 +603,19 @@ impl Client {
     pub(super) fn end_call(&mut self, call: CallId, cause: Cause) -> bool {
         let existed = self.calls.remove(&call).is_some();
         if existed {
+            self.forget_pending(call);
             self.events.push_back(Event::CallEnded { call, cause });
         }
         existed
+    }
+
+    /// Stops retransmitting what is still unacknowledged about an ended
+    /// call (Ringing, DTMF): nothing of a call outlives it. Runs before the
+    /// final Hangup or Reject is sent, which must still arrive.
+    fn forget_pending(&mut self, call: CallId) {
+        if let super::Conn::Established(est) = &mut self.conn {
+            est.reliable.forget_call(call);
+        }
     }
 
     pub(super) fn end_all_calls(&mut self, cause: Cause) {
