@@ -334,3 +334,40 @@ fn anytund_persists_its_epoch_lease_across_restarts() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("send-epoch"), "{err}");
 }
+
+/// The client's side: its send state is made once per handshake, from that
+/// handshake's fresh keys. A duplicated (or replayed) HandshakeResponse does
+/// not make it again, so the client's counter never restarts under one key.
+#[test]
+fn client_send_state_is_made_once_per_handshake() {
+    let mut net = Net::new(&["alice"]);
+    let (now, t) = (net.now, net.unix_nanos);
+    let addr = net.node("alice").addr;
+    let mut buf = [0u8; MAX_DATAGRAM];
+    let mut out = [0u8; MAX_DATAGRAM];
+    let client = &mut net.nodes[0].client;
+    client.connect(now, t);
+    let n = client.poll_transmit(&mut buf).unwrap();
+    let mut init = buf[..n].to_vec();
+    let resp = net
+        .proxy
+        .handle_datagram(now, addr, None, &mut init, &mut out)
+        .unwrap();
+    let response = out[..resp.len].to_vec();
+    let client = &mut net.nodes[0].client;
+    let mut counters = HashSet::new();
+    for copy in 0..2 {
+        client.handle_datagram(now, &mut response.clone());
+        client.register(now, name("alice"), 300);
+        while let Some(n) = client.poll_transmit(&mut buf) {
+            let h = TransportHeader::parse(&buf[..n]).unwrap();
+            assert!(
+                counters.insert(h.counter),
+                "copy {copy}: counter {} again",
+                h.counter
+            );
+        }
+    }
+    assert_eq!(client.drops().get(DropReason::Unexpected), 1);
+    assert_eq!(counters.len(), 2);
+}
