@@ -541,7 +541,10 @@ fn a_call_during_a_daemon_restart_ends_on_both_ends_within_seconds() {
         alice.stderr()
     );
     assert!(took < Duration::from_secs(8), "took {took:?}");
-    bob.wait_for("call ended: network failure (cause 38)", Duration::from_secs(8));
+    bob.wait_for(
+        "call ended: network failure (cause 38)",
+        Duration::from_secs(8),
+    );
     let (st, _) = bob.exit_within(Duration::from_secs(5));
     println!("callee done {:?} after the daemon was killed", t.elapsed());
     assert!(st.success(), "{}", bob.stderr());

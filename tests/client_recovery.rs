@@ -6,7 +6,7 @@ use anytun::call::Cause;
 use anytun::client::{Client, ClientConfig, Event};
 use anytun::crypto::SecretKey;
 use anytun::proxy::{Proxy, ProxyConfig, Subscribers};
-use anytun::session::ProxyId;
+use anytun::session::{EpochLease, ProxyId};
 use anytun::sim::{name, Net, Node};
 use std::time::Duration;
 
@@ -111,6 +111,7 @@ fn restart_proxy(net: &mut Net) {
     let subs = subscribers_of(net);
     let cfg = ProxyConfig::new(ProxyId::new(1).unwrap(), net.network.clone());
     net.proxy = Proxy::new(cfg, subs, net.now);
+    net.proxy.epochs().grant(EpochLease::ephemeral());
 }
 
 /// The proxy restarts and forgets every session. An idle registered
@@ -320,7 +321,10 @@ fn an_ended_call_leaves_nothing_to_retransmit() {
     net.register("bob", "bob");
     let call = net.establish_call("alice", "bob");
     let now = net.now;
-    net.node("bob").client.send_dtmf(now, call, '5', 100).unwrap();
+    net.node("bob")
+        .client
+        .send_dtmf(now, call, '5', 100)
+        .unwrap();
     let mut buf = [0u8; anytun::wire::MAX_DATAGRAM];
     assert!(net.node("bob").client.poll_transmit(&mut buf).is_some()); // lost
     assert_eq!(net.node("bob").client.pending_control(), 1);
