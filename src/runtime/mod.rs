@@ -7,6 +7,7 @@
 //! - [`client`]: runs a [`crate::client::Client`] against one proxy address.
 
 pub mod client;
+pub mod peers;
 pub mod proxy;
 pub mod udp;
 

@@ -1,0 +1,1 @@
+//! Tokio shell for anypsp peer links.
