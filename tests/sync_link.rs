@@ -334,6 +334,80 @@ fn unknown_revoked_wrong_key_and_impersonating_peers_are_refused_and_counted() {
     }
 }
 
+#[test]
+fn revoking_and_adding_peers_at_run_time() {
+    let rt = runtime();
+    let mut c = Cluster::new(3);
+    let mut nodes: Vec<Node> = (1..=3u16)
+        .map(|n| {
+            let peers: Vec<u16> = (1..=3).filter(|&p| p != n).collect();
+            c.start(&rt, n, &peers, |_| {}, |_| {})
+        })
+        .collect();
+    settle(&nodes.iter().collect::<Vec<_>>());
+    // Node 2 reloads with node 3 revoked: the live link closes at once.
+    let mut revoked3 = c.member(3);
+    revoked3.revoked = true;
+    let m = Membership::new(c.member(2), [c.member(1), revoked3]).unwrap();
+    let change = nodes[1].peers.as_mut().unwrap().set_membership(m).unwrap();
+    assert_eq!((change.added, change.removed), (vec![], vec![id(3)]));
+    let down =
+        |n: u16| move |e: &PeerEvent| matches!(e, PeerEvent::Down { node, .. } if *node == id(n));
+    let ev = nodes[1].wait(&rt, "down", down(3));
+    assert_eq!(
+        ev,
+        PeerEvent::Down {
+            node: id(3),
+            reason: LinkError::Removed
+        }
+    );
+    let ev = nodes[2].wait(&rt, "down", down(2));
+    assert_eq!(
+        ev,
+        PeerEvent::Down {
+            node: id(2),
+            reason: LinkError::Removed
+        }
+    );
+    // Node 3 keeps dialing and is refused as revoked; node 2 no longer
+    // queues for it or dials it.
+    eventually("revoked refusal", || {
+        nodes[1].handle.refused_count(LinkError::Revoked) >= 1
+    });
+    assert_eq!(
+        nodes[1].handle.send(id(3), vec![1]),
+        Err(QueueError::UnknownPeer(id(3)))
+    );
+    assert!(nodes[1].handle.status().iter().all(|s| s.node != id(3)));
+    // Node 1's link to node 2 was not touched.
+    let st = nodes[1].handle.status();
+    assert_eq!(st.iter().find(|s| s.node == id(1)).unwrap().connects, 1);
+    // Reinstated: dialed and accepted again, messages flow.
+    let m = Membership::new(c.member(2), [c.member(1), c.member(3)]).unwrap();
+    let change = nodes[1].peers.as_mut().unwrap().set_membership(m).unwrap();
+    assert_eq!((change.added, change.removed), (vec![id(3)], vec![]));
+    settle(&nodes.iter().collect::<Vec<_>>());
+    nodes[1]
+        .handle
+        .send(id(3), b"welcome back".to_vec())
+        .unwrap();
+    let ev = nodes[2].wait(&rt, "message", |e| matches!(e, PeerEvent::Message { .. }));
+    expect_message(ev, 2, b"welcome back");
+    // A membership for another node is refused.
+    let other = Membership::new(c.member(1), [c.member(2)]).unwrap();
+    assert!(nodes[1]
+        .peers
+        .as_mut()
+        .unwrap()
+        .set_membership(other)
+        .is_err());
+    for n in &mut nodes {
+        let r = n.shutdown(&rt);
+        assert_eq!(r.panicked, 0);
+        assert_eq!(n.handle.live_tasks(), 0);
+    }
+}
+
 /// A TCP forwarder between a dialer and a node: optionally holds each new
 /// connection for `delay` before connecting onwards, and flips a bit of
 /// the next chunk when `corrupt` is set.

@@ -19,7 +19,7 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::tcp::OwnedWriteHalf;
@@ -137,6 +137,24 @@ pub enum PeersError {
     /// The private key is not the local record's.
     #[error(transparent)]
     Membership(#[from] crate::sync::members::MembershipError),
+    /// A new membership names another local node than the running one.
+    #[error("the new membership is for node {new}, this shell runs node {running}")]
+    LocalChanged {
+        /// The running node.
+        running: ProxyId,
+        /// The node the new membership names.
+        new: ProxyId,
+    },
+}
+
+/// What [`Peers::set_membership`] changed.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct MembershipChange {
+    /// Peers now dialed and accepted.
+    pub added: Vec<ProxyId>,
+    /// Peers removed or revoked (or whose address or key changed, which
+    /// also appear in `added`): their links were closed with `removed`.
+    pub removed: Vec<ProxyId>,
 }
 
 /// One peer's state, for status and metrics.
@@ -168,11 +186,32 @@ pub struct PeerStatus {
     pub connects: u64,
 }
 
+/// Tells one link task to close, and why.
+#[derive(Default)]
+struct Kill {
+    notify: Notify,
+    reason: Mutex<Option<LinkError>>,
+}
+
+impl Kill {
+    fn fire(&self, reason: LinkError) {
+        *self.reason.lock().unwrap_or_else(|e| e.into_inner()) = Some(reason);
+        self.notify.notify_one();
+    }
+
+    fn reason(&self) -> LinkError {
+        self.reason
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .unwrap_or(LinkError::Duplicate)
+    }
+}
+
 #[derive(Default)]
 struct PeerState {
     queue: VecDeque<Vec<u8>>,
     queued_bytes: usize,
-    current: Option<(u64, LinkInfo, Arc<Notify>)>,
+    current: Option<(u64, LinkInfo, Arc<Kill>)>,
     last_error: Option<String>,
     bytes_in: u64,
     bytes_out: u64,
@@ -189,9 +228,21 @@ struct Peer {
     wake: Notify,
     /// Whether a link is registered; the dialer waits for `false`.
     connected: watch::Sender<bool>,
+    /// Set when the peer leaves the membership: its dialer ends.
+    removed: watch::Sender<bool>,
 }
 
 impl Peer {
+    fn new(member: Member) -> Self {
+        Self {
+            member,
+            state: Mutex::new(PeerState::default()),
+            wake: Notify::new(),
+            connected: watch::channel(false).0,
+            removed: watch::channel(false).0,
+        }
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, PeerState> {
         // A panic elsewhere must not stop the links; the state stays usable.
         self.state.lock().unwrap_or_else(|e| e.into_inner())
@@ -216,11 +267,28 @@ impl Counters {
     }
 }
 
+impl Shared {
+    fn peer(&self, node: ProxyId) -> Option<Arc<Peer>> {
+        self.peers
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&node)
+            .cloned()
+    }
+
+    fn members(&self) -> Arc<Membership> {
+        self.members
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+}
+
 struct Shared {
     local: Arc<LocalNode>,
-    members: Arc<Membership>,
+    members: RwLock<Arc<Membership>>,
     cfg: PeersConfig,
-    peers: HashMap<ProxyId, Arc<Peer>>,
+    peers: RwLock<HashMap<ProxyId, Arc<Peer>>>,
     /// Links refused or failed before they came up, by reason.
     refused: Counters,
     /// Links closed after they were up, by reason.
@@ -243,7 +311,7 @@ impl PeersHandle {
         if msg.len() > s.cfg.link.max_message {
             return Err(QueueError::TooLarge(msg.len()));
         }
-        let peer = s.peers.get(&node).ok_or(QueueError::UnknownPeer(node))?;
+        let peer = s.peer(node).ok_or(QueueError::UnknownPeer(node))?;
         {
             let mut st = peer.lock();
             if st.queue.len() >= s.cfg.queue_messages
@@ -264,10 +332,16 @@ impl PeersHandle {
 
     /// Every active peer's state, by node id.
     pub fn status(&self) -> Vec<PeerStatus> {
-        let mut v: Vec<_> = self
+        let peers: Vec<_> = self
             .0
             .peers
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
             .values()
+            .cloned()
+            .collect();
+        let mut v: Vec<_> = peers
+            .iter()
             .map(|p| {
                 let st = p.lock();
                 PeerStatus {
@@ -319,6 +393,7 @@ impl PeersHandle {
 /// The running shell.
 pub struct Peers {
     handle: PeersHandle,
+    rt: tokio::runtime::Handle,
     stop: watch::Sender<bool>,
     tasks: JoinSet<()>,
     local_addr: SocketAddr,
@@ -392,21 +467,13 @@ impl Peers {
         let (events_tx, events_rx) = mpsc::channel(cfg.events_capacity.max(1));
         let peers = members
             .active_peers()
-            .map(|m| {
-                let peer = Peer {
-                    member: m.clone(),
-                    state: Mutex::new(PeerState::default()),
-                    wake: Notify::new(),
-                    connected: watch::channel(false).0,
-                };
-                (m.node, Arc::new(peer))
-            })
+            .map(|m| (m.node, Arc::new(Peer::new(m.clone()))))
             .collect();
         let shared = Arc::new(Shared {
             local: Arc::new(local),
-            members: Arc::new(members),
+            members: RwLock::new(Arc::new(members)),
             cfg,
-            peers,
+            peers: RwLock::new(peers),
             refused: Counters::new(),
             closed: Counters::new(),
             events: events_tx,
@@ -418,13 +485,19 @@ impl Peers {
         let mut tasks = JoinSet::new();
         let g = TaskGuard::new(&shared.tasks);
         tasks.spawn_on(accept_loop(shared.clone(), listener, g), rt);
-        for peer in shared.peers.values() {
+        for peer in shared
+            .peers
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+        {
             let g = TaskGuard::new(&shared.tasks);
             tasks.spawn_on(dial_loop(shared.clone(), peer.clone(), g), rt);
         }
         Ok((
             Self {
                 handle: PeersHandle(shared),
+                rt: rt.clone(),
                 stop: stop_tx,
                 tasks,
                 local_addr,
@@ -441,6 +514,68 @@ impl Peers {
     /// The address the listener is bound to.
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
+    }
+
+    /// Applies a new membership (a configuration reload): links to peers
+    /// that left it or were revoked close with `removed` and are no longer
+    /// dialed or accepted, their queues are dropped; new peers are dialed.
+    /// A peer whose address or key changed is removed and added again.
+    /// Handshakes that start from now on are checked against the new
+    /// membership.
+    pub fn set_membership(&mut self, members: Membership) -> Result<MembershipChange, PeersError> {
+        let shared = &self.handle.0;
+        if members.local().node != shared.local.id {
+            return Err(PeersError::LocalChanged {
+                running: shared.local.id,
+                new: members.local().node,
+            });
+        }
+        members.check_local_key(&shared.local.key)?;
+        let active: HashMap<ProxyId, Member> = members
+            .active_peers()
+            .map(|m| (m.node, m.clone()))
+            .collect();
+        let mut change = MembershipChange::default();
+        let mut peers = shared.peers.write().unwrap_or_else(|e| e.into_inner());
+        let gone: Vec<ProxyId> = peers
+            .iter()
+            .filter(|(id, p)| {
+                active.get(id).is_none_or(|m| {
+                    m.address != p.member.address || m.public_key != p.member.public_key
+                })
+            })
+            .map(|(id, _)| *id)
+            .collect();
+        for id in gone {
+            if let Some(p) = peers.remove(&id) {
+                p.removed.send_replace(true);
+                if let Some((_, _, kill)) = &p.lock().current {
+                    kill.fire(LinkError::Removed);
+                }
+                change.removed.push(id);
+            }
+        }
+        *shared.members.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(members);
+        for (id, m) in active {
+            if let std::collections::hash_map::Entry::Vacant(e) = peers.entry(id) {
+                let p = Arc::new(Peer::new(m));
+                e.insert(p.clone());
+                let g = TaskGuard::new(&shared.tasks);
+                self.tasks
+                    .spawn_on(dial_loop(shared.clone(), p, g), &self.rt);
+                change.added.push(id);
+            }
+        }
+        drop(peers);
+        // Reap the dialers of earlier removals, so reloads do not pile up.
+        while let Some(r) = self.tasks.try_join_next() {
+            if r.is_err() {
+                log::error!("anypsp: a peer task panicked");
+            }
+        }
+        change.added.sort_unstable();
+        change.removed.sort_unstable();
+        Ok(change)
     }
 
     /// Closes every link (telling each peer `shutdown`), stops dialing and
@@ -480,7 +615,7 @@ async fn accept_loop(shared: Arc<Shared>, listener: TcpListener, _g: TaskGuard) 
                         let link = Link::accept(
                             shared.cfg.link.clone(),
                             shared.local.clone(),
-                            shared.members.clone(),
+                            shared.members(),
                             Instant::now(),
                         );
                         let g = TaskGuard::new(&shared.tasks);
@@ -507,21 +642,24 @@ async fn accept_loop(shared: Arc<Shared>, listener: TcpListener, _g: TaskGuard) 
 async fn dial_loop(shared: Arc<Shared>, peer: Arc<Peer>, _g: TaskGuard) {
     let mut stop = shared.stop.clone();
     let mut connected = peer.connected.subscribe();
+    let mut removed = peer.removed.subscribe();
     let cfg = &shared.cfg;
     let mut backoff = cfg.backoff_min;
     loop {
-        if *stop.borrow() {
+        if *stop.borrow() || *removed.borrow() {
             return;
         }
         if *connected.borrow_and_update() {
             tokio::select! {
                 _ = stopped(&mut stop) => return,
+                _ = removed.wait_for(|&r| r) => return,
                 _ = connected.wait_for(|&c| !c) => continue,
             }
         }
         if shared.local.id > peer.member.node && !cfg.dial_grace.is_zero() {
             tokio::select! {
                 _ = stopped(&mut stop) => return,
+                _ = removed.wait_for(|&r| r) => return,
                 _ = tokio::time::sleep(cfg.dial_grace) => {}
             }
             if *connected.borrow_and_update() {
@@ -530,6 +668,7 @@ async fn dial_loop(shared: Arc<Shared>, peer: Arc<Peer>, _g: TaskGuard) {
         }
         let attempt = tokio::select! {
             _ = stopped(&mut stop) => return,
+            _ = removed.wait_for(|&r| r) => return,
             r = tokio::time::timeout(cfg.connect_timeout, TcpStream::connect(peer.member.address)) => r,
         };
         let outcome = match attempt {
@@ -573,6 +712,7 @@ async fn dial_loop(shared: Arc<Shared>, peer: Arc<Peer>, _g: TaskGuard) {
         };
         tokio::select! {
             _ = stopped(&mut stop) => return,
+            _ = removed.wait_for(|&r| r) => return,
             _ = tokio::time::sleep(delay) => {}
         }
     }
@@ -598,7 +738,7 @@ async fn run_link(
     let mut writing: Option<WriteFuture> = None;
     let mut rbuf = vec![0u8; 64 * 1024];
     let mut stop = shared.stop.clone();
-    let kill = Arc::new(Notify::new());
+    let kill = Arc::new(Kill::default());
     // The peer once the link is up and registered (it feeds from the queue).
     let mut peer: Option<Arc<Peer>> = None;
     // The peer once authenticated, registered or not: a link that lost the
@@ -654,7 +794,7 @@ async fn run_link(
         let open = link.closed().is_none();
         tokio::select! {
             _ = stopped(&mut stop), if open => link.close(LinkError::Shutdown),
-            _ = kill.notified(), if open => link.close(LinkError::Duplicate),
+            _ = kill.notify.notified(), if open => link.close(kill.reason()),
             _ = async { peer.as_ref().expect("guarded").wake.notified().await }, if open && peer.is_some() => {}
             r = rd.read(&mut rbuf), if open && !eof => match r {
                 Ok(0) => {
@@ -694,9 +834,9 @@ async fn run_link(
                 LinkEvent::Up(info) => {
                     was_up = true;
                     permit.take();
-                    source = shared.peers.get(&info.peer).cloned();
+                    source = shared.peer(info.peer);
                     match register(&shared, conn, &info, &kill) {
-                        Some(p) => {
+                        Ok(p) => {
                             {
                                 let mut st = p.lock();
                                 st.bytes_in += pending_in;
@@ -706,7 +846,7 @@ async fn run_link(
                             let node = info.peer;
                             deliver(&shared, &mut stop, PeerEvent::Up { node, info }).await;
                         }
-                        None => link.close(LinkError::Duplicate),
+                        Err(reason) => link.close(reason),
                     }
                 }
                 LinkEvent::Message(bytes) => {
@@ -729,7 +869,7 @@ async fn run_link(
                     };
                     let who = peer
                         .clone()
-                        .or_else(|| link.info().and_then(|i| shared.peers.get(&i.peer).cloned()));
+                        .or_else(|| link.info().and_then(|i| shared.peer(i.peer)));
                     if let Some(p) = who {
                         p.lock().last_error = Some(text);
                     }
@@ -767,22 +907,29 @@ async fn sleep_until(deadline: Option<Instant>) {
     }
 }
 
-/// Makes `conn` the peer's link if it wins the tie-break; closes the loser.
-fn register(shared: &Shared, conn: u64, info: &LinkInfo, kill: &Arc<Notify>) -> Option<Arc<Peer>> {
-    let peer = shared.peers.get(&info.peer)?.clone();
+/// Makes `conn` the peer's link if it wins the tie-break (closing the
+/// loser), or says why not: `duplicate` (it lost) or `removed` (the peer
+/// left the membership while the handshake ran).
+fn register(
+    shared: &Shared,
+    conn: u64,
+    info: &LinkInfo,
+    kill: &Arc<Kill>,
+) -> Result<Arc<Peer>, LinkError> {
+    let peer = shared.peer(info.peer).ok_or(LinkError::Removed)?;
     let mut st = peer.lock();
     if let Some((_, existing, other)) = &st.current {
         if !prefer_new(existing, info) {
-            return None;
+            return Err(LinkError::Duplicate);
         }
-        other.notify_one();
+        other.fire(LinkError::Duplicate);
     }
     st.current = Some((conn, info.clone(), kill.clone()));
     st.connects += 1;
     drop(st);
     peer.connected.send_replace(true);
     peer.wake.notify_one();
-    Some(peer)
+    Ok(peer)
 }
 
 /// Hands an event to the engine, waiting for room unless stopping.
