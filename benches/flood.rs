@@ -122,7 +122,10 @@ impl Raw {
         let Ok(opened) = self.crypto.open(&h, d) else {
             return Some(false);
         };
-        Some(matches!(Inner::parse(opened.plaintext), Ok(Inner::Keepalive)))
+        Some(matches!(
+            Inner::parse(opened.plaintext),
+            Ok(Inner::Keepalive)
+        ))
     }
 
     /// One keepalive round trip, or None if unanswered within `limit`.
@@ -212,7 +215,11 @@ fn proxy_cpu() -> Duration {
         }
         // Fields after the comm: state is field 3, utime 14, stime 15.
         let f: Vec<&str> = stat[close + 2..].split(' ').collect();
-        let num = |i: usize| f.get(i - 3).and_then(|s| s.parse::<u64>().ok()).unwrap_or(0);
+        let num = |i: usize| {
+            f.get(i - 3)
+                .and_then(|s| s.parse::<u64>().ok())
+                .unwrap_or(0)
+        };
         ticks += num(14) + num(15);
     }
     Duration::from_millis(ticks * 1000 / hz)
@@ -311,7 +318,11 @@ fn scenario(flood: Flood, plan: &Plan, smoke: bool) {
         Flood::NoSuchName => "a. Invites to a name that does not exist, Rejects never acked",
         Flood::SilentCallee => "b. Invites to a registered callee that acks nothing",
     };
-    let tag = if smoke { " [SMOKE figures, not a measurement]" } else { "" };
+    let tag = if smoke {
+        " [SMOKE figures, not a measurement]"
+    } else {
+        ""
+    };
     println!("flood {what}{tag}");
     println!(
         "    {} Invites, {} bytes, sent in {:.3} s",
@@ -333,7 +344,10 @@ fn scenario(flood: Flood, plan: &Plan, smoke: bool) {
     // The quiet client must be answered throughout (its round trips may be
     // slow on unfixed code, but the proxy must not lose it).
     assert!(!before.samples.is_empty() && !during.samples.is_empty());
-    assert!(!after.samples.is_empty() && after.lost == 0, "quiet client lost after the flood");
+    assert!(
+        !after.samples.is_empty() && after.lost == 0,
+        "quiet client lost after the flood"
+    );
     assert!(stats.packets_in > 0);
     runtime.shutdown();
     prt.shutdown_timeout(Duration::from_secs(1));

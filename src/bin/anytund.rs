@@ -144,9 +144,8 @@ async fn run(args: Args) -> Result<(), String> {
             Some(tokio::spawn(async move {
                 while let Ok((s, _)) = l.accept().await {
                     let rt = rt.clone();
-                    tokio::spawn(anytun::metrics::serve_one(s, move || {
-                        rt.with_core(|p| anytun::metrics::render(p))
-                    }));
+                    // A scrape reads the runtime's snapshot, not the core.
+                    tokio::spawn(anytun::metrics::serve_one(s, move || rt.metrics()));
                 }
             }))
         }

@@ -66,6 +66,11 @@ pub enum ClientError {
     /// A message too large for one datagram.
     #[error("message too large for one datagram")]
     TooLarge,
+    /// The proxy has not acknowledged the control messages already sent
+    /// ([`MAX_PENDING`](crate::call::reliable::MAX_PENDING) of them); try
+    /// again once it has.
+    #[error("too many control messages unacknowledged by the proxy")]
+    Backlog,
     /// A DTMF digit outside 0-9 * # A-D.
     #[error("{0:?} is not a DTMF digit")]
     BadDigit(char),

@@ -280,7 +280,10 @@ impl Client {
         let mut body = vec![0u8; MAX_DATAGRAM];
         let n = msg.encode(&mut body).ok_or(ClientError::TooLarge)?;
         body.truncate(n);
-        let msg_id = est.reliable.push(now, body.clone(), msg.call());
+        let msg_id = est
+            .reliable
+            .push(now, body.clone(), msg.call())
+            .ok_or(ClientError::Backlog)?;
         let mut pkt = vec![0u8; MAX_DATAGRAM];
         let inner = Inner::Control {
             msg_id,

@@ -221,7 +221,9 @@ impl Proxy {
         e2e: Vec<u8>,
     ) {
         match self.calls.get(&call).and_then(|c| c.peer_of(from)) {
-            Some(peer) => self.send_control(now, peer, ControlMsg::CallData { call, e2e }),
+            Some(peer) => {
+                self.send_control(now, peer, ControlMsg::CallData { call, e2e });
+            }
             None => self.stats.drops.add(crate::wire::DropReason::UnknownCall),
         }
     }

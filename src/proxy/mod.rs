@@ -20,7 +20,7 @@ mod timers;
 pub use stats::ProxyStats;
 pub use subscribers::Subscribers;
 
-use crate::call::reliable::{ReliableReceiver, ReliableSender, INITIAL_RTO};
+use crate::call::reliable::{ReliableReceiver, ReliableSender};
 use crate::call::{Cause, Name};
 use crate::crypto::mac::{CookieSecret, NetworkMacs};
 use crate::crypto::{PublicKey, SecretKey};
@@ -32,8 +32,7 @@ use crate::wire::transport::TransportHeader;
 use crate::wire::{classify, DropReason, MessageType, MAX_DATAGRAM};
 use calls::Call;
 use registry::Registry;
-use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap, VecDeque};
+use std::collections::{HashMap, VecDeque};
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
@@ -136,9 +135,12 @@ pub struct Proxy {
     registry: Registry,
     calls: HashMap<CallId, Call>,
     queue: VecDeque<Queued>,
-    retransmit_at: BinaryHeap<Reverse<(Instant, SessionId)>>,
+    /// One retransmission deadline per session with messages pending.
+    timers: timers::SessionTimers,
     next_sweep: Instant,
     stats: ProxyStats,
+    /// Counters as of the last summary log line.
+    summary: timers::Summary,
 }
 
 /// How often expiry sweeps run.
@@ -161,9 +163,10 @@ impl Proxy {
             registry: Registry::default(),
             calls: HashMap::new(),
             queue: VecDeque::new(),
-            retransmit_at: BinaryHeap::new(),
+            timers: timers::SessionTimers::default(),
             next_sweep: now + SWEEP_INTERVAL,
             stats: ProxyStats::default(),
+            summary: timers::Summary::default(),
         }
     }
 
@@ -175,6 +178,33 @@ impl Proxy {
     /// Counters since start.
     pub fn stats(&self) -> &ProxyStats {
         &self.stats
+    }
+
+    /// Entries in the retransmission timer structure: at most one per
+    /// session (for tests and status).
+    pub fn timer_entries(&self) -> usize {
+        self.timers.len()
+    }
+
+    /// Control messages sent to session `sid` and not yet acknowledged (at
+    /// most [`MAX_PENDING`](crate::call::reliable::MAX_PENDING)).
+    pub fn control_pending(&self, sid: SessionId) -> usize {
+        self.sessions
+            .get(&sid)
+            .map_or(0, |s| s.reliable.in_flight())
+    }
+
+    /// How many more control messages could be queued to session `sid` now
+    /// (0 if it does not exist). Call set-up checks it to refuse a leg
+    /// rather than offer a call it cannot deliver.
+    pub fn control_room(&self, sid: SessionId) -> usize {
+        self.sessions.get(&sid).map_or(0, |s| s.reliable.room())
+    }
+
+    /// Counts a datagram the shell dropped before handing it to the core
+    /// (e.g. [`DropReason::Oversized`]: larger than its receive buffer).
+    pub fn count_drop(&mut self, reason: DropReason) {
+        self.stats.drops.add(reason);
     }
 
     /// Sessions held now.
@@ -259,7 +289,10 @@ impl Proxy {
             received: ReliableReceiver::new(),
         };
         self.by_key.insert(state.client_key, state.id);
-        self.sessions.insert(state.id, session);
+        if self.sessions.insert(state.id, session).is_some() {
+            // The replaced state's pending messages are gone with it.
+            self.timers.set(state.id, None);
+        }
     }
 
     fn drop_packet(&mut self, reason: DropReason) -> Option<Transmit> {
@@ -337,10 +370,20 @@ impl Proxy {
                 }))
             }
             Inner::Ack { msg_id } => {
-                session.reliable.ack(msg_id);
+                if session.reliable.ack(msg_id) {
+                    self.rearm(sid);
+                }
                 Ok(None)
             }
             Inner::Control { msg_id, body } => {
+                // Backpressure: a new message is acted on only if its reply
+                // to the sender could be queued. Otherwise it is neither
+                // acknowledged nor marked seen: an honest client retransmits
+                // it after acknowledging what it was sent; a client that
+                // acknowledges nothing gets nothing more.
+                if session.reliable.room() == 0 && !session.received.seen(msg_id) {
+                    return Err(DropReason::ControlBacklog);
+                }
                 let first = session.received.first_time(msg_id);
                 let len = session
                     .crypto
@@ -422,7 +465,9 @@ impl Proxy {
             return;
         };
         if !self.subscribers.may_use(&key, &name) {
-            log::info!("session {from}: register {name} refused, key not authorised for it");
+            // Client-controlled: counted, and logged at debug only.
+            log::debug!("session {from}: register {name} refused, key not authorised for it");
+            self.stats.registrations_refused += 1;
             let cause = crate::wire::control::RegisterCause::NotAuthorized;
             self.send_control(now, from, ControlMsg::RegisterFailed { cause, name });
             return;
@@ -442,18 +487,30 @@ impl Proxy {
         self.send_control(now, from, reply);
     }
 
-    /// Queues a control message to a session, reliably.
-    pub(crate) fn send_control(&mut self, now: Instant, to: SessionId, msg: ControlMsg) {
+    /// Queues a control message to a session, reliably. Returns false if
+    /// it was not queued: the session is gone, the message does not fit in
+    /// a datagram, or the session already has
+    /// [`MAX_PENDING`](crate::call::reliable::MAX_PENDING) messages
+    /// unacknowledged (the last two are counted in
+    /// [`ProxyStats::control_not_queued`]). Check [`Proxy::control_room`]
+    /// first where a refusal must be reported to someone.
+    pub(crate) fn send_control(&mut self, now: Instant, to: SessionId, msg: ControlMsg) -> bool {
         let Some(s) = self.sessions.get_mut(&to) else {
-            return;
+            return false;
         };
         let mut body = vec![0u8; MAX_DATAGRAM];
         let Some(n) = msg.encode(&mut body) else {
-            log::warn!("control message to {to} does not fit, not sent: {msg:?}");
-            return;
+            // Its fields come from clients: debug only, and counted.
+            log::debug!("control message to {to} does not fit, not sent: {msg:?}");
+            self.stats.control_not_queued += 1;
+            return false;
         };
         body.truncate(n);
-        let msg_id = s.reliable.push(now, body.clone(), msg.call());
+        let Some(msg_id) = s.reliable.push(now, body.clone(), msg.call()) else {
+            log::debug!("control message to {to} not queued: its queue is full");
+            self.stats.control_not_queued += 1;
+            return false;
+        };
         queue_sealed(
             &mut self.queue,
             s,
@@ -462,7 +519,8 @@ impl Proxy {
                 body: &body,
             },
         );
-        self.retransmit_at.push(Reverse((now + INITIAL_RTO, to)));
+        self.rearm(to);
+        true
     }
 
     /// Sends the next queued datagram into `out`, if any.
@@ -486,6 +544,7 @@ impl Proxy {
         if self.by_key.get(&s.client_key) == Some(&id) {
             self.by_key.remove(&s.client_key);
         }
+        self.timers.set(id, None);
         self.registry.remove_session(id);
         self.session_gone_from_calls(now, id, cause);
     }

@@ -33,4 +33,14 @@ pub struct ProxyStats {
     pub media_relayed: u64,
     /// Control messages sent again because no ack came.
     pub control_retransmits: u64,
+    /// Control messages given up on: sent [`MAX_TRANSMISSIONS`] times and
+    /// never acknowledged.
+    ///
+    /// [`MAX_TRANSMISSIONS`]: crate::call::reliable::MAX_TRANSMISSIONS
+    pub control_undelivered: u64,
+    /// Control messages the proxy could not queue to a session: its queue of
+    /// unacknowledged messages was full, or the message did not fit.
+    pub control_not_queued: u64,
+    /// Registrations refused (key not authorised for the name).
+    pub registrations_refused: u64,
 }
