@@ -36,7 +36,7 @@ use anytun::wire::control::ControlMsg;
 use anytun::wire::handshake::{HandshakeResponse, HandshakeStatus, INIT_LEN};
 use anytun::wire::inner::Inner;
 use anytun::wire::transport::TransportHeader;
-use anytun::wire::{classify, MessageType, MAX_DATAGRAM};
+use anytun::wire::{classify, DropReason, MessageType, MAX_DATAGRAM};
 use std::net::{SocketAddr, UdpSocket};
 use std::time::{Duration, Instant};
 
@@ -340,6 +340,13 @@ fn scenario(flood: Flood, plan: &Plan, smoke: bool) {
         stats.control_retransmits,
         stats.calls_failed,
         sessions
+    );
+    println!(
+        "    received {} datagrams; refused for backlog {}, not queued {}, never acknowledged {}",
+        stats.packets_in,
+        stats.drops.get(DropReason::ControlBacklog),
+        stats.control_not_queued,
+        stats.control_undelivered
     );
     // The quiet client must be answered throughout (its round trips may be
     // slow on unfixed code, but the proxy must not lose it).

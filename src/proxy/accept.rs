@@ -119,6 +119,7 @@ impl Proxy {
                     },
                 );
                 self.by_key.insert(client, id);
+                self.arm_expiry(id, now);
                 self.stats.handshakes_accepted += 1;
                 log::debug!("session {id} for {client} from {src}");
             }

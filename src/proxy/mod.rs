@@ -137,6 +137,9 @@ pub struct Proxy {
     queue: VecDeque<Queued>,
     /// One retransmission deadline per session with messages pending.
     timers: timers::SessionTimers,
+    /// When each session is next checked for silence (at most one entry per
+    /// session; rechecked, not moved, when packets arrive).
+    expiry: timers::SessionTimers,
     next_sweep: Instant,
     stats: ProxyStats,
     /// Counters as of the last summary log line.
@@ -164,6 +167,7 @@ impl Proxy {
             calls: HashMap::new(),
             queue: VecDeque::new(),
             timers: timers::SessionTimers::default(),
+            expiry: timers::SessionTimers::default(),
             next_sweep: now + SWEEP_INTERVAL,
             stats: ProxyStats::default(),
             summary: timers::Summary::default(),
@@ -293,6 +297,7 @@ impl Proxy {
             // The replaced state's pending messages are gone with it.
             self.timers.set(state.id, None);
         }
+        self.arm_expiry(state.id, now);
     }
 
     fn drop_packet(&mut self, reason: DropReason) -> Option<Transmit> {
@@ -545,6 +550,7 @@ impl Proxy {
             self.by_key.remove(&s.client_key);
         }
         self.timers.set(id, None);
+        self.expiry.set(id, None);
         self.registry.remove_session(id);
         self.session_gone_from_calls(now, id, cause);
     }

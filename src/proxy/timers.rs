@@ -6,7 +6,10 @@
 //! session has at most one entry (the earliest retransmission its
 //! [`ReliableSender`](crate::call::reliable::ReliableSender) has due), so
 //! the timer structure never holds more entries than there are sessions,
-//! and each event costs O(log n).
+//! and each event costs O(log n). Silence is checked the same way: one
+//! deadline per session, looked at when it falls due (a packet does not
+//! move it; the check re-arms it from the session's last packet), so the
+//! sweep touches only sessions that may have expired, never all of them.
 
 use super::{ClientSession, Proxy, Queued, SWEEP_INTERVAL};
 use crate::call::Cause;
@@ -115,6 +118,11 @@ impl Proxy {
         false
     }
 
+    /// Arms the silence check of a new session that was last heard at `seen`.
+    pub(super) fn arm_expiry(&mut self, sid: SessionId, seen: Instant) {
+        self.expiry.set(sid, Some(seen + self.cfg.session_timeout));
+    }
+
     /// Re-arms `sid`'s timer at its earliest retransmission (or disarms it).
     pub(super) fn rearm(&mut self, sid: SessionId) {
         let due = self.sessions.get(&sid).and_then(|s| s.reliable.next_due());
@@ -165,12 +173,22 @@ impl Proxy {
 
     fn sweep(&mut self, now: Instant) {
         let timeout = self.cfg.session_timeout;
-        let expired: Vec<SessionId> = self
-            .sessions
-            .iter()
-            .filter(|(_, s)| now.saturating_duration_since(s.last_seen) > timeout)
-            .map(|(id, _)| *id)
-            .collect();
+        let mut expired = Vec::new();
+        let mut heard = Vec::new();
+        while let Some(id) = self.expiry.pop_due(now) {
+            match self.sessions.get(&id) {
+                Some(s) if now.saturating_duration_since(s.last_seen) > timeout => expired.push(id),
+                // Heard from since it was armed (or exactly at the limit):
+                // check again a timeout after its last packet.
+                Some(s) => heard.push((id, s.last_seen)),
+                None => {}
+            }
+        }
+        for (id, seen) in heard {
+            // Strictly later than now, so a session is checked once a sweep.
+            let at = (seen + timeout).max(now + Duration::from_millis(1));
+            self.expiry.set(id, Some(at));
+        }
         for id in expired {
             log::debug!("session {id} expired (silent for {}s)", timeout.as_secs());
             self.stats.sessions_expired += 1;
