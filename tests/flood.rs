@@ -204,3 +204,31 @@ fn acked_control_keeps_flowing_past_the_bound() {
     assert_eq!(registered, MAX_PENDING * 3 + 1);
     assert_eq!(net.proxy.stats().drops.get(DropReason::ControlBacklog), 0);
 }
+
+#[test]
+fn due_retransmissions_are_served_in_bounded_rounds() {
+    let names: Vec<String> = (0..70).map(|i| format!("h{i}")).collect();
+    let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+    let (mut net, keys) = net_with_hostiles(&refs);
+    let mut hs = Vec::new();
+    for (i, k) in keys.iter().enumerate() {
+        let mut h = Hostile::connect(&mut net, k, &format!("203.0.113.{}:7000", i + 1));
+        // One Registered to each, never acknowledged.
+        h.send(
+            &mut net,
+            &ControlMsg::Register {
+                expires_s: 60,
+                name: name(&names[i]),
+            },
+        );
+        hs.push(h);
+    }
+    assert_eq!(net.proxy.timer_entries(), 70);
+    let due = net.now + Duration::from_millis(300);
+    let before = net.proxy.stats().control_retransmits;
+    assert!(net.proxy.handle_timeout_limited(due, 64), "more is due");
+    assert_eq!(net.proxy.stats().control_retransmits - before, 64);
+    assert!(!net.proxy.handle_timeout_limited(due, 64));
+    assert_eq!(net.proxy.stats().control_retransmits - before, 70);
+    assert_eq!(net.proxy.timer_entries(), 70, "each re-armed once");
+}
