@@ -64,14 +64,26 @@ impl Hostile {
 
     /// Sends one control message (new id) and ignores whatever comes back.
     fn send(&mut self, net: &mut Net, msg: &ControlMsg) {
+        let id = self.next_msg;
+        self.next_msg += 1;
+        self.send_with_id(net, id, msg);
+    }
+
+    /// Sends (or retransmits) control message `msg_id`.
+    fn send_with_id(&mut self, net: &mut Net, msg_id: u32, msg: &ControlMsg) {
         let mut body = [0u8; MAX_DATAGRAM];
         let n = msg.encode(&mut body).unwrap();
+        self.deliver(
+            net,
+            Inner::Control {
+                msg_id,
+                body: &body[..n],
+            },
+        );
+    }
+
+    fn deliver(&mut self, net: &mut Net, inner: Inner<'_>) {
         let mut pkt = [0u8; MAX_DATAGRAM];
-        let inner = Inner::Control {
-            msg_id: self.next_msg,
-            body: &body[..n],
-        };
-        self.next_msg += 1;
         let len = self.crypto.seal(&mut pkt, |b| inner.encode(b)).unwrap();
         // deliver_to_proxy hands the answers to the simulated clients; none
         // of them is at this address, so the hostile client hears nothing.
@@ -231,4 +243,35 @@ fn due_retransmissions_are_served_in_bounded_rounds() {
     assert!(!net.proxy.handle_timeout_limited(due, 64));
     assert_eq!(net.proxy.stats().control_retransmits - before, 70);
     assert_eq!(net.proxy.timer_entries(), 70, "each re-armed once");
+}
+
+#[test]
+fn refused_for_backlog_is_served_when_retransmitted_after_acks() {
+    let (mut net, keys) = net_with_hostiles(&["slow"]);
+    let mut c = Hostile::connect(&mut net, &keys[0], "203.0.113.9:9000");
+    let register = |n: &str| ControlMsg::Register {
+        expires_s: 60,
+        name: name(n),
+    };
+    // MAX_PENDING Registered replies, none acknowledged yet.
+    for _ in 0..MAX_PENDING {
+        c.send(&mut net, &register("slow"));
+    }
+    assert_eq!(net.proxy.control_pending(c.sid()), MAX_PENDING);
+    let registrations = net.proxy.stats().registrations;
+    // The next one is refused, not acknowledged, not acted on.
+    let late = c.next_msg;
+    c.send(&mut net, &register("slow"));
+    assert_eq!(net.proxy.stats().drops.get(DropReason::ControlBacklog), 1);
+    assert_eq!(net.proxy.stats().registrations, registrations);
+    // Once the client acknowledges one reply, its retransmission is served.
+    c.deliver(&mut net, Inner::Ack { msg_id: 1 });
+    c.send_with_id(&mut net, late, &register("slow"));
+    assert_eq!(net.proxy.stats().registrations, registrations + 1);
+    assert_eq!(net.proxy.stats().drops.get(DropReason::ControlBacklog), 1);
+    // A repeat of a message already acted on is acknowledged (not refused)
+    // even while the queue is full again.
+    c.send_with_id(&mut net, late, &register("slow"));
+    assert_eq!(net.proxy.stats().drops.get(DropReason::ControlBacklog), 1);
+    assert_eq!(net.proxy.stats().registrations, registrations + 1);
 }
