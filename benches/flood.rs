@@ -257,6 +257,8 @@ fn scenario(flood: Flood, plan: &Plan, smoke: bool) {
         subs,
         Instant::now(),
     );
+    core.epochs()
+        .grant(anytun::session::EpochLease::ephemeral());
     let prt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .thread_name("anytun-proxy")

@@ -8,7 +8,7 @@ use crate::call::Name;
 use crate::client::{Client, ClientConfig, Event};
 use crate::crypto::SecretKey;
 use crate::proxy::{Proxy, ProxyConfig, Subscribers};
-use crate::session::{CallId, ProxyId};
+use crate::session::{CallId, EpochLease, ProxyId};
 use crate::wire::MAX_DATAGRAM;
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
@@ -77,6 +77,7 @@ impl Net {
         let subs = Subscribers::new(names.iter().zip(&keys).map(|(n, k)| (name(n), k.public())));
         let cfg = ProxyConfig::new(ProxyId::new(1).unwrap(), network.clone());
         let proxy = Proxy::new(cfg, subs, now);
+        proxy.epochs().grant(EpochLease::ephemeral());
         let nodes = names
             .iter()
             .zip(keys)

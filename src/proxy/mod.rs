@@ -25,7 +25,9 @@ use crate::call::{Cause, Name};
 use crate::crypto::mac::{CookieSecret, NetworkMacs};
 use crate::crypto::{PublicKey, SecretKey};
 use crate::handshake::dos::{DosConfig, LoadMeter, RateLimiter};
-use crate::session::{CallId, ProxyId, SessionCrypto, SessionId, SessionState};
+use crate::session::{
+    CallId, Epochs, EpochsExhausted, ProxyId, SessionCrypto, SessionId, SessionState,
+};
 use crate::wire::control::ControlMsg;
 use crate::wire::inner::Inner;
 use crate::wire::transport::TransportHeader;
@@ -131,6 +133,8 @@ pub struct Proxy {
     /// session ends: replay protection must outlive sessions.
     timestamps: HashMap<PublicKey, [u8; 12]>,
     sessions: HashMap<SessionId, ClientSession>,
+    /// Where every session's send epoch comes from (spec 8.8).
+    epochs: Epochs,
     by_key: HashMap<PublicKey, SessionId>,
     registry: Registry,
     calls: HashMap<CallId, Call>,
@@ -150,9 +154,13 @@ pub struct Proxy {
 const SWEEP_INTERVAL: Duration = Duration::from_secs(1);
 
 impl Proxy {
-    /// A proxy with no sessions, starting at `now`.
+    /// A proxy with no sessions, starting at `now`. It has no send epochs:
+    /// handshakes are answered `Busy` and imports refused until the shell
+    /// grants a lease through [`Proxy::epochs`] (tests:
+    /// `proxy.epochs().grant(EpochLease::ephemeral())`).
     pub fn new(cfg: ProxyConfig, subscribers: Subscribers, now: Instant) -> Self {
         let network_public = cfg.network_key.public();
+        let proxy_id = cfg.proxy_id;
         Self {
             macs: NetworkMacs::new(&network_public),
             cookies: CookieSecret::new(now),
@@ -162,6 +170,7 @@ impl Proxy {
             subscribers,
             timestamps: HashMap::new(),
             sessions: HashMap::new(),
+            epochs: Epochs::new(proxy_id),
             by_key: HashMap::new(),
             registry: Registry::default(),
             calls: HashMap::new(),
@@ -177,6 +186,13 @@ impl Proxy {
     /// The network's public key (what clients must be configured with).
     pub fn network_public(&self) -> PublicKey {
         self.cfg.network_key.public()
+    }
+
+    /// This proxy's send-epoch allocator. The shell grants leases through
+    /// it (a clone is a handle to the same allocator) when
+    /// [`Epochs::wants_lease`] says so.
+    pub fn epochs(&self) -> &Epochs {
+        &self.epochs
     }
 
     /// Counters since start.
@@ -275,16 +291,24 @@ impl Proxy {
             .map(|s| s.crypto.export(s.client_key))
     }
 
-    /// Installs a session exported by another proxy. Its packets will then be
-    /// accepted here and answered with this proxy's sender id.
-    pub fn import_session(&mut self, now: Instant, state: &SessionState, addr: SocketAddr) {
+    /// Installs a session exported by another proxy (or by this one, before
+    /// or after a restart). Its packets will then be accepted here and
+    /// answered with this proxy's sender id, in a fresh send epoch. Refused,
+    /// with nothing changed, if the epoch lease has none left (spec 8.7).
+    pub fn import_session(
+        &mut self,
+        now: Instant,
+        state: &SessionState,
+        addr: SocketAddr,
+    ) -> Result<(), EpochsExhausted> {
+        let crypto = SessionCrypto::import(state, &self.epochs)?;
         if let Some(old) = self.by_key.get(&state.client_key).copied() {
             if old != state.id {
                 self.end_session(now, old, Cause::NetworkFailure);
             }
         }
         let session = ClientSession {
-            crypto: SessionCrypto::import(state, self.cfg.proxy_id),
+            crypto,
             client_key: state.client_key,
             addr,
             local_ip: None,
@@ -298,6 +322,16 @@ impl Proxy {
             self.timers.set(state.id, None);
         }
         self.arm_expiry(state.id, now);
+        Ok(())
+    }
+
+    /// Test hook: moves the proxy's `seq` on session `id` forward within its
+    /// epoch (see [`SessionCrypto::skip_seq_for_test`]).
+    #[doc(hidden)]
+    pub fn skip_seq_for_test(&mut self, id: SessionId, seq: u32) {
+        if let Some(s) = self.sessions.get_mut(&id) {
+            s.crypto.skip_seq_for_test(seq);
+        }
     }
 
     fn drop_packet(&mut self, reason: DropReason) -> Option<Transmit> {
