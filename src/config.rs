@@ -13,6 +13,7 @@
 //! keepalive_s = 15
 //! session_timeout_s = 180
 //! max_register_expires_s = 3600
+//! media_timeout_s = 15                        # 0 disables
 //! metrics_listen = "127.0.0.1:9475"            # "" disables metrics
 //! subscriber_reload_ms = 1000
 //!
@@ -44,6 +45,8 @@ pub const DEFAULT_KEEPALIVE_S: u16 = 15;
 pub const DEFAULT_SESSION_TIMEOUT_S: u32 = 180;
 /// Default for [`Config::max_register_expires_s`].
 pub const DEFAULT_MAX_REGISTER_EXPIRES_S: u32 = 3600;
+/// Default for [`Config::media_timeout_s`].
+pub const DEFAULT_MEDIA_TIMEOUT_S: u32 = 15;
 /// Default for [`Config::metrics_listen`]: loopback only, since metrics are
 /// not authenticated.
 pub const DEFAULT_METRICS_LISTEN: &str = "127.0.0.1:9475";
@@ -69,6 +72,9 @@ pub struct Config {
     pub session_timeout_s: u32,
     /// Longest registration lifetime a client may ask for, in seconds.
     pub max_register_expires_s: u32,
+    /// An answered call with no media from one side for this many seconds
+    /// ends with cause 102; 0 disables (`ProxyConfig::media_timeout`).
+    pub media_timeout_s: u32,
     /// Address of the metrics HTTP endpoint, or `None` for no metrics
     /// (written as `metrics_listen = ""`, since TOML has no null).
     pub metrics_listen: Option<String>,
@@ -93,6 +99,7 @@ impl Default for Config {
             keepalive_s: DEFAULT_KEEPALIVE_S,
             session_timeout_s: DEFAULT_SESSION_TIMEOUT_S,
             max_register_expires_s: DEFAULT_MAX_REGISTER_EXPIRES_S,
+            media_timeout_s: DEFAULT_MEDIA_TIMEOUT_S,
             metrics_listen: Some(DEFAULT_METRICS_LISTEN.to_owned()),
             subscriber_reload_ms: DEFAULT_SUBSCRIBER_RELOAD_MS,
             dos: DosConfig::default(),
@@ -159,6 +166,7 @@ struct RawConfig {
     keepalive_s: Option<Spanned<u16>>,
     session_timeout_s: Option<Spanned<u32>>,
     max_register_expires_s: Option<Spanned<u32>>,
+    media_timeout_s: Option<u32>,
     metrics_listen: Option<Spanned<String>>,
     subscriber_reload_ms: Option<Spanned<u64>>,
     dos: Option<RawDos>,
@@ -359,6 +367,7 @@ impl RawConfig {
             keepalive_s,
             session_timeout_s,
             max_register_expires_s,
+            media_timeout_s: self.media_timeout_s.unwrap_or(defaults.media_timeout_s),
             metrics_listen,
             subscriber_reload_ms,
             dos,
@@ -439,6 +448,7 @@ subscribers = "/var/lib/anytun/subs.db"
 keepalive_s = 20
 session_timeout_s = 41
 max_register_expires_s = 600
+media_timeout_s = 30
 metrics_listen = "[::1]:9100"
 subscriber_reload_ms = 250
 
@@ -458,6 +468,7 @@ per_ip_burst = 1
                 keepalive_s: 20,
                 session_timeout_s: 41,
                 max_register_expires_s: 600,
+                media_timeout_s: 30,
                 metrics_listen: Some("[::1]:9100".to_owned()),
                 subscriber_reload_ms: 250,
                 dos: DosConfig {

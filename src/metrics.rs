@@ -67,6 +67,16 @@ pub fn render(p: &Proxy) -> String {
         "Control messages retransmitted.",
         s.control_retransmits,
     );
+    counter(
+        "fork_legs_dropped_total",
+        "Devices dropped from a call's offer as unresponsive.",
+        s.fork_legs_dropped,
+    );
+    counter(
+        "media_timeouts_total",
+        "Answered calls ended for lack of media from one side.",
+        s.media_timeouts,
+    );
     let _ = writeln!(out, "# HELP anytun_dropped_packets_total Packets dropped, by reason.\n# TYPE anytun_dropped_packets_total counter");
     for (reason, n) in s.drops.iter() {
         let _ = writeln!(

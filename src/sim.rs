@@ -45,6 +45,11 @@ pub struct Node {
     pub heard: Vec<Heard>,
     /// Every datagram this client sent, for replay tests.
     pub sent: Vec<Vec<u8>>,
+    /// Killed (see [`Net::kill`]): it sends nothing, runs no timers, and
+    /// what arrives for it is only measured, in `dead_rx`.
+    pub dead: bool,
+    /// Lengths of the datagrams that arrived for it while dead, with when.
+    pub dead_rx: Vec<(Instant, usize)>,
 }
 
 /// A proxy and its clients, with simulated time.
@@ -71,11 +76,17 @@ pub fn name(s: &str) -> Name {
 impl Net {
     /// A proxy and one client per name, each authorised for its name.
     pub fn new(names: &[&'static str]) -> Self {
+        Self::with_config(names, |_| {})
+    }
+
+    /// Like [`Net::new`], with the proxy's configuration changed by `tune`.
+    pub fn with_config(names: &[&'static str], tune: impl FnOnce(&mut ProxyConfig)) -> Self {
         let network = SecretKey::generate();
         let now = Instant::now();
         let keys: Vec<SecretKey> = names.iter().map(|_| SecretKey::generate()).collect();
         let subs = Subscribers::new(names.iter().zip(&keys).map(|(n, k)| (name(n), k.public())));
-        let cfg = ProxyConfig::new(ProxyId::new(1).unwrap(), network.clone());
+        let mut cfg = ProxyConfig::new(ProxyId::new(1).unwrap(), network.clone());
+        tune(&mut cfg);
         let proxy = Proxy::new(cfg, subs, now);
         let nodes = names
             .iter()
@@ -90,6 +101,8 @@ impl Net {
                 events: Vec::new(),
                 heard: Vec::new(),
                 sent: Vec::new(),
+                dead: false,
+                dead_rx: Vec::new(),
             })
             .collect();
         Self {
@@ -120,6 +133,12 @@ impl Net {
             .into_iter()
             .find(|s| s.client_key == key)
             .expect("the client has a session")
+    }
+
+    /// Kills client `n` as SIGKILL would: from now on it sends nothing and
+    /// nothing reaches it (arrivals are only recorded in `dead_rx`).
+    pub fn kill(&mut self, n: &str) {
+        self.node(n).dead = true;
     }
 
     /// The node called `n`.
@@ -156,6 +175,10 @@ impl Net {
         let Some(node) = self.nodes.iter_mut().find(|n| n.addr == dst) else {
             return;
         };
+        if node.dead {
+            node.dead_rx.push((now, pkt.len()));
+            return;
+        }
         let mut d = pkt.to_vec();
         if let Some(v) = node.client.handle_datagram(now, &mut d) {
             node.heard.push(Heard {
@@ -173,6 +196,9 @@ impl Net {
         for _ in 0..10_000 {
             let mut moved = false;
             for i in 0..self.nodes.len() {
+                if self.nodes[i].dead {
+                    continue;
+                }
                 while let Some(n) = self.nodes[i].client.poll_transmit(&mut buf) {
                     moved = true;
                     let pkt = buf[..n].to_vec();
@@ -206,7 +232,7 @@ impl Net {
             self.now += step;
             self.unix_nanos += step.as_nanos();
             self.proxy.handle_timeout(self.now);
-            for n in &mut self.nodes {
+            for n in self.nodes.iter_mut().filter(|n| !n.dead) {
                 n.client.handle_timeout(self.now, self.unix_nanos);
             }
             self.pump();

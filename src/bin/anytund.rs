@@ -79,6 +79,7 @@ async fn run(args: Args) -> Result<(), String> {
     pc.keepalive_s = cfg.keepalive_s;
     pc.session_timeout = Duration::from_secs(u64::from(cfg.session_timeout_s));
     pc.max_register_expires_s = cfg.max_register_expires_s;
+    pc.media_timeout = Duration::from_secs(u64::from(cfg.media_timeout_s));
     pc.dos = cfg.dos.clone();
     let count = subscribers.len();
     let explicit_listen = cfg.listen != Config::default().listen;

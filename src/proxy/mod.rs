@@ -30,7 +30,7 @@ use crate::wire::control::ControlMsg;
 use crate::wire::inner::Inner;
 use crate::wire::transport::TransportHeader;
 use crate::wire::{classify, DropReason, MessageType, MAX_DATAGRAM};
-use calls::Call;
+use calls::CallTable;
 use registry::Registry;
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, VecDeque};
@@ -56,6 +56,27 @@ pub struct ProxyConfig {
     pub max_sessions: usize,
     /// Handshake DoS limits.
     pub dos: DosConfig,
+    /// An answered call that carries no voice or call data from one of its
+    /// two sides for this long ends for both with cause 102 (recovery on
+    /// timer expiry), as Asterisk's `rtptimeout` does. Zero disables it.
+    pub media_timeout: Duration,
+    /// A device offered a call that neither rings nor sends anything at all
+    /// within this time is dropped from the offer (taken to be dead).
+    pub leg_timeout: Duration,
+    /// Most calls held at once (ringing or answered); more are refused
+    /// with cause 34 (no circuit/channel available).
+    pub max_calls: usize,
+    /// Most calls one session is part of, as caller or offered/answering
+    /// device. A caller over it is refused with cause 47 (resource
+    /// unavailable); a device over it is not rung (busy, 17, if none is).
+    pub max_calls_per_session: usize,
+    /// Most devices one call rings (a name with more bindings rings the
+    /// most recently registered ones).
+    pub max_forks: usize,
+    /// Most names one session may hold registered.
+    pub max_names_per_session: usize,
+    /// Most devices (sessions) one name may have registered.
+    pub max_devices_per_name: usize,
 }
 
 impl ProxyConfig {
@@ -70,6 +91,13 @@ impl ProxyConfig {
             ring_timeout: Duration::from_secs(60),
             max_sessions: 1 << 20,
             dos: DosConfig::default(),
+            media_timeout: Duration::from_secs(15),
+            leg_timeout: Duration::from_secs(4),
+            max_calls: 1 << 18,
+            max_calls_per_session: 16,
+            max_forks: 16,
+            max_names_per_session: 16,
+            max_devices_per_name: 16,
         }
     }
 }
@@ -134,7 +162,7 @@ pub struct Proxy {
     sessions: HashMap<SessionId, ClientSession>,
     by_key: HashMap<PublicKey, SessionId>,
     registry: Registry,
-    calls: HashMap<CallId, Call>,
+    calls: CallTable,
     queue: VecDeque<Queued>,
     retransmit_at: BinaryHeap<Reverse<(Instant, SessionId)>>,
     next_sweep: Instant,
@@ -159,7 +187,7 @@ impl Proxy {
             sessions: HashMap::new(),
             by_key: HashMap::new(),
             registry: Registry::default(),
-            calls: HashMap::new(),
+            calls: CallTable::default(),
             queue: VecDeque::new(),
             retransmit_at: BinaryHeap::new(),
             next_sweep: now + SWEEP_INTERVAL,
@@ -359,14 +387,16 @@ impl Proxy {
                 }
                 Ok(Some(ack))
             }
-            Inner::Media { call, e2e } => self.relay_media(sid, call, e2e, out),
+            Inner::Media { call, e2e } => self.relay_media(now, sid, call, e2e, out),
         }
     }
 
-    /// The voice path: one lookup of the call, one seal for the other party,
-    /// written straight into `out`.
+    /// The voice path: one lookup of the call (which also notes that media
+    /// came from this side, for the media timeout), one seal for the other
+    /// party, written straight into `out`.
     fn relay_media(
         &mut self,
+        now: Instant,
         from: SessionId,
         call: CallId,
         e2e: &[u8],
@@ -374,8 +404,7 @@ impl Proxy {
     ) -> Result<Option<Transmit>, DropReason> {
         let peer = self
             .calls
-            .get(&call)
-            .and_then(|c| c.peer_of(from))
+            .media_peer(call, from, now)
             .ok_or(DropReason::UnknownCall)?;
         let peer = self
             .sessions
@@ -432,7 +461,20 @@ impl Proxy {
             self.registry.unregister(&name, from);
         } else {
             let expires = now + Duration::from_secs(u64::from(granted));
-            self.registry.register(name.clone(), from, expires);
+            let (names, devices) = (
+                self.cfg.max_names_per_session,
+                self.cfg.max_devices_per_name,
+            );
+            if let Err(e) = self
+                .registry
+                .register(name.clone(), from, expires, names, devices)
+            {
+                log::debug!("session {from}: register {name} refused: {e}");
+                self.stats.drops.add(DropReason::RegistrationLimit);
+                let cause = crate::wire::control::RegisterCause::Limit;
+                self.send_control(now, from, ControlMsg::RegisterFailed { cause, name });
+                return;
+            }
             self.stats.registrations += 1;
         }
         let reply = ControlMsg::Registered {

@@ -33,4 +33,10 @@ pub struct ProxyStats {
     pub media_relayed: u64,
     /// Control messages sent again because no ack came.
     pub control_retransmits: u64,
+    /// Devices dropped from a call's offer because they neither rang nor
+    /// sent anything within `leg_timeout`.
+    pub fork_legs_dropped: u64,
+    /// Answered calls ended because one side sent no media for
+    /// `media_timeout`.
+    pub media_timeouts: u64,
 }

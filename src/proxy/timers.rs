@@ -91,6 +91,6 @@ impl Proxy {
         }
         self.registry.sweep(now);
         self.limiter.sweep(now);
-        self.expire_unanswered(now);
+        self.run_call_timers(now);
     }
 }
