@@ -94,7 +94,8 @@ impl Net {
             .enumerate()
             .map(|(i, (n, k))| Node {
                 name: n,
-                addr: format!("198.51.100.{}:{}", i + 10, 40000 + i)
+                // 200 clients per /24, so large simulations fit.
+                addr: format!("198.51.{}.{}:{}", 100 + i / 200, i % 200 + 10, 40000 + i)
                     .parse()
                     .unwrap(),
                 client: Client::new(ClientConfig::new(k, network.public())),

@@ -73,6 +73,17 @@ fn talk(net: &mut Net, call: CallId, talkers: &[&str], secs: u64, seq: &mut u32)
     }
 }
 
+/// No call state at all is left at the proxy: table, per-session index,
+/// deadlines.
+fn assert_no_call_state(net: &Net) {
+    let s = net.proxy.routing_sizes();
+    assert_eq!(
+        (s.calls, s.session_calls, s.call_deadlines),
+        (0, 0, 0),
+        "{s:?}"
+    );
+}
+
 /// Advances in 100 ms steps until `who` sees `call` end; returns the cause
 /// and how long it took. Panics after `limit`.
 fn wait_end(net: &mut Net, who: &str, call: CallId, limit: Duration) -> (Cause, Duration) {
@@ -159,7 +170,7 @@ fn call_to_a_dead_device_fails_fast_with_unavailable() {
         rung_before,
         "a silent device was rung"
     );
-    assert_eq!(net.proxy.call_count(), 0);
+    assert_no_call_state(&net);
 }
 
 /// issue 6.5: busy is reported as busy, promptly, even when another device
@@ -192,7 +203,7 @@ fn busy_refusal_reaches_the_caller_promptly() {
         .unwrap();
     net.pump();
     assert_eq!(ended(&mut net, "alice", call), vec![Cause::Busy]);
-    assert_eq!(net.proxy.call_count(), 0);
+    assert_no_call_state(&net);
 }
 
 /// Two live devices: one busy, the other declines: the caller hears busy
@@ -214,6 +225,7 @@ fn busy_wins_over_a_later_refusal() {
         .unwrap();
     net.pump();
     assert_eq!(ended(&mut net, "alice", call), vec![Cause::Busy]);
+    assert_no_call_state(&net);
 }
 
 /// issue 6.3: the caller vanishes mid-call (SIGKILL). The callee learns it
@@ -252,7 +264,7 @@ fn vanished_caller_ends_the_call_within_the_media_timeout() {
     // nothing about the call is left at all.
     net.advance(Duration::from_secs(17));
     assert_eq!(net.proxy.pending_control(a), 0);
-    assert_eq!(net.proxy.routing_sizes().call_deadlines, 0);
+    assert_no_call_state(&net);
 }
 
 /// media_timeout = 0 disables the rule: a silent call stays up.
@@ -286,7 +298,7 @@ fn one_silent_side_ends_the_call() {
     );
     assert_eq!(ended(&mut net, "alice", call), vec![Cause::Timeout]);
     assert_eq!(ended(&mut net, "bob", call), vec![Cause::Timeout]);
-    assert_eq!(net.proxy.call_count(), 0);
+    assert_no_call_state(&net);
 }
 
 /// issue 6.2: two devices answer at nearly the same moment. The loser gets
