@@ -8,7 +8,7 @@ use crate::call::Name;
 use crate::client::{Client, ClientConfig, Event};
 use crate::crypto::SecretKey;
 use crate::proxy::{Proxy, ProxyConfig, Subscribers};
-use crate::session::{CallId, ProxyId};
+use crate::session::{CallId, EpochLease, ProxyId};
 use crate::wire::MAX_DATAGRAM;
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
@@ -45,11 +45,6 @@ pub struct Node {
     pub heard: Vec<Heard>,
     /// Every datagram this client sent, for replay tests.
     pub sent: Vec<Vec<u8>>,
-    /// Killed (see [`Net::kill`]): it sends nothing, runs no timers, and
-    /// what arrives for it is only measured, in `dead_rx`.
-    pub dead: bool,
-    /// Lengths of the datagrams that arrived for it while dead, with when.
-    pub dead_rx: Vec<(Instant, usize)>,
 }
 
 /// A proxy and its clients, with simulated time.
@@ -66,6 +61,9 @@ pub struct Net {
     pub network: SecretKey,
     /// Drop every datagram from the proxy to clients while set.
     pub drop_downstream: bool,
+    /// Killed clients (see [`Net::kill`]; every node of that name), with the length of every
+    /// datagram that arrived for them since, and when.
+    pub dead: std::collections::HashMap<&'static str, Vec<(Instant, usize)>>,
 }
 
 /// A valid [`Name`]; panics on an invalid one.
@@ -88,6 +86,7 @@ impl Net {
         let mut cfg = ProxyConfig::new(ProxyId::new(1).unwrap(), network.clone());
         tune(&mut cfg);
         let proxy = Proxy::new(cfg, subs, now);
+        proxy.epochs().grant(EpochLease::ephemeral());
         let nodes = names
             .iter()
             .zip(keys)
@@ -102,8 +101,6 @@ impl Net {
                 events: Vec::new(),
                 heard: Vec::new(),
                 sent: Vec::new(),
-                dead: false,
-                dead_rx: Vec::new(),
             })
             .collect();
         Self {
@@ -113,6 +110,7 @@ impl Net {
             unix_nanos: 1_800_000_000_000_000_000,
             network,
             drop_downstream: false,
+            dead: Default::default(),
         }
     }
 
@@ -137,9 +135,15 @@ impl Net {
     }
 
     /// Kills client `n` as SIGKILL would: from now on it sends nothing and
-    /// nothing reaches it (arrivals are only recorded in `dead_rx`).
+    /// nothing reaches it (arrivals are only recorded, in `dead`).
     pub fn kill(&mut self, n: &str) {
-        self.node(n).dead = true;
+        let name = self.nodes[self.idx(n)].name;
+        self.dead.entry(name).or_default();
+    }
+
+    /// What arrived for killed client `n` (length, when) since it was killed.
+    pub fn dead_rx(&self, n: &str) -> &[(Instant, usize)] {
+        self.dead.get(n).map_or(&[], Vec::as_slice)
     }
 
     /// The node called `n`.
@@ -176,8 +180,8 @@ impl Net {
         let Some(node) = self.nodes.iter_mut().find(|n| n.addr == dst) else {
             return;
         };
-        if node.dead {
-            node.dead_rx.push((now, pkt.len()));
+        if let Some(rx) = self.dead.get_mut(node.name) {
+            rx.push((now, pkt.len()));
             return;
         }
         let mut d = pkt.to_vec();
@@ -197,7 +201,7 @@ impl Net {
         for _ in 0..10_000 {
             let mut moved = false;
             for i in 0..self.nodes.len() {
-                if self.nodes[i].dead {
+                if self.dead.contains_key(self.nodes[i].name) {
                     continue;
                 }
                 while let Some(n) = self.nodes[i].client.poll_transmit(&mut buf) {
@@ -233,7 +237,8 @@ impl Net {
             self.now += step;
             self.unix_nanos += step.as_nanos();
             self.proxy.handle_timeout(self.now);
-            for n in self.nodes.iter_mut().filter(|n| !n.dead) {
+            let dead = &self.dead;
+            for n in self.nodes.iter_mut().filter(|n| !dead.contains_key(n.name)) {
                 n.client.handle_timeout(self.now, self.unix_nanos);
             }
             self.pump();

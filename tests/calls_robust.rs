@@ -3,7 +3,8 @@
 //! in-memory simulator (`anytun::sim`), with simulated time.
 
 use anytun::call::Cause;
-use anytun::client::Event;
+use anytun::client::{Client, ClientConfig, Event};
+use anytun::crypto::SecretKey;
 use anytun::proxy::Subscribers;
 use anytun::session::CallId;
 use anytun::sim::{name, Net};
@@ -27,6 +28,24 @@ fn forked(tune: impl FnOnce(&mut anytun::proxy::ProxyConfig)) -> Net {
     net.register("bob2", "bob");
     assert_eq!(net.proxy.registration_count(), 2);
     net
+}
+
+/// Makes client `who` one without the client-side call rules (no
+/// end-to-end keepalive on a quiet call, no media timeout of its own), like
+/// a third-party or older client, so the proxy's own rule is what acts.
+/// Call before connecting.
+fn plain_client(net: &mut Net, who: &str) {
+    let mut cfg = ClientConfig::new(SecretKey::generate(), net.network.public());
+    cfg.media_timeout = Duration::from_secs(3600);
+    cfg.call_keepalive = Duration::from_secs(3600);
+    net.node(who).client = Client::new(cfg);
+    let subs = Subscribers::new(
+        net.nodes
+            .iter()
+            .map(|n| (name(n.name), n.client.public_key())),
+    );
+    let now = net.now;
+    net.proxy.set_subscribers(now, subs);
 }
 
 fn dial(net: &mut Net, from: &str, to: &str) -> CallId {
@@ -107,7 +126,7 @@ fn dead_device_never_ends_the_answered_call() {
     net.advance(Duration::from_secs(1));
     let call = dial(&mut net, "alice", "bob");
     assert!(incoming(&mut net, "bob", call));
-    let invite_len = net.node("bob2").dead_rx.first().expect("bob2 was rung").1;
+    let invite_len = net.dead_rx("bob2").first().expect("bob2 was rung").1;
     net.advance(Duration::from_millis(500));
     let now = net.now;
     net.node("bob").client.answer(now, call, "ulaw").unwrap();
@@ -125,7 +144,8 @@ fn dead_device_never_ends_the_answered_call() {
     assert_eq!(net.proxy.call_count(), 1);
     // After the answer only the (small) "answered elsewhere" Hangup goes to
     // the dead device, at most MAX_TRANSMISSIONS times; no Invite copy.
-    let after: Vec<usize> = net.node("bob2").dead_rx[..]
+    let after: Vec<usize> = net
+        .dead_rx("bob2")
         .iter()
         .filter(|(t, _)| *t > answered_at)
         .map(|(_, len)| *len)
@@ -162,11 +182,11 @@ fn call_to_a_dead_device_fails_fast_with_unavailable() {
 
     // Silent for more than two keepalive intervals (2 x 15 s): not rung.
     net.advance(Duration::from_secs(31));
-    let rung_before = net.node("bob").dead_rx.len();
+    let rung_before = net.dead_rx("bob").len();
     let call = dial(&mut net, "alice", "bob");
     assert_eq!(ended(&mut net, "alice", call), vec![Cause::Unavailable]);
     assert_eq!(
-        net.node("bob").dead_rx.len(),
+        net.dead_rx("bob").len(),
         rung_before,
         "a silent device was rung"
     );
@@ -228,12 +248,13 @@ fn busy_wins_over_a_later_refusal() {
     assert_no_call_state(&net);
 }
 
-/// issue 6.3: the caller vanishes mid-call (SIGKILL). The callee learns it
-/// within the media timeout (+1 s sweep), with cause 102, and the proxy keeps
-/// nothing about the call.
+/// issue 6.3: the caller vanishes mid-call (SIGKILL). A callee without a
+/// media rule of its own learns it from the proxy within the media timeout
+/// (+1 s sweep), with cause 102, and the proxy keeps nothing about the call.
 #[test]
 fn vanished_caller_ends_the_call_within_the_media_timeout() {
     let mut net = Net::new(&["alice", "bob"]);
+    plain_client(&mut net, "bob");
     net.connect_all();
     net.register("bob", "bob");
     let call = net.establish_call("alice", "bob");
@@ -279,11 +300,14 @@ fn media_timeout_zero_disables_it() {
     assert_eq!(net.proxy.call_count(), 1);
 }
 
-/// A one-sided call (only alice talks) ends too: the rule is "nothing from
+/// A one-sided call (only alice talks, bob sends nothing at all, not even
+/// the clients' end-to-end keepalive) ends too: the rule is "nothing from
 /// one side", not "nothing at all".
 #[test]
 fn one_silent_side_ends_the_call() {
     let mut net = Net::new(&["alice", "bob"]);
+    plain_client(&mut net, "alice");
+    plain_client(&mut net, "bob");
     net.connect_all();
     net.register("bob", "bob");
     let call = net.establish_call("alice", "bob");
@@ -343,7 +367,7 @@ fn losing_device_of_a_double_answer_is_cleared() {
     assert!(ended(&mut net, "bob", call).is_empty(), "bob's call ended");
     assert_eq!(net.node("bob").heard.len(), seq as usize);
     // One Hangup (<= 8 copies), not one per Answer.
-    assert!(net.node("bob2").dead_rx.len() <= 8);
+    assert!(net.dead_rx("bob2").len() <= 8);
     assert_eq!(net.proxy.calls_of_session(bob2), 0);
     assert_eq!(net.proxy.pending_control(bob2), 0);
 }
@@ -459,4 +483,28 @@ fn registration_bounds_hold() {
     net.register("d5", "shared");
     assert_eq!(failed(&mut net, "d5"), 1);
     assert_eq!(net.proxy.registration_count(), 7);
+}
+
+/// The same with default clients: the callee's own media rule (10 s, cause
+/// 38) fires before the proxy's; either way nothing of the call is left at
+/// the proxy once the callee's Hangup is in.
+#[test]
+fn vanished_caller_with_default_clients_leaves_nothing() {
+    let mut net = Net::new(&["alice", "bob"]);
+    net.connect_all();
+    net.register("bob", "bob");
+    let call = net.establish_call("alice", "bob");
+    let mut seq = 0;
+    talk(&mut net, call, &["alice", "bob"], 2, &mut seq);
+    net.kill("alice");
+    let (cause, took) = wait_end(&mut net, "bob", call, Duration::from_secs(20));
+    assert!(
+        cause == Cause::NetworkFailure || cause == Cause::Timeout,
+        "{cause:?}"
+    );
+    assert!(took <= Duration::from_secs(16), "took {took:?}");
+    net.pump();
+    assert_no_call_state(&net);
+    let b = net.session_info("bob").id;
+    assert_eq!(net.proxy.calls_of_session(b), 0);
 }

@@ -40,6 +40,12 @@ pub enum ClientError {
     /// The proxy went silent.
     #[error("lost the session: nothing heard from the proxy for {:.1} s", .0.as_secs_f64())]
     ConnectionLost(Duration),
+    /// A newer login with this client's key replaced the session.
+    #[error(
+        "replaced by a newer login with the same key: one key holds one session \
+         (give each device its own key, all allowed to use the name)"
+    )]
+    Replaced,
     /// An operation that needs a session, without one.
     #[error("not connected to the proxy")]
     NotConnected,
@@ -85,6 +91,10 @@ pub enum Event {
     },
     /// The session failed or was refused; the client is idle again.
     Disconnected(ClientError),
+    /// The session was lost (the proxy restarted or the path broke); its
+    /// calls have ended and the client is connecting again by itself. A
+    /// [`Event::Connected`] and the names' [`Event::Registered`] follow.
+    Reconnecting(ClientError),
     /// A name is registered (or removed, with 0) for this long.
     Registered {
         /// The name.

@@ -5,7 +5,6 @@
 
 use super::{ClientSession, Proxy, Transmit};
 use crate::call::reliable::{ReliableReceiver, ReliableSender};
-use crate::call::Cause;
 use crate::handshake::Responder;
 use crate::session::{SessionCrypto, SessionId};
 use crate::wire::handshake::{
@@ -72,7 +71,11 @@ impl Proxy {
         } else if self.sessions.len() >= self.cfg.max_sessions {
             Err(HandshakeStatus::Busy)
         } else {
-            self.new_session_id().ok_or(HandshakeStatus::Busy)
+            // The send epoch is taken before Accepted is promised (spec 8.8).
+            let epoch = self.epochs.take();
+            self.new_session_id()
+                .zip(epoch)
+                .ok_or(HandshakeStatus::Busy)
         };
         let (status, id) = match id {
             Ok(id) => {
@@ -84,7 +87,7 @@ impl Proxy {
         let payload = ResponsePayload {
             status,
             keepalive_s: self.cfg.keepalive_s,
-            session_id: id.map_or(0, SessionId::raw),
+            session_id: id.as_ref().map_or(0, |(id, _)| id.raw()),
             proxy_id: self.cfg.proxy_id.get(),
             observed: src,
         };
@@ -94,18 +97,14 @@ impl Proxy {
             .ok_or(DropReason::CannotAnswer)?;
         let keys = responder.finish(&payload, out)?;
         match id {
-            Some(id) => {
+            Some((id, epoch)) => {
                 // One session per client key: a reconnecting device replaces
                 // its old session (it may have lost it in a reboot).
                 if let Some(old) = self.by_key.get(&client).copied() {
-                    self.end_session(now, old, Cause::NetworkFailure);
+                    self.replace_session(now, old);
                 }
-                let crypto = SessionCrypto::proxy(
-                    id,
-                    self.cfg.proxy_id,
-                    keys.client_to_proxy,
-                    keys.proxy_to_client,
-                );
+                let crypto =
+                    SessionCrypto::proxy(id, epoch, keys.client_to_proxy, keys.proxy_to_client);
                 self.sessions.insert(
                     id,
                     ClientSession {
