@@ -483,6 +483,8 @@ impl Proxy {
             return;
         };
         self.stats.calls_failed += 1;
+        // A Ringing still pending to the caller is moot now.
+        self.forget_call(c.caller, call);
         self.send_control(now, c.caller, ControlMsg::Reject { call, cause });
     }
 
