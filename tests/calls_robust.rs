@@ -176,6 +176,7 @@ fn call_to_a_dead_device_fails_fast_with_unavailable() {
     net.advance(Duration::from_secs(1));
     let call = dial(&mut net, "alice", "bob");
     let (cause, took) = wait_end(&mut net, "alice", call, Duration::from_secs(20));
+    eprintln!("call to a just-killed only device: {cause} after {took:?}");
     assert_eq!(cause, Cause::Unavailable);
     assert!(took <= Duration::from_secs(5), "took {took:?}");
     assert_eq!(net.proxy.call_count(), 0);
@@ -210,6 +211,7 @@ fn busy_refusal_reaches_the_caller_promptly() {
         .unwrap();
     net.pump();
     let (cause, took) = wait_end(&mut net, "alice", call, Duration::from_secs(20));
+    eprintln!("busy device + just-killed device: {cause} after {took:?}");
     assert_eq!(cause, Cause::Busy);
     assert!(took <= Duration::from_secs(5), "took {took:?}");
 
@@ -276,6 +278,7 @@ fn vanished_caller_ends_the_call_within_the_media_timeout() {
         talk(&mut net, call, &["bob"], 1, &mut seq);
     }
     assert_eq!(ended(&mut net, "bob", call), vec![Cause::Timeout]);
+    eprintln!("vanished caller: callee told after {:?}", net.now - start);
     assert_eq!(net.proxy.call_count(), 0);
     let (a, b) = (net.session_info("alice").id, net.session_info("bob").id);
     assert_eq!(net.proxy.calls_of_session(a), 0);
@@ -502,6 +505,7 @@ fn vanished_caller_with_default_clients_leaves_nothing() {
         cause == Cause::NetworkFailure || cause == Cause::Timeout,
         "{cause:?}"
     );
+    eprintln!("vanished caller, default clients: {cause} after {took:?}");
     assert!(took <= Duration::from_secs(16), "took {took:?}");
     net.pump();
     assert_no_call_state(&net);
