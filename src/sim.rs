@@ -45,6 +45,9 @@ pub struct Node {
     pub heard: Vec<Heard>,
     /// Every datagram this client sent, for replay tests.
     pub sent: Vec<Vec<u8>>,
+    /// How far this client's wall clock is from the network's, in
+    /// nanoseconds (negative: behind), to simulate a skewed clock.
+    pub clock_offset_ns: i128,
 }
 
 /// A proxy and its clients, with simulated time.
@@ -63,6 +66,11 @@ pub struct Net {
     pub drop_downstream: bool,
 }
 
+/// A wall clock `offset_ns` away from `unix_nanos`.
+pub fn skewed(unix_nanos: u128, offset_ns: i128) -> u128 {
+    u128::try_from(unix_nanos as i128 + offset_ns).unwrap_or(0)
+}
+
 /// A valid [`Name`]; panics on an invalid one.
 pub fn name(s: &str) -> Name {
     Name::new(s).unwrap()
@@ -76,7 +84,8 @@ impl Net {
         let keys: Vec<SecretKey> = names.iter().map(|_| SecretKey::generate()).collect();
         let subs = Subscribers::new(names.iter().zip(&keys).map(|(n, k)| (name(n), k.public())));
         let cfg = ProxyConfig::new(ProxyId::new(1).unwrap(), network.clone());
-        let proxy = Proxy::new(cfg, subs, now);
+        let unix_nanos = 1_800_000_000_000_000_000;
+        let proxy = Proxy::with_wall_clock(cfg, subs, now, unix_nanos);
         let nodes = names
             .iter()
             .zip(keys)
@@ -90,13 +99,14 @@ impl Net {
                 events: Vec::new(),
                 heard: Vec::new(),
                 sent: Vec::new(),
+                clock_offset_ns: 0,
             })
             .collect();
         Self {
             proxy,
             nodes,
             now,
-            unix_nanos: 1_800_000_000_000_000_000,
+            unix_nanos,
             network,
             drop_downstream: false,
         }
@@ -207,7 +217,8 @@ impl Net {
             self.unix_nanos += step.as_nanos();
             self.proxy.handle_timeout(self.now);
             for n in &mut self.nodes {
-                n.client.handle_timeout(self.now, self.unix_nanos);
+                let wall = skewed(self.unix_nanos, n.clock_offset_ns);
+                n.client.handle_timeout(self.now, wall);
             }
             self.pump();
         }
@@ -216,7 +227,8 @@ impl Net {
     /// Connects every client and checks each got a session.
     pub fn connect_all(&mut self) {
         for n in &mut self.nodes {
-            n.client.connect(self.now, self.unix_nanos);
+            let wall = skewed(self.unix_nanos, n.clock_offset_ns);
+            n.client.connect(self.now, wall);
         }
         self.pump();
         for n in &self.nodes {

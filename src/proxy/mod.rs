@@ -25,6 +25,7 @@ use crate::call::{Cause, Name};
 use crate::crypto::mac::{CookieSecret, NetworkMacs};
 use crate::crypto::{PublicKey, SecretKey};
 use crate::handshake::dos::{DosConfig, LoadMeter, RateLimiter};
+use crate::handshake::replay::{ReplayTable, WallClock};
 use crate::session::{CallId, ProxyId, SessionCrypto, SessionId, SessionState};
 use crate::wire::control::ControlMsg;
 use crate::wire::inner::Inner;
@@ -56,6 +57,9 @@ pub struct ProxyConfig {
     pub max_sessions: usize,
     /// Handshake DoS limits.
     pub dos: DosConfig,
+    /// Most client keys the handshake replay table holds (see
+    /// [`crate::handshake::replay::ReplayTable`]).
+    pub replay_max_keys: usize,
 }
 
 impl ProxyConfig {
@@ -70,6 +74,7 @@ impl ProxyConfig {
             ring_timeout: Duration::from_secs(60),
             max_sessions: 1 << 20,
             dos: DosConfig::default(),
+            replay_max_keys: crate::handshake::replay::DEFAULT_MAX_KEYS,
         }
     }
 }
@@ -128,9 +133,13 @@ pub struct Proxy {
     load: LoadMeter,
     limiter: RateLimiter,
     subscribers: Subscribers,
-    /// Newest handshake timestamp accepted per client key. Kept after the
-    /// session ends: replay protection must outlive sessions.
-    timestamps: HashMap<PublicKey, [u8; 12]>,
+    /// Replay state of handshake initiations (see [`ReplayTable`]). Kept
+    /// after sessions end: replay protection must outlive sessions.
+    replay: ReplayTable,
+    /// The proxy's wall clock, for handshake timestamps.
+    wall: WallClock,
+    /// Refused handshakes not yet logged (logged in aggregate).
+    refusal_log: accept::RefusalLog,
     sessions: HashMap<SessionId, ClientSession>,
     by_key: HashMap<PublicKey, SessionId>,
     registry: Registry,
@@ -145,9 +154,13 @@ pub struct Proxy {
 const SWEEP_INTERVAL: Duration = Duration::from_secs(1);
 
 impl Proxy {
-    /// A proxy with no sessions, starting at `now`.
+    /// A proxy with no sessions, starting at `now`. Its wall clock (for
+    /// handshake timestamps) is the system's, read once here; see
+    /// [`Proxy::with_wall_clock`] to give it one.
     pub fn new(cfg: ProxyConfig, subscribers: Subscribers, now: Instant) -> Self {
         let network_public = cfg.network_key.public();
+        let wall = WallClock::system(now);
+        let replay = ReplayTable::new(wall.at(now), cfg.replay_max_keys);
         Self {
             macs: NetworkMacs::new(&network_public),
             cookies: CookieSecret::new(now),
@@ -155,7 +168,9 @@ impl Proxy {
             limiter: RateLimiter::new(cfg.dos.per_ip_rate_per_s, cfg.dos.per_ip_burst),
             cfg,
             subscribers,
-            timestamps: HashMap::new(),
+            replay,
+            wall,
+            refusal_log: accept::RefusalLog::default(),
             sessions: HashMap::new(),
             by_key: HashMap::new(),
             registry: Registry::default(),

@@ -91,6 +91,7 @@ impl Proxy {
         }
         self.registry.sweep(now);
         self.limiter.sweep(now);
+        self.flush_refusal_log(now);
         self.expire_unanswered(now);
     }
 }

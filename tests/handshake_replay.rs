@@ -1,0 +1,237 @@
+//! Replay protection of handshake initiations across proxy restarts, answers
+//! to refused and skewed initiations, clock-skew diagnosis and correction,
+//! and the end-to-end binding of what the proxy relays. In-memory simulator.
+
+use anytun::client::{ClientConfig, Event};
+use anytun::crypto::SecretKey;
+use anytun::proxy::{Proxy, ProxyConfig, Subscribers};
+use anytun::session::ProxyId;
+use anytun::sim::{name, Net};
+use anytun::wire::DropReason;
+use std::time::Duration;
+
+const HOUR_NS: i128 = 3600 * 1_000_000_000;
+
+/// A proxy like the simulator's, started afresh at the simulator's `now`.
+fn restarted_proxy(net: &Net, subs: Subscribers) -> Proxy {
+    let cfg = ProxyConfig::new(ProxyId::new(1).unwrap(), net.network.clone());
+    Proxy::with_wall_clock(cfg, subs, net.now, net.unix_nanos)
+}
+
+fn subscribers_of(net: &Net) -> Subscribers {
+    Subscribers::new(
+        net.nodes
+            .iter()
+            .map(|n| (name(n.name), n.client.public_key())),
+    )
+}
+
+fn disconnects(events: &[Event]) -> Vec<String> {
+    events
+        .iter()
+        .filter_map(|e| match e {
+            Event::Disconnected(err) => Some(err.to_string()),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn captured_init_is_refused_by_a_restarted_proxy() {
+    let mut net = Net::new(&["alice"]);
+    net.connect_all();
+    let init = net.node("alice").sent[0].clone();
+    net.advance(Duration::from_secs(5));
+    // The proxy restarts: its memory is gone.
+    net.proxy = restarted_proxy(&net, subscribers_of(&net));
+    let attacker = "192.0.2.66:4444".parse().unwrap();
+    net.deliver_to_proxy(attacker, &init);
+    assert_eq!(net.proxy.session_count(), 0, "a replay made a session");
+    assert_eq!(net.proxy.stats().handshakes_accepted, 0);
+    // It was answered once (stale, sealed for alice only); never again.
+    assert_eq!(net.proxy.stats().refused_stale, 1);
+    let out = net.proxy.stats().packets_out;
+    for _ in 0..20 {
+        net.deliver_to_proxy(attacker, &init);
+    }
+    assert_eq!(net.proxy.stats().packets_out, out);
+    assert_eq!(net.proxy.stats().drops.get(DropReason::StaleTimestamp), 20);
+    // Alice herself reconnects at once.
+    let (now, t) = (net.now, net.unix_nanos);
+    net.node("alice").client.connect(now, t);
+    net.pump();
+    assert!(net.node("alice").client.session().is_some());
+}
+
+#[test]
+fn a_client_slightly_behind_a_restarted_proxy_reconnects_without_a_warning() {
+    let mut net = Net::new(&["alice"]);
+    net.connect_all();
+    net.advance(Duration::from_secs(5));
+    // The proxy restarts with its clock 1 s ahead of alice's: her next
+    // timestamp is older than the proxy's start (its replay floor).
+    let cfg = ProxyConfig::new(ProxyId::new(1).unwrap(), net.network.clone());
+    let subs = subscribers_of(&net);
+    net.proxy = Proxy::with_wall_clock(cfg, subs, net.now, net.unix_nanos + 1_000_000_000);
+    let (now, t) = (net.now, net.unix_nanos);
+    net.node("alice").client.connect(now, t);
+    net.pump();
+    assert!(net.node("alice").client.session().is_some());
+    assert_eq!(net.proxy.stats().refused_stale, 1);
+    assert!(!net
+        .node("alice")
+        .events
+        .iter()
+        .any(|e| matches!(e, Event::ClockCorrected(_))));
+}
+
+#[test]
+fn when_correction_fails_the_error_names_clock_skew() {
+    let mut net = Net::new(&["alice"]);
+    net.node("alice").clock_offset_ns = -HOUR_NS;
+    let (now, t) = (net.now, anytun::sim::skewed(net.unix_nanos, -HOUR_NS));
+    net.node("alice").client.connect(now, t);
+    // The proxy's one answer (clock skew) gets through; then the path fails.
+    let mut buf = [0u8; 2048];
+    let init = {
+        let n = net.node("alice").client.poll_transmit(&mut buf).unwrap();
+        buf[..n].to_vec()
+    };
+    let src = net.node("alice").addr;
+    net.deliver_to_proxy(src, &init);
+    net.drop_downstream = true;
+    net.advance(Duration::from_secs(12));
+    let errs = disconnects(&net.node("alice").events);
+    assert_eq!(errs.len(), 1, "{errs:?}");
+    assert!(errs[0].contains("3600 s behind"), "{}", errs[0]);
+    assert!(!errs[0].contains("network public key"), "{}", errs[0]);
+}
+
+#[test]
+fn timestamp_table_stays_bounded_under_a_flood_of_keys() {
+    let mut net = Net::new(&["alice"]);
+    let mut cfg = ProxyConfig::new(ProxyId::new(1).unwrap(), net.network.clone());
+    cfg.replay_max_keys = 64;
+    // No cookies: every initiation is read.
+    cfg.dos.under_load_handshakes_per_s = u32::MAX;
+    let subs = subscribers_of(&net);
+    net.proxy = Proxy::with_wall_clock(cfg, subs, net.now, net.unix_nanos);
+    let macs = anytun::crypto::mac::NetworkMacs::new(&net.network.public());
+    for i in 0..300u32 {
+        let mut init = [0u8; anytun::wire::handshake::INIT_LEN];
+        let ts = anytun::crypto::tai64n(net.unix_nanos + u128::from(i));
+        anytun::handshake::Initiator::start(
+            &SecretKey::generate(),
+            &net.network.public(),
+            &macs,
+            i,
+            ts,
+            None,
+            &mut init,
+        )
+        .unwrap();
+        let src = format!("192.0.2.{}:{}", i % 250, 1000 + i).parse().unwrap();
+        net.deliver_to_proxy(src, &init);
+        assert!(net.proxy.replay_table().len() <= 64);
+    }
+    assert_eq!(net.proxy.stats().refused_unknown_key, 300);
+    // What was evicted is still refused: the floor rose to it.
+    assert!(net.proxy.replay_table().floor() >= anytun::crypto::tai64n(net.unix_nanos + 235));
+    // A subscriber still gets in (its clock is ahead of the floor).
+    net.advance(Duration::from_millis(10));
+    net.connect_all();
+    // After two freshness windows every entry has aged out.
+    net.advance(Duration::from_secs(241));
+    net.connect_all();
+    assert_eq!(net.proxy.replay_table().len(), 1);
+}
+
+#[test]
+fn replayed_refused_init_is_answered_at_most_once() {
+    let mut net = Net::new(&["alice"]);
+    let stranger = SecretKey::generate();
+    let cfg = ClientConfig::new(stranger, net.network.public());
+    net.node("alice").client = anytun::client::Client::new(cfg);
+    let (now, t) = (net.now, net.unix_nanos);
+    net.node("alice").client.connect(now, t);
+    net.pump();
+    assert_eq!(net.proxy.stats().handshakes_refused, 1);
+    let out_before = net.proxy.stats().packets_out;
+    let init = net.node("alice").sent[0].clone();
+    let src = net.node("alice").addr;
+    for _ in 0..50 {
+        net.deliver_to_proxy(src, &init);
+    }
+    assert_eq!(
+        net.proxy.stats().packets_out,
+        out_before,
+        "a replay of a refused initiation was answered"
+    );
+    assert_eq!(net.proxy.stats().handshakes_refused, 1);
+    assert_eq!(net.proxy.stats().drops.get(DropReason::StaleTimestamp), 50);
+    assert_eq!(net.proxy.session_count(), 0);
+}
+
+/// Connects `who` with its clock `offset_ns` off and returns how long the
+/// session took, in simulated time.
+fn connect_skewed(net: &mut Net, who: &str, offset_ns: i128) -> Option<Duration> {
+    net.node(who).clock_offset_ns = offset_ns;
+    let (now, t) = (net.now, anytun::sim::skewed(net.unix_nanos, offset_ns));
+    net.node(who).client.connect(now, t);
+    net.pump();
+    let start = net.now;
+    for _ in 0..300 {
+        if net.node(who).client.session().is_some() {
+            return Some(net.now - start);
+        }
+        net.advance(Duration::from_millis(10));
+    }
+    None
+}
+
+#[test]
+fn client_an_hour_behind_connects_at_once_and_reports_the_skew() {
+    let mut net = Net::new(&["alice"]);
+    let took = connect_skewed(&mut net, "alice", -HOUR_NS);
+    assert!(
+        took.is_some_and(|d| d <= Duration::from_secs(2)),
+        "not connected within 2 s: {:?}",
+        net.node("alice").events
+    );
+    let warning = net
+        .node("alice")
+        .events
+        .iter()
+        .find_map(|e| match e {
+            Event::ClockCorrected(skew) => Some(skew.to_string()),
+            _ => None,
+        })
+        .expect("a clock-skew warning");
+    assert_eq!(
+        warning,
+        "the clock of this client is 3600 s behind the proxy's"
+    );
+    assert_eq!(net.proxy.stats().refused_clock_skew, 1);
+    assert!(disconnects(&net.node("alice").events).is_empty());
+}
+
+#[test]
+fn client_an_hour_ahead_then_corrected_back_is_never_locked_out() {
+    let mut net = Net::new(&["alice"]);
+    let took = connect_skewed(&mut net, "alice", HOUR_NS);
+    assert!(
+        took.is_some_and(|d| d <= Duration::from_secs(2)),
+        "{:?}",
+        net.node("alice").events
+    );
+    // NTP fixes the client's clock; the device reconnects (say, after a
+    // reboot of its router).
+    net.advance(Duration::from_secs(30));
+    let took = connect_skewed(&mut net, "alice", 0);
+    assert!(
+        took.is_some_and(|d| d <= Duration::from_secs(2)),
+        "locked out: {:?}",
+        net.node("alice").events
+    );
+    assert!(disconnects(&net.node("alice").events).is_empty());
+}
