@@ -14,9 +14,11 @@
 //! those timestamps anyway); a hard cap bounds the table, and an entry evicted
 //! to stay under it raises the floor instead of being forgotten.
 //!
-//! Timestamps outside the window, and stale ones, are answered at most once
-//! per key and direction with a hint (see [`Verdict`]) so that a client with
-//! a wrong clock corrects it instead of being locked out.
+//! Timestamps outside the window, and stale ones, are answered with a hint
+//! (see [`Verdict`]) so that a client with a wrong clock corrects it instead
+//! of being locked out: once per timestamp and per kind (ahead, behind,
+//! stale), since each kind keeps a max-register of what it answered, while
+//! the key's entry lives (at least two windows after its last answer).
 
 use crate::crypto::{tai64n, tai64n_to_unix_nanos, PublicKey};
 use std::collections::{BTreeSet, HashMap};
@@ -98,8 +100,10 @@ struct Entry {
     newest: u128,
     /// Newest timestamp answered as ahead of the window (local only).
     answered_ahead: u128,
-    /// Newest timestamp answered as behind the window or stale (local only).
+    /// Newest timestamp answered as behind the window (local only).
     answered_behind: u128,
+    /// Newest timestamp answered as stale within the window (local only).
+    answered_stale: u128,
     /// When the entry may be forgotten (proxy wall clock, ns).
     expires: u128,
 }
@@ -157,10 +161,10 @@ impl ReplayTable {
             // when the clock reaches it: it may be a replay of that one.)
             e.newest = ts;
             Verdict::Fresh
-        } else if ts == old.newest || ts == old.answered_ahead || old.answered_behind >= ts {
+        } else if ts == old.newest || ts == old.answered_ahead || old.answered_stale >= ts {
             return Verdict::Replay;
         } else {
-            e.answered_behind = ts;
+            e.answered_stale = ts;
             Verdict::Stale { hint }
         };
         self.store(key, e, now);
