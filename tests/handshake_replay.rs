@@ -5,9 +5,12 @@
 use anytun::client::{ClientConfig, Event};
 use anytun::crypto::SecretKey;
 use anytun::proxy::{Proxy, ProxyConfig, Subscribers};
-use anytun::session::ProxyId;
+use anytun::session::{ProxyId, SessionCrypto};
 use anytun::sim::{name, Net};
-use anytun::wire::DropReason;
+use anytun::wire::control::ControlMsg;
+use anytun::wire::inner::Inner;
+use anytun::wire::transport::TransportHeader;
+use anytun::wire::{DropReason, MAX_DATAGRAM};
 use std::time::Duration;
 
 const HOUR_NS: i128 = 3600 * 1_000_000_000;
@@ -234,4 +237,149 @@ fn client_an_hour_ahead_then_corrected_back_is_never_locked_out() {
         net.node("alice").events
     );
     assert!(disconnects(&net.node("alice").events).is_empty());
+}
+
+/// Places a call from alice (as "alice", offering ulaw and alaw) to bob
+/// through a proxy that applies `change` to the Invite it relays to bob;
+/// bob answers with the first codec he was offered.
+fn call_through_a_proxy_that_changes_the_invite(change: impl Fn(&mut ControlMsg)) -> Net {
+    let mut net = Net::new(&["alice", "bob"]);
+    net.connect_all();
+    net.register("bob", "bob");
+    let now = net.now;
+    let offer = vec!["ulaw".to_string(), "alaw".to_string()];
+    let call = net
+        .node("alice")
+        .client
+        .call(now, name("bob"), Some(name("alice")), offer)
+        .unwrap();
+    let mut buf = [0u8; MAX_DATAGRAM];
+    let src = net.node("alice").addr;
+    while let Some(n) = net.node("alice").client.poll_transmit(&mut buf) {
+        let pkt = buf[..n].to_vec();
+        net.deliver_to_proxy(src, &pkt);
+    }
+    // The proxy's Invite to bob, opened and sealed again with bob's session
+    // keys as a hostile proxy would.
+    let bob_sid = net.node("bob").client.session().unwrap();
+    let keys = net.proxy.export_session(bob_sid).unwrap();
+    let mut forged = Vec::new();
+    while let Some(t) = net.proxy.poll_transmit(&mut buf) {
+        assert_eq!(t.dst, net.node("bob").addr);
+        let mut pkt = buf[..t.len].to_vec();
+        let header = TransportHeader::parse(&pkt).unwrap();
+        let mut rx = SessionCrypto::client(bob_sid, keys.client_to_proxy, keys.proxy_to_client);
+        let opened = rx.open(&header, &mut pkt).unwrap();
+        let Ok(Inner::Control { msg_id, body }) = Inner::parse(opened.plaintext) else {
+            panic!("a control message");
+        };
+        let mut msg = ControlMsg::parse(body).unwrap();
+        change(&mut msg);
+        let mut body = vec![0u8; MAX_DATAGRAM];
+        let n = msg.encode(&mut body).unwrap();
+        body.truncate(n);
+        let mut tx = SessionCrypto::proxy(
+            bob_sid,
+            ProxyId::new(9).unwrap(),
+            keys.client_to_proxy,
+            keys.proxy_to_client,
+        );
+        let inner = Inner::Control {
+            msg_id,
+            body: &body,
+        };
+        let n = tx.seal(&mut buf, |b| inner.encode(b)).unwrap();
+        forged.push(buf[..n].to_vec());
+    }
+    assert_eq!(forged.len(), 1, "one Invite to bob");
+    net.node("bob").client.handle_datagram(now, &mut forged[0]);
+    net.pump();
+    let codec = net
+        .node("bob")
+        .events
+        .iter()
+        .find_map(|e| match e {
+            Event::IncomingCall { codecs, .. } => Some(codecs[0].clone()),
+            _ => None,
+        })
+        .expect("bob is rung");
+    net.node("bob").client.answer(now, call, &codec).unwrap();
+    net.pump();
+    net
+}
+
+fn e2e_failure(net: &mut Net) -> Option<String> {
+    net.node("alice").events.iter().find_map(|e| match e {
+        Event::EndToEndFailed { error, .. } => Some(error.to_string()),
+        _ => None,
+    })
+}
+
+fn answered(net: &mut Net) -> bool {
+    net.node("alice")
+        .events
+        .iter()
+        .any(|e| matches!(e, Event::Answered { .. }))
+}
+
+#[test]
+fn an_unchanged_invite_is_answered() {
+    let mut net = call_through_a_proxy_that_changes_the_invite(|_| {});
+    assert!(answered(&mut net), "{:?}", net.node("alice").events);
+    assert_eq!(e2e_failure(&mut net), None);
+}
+
+#[test]
+fn a_proxy_that_changes_names_or_codecs_is_detected() {
+    type Change = Box<dyn Fn(&mut ControlMsg)>;
+    let changes: Vec<(&str, Change)> = vec![
+        (
+            "name dialled",
+            Box::new(|m| {
+                if let ControlMsg::Invite { to, .. } = m {
+                    *to = name("bobby");
+                }
+            }),
+        ),
+        (
+            "codec removed",
+            Box::new(|m| {
+                if let ControlMsg::Invite { codecs, .. } = m {
+                    codecs.remove(0);
+                }
+            }),
+        ),
+        (
+            "codecs reordered",
+            Box::new(|m| {
+                if let ControlMsg::Invite { codecs, .. } = m {
+                    codecs.reverse();
+                }
+            }),
+        ),
+        (
+            "caller name",
+            Box::new(|m| {
+                if let ControlMsg::Invite { from, .. } = m {
+                    *from = Some(name("bank"));
+                }
+            }),
+        ),
+    ];
+    for (what, change) in changes {
+        let mut net = call_through_a_proxy_that_changes_the_invite(change);
+        assert!(!answered(&mut net), "{what}: undetected");
+        let err = e2e_failure(&mut net).unwrap_or_default();
+        assert!(err.contains("end-to-end check failed"), "{what}: {err}");
+        // Both ends learn the call is over.
+        for who in ["alice", "bob"] {
+            assert!(
+                net.node(who)
+                    .events
+                    .iter()
+                    .any(|e| matches!(e, Event::CallEnded { .. })),
+                "{what}: {who} still in the call"
+            );
+        }
+    }
 }

@@ -157,6 +157,14 @@ pub enum Event {
         /// Codec the callee chose.
         codec: String,
     },
+    /// The end-to-end check of an answer failed (the proxy changed what it
+    /// relayed, or vouched for another key); the call ends next.
+    EndToEndFailed {
+        /// The call.
+        call: CallId,
+        /// What did not match.
+        error: crate::call::e2e::E2eError,
+    },
     /// The call is over (or never started).
     CallEnded {
         /// The call.
