@@ -383,3 +383,31 @@ fn a_proxy_that_changes_names_or_codecs_is_detected() {
         }
     }
 }
+
+#[test]
+fn a_proxy_whose_clock_is_stepped_back_after_start_locks_nobody_out() {
+    let mut net = Net::new(&["alice", "bob"]);
+    let subs = subscribers_of(&net);
+    let cfg = ProxyConfig::new(ProxyId::new(1).unwrap(), net.network.clone());
+    // Booted with its clock an hour ahead: alice corrects to it.
+    let wrong = anytun::sim::skewed(net.unix_nanos, HOUR_NS);
+    net.proxy = Proxy::with_wall_clock(cfg, subs, net.now, wrong);
+    assert!(connect_skewed(&mut net, "alice", 0).is_some());
+    assert_eq!(net.proxy.stats().refused_clock_skew, 1);
+    // NTP fixes the proxy's clock.
+    net.advance(Duration::from_secs(1));
+    let (now, t) = (net.now, net.unix_nanos);
+    net.proxy.set_wall_clock(now, t);
+    // Both connect at once, and bob (right clock) needs no correction.
+    for who in ["alice", "bob"] {
+        let took = connect_skewed(&mut net, who, 0);
+        assert_eq!(
+            took,
+            Some(Duration::ZERO),
+            "{who}: {:?}",
+            net.node(who).events
+        );
+    }
+    assert_eq!(net.proxy.stats().refused_clock_skew, 1);
+    assert_eq!(net.proxy.stats().refused_stale, 0);
+}

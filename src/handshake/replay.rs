@@ -36,6 +36,8 @@ pub const DEFAULT_MAX_KEYS: usize = 1 << 18;
 /// so the core never reads a clock itself (it is sans-IO).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct WallClock {
+    /// When the proxy started (its replay floor is the wall clock then).
+    start: Instant,
     anchor: Instant,
     unix_nanos: u128,
 }
@@ -45,9 +47,25 @@ impl WallClock {
     /// `now`.
     pub fn new(now: Instant, unix_nanos: u128) -> Self {
         Self {
+            start: now,
             anchor: now,
             unix_nanos,
         }
+    }
+
+    /// The same clock, set to read `unix_nanos` at `now` (after a step of
+    /// the system clock); the start instant is kept.
+    pub fn reanchored(&self, now: Instant, unix_nanos: u128) -> Self {
+        Self {
+            start: self.start,
+            anchor: now,
+            unix_nanos,
+        }
+    }
+
+    /// What this clock reads for the instant it was created at.
+    pub fn start_unix_nanos(&self) -> u128 {
+        self.at(self.start)
     }
 
     /// A clock anchored at the operating system's wall clock, read once.
@@ -113,8 +131,11 @@ struct Entry {
 pub struct ReplayTable {
     window: u128,
     max_keys: usize,
-    /// Timestamps at or below this are refused for every key (ns).
+    /// Timestamps at or below this are refused for every key (ns): the
+    /// larger of `start - 1` and `raised`.
     floor: u128,
+    /// The largest floor set by eviction, merging or [`ReplayTable::raise_floor`].
+    raised: u128,
     entries: HashMap<PublicKey, Entry>,
     /// Entries in order of expiry: expiry and eviction are O(log n).
     by_expiry: BTreeSet<(u128, PublicKey)>,
@@ -129,6 +150,7 @@ impl ReplayTable {
             window: FRESHNESS_WINDOW.as_nanos(),
             max_keys: max_keys.max(1),
             floor: start_unix_nanos.saturating_sub(1),
+            raised: 0,
             entries: HashMap::new(),
             by_expiry: BTreeSet::new(),
         }
@@ -144,7 +166,10 @@ impl ReplayTable {
         let old = self.entries.get(key).copied().unwrap_or_default();
         let hint = now.max(self.floor + 1).max(old.newest + 1);
         let mut e = old;
-        let verdict = if ts > now + self.window {
+        // The window is centred on the hint rather than `now` when the state
+        // is ahead of the clock (the clock was stepped back), so that a
+        // client that adopts the hint is accepted.
+        let verdict = if ts > hint + self.window {
             if old.answered_ahead >= ts {
                 return Verdict::Replay;
             }
@@ -178,7 +203,7 @@ impl ReplayTable {
             }
             None => {
                 if self.entries.len() >= self.max_keys {
-                    self.evict_first();
+                    self.evict_first(now);
                 }
             }
         }
@@ -193,13 +218,27 @@ impl ReplayTable {
     }
 
     /// Drops the entry that expires first, raising the floor to its newest
-    /// timestamp so that what it protected stays refused.
-    fn evict_first(&mut self) {
+    /// timestamp so that what it protected stays refused. (Never beyond the
+    /// window: a key that pushed its own timestamps ahead must not push the
+    /// floor of every other key there.)
+    fn evict_first(&mut self, now: u128) {
         if let Some((_, key)) = self.by_expiry.pop_first() {
             if let Some(e) = self.entries.remove(&key) {
-                self.floor = self.floor.max(e.newest);
+                self.raise(e.newest.min(now + self.window));
             }
         }
+    }
+
+    fn raise(&mut self, t: u128) {
+        self.raised = self.raised.max(t);
+        self.floor = self.floor.max(t);
+    }
+
+    /// Moves the start part of the floor (the proxy's start time, `start`
+    /// ns since the Unix epoch) after a step of the proxy's clock; floors
+    /// raised otherwise stay.
+    pub fn set_start(&mut self, start: u128) {
+        self.floor = start.saturating_sub(1).max(self.raised);
     }
 
     /// Forgets entries whose timestamps the window refuses by now.
@@ -221,7 +260,7 @@ impl ReplayTable {
     /// Raises the floor to `ts` (never lowers it).
     pub fn raise_floor(&mut self, ts: &[u8; 12]) {
         if let Some(t) = tai64n_to_unix_nanos(ts) {
-            self.floor = self.floor.max(t);
+            self.raise(t);
         }
     }
 
@@ -380,10 +419,34 @@ mod tests {
     }
 
     #[test]
+    fn a_clock_stepped_back_locks_nobody_out() {
+        // Started with the clock an hour ahead; a client corrected to it.
+        let hour = 3600 * S;
+        let mut t = ReplayTable::new(T0 + hour, 16);
+        let k = key(1);
+        assert_eq!(
+            t.check(&k, &tai64n(T0 + hour + 1), T0 + hour),
+            Verdict::Fresh
+        );
+        // NTP steps the clock back an hour.
+        t.set_start(T0);
+        // A client with a right clock is accepted at once...
+        assert_eq!(t.check(&key(2), &tai64n(T0 + 5), T0 + 5), Verdict::Fresh);
+        // ...and one whose state is ahead is told a timestamp that works.
+        let Verdict::Stale { hint } = t.check(&k, &tai64n(T0 + 6), T0 + 6) else {
+            panic!("stale");
+        };
+        assert_eq!(hint, T0 + hour + 2);
+        assert_eq!(t.check(&k, &tai64n(hint), T0 + 7), Verdict::Fresh);
+    }
+
+    #[test]
     fn wall_clock_follows_the_monotonic_clock() {
         let t = Instant::now() + Duration::from_secs(10);
         let w = WallClock::new(t, T0);
         assert_eq!(w.at(t + Duration::from_secs(3)), T0 + 3 * S);
         assert_eq!(w.at(t - Duration::from_secs(3)), T0 - 3 * S);
+        let stepped = w.reanchored(t + Duration::from_secs(5), T0 - 100 * S);
+        assert_eq!(stepped.start_unix_nanos(), T0 - 105 * S);
     }
 }

@@ -242,10 +242,12 @@ impl Proxy {
         p
     }
 
-    /// Sets the wall clock (say, after the system clock was stepped). The
-    /// replay floor stays where it is.
+    /// Sets the wall clock (say, after the system clock was stepped, as NTP
+    /// does at boot). The start part of the replay floor follows: it is the
+    /// proxy's start time on the new clock.
     pub fn set_wall_clock(&mut self, now: Instant, unix_nanos: u128) {
-        self.wall = WallClock::new(now, unix_nanos);
+        self.wall = self.wall.reanchored(now, unix_nanos);
+        self.replay.set_start(self.wall.start_unix_nanos());
     }
 
     /// The proxy's wall clock at `now`, in nanoseconds since the Unix epoch.
