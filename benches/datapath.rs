@@ -9,7 +9,7 @@
 //!   seal for the other party. The proxy's whole per-packet work.
 //! - `client/send_voice`: a client sealing one frame (end-to-end + transport).
 
-use anytun::session::{CallId, ProxyId, SessionCrypto, SessionId};
+use anytun::session::{CallId, Epochs, ProxyId, SessionCrypto, SessionId};
 use anytun::sim::Net;
 use anytun::wire::inner::Inner;
 use anytun::wire::transport::TransportHeader;
@@ -63,7 +63,12 @@ fn transport(c: &mut Criterion) {
     g.throughput(Throughput::Elements(1));
     let id = SessionId::new(ProxyId::new(1).unwrap(), 9);
     let mut client = SessionCrypto::client(id, [1; 32], [2; 32]);
-    let mut proxy = SessionCrypto::proxy(id, ProxyId::new(1).unwrap(), [1; 32], [2; 32]);
+    let mut proxy = SessionCrypto::proxy(
+        id,
+        Epochs::ephemeral(ProxyId::new(1).unwrap()).take().unwrap(),
+        [1; 32],
+        [2; 32],
+    );
     let blob = [3u8; PAYLOAD - 9];
     g.bench_function("seal_open_voice_packet", |b| {
         let mut pkt = [0u8; MAX_DATAGRAM];

@@ -150,6 +150,8 @@ async fn anytun_relay(frames: usize, secs: f64) -> (usize, usize, f64, usize) {
         subs,
         Instant::now(),
     );
+    core.epochs()
+        .grant(anytun::session::EpochLease::ephemeral());
     let proxy = ProxyRuntime::start(core, &[any_local()]).await.unwrap();
     let p = proxy.local_addrs()[0];
     let ea = Arc::new(UdpEndpoint::bind(any_local()).unwrap());

@@ -14,7 +14,7 @@ use crate::proxy::{Proxy, ProxyConfig};
 use crate::runtime::client::ClientRuntime;
 use crate::runtime::proxy::ProxyRuntime;
 use crate::runtime::RuntimeError;
-use crate::session::ProxyId;
+use crate::session::{EpochLease, ProxyId};
 use crate::store::{StoreError, SubscriberStore};
 use serde::Serialize;
 use std::net::SocketAddr;
@@ -179,6 +179,8 @@ pub async fn run(opts: &DemoOptions) -> Result<DemoReport, DemoError> {
         store.snapshot()?,
         Instant::now(),
     );
+    // The demo's proxy never imports a session: any epoch is safe for it.
+    core.epochs().grant(EpochLease::ephemeral());
     let proxy = ProxyRuntime::start(core, &[opts.listen]).await?;
     let proxy_addr = proxy.local_addrs()[0];
 

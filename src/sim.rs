@@ -8,7 +8,7 @@ use crate::call::Name;
 use crate::client::{Client, ClientConfig, Event};
 use crate::crypto::SecretKey;
 use crate::proxy::{Proxy, ProxyConfig, Subscribers};
-use crate::session::{CallId, ProxyId};
+use crate::session::{CallId, EpochLease, ProxyId};
 use crate::wire::MAX_DATAGRAM;
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
@@ -86,6 +86,7 @@ impl Net {
         let cfg = ProxyConfig::new(ProxyId::new(1).unwrap(), network.clone());
         let unix_nanos = 1_800_000_000_000_000_000;
         let proxy = Proxy::with_wall_clock(cfg, subs, now, unix_nanos);
+        proxy.epochs().grant(EpochLease::ephemeral());
         let nodes = names
             .iter()
             .zip(keys)

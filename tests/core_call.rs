@@ -103,7 +103,9 @@ fn the_proxy_cannot_read_voice() {
     // already seen this counter).
     let mut fresh = SessionCrypto::proxy(
         header.session,
-        ProxyId::new(9).unwrap(),
+        anytun::session::Epochs::ephemeral(ProxyId::new(9).unwrap())
+            .take()
+            .unwrap(),
         state.client_to_proxy,
         state.proxy_to_client,
     );
@@ -397,6 +399,9 @@ fn under_load_a_cookie_round_trip_is_required() {
     );
     cfg.dos.under_load_handshakes_per_s = 0;
     net.proxy = anytun::proxy::Proxy::with_wall_clock(cfg, subs, net.now, net.unix_nanos);
+    net.proxy
+        .epochs()
+        .grant(anytun::session::EpochLease::ephemeral());
     let (now, t) = (net.now, net.unix_nanos);
     net.node("alice").client.connect(now, t);
     net.pump();

@@ -18,7 +18,9 @@ const HOUR_NS: i128 = 3600 * 1_000_000_000;
 /// A proxy like the simulator's, started afresh at the simulator's `now`.
 fn restarted_proxy(net: &Net, subs: Subscribers) -> Proxy {
     let cfg = ProxyConfig::new(ProxyId::new(1).unwrap(), net.network.clone());
-    Proxy::with_wall_clock(cfg, subs, net.now, net.unix_nanos)
+    let p = Proxy::with_wall_clock(cfg, subs, net.now, net.unix_nanos);
+    p.epochs().grant(anytun::session::EpochLease::ephemeral());
+    p
 }
 
 fn subscribers_of(net: &Net) -> Subscribers {
@@ -76,6 +78,9 @@ fn a_client_slightly_behind_a_restarted_proxy_reconnects_without_a_warning() {
     let cfg = ProxyConfig::new(ProxyId::new(1).unwrap(), net.network.clone());
     let subs = subscribers_of(&net);
     net.proxy = Proxy::with_wall_clock(cfg, subs, net.now, net.unix_nanos + 1_000_000_000);
+    net.proxy
+        .epochs()
+        .grant(anytun::session::EpochLease::ephemeral());
     let (now, t) = (net.now, net.unix_nanos);
     net.node("alice").client.connect(now, t);
     net.pump();
@@ -119,6 +124,9 @@ fn timestamp_table_stays_bounded_under_a_flood_of_keys() {
     cfg.dos.under_load_handshakes_per_s = u32::MAX;
     let subs = subscribers_of(&net);
     net.proxy = Proxy::with_wall_clock(cfg, subs, net.now, net.unix_nanos);
+    net.proxy
+        .epochs()
+        .grant(anytun::session::EpochLease::ephemeral());
     let macs = anytun::crypto::mac::NetworkMacs::new(&net.network.public());
     for i in 0..300u32 {
         let mut init = [0u8; anytun::wire::handshake::INIT_LEN];
@@ -280,7 +288,9 @@ fn call_through_a_proxy_that_changes_the_invite(change: impl Fn(&mut ControlMsg)
         body.truncate(n);
         let mut tx = SessionCrypto::proxy(
             bob_sid,
-            ProxyId::new(9).unwrap(),
+            anytun::session::Epochs::ephemeral(ProxyId::new(9).unwrap())
+                .take()
+                .unwrap(),
             keys.client_to_proxy,
             keys.proxy_to_client,
         );
@@ -392,6 +402,9 @@ fn a_proxy_whose_clock_is_stepped_back_after_start_locks_nobody_out() {
     // Booted with its clock an hour ahead: alice corrects to it.
     let wrong = anytun::sim::skewed(net.unix_nanos, HOUR_NS);
     net.proxy = Proxy::with_wall_clock(cfg, subs, net.now, wrong);
+    net.proxy
+        .epochs()
+        .grant(anytun::session::EpochLease::ephemeral());
     assert!(connect_skewed(&mut net, "alice", 0).is_some());
     assert_eq!(net.proxy.stats().refused_clock_skew, 1);
     // NTP fixes the proxy's clock.

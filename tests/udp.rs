@@ -35,9 +35,10 @@ async fn lab(listen: &[&str], names: &[&str]) -> Lab {
     let subs = Subscribers::new(keys.iter().map(|(n, k)| (name(n), k.public())));
     let cfg = ProxyConfig::new(ProxyId::new(1).unwrap(), network.clone());
     let listen: Vec<SocketAddr> = listen.iter().map(|a| a.parse().unwrap()).collect();
-    let proxy = ProxyRuntime::start(Proxy::new(cfg, subs, Instant::now()), &listen)
-        .await
-        .unwrap();
+    let core = Proxy::new(cfg, subs, Instant::now());
+    core.epochs()
+        .grant(anytun::session::EpochLease::ephemeral());
+    let proxy = ProxyRuntime::start(core, &listen).await.unwrap();
     Lab {
         network,
         keys,

@@ -2,7 +2,7 @@
 //! on any input, and no mutation of a sealed packet is ever accepted.
 
 use anytun::call::{Cause, Name};
-use anytun::session::{CallId, ProxyId, SenderId, SessionCrypto, SessionId};
+use anytun::session::{CallId, Epochs, ProxyId, SenderId, SessionCrypto, SessionId};
 use anytun::wire::control::{ControlMsg, RegisterCause};
 use anytun::wire::e2e::E2eMessage;
 use anytun::wire::handshake::{
@@ -164,7 +164,7 @@ proptest! {
                                           body in proptest::collection::vec(any::<u8>(), 25..300)) {
         let id = SessionId::new(ProxyId::new(1).unwrap(), 5);
         let mut client = SessionCrypto::client(id, [1; 32], [2; 32]);
-        let mut proxy = SessionCrypto::proxy(id, ProxyId::new(1).unwrap(), [1; 32], [2; 32]);
+        let mut proxy = SessionCrypto::proxy(id, Epochs::ephemeral(ProxyId::new(1).unwrap()).take().unwrap(), [1; 32], [2; 32]);
         let mut pkt = [0u8; 400];
         let inner = Inner::Media { call: CallId(1), e2e: &body };
         let n = client.seal(&mut pkt, |b| inner.encode(b)).unwrap();
@@ -184,7 +184,7 @@ proptest! {
     fn truncated_packets_never_authenticate(cut in any::<prop::sample::Index>()) {
         let id = SessionId::new(ProxyId::new(1).unwrap(), 5);
         let mut client = SessionCrypto::client(id, [1; 32], [2; 32]);
-        let mut proxy = SessionCrypto::proxy(id, ProxyId::new(1).unwrap(), [1; 32], [2; 32]);
+        let mut proxy = SessionCrypto::proxy(id, Epochs::ephemeral(ProxyId::new(1).unwrap()).take().unwrap(), [1; 32], [2; 32]);
         let mut pkt = [0u8; 400];
         let n = client.seal(&mut pkt, |b| Inner::Ack { msg_id: 3 }.encode(b)).unwrap();
         let len = cut.index(n);

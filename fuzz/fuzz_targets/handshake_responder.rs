@@ -38,6 +38,9 @@ fuzz_target!(|data: &[u8]| {
         subs,
         Instant::now(),
     );
+    proxy
+        .epochs()
+        .grant(anytun::session::EpochLease::ephemeral());
     let mut out = [0u8; 1500];
     let src = "192.0.2.1:1000".parse().unwrap();
     if let Some(t) = proxy.handle_datagram(Instant::now(), src, None, &mut init, &mut out) {

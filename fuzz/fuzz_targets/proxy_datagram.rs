@@ -17,6 +17,9 @@ fuzz_target!(|data: &[u8]| {
     let mut cfg = ProxyConfig::new(ProxyId::new(1).unwrap(), SecretKey::from_bytes([9; 32]));
     cfg.dos.under_load_handshakes_per_s = 2;
     let mut proxy = Proxy::new(cfg, subs, now);
+    proxy
+        .epochs()
+        .grant(anytun::session::EpochLease::ephemeral());
     let mut out = [0u8; 1500];
     let mut rest = data;
     let mut t = now;

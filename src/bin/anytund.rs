@@ -9,14 +9,15 @@ use anytun::crypto::SecretKey;
 use anytun::proxy::{Proxy, ProxyConfig};
 use anytun::runtime::proxy::ProxyRuntime;
 use anytun::runtime::RuntimeError;
-use anytun::session::ProxyId;
+use anytun::session::epoch::LeaseFile;
+use anytun::session::{EpochLease, Epochs, ProxyId};
 use anytun::store::SubscriberStore;
 use clap::Parser;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 #[derive(Parser)]
 #[command(name = "anytund", version = concat!(env!("CARGO_PKG_VERSION"), " (", env!("ANYTUN_COMMIT"), ")"), about = "anytun proxy daemon")]
@@ -42,6 +43,57 @@ fn network_key(path: &Path) -> Result<SecretKey, String> {
         key.public()
     );
     Ok(key)
+}
+
+/// Opens the send-epoch lease file (`send-epoch`, next to the network key)
+/// and records the first lease of this run in it (spec 8.8).
+fn first_epoch_lease(network_key: &Path) -> Result<(LeaseFile, EpochLease), String> {
+    let path = network_key.with_file_name("send-epoch");
+    let mut file = LeaseFile::open(&path).map_err(|e| e.to_string())?;
+    let unix_secs = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let lease = file.first_lease(unix_secs).map_err(|e| e.to_string())?;
+    log::info!(
+        "send epochs {}..{} leased in {}",
+        lease.start(),
+        lease.end(),
+        path.display()
+    );
+    Ok((file, lease))
+}
+
+/// Renews the epoch lease whenever the core runs low: the new end is
+/// recorded durably (off the async threads) before it is granted.
+async fn renew_epoch_lease(epochs: Epochs, mut file: LeaseFile) {
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        tick.tick().await;
+        if !epochs.wants_lease() {
+            continue;
+        }
+        let renewed = tokio::task::spawn_blocking(move || {
+            let r = file.renew();
+            (file, r)
+        })
+        .await;
+        match renewed {
+            Ok((f, Ok(lease))) => {
+                file = f;
+                log::info!("send epochs leased up to {}", lease.end());
+                epochs.grant(lease);
+            }
+            Ok((f, Err(e))) => {
+                file = f;
+                // New sessions and imports are refused (Busy) until it works.
+                log::error!("cannot renew the send-epoch lease: {e}");
+            }
+            Err(e) => {
+                log::error!("send-epoch lease renewal stopped: {e}");
+                return;
+            }
+        }
+    }
 }
 
 fn addrs(cfg: &Config) -> Result<Vec<SocketAddr>, String> {
@@ -72,6 +124,7 @@ async fn run(args: Args) -> Result<(), String> {
         return Ok(());
     }
     let key = network_key(&cfg.network_key)?;
+    let (lease_file, first_lease) = first_epoch_lease(&cfg.network_key)?;
     let network_public = key.public();
     let store = SubscriberStore::open(&cfg.subscribers).map_err(|e| e.to_string())?;
     let subscribers = store.snapshot().map_err(|e| e.to_string())?;
@@ -99,6 +152,10 @@ async fn run(args: Args) -> Result<(), String> {
         Err(e) => return Err(e.to_string()),
     };
     let rt = Arc::new(rt);
+    // Granted only now, to the one core that runs (spec 8.8).
+    let epochs = rt.with_core(|p| p.epochs().clone());
+    epochs.grant(first_lease);
+    let lease = tokio::spawn(renew_epoch_lease(epochs, lease_file));
     log::info!(
         "proxy {proxy_id} listening on {:?}; network public key {network_public}; {count} subscriber key(s) from {}",
         rt.local_addrs(),
@@ -183,6 +240,7 @@ async fn run(args: Args) -> Result<(), String> {
     log::info!("shutting down");
     reload.abort();
     status.abort();
+    lease.abort();
     if let Some(m) = metrics {
         m.abort();
     }

@@ -114,6 +114,9 @@ impl Client {
             .cfg
             .keepalive
             .unwrap_or(Duration::from_secs(u64::from(payload.keepalive_s.max(1))));
+        // The next session's handshakes (reconnecting after a loss) start
+        // with a clean count of timestamp refusals.
+        self.clock.refusals = 0;
         self.conn = Conn::Established(Box::new(Established {
             crypto: SessionCrypto::client(session, keys.client_to_proxy, keys.proxy_to_client),
             proxy,
@@ -165,6 +168,11 @@ impl Client {
             log::debug!("handshake timestamp stale at the proxy; moved by {offset} ns");
         }
         if self.clock.refusals > MAX_CLOCK_CORRECTIONS {
+            if self.reconnecting {
+                // Reconnecting goes on without a limit: wait for the retry
+                // timer rather than answer the proxy at once.
+                return Ok(());
+            }
             self.conn = Conn::Idle;
             let err = self.clock.failure().unwrap_or(ClientError::NotConnected);
             self.events.push_back(Event::Disconnected(err));

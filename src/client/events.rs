@@ -52,6 +52,12 @@ pub enum ClientError {
     /// The proxy went silent.
     #[error("lost the session: nothing heard from the proxy for {:.1} s", .0.as_secs_f64())]
     ConnectionLost(Duration),
+    /// A newer login with this client's key replaced the session.
+    #[error(
+        "replaced by a newer login with the same key: one key holds one session \
+         (give each device its own key, all allowed to use the name)"
+    )]
+    Replaced,
     /// An operation that needs a session, without one.
     #[error("not connected to the proxy")]
     NotConnected,
@@ -122,6 +128,10 @@ pub enum Event {
     /// is off; the client now corrects its handshake timestamps by this
     /// much and has retried.
     ClockCorrected(ClockSkew),
+    /// The session was lost (the proxy restarted or the path broke); its
+    /// calls have ended and the client is connecting again by itself. A
+    /// [`Event::Connected`] and the names' [`Event::Registered`] follow.
+    Reconnecting(ClientError),
     /// A name is registered (or removed, with 0) for this long.
     Registered {
         /// The name.

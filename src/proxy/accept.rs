@@ -7,7 +7,6 @@
 use super::{ClientSession, Proxy, Transmit};
 use super::{ProxyConfig, Subscribers};
 use crate::call::reliable::{ReliableReceiver, ReliableSender};
-use crate::call::Cause;
 use crate::crypto::PublicKey;
 use crate::handshake::replay::{ReplayTable, Verdict, WallClock};
 use crate::handshake::Responder;
@@ -78,7 +77,12 @@ impl Proxy {
             Verdict::Fresh if self.sessions.len() >= self.cfg.max_sessions => {
                 (Err(HandshakeStatus::Busy), wall)
             }
-            Verdict::Fresh => (self.new_session_id().ok_or(HandshakeStatus::Busy), wall),
+            Verdict::Fresh => {
+                // The send epoch is taken before Accepted is promised (spec 8.8).
+                let epoch = self.epochs.take();
+                let id = self.new_session_id().zip(epoch);
+                (id.ok_or(HandshakeStatus::Busy), wall)
+            }
         };
         let (status, id) = match id {
             Ok(id) => (HandshakeStatus::Accepted, Some(id)),
@@ -87,7 +91,7 @@ impl Proxy {
         let payload = ResponsePayload {
             status,
             keepalive_s: self.cfg.keepalive_s,
-            session_id: id.map_or(0, SessionId::raw),
+            session_id: id.as_ref().map_or(0, |(id, _)| id.raw()),
             proxy_id: self.cfg.proxy_id.get(),
             observed: src,
             time: crate::crypto::tai64n(time),
@@ -98,18 +102,14 @@ impl Proxy {
             .ok_or(DropReason::CannotAnswer)?;
         let keys = responder.finish(&payload, out)?;
         match id {
-            Some(id) => {
+            Some((id, epoch)) => {
                 // One session per client key: a reconnecting device replaces
                 // its old session (it may have lost it in a reboot).
                 if let Some(old) = self.by_key.get(&client).copied() {
-                    self.end_session(now, old, Cause::NetworkFailure);
+                    self.replace_session(now, old);
                 }
-                let crypto = SessionCrypto::proxy(
-                    id,
-                    self.cfg.proxy_id,
-                    keys.client_to_proxy,
-                    keys.proxy_to_client,
-                );
+                let crypto =
+                    SessionCrypto::proxy(id, epoch, keys.client_to_proxy, keys.proxy_to_client);
                 self.sessions.insert(
                     id,
                     ClientSession {

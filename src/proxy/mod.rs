@@ -26,7 +26,9 @@ use crate::crypto::mac::{CookieSecret, NetworkMacs};
 use crate::crypto::{PublicKey, SecretKey};
 use crate::handshake::dos::{DosConfig, LoadMeter, RateLimiter};
 use crate::handshake::replay::{ReplayTable, WallClock};
-use crate::session::{CallId, ProxyId, SessionCrypto, SessionId, SessionState};
+use crate::session::{
+    CallId, Epochs, EpochsExhausted, ProxyId, SessionCrypto, SessionId, SessionState,
+};
 use crate::wire::control::ControlMsg;
 use crate::wire::inner::Inner;
 use crate::wire::transport::TransportHeader;
@@ -141,6 +143,8 @@ pub struct Proxy {
     /// Refused handshakes not yet logged (logged in aggregate).
     refusal_log: accept::RefusalLog,
     sessions: HashMap<SessionId, ClientSession>,
+    /// Where every session's send epoch comes from (spec 8.8).
+    epochs: Epochs,
     by_key: HashMap<PublicKey, SessionId>,
     registry: Registry,
     calls: HashMap<CallId, Call>,
@@ -156,9 +160,13 @@ const SWEEP_INTERVAL: Duration = Duration::from_secs(1);
 impl Proxy {
     /// A proxy with no sessions, starting at `now`. Its wall clock (for
     /// handshake timestamps) is the system's, read once here; see
-    /// [`Proxy::with_wall_clock`] to give it one.
+    /// [`Proxy::with_wall_clock`] to give it one. It has no send epochs:
+    /// handshakes are answered `Busy` and imports refused until the shell
+    /// grants a lease through [`Proxy::epochs`] (tests:
+    /// `proxy.epochs().grant(EpochLease::ephemeral())`).
     pub fn new(cfg: ProxyConfig, subscribers: Subscribers, now: Instant) -> Self {
         let network_public = cfg.network_key.public();
+        let proxy_id = cfg.proxy_id;
         let wall = WallClock::system(now);
         let replay = ReplayTable::new(wall.at(now), cfg.replay_max_keys);
         Self {
@@ -172,6 +180,7 @@ impl Proxy {
             wall,
             refusal_log: accept::RefusalLog::default(),
             sessions: HashMap::new(),
+            epochs: Epochs::new(proxy_id),
             by_key: HashMap::new(),
             registry: Registry::default(),
             calls: HashMap::new(),
@@ -185,6 +194,13 @@ impl Proxy {
     /// The network's public key (what clients must be configured with).
     pub fn network_public(&self) -> PublicKey {
         self.cfg.network_key.public()
+    }
+
+    /// This proxy's send-epoch allocator. The shell grants leases through
+    /// it (a clone is a handle to the same allocator) when
+    /// [`Epochs::wants_lease`] says so.
+    pub fn epochs(&self) -> &Epochs {
+        &self.epochs
     }
 
     /// Counters since start.
@@ -256,16 +272,24 @@ impl Proxy {
             .map(|s| s.crypto.export(s.client_key))
     }
 
-    /// Installs a session exported by another proxy. Its packets will then be
-    /// accepted here and answered with this proxy's sender id.
-    pub fn import_session(&mut self, now: Instant, state: &SessionState, addr: SocketAddr) {
+    /// Installs a session exported by another proxy (or by this one, before
+    /// or after a restart). Its packets will then be accepted here and
+    /// answered with this proxy's sender id, in a fresh send epoch. Refused,
+    /// with nothing changed, if the epoch lease has none left (spec 8.7).
+    pub fn import_session(
+        &mut self,
+        now: Instant,
+        state: &SessionState,
+        addr: SocketAddr,
+    ) -> Result<(), EpochsExhausted> {
+        let crypto = SessionCrypto::import(state, &self.epochs)?;
         if let Some(old) = self.by_key.get(&state.client_key).copied() {
             if old != state.id {
                 self.end_session(now, old, Cause::NetworkFailure);
             }
         }
         let session = ClientSession {
-            crypto: SessionCrypto::import(state, self.cfg.proxy_id),
+            crypto,
             client_key: state.client_key,
             addr,
             local_ip: None,
@@ -275,6 +299,16 @@ impl Proxy {
         };
         self.by_key.insert(state.client_key, state.id);
         self.sessions.insert(state.id, session);
+        Ok(())
+    }
+
+    /// Test hook: moves the proxy's `seq` on session `id` forward within its
+    /// epoch (see [`SessionCrypto::skip_seq_for_test`]).
+    #[doc(hidden)]
+    pub fn skip_seq_for_test(&mut self, id: SessionId, seq: u32) {
+        if let Some(s) = self.sessions.get_mut(&id) {
+            s.crypto.skip_seq_for_test(seq);
+        }
     }
 
     fn drop_packet(&mut self, reason: DropReason) -> Option<Transmit> {
@@ -426,9 +460,9 @@ impl Proxy {
             ControlMsg::Reject { call, cause } => self.on_reject(now, from, call, cause),
             ControlMsg::Hangup { call, cause } => self.on_hangup(now, from, call, cause),
             ControlMsg::CallData { call, e2e } => self.on_call_data(now, from, call, e2e),
-            ControlMsg::Registered { .. } | ControlMsg::RegisterFailed { .. } => {
-                self.stats.drops.add(DropReason::Unexpected)
-            }
+            ControlMsg::Registered { .. }
+            | ControlMsg::RegisterFailed { .. }
+            | ControlMsg::SessionReplaced => self.stats.drops.add(DropReason::Unexpected),
         }
     }
 
@@ -491,6 +525,30 @@ impl Proxy {
             src_ip: q.src_ip,
             len,
         })
+    }
+
+    /// A newer handshake with the same client key replaces session `old`
+    /// (one key, one session: the key is the device's identity). The old
+    /// session is told with [`ControlMsg::SessionReplaced`] before it is
+    /// forgotten, so its client stops at once instead of noticing silence
+    /// and logging in again (which would evict the new one in turn). Sent
+    /// twice under one message id (the client acts on it once), never
+    /// retransmitted: the session is gone.
+    pub(super) fn replace_session(&mut self, now: Instant, old: SessionId) {
+        if let Some(s) = self.sessions.get_mut(&old) {
+            let mut body = [0u8; 1];
+            if let Some(n) = ControlMsg::SessionReplaced.encode(&mut body) {
+                let msg_id = s.reliable.push(now, body[..n].to_vec(), None);
+                for _ in 0..2 {
+                    let inner = Inner::Control {
+                        msg_id,
+                        body: &body[..n],
+                    };
+                    queue_sealed(&mut self.queue, s, inner);
+                }
+            }
+        }
+        self.end_session(now, old, Cause::NetworkFailure);
     }
 
     /// Ends a session: its registrations go, its calls end for the other side.

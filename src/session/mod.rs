@@ -4,10 +4,16 @@
 //! and accepts any proxy's sender id; a proxy seals with its own id and accepts
 //! only the client's. [`SessionState`] is the plain-data form a session takes
 //! when it is handed to another proxy.
+//!
+//! A proxy's send state is only ever built from a fresh [`Epoch`] (see
+//! [`epoch`]): that is what keeps its (key, nonce) pairs unique whatever
+//! state a session arrives with.
 
+pub mod epoch;
 pub mod id;
 pub mod replay;
 
+pub use epoch::{Epoch, EpochLease, Epochs, EpochsExhausted};
 pub use id::{CallId, ProxyId, SenderId, SessionId};
 pub use replay::ReplayWindow;
 
@@ -15,10 +21,8 @@ use crate::crypto::{DirectionKey, PublicKey};
 use crate::wire::transport::{TransportHeader, HEADER_LEN, MAX_INNER, TAG_LEN};
 use crate::wire::DropReason;
 
-/// When a proxy takes over a session with a counter floor for its own sender
-/// id, it starts this far above it, because its last sends may not have been
-/// recorded in the floor it was given. 2^32 packets is 2.7 years of voice.
-pub const RESUME_MARGIN: u64 = 1 << 32;
+/// Counters one epoch covers: a proxy's counter is `epoch << 32 | seq`.
+pub const EPOCH_SPAN: u64 = 1 << 32;
 
 /// Cryptographic state of one session at one end.
 #[derive(Debug)]
@@ -28,6 +32,11 @@ pub struct SessionCrypto {
     send: DirectionKey,
     recv: DirectionKey,
     send_counter: u64,
+    /// One past the last counter of the current range: the end of the
+    /// epoch for a proxy, [`replay::COUNTER_LIMIT`] for a client.
+    send_end: u64,
+    /// A proxy's allocator, for a fresh epoch when `seq` runs out.
+    epochs: Option<Epochs>,
     windows: Windows,
     /// Counter floors of other proxies that sent on this session, carried
     /// through so a later export still names them (a session may go A, B,
@@ -59,7 +68,9 @@ pub struct Opened<'a> {
 }
 
 impl SessionCrypto {
-    /// The client's end of a session.
+    /// The client's end of a session. Its counter starts at 0: a client's
+    /// send state exists only for the keys of one handshake, which are fresh
+    /// (spec 7.2).
     pub fn client(id: SessionId, client_to_proxy: [u8; 32], proxy_to_client: [u8; 32]) -> Self {
         Self {
             id,
@@ -67,24 +78,30 @@ impl SessionCrypto {
             send: DirectionKey::new(client_to_proxy),
             recv: DirectionKey::new(proxy_to_client),
             send_counter: 0,
+            send_end: replay::COUNTER_LIMIT,
+            epochs: None,
             windows: Windows::FromProxies(Vec::new()),
             other_floors: Vec::new(),
         }
     }
 
-    /// A proxy's end of a session.
+    /// A proxy's end of a session, sending as the proxy whose allocator
+    /// gave `epoch`, with counters from `epoch << 32` on.
     pub fn proxy(
         id: SessionId,
-        me: ProxyId,
+        epoch: Epoch,
         client_to_proxy: [u8; 32],
         proxy_to_client: [u8; 32],
     ) -> Self {
+        let (epoch, epochs) = epoch.into_parts();
         Self {
             id,
-            me: me.sender(),
+            me: epochs.me().sender(),
             send: DirectionKey::new(proxy_to_client),
             recv: DirectionKey::new(client_to_proxy),
-            send_counter: 0,
+            send_counter: u64::from(epoch) * EPOCH_SPAN,
+            send_end: (u64::from(epoch) + 1) * EPOCH_SPAN,
+            epochs: Some(epochs),
             windows: Windows::FromClient(ReplayWindow::new()),
             other_floors: Vec::new(),
         }
@@ -95,21 +112,50 @@ impl SessionCrypto {
         self.id
     }
 
-    /// The counter the next sealed packet will use.
+    /// The counter the next sealed packet will use (for a proxy, unless
+    /// the epoch runs out first).
     pub fn send_counter(&self) -> u64 {
         self.send_counter
+    }
+
+    /// Test hook: moves a proxy's `seq` (the low 32 bits of its counter)
+    /// within its current epoch, forward only, to reach the epoch's end
+    /// without sending 2^32 packets.
+    #[doc(hidden)]
+    pub fn skip_seq_for_test(&mut self, seq: u32) {
+        if self.epochs.is_some() {
+            let counter = (self.send_end - EPOCH_SPAN) | u64::from(seq);
+            self.send_counter = self.send_counter.max(counter);
+        }
+    }
+
+    /// Moves a proxy whose epoch is used up to a fresh one. False for a
+    /// client, or when the allocator has none left (the packet is then not
+    /// sent: never a reused counter).
+    #[cold]
+    fn next_epoch(&mut self) -> bool {
+        let Some(epoch) = self.epochs.as_ref().and_then(Epochs::take) else {
+            return false;
+        };
+        let (epoch, _) = epoch.into_parts();
+        self.send_counter = u64::from(epoch) * EPOCH_SPAN;
+        self.send_end = self.send_counter + EPOCH_SPAN;
+        true
     }
 
     /// Seals one transport packet into `out`. `write_inner` writes the inner
     /// message into the slice it is given and returns its length, so the
     /// message is built in place with no copy. Returns the datagram length,
-    /// or `None` if the message did not fit or the counter is exhausted.
+    /// or `None` if the message did not fit or the counter is exhausted (a
+    /// proxy's epoch ended and its allocator has no fresh one).
     pub fn seal(
         &mut self,
         out: &mut [u8],
         write_inner: impl FnOnce(&mut [u8]) -> Option<usize>,
     ) -> Option<usize> {
-        if self.send_counter >= replay::COUNTER_LIMIT || out.len() < HEADER_LEN + 1 + TAG_LEN {
+        if out.len() < HEADER_LEN + 1 + TAG_LEN
+            || (self.send_counter >= self.send_end && !self.next_epoch())
+        {
             return None;
         }
         let room = (out.len() - HEADER_LEN - TAG_LEN).min(MAX_INNER);
@@ -196,20 +242,36 @@ impl SessionCrypto {
     }
 
     /// Installs a session exported by another proxy (or by this one before a
-    /// restart) for sending as `me`.
-    pub fn import(state: &SessionState, me: ProxyId) -> Self {
-        let mut s = Self::proxy(state.id, me, state.client_to_proxy, state.proxy_to_client);
+    /// restart) for sending as the proxy of `epochs`, with a fresh epoch
+    /// (spec 8.7). Uniqueness rests on the epoch alone; as a second line of
+    /// defence the epoch is also above any floor the state lists for this
+    /// proxy. Refused if the lease has no such epoch.
+    pub fn import(state: &SessionState, epochs: &Epochs) -> Result<Self, EpochsExhausted> {
+        let me = epochs.me();
+        let floor = state
+            .proxy_counter_floors
+            .iter()
+            .filter(|(p, _)| *p == me)
+            .map(|&(_, f)| f)
+            .max()
+            .unwrap_or(0);
+        let epoch = epochs
+            .take_at_least(floor.div_ceil(EPOCH_SPAN))
+            .ok_or(EpochsExhausted)?;
+        let mut s = Self::proxy(
+            state.id,
+            epoch,
+            state.client_to_proxy,
+            state.proxy_to_client,
+        );
         s.windows = Windows::FromClient(ReplayWindow::with_floor(state.client_counter_floor));
-        if let Some((_, floor)) = state.proxy_counter_floors.iter().find(|(p, _)| *p == me) {
-            s.send_counter = floor.saturating_add(RESUME_MARGIN);
-        }
         s.other_floors = state
             .proxy_counter_floors
             .iter()
             .copied()
             .filter(|(p, _)| *p != me)
             .collect();
-        s
+        Ok(s)
     }
 }
 
@@ -227,7 +289,9 @@ pub struct SessionState {
     /// The top of the client's replay window (newest counter seen plus
     /// one). An importing proxy treats every counter below it as seen.
     pub client_counter_floor: u64,
-    /// The send counters proxies have used on this session.
+    /// The next send counter of each proxy that has sent on this session,
+    /// as far as the exporter knows. Informational: an importer never
+    /// resumes from it (it takes a fresh epoch), it only starts above it.
     pub proxy_counter_floors: Vec<(ProxyId, u64)>,
 }
 
@@ -236,11 +300,15 @@ mod tests {
     use super::*;
     use crate::wire::inner::Inner;
 
+    fn epochs(p: u16) -> Epochs {
+        Epochs::ephemeral(ProxyId::new(p).unwrap())
+    }
+
     fn pair() -> (SessionCrypto, SessionCrypto) {
         let id = SessionId::new(ProxyId::new(1).unwrap(), 77);
         (
             SessionCrypto::client(id, [1; 32], [2; 32]),
-            SessionCrypto::proxy(id, ProxyId::new(1).unwrap(), [1; 32], [2; 32]),
+            SessionCrypto::proxy(id, epochs(1).take().unwrap(), [1; 32], [2; 32]),
         )
     }
 
@@ -302,8 +370,10 @@ mod tests {
     fn two_proxies_share_a_session_without_nonce_reuse() {
         let (mut client, p1) = pair();
         let state = p1.export(PublicKey([9; 32]));
-        let mut p1 = SessionCrypto::import(&state, ProxyId::new(1).unwrap());
-        let mut p2 = SessionCrypto::import(&state, ProxyId::new(2).unwrap());
+        let (e1, e2) = (epochs(1), epochs(2));
+        e1.take_at_least(40).unwrap();
+        let mut p1 = SessionCrypto::import(&state, &e1).unwrap();
+        let mut p2 = SessionCrypto::import(&state, &e2).unwrap();
         let mut nonces = std::collections::HashSet::new();
         for _ in 0..1000 {
             for p in [&mut p1, &mut p2] {
@@ -314,9 +384,9 @@ mod tests {
             }
         }
         assert_eq!(nonces.len(), 2000);
-        // p1 resumed above the floor it exported, not at zero.
-        assert_eq!(p1.send_counter(), RESUME_MARGIN + 1000);
-        assert_eq!(p2.send_counter(), 1000);
+        // Each resumed in a fresh epoch of its own allocator.
+        assert_eq!(p1.send_counter(), 41 * EPOCH_SPAN + 1000);
+        assert_eq!(p2.send_counter(), EPOCH_SPAN + 1000);
     }
 
     /// A session handed from proxy 1 to 2 and back to 1 must not send
@@ -335,13 +405,16 @@ mod tests {
             send(&mut p1, &mut client);
         }
         let key = PublicKey([9; 32]);
-        let mut p2 = SessionCrypto::import(&p1.export(key), ProxyId::new(2).unwrap());
+        let mut p2 = SessionCrypto::import(&p1.export(key), &epochs(2)).unwrap();
         for _ in 0..10 {
             send(&mut p2, &mut client);
         }
-        let mut p1_again = SessionCrypto::import(&p2.export(key), ProxyId::new(1).unwrap());
-        assert!(
-            p1_again.send_counter() >= 10,
+        // Even with an allocator that knows nothing of proxy 1's past (a
+        // lost lease file), the floor carried in the state keeps it above.
+        let mut p1_again = SessionCrypto::import(&p2.export(key), &epochs(1)).unwrap();
+        assert_eq!(
+            p1_again.send_counter(),
+            2 * EPOCH_SPAN,
             "proxy 1 resumes above its old counters"
         );
         for _ in 0..10 {
@@ -353,7 +426,7 @@ mod tests {
     fn client_refuses_reserved_sender_ids() {
         let (mut c, _) = pair();
         let id = c.id();
-        let mut bad = SessionCrypto::proxy(id, ProxyId::new(1).unwrap(), [1; 32], [2; 32]);
+        let mut bad = SessionCrypto::proxy(id, epochs(1).take().unwrap(), [1; 32], [2; 32]);
         bad.me = SenderId(0xFFFF);
         let pkt = seal_keepalive(&mut bad);
         assert_eq!(open(&mut c, &pkt), Err(DropReason::BadSender));
@@ -365,9 +438,84 @@ mod tests {
         let old = seal_keepalive(&mut c);
         assert_eq!(open(&mut p, &old), Ok(true));
         let state = p.export(PublicKey([9; 32]));
-        let mut other = SessionCrypto::import(&state, ProxyId::new(2).unwrap());
+        let mut other = SessionCrypto::import(&state, &epochs(2)).unwrap();
         assert_eq!(open(&mut other, &old), Err(DropReason::Replay));
         let fresh = seal_keepalive(&mut c);
         assert_eq!(open(&mut other, &fresh), Ok(true));
+    }
+
+    /// When `seq` runs out the session moves to a fresh epoch; the client
+    /// takes the jump forward, and nothing repeats.
+    #[test]
+    fn seq_wrap_moves_to_a_fresh_epoch() {
+        let id = SessionId::new(ProxyId::new(1).unwrap(), 77);
+        let mut client = SessionCrypto::client(id, [1; 32], [2; 32]);
+        let alloc = epochs(1);
+        let other = SessionCrypto::proxy(id, alloc.take().unwrap(), [5; 32], [6; 32]);
+        let mut p = SessionCrypto::proxy(id, alloc.take().unwrap(), [1; 32], [2; 32]);
+        assert_eq!(p.send_counter(), 2 * EPOCH_SPAN);
+        p.skip_seq_for_test(u32::MAX - 1);
+        let mut counters = Vec::new();
+        for _ in 0..4 {
+            let pkt = seal_keepalive(&mut p);
+            counters.push(TransportHeader::parse(&pkt).unwrap().counter);
+            assert_eq!(open(&mut client, &pkt), Ok(true));
+        }
+        assert_eq!(
+            counters,
+            [
+                3 * EPOCH_SPAN - 2,
+                3 * EPOCH_SPAN - 1,
+                // Epoch 3 went to no one else: the next fresh one is 3.
+                3 * EPOCH_SPAN,
+                3 * EPOCH_SPAN + 1
+            ]
+        );
+        drop(other);
+        // The allocator handed epoch 3 to this session: nobody gets it again.
+        assert_eq!(alloc.take().unwrap().get(), 4);
+    }
+
+    /// A wrap with no epoch left refuses to seal rather than reuse.
+    #[test]
+    fn seq_wrap_without_an_epoch_refuses() {
+        let id = SessionId::new(ProxyId::new(1).unwrap(), 77);
+        let alloc = Epochs::new(ProxyId::new(1).unwrap());
+        alloc.grant(EpochLease::durable(7, 8));
+        let mut p = SessionCrypto::proxy(id, alloc.take().unwrap(), [1; 32], [2; 32]);
+        p.skip_seq_for_test(u32::MAX);
+        let mut buf = [0u8; 128];
+        assert!(p.seal(&mut buf, |b| Inner::Keepalive.encode(b)).is_some());
+        assert_eq!(p.seal(&mut buf, |b| Inner::Keepalive.encode(b)), None);
+        assert_eq!(p.send_counter(), 8 * EPOCH_SPAN, "never back");
+        // A renewed lease lets it go on, in the new epoch.
+        alloc.grant(EpochLease::durable(8, 9));
+        let pkt = seal_keepalive(&mut p);
+        assert_eq!(
+            TransportHeader::parse(&pkt).unwrap().counter,
+            8 * EPOCH_SPAN
+        );
+    }
+
+    /// An import finds no epoch in an exhausted lease, or none above the
+    /// floor it carries for this proxy: refused.
+    #[test]
+    fn import_refused_without_a_fresh_epoch() {
+        let (_, p) = pair();
+        let state = p.export(PublicKey([9; 32]));
+        let alloc = Epochs::new(ProxyId::new(2).unwrap());
+        assert_eq!(
+            SessionCrypto::import(&state, &alloc).err(),
+            Some(EpochsExhausted)
+        );
+        alloc.grant(EpochLease::durable(1, 5));
+        let mut high = state.clone();
+        high.proxy_counter_floors
+            .push((ProxyId::new(2).unwrap(), 5 * EPOCH_SPAN + 1));
+        assert_eq!(
+            SessionCrypto::import(&high, &alloc).err(),
+            Some(EpochsExhausted)
+        );
+        assert_eq!(alloc.remaining(), 4, "a refused import burns nothing");
     }
 }

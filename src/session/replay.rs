@@ -12,9 +12,10 @@ const BITS: u64 = 64;
 /// At 50 packets per second of voice that is almost 40 seconds of reordering.
 pub const WINDOW: u64 = (WORDS as u64 - 1) * BITS;
 
-/// Counters at or above this are refused so the counter never wraps; a
-/// sender must start a new session long before (at 2^60 it never will).
-pub const COUNTER_LIMIT: u64 = 1 << 60;
+/// Counters at or above this are refused so the window arithmetic never
+/// overflows: 2^64 - 2^32, the first counter of epoch 2^32 - 1, which no
+/// proxy uses (a proxy counter is `epoch << 32 | seq`, spec 7.2).
+pub const COUNTER_LIMIT: u64 = u64::MAX - (u32::MAX as u64);
 
 /// The replay window of one sender.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -146,6 +147,9 @@ mod tests {
             w + 64,
             2 * w,
             2 * w + 1,
+            // Epoch boundaries of a proxy's counter (epoch << 32 | seq).
+            (1 << 32) - 1,
+            1 << 32,
             COUNTER_LIMIT - 1,
             COUNTER_LIMIT,
         ];

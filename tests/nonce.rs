@@ -1,0 +1,374 @@
+//! No (key, nonce) pair is ever used twice, on every path that creates,
+//! replaces or restores a proxy's send state for a session: handshake,
+//! import, re-import, import after a restart, copies from several peers,
+//! hand-off and return, and the wrap of the per-epoch sequence number.
+//!
+//! Every packet any proxy sends is parsed and its (session, sender, counter)
+//! recorded: a repeat under one session's keys is a nonce reuse.
+
+use anytun::client::Client;
+use anytun::proxy::{Proxy, ProxyConfig, Subscribers};
+use anytun::session::epoch::LeaseFile;
+use anytun::session::{EpochLease, ProxyId, SessionId, SessionState, EPOCH_SPAN};
+use anytun::sim::{name, Net};
+use anytun::wire::transport::TransportHeader;
+use anytun::wire::{DropReason, MAX_DATAGRAM};
+use std::collections::HashSet;
+use std::net::SocketAddr;
+use std::time::Instant;
+
+/// Every (session, sender id, counter) seen on the wire from proxies.
+#[derive(Default)]
+struct Seen(HashSet<(u64, u16, u64)>);
+
+impl Seen {
+    fn record(&mut self, pkt: &[u8]) -> TransportHeader {
+        let h = TransportHeader::parse(pkt).expect("a transport packet");
+        assert!(
+            self.0.insert((h.session.raw(), h.sender.0, h.counter)),
+            "nonce reused: sender {} counter {:#x} on session {}",
+            h.sender.0,
+            h.counter,
+            h.session
+        );
+        h
+    }
+}
+
+/// A proxy with id `id` that knows the sim's clients, and no epoch lease.
+fn bare_proxy(net: &Net, id: u16, now: Instant) -> Proxy {
+    let subs = Subscribers::new(
+        net.nodes
+            .iter()
+            .map(|n| (name(n.name), n.client.public_key())),
+    );
+    let cfg = ProxyConfig::new(ProxyId::new(id).unwrap(), net.network.clone());
+    let wall = net.unix_nanos + now.saturating_duration_since(net.now).as_nanos();
+    Proxy::with_wall_clock(cfg, subs, now, wall)
+}
+
+/// A proxy whose epoch lease lives in the lease file at `path`, started as
+/// `anytund` starts one: first lease from the file and the clock (here a
+/// clock that stands still, the worst case).
+fn durable_proxy(net: &Net, id: u16, now: Instant, path: &std::path::Path) -> Proxy {
+    let p = bare_proxy(net, id, now);
+    let lease = LeaseFile::open(path).unwrap().first_lease(1_000).unwrap();
+    p.epochs().grant(lease);
+    p
+}
+
+/// The client registers through `proxy` (a control message: the proxy
+/// answers with an ack and a `Registered`), and the client acks back. Every
+/// proxy packet is recorded in `seen` and must be accepted by the client.
+/// Returns the number of proxy packets.
+fn exchange(
+    proxy: &mut Proxy,
+    client: &mut Client,
+    addr: SocketAddr,
+    now: Instant,
+    seen: &mut Seen,
+) -> usize {
+    let mut buf = [0u8; MAX_DATAGRAM];
+    let mut out = [0u8; MAX_DATAGRAM];
+    let before = client.drops().total();
+    client.register(now, name("alice"), 300);
+    let mut from_proxy = Vec::new();
+    while let Some(n) = client.poll_transmit(&mut buf) {
+        let mut d = buf[..n].to_vec();
+        if let Some(t) = proxy.handle_datagram(now, addr, None, &mut d, &mut out) {
+            from_proxy.push(out[..t.len].to_vec());
+        }
+        while let Some(t) = proxy.poll_transmit(&mut out) {
+            from_proxy.push(out[..t.len].to_vec());
+        }
+    }
+    let sent = from_proxy.len();
+    for pkt in &mut from_proxy {
+        seen.record(pkt);
+        client.handle_datagram(now, pkt);
+    }
+    assert_eq!(
+        client.drops().total(),
+        before,
+        "the client refused a proxy packet: replay {}, bad tag {}",
+        client.drops().get(DropReason::Replay),
+        client.drops().get(DropReason::BadTag)
+    );
+    // The client's acks of the `Registered`.
+    while let Some(n) = client.poll_transmit(&mut buf) {
+        let mut d = buf[..n].to_vec();
+        assert!(proxy
+            .handle_datagram(now, addr, None, &mut d, &mut out)
+            .is_none());
+    }
+    assert!(sent >= 2, "ack and Registered");
+    sent
+}
+
+/// alice connected to proxy 1 (the sim's proxy), and her session.
+fn connected() -> (Net, SessionId) {
+    let mut net = Net::new(&["alice"]);
+    net.connect_all();
+    let sid = net.node("alice").client.session().unwrap();
+    (net, sid)
+}
+
+fn import(p: &mut Proxy, now: Instant, state: &SessionState, addr: SocketAddr) {
+    p.import_session(now, state, addr)
+        .expect("an epoch is free");
+}
+
+/// The instance: the same export imported twice at one proxy.
+#[test]
+fn importing_the_same_export_twice_never_repeats_a_nonce() {
+    let (mut net, sid) = connected();
+    let now = net.now;
+    let addr = net.node("alice").addr;
+    let state = net.proxy.export_session(sid).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let mut p2 = durable_proxy(&net, 2, now, &dir.path().join("send-epoch"));
+    let mut seen = Seen::default();
+    let client = &mut net.nodes[0].client;
+    import(&mut p2, now, &state, addr);
+    exchange(&mut p2, client, addr, now, &mut seen);
+    import(&mut p2, now, &state, addr);
+    exchange(&mut p2, client, addr, now, &mut seen);
+}
+
+/// A proxy that restarts (a new core, its epoch lease restored from what
+/// the old one persisted) and imports the same state again.
+#[test]
+fn reimport_after_restart_never_repeats_a_nonce() {
+    let (mut net, sid) = connected();
+    let now = net.now;
+    let addr = net.node("alice").addr;
+    let state = net.proxy.export_session(sid).unwrap();
+    let mut seen = Seen::default();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("send-epoch");
+    let mut p2 = durable_proxy(&net, 2, now, &path);
+    import(&mut p2, now, &state, addr);
+    exchange(&mut p2, &mut net.nodes[0].client, addr, now, &mut seen);
+    let before = p2.epochs().next();
+    // Restart: the old core is gone with everything in memory; only the
+    // lease file remains, and the clock has not moved.
+    drop(p2);
+    let mut p2 = durable_proxy(&net, 2, now, &path);
+    assert!(p2.epochs().next() > before, "restarts above the old lease");
+    import(&mut p2, now, &state, addr);
+    exchange(&mut p2, &mut net.nodes[0].client, addr, now, &mut seen);
+}
+
+/// Proxy 3 receives one session from two peers (1 and 2), neither copy
+/// naming proxy 3.
+#[test]
+fn two_copies_from_two_peers_never_repeat_a_nonce() {
+    let (mut net, sid) = connected();
+    let now = net.now;
+    let addr = net.node("alice").addr;
+    let from_1 = net.proxy.export_session(sid).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let mut p2 = durable_proxy(&net, 2, now, &dir.path().join("2"));
+    let mut p3 = durable_proxy(&net, 3, now, &dir.path().join("3"));
+    let mut seen = Seen::default();
+    let client = &mut net.nodes[0].client;
+    import(&mut p2, now, &from_1, addr);
+    exchange(&mut p2, client, addr, now, &mut seen);
+    let from_2 = p2.export_session(sid).unwrap();
+    import(&mut p3, now, &from_1, addr);
+    exchange(&mut p3, client, addr, now, &mut seen);
+    import(&mut p3, now, &from_2, addr);
+    exchange(&mut p3, client, addr, now, &mut seen);
+}
+
+/// A session made by a handshake at proxy 1, sent on there, handed to 2,
+/// back to 1, and re-imported at 1 from its own (stale) first export.
+#[test]
+fn handshake_hand_off_and_return_never_repeat_a_nonce() {
+    let (mut net, sid) = connected();
+    let now = net.now;
+    let addr = net.node("alice").addr;
+    let mut seen = Seen::default();
+    let stand_in = bare_proxy(&net, 9, now);
+    let mut p1 = std::mem::replace(&mut net.proxy, stand_in);
+    let dir = tempfile::tempdir().unwrap();
+    let mut p2 = durable_proxy(&net, 2, now, &dir.path().join("send-epoch"));
+    let client = &mut net.nodes[0].client;
+    exchange(&mut p1, client, addr, now, &mut seen);
+    let first = p1.export_session(sid).unwrap();
+    exchange(&mut p1, client, addr, now, &mut seen);
+    // Re-imported at its home proxy, over the live session.
+    let again = p1.export_session(sid).unwrap();
+    import(&mut p1, now, &again, addr);
+    exchange(&mut p1, client, addr, now, &mut seen);
+    // A -> B -> A.
+    import(&mut p2, now, &p1.export_session(sid).unwrap(), addr);
+    exchange(&mut p2, client, addr, now, &mut seen);
+    import(&mut p1, now, &p2.export_session(sid).unwrap(), addr);
+    exchange(&mut p1, client, addr, now, &mut seen);
+    // And the stale first export, which knows nothing of the sends since.
+    import(&mut p1, now, &first, addr);
+    exchange(&mut p1, client, addr, now, &mut seen);
+}
+
+/// The sim's proxy sends on a session whose `seq` is about to wrap: it moves
+/// to a fresh epoch, the client accepts every packet, nothing repeats.
+#[test]
+fn seq_wrap_moves_to_a_fresh_epoch_and_the_client_follows() {
+    let (mut net, sid) = connected();
+    let now = net.now;
+    let addr = net.node("alice").addr;
+    let mut seen = Seen::default();
+    let stand_in = bare_proxy(&net, 9, now);
+    let mut p1 = std::mem::replace(&mut net.proxy, stand_in);
+    let client = &mut net.nodes[0].client;
+    p1.skip_seq_for_test(sid, u32::MAX - 2);
+    let epoch_of =
+        |seen: &Seen| -> HashSet<u64> { seen.0.iter().map(|k| k.2 / EPOCH_SPAN).collect() };
+    for _ in 0..3 {
+        exchange(&mut p1, client, addr, now, &mut seen);
+    }
+    assert_eq!(seen.0.len(), 6);
+    assert_eq!(epoch_of(&seen).len(), 2, "two epochs: {:x?}", seen.0);
+}
+
+/// With the lease used up and not renewed, handshakes are answered Busy
+/// and imports refused: never a reused epoch.
+#[test]
+fn exhausted_lease_refuses_sessions_and_imports() {
+    let (mut net, sid) = connected();
+    let now = net.now;
+    let addr = net.node("alice").addr;
+    let state = net.proxy.export_session(sid).unwrap();
+    let mut p2 = bare_proxy(&net, 2, now);
+    assert!(
+        p2.import_session(now, &state, addr).is_err(),
+        "no lease yet"
+    );
+    assert_eq!(p2.session_count(), 0);
+    p2.epochs().grant(EpochLease::durable(100, 101));
+    import(&mut p2, now, &state, addr);
+    assert!(p2.import_session(now, &state, addr).is_err(), "used up");
+    assert_eq!(p2.session_count(), 1, "the session it had is untouched");
+    // A handshake at a proxy with no epoch left: refused as Busy.
+    let mut fresh = Net::new(&["alice"]);
+    let (fnow, t) = (fresh.now, fresh.unix_nanos);
+    let empty = bare_proxy(&fresh, 1, fnow);
+    fresh.proxy = empty;
+    fresh.node("alice").client.connect(fnow, t);
+    fresh.pump();
+    assert!(fresh.node("alice").client.session().is_none());
+    assert_eq!(fresh.proxy.stats().handshakes_refused, 1);
+    assert_eq!(fresh.proxy.session_count(), 0);
+}
+
+/// `anytund` records its epoch lease in `send-epoch` next to the network key
+/// before serving, and a restart leases above what the last run recorded
+/// (the real binary, a real file). A corrupt file stops it with a clear
+/// error instead of a guess.
+#[test]
+fn anytund_persists_its_epoch_lease_across_restarts() {
+    use std::process::{Command, Stdio};
+    use std::time::Duration;
+    struct Daemon(std::process::Child);
+    impl Drop for Daemon {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let port = std::net::UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    std::fs::write(
+        d.join("anytund.toml"),
+        format!("proxy_id = 5\nlisten = [\"127.0.0.1:{port}\"]\nmetrics_listen = \"\"\n"),
+    )
+    .unwrap();
+    let path = d.join("anytun-state/send-epoch");
+    let read = || -> Option<u32> { std::fs::read_to_string(&path).ok()?.trim().parse().ok() };
+    let start = || {
+        Daemon(
+            Command::new(env!("CARGO_BIN_EXE_anytund"))
+                .args(["--config", "anytund.toml"])
+                .current_dir(d)
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap(),
+        )
+    };
+    // Waits (bounded) until the file holds an end other than `old`.
+    let wait_change = |old: Option<u32>| -> u32 {
+        let t = std::time::Instant::now();
+        loop {
+            match read() {
+                Some(v) if Some(v) != old => return v,
+                _ => assert!(t.elapsed() < Duration::from_secs(10), "no new lease"),
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    };
+    let daemon = start();
+    let first = wait_change(None);
+    let unix_secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    assert!(u64::from(first) > unix_secs, "starts at the wall clock");
+    drop(daemon);
+    let daemon = start();
+    let second = wait_change(Some(first));
+    assert!(second > first, "{second} <= {first}");
+    drop(daemon);
+    std::fs::write(&path, "garbage\n").unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_anytund"))
+        .args(["--config", "anytund.toml"])
+        .current_dir(d)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("send-epoch"), "{err}");
+}
+
+/// The client's side: its send state is made once per handshake, from that
+/// handshake's fresh keys. A duplicated (or replayed) HandshakeResponse does
+/// not make it again, so the client's counter never restarts under one key.
+#[test]
+fn client_send_state_is_made_once_per_handshake() {
+    let mut net = Net::new(&["alice"]);
+    let (now, t) = (net.now, net.unix_nanos);
+    let addr = net.node("alice").addr;
+    let mut buf = [0u8; MAX_DATAGRAM];
+    let mut out = [0u8; MAX_DATAGRAM];
+    let client = &mut net.nodes[0].client;
+    client.connect(now, t);
+    let n = client.poll_transmit(&mut buf).unwrap();
+    let mut init = buf[..n].to_vec();
+    let resp = net
+        .proxy
+        .handle_datagram(now, addr, None, &mut init, &mut out)
+        .unwrap();
+    let response = out[..resp.len].to_vec();
+    let client = &mut net.nodes[0].client;
+    let mut counters = HashSet::new();
+    for copy in 0..2 {
+        client.handle_datagram(now, &mut response.clone());
+        client.register(now, name("alice"), 300);
+        while let Some(n) = client.poll_transmit(&mut buf) {
+            let h = TransportHeader::parse(&buf[..n]).unwrap();
+            assert!(
+                counters.insert(h.counter),
+                "copy {copy}: counter {} again",
+                h.counter
+            );
+        }
+    }
+    assert_eq!(client.drops().get(DropReason::Unexpected), 1);
+    assert_eq!(counters.len(), 2);
+}
