@@ -7,7 +7,7 @@
 //! the messages but cannot read or alter voice or DTMF afterwards.
 //!
 //! What the two clients agree on through the proxy is bound into the
-//! handshake (spec: "End-to-end handshake"): the call id, the name dialled
+//! handshake (spec 11.2, 11.3): the call id, the name dialled
 //! and the exact codec offer go into the prologue ([`CallBinding`]), and
 //! message 2 carries, encrypted, the chosen codec and the caller name the
 //! answering device was shown. A proxy that changes any of them makes the

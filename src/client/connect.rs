@@ -212,8 +212,8 @@ impl Client {
 const MAX_CLOCK_CORRECTIONS: u32 = 3;
 
 /// The correction this client applies to its wall clock for handshake
-/// timestamps, learned from the proxy's answers (spec: "Timestamps and
-/// replay"). Kept across connections: a wrong clock stays wrong.
+/// timestamps, learned from the proxy's answers (spec 5.3, 5.5). Kept
+/// across connections: a wrong clock stays wrong.
 #[derive(Debug, Default)]
 pub(super) struct Clock {
     /// Added to the wall clock the shell passes in, in nanoseconds.

@@ -90,7 +90,7 @@ pub enum ClientError {
 }
 
 /// How far this client's wall clock is from the proxy's, as measured from a
-/// handshake answer (spec: "Timestamps and replay").
+/// handshake answer (spec 5.3).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ClockSkew {
     /// What the client adds to its clock, in milliseconds: positive when its

@@ -1,4 +1,4 @@
-//! Replay protection of handshake initiations (spec: "Timestamps and replay").
+//! Replay protection of handshake initiations (spec 5.3).
 //!
 //! A proxy accepts an initiation only if its TAI64N timestamp is within
 //! [`FRESHNESS_WINDOW`] of the proxy's wall clock, newer than the newest
