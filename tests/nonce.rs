@@ -286,7 +286,11 @@ fn anytund_persists_its_epoch_lease_across_restarts() {
         .port();
     std::fs::write(
         d.join("anytund.toml"),
-        format!("proxy_id = 5\nlisten = [\"127.0.0.1:{port}\"]\nmetrics_listen = \"\"\n"),
+        // State paths are named: the built-in defaults are system paths.
+        format!(
+            "proxy_id = 5\nlisten = [\"127.0.0.1:{port}\"]\nmetrics_listen = \"\"\n\
+             network_key = \"anytun-state/network.key\"\nsubscribers = \"anytun-state/subscribers.db\"\n"
+        ),
     )
     .unwrap();
     let path = d.join("anytun-state/send-epoch");

@@ -4,7 +4,8 @@
 use anytun::audio::{read_wav, write_wav, Codec};
 use anytun::call::{Cause, Name};
 use anytun::client::{ClientConfig, ClientError, Event};
-use anytun::crypto::{PublicKey, SecretKey};
+use anytun::config;
+use anytun::crypto::{KeyError, PublicKey, SecretKey};
 use anytun::demo::{self, DemoOptions};
 use anytun::media::{self, CallRecorder};
 use anytun::runtime::client::{ClientRuntime, VoiceSink};
@@ -41,20 +42,25 @@ enum Cmd {
     /// Print the public key of a private key file.
     Pubkey {
         /// The private key file.
-        key: PathBuf,
+        #[arg(long = "key", value_name = "FILE", conflicts_with = "file")]
+        key: Option<PathBuf>,
+        /// The private key file (the same as --key).
+        #[arg(value_name = "FILE", required_unless_present = "key")]
+        file: Option<PathBuf>,
     },
-    /// Manage the subscriber store (names and authorised client keys).
+    /// Manage the subscriber store (names and authorised client keys) that
+    /// anytund reads: found through the same config file as the daemon's.
     User {
         #[command(subcommand)]
         cmd: UserCmd,
-        /// The SQLite subscriber store.
-        #[arg(
-            long,
-            global = true,
-            env = "ANYTUN_DB",
-            default_value = "anytun-state/subscribers.db"
-        )]
-        db: PathBuf,
+        /// The daemon's config file, which names the store. Without it,
+        /// /etc/anytun/anytund.toml if it exists, else the built-in default
+        /// store (see README).
+        #[arg(long, short, global = true, env = config::CONFIG_ENV)]
+        config: Option<PathBuf>,
+        /// The SQLite subscriber store, overriding the config's.
+        #[arg(long, global = true, env = "ANYTUN_DB")]
+        db: Option<PathBuf>,
     },
     /// Register NAME and stay reachable (Ctrl-C to stop). Incoming calls are
     /// refused as busy: use `anytun answer` to take them.
@@ -130,7 +136,9 @@ enum UserCmd {
         /// The name.
         name: Name,
         /// The client's public key (base64, from `anytun keygen`).
-        key: PublicKey,
+        // A String, parsed by us: clap would echo a refused value, which
+        // may be a private key pasted by mistake.
+        key: String,
     },
     /// List names and keys.
     List,
@@ -139,7 +147,7 @@ enum UserCmd {
         /// The name.
         name: Name,
         /// Only this key.
-        key: Option<PublicKey>,
+        key: Option<String>,
     },
 }
 
@@ -174,19 +182,56 @@ fn media_timeout_arg(s: &str) -> Result<f64, String> {
 
 type CliResult = Result<(), String>;
 
+/// The refusal of a private key given where a public key belongs; `what`
+/// names the file or option, never the key.
+fn private_key_given(what: &str) -> String {
+    format!(
+        "{what} is a private key; give the network's PUBLIC key: \
+         `anytun pubkey --key FILE` prints it"
+    )
+}
+
+/// Reads `--network-key` (or `ANYTUN_NETWORK_KEY`): a base64 public key or
+/// a file holding one. A private key, in a file or as text, is refused at
+/// once, and no error quotes what was given.
 fn network_key(text: &str) -> Result<PublicKey, String> {
     let path = Path::new(text);
     if path.is_file() {
-        let s = std::fs::read_to_string(path).map_err(|e| format!("{text}: {e}"))?;
-        return PublicKey::from_base64(&s).map_err(|e| format!("{text}: {e}"));
+        return PublicKey::read_file(path).map_err(|e| {
+            if e.is_private_key() {
+                private_key_given(&path.display().to_string())
+            } else {
+                format!("--network-key: {e}")
+            }
+        });
     }
-    PublicKey::from_base64(text).map_err(|e| format!("--network-key: {e}"))
+    PublicKey::from_base64(text).map_err(|e| match e {
+        KeyError::PrivateKey => private_key_given("--network-key"),
+        e => format!("--network-key: neither a readable file nor a public key: {e}"),
+    })
+}
+
+/// Parses a subscriber's public key argument; refuses a private key without
+/// quoting it.
+fn subscriber_key(text: &str) -> Result<PublicKey, String> {
+    PublicKey::from_base64(text).map_err(|e| match e {
+        KeyError::PrivateKey => "KEY is a private key; give the client's PUBLIC key: \
+                                 `anytun pubkey --key FILE` prints it"
+            .to_owned(),
+        e => format!("KEY: {e}"),
+    })
 }
 
 impl ClientArgs {
     fn config(&self) -> Result<ClientConfig, String> {
         let secret = SecretKey::read_file(&self.key).map_err(|e| e.to_string())?;
-        let mut cfg = ClientConfig::new(secret, network_key(&self.network_key)?);
+        let network = network_key(&self.network_key)?;
+        // An untagged (older) private key file cannot be told from a public
+        // key, except this one: the client's own key given twice.
+        if &network.0 == secret.as_bytes() {
+            return Err(private_key_given("--network-key (this client's own --key)"));
+        }
+        let mut cfg = ClientConfig::new(secret, network);
         cfg.keepalive = self.keepalive.map(Duration::from_secs);
         Ok(cfg)
     }
@@ -607,32 +652,52 @@ async fn register_flow(
     }
 }
 
-fn cmd_user(cmd: UserCmd, db: &Path) -> CliResult {
-    let store = SubscriberStore::open(db).map_err(|e| e.to_string())?;
+/// Runs a `user` subcommand on the store the daemon reads: `--db` if
+/// given, else the one the shared config names. Says which store (absolute
+/// path) it read or changed.
+fn cmd_user(cmd: UserCmd, config: Option<&Path>, db: Option<&Path>) -> CliResult {
+    let (path, from) = match db {
+        Some(db) => (config::absolute(db), "--db / ANYTUN_DB".to_owned()),
+        None => {
+            let (cfg, origin) = config::locate(config).map_err(|e| e.to_string())?;
+            (config::absolute(&cfg.subscribers), origin.to_string())
+        }
+    };
+    let store_name = path.display();
+    // Parse keys before touching the store, so a refused key creates nothing.
+    let key = match &cmd {
+        UserCmd::Add { key, .. } => Some(subscriber_key(key)?),
+        UserCmd::Remove { key: Some(key), .. } => Some(subscriber_key(key)?),
+        _ => None,
+    };
+    let store = SubscriberStore::open(&path).map_err(|e| e.to_string())?;
     match cmd {
-        UserCmd::Add { name, key } => {
+        UserCmd::Add { name, .. } => {
+            let key = key.expect("parsed above");
             if store
                 .add(name.as_str(), &key.0)
                 .map_err(|e| e.to_string())?
             {
-                println!("added {name} {key}");
+                println!("added {name} {key} to {store_name}");
             } else {
-                println!("{name} {key} was already there");
+                println!("{name} {key} was already in {store_name}");
             }
         }
         UserCmd::List => {
+            // stdout stays one "name<TAB>key" line per pair, for scripts.
+            eprintln!("subscribers in {store_name} ({from}):");
             for s in store.list().map_err(|e| e.to_string())? {
                 println!("{}\t{}", s.name, PublicKey(s.public_key));
             }
         }
-        UserCmd::Remove { name, key } => {
+        UserCmd::Remove { name, .. } => {
             let n = store
                 .remove(name.as_str(), key.as_ref().map(|k| &k.0))
                 .map_err(|e| e.to_string())?;
             if n == 0 {
-                return Err(format!("no such subscriber: {name}"));
+                return Err(format!("no such subscriber in {store_name}: {name}"));
             }
-            println!("removed {n} key(s) of {name}");
+            println!("removed {n} key(s) of {name} from {store_name}");
         }
     }
     Ok(())
@@ -681,11 +746,14 @@ async fn run(cli: Cli) -> Result<bool, String> {
             }
             println!("public key: {}", key.public());
         }
-        Cmd::Pubkey { key } => {
-            let k = SecretKey::read_file(&key).map_err(|e| e.to_string())?;
+        Cmd::Pubkey { key, file } => {
+            let path = key
+                .or(file)
+                .ok_or("give the private key file: --key FILE")?;
+            let k = SecretKey::read_file(&path).map_err(|e| e.to_string())?;
             println!("{}", k.public());
         }
-        Cmd::User { cmd, db } => cmd_user(cmd, &db)?,
+        Cmd::User { cmd, config, db } => cmd_user(cmd, config.as_deref(), db.as_deref())?,
         Cmd::Register {
             name,
             expires,

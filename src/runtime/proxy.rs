@@ -6,7 +6,7 @@
 //! they queue. The core sits behind a mutex taken once per batch, not per
 //! packet.
 
-use super::udp::{RecvBatch, SendBatch, UdpEndpoint};
+use super::udp::{BindOptions, RecvBatch, SendBatch, UdpEndpoint};
 use super::RuntimeError;
 use crate::proxy::{Proxy, Transmit};
 use crate::wire::MAX_DATAGRAM;
@@ -37,13 +37,23 @@ pub struct ProxyRuntime {
 }
 
 impl ProxyRuntime {
-    /// Binds every address in `listen` and starts serving.
+    /// Binds every address in `listen` (sharing no port) and starts serving.
     pub async fn start(core: Proxy, listen: &[SocketAddr]) -> Result<Self, RuntimeError> {
+        Self::start_with(core, listen, BindOptions::default()).await
+    }
+
+    /// Binds every address in `listen` with `opts` and starts serving. A
+    /// port in use is [`RuntimeError::Bind`] with an `AddrInUse` source.
+    pub async fn start_with(
+        core: Proxy,
+        listen: &[SocketAddr],
+        opts: BindOptions,
+    ) -> Result<Self, RuntimeError> {
         let mut endpoints = Vec::new();
         let mut addrs = Vec::new();
         for &addr in listen {
             let bind_err = |source| RuntimeError::Bind { addr, source };
-            let ep = UdpEndpoint::bind(addr).map_err(bind_err)?;
+            let ep = UdpEndpoint::bind_with(addr, opts).map_err(bind_err)?;
             addrs.push(ep.local_addr().map_err(bind_err)?);
             endpoints.push(ep);
         }
