@@ -23,9 +23,21 @@ pub fn render(p: &Proxy) -> String {
     );
     counter(
         "handshakes_refused_total",
-        "Handshakes refused (key not authorised or proxy full).",
+        "Handshakes refused with an answer (all reasons).",
         s.handshakes_refused,
     );
+    for (reason, v) in [
+        ("unknown_key", s.refused_unknown_key),
+        ("busy", s.refused_busy),
+        ("clock_skew", s.refused_clock_skew),
+        ("stale", s.refused_stale),
+    ] {
+        counter(
+            &format!("handshakes_refused_{reason}_total"),
+            "Handshakes refused for this reason.",
+            v,
+        );
+    }
     counter(
         "cookie_replies_total",
         "Cookie replies sent under load.",

@@ -45,6 +45,9 @@ pub struct Node {
     pub heard: Vec<Heard>,
     /// Every datagram this client sent, for replay tests.
     pub sent: Vec<Vec<u8>>,
+    /// How far this client's wall clock is from the network's, in
+    /// nanoseconds (negative: behind), to simulate a skewed clock.
+    pub clock_offset_ns: i128,
 }
 
 /// A proxy and its clients, with simulated time.
@@ -66,6 +69,11 @@ pub struct Net {
     pub dead: std::collections::HashMap<&'static str, Vec<(Instant, usize)>>,
 }
 
+/// A wall clock `offset_ns` away from `unix_nanos`.
+pub fn skewed(unix_nanos: u128, offset_ns: i128) -> u128 {
+    u128::try_from(unix_nanos as i128 + offset_ns).unwrap_or(0)
+}
+
 /// A valid [`Name`]; panics on an invalid one.
 pub fn name(s: &str) -> Name {
     Name::new(s).unwrap()
@@ -85,7 +93,8 @@ impl Net {
         let subs = Subscribers::new(names.iter().zip(&keys).map(|(n, k)| (name(n), k.public())));
         let mut cfg = ProxyConfig::new(ProxyId::new(1).unwrap(), network.clone());
         tune(&mut cfg);
-        let proxy = Proxy::new(cfg, subs, now);
+        let unix_nanos = 1_800_000_000_000_000_000;
+        let proxy = Proxy::with_wall_clock(cfg, subs, now, unix_nanos);
         proxy.epochs().grant(EpochLease::ephemeral());
         let nodes = names
             .iter()
@@ -101,13 +110,14 @@ impl Net {
                 events: Vec::new(),
                 heard: Vec::new(),
                 sent: Vec::new(),
+                clock_offset_ns: 0,
             })
             .collect();
         Self {
             proxy,
             nodes,
             now,
-            unix_nanos: 1_800_000_000_000_000_000,
+            unix_nanos,
             network,
             drop_downstream: false,
             dead: Default::default(),
@@ -239,7 +249,8 @@ impl Net {
             self.proxy.handle_timeout(self.now);
             let dead = &self.dead;
             for n in self.nodes.iter_mut().filter(|n| !dead.contains_key(n.name)) {
-                n.client.handle_timeout(self.now, self.unix_nanos);
+                let wall = skewed(self.unix_nanos, n.clock_offset_ns);
+                n.client.handle_timeout(self.now, wall);
             }
             self.pump();
         }
@@ -248,7 +259,8 @@ impl Net {
     /// Connects every client and checks each got a session.
     pub fn connect_all(&mut self) {
         for n in &mut self.nodes {
-            n.client.connect(self.now, self.unix_nanos);
+            let wall = skewed(self.unix_nanos, n.clock_offset_ns);
+            n.client.connect(self.now, wall);
         }
         self.pump();
         for n in &self.nodes {

@@ -398,7 +398,7 @@ fn under_load_a_cookie_round_trip_is_required() {
         net.network.clone(),
     );
     cfg.dos.under_load_handshakes_per_s = 0;
-    net.proxy = anytun::proxy::Proxy::new(cfg, subs, net.now);
+    net.proxy = anytun::proxy::Proxy::with_wall_clock(cfg, subs, net.now, net.unix_nanos);
     net.proxy
         .epochs()
         .grant(anytun::session::EpochLease::ephemeral());

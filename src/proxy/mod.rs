@@ -25,6 +25,7 @@ use crate::call::{Cause, Name};
 use crate::crypto::mac::{CookieSecret, NetworkMacs};
 use crate::crypto::{PublicKey, SecretKey};
 use crate::handshake::dos::{DosConfig, LoadMeter, RateLimiter};
+use crate::handshake::replay::{ReplayTable, WallClock};
 use crate::session::{
     CallId, Epochs, EpochsExhausted, ProxyId, SessionCrypto, SessionId, SessionState,
 };
@@ -79,6 +80,9 @@ pub struct ProxyConfig {
     pub max_names_per_session: usize,
     /// Most devices (sessions) one name may have registered.
     pub max_devices_per_name: usize,
+    /// Most client keys the handshake replay table holds (see
+    /// [`crate::handshake::replay::ReplayTable`]).
+    pub replay_max_keys: usize,
 }
 
 impl ProxyConfig {
@@ -100,6 +104,7 @@ impl ProxyConfig {
             max_forks: 16,
             max_names_per_session: 16,
             max_devices_per_name: 16,
+            replay_max_keys: crate::handshake::replay::DEFAULT_MAX_KEYS,
         }
     }
 }
@@ -158,9 +163,13 @@ pub struct Proxy {
     load: LoadMeter,
     limiter: RateLimiter,
     subscribers: Subscribers,
-    /// Newest handshake timestamp accepted per client key. Kept after the
-    /// session ends: replay protection must outlive sessions.
-    timestamps: HashMap<PublicKey, [u8; 12]>,
+    /// Replay state of handshake initiations (see [`ReplayTable`]). Kept
+    /// after sessions end: replay protection must outlive sessions.
+    replay: ReplayTable,
+    /// The proxy's wall clock, for handshake timestamps.
+    wall: WallClock,
+    /// Refused handshakes not yet logged (logged in aggregate).
+    refusal_log: accept::RefusalLog,
     sessions: HashMap<SessionId, ClientSession>,
     /// Where every session's send epoch comes from (spec 8.8).
     epochs: Epochs,
@@ -177,13 +186,17 @@ pub struct Proxy {
 const SWEEP_INTERVAL: Duration = Duration::from_secs(1);
 
 impl Proxy {
-    /// A proxy with no sessions, starting at `now`. It has no send epochs:
+    /// A proxy with no sessions, starting at `now`. Its wall clock (for
+    /// handshake timestamps) is the system's, read once here; see
+    /// [`Proxy::with_wall_clock`] to give it one. It has no send epochs:
     /// handshakes are answered `Busy` and imports refused until the shell
     /// grants a lease through [`Proxy::epochs`] (tests:
     /// `proxy.epochs().grant(EpochLease::ephemeral())`).
     pub fn new(cfg: ProxyConfig, subscribers: Subscribers, now: Instant) -> Self {
         let network_public = cfg.network_key.public();
         let proxy_id = cfg.proxy_id;
+        let wall = WallClock::system(now);
+        let replay = ReplayTable::new(wall.at(now), cfg.replay_max_keys);
         Self {
             macs: NetworkMacs::new(&network_public),
             cookies: CookieSecret::new(now),
@@ -191,7 +204,9 @@ impl Proxy {
             limiter: RateLimiter::new(cfg.dos.per_ip_rate_per_s, cfg.dos.per_ip_burst),
             cfg,
             subscribers,
-            timestamps: HashMap::new(),
+            replay,
+            wall,
+            refusal_log: accept::RefusalLog::default(),
             sessions: HashMap::new(),
             epochs: Epochs::new(proxy_id),
             by_key: HashMap::new(),

@@ -91,6 +91,7 @@ impl Proxy {
         }
         self.registry.sweep(now);
         self.limiter.sweep(now);
+        self.flush_refusal_log(now);
         self.run_call_timers(now);
     }
 }

@@ -223,7 +223,11 @@ async fn timers(shared: Arc<Shared>) {
         }
         {
             let mut core = lock(&shared.core);
-            core.handle_timeout(Instant::now());
+            let now = Instant::now();
+            // Follow steps of the system clock (NTP at boot) for handshake
+            // timestamps; the replay floor never moves back.
+            core.set_wall_clock(now, super::unix_nanos());
+            core.handle_timeout(now);
             outbox.drain(&shared, &mut core);
         }
         outbox.flush(&shared).await;
