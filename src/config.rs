@@ -1,5 +1,10 @@
 //! Configuration of the proxy daemon `anytund`, read from a TOML file.
 //!
+//! The same file tells the CLI (`anytun user ...`) where the subscriber
+//! store is: both look for it in the same places ([`locate`]), and the
+//! default state directory is absolute ([`default_state_dir`]), so the CLI
+//! run from any directory edits the store the daemon reads.
+//!
 //! Every field has a default, so an empty file (or no file at all, via
 //! [`Config::default`]) is a working configuration for a local demo. Unknown
 //! keys are errors, so a typo is reported rather than silently ignored, and
@@ -8,11 +13,12 @@
 //! ```toml
 //! proxy_id = 7
 //! listen = ["0.0.0.0:7475", "[::]:7475"]
-//! network_key = "anytun-state/network.key"     # relative to this file
-//! subscribers = "anytun-state/subscribers.db"  # relative to this file
+//! network_key = "/var/lib/anytun/network.key"  # relative paths: to this file
+//! subscribers = "/var/lib/anytun/subscribers.db"
 //! keepalive_s = 15
 //! session_timeout_s = 180
 //! max_register_expires_s = 3600
+//! media_timeout_s = 15                        # 0 disables
 //! metrics_listen = "127.0.0.1:9475"            # "" disables metrics
 //! subscriber_reload_ms = 1000
 //!
@@ -24,26 +30,109 @@
 
 use std::fmt::Display;
 use std::net::SocketAddr;
-use std::ops::Range;
+use std::ops::{Range, RangeInclusive};
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
-use toml::Spanned;
+use toml::{Spanned, Value};
 
 /// Default for [`Config::proxy_id`].
 pub const DEFAULT_PROXY_ID: u16 = 1;
 /// Default for [`Config::listen`]: every IPv4 and IPv6 address.
 pub const DEFAULT_LISTEN: [&str; 2] = ["0.0.0.0:7475", "[::]:7475"];
-/// Default for [`Config::network_key`].
-pub const DEFAULT_NETWORK_KEY: &str = "anytun-state/network.key";
-/// Default for [`Config::subscribers`].
-pub const DEFAULT_SUBSCRIBERS: &str = "anytun-state/subscribers.db";
+/// The config file both `anytund` and `anytun` read when none is named
+/// (with `--config` or [`CONFIG_ENV`]) and it exists.
+pub const SYSTEM_CONFIG: &str = "/etc/anytun/anytund.toml";
+/// Environment variable naming the config file, as `--config` does.
+pub const CONFIG_ENV: &str = "ANYTUN_CONFIG";
+/// State directory (network key, subscriber store) of a system install.
+pub const SYSTEM_STATE_DIR: &str = "/var/lib/anytun";
+/// File name of the network key in the state directory.
+pub const NETWORK_KEY_FILE: &str = "network.key";
+/// File name of the subscriber store in the state directory.
+pub const SUBSCRIBERS_FILE: &str = "subscribers.db";
+
+/// The default state directory, always absolute, so that the daemon and
+/// the CLI find the same store whatever their working directories.
+///
+/// [`SYSTEM_STATE_DIR`] for root (which can create it) or when it exists (a
+/// user's CLI then finds a system daemon's store, and is told if it may not
+/// open it); otherwise the user's own `$XDG_STATE_HOME/anytun` (default
+/// `~/.local/state/anytun`), so an unprivileged user can run both without
+/// creating root-owned paths.
+pub fn default_state_dir() -> PathBuf {
+    let system = Path::new(SYSTEM_STATE_DIR);
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    let root = unsafe { libc::geteuid() } == 0;
+    if root || system.is_dir() {
+        return system.to_owned();
+    }
+    user_state_dir().unwrap_or_else(|| system.to_owned())
+}
+
+/// `$XDG_STATE_HOME/anytun`, or `$HOME/.local/state/anytun`; only absolute
+/// values count (the XDG rule), so the result never depends on the working
+/// directory.
+fn user_state_dir() -> Option<PathBuf> {
+    let abs = |var| {
+        std::env::var_os(var)
+            .map(PathBuf::from)
+            .filter(|p| p.is_absolute())
+    };
+    abs("XDG_STATE_HOME")
+        .or_else(|| abs("HOME").map(|h| h.join(".local/state")))
+        .map(|d| d.join("anytun"))
+}
+
+/// Where a loaded configuration came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ConfigOrigin {
+    /// This file (absolute path).
+    File(PathBuf),
+    /// No file was named and [`SYSTEM_CONFIG`] does not exist.
+    BuiltIn,
+}
+
+impl Display for ConfigOrigin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::File(p) => write!(f, "config {}", p.display()),
+            Self::BuiltIn => write!(
+                f,
+                "built-in defaults (no --config, no {CONFIG_ENV}, no {SYSTEM_CONFIG})"
+            ),
+        }
+    }
+}
+
+/// Finds and loads the configuration shared by `anytund` and `anytun`:
+/// `named` (from `--config` or [`CONFIG_ENV`]) must exist; without one,
+/// [`SYSTEM_CONFIG`] if it exists; otherwise the built-in defaults.
+pub fn locate(named: Option<&Path>) -> Result<(Config, ConfigOrigin), ConfigError> {
+    let path = match named {
+        Some(p) => p.to_owned(),
+        None if Path::new(SYSTEM_CONFIG).exists() => PathBuf::from(SYSTEM_CONFIG),
+        None => return Ok((Config::default(), ConfigOrigin::BuiltIn)),
+    };
+    let path = absolute(&path);
+    let config = load(&path)?;
+    Ok((config, ConfigOrigin::File(path)))
+}
+
+/// `path` made absolute against the working directory (unchanged if that
+/// cannot be read), for messages that must name one file unambiguously.
+pub fn absolute(path: &Path) -> PathBuf {
+    std::path::absolute(path).unwrap_or_else(|_| path.to_owned())
+}
+
 /// Default for [`Config::keepalive_s`].
 pub const DEFAULT_KEEPALIVE_S: u16 = 15;
 /// Default for [`Config::session_timeout_s`].
 pub const DEFAULT_SESSION_TIMEOUT_S: u32 = 180;
 /// Default for [`Config::max_register_expires_s`].
 pub const DEFAULT_MAX_REGISTER_EXPIRES_S: u32 = 3600;
+/// Default for [`Config::media_timeout_s`].
+pub const DEFAULT_MEDIA_TIMEOUT_S: u32 = 15;
 /// Default for [`Config::metrics_listen`]: loopback only, since metrics are
 /// not authenticated.
 pub const DEFAULT_METRICS_LISTEN: &str = "127.0.0.1:9475";
@@ -69,11 +158,17 @@ pub struct Config {
     pub session_timeout_s: u32,
     /// Longest registration lifetime a client may ask for, in seconds.
     pub max_register_expires_s: u32,
+    /// An answered call with no media from one side for this many seconds
+    /// ends with cause 102; 0 disables (`ProxyConfig::media_timeout`).
+    pub media_timeout_s: u32,
     /// Address of the metrics HTTP endpoint, or `None` for no metrics
     /// (written as `metrics_listen = ""`, since TOML has no null).
     pub metrics_listen: Option<String>,
     /// How often the subscriber store is polled for changes, in milliseconds.
     pub subscriber_reload_ms: u64,
+    /// Set `SO_REUSEPORT` on every listen socket, so that several daemons
+    /// share one port on purpose. Without it a port in use is an error.
+    pub reuse_port: bool,
     /// Denial-of-service protection limits.
     pub dos: DosConfig,
 }
@@ -82,19 +177,22 @@ pub struct Config {
 pub use crate::handshake::dos::DosConfig;
 
 impl Default for Config {
-    /// The demo configuration; its paths are relative to the current
-    /// directory.
+    /// The built-in defaults; the network key and subscriber store are in
+    /// [`default_state_dir`] (absolute).
     fn default() -> Self {
+        let state = default_state_dir();
         Self {
             proxy_id: DEFAULT_PROXY_ID,
             listen: DEFAULT_LISTEN.iter().map(|s| (*s).to_owned()).collect(),
-            network_key: PathBuf::from(DEFAULT_NETWORK_KEY),
-            subscribers: PathBuf::from(DEFAULT_SUBSCRIBERS),
+            network_key: state.join(NETWORK_KEY_FILE),
+            subscribers: state.join(SUBSCRIBERS_FILE),
             keepalive_s: DEFAULT_KEEPALIVE_S,
             session_timeout_s: DEFAULT_SESSION_TIMEOUT_S,
             max_register_expires_s: DEFAULT_MAX_REGISTER_EXPIRES_S,
+            media_timeout_s: DEFAULT_MEDIA_TIMEOUT_S,
             metrics_listen: Some(DEFAULT_METRICS_LISTEN.to_owned()),
             subscriber_reload_ms: DEFAULT_SUBSCRIBER_RELOAD_MS,
+            reuse_port: false,
             dos: DosConfig::default(),
         }
     }
@@ -125,8 +223,10 @@ pub enum ConfigError {
     },
 }
 
-/// Reads and checks the config file at `path`.
+/// Reads and checks the config file at `path`. Relative paths in the file
+/// are relative to the file's directory.
 pub fn load(path: &Path) -> Result<Config, ConfigError> {
+    let path = &absolute(path);
     let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Io {
         path: path.to_owned(),
         source,
@@ -141,35 +241,88 @@ pub fn parse(text: &str, origin: &Path) -> Result<Config, ConfigError> {
     let raw: RawConfig = toml::from_str(text).map_err(|e| {
         // Errors without a span are rare (whole-document ones); they are
         // reported at the start of the file.
-        src.error(e.span().unwrap_or(0..0), e.message().trim_end())
+        src.syntax(e.span().unwrap_or(0..0), e.message().trim_end())
     })?;
     raw.check(&src)
 }
 
-/// The file as written: every field optional and spanned, so that defaults
-/// can be told apart from written values and checks done after
-/// deserialising can still point at the offending line.
+/// The file as written: every field optional, spanned and of any TOML type,
+/// so that defaults can be told apart from written values, and a value of
+/// the wrong type or out of range is reported in the operator's words
+/// (see [`Source::int`]) at its own line rather than as a Rust type name.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields, expecting = "a table of anytund settings")]
 struct RawConfig {
-    proxy_id: Option<Spanned<u16>>,
-    listen: Option<Spanned<Vec<Spanned<String>>>>,
-    network_key: Option<Spanned<PathBuf>>,
-    subscribers: Option<Spanned<PathBuf>>,
-    keepalive_s: Option<Spanned<u16>>,
-    session_timeout_s: Option<Spanned<u32>>,
-    max_register_expires_s: Option<Spanned<u32>>,
-    metrics_listen: Option<Spanned<String>>,
-    subscriber_reload_ms: Option<Spanned<u64>>,
+    proxy_id: Option<Spanned<Value>>,
+    listen: Option<Spanned<Value>>,
+    network_key: Option<Spanned<Value>>,
+    subscribers: Option<Spanned<Value>>,
+    keepalive_s: Option<Spanned<Value>>,
+    session_timeout_s: Option<Spanned<Value>>,
+    max_register_expires_s: Option<Spanned<Value>>,
+    media_timeout_s: Option<Spanned<Value>>,
+    metrics_listen: Option<Spanned<Value>>,
+    subscriber_reload_ms: Option<Spanned<Value>>,
+    reuse_port: Option<Spanned<Value>>,
     dos: Option<RawDos>,
 }
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields, expecting = "a [dos] table")]
 struct RawDos {
-    under_load_handshakes_per_s: Option<u32>,
-    per_ip_rate_per_s: Option<u32>,
-    per_ip_burst: Option<u32>,
+    under_load_handshakes_per_s: Option<Spanned<Value>>,
+    per_ip_rate_per_s: Option<Spanned<Value>>,
+    per_ip_burst: Option<Spanned<Value>>,
+}
+
+/// Valid range of `proxy_id` (0 and 0xFFFF are reserved).
+const PROXY_ID_RANGE: RangeInclusive<i64> = 1..=65534;
+/// Valid range of `keepalive_s`.
+const KEEPALIVE_RANGE: RangeInclusive<i64> = 1..=300;
+/// Valid range of the `u32` settings that must be positive.
+const POSITIVE_U32: RangeInclusive<i64> = 1..=u32::MAX as i64;
+/// Valid range of the `[dos]` limits.
+const ANY_U32: RangeInclusive<i64> = 0..=u32::MAX as i64;
+/// Valid range of `media_timeout_s` (0 disables): up to a day.
+const MEDIA_TIMEOUT_RANGE: RangeInclusive<i64> = 0..=86_400;
+/// Valid range of `subscriber_reload_ms`: up to a day.
+const RELOAD_MS_RANGE: RangeInclusive<i64> = 1..=86_400_000;
+
+/// What each key expects, in words, for error messages (a key missing here
+/// gets a generic "a value").
+fn expected(key: &str) -> &'static str {
+    match key {
+        "proxy_id" => "a whole number in 1..=65534",
+        "listen" => "a list of socket addresses in quotes, e.g. [\"0.0.0.0:7475\", \"[::]:7475\"]",
+        "network_key" | "subscribers" => "a file path in quotes",
+        "keepalive_s" => "a whole number of seconds in 1..=300",
+        "session_timeout_s" => "a whole number of seconds, more than twice keepalive_s",
+        "max_register_expires_s" => "a whole number of seconds in 1..=4294967295",
+        "media_timeout_s" => "a whole number of seconds in 0..=86400 (0 turns it off)",
+        "metrics_listen" => {
+            "a socket address in quotes, e.g. \"127.0.0.1:9475\", or \"\" for no metrics"
+        }
+        "subscriber_reload_ms" => "a whole number of milliseconds in 1..=86400000",
+        "reuse_port" => "true or false",
+        "dos" => "a table ([dos])",
+        "under_load_handshakes_per_s" | "per_ip_rate_per_s" | "per_ip_burst" => {
+            "a whole number in 0..=4294967295"
+        }
+        _ => "a value",
+    }
+}
+
+/// A TOML value's type in words, with the value itself for scalars.
+fn found(value: &Value) -> String {
+    match value {
+        Value::String(s) => format!("a string ({s:?})"),
+        Value::Integer(i) => format!("a whole number ({i})"),
+        Value::Float(f) => format!("a decimal number ({f})"),
+        Value::Boolean(b) => format!("true or false ({b})"),
+        Value::Datetime(d) => format!("a date ({d})"),
+        Value::Array(_) => "a list".to_owned(),
+        Value::Table(_) => "a table".to_owned(),
+    }
 }
 
 /// The text being parsed and where it came from, for error positions.
@@ -193,11 +346,148 @@ impl Source<'_> {
         self.error(span, format!("invalid value for {key}: {what}"))
     }
 
+    /// A value of the wrong type for `key`.
+    fn wrong_type(&self, key: &str, value: &Spanned<Value>) -> ConfigError {
+        self.invalid(
+            key,
+            value.span(),
+            format_args!(
+                "expected {}, found {}",
+                expected(key),
+                found(value.get_ref())
+            ),
+        )
+    }
+
+    /// A syntax error, reworded when it is a key with no value (`key =`),
+    /// which the TOML parser reports as "string values must be quoted".
+    fn syntax(&self, span: Range<usize>, message: &str) -> ConfigError {
+        let start = span.start.min(self.text.len());
+        let line_start = self.text[..start].rfind('\n').map_or(0, |i| i + 1);
+        let line_end = self.text[start..]
+            .find('\n')
+            .map_or(self.text.len(), |i| start + i);
+        let line = &self.text[line_start..line_end];
+        if let Some((key, rest)) = line.split_once('=') {
+            let key = key.trim();
+            let rest = rest.trim_start();
+            let is_key = !key.is_empty()
+                && key
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+            if is_key && (rest.is_empty() || rest.starts_with('#')) {
+                return self.error(
+                    span,
+                    format!("{key} has no value: expected {}", expected(key)),
+                );
+            }
+            // A typed table (`[dos]`) given as another type: serde says
+            // "invalid type: integer `3`, expected ..."; say it in words.
+            if let Some(what) = message
+                .strip_prefix("invalid type: ")
+                .and_then(|m| m.split_once(", expected"))
+                .map(|(what, _)| what)
+            {
+                if is_key {
+                    let words = [
+                        ("integer", "a whole number"),
+                        ("floating point", "a decimal number"),
+                        ("string", "a string"),
+                        ("boolean", "true or false"),
+                        ("sequence", "a list"),
+                        ("map", "a table"),
+                    ]
+                    .iter()
+                    .find(|(serde, _)| what.starts_with(serde))
+                    .map_or(what, |(_, words)| words);
+                    return self.invalid(
+                        key,
+                        span,
+                        format_args!("expected {}, found {words}", expected(key)),
+                    );
+                }
+            }
+        }
+        self.error(span, message)
+    }
+
+    /// A whole number in `range`.
+    fn int(
+        &self,
+        key: &str,
+        value: Option<Spanned<Value>>,
+        range: RangeInclusive<i64>,
+    ) -> Result<Option<(i64, Range<usize>)>, ConfigError> {
+        let Some(value) = value else { return Ok(None) };
+        let Value::Integer(n) = *value.get_ref() else {
+            return Err(self.wrong_type(key, &value));
+        };
+        if !range.contains(&n) {
+            return Err(self.out_of_range(key, value.span(), n, &range));
+        }
+        Ok(Some((n, value.span())))
+    }
+
+    fn out_of_range(
+        &self,
+        key: &str,
+        span: Range<usize>,
+        n: i64,
+        range: &RangeInclusive<i64>,
+    ) -> ConfigError {
+        self.invalid(
+            key,
+            span,
+            format_args!(
+                "{n} is out of range (valid: {}..={})",
+                range.start(),
+                range.end()
+            ),
+        )
+    }
+
+    /// A whole number in `range`, converted to the field's type.
+    fn number<T: TryFrom<i64>>(
+        &self,
+        key: &str,
+        value: Option<Spanned<Value>>,
+        range: RangeInclusive<i64>,
+        default: T,
+    ) -> Result<(T, Option<Range<usize>>), ConfigError> {
+        Ok(match self.int(key, value, range)? {
+            // The range check above keeps every valid range inside T.
+            Some((n, span)) => match T::try_from(n) {
+                Ok(v) => (v, Some(span)),
+                Err(_) => return Err(self.invalid(key, span, "out of range")),
+            },
+            None => (default, None),
+        })
+    }
+
+    fn string(&self, key: &str, value: Spanned<Value>) -> Result<Spanned<String>, ConfigError> {
+        let span = value.span();
+        match value.into_inner() {
+            Value::String(s) => Ok(Spanned::new(span, s)),
+            other => Err(self.wrong_type(key, &Spanned::new(span, other))),
+        }
+    }
+
+    fn bool(&self, key: &str, value: Option<Spanned<Value>>) -> Result<Option<bool>, ConfigError> {
+        match value {
+            None => Ok(None),
+            Some(v) => match *v.get_ref() {
+                Value::Boolean(b) => Ok(Some(b)),
+                _ => Err(self.wrong_type(key, &v)),
+            },
+        }
+    }
+
     /// Makes a relative path from the file relative to the file's directory,
     /// so the config means the same whatever the daemon's working directory.
-    fn resolve(&self, key: &str, value: Spanned<PathBuf>) -> Result<PathBuf, ConfigError> {
+    fn resolve(&self, key: &str, value: Spanned<Value>) -> Result<PathBuf, ConfigError> {
+        let value = self.string(key, value)?;
         let span = value.span();
-        let path = value.into_inner();
+        let path = PathBuf::from(value.into_inner());
         if path.as_os_str().is_empty() {
             return Err(self.invalid(key, span, "path is empty"));
         }
@@ -223,17 +513,59 @@ impl Source<'_> {
                 )
             })
     }
-}
 
-/// Splits an optional spanned value into the value (or `default`) and its
-/// span, if it was written.
-fn or_default<T>(value: Option<Spanned<T>>, default: T) -> (T, Option<Range<usize>>) {
-    match value {
-        Some(v) => {
-            let span = v.span();
-            (v.into_inner(), Some(span))
+    /// The `listen` list. `toml::Value` arrays keep no spans, so each entry
+    /// is deserialised again from the array's own text to point at a bad
+    /// entry's line.
+    fn listen(&self, value: Spanned<Value>) -> Result<Vec<String>, ConfigError> {
+        let span = value.span();
+        if !matches!(value.get_ref(), Value::Array(_)) {
+            return Err(self.wrong_type("listen", &value));
         }
-        None => (default, None),
+        let entries: Vec<Spanned<Value>> = {
+            #[derive(Deserialize)]
+            struct Listen {
+                listen: Vec<Spanned<Value>>,
+            }
+            let re = format!("listen = {}", &self.text[span.clone()]);
+            let offset = span.start as isize - "listen = ".len() as isize;
+            let parsed: Listen = toml::from_str(&re)
+                .map_err(|e| self.error(span.clone(), e.message().trim_end().to_owned()))?;
+            parsed
+                .listen
+                .into_iter()
+                .map(|v| {
+                    let s = v.span();
+                    let shift = |x: usize| (x as isize + offset).max(0) as usize;
+                    Spanned::new(shift(s.start)..shift(s.end), v.into_inner())
+                })
+                .collect()
+        };
+        if entries.is_empty() {
+            return Err(self.invalid(
+                "listen",
+                span,
+                "the list is empty; name at least one address",
+            ));
+        }
+        let mut out = Vec::with_capacity(entries.len());
+        for entry in entries {
+            let span = entry.span();
+            let Value::String(s) = entry.get_ref() else {
+                return Err(self.invalid(
+                    "listen",
+                    span,
+                    format_args!(
+                        "expected a socket address in quotes, e.g. \"0.0.0.0:7475\", found {}",
+                        found(entry.get_ref())
+                    ),
+                ));
+            };
+            let s = Spanned::new(span, s.clone());
+            self.socket_addr("listen", &s)?;
+            out.push(s.into_inner());
+        }
+        Ok(out)
     }
 }
 
@@ -241,30 +573,24 @@ impl RawConfig {
     fn check(self, src: &Source<'_>) -> Result<Config, ConfigError> {
         let defaults = Config::default();
 
-        let (proxy_id, span) = or_default(self.proxy_id, defaults.proxy_id);
-        if proxy_id == 0 || proxy_id == u16::MAX {
-            return Err(src.invalid(
-                "proxy_id",
-                span.unwrap_or_default(),
-                format_args!("{proxy_id} is reserved (use 1..=65534)"),
-            ));
-        }
+        // 0 and 65535 would fit the field but are reserved: said as such.
+        let proxy_id = match src.int("proxy_id", self.proxy_id, i64::MIN..=i64::MAX)? {
+            None => defaults.proxy_id,
+            Some((n @ (0 | 65535), span)) => {
+                return Err(src.invalid(
+                    "proxy_id",
+                    span,
+                    format_args!("{n} is reserved (use 1..=65534)"),
+                ))
+            }
+            Some((n, span)) => match u16::try_from(n) {
+                Ok(id) if PROXY_ID_RANGE.contains(&n) => id,
+                _ => return Err(src.out_of_range("proxy_id", span, n, &PROXY_ID_RANGE)),
+            },
+        };
 
         let listen = match self.listen {
-            Some(list) => {
-                if list.get_ref().is_empty() {
-                    return Err(src.invalid(
-                        "listen",
-                        list.span(),
-                        "the list is empty; name at least one address",
-                    ));
-                }
-                let entries = list.into_inner();
-                for entry in &entries {
-                    src.socket_addr("listen", entry)?;
-                }
-                entries.into_iter().map(Spanned::into_inner).collect()
-            }
+            Some(list) => src.listen(list)?,
             None => defaults.listen,
         };
 
@@ -277,17 +603,18 @@ impl RawConfig {
             None => defaults.subscribers,
         };
 
-        let (keepalive_s, keepalive_span) = or_default(self.keepalive_s, defaults.keepalive_s);
-        if !(1..=300).contains(&keepalive_s) {
-            return Err(src.invalid(
-                "keepalive_s",
-                keepalive_span.unwrap_or_default(),
-                format_args!("{keepalive_s} is out of range (use 1..=300)"),
-            ));
-        }
-
-        let (session_timeout_s, timeout_span) =
-            or_default(self.session_timeout_s, defaults.session_timeout_s);
+        let (keepalive_s, keepalive_span) = src.number(
+            "keepalive_s",
+            self.keepalive_s,
+            KEEPALIVE_RANGE,
+            defaults.keepalive_s,
+        )?;
+        let (session_timeout_s, timeout_span) = src.number(
+            "session_timeout_s",
+            self.session_timeout_s,
+            POSITIVE_U32,
+            defaults.session_timeout_s,
+        )?;
         // A session must survive at least two lost keepalives in a row, or
         // ordinary packet loss would drop live clients.
         if u64::from(session_timeout_s) <= 2 * u64::from(keepalive_s) {
@@ -307,45 +634,67 @@ impl RawConfig {
             ));
         }
 
-        let (max_register_expires_s, span) =
-            or_default(self.max_register_expires_s, defaults.max_register_expires_s);
-        if max_register_expires_s == 0 {
-            return Err(src.invalid(
-                "max_register_expires_s",
-                span.unwrap_or_default(),
-                "must be at least 1",
-            ));
-        }
+        let (max_register_expires_s, _) = src.number(
+            "max_register_expires_s",
+            self.max_register_expires_s,
+            POSITIVE_U32,
+            defaults.max_register_expires_s,
+        )?;
+        let (media_timeout_s, _) = src.number(
+            "media_timeout_s",
+            self.media_timeout_s,
+            MEDIA_TIMEOUT_RANGE,
+            defaults.media_timeout_s,
+        )?;
 
         let metrics_listen = match self.metrics_listen {
-            Some(addr) if addr.get_ref().is_empty() => None,
             Some(addr) => {
-                src.socket_addr("metrics_listen", &addr)?;
-                Some(addr.into_inner())
+                let addr = src.string("metrics_listen", addr)?;
+                if addr.get_ref().is_empty() {
+                    None
+                } else {
+                    src.socket_addr("metrics_listen", &addr)?;
+                    Some(addr.into_inner())
+                }
             }
             None => defaults.metrics_listen,
         };
 
-        let (subscriber_reload_ms, span) =
-            or_default(self.subscriber_reload_ms, defaults.subscriber_reload_ms);
         // Zero would be a busy loop (and tokio's interval panics on it).
-        if subscriber_reload_ms == 0 {
-            return Err(src.invalid(
-                "subscriber_reload_ms",
-                span.unwrap_or_default(),
-                "must be at least 1",
-            ));
-        }
+        let (subscriber_reload_ms, _) = src.number(
+            "subscriber_reload_ms",
+            self.subscriber_reload_ms,
+            RELOAD_MS_RANGE,
+            defaults.subscriber_reload_ms,
+        )?;
+
+        let reuse_port = src
+            .bool("reuse_port", self.reuse_port)?
+            .unwrap_or(defaults.reuse_port);
 
         let dos = match self.dos {
             Some(raw) => {
                 let d = defaults.dos;
                 DosConfig {
-                    under_load_handshakes_per_s: raw
-                        .under_load_handshakes_per_s
-                        .unwrap_or(d.under_load_handshakes_per_s),
-                    per_ip_rate_per_s: raw.per_ip_rate_per_s.unwrap_or(d.per_ip_rate_per_s),
-                    per_ip_burst: raw.per_ip_burst.unwrap_or(d.per_ip_burst),
+                    under_load_handshakes_per_s: src
+                        .number(
+                            "under_load_handshakes_per_s",
+                            raw.under_load_handshakes_per_s,
+                            ANY_U32,
+                            d.under_load_handshakes_per_s,
+                        )?
+                        .0,
+                    per_ip_rate_per_s: src
+                        .number(
+                            "per_ip_rate_per_s",
+                            raw.per_ip_rate_per_s,
+                            ANY_U32,
+                            d.per_ip_rate_per_s,
+                        )?
+                        .0,
+                    per_ip_burst: src
+                        .number("per_ip_burst", raw.per_ip_burst, ANY_U32, d.per_ip_burst)?
+                        .0,
                 }
             }
             None => defaults.dos,
@@ -359,8 +708,10 @@ impl RawConfig {
             keepalive_s,
             session_timeout_s,
             max_register_expires_s,
+            media_timeout_s,
             metrics_listen,
             subscriber_reload_ms,
+            reuse_port,
             dos,
         })
     }
@@ -412,8 +763,11 @@ mod tests {
         assert_eq!(config, Config::default());
         assert_eq!(config.proxy_id, 1);
         assert_eq!(config.listen, ["0.0.0.0:7475", "[::]:7475"]);
-        assert_eq!(config.network_key, Path::new("anytun-state/network.key"));
-        assert_eq!(config.subscribers, Path::new("anytun-state/subscribers.db"));
+        let state = default_state_dir();
+        assert!(state.is_absolute(), "{}", state.display());
+        assert_eq!(config.network_key, state.join("network.key"));
+        assert_eq!(config.subscribers, state.join("subscribers.db"));
+        assert!(!config.reuse_port);
         assert_eq!(config.keepalive_s, 15);
         assert_eq!(config.session_timeout_s, 180);
         assert_eq!(config.max_register_expires_s, 3600);
@@ -439,8 +793,10 @@ subscribers = "/var/lib/anytun/subs.db"
 keepalive_s = 20
 session_timeout_s = 41
 max_register_expires_s = 600
+media_timeout_s = 30
 metrics_listen = "[::1]:9100"
 subscriber_reload_ms = 250
+reuse_port = true
 
 [dos]
 under_load_handshakes_per_s = 100
@@ -458,8 +814,10 @@ per_ip_burst = 1
                 keepalive_s: 20,
                 session_timeout_s: 41,
                 max_register_expires_s: 600,
+                media_timeout_s: 30,
                 metrics_listen: Some("[::1]:9100".to_owned()),
                 subscriber_reload_ms: 250,
+                reuse_port: true,
                 dos: DosConfig {
                     under_load_handshakes_per_s: 100,
                     per_ip_rate_per_s: 3,
@@ -485,18 +843,126 @@ per_ip_burst = 1
     }
 
     #[test]
-    fn wrong_type_is_an_error_with_its_line() {
+    fn wrong_type_says_the_expected_type_in_words() {
         let (line, column, message) = invalid("proxy_id = 3\nkeepalive_s = \"15\"\n");
         assert_eq!((line, column), (2, 15));
-        assert!(message.contains("invalid type"), "{message}");
+        assert_eq!(
+            message,
+            "invalid value for keepalive_s: expected a whole number of seconds in 1..=300, \
+             found a string (\"15\")"
+        );
+        let cases = [
+            (
+                "proxy_id = 1.5",
+                "proxy_id",
+                "a whole number in 1..=65534",
+                "a decimal number",
+            ),
+            (
+                "listen = \"0.0.0.0:7475\"",
+                "listen",
+                "a list of socket addresses",
+                "a string",
+            ),
+            (
+                "listen = [1]",
+                "listen",
+                "a socket address in quotes",
+                "a whole number",
+            ),
+            (
+                "network_key = 5",
+                "network_key",
+                "a file path in quotes",
+                "a whole number",
+            ),
+            (
+                "metrics_listen = false",
+                "metrics_listen",
+                "a socket address",
+                "true or false",
+            ),
+            (
+                "reuse_port = \"yes\"",
+                "reuse_port",
+                "true or false",
+                "a string",
+            ),
+            (
+                "[dos]\nper_ip_burst = [1]",
+                "per_ip_burst",
+                "a whole number",
+                "a list",
+            ),
+            ("dos = 3", "dos", "a table", "a whole number"),
+        ];
+        for (text, key, expected, found) in cases {
+            let (_, _, message) = invalid(text);
+            assert!(
+                message.contains(&format!("invalid value for {key}: expected {expected}")),
+                "{text}: {message}"
+            );
+            assert!(
+                message.contains(&format!("found {found}")),
+                "{text}: {message}"
+            );
+            // No Rust type names.
+            for rust in ["u16", "u32", "u64", "sequence", "invalid type"] {
+                assert!(!message.contains(rust), "{text}: {message}");
+            }
+        }
+    }
 
-        // Out of the integer type's range is reported by the parser too.
-        let (line, _, message) = invalid("\nproxy_id = 70000\n");
+    #[test]
+    fn out_of_range_says_the_valid_range() {
+        let (line, column, message) = invalid("\nproxy_id = 70000\n");
+        assert_eq!((line, column), (2, 12));
+        assert_eq!(
+            message,
+            "invalid value for proxy_id: 70000 is out of range (valid: 1..=65534)"
+        );
+        let (_, _, message) = invalid("proxy_id = -1");
+        assert!(
+            message.contains("-1 is out of range (valid: 1..=65534)"),
+            "{message}"
+        );
+        let (line, _, message) = invalid("[dos]\nper_ip_burst = -1\n");
         assert_eq!(line, 2);
-        assert!(message.contains("70000"), "{message}");
+        assert!(
+            message.contains("per_ip_burst: -1 is out of range (valid: 0..=4294967295)"),
+            "{message}"
+        );
+        let (_, _, message) = invalid("keepalive_s = 100000");
+        assert!(message.contains("(valid: 1..=300)"), "{message}");
+    }
 
-        let (line, _, _) = invalid("[dos]\nper_ip_burst = -1\n");
+    #[test]
+    fn missing_value_names_the_key_and_what_it_expects() {
+        let (line, column, message) = invalid("proxy_id = 2\nkeepalive_s =\n");
+        assert_eq!((line, column), (2, 14));
+        assert_eq!(
+            message,
+            "keepalive_s has no value: expected a whole number of seconds in 1..=300"
+        );
+        let (line, _, message) = invalid("\nproxy_id =    # which one?\n");
         assert_eq!(line, 2);
+        assert!(
+            message.contains("proxy_id has no value: expected a whole number in 1..=65534"),
+            "{message}"
+        );
+        let (line, _, message) = invalid("[dos]\nper_ip_burst =\n");
+        assert_eq!(line, 2);
+        assert!(message.contains("per_ip_burst has no value"), "{message}");
+        let (_, _, message) = invalid("network_key =\n");
+        assert!(
+            message.contains("network_key has no value: expected a file path in quotes"),
+            "{message}"
+        );
+        for text in ["proxy_id =", "listen =\n", "reuse_port="] {
+            let (_, _, message) = invalid(text);
+            assert!(message.contains("has no value"), "{text}: {message}");
+            assert!(!message.contains("quoted"), "{text}: {message}");
+        }
     }
 
     #[test]
@@ -590,6 +1056,14 @@ per_ip_burst = 1
     }
 
     #[test]
+    fn media_timeout_zero_is_off_and_a_day_is_the_most() {
+        let config = parse("media_timeout_s = 0", origin()).unwrap();
+        assert_eq!(config.media_timeout_s, 0);
+        let (_, _, message) = invalid("media_timeout_s = 86401");
+        assert!(message.contains("0..=86400"), "{message}");
+    }
+
+    #[test]
     fn load_reads_the_file_and_names_it_on_error() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("anytund.toml");
@@ -613,5 +1087,25 @@ per_ip_burst = 1
         assert_eq!(line_column("é = 1", 3), (1, 3));
         assert_eq!(line_column("ab", 99), (1, 3));
         assert_eq!(line_column("é", 1), (1, 1));
+    }
+
+    #[test]
+    fn locate_uses_the_named_file_and_makes_its_paths_absolute() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("anytund.toml");
+        std::fs::write(&path, "subscribers = \"state/s.db\"\n").unwrap();
+        let (config, origin) = locate(Some(&path)).unwrap();
+        assert_eq!(origin, ConfigOrigin::File(path.clone()));
+        assert_eq!(config.subscribers, dir.path().join("state/s.db"));
+        assert!(origin.to_string().contains(&path.display().to_string()));
+        // A named file that is missing is an error, not the defaults.
+        let missing = dir.path().join("missing.toml");
+        assert!(matches!(
+            locate(Some(&missing)),
+            Err(ConfigError::Io { .. })
+        ));
+        // The defaults' paths are absolute whatever the working directory.
+        let d = Config::default();
+        assert!(d.subscribers.is_absolute() && d.network_key.is_absolute());
     }
 }

@@ -61,9 +61,21 @@ pub fn render_snapshot(snap: &Snapshot) -> String {
     );
     counter(
         "handshakes_refused_total",
-        "Handshakes refused (key not authorised or proxy full).",
+        "Handshakes refused with an answer (all reasons).",
         s.handshakes_refused,
     );
+    for (reason, v) in [
+        ("unknown_key", s.refused_unknown_key),
+        ("busy", s.refused_busy),
+        ("clock_skew", s.refused_clock_skew),
+        ("stale", s.refused_stale),
+    ] {
+        counter(
+            &format!("handshakes_refused_{reason}_total"),
+            "Handshakes refused for this reason.",
+            v,
+        );
+    }
     counter(
         "cookie_replies_total",
         "Cookie replies sent under load.",
@@ -104,6 +116,16 @@ pub fn render_snapshot(snap: &Snapshot) -> String {
         "control_retransmits_total",
         "Control messages retransmitted.",
         s.control_retransmits,
+    );
+    counter(
+        "fork_legs_dropped_total",
+        "Devices dropped from a call's offer as unresponsive.",
+        s.fork_legs_dropped,
+    );
+    counter(
+        "media_timeouts_total",
+        "Answered calls ended for lack of media from one side.",
+        s.media_timeouts,
     );
     counter(
         "control_undelivered_total",

@@ -267,6 +267,113 @@ impl SubscriberStore {
     }
 }
 
+/// What the daemon polls: the store, or a stand-in that fails on demand in
+/// tests.
+pub trait SnapshotSource {
+    /// See [`SubscriberStore::data_version`].
+    fn data_version(&self) -> Result<i64, StoreError>;
+    /// See [`SubscriberStore::snapshot`].
+    fn snapshot(&self) -> Result<crate::proxy::Subscribers, StoreError>;
+}
+
+impl SnapshotSource for SubscriberStore {
+    fn data_version(&self) -> Result<i64, StoreError> {
+        SubscriberStore::data_version(self)
+    }
+    fn snapshot(&self) -> Result<crate::proxy::Subscribers, StoreError> {
+        SubscriberStore::snapshot(self)
+    }
+}
+
+/// What one [`ReloadWatch::poll`] did.
+#[derive(Debug)]
+pub enum ReloadOutcome {
+    /// The store has not changed since the last applied snapshot.
+    Unchanged,
+    /// A new snapshot was read and applied.
+    Applied {
+        /// Subscriber keys in the snapshot.
+        keys: usize,
+        /// Failed polls just before this one (0 if none): the daemon says
+        /// the store is readable again.
+        after_failures: u32,
+    },
+    /// Reading the store failed; the change is retried on the next poll.
+    Failed {
+        /// Why.
+        error: StoreError,
+        /// True for the first failure of a streak, so the daemon logs a
+        /// streak once, not once per poll.
+        first: bool,
+    },
+}
+
+/// The daemon's reload logic: remembers the store's `data_version` whose
+/// snapshot is in force, and records a new one only once its snapshot was
+/// read and applied, so a failed read (a busy or locked database) is retried
+/// on the next poll instead of being forgotten (a lost revocation would
+/// leave the revoked key its session).
+#[derive(Debug, Default)]
+pub struct ReloadWatch {
+    /// The `data_version` of the snapshot in force (`None`: none yet).
+    applied: Option<i64>,
+    /// Consecutive failed polls.
+    failures: u32,
+}
+
+impl ReloadWatch {
+    /// A watch whose snapshot in force was read at `version`. Read the
+    /// version BEFORE that snapshot: a change committed between the two
+    /// is then reloaded, not missed.
+    pub fn new(version: Option<i64>) -> Self {
+        Self {
+            applied: version,
+            failures: 0,
+        }
+    }
+
+    /// Checks `src` for a change and, if there is one, reads the snapshot
+    /// and hands it to `apply`.
+    pub fn poll(
+        &mut self,
+        src: &impl SnapshotSource,
+        apply: impl FnOnce(crate::proxy::Subscribers),
+    ) -> ReloadOutcome {
+        // The version is read before the snapshot: a commit in between is
+        // then in the snapshot AND changes the version again, so it costs one
+        // extra reload, never a missed one.
+        let result = src.data_version().and_then(|version| {
+            if Some(version) == self.applied {
+                return Ok(None);
+            }
+            Ok(Some((version, src.snapshot()?)))
+        });
+        match result {
+            Ok(None) => {
+                self.failures = 0;
+                ReloadOutcome::Unchanged
+            }
+            Ok(Some((version, subs))) => {
+                let keys = subs.len();
+                apply(subs);
+                // Only now is this version's snapshot in force.
+                self.applied = Some(version);
+                ReloadOutcome::Applied {
+                    keys,
+                    after_failures: std::mem::take(&mut self.failures),
+                }
+            }
+            Err(error) => {
+                self.failures = self.failures.saturating_add(1);
+                ReloadOutcome::Failed {
+                    error,
+                    first: self.failures == 1,
+                }
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -476,5 +583,93 @@ mod tests {
             msg.contains(":memory:") && msg.contains("list subscribers"),
             "{msg}"
         );
+    }
+
+    /// A store stand-in whose reads can be made to fail, as a busy or
+    /// locked database does.
+    struct Flaky {
+        version: std::cell::Cell<i64>,
+        fail: std::cell::Cell<bool>,
+        subs: std::cell::RefCell<Vec<(&'static str, [u8; 32])>>,
+    }
+
+    impl SnapshotSource for Flaky {
+        fn data_version(&self) -> Result<i64, StoreError> {
+            Ok(self.version.get())
+        }
+        fn snapshot(&self) -> Result<crate::proxy::Subscribers, StoreError> {
+            if self.fail.get() {
+                return Err(StoreError::Sqlite {
+                    path: PathBuf::from("flaky.db"),
+                    op: "list subscribers",
+                    source: rusqlite::Error::SqliteFailure(
+                        rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_BUSY),
+                        None,
+                    ),
+                });
+            }
+            Ok(crate::proxy::Subscribers::new(
+                self.subs.borrow().iter().map(|(n, k)| {
+                    (
+                        crate::call::Name::new(n).unwrap(),
+                        crate::crypto::PublicKey(*k),
+                    )
+                }),
+            ))
+        }
+    }
+
+    #[test]
+    fn a_failed_reload_is_retried_until_applied() {
+        let src = Flaky {
+            version: 1.into(),
+            fail: false.into(),
+            subs: vec![("alice", key(1)), ("bob", key(2))].into(),
+        };
+        let mut watch = ReloadWatch::new(Some(1));
+        let mut in_force = None;
+        assert!(matches!(
+            watch.poll(&src, |s| in_force = Some(s)),
+            ReloadOutcome::Unchanged
+        ));
+
+        // bob is revoked, but the store is busy when the daemon reads it.
+        src.subs.borrow_mut().pop();
+        src.version.set(2);
+        src.fail.set(true);
+        let out = watch.poll(&src, |s| in_force = Some(s));
+        assert!(
+            matches!(out, ReloadOutcome::Failed { first: true, .. }),
+            "{out:?}"
+        );
+        // Still busy: still failing, and not the first of the streak.
+        let out = watch.poll(&src, |s| in_force = Some(s));
+        assert!(
+            matches!(out, ReloadOutcome::Failed { first: false, .. }),
+            "{out:?}"
+        );
+        assert!(in_force.is_none());
+
+        // Released: the very next poll applies the revocation.
+        src.fail.set(false);
+        let out = watch.poll(&src, |s| in_force = Some(s));
+        assert!(
+            matches!(
+                out,
+                ReloadOutcome::Applied {
+                    keys: 1,
+                    after_failures: 2
+                }
+            ),
+            "{out:?}"
+        );
+        let subs = in_force.take().expect("the revocation is applied");
+        assert!(subs.is_authorized(&crate::crypto::PublicKey(key(1))));
+        assert!(!subs.is_authorized(&crate::crypto::PublicKey(key(2))));
+        assert!(matches!(
+            watch.poll(&src, |s| in_force = Some(s)),
+            ReloadOutcome::Unchanged
+        ));
+        assert!(in_force.is_none());
     }
 }

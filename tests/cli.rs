@@ -245,7 +245,11 @@ fn unknown_key_and_wrong_network_key_give_clear_errors() {
     let port = free_udp_port();
     std::fs::write(
         d.join("anytund.toml"),
-        format!("listen = [\"127.0.0.1:{port}\"]\nmetrics_listen = \"\"\n"),
+        // State paths are named: the built-in defaults are system paths.
+        format!(
+            "listen = [\"127.0.0.1:{port}\"]\nmetrics_listen = \"\"\n\
+             network_key = \"anytun-state/network.key\"\nsubscribers = \"anytun-state/subscribers.db\"\n"
+        ),
     )
     .unwrap();
     let _daemon = Daemon(

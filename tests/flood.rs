@@ -188,9 +188,18 @@ fn invites_to_a_callee_that_never_acks_stay_bounded() {
         assert_bounded(&net, m.sid());
         assert_bounded(&net, sink.sid());
     }
-    // (How many calls one client may hold is a per-client limit of call
-    // routing, tested with it; here: queues and timers.)
-    assert!(net.proxy.stats().control_not_queued > 0);
+    // The calls it can hold are bounded (per-session call limit), and the
+    // Invites beyond what its queue allows were refused for backlog.
+    assert!(
+        net.proxy.call_count() <= MAX_PENDING,
+        "{} calls",
+        net.proxy.call_count()
+    );
+    let backlog = net.proxy.stats().drops.get(DropReason::ControlBacklog);
+    assert!(
+        backlog >= 2_000 - 2 * MAX_PENDING as u64,
+        "{backlog} counted"
+    );
     others_still_served(&mut net);
     for _ in 0..40 {
         net.advance(Duration::from_millis(500));

@@ -43,7 +43,8 @@ fn bare_proxy(net: &Net, id: u16, now: Instant) -> Proxy {
             .map(|n| (name(n.name), n.client.public_key())),
     );
     let cfg = ProxyConfig::new(ProxyId::new(id).unwrap(), net.network.clone());
-    Proxy::new(cfg, subs, now)
+    let wall = net.unix_nanos + now.saturating_duration_since(net.now).as_nanos();
+    Proxy::with_wall_clock(cfg, subs, now, wall)
 }
 
 /// A proxy whose epoch lease lives in the lease file at `path`, started as
@@ -285,7 +286,11 @@ fn anytund_persists_its_epoch_lease_across_restarts() {
         .port();
     std::fs::write(
         d.join("anytund.toml"),
-        format!("proxy_id = 5\nlisten = [\"127.0.0.1:{port}\"]\nmetrics_listen = \"\"\n"),
+        // State paths are named: the built-in defaults are system paths.
+        format!(
+            "proxy_id = 5\nlisten = [\"127.0.0.1:{port}\"]\nmetrics_listen = \"\"\n\
+             network_key = \"anytun-state/network.key\"\nsubscribers = \"anytun-state/subscribers.db\"\n"
+        ),
     )
     .unwrap();
     let path = d.join("anytun-state/send-epoch");

@@ -110,6 +110,23 @@ impl Codec {
         }
     }
 
+    /// Parses a list of codec names that this implementation must be able
+    /// to encode and decode (what a client may offer or accept): the first
+    /// name it cannot carry is an error that names what it can.
+    pub fn parse_supported(names: &[String]) -> Result<Vec<Codec>, CodecError> {
+        if names.is_empty() {
+            return Err(CodecError::Unsupported(String::new()));
+        }
+        names
+            .iter()
+            .map(|n| {
+                let c = Codec::from_name(n);
+                c.known_name()?;
+                Ok(c)
+            })
+            .collect()
+    }
+
     /// The `&'static` name errors carry, or `Unsupported` for `Other`.
     fn known_name(&self) -> Result<&'static str, CodecError> {
         match self {

@@ -3,8 +3,9 @@
 
 use anytun::audio::{read_wav, write_wav, Codec};
 use anytun::call::{Cause, Name};
-use anytun::client::{ClientConfig, Event};
-use anytun::crypto::{PublicKey, SecretKey};
+use anytun::client::{ClientConfig, ClientError, Event};
+use anytun::config;
+use anytun::crypto::{KeyError, PublicKey, SecretKey};
 use anytun::demo::{self, DemoOptions};
 use anytun::media::{self, CallRecorder};
 use anytun::runtime::client::{ClientRuntime, VoiceSink};
@@ -41,20 +42,25 @@ enum Cmd {
     /// Print the public key of a private key file.
     Pubkey {
         /// The private key file.
-        key: PathBuf,
+        #[arg(long = "key", value_name = "FILE", conflicts_with = "file")]
+        key: Option<PathBuf>,
+        /// The private key file (the same as --key).
+        #[arg(value_name = "FILE", required_unless_present = "key")]
+        file: Option<PathBuf>,
     },
-    /// Manage the subscriber store (names and authorised client keys).
+    /// Manage the subscriber store (names and authorised client keys) that
+    /// anytund reads: found through the same config file as the daemon's.
     User {
         #[command(subcommand)]
         cmd: UserCmd,
-        /// The SQLite subscriber store.
-        #[arg(
-            long,
-            global = true,
-            env = "ANYTUN_DB",
-            default_value = "anytun-state/subscribers.db"
-        )]
-        db: PathBuf,
+        /// The daemon's config file, which names the store. Without it,
+        /// /etc/anytun/anytund.toml if it exists, else the built-in default
+        /// store (see README).
+        #[arg(long, short, global = true, env = config::CONFIG_ENV)]
+        config: Option<PathBuf>,
+        /// The SQLite subscriber store, overriding the config's.
+        #[arg(long, global = true, env = "ANYTUN_DB")]
+        db: Option<PathBuf>,
     },
     /// Register NAME and stay reachable (Ctrl-C to stop). Incoming calls are
     /// refused as busy: use `anytun answer` to take them.
@@ -130,7 +136,9 @@ enum UserCmd {
         /// The name.
         name: Name,
         /// The client's public key (base64, from `anytun keygen`).
-        key: PublicKey,
+        // A String, parsed by us: clap would echo a refused value, which
+        // may be a private key pasted by mistake.
+        key: String,
     },
     /// List names and keys.
     List,
@@ -139,7 +147,7 @@ enum UserCmd {
         /// The name.
         name: Name,
         /// Only this key.
-        key: Option<PublicKey>,
+        key: Option<String>,
     },
 }
 
@@ -157,35 +165,125 @@ struct ClientArgs {
     /// Keepalive interval in seconds (default: what the proxy says).
     #[arg(long)]
     keepalive: Option<u64>,
+    /// End a call when nothing (voice or keepalive) has come from the other
+    /// side for this many seconds.
+    #[arg(long, default_value_t = 10.0, value_parser = media_timeout_arg)]
+    media_timeout: f64,
+}
+
+fn media_timeout_arg(s: &str) -> Result<f64, String> {
+    let v: f64 = s.parse().map_err(|e| format!("{e}"))?;
+    if (2.0..=3600.0).contains(&v) {
+        Ok(v)
+    } else {
+        Err("must be between 2 and 3600 seconds".into())
+    }
 }
 
 type CliResult = Result<(), String>;
 
+/// The refusal of a private key given where a public key belongs; `what`
+/// names the file or option, never the key.
+fn private_key_given(what: &str) -> String {
+    format!(
+        "{what} is a private key; give the network's PUBLIC key: \
+         `anytun pubkey --key FILE` prints it"
+    )
+}
+
+/// Reads `--network-key` (or `ANYTUN_NETWORK_KEY`): a base64 public key or
+/// a file holding one. A private key, in a file or as text, is refused at
+/// once, and no error quotes what was given.
 fn network_key(text: &str) -> Result<PublicKey, String> {
     let path = Path::new(text);
     if path.is_file() {
-        let s = std::fs::read_to_string(path).map_err(|e| format!("{text}: {e}"))?;
-        return PublicKey::from_base64(&s).map_err(|e| format!("{text}: {e}"));
+        return PublicKey::read_file(path).map_err(|e| {
+            if e.is_private_key() {
+                private_key_given(&path.display().to_string())
+            } else {
+                format!("--network-key: {e}")
+            }
+        });
     }
-    PublicKey::from_base64(text).map_err(|e| format!("--network-key: {e}"))
+    PublicKey::from_base64(text).map_err(|e| match e {
+        KeyError::PrivateKey => private_key_given("--network-key"),
+        e => format!("--network-key: neither a readable file nor a public key: {e}"),
+    })
+}
+
+/// Parses a subscriber's public key argument; refuses a private key without
+/// quoting it.
+fn subscriber_key(text: &str) -> Result<PublicKey, String> {
+    PublicKey::from_base64(text).map_err(|e| match e {
+        KeyError::PrivateKey => "KEY is a private key; give the client's PUBLIC key: \
+                                 `anytun pubkey --key FILE` prints it"
+            .to_owned(),
+        e => format!("KEY: {e}"),
+    })
 }
 
 impl ClientArgs {
     fn config(&self) -> Result<ClientConfig, String> {
         let secret = SecretKey::read_file(&self.key).map_err(|e| e.to_string())?;
-        let mut cfg = ClientConfig::new(secret, network_key(&self.network_key)?);
+        let network = network_key(&self.network_key)?;
+        // An untagged (older) private key file cannot be told from a public
+        // key, except this one: the client's own key given twice.
+        if &network.0 == secret.as_bytes() {
+            return Err(private_key_given("--network-key (this client's own --key)"));
+        }
+        let mut cfg = ClientConfig::new(secret, network);
         cfg.keepalive = self.keepalive.map(Duration::from_secs);
         Ok(cfg)
     }
 }
 
-/// Starts a client and waits for its session.
+/// How long a stopping client waits for the proxy to acknowledge its
+/// Hangups and unregistrations (retransmitting meanwhile).
+const CLOSE_WAIT: Duration = Duration::from_secs(2);
+
+/// SIGINT (Ctrl-C) and SIGTERM, installed before anything else happens so
+/// that neither can kill the client without its goodbyes.
+struct Signals {
+    int: tokio::signal::unix::Signal,
+    term: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn new() -> Result<Self, String> {
+        use tokio::signal::unix::{signal, SignalKind};
+        let e = |e: std::io::Error| format!("cannot handle signals: {e}");
+        Ok(Self {
+            int: signal(SignalKind::interrupt()).map_err(e)?,
+            term: signal(SignalKind::terminate()).map_err(e)?,
+        })
+    }
+
+    /// Waits for either signal; returns its name.
+    async fn recv(&mut self) -> &'static str {
+        tokio::select! {
+            _ = self.int.recv() => "SIGINT",
+            _ = self.term.recv() => "SIGTERM",
+        }
+    }
+}
+
+/// The codecs in `names`, or an error at once if this client cannot encode
+/// and decode one of them (it must never offer or accept what it cannot carry).
+fn codecs_arg(names: &[String]) -> Result<Vec<Codec>, String> {
+    Codec::parse_supported(names).map_err(|e| format!("--codecs: {e}"))
+}
+
+/// Starts a client and waits for its session. `max_calls`: calls beyond
+/// are refused as busy by the client itself.
 async fn connect(
     args: &ClientArgs,
     sink: VoiceSink,
+    max_calls: usize,
 ) -> Result<(ClientRuntime, UnboundedReceiver<Event>), String> {
-    let (rt, mut rx) =
-        ClientRuntime::start(args.config()?, args.proxy, sink).map_err(|e| e.to_string())?;
+    let mut cfg = args.config()?;
+    cfg.max_calls = max_calls;
+    cfg.media_timeout = Duration::from_secs_f64(args.media_timeout);
+    let (rt, mut rx) = ClientRuntime::start(cfg, args.proxy, sink).map_err(|e| e.to_string())?;
     loop {
         match rx.recv().await {
             Some(Event::Connected {
@@ -199,10 +297,22 @@ async fn connect(
                 );
                 return Ok((rt, rx));
             }
+            Some(Event::ClockCorrected(skew)) => eprintln!("warning: {skew}; corrected"),
             Some(Event::Disconnected(e)) => return Err(e.to_string()),
             Some(_) => {}
             None => return Err("client stopped".into()),
         }
+    }
+}
+
+/// Ends the client's calls and registrations and waits (at most
+/// [`CLOSE_WAIT`]) until the proxy has acknowledged them.
+async fn close(rt: &ClientRuntime) {
+    if !rt.close(CLOSE_WAIT).await {
+        eprintln!(
+            "the proxy did not acknowledge the hangup/unregistration within {} s",
+            CLOSE_WAIT.as_secs()
+        );
     }
 }
 
@@ -231,19 +341,44 @@ async fn register_and_wait(
     }
 }
 
+/// What the client does with session-level events while it waits for
+/// something else: reports losses and recoveries; a final disconnection
+/// (replaced by a newer login, refused) is an error.
+fn session_event(ev: Option<Event>) -> CliResult {
+    match ev {
+        Some(Event::Disconnected(e)) => Err(e.to_string()),
+        Some(Event::Reconnecting(e)) => {
+            eprintln!("{e}; connecting again");
+            Ok(())
+        }
+        Some(Event::Connected { session, .. }) => {
+            eprintln!("connected again (session {session})");
+            Ok(())
+        }
+        Some(Event::Registered { name, expires_s }) => {
+            log::debug!("registered {name} for {expires_s} s");
+            Ok(())
+        }
+        Some(_) => Ok(()),
+        None => Err("client stopped".into()),
+    }
+}
+
 fn load_audio(path: &Path) -> Result<Vec<i16>, String> {
     read_wav(path).map_err(|e| e.to_string())
 }
 
+/// Writes what was received to `path`, whatever happened to the call (an
+/// empty file if nothing was ever received).
 fn save_recording(path: &Option<PathBuf>, recorder: &CallRecorder) -> CliResult {
     recorder.with(|rec| {
-        let Some(rec) = rec else {
-            return Ok(());
-        };
-        eprintln!("received {} frames", rec.frames_received());
+        if let Some(rec) = rec {
+            eprintln!("received {} frames", rec.frames_received());
+        }
         if let Some(p) = path {
-            write_wav(p, rec.samples()).map_err(|e| e.to_string())?;
-            let secs = rec.samples().len() as f64 / 8000.0;
+            let samples = rec.map_or(&[][..], |r| r.samples());
+            write_wav(p, samples).map_err(|e| format!("{}: {e}", p.display()))?;
+            let secs = samples.len() as f64 / 8000.0;
             eprintln!("recorded {secs:.2} s to {}", p.display());
         }
         Ok(())
@@ -251,7 +386,8 @@ fn save_recording(path: &Option<PathBuf>, recorder: &CallRecorder) -> CliResult 
 }
 
 /// Plays `frames` into the call while watching for its end. Returns the
-/// cause if the other side ended it.
+/// cause if the call ended (the other side hung up, or it failed), `None`
+/// if the audio ended first and `wait_for_hangup` is false.
 async fn run_call(
     rt: &ClientRuntime,
     rx: &mut UnboundedReceiver<Event>,
@@ -262,14 +398,18 @@ async fn run_call(
     let stop = AtomicBool::new(false);
     let play = media::play(rt, call, frames, &stop, |_| {});
     tokio::pin!(play);
-    let mut ended = None;
     let mut played = false;
     loop {
         tokio::select! {
             r = &mut play, if !played => {
-                let n = r.map_err(|e| e.to_string())?;
-                eprintln!("sent {n} frames");
                 played = true;
+                match r {
+                    Ok(n) => eprintln!("sent {n} frames"),
+                    // The call ended under us; its CallEnded event, with
+                    // the cause, is on its way.
+                    Err(ClientError::UnknownCall(_) | ClientError::CallState { .. }) => continue,
+                    Err(e) => return Err(e.to_string()),
+                }
                 if !wait_for_hangup {
                     return Ok(None);
                 }
@@ -277,21 +417,19 @@ async fn run_call(
             ev = rx.recv() => match ev {
                 Some(Event::CallEnded { call: c, cause }) if c == call => {
                     stop.store(true, Ordering::Relaxed);
-                    ended = Some(cause);
-                    if played { return Ok(ended); }
+                    return Ok(Some(cause));
                 }
                 Some(Event::Dtmf { digit, .. }) => eprintln!("DTMF {digit}"),
-                Some(Event::Disconnected(e)) => return Err(e.to_string()),
-                Some(_) => {}
-                None => return Err("client stopped".into()),
+                Some(Event::IncomingCall { from, .. }) => {
+                    eprintln!("call from {from} refused as busy: already in a call");
+                }
+                other => session_event(other)?,
             }
-        }
-        if ended.is_some() && played {
-            return Ok(ended);
         }
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn cmd_call(
     name: Name,
     play: PathBuf,
@@ -301,9 +439,35 @@ async fn cmd_call(
     dtmf: Option<String>,
     args: ClientArgs,
 ) -> CliResult {
+    codecs_arg(&codecs)?;
     let audio = load_audio(&play)?;
+    let mut signals = Signals::new()?;
     let recorder = CallRecorder::new();
-    let (rt, mut rx) = connect(&args, recorder.sink()).await?;
+    let (rt, mut rx) = tokio::select! {
+        r = connect(&args, recorder.sink(), 1) => r?,
+        s = signals.recv() => return Err(format!("interrupted by {s}")),
+    };
+    let result = tokio::select! {
+        r = call_flow(&rt, &mut rx, &recorder, &name, as_name, codecs, dtmf, &audio) => r,
+        s = signals.recv() => Err(format!("interrupted by {s}: hung up")),
+    };
+    close(&rt).await;
+    let saved = save_recording(&record, &recorder);
+    result.and(saved)
+}
+
+/// `anytun call` once connected: place the call, play, hang up.
+#[allow(clippy::too_many_arguments)]
+async fn call_flow(
+    rt: &ClientRuntime,
+    rx: &mut UnboundedReceiver<Event>,
+    recorder: &CallRecorder,
+    name: &Name,
+    as_name: Option<Name>,
+    codecs: Vec<String>,
+    dtmf: Option<String>,
+    audio: &[i16],
+) -> CliResult {
     let call = rt
         .call(name.clone(), as_name, codecs)
         .await
@@ -313,16 +477,17 @@ async fn cmd_call(
         match rx.recv().await {
             Some(Event::Ringing { .. }) => eprintln!("ringing"),
             Some(Event::Answered { codec, .. }) => break Codec::from_name(&codec),
+            Some(Event::EndToEndFailed { error, .. }) => {
+                return Err(format!("call to {name} failed: {error}"))
+            }
             Some(Event::CallEnded { cause, .. }) => {
                 return Err(format!("call to {name} failed: {cause}"))
             }
-            Some(Event::Disconnected(e)) => return Err(e.to_string()),
-            Some(_) => {}
-            None => return Err("client stopped".into()),
+            other => session_event(other)?,
         }
     };
     eprintln!("answered, codec {codec}");
-    let frames = media::encode_frames(&codec, &audio).map_err(|e| e.to_string())?;
+    let frames = media::encode_frames(&codec, audio).map_err(|e| e.to_string())?;
     recorder.start(codec, frames.len(), call);
     if let Some(digits) = dtmf {
         for d in digits.chars() {
@@ -331,19 +496,22 @@ async fn cmd_call(
                 .map_err(|e| e.to_string())?;
         }
     }
-    let ended = run_call(&rt, &mut rx, call, &frames, false).await?;
-    if ended.is_none() {
-        // Let the last frames from the other side land, then hang up.
-        tokio::time::sleep(Duration::from_millis(300)).await;
-        rt.hangup(call, Cause::Normal)
-            .await
-            .map_err(|e| e.to_string())?;
-        // Give the hangup a moment to leave before the process exits.
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    } else if let Some(cause) = ended {
-        eprintln!("{name} hung up: {cause}");
+    match run_call(rt, rx, call, &frames, false).await? {
+        None => {
+            // Let the last frames from the other side land, then hang up
+            // (the caller of this waits for the acknowledgement).
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            rt.hangup(call, Cause::Normal)
+                .await
+                .map_err(|e| e.to_string())?;
+            Ok(())
+        }
+        Some(Cause::Normal) => {
+            eprintln!("{name} hung up: {}", Cause::Normal);
+            Ok(())
+        }
+        Some(cause) => Err(format!("the call with {name} ended: {cause}")),
     }
-    save_recording(&record, &recorder)
 }
 
 async fn cmd_answer(
@@ -354,104 +522,182 @@ async fn cmd_answer(
     calls: u32,
     args: ClientArgs,
 ) -> CliResult {
+    let supported = codecs_arg(&accept)?;
     let audio = match &play {
         Some(p) => load_audio(p)?,
         None => vec![0; 8000],
     };
+    let mut signals = Signals::new()?;
     let recorder = CallRecorder::new();
-    let (rt, mut rx) = connect(&args, recorder.sink()).await?;
-    register_and_wait(&rt, &mut rx, &name, 300).await?;
-    let supported: Vec<Codec> = accept.iter().map(|c| Codec::from_name(c)).collect();
-    for _ in 0..calls {
+    // One call at a time: a second Invite is refused as busy at once.
+    let (rt, mut rx) = tokio::select! {
+        r = connect(&args, recorder.sink(), 1) => r?,
+        s = signals.recv() => {
+            eprintln!("stopped by {s}");
+            return Ok(());
+        }
+    };
+    let result = tokio::select! {
+        r = answer_flow(&rt, &mut rx, &recorder, &record, &name, &supported, &audio, calls) => r,
+        s = signals.recv() => {
+            eprintln!("stopped by {s}");
+            Ok(())
+        }
+    };
+    close(&rt).await;
+    let saved = save_recording(&record, &recorder);
+    result.and(saved)
+}
+
+/// `anytun answer` once connected: register, then take `calls` calls. A
+/// call that another device of the name answered first does not count.
+#[allow(clippy::too_many_arguments)]
+async fn answer_flow(
+    rt: &ClientRuntime,
+    rx: &mut UnboundedReceiver<Event>,
+    recorder: &CallRecorder,
+    record: &Option<PathBuf>,
+    name: &Name,
+    supported: &[Codec],
+    audio: &[i16],
+    calls: u32,
+) -> CliResult {
+    register_and_wait(rt, rx, name, 300).await?;
+    let mut taken = 0;
+    while taken < calls {
         let (call, from, offer) = loop {
             match rx.recv().await {
                 Some(Event::IncomingCall {
                     call, from, codecs, ..
                 }) => break (call, from, codecs),
-                Some(Event::Disconnected(e)) => return Err(e.to_string()),
-                Some(_) => {}
-                None => return Err("client stopped".into()),
+                other => session_event(other)?,
             }
         };
         let offered: Vec<Codec> = offer.iter().map(|c| Codec::from_name(c)).collect();
-        let Some(codec) = anytun::audio::negotiate(&offered, &supported) else {
+        let Some(codec) = anytun::audio::negotiate(&offered, supported) else {
             eprintln!("call from {from}: no common codec (offered {offer:?})");
             let _ = rt.reject(call, Cause::IncompatibleCodecs).await;
             continue;
         };
         eprintln!("call from {from}, answering with {codec}");
-        rt.answer(call, codec.name())
-            .await
-            .map_err(|e| e.to_string())?;
-        let frames = media::encode_frames(&codec, &audio).map_err(|e| e.to_string())?;
-        recorder.start(codec, frames.len(), call);
-        let cause = run_call(&rt, &mut rx, call, &frames, true).await?;
-        if let Some(c) = cause {
-            eprintln!("call ended: {c}");
+        let cause = match rt.answer(call, codec.name()).await {
+            Ok(()) => {
+                let frames = media::encode_frames(&codec, audio).map_err(|e| e.to_string())?;
+                recorder.start(codec, frames.len(), call);
+                run_call(rt, rx, call, &frames, true).await?
+            }
+            // The call ended before our answer left: its cause is coming.
+            Err(ClientError::UnknownCall(_)) => loop {
+                match rx.recv().await {
+                    Some(Event::CallEnded { call: c, cause }) if c == call => break Some(cause),
+                    other => session_event(other)?,
+                }
+            },
+            Err(e) => return Err(e.to_string()),
+        };
+        match cause {
+            Some(Cause::AnsweredElsewhere) => {
+                eprintln!(
+                    "call from {from} was answered on another device ({}); waiting for the next call",
+                    Cause::AnsweredElsewhere
+                );
+                continue;
+            }
+            Some(c) => eprintln!("call ended: {c}"),
+            None => {}
         }
-        save_recording(&record, &recorder)?;
+        save_recording(record, recorder)?;
+        taken += 1;
     }
-    rt.register(name, 0).await;
-    tokio::time::sleep(Duration::from_millis(100)).await;
     Ok(())
 }
 
 async fn cmd_register(name: Name, expires: u32, args: ClientArgs) -> CliResult {
+    let mut signals = Signals::new()?;
     // Calls are refused here, so no voice ever arrives.
-    let (rt, mut rx) = connect(&args, Box::new(|_| {})).await?;
-    register_and_wait(&rt, &mut rx, &name, expires).await?;
+    let (rt, mut rx) = tokio::select! {
+        r = connect(&args, Box::new(|_| {}), 16) => r?,
+        s = signals.recv() => {
+            eprintln!("stopped by {s}");
+            return Ok(());
+        }
+    };
+    let result = tokio::select! {
+        r = register_flow(&rt, &mut rx, &name, expires) => r,
+        s = signals.recv() => {
+            eprintln!("stopped by {s}; unregistering {name}");
+            Ok(())
+        }
+    };
+    close(&rt).await;
+    result
+}
+
+/// `anytun register` once connected: stay registered, refuse calls as busy.
+async fn register_flow(
+    rt: &ClientRuntime,
+    rx: &mut UnboundedReceiver<Event>,
+    name: &Name,
+    expires: u32,
+) -> CliResult {
+    register_and_wait(rt, rx, name, expires).await?;
     loop {
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => {
-                rt.register(name, 0).await;
-                tokio::time::sleep(Duration::from_millis(200)).await;
-                return Ok(());
+        match rx.recv().await {
+            Some(Event::IncomingCall { call, from, .. }) => {
+                eprintln!("call from {from}: refused as busy (use `anytun answer` to take calls)");
+                let _ = rt.reject(call, Cause::Busy).await;
             }
-            ev = rx.recv() => match ev {
-                Some(Event::IncomingCall { call, from, .. }) => {
-                    eprintln!("call from {from}: refused as busy (use `anytun answer` to take calls)");
-                    let _ = rt.reject(call, Cause::Busy).await;
-                }
-                Some(Event::Disconnected(e)) => {
-                    eprintln!("{e}; reconnecting in 2 s");
-                    tokio::time::sleep(Duration::from_secs(2)).await;
-                    rt.reconnect().await;
-                }
-                Some(Event::Connected { session, .. }) => eprintln!("reconnected (session {session})"),
-                Some(Event::Registered { name, expires_s }) => log::debug!("refreshed {name} for {expires_s} s"),
-                Some(_) => {}
-                None => return Err("client stopped".into()),
-            }
+            other => session_event(other)?,
         }
     }
 }
 
-fn cmd_user(cmd: UserCmd, db: &Path) -> CliResult {
-    let store = SubscriberStore::open(db).map_err(|e| e.to_string())?;
+/// Runs a `user` subcommand on the store the daemon reads: `--db` if
+/// given, else the one the shared config names. Says which store (absolute
+/// path) it read or changed.
+fn cmd_user(cmd: UserCmd, config: Option<&Path>, db: Option<&Path>) -> CliResult {
+    let (path, from) = match db {
+        Some(db) => (config::absolute(db), "--db / ANYTUN_DB".to_owned()),
+        None => {
+            let (cfg, origin) = config::locate(config).map_err(|e| e.to_string())?;
+            (config::absolute(&cfg.subscribers), origin.to_string())
+        }
+    };
+    let store_name = path.display();
+    // Parse keys before touching the store, so a refused key creates nothing.
+    let key = match &cmd {
+        UserCmd::Add { key, .. } => Some(subscriber_key(key)?),
+        UserCmd::Remove { key: Some(key), .. } => Some(subscriber_key(key)?),
+        _ => None,
+    };
+    let store = SubscriberStore::open(&path).map_err(|e| e.to_string())?;
     match cmd {
-        UserCmd::Add { name, key } => {
+        UserCmd::Add { name, .. } => {
+            let key = key.expect("parsed above");
             if store
                 .add(name.as_str(), &key.0)
                 .map_err(|e| e.to_string())?
             {
-                println!("added {name} {key}");
+                println!("added {name} {key} to {store_name}");
             } else {
-                println!("{name} {key} was already there");
+                println!("{name} {key} was already in {store_name}");
             }
         }
         UserCmd::List => {
+            // stdout stays one "name<TAB>key" line per pair, for scripts.
+            eprintln!("subscribers in {store_name} ({from}):");
             for s in store.list().map_err(|e| e.to_string())? {
                 println!("{}\t{}", s.name, PublicKey(s.public_key));
             }
         }
-        UserCmd::Remove { name, key } => {
+        UserCmd::Remove { name, .. } => {
             let n = store
                 .remove(name.as_str(), key.as_ref().map(|k| &k.0))
                 .map_err(|e| e.to_string())?;
             if n == 0 {
-                return Err(format!("no such subscriber: {name}"));
+                return Err(format!("no such subscriber in {store_name}: {name}"));
             }
-            println!("removed {n} key(s) of {name}");
+            println!("removed {n} key(s) of {name} from {store_name}");
         }
     }
     Ok(())
@@ -500,11 +746,14 @@ async fn run(cli: Cli) -> Result<bool, String> {
             }
             println!("public key: {}", key.public());
         }
-        Cmd::Pubkey { key } => {
-            let k = SecretKey::read_file(&key).map_err(|e| e.to_string())?;
+        Cmd::Pubkey { key, file } => {
+            let path = key
+                .or(file)
+                .ok_or("give the private key file: --key FILE")?;
+            let k = SecretKey::read_file(&path).map_err(|e| e.to_string())?;
             println!("{}", k.public());
         }
-        Cmd::User { cmd, db } => cmd_user(cmd, &db)?,
+        Cmd::User { cmd, config, db } => cmd_user(cmd, config.as_deref(), db.as_deref())?,
         Cmd::Register {
             name,
             expires,

@@ -8,11 +8,13 @@ use anytun::config::{self, Config};
 use anytun::crypto::SecretKey;
 use anytun::proxy::{Proxy, ProxyConfig};
 use anytun::runtime::proxy::ProxyRuntime;
+use anytun::runtime::udp::BindOptions;
 use anytun::runtime::RuntimeError;
 use anytun::session::epoch::LeaseFile;
 use anytun::session::{EpochLease, Epochs, ProxyId};
-use anytun::store::SubscriberStore;
+use anytun::store::{ReloadOutcome, ReloadWatch, SubscriberStore};
 use clap::Parser;
+use std::io::ErrorKind;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -22,8 +24,9 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 #[derive(Parser)]
 #[command(name = "anytund", version = concat!(env!("CARGO_PKG_VERSION"), " (", env!("ANYTUN_COMMIT"), ")"), about = "anytun proxy daemon")]
 struct Args {
-    /// Config file (TOML). Without it, built-in defaults are used.
-    #[arg(long, short, env = "ANYTUND_CONFIG")]
+    /// Config file (TOML), shared with `anytun user`. Without it,
+    /// /etc/anytun/anytund.toml if it exists, else built-in defaults.
+    #[arg(long, short, env = config::CONFIG_ENV)]
     config: Option<PathBuf>,
     /// Check the config, print what it resolves to, and exit.
     #[arg(long)]
@@ -33,6 +36,16 @@ struct Args {
 /// Loads the network key, creating it on first start.
 fn network_key(path: &Path) -> Result<SecretKey, String> {
     if path.exists() {
+        // A key file from before private keys were tagged is rewritten
+        // tagged, so a client given it as --network-key refuses it at once.
+        match SecretKey::upgrade_file(path) {
+            Ok(true) => log::warn!(
+                "{}: rewrote the network key in the tagged private-key form (same key)",
+                path.display()
+            ),
+            Ok(false) => {}
+            Err(e) => log::warn!("{e}: cannot tag the network key file; it still works"),
+        }
         return SecretKey::read_file(path).map_err(|e| e.to_string());
     }
     let key = SecretKey::generate();
@@ -103,21 +116,37 @@ fn addrs(cfg: &Config) -> Result<Vec<SocketAddr>, String> {
         .collect()
 }
 
+/// The address of a bind error that failed because the port is taken.
+fn port_in_use(e: &RuntimeError) -> Option<SocketAddr> {
+    match e {
+        RuntimeError::Bind { addr, source } if source.kind() == ErrorKind::AddrInUse => Some(*addr),
+        _ => None,
+    }
+}
+
+/// A bind error in the operator's words.
+fn bind_error(e: RuntimeError) -> String {
+    match port_in_use(&e) {
+        Some(addr) => format!(
+            "UDP {addr} is in use (another anytund?); to share the port on purpose, \
+             set reuse_port = true in every daemon's config"
+        ),
+        None => e.to_string(),
+    }
+}
+
 async fn run(args: Args) -> Result<(), String> {
-    let cfg = match &args.config {
-        Some(path) => config::load(path).map_err(|e| e.to_string())?,
-        None => {
-            log::info!("no --config given: using built-in defaults");
-            Config::default()
-        }
-    };
+    let (cfg, origin) = config::locate(args.config.as_deref()).map_err(|e| e.to_string())?;
+    log::info!("using {origin}");
     let listen = addrs(&cfg)?;
     let proxy_id = ProxyId::new(cfg.proxy_id)
         .ok_or_else(|| format!("proxy_id {} is reserved", cfg.proxy_id))?;
     if args.check_config {
         println!(
-            "config ok: proxy_id {proxy_id}, listen {:?}, network key {}, subscribers {}",
+            "config ok, {origin}: proxy_id {proxy_id}, listen {:?}{}, network key {}, \
+             subscribers {}",
             cfg.listen,
+            if cfg.reuse_port { " (reuse_port)" } else { "" },
             cfg.network_key.display(),
             cfg.subscribers.display()
         );
@@ -127,27 +156,39 @@ async fn run(args: Args) -> Result<(), String> {
     let (lease_file, first_lease) = first_epoch_lease(&cfg.network_key)?;
     let network_public = key.public();
     let store = SubscriberStore::open(&cfg.subscribers).map_err(|e| e.to_string())?;
+    // The version is read first, so a change committed while the snapshot
+    // is read is reloaded on the first tick rather than missed.
+    let version = store.data_version().map_err(|e| e.to_string())?;
     let subscribers = store.snapshot().map_err(|e| e.to_string())?;
+    let mut watch = ReloadWatch::new(Some(version));
     let mut pc = ProxyConfig::new(proxy_id, key);
     pc.keepalive_s = cfg.keepalive_s;
     pc.session_timeout = Duration::from_secs(u64::from(cfg.session_timeout_s));
     pc.max_register_expires_s = cfg.max_register_expires_s;
+    pc.media_timeout = Duration::from_secs(u64::from(cfg.media_timeout_s));
     pc.dos = cfg.dos.clone();
     let count = subscribers.len();
     let explicit_listen = cfg.listen != Config::default().listen;
+    let bind = BindOptions {
+        reuse_port: cfg.reuse_port,
+    };
     let start = |addrs: Vec<SocketAddr>| {
         let core = Proxy::new(pc.clone(), subscribers.clone(), Instant::now());
-        async move { ProxyRuntime::start(core, &addrs).await }
+        async move { ProxyRuntime::start_with(core, &addrs, bind).await }
     };
     let rt = match start(listen.clone()).await {
         Ok(rt) => rt,
+        // A port in use is never a reason to carry on with fewer addresses.
+        Err(e @ RuntimeError::Bind { .. }) if port_in_use(&e).is_some() => {
+            return Err(bind_error(e))
+        }
         // The built-in defaults listen on IPv6 too; a host without IPv6
         // should still start on IPv4. Explicitly configured addresses must
         // all work.
         Err(RuntimeError::Bind { addr, source }) if addr.is_ipv6() && !explicit_listen => {
             log::warn!("cannot listen on {addr} ({source}); continuing on IPv4 only");
             let v4: Vec<SocketAddr> = listen.iter().copied().filter(SocketAddr::is_ipv4).collect();
-            start(v4).await.map_err(|e| e.to_string())?
+            start(v4).await.map_err(bind_error)?
         }
         Err(e) => return Err(e.to_string()),
     };
@@ -171,21 +212,34 @@ async fn run(args: Args) -> Result<(), String> {
         let rt = rt.clone();
         let every = Duration::from_millis(cfg.subscriber_reload_ms);
         tokio::spawn(async move {
-            let mut version = store.data_version().ok();
             let mut tick = tokio::time::interval(every);
             loop {
                 tick.tick().await;
-                let v = store.data_version().ok();
-                if v == version {
-                    continue;
-                }
-                version = v;
-                match store.snapshot() {
-                    Ok(subs) => {
-                        log::info!("subscriber store changed: {} key(s)", subs.len());
-                        rt.with_core(|p| p.set_subscribers(Instant::now(), subs));
+                let apply = |subs| rt.with_core(|p| p.set_subscribers(Instant::now(), subs));
+                match watch.poll(&store, apply) {
+                    ReloadOutcome::Unchanged => {}
+                    ReloadOutcome::Applied {
+                        keys,
+                        after_failures: 0,
+                    } => log::info!("subscriber store changed: {keys} key(s)"),
+                    ReloadOutcome::Applied {
+                        keys,
+                        after_failures,
+                    } => log::warn!(
+                        "subscriber store readable again after {after_failures} failed \
+                         attempt(s): {keys} key(s)"
+                    ),
+                    // Logged once per failure streak; retried every tick.
+                    ReloadOutcome::Failed { error, first: true } => log::error!(
+                        "cannot reload subscribers (retrying every {} ms): {error}",
+                        every.as_millis()
+                    ),
+                    ReloadOutcome::Failed {
+                        error,
+                        first: false,
+                    } => {
+                        log::debug!("cannot reload subscribers: {error}")
                     }
-                    Err(e) => log::error!("cannot reload subscribers: {e}"),
                 }
             }
         })

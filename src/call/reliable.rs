@@ -68,15 +68,7 @@ impl ReliableSender {
         if self.room() == 0 {
             return None;
         }
-        // Ids are never 0; with at most MAX_PENDING in flight, the next one
-        // free is found within MAX_PENDING + 1 steps even after wrapping.
-        loop {
-            self.next_id = self.next_id.wrapping_add(1).max(1);
-            if !self.pending.contains_key(&self.next_id) {
-                break;
-            }
-        }
-        let id = self.next_id;
+        let id = self.take_id();
         let due = now + INITIAL_RTO;
         self.pending.insert(
             id,
@@ -90,6 +82,19 @@ impl ReliableSender {
         );
         self.by_due.insert((due, id));
         Some(id)
+    }
+
+    /// Assigns the next message id without queuing anything: for a message
+    /// sent once and never retransmitted (the session ends with it). Ids
+    /// are never 0; with at most [`MAX_PENDING`] in flight, a free one is
+    /// found within `MAX_PENDING + 1` steps even after wrapping.
+    pub fn take_id(&mut self) -> u32 {
+        loop {
+            self.next_id = self.next_id.wrapping_add(1).max(1);
+            if !self.pending.contains_key(&self.next_id) {
+                return self.next_id;
+            }
+        }
     }
 
     /// Handles an acknowledgement. Returns true if it matched a message.

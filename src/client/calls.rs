@@ -8,7 +8,16 @@ use crate::session::CallId;
 use crate::wire::control::ControlMsg;
 use crate::wire::e2e::{is_dtmf_digit, E2eMessage, MAX_VOICE_PAYLOAD};
 use crate::wire::DropReason;
-use std::time::Instant;
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+/// Most DTMF digits held back waiting for an earlier one; beyond, every
+/// held digit is delivered at once (in order) and the gap skipped.
+pub const MAX_HELD_DTMF: usize = 32;
+
+/// How long a digit is held back waiting for an earlier one that was lost
+/// (its retransmission normally comes within a second).
+const DTMF_HOLD: Duration = Duration::from_secs(2);
 
 /// Which way a call was placed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -45,6 +54,7 @@ pub(crate) enum CallState {
     /// We were invited and have not answered.
     Alerting {
         from: Name,
+        to: Name,
         peer_key: PublicKey,
         codecs: Vec<String>,
         msg1: Vec<u8>,
@@ -61,17 +71,91 @@ pub(crate) struct ActiveCall {
     direction: CallDirection,
     /// DTMF events sent so far (numbers the next one).
     dtmf_sent: u32,
+    /// Puts received DTMF back in the order it was sent.
+    dtmf_in: DtmfOrder,
+    /// When anything last came from the other side on this call.
+    last_rx: Instant,
+    /// When this side last sent anything on this call.
+    last_tx: Instant,
 }
 
 impl ActiveCall {
-    fn new(e2e: E2eSession, codec: String, peer: Name, direction: CallDirection) -> Box<Self> {
+    fn new(
+        now: Instant,
+        e2e: E2eSession,
+        codec: String,
+        peer: Name,
+        direction: CallDirection,
+    ) -> Box<Self> {
         Box::new(Self {
             e2e,
             codec,
             peer,
             direction,
             dtmf_sent: 0,
+            dtmf_in: DtmfOrder::default(),
+            last_rx: now,
+            last_tx: now,
         })
+    }
+}
+
+/// The receiving side of one call's DTMF: digits carry the sender's event
+/// number (1, 2, ...); they travel as reliable control messages, so a lost
+/// one is retransmitted and arrives after the ones sent after it. Those
+/// wait for it, at most [`DTMF_HOLD`] or [`MAX_HELD_DTMF`] digits.
+#[derive(Debug)]
+struct DtmfOrder {
+    /// The event number expected next.
+    next: u32,
+    /// Digits that arrived before an earlier one: event -> (digit, ms).
+    held: BTreeMap<u32, (u8, u16)>,
+    /// When held digits are given up waiting for and delivered.
+    hold_until: Option<Instant>,
+}
+
+impl Default for DtmfOrder {
+    fn default() -> Self {
+        Self {
+            next: 1,
+            held: BTreeMap::new(),
+            hold_until: None,
+        }
+    }
+}
+
+impl DtmfOrder {
+    /// Takes event `event` and returns the digits now deliverable, in the
+    /// order they were sent.
+    fn push(&mut self, now: Instant, event: u32, digit: u8, ms: u16) -> Vec<(u8, u16)> {
+        if event < self.next {
+            // The missing digit after its wait was given up: late, not lost.
+            return vec![(digit, ms)];
+        }
+        self.held.insert(event, (digit, ms));
+        if self.held.len() > MAX_HELD_DTMF {
+            return self.flush();
+        }
+        let mut out = Vec::new();
+        while let Some(d) = self.held.remove(&self.next) {
+            out.push(d);
+            self.next = self.next.wrapping_add(1);
+        }
+        self.hold_until = match self.held.is_empty() {
+            true => None,
+            false => self.hold_until.or(Some(now + DTMF_HOLD)),
+        };
+        out
+    }
+
+    /// Delivers every held digit in order, skipping the gaps.
+    fn flush(&mut self) -> Vec<(u8, u16)> {
+        self.hold_until = None;
+        let held = std::mem::take(&mut self.held);
+        if let Some(last) = held.keys().next_back() {
+            self.next = last.wrapping_add(1);
+        }
+        held.into_values().collect()
     }
 }
 
@@ -89,7 +173,12 @@ impl Client {
             return Err(ClientError::NotConnected);
         }
         let call = CallId(crate::crypto::random_u64());
-        let (handshake, msg1) = CallerHandshake::start(&self.cfg.secret, call)?;
+        let binding = e2e::CallBinding {
+            call,
+            to: &to,
+            codecs: &codecs,
+        };
+        let (handshake, msg1) = CallerHandshake::start(&self.cfg.secret, &binding, from.as_ref())?;
         self.send_control(
             now,
             ControlMsg::Invite {
@@ -119,6 +208,7 @@ impl Client {
             .ok_or(ClientError::UnknownCall(call))?;
         let CallState::Alerting {
             from,
+            to,
             peer_key,
             codecs,
             msg1,
@@ -136,7 +226,9 @@ impl Client {
         else {
             return Err(ClientError::CodecNotOffered(codec.to_owned()));
         };
-        let (session, msg2) = e2e::answer(&self.cfg.secret, call, msg1, peer_key, &codec)?;
+        let binding = e2e::CallBinding { call, to, codecs };
+        let (session, msg2) =
+            e2e::answer(&self.cfg.secret, &binding, from, msg1, peer_key, &codec)?;
         let peer = from.clone();
         self.send_control(
             now,
@@ -146,7 +238,7 @@ impl Client {
                 e2e: msg2,
             },
         )?;
-        let active = ActiveCall::new(session, codec, peer, CallDirection::Incoming);
+        let active = ActiveCall::new(now, session, codec, peer, CallDirection::Incoming);
         self.calls.insert(call, CallState::Active(active));
         Ok(())
     }
@@ -164,6 +256,7 @@ impl Client {
             None => return Err(ClientError::UnknownCall(call)),
         }
         self.calls.remove(&call);
+        self.forget_pending(call);
         self.send_control(now, ControlMsg::Reject { call, cause })
     }
 
@@ -172,6 +265,7 @@ impl Client {
         self.calls
             .remove(&call)
             .ok_or(ClientError::UnknownCall(call))?;
+        self.forget_pending(call);
         self.send_control(now, ControlMsg::Hangup { call, cause })
     }
 
@@ -200,6 +294,7 @@ impl Client {
             .e2e
             .seal(&mut blob, |b| msg.encode(b))
             .ok_or(ClientError::TooLarge)?;
+        c.last_tx = now;
         self.seal_media(now, call, &blob[..n], out)
     }
 
@@ -226,6 +321,7 @@ impl Client {
             .seal(&mut blob, |b| msg.encode(b))
             .ok_or(ClientError::TooLarge)?;
         blob.truncate(n);
+        c.last_tx = now;
         self.send_control(now, ControlMsg::CallData { call, e2e: blob })
     }
 
@@ -269,8 +365,19 @@ impl Client {
                 if self.calls.contains_key(&call) {
                     return;
                 }
+                if self.closing || self.calls.len() >= self.cfg.max_calls {
+                    log::info!("call {call} from {from}: refused as busy");
+                    let cause = Cause::Busy;
+                    let _ = self.send_control(now, ControlMsg::Reject { call, cause });
+                    return;
+                }
                 let peer_key = PublicKey(peer_key);
-                if !e2e::check_invite(call, &msg1, &peer_key) {
+                let binding = e2e::CallBinding {
+                    call,
+                    to: &to,
+                    codecs: &codecs,
+                };
+                if !e2e::check_invite(&binding, &msg1, &peer_key) {
                     // The proxy vouches for a key the caller did not use.
                     log::warn!("call {call}: caller key does not match the proxy's; refused");
                     let cause = Cause::TemporaryFailure;
@@ -279,6 +386,7 @@ impl Client {
                 }
                 let state = CallState::Alerting {
                     from: from.clone(),
+                    to: to.clone(),
                     peer_key,
                     codecs: codecs.clone(),
                     msg1,
@@ -311,7 +419,7 @@ impl Client {
             ControlMsg::CallData {
                 call,
                 e2e: mut blob,
-            } => self.on_call_data(call, &mut blob),
+            } => self.on_call_data(now, call, &mut blob),
             _ => self.drops.add(DropReason::Unexpected),
         }
     }
@@ -343,7 +451,8 @@ impl Client {
         });
         match result {
             Ok((session, codec)) => {
-                let active = ActiveCall::new(session, codec.clone(), to, CallDirection::Outgoing);
+                let active =
+                    ActiveCall::new(now, session, codec.clone(), to, CallDirection::Outgoing);
                 self.calls.insert(call, CallState::Active(active));
                 self.events.push_back(Event::Answered { call, codec });
             }
@@ -351,57 +460,150 @@ impl Client {
                 log::warn!("call {call}: end-to-end handshake failed: {e}");
                 let cause = Cause::TemporaryFailure;
                 let _ = self.send_control(now, ControlMsg::Hangup { call, cause });
+                self.events
+                    .push_back(Event::EndToEndFailed { call, error: e });
                 self.events.push_back(Event::CallEnded { call, cause });
             }
         }
     }
 
-    fn on_call_data(&mut self, call: CallId, blob: &mut [u8]) {
+    fn on_call_data(&mut self, now: Instant, call: CallId, blob: &mut [u8]) {
         let Some(CallState::Active(c)) = self.calls.get_mut(&call) else {
             return self.drops.add(DropReason::UnknownCall);
         };
         let Ok(plain) = c.e2e.open(blob) else {
             return self.drops.add(DropReason::BadEndToEnd);
         };
+        c.last_rx = now;
         match E2eMessage::parse(plain) {
             // Repeats cannot get here: the reliable layer drops repeated
             // control messages and the end-to-end replay window repeated
-            // blobs. Digits are reported in the order they arrive.
+            // blobs. But a retransmitted digit arrives after the ones sent
+            // after it: put them back in the order they were sent.
             Ok(E2eMessage::Dtmf {
-                digit, duration_ms, ..
+                event,
+                digit,
+                duration_ms,
             }) => {
-                self.events.push_back(Event::Dtmf {
-                    call,
-                    digit: char::from(digit),
-                    duration_ms,
-                });
+                for (digit, duration_ms) in c.dtmf_in.push(now, event, digit, duration_ms) {
+                    self.events.push_back(Event::Dtmf {
+                        call,
+                        digit: char::from(digit),
+                        duration_ms,
+                    });
+                }
             }
             _ => self.drops.add(DropReason::BadInner),
         }
     }
 
-    /// Decrypts and parses a relayed voice frame, in place.
+    /// Decrypts and parses a relayed voice frame (or call keepalive, which
+    /// gives no frame), in place.
     pub(super) fn open_voice<'a>(
         &mut self,
+        now: Instant,
         call: CallId,
         blob: &'a mut [u8],
-    ) -> Result<VoiceFrame<'a>, DropReason> {
+    ) -> Result<Option<VoiceFrame<'a>>, DropReason> {
         let Some(CallState::Active(c)) = self.calls.get_mut(&call) else {
             return Err(DropReason::UnknownCall);
         };
-        match E2eMessage::parse(c.e2e.open(blob)?)? {
+        let msg = E2eMessage::parse(c.e2e.open(blob)?)?;
+        c.last_rx = now;
+        match msg {
             E2eMessage::Voice {
                 seq,
                 timestamp,
                 payload,
-            } => Ok(VoiceFrame {
+            } => Ok(Some(VoiceFrame {
                 call,
                 seq,
                 timestamp,
                 payload,
-            }),
+            })),
+            E2eMessage::Alive => Ok(None),
             E2eMessage::Dtmf { .. } => Err(DropReason::BadInner),
         }
+    }
+
+    /// Whether any call is answered.
+    pub(super) fn has_active_call(&self) -> bool {
+        self.calls
+            .values()
+            .any(|c| matches!(c, CallState::Active(_)))
+    }
+
+    /// The earliest per-call timer: a call keepalive, the media timeout, or
+    /// held DTMF. Calls are few ([`super::ClientConfig::max_calls`]).
+    pub(super) fn next_call_timer(&self) -> Option<Instant> {
+        let (keepalive, timeout) = (self.cfg.call_keepalive, self.cfg.media_timeout);
+        self.calls
+            .values()
+            .filter_map(|c| match c {
+                CallState::Active(a) => {
+                    let t = (a.last_tx + keepalive).min(a.last_rx + timeout);
+                    Some(a.dtmf_in.hold_until.map_or(t, |h| h.min(t)))
+                }
+                _ => None,
+            })
+            .min()
+    }
+
+    /// Runs the per-call timers due at `now`: ends calls whose other side
+    /// went silent (telling the proxy), sends call keepalives on quiet
+    /// calls, delivers DTMF held too long.
+    pub(super) fn call_timers(&mut self, now: Instant) {
+        let (keepalive, timeout) = (self.cfg.call_keepalive, self.cfg.media_timeout);
+        let mut dead = Vec::new();
+        let mut quiet = Vec::new();
+        for (id, c) in &mut self.calls {
+            let CallState::Active(a) = c else { continue };
+            if now >= a.last_rx + timeout {
+                dead.push(*id);
+                continue;
+            }
+            if a.dtmf_in.hold_until.is_some_and(|t| now >= t) {
+                for (digit, duration_ms) in a.dtmf_in.flush() {
+                    self.events.push_back(Event::Dtmf {
+                        call: *id,
+                        digit: char::from(digit),
+                        duration_ms,
+                    });
+                }
+            }
+            if now >= a.last_tx + keepalive {
+                quiet.push(*id);
+            }
+        }
+        for call in dead {
+            log::info!(
+                "call {call}: nothing from the other side for {:.1} s; ending it",
+                timeout.as_secs_f64()
+            );
+            let cause = Cause::NetworkFailure;
+            if self.end_call(call, cause) {
+                let _ = self.send_control(now, ControlMsg::Hangup { call, cause });
+            }
+        }
+        for call in quiet {
+            let _ = self.send_call_keepalive(now, call);
+        }
+    }
+
+    /// Sends an end-to-end keepalive on `call` over the media path.
+    fn send_call_keepalive(&mut self, now: Instant, call: CallId) -> Result<(), ClientError> {
+        let c = self.active(call, "carry a keepalive before it is answered")?;
+        let mut blob = [0u8; 1 + e2e::E2E_OVERHEAD];
+        let n = c
+            .e2e
+            .seal(&mut blob, |b| E2eMessage::Alive.encode(b))
+            .ok_or(ClientError::TooLarge)?;
+        c.last_tx = now;
+        let mut pkt = vec![0u8; crate::wire::MAX_DATAGRAM];
+        let len = self.seal_media(now, call, &blob[..n], &mut pkt)?;
+        pkt.truncate(len);
+        self.queue.push_back(pkt);
+        Ok(())
     }
 
     /// The answered call `call`, or why `what` cannot be done to it.
@@ -418,9 +620,19 @@ impl Client {
     pub(super) fn end_call(&mut self, call: CallId, cause: Cause) -> bool {
         let existed = self.calls.remove(&call).is_some();
         if existed {
+            self.forget_pending(call);
             self.events.push_back(Event::CallEnded { call, cause });
         }
         existed
+    }
+
+    /// Stops retransmitting what is still unacknowledged about an ended
+    /// call (Ringing, DTMF): nothing of a call outlives it. Runs before the
+    /// final Hangup or Reject is sent, which must still arrive.
+    fn forget_pending(&mut self, call: CallId) {
+        if let super::Conn::Established(est) = &mut self.conn {
+            est.reliable.forget_call(call);
+        }
     }
 
     pub(super) fn end_all_calls(&mut self, cause: Cause) {
@@ -428,5 +640,44 @@ impl Client {
         for call in ids {
             self.end_call(call, cause);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn digits(v: Vec<(u8, u16)>) -> String {
+        v.into_iter().map(|(d, _)| char::from(d)).collect()
+    }
+
+    #[test]
+    fn dtmf_waits_for_a_missing_digit_then_gives_up() {
+        let t0 = Instant::now();
+        let mut o = DtmfOrder::default();
+        assert_eq!(digits(o.push(t0, 2, b'2', 100)), "");
+        assert_eq!(digits(o.push(t0, 3, b'3', 100)), "");
+        assert_eq!(o.hold_until, Some(t0 + DTMF_HOLD));
+        assert_eq!(digits(o.push(t0, 1, b'1', 100)), "123");
+        assert_eq!(o.hold_until, None);
+        // 4 never comes: 5 is delivered when the wait is over.
+        assert_eq!(digits(o.push(t0, 5, b'5', 100)), "");
+        assert_eq!(digits(o.flush()), "5");
+        assert_eq!(digits(o.push(t0, 6, b'6', 100)), "6");
+        // The lost one, late: delivered rather than dropped.
+        assert_eq!(digits(o.push(t0, 4, b'4', 100)), "4");
+    }
+
+    #[test]
+    fn dtmf_holds_a_bounded_number_of_digits() {
+        let t0 = Instant::now();
+        let mut o = DtmfOrder::default();
+        for e in 2..=(MAX_HELD_DTMF as u32 + 1) {
+            assert!(o.push(t0, e, b'9', 100).is_empty());
+        }
+        let out = o.push(t0, MAX_HELD_DTMF as u32 + 2, b'#', 100);
+        assert_eq!(out.len(), MAX_HELD_DTMF + 1);
+        assert!(o.held.is_empty());
+        assert_eq!(o.next, MAX_HELD_DTMF as u32 + 3);
     }
 }

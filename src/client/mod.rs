@@ -12,7 +12,7 @@ mod connect;
 mod events;
 
 pub use calls::{CallDirection, CallInfo};
-pub use events::{ClientError, Event, VoiceFrame};
+pub use events::{ClientError, ClockSkew, Event, VoiceFrame};
 
 use crate::call::reliable::{ReliableReceiver, ReliableSender};
 use crate::call::{Cause, Name};
@@ -25,6 +25,7 @@ use crate::wire::inner::Inner;
 use crate::wire::transport::TransportHeader;
 use crate::wire::{classify, DropCounters, DropReason, MessageType, MAX_DATAGRAM};
 use calls::CallState;
+pub use calls::MAX_HELD_DTMF;
 use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
@@ -40,13 +41,33 @@ pub struct ClientConfig {
     /// Time before the first retry of a handshake; later retries wait
     /// twice, then four times as long.
     pub handshake_retry: Duration,
-    /// Attempts before giving up with [`ClientError::HandshakeTimeout`].
+    /// Attempts before giving up with [`ClientError::HandshakeTimeout`]
+    /// (first connection only: after losing an established session the
+    /// client keeps trying, every 4 s at most, until told to stop).
     pub handshake_attempts: u32,
+    /// An answered call that receives nothing from the other side (no
+    /// voice, no end-to-end keepalive, no DTMF) for this long ends with
+    /// cause 38 (network failure), and the proxy is told. Like Asterisk's
+    /// `rtptimeout`: a vanished peer is noticed in seconds.
+    pub media_timeout: Duration,
+    /// On an answered call that this side has sent nothing on for this
+    /// long, an end-to-end keepalive is sent, so that a quiet (muted) side
+    /// is not taken for a vanished one. Must be well below `media_timeout`.
+    pub call_keepalive: Duration,
+    /// A keepalive or control message that the proxy has not answered for
+    /// this long means the session is lost (the proxy restarted or the path
+    /// broke): the client connects again and registers its names again.
+    pub loss_timeout: Duration,
+    /// Most calls at once (ringing, alerting or answered). Invites beyond
+    /// are refused at once with busy (Q.850 17).
+    pub max_calls: usize,
 }
 
 impl ClientConfig {
     /// Defaults: keepalive as the proxy says, 4 handshake attempts with
-    /// retries after 1, 2 and 4 s (an error after 11 s without an answer).
+    /// retries after 1, 2 and 4 s (an error after 11 s without an answer),
+    /// a media timeout of 10 s, call keepalives after 1 s of quiet, session
+    /// loss after 3 s without an answer, at most 16 calls.
     pub fn new(secret: SecretKey, network: PublicKey) -> Self {
         Self {
             secret,
@@ -54,6 +75,10 @@ impl ClientConfig {
             keepalive: None,
             handshake_retry: Duration::from_secs(1),
             handshake_attempts: 4,
+            media_timeout: Duration::from_secs(10),
+            call_keepalive: Duration::from_secs(1),
+            loss_timeout: Duration::from_secs(3),
+            max_calls: 16,
         }
     }
 }
@@ -105,6 +130,18 @@ pub struct Client {
     events: VecDeque<Event>,
     queue: VecDeque<Vec<u8>>,
     drops: DropCounters,
+    /// Correction of handshake timestamps learned from the proxy.
+    clock: connect::Clock,
+    /// The session was lost after being established: handshakes go on
+    /// without an attempt limit until one succeeds.
+    reconnecting: bool,
+    /// [`Client::shutdown`] ran: no new calls, no reconnecting.
+    closing: bool,
+    /// While established: when the oldest packet still waiting for an
+    /// answer from the proxy (a keepalive, which the proxy echoes, or a
+    /// control message, which it acknowledges) was sent; cleared by any
+    /// authenticated packet and when the session ends.
+    unanswered_since: Option<Instant>,
 }
 
 impl Client {
@@ -119,6 +156,10 @@ impl Client {
             events: VecDeque::new(),
             queue: VecDeque::new(),
             drops: DropCounters::default(),
+            clock: connect::Clock::default(),
+            reconnecting: false,
+            closing: false,
+            unanswered_since: None,
         }
     }
 
@@ -182,6 +223,7 @@ impl Client {
         }
         let opened = est.crypto.open(&header, d)?;
         est.last_rx = now;
+        self.unanswered_since = None;
         let plaintext = opened.plaintext;
         match Inner::parse(plaintext)? {
             Inner::Keepalive => Ok(None),
@@ -218,7 +260,7 @@ impl Client {
                 // The blob is the tail of the inner message; take it mutably
                 // to decrypt the end-to-end layer in place as well.
                 let start = plaintext.len() - e2e.len();
-                self.open_voice(call, &mut plaintext[start..]).map(Some)
+                self.open_voice(now, call, &mut plaintext[start..])
             }
         }
     }
@@ -237,6 +279,18 @@ impl Client {
             ControlMsg::RegisterFailed { name, .. } => {
                 self.registrations.retain(|r| r.name != name);
                 self.events.push_back(Event::RegisterFailed { name });
+            }
+            ControlMsg::SessionReplaced => {
+                // Final: logging in again would evict the newer login,
+                // which would evict us in turn.
+                log::warn!("the proxy replaced this session with a newer login of this key");
+                self.conn = Conn::Idle;
+                self.unanswered_since = None;
+                self.reconnecting = false;
+                self.registrations.clear();
+                self.events
+                    .push_back(Event::Disconnected(ClientError::Replaced));
+                self.end_all_calls(Cause::NetworkFailure);
             }
             other => self.on_call_control(now, other),
         }
@@ -284,6 +338,7 @@ impl Client {
             .reliable
             .push(now, body.clone(), msg.call())
             .ok_or(ClientError::Backlog)?;
+        self.unanswered_since.get_or_insert(now);
         let mut pkt = vec![0u8; MAX_DATAGRAM];
         let inner = Inner::Control {
             msg_id,
@@ -337,11 +392,20 @@ impl Client {
             Conn::Idle => None,
             Conn::Handshaking { next_retry, .. } => Some(*next_retry),
             Conn::Established(est) => {
+                let deaf = self.deaf_after(est.keepalive);
                 let mut t = (est.last_tx + est.keepalive)
-                    .min(est.last_rx.max(est.last_probe) + est.keepalive)
+                    .min(est.last_rx.max(est.last_probe) + deaf)
                     .min(est.last_rx + dead_after(est.keepalive));
+                if let Some(since) = self.unanswered_since {
+                    t = t
+                        .min(since + self.cfg.loss_timeout)
+                        .min(est.last_probe.max(since) + PROBE_INTERVAL);
+                }
                 if let Some(r) = est.reliable.next_due() {
                     t = t.min(r);
+                }
+                if let Some(c) = self.next_call_timer() {
+                    t = t.min(c);
                 }
                 for reg in &self.registrations {
                     if let Some(r) = reg.refresh_at {
@@ -357,39 +421,50 @@ impl Client {
     /// retransmissions, registration refreshes, loss detection.
     pub fn handle_timeout(&mut self, now: Instant, unix_nanos: u128) {
         match &mut self.conn {
-            Conn::Idle => {}
+            Conn::Idle => self.unanswered_since = None,
             Conn::Handshaking {
                 attempts,
                 first_sent,
                 next_retry,
                 ..
             } => {
+                self.unanswered_since = None;
                 if now < *next_retry {
                     return;
                 }
                 let (attempts, first_sent) = (*attempts, *first_sent);
-                if attempts >= self.cfg.handshake_attempts {
+                if attempts >= self.cfg.handshake_attempts && !self.reconnecting {
                     self.conn = Conn::Idle;
-                    self.events
-                        .push_back(Event::Disconnected(ClientError::HandshakeTimeout {
+                    let err = self
+                        .clock
+                        .failure()
+                        .unwrap_or(ClientError::HandshakeTimeout {
                             attempts,
                             waited: now.saturating_duration_since(first_sent),
                             network: self.cfg.network,
-                        }));
+                        });
+                    self.events.push_back(Event::Disconnected(err));
                     self.end_all_calls(Cause::NetworkFailure);
                 } else {
                     self.send_init(now, unix_nanos);
                 }
             }
             Conn::Established(est) => {
+                self.reconnecting = false;
                 let silent = now.saturating_duration_since(est.last_rx);
-                if silent >= dead_after(est.keepalive) {
-                    self.conn = Conn::Idle;
-                    self.events
-                        .push_back(Event::Disconnected(ClientError::ConnectionLost(silent)));
-                    self.end_all_calls(Cause::NetworkFailure);
+                let unanswered = self
+                    .unanswered_since
+                    .is_some_and(|t| now >= t + self.cfg.loss_timeout);
+                if unanswered || silent >= dead_after(est.keepalive) {
+                    self.session_lost(now, unix_nanos, ClientError::ConnectionLost(silent));
                     return;
                 }
+                let keepalive = est.keepalive;
+                let deaf_after = self.deaf_after(keepalive);
+                let unanswered_since = self.unanswered_since;
+                let Conn::Established(est) = &mut self.conn else {
+                    return;
+                };
                 let queue = &mut self.queue;
                 let crypto = &mut est.crypto;
                 let mut sent = false;
@@ -406,7 +481,12 @@ impl Client {
                 // when we hear nothing (the proxy echoes keepalives), so a
                 // client that only sends voice does not think the path dead.
                 let idle = now >= est.last_tx + est.keepalive;
-                let deaf = now >= est.last_rx.max(est.last_probe) + est.keepalive;
+                let deaf = match unanswered_since {
+                    // Probing already: again every PROBE_INTERVAL, so one
+                    // lost probe does not end the session.
+                    Some(since) => now >= est.last_probe.max(since) + PROBE_INTERVAL,
+                    None => now >= est.last_rx.max(est.last_probe) + deaf_after,
+                };
                 if (!sent && idle) || deaf {
                     let mut pkt = vec![0u8; 64];
                     if let Some(n) = est.crypto.seal(&mut pkt, |b| Inner::Keepalive.encode(b)) {
@@ -420,6 +500,7 @@ impl Client {
                 }
                 if sent {
                     est.last_tx = now;
+                    self.unanswered_since.get_or_insert(now);
                 }
                 for lost in gone {
                     // The proxy never acknowledged a message about this call:
@@ -444,10 +525,73 @@ impl Client {
                 for (name, expires_s) in due {
                     self.send_register(now, name, expires_s);
                 }
+                self.call_timers(now);
             }
         }
     }
+
+    /// How long to hear nothing before probing the proxy: the keepalive
+    /// interval, or one second during an answered call (voice or call
+    /// keepalives flow then, so silence means trouble).
+    fn deaf_after(&self, keepalive: Duration) -> Duration {
+        if self.has_active_call() {
+            keepalive.min(Duration::from_secs(1))
+        } else {
+            keepalive
+        }
+    }
+
+    /// The session is gone (the proxy restarted, or the path broke): calls
+    /// end, and unless shutting down the client connects again at once,
+    /// keeping its names (sent again once connected).
+    fn session_lost(&mut self, now: Instant, unix_nanos: u128, why: ClientError) {
+        self.conn = Conn::Idle;
+        self.unanswered_since = None;
+        if self.closing {
+            self.events.push_back(Event::Disconnected(why));
+            self.end_all_calls(Cause::NetworkFailure);
+            return;
+        }
+        log::info!("{why}; connecting again");
+        self.events.push_back(Event::Reconnecting(why));
+        self.end_all_calls(Cause::NetworkFailure);
+        self.reconnecting = true;
+        self.send_init(now, unix_nanos);
+    }
+
+    /// Ends every call (cause 16) and removes every registration, for a
+    /// client about to stop. The Hangups and unregistrations are sent
+    /// reliably; keep driving the client until
+    /// [`Client::pending_control`] is 0 (all acknowledged) or a deadline
+    /// passes. After this the client neither accepts calls nor reconnects.
+    pub fn shutdown(&mut self, now: Instant) {
+        self.closing = true;
+        let calls: Vec<CallId> = self.calls.keys().copied().collect();
+        for call in calls {
+            let _ = self.hangup(now, call, Cause::Normal);
+            self.events.push_back(Event::CallEnded {
+                call,
+                cause: Cause::Normal,
+            });
+        }
+        let names: Vec<Name> = self.registrations.drain(..).map(|r| r.name).collect();
+        for name in names {
+            let _ = self.send_control(now, ControlMsg::Register { expires_s: 0, name });
+        }
+    }
+
+    /// Control messages sent but not yet acknowledged by the proxy (0 when
+    /// not connected: nothing can be acknowledged then).
+    pub fn pending_control(&self) -> usize {
+        match &self.conn {
+            Conn::Established(est) => est.reliable.in_flight(),
+            _ => 0,
+        }
+    }
 }
+
+/// Interval between keepalive probes while the proxy has not answered.
+const PROBE_INTERVAL: Duration = Duration::from_millis(500);
 
 /// How long to wait for Registered before sending the Register again.
 const REGISTER_RETRY: Duration = Duration::from_secs(20);

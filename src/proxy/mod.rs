@@ -25,6 +25,7 @@ use crate::call::{Cause, Name};
 use crate::crypto::mac::{CookieSecret, NetworkMacs};
 use crate::crypto::{PublicKey, SecretKey};
 use crate::handshake::dos::{DosConfig, LoadMeter, RateLimiter};
+use crate::handshake::replay::{ReplayTable, WallClock};
 use crate::session::{
     CallId, Epochs, EpochsExhausted, ProxyId, SessionCrypto, SessionId, SessionState,
 };
@@ -32,7 +33,7 @@ use crate::wire::control::ControlMsg;
 use crate::wire::inner::Inner;
 use crate::wire::transport::TransportHeader;
 use crate::wire::{classify, DropReason, MessageType, MAX_DATAGRAM};
-use calls::Call;
+use calls::CallTable;
 use registry::Registry;
 use std::collections::{HashMap, VecDeque};
 use std::net::{IpAddr, SocketAddr};
@@ -57,6 +58,30 @@ pub struct ProxyConfig {
     pub max_sessions: usize,
     /// Handshake DoS limits.
     pub dos: DosConfig,
+    /// An answered call that carries no voice or call data from one of its
+    /// two sides for this long ends for both with cause 102 (recovery on
+    /// timer expiry), as Asterisk's `rtptimeout` does. Zero disables it.
+    pub media_timeout: Duration,
+    /// A device offered a call that neither rings nor sends anything at all
+    /// within this time is dropped from the offer (taken to be dead).
+    pub leg_timeout: Duration,
+    /// Most calls held at once (ringing or answered); more are refused
+    /// with cause 34 (no circuit/channel available).
+    pub max_calls: usize,
+    /// Most calls one session is part of, as caller or offered/answering
+    /// device. A caller over it is refused with cause 47 (resource
+    /// unavailable); a device over it is not rung (busy, 17, if none is).
+    pub max_calls_per_session: usize,
+    /// Most devices one call rings (a name with more bindings rings the
+    /// most recently registered ones).
+    pub max_forks: usize,
+    /// Most names one session may hold registered.
+    pub max_names_per_session: usize,
+    /// Most devices (sessions) one name may have registered.
+    pub max_devices_per_name: usize,
+    /// Most client keys the handshake replay table holds (see
+    /// [`crate::handshake::replay::ReplayTable`]).
+    pub replay_max_keys: usize,
 }
 
 impl ProxyConfig {
@@ -71,6 +96,14 @@ impl ProxyConfig {
             ring_timeout: Duration::from_secs(60),
             max_sessions: 1 << 20,
             dos: DosConfig::default(),
+            media_timeout: Duration::from_secs(15),
+            leg_timeout: Duration::from_secs(4),
+            max_calls: 1 << 18,
+            max_calls_per_session: 16,
+            max_forks: 16,
+            max_names_per_session: 16,
+            max_devices_per_name: 16,
+            replay_max_keys: crate::handshake::replay::DEFAULT_MAX_KEYS,
         }
     }
 }
@@ -129,15 +162,19 @@ pub struct Proxy {
     load: LoadMeter,
     limiter: RateLimiter,
     subscribers: Subscribers,
-    /// Newest handshake timestamp accepted per client key. Kept after the
-    /// session ends: replay protection must outlive sessions.
-    timestamps: HashMap<PublicKey, [u8; 12]>,
+    /// Replay state of handshake initiations (see [`ReplayTable`]). Kept
+    /// after sessions end: replay protection must outlive sessions.
+    replay: ReplayTable,
+    /// The proxy's wall clock, for handshake timestamps.
+    wall: WallClock,
+    /// Refused handshakes not yet logged (logged in aggregate).
+    refusal_log: accept::RefusalLog,
     sessions: HashMap<SessionId, ClientSession>,
     /// Where every session's send epoch comes from (spec 8.8).
     epochs: Epochs,
     by_key: HashMap<PublicKey, SessionId>,
     registry: Registry,
-    calls: HashMap<CallId, Call>,
+    calls: CallTable,
     queue: VecDeque<Queued>,
     /// One retransmission deadline per session with messages pending.
     timers: timers::SessionTimers,
@@ -154,13 +191,17 @@ pub struct Proxy {
 const SWEEP_INTERVAL: Duration = Duration::from_secs(1);
 
 impl Proxy {
-    /// A proxy with no sessions, starting at `now`. It has no send epochs:
+    /// A proxy with no sessions, starting at `now`. Its wall clock (for
+    /// handshake timestamps) is the system's, read once here; see
+    /// [`Proxy::with_wall_clock`] to give it one. It has no send epochs:
     /// handshakes are answered `Busy` and imports refused until the shell
     /// grants a lease through [`Proxy::epochs`] (tests:
     /// `proxy.epochs().grant(EpochLease::ephemeral())`).
     pub fn new(cfg: ProxyConfig, subscribers: Subscribers, now: Instant) -> Self {
         let network_public = cfg.network_key.public();
         let proxy_id = cfg.proxy_id;
+        let wall = WallClock::system(now);
+        let replay = ReplayTable::new(wall.at(now), cfg.replay_max_keys);
         Self {
             macs: NetworkMacs::new(&network_public),
             cookies: CookieSecret::new(now),
@@ -168,12 +209,14 @@ impl Proxy {
             limiter: RateLimiter::new(cfg.dos.per_ip_rate_per_s, cfg.dos.per_ip_burst),
             cfg,
             subscribers,
-            timestamps: HashMap::new(),
+            replay,
+            wall,
+            refusal_log: accept::RefusalLog::default(),
             sessions: HashMap::new(),
             epochs: Epochs::new(proxy_id),
             by_key: HashMap::new(),
             registry: Registry::default(),
-            calls: HashMap::new(),
+            calls: CallTable::default(),
             queue: VecDeque::new(),
             timers: timers::SessionTimers::default(),
             expiry: timers::SessionTimers::default(),
@@ -441,14 +484,16 @@ impl Proxy {
                 }
                 Ok(Some(ack))
             }
-            Inner::Media { call, e2e } => self.relay_media(sid, call, e2e, out),
+            Inner::Media { call, e2e } => self.relay_media(now, sid, call, e2e, out),
         }
     }
 
-    /// The voice path: one lookup of the call, one seal for the other party,
-    /// written straight into `out`.
+    /// The voice path: one lookup of the call (which also notes that media
+    /// came from this side, for the media timeout), one seal for the other
+    /// party, written straight into `out`.
     fn relay_media(
         &mut self,
+        now: Instant,
         from: SessionId,
         call: CallId,
         e2e: &[u8],
@@ -456,8 +501,7 @@ impl Proxy {
     ) -> Result<Option<Transmit>, DropReason> {
         let peer = self
             .calls
-            .get(&call)
-            .and_then(|c| c.peer_of(from))
+            .media_peer(call, from, now)
             .ok_or(DropReason::UnknownCall)?;
         let peer = self
             .sessions
@@ -493,9 +537,9 @@ impl Proxy {
             ControlMsg::Reject { call, cause } => self.on_reject(now, from, call, cause),
             ControlMsg::Hangup { call, cause } => self.on_hangup(now, from, call, cause),
             ControlMsg::CallData { call, e2e } => self.on_call_data(now, from, call, e2e),
-            ControlMsg::Registered { .. } | ControlMsg::RegisterFailed { .. } => {
-                self.stats.drops.add(DropReason::Unexpected)
-            }
+            ControlMsg::Registered { .. }
+            | ControlMsg::RegisterFailed { .. }
+            | ControlMsg::SessionReplaced => self.stats.drops.add(DropReason::Unexpected),
         }
     }
 
@@ -516,7 +560,20 @@ impl Proxy {
             self.registry.unregister(&name, from);
         } else {
             let expires = now + Duration::from_secs(u64::from(granted));
-            self.registry.register(name.clone(), from, expires);
+            let (names, devices) = (
+                self.cfg.max_names_per_session,
+                self.cfg.max_devices_per_name,
+            );
+            if let Err(e) = self
+                .registry
+                .register(name.clone(), from, expires, names, devices)
+            {
+                log::debug!("session {from}: register {name} refused: {e}");
+                self.stats.drops.add(DropReason::RegistrationLimit);
+                let cause = crate::wire::control::RegisterCause::Limit;
+                self.send_control(now, from, ControlMsg::RegisterFailed { cause, name });
+                return;
+            }
             self.stats.registrations += 1;
         }
         let reply = ControlMsg::Registered {
@@ -573,6 +630,32 @@ impl Proxy {
             src_ip: q.src_ip,
             len,
         })
+    }
+
+    /// A newer handshake with the same client key replaces session `old`
+    /// (one key, one session: the key is the device's identity). The old
+    /// session is told with [`ControlMsg::SessionReplaced`] before it is
+    /// forgotten, so its client stops at once instead of noticing silence
+    /// and logging in again (which would evict the new one in turn). Sent
+    /// twice under one message id (the client acts on it once), never
+    /// retransmitted: the session is gone.
+    pub(super) fn replace_session(&mut self, now: Instant, old: SessionId) {
+        if let Some(s) = self.sessions.get_mut(&old) {
+            let mut body = [0u8; 1];
+            if let Some(n) = ControlMsg::SessionReplaced.encode(&mut body) {
+                // Never retransmitted: an id, not a place in the (bounded)
+                // queue, which may be full.
+                let msg_id = s.reliable.take_id();
+                for _ in 0..2 {
+                    let inner = Inner::Control {
+                        msg_id,
+                        body: &body[..n],
+                    };
+                    queue_sealed(&mut self.queue, s, inner);
+                }
+            }
+        }
+        self.end_session(now, old, Cause::NetworkFailure);
     }
 
     /// Ends a session: its registrations go, its calls end for the other side.

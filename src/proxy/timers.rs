@@ -196,7 +196,8 @@ impl Proxy {
         }
         self.registry.sweep(now);
         self.limiter.sweep(now);
-        self.expire_unanswered(now);
+        self.flush_refusal_log(now);
+        self.run_call_timers(now);
         self.log_summary(now);
     }
 

@@ -173,6 +173,27 @@ impl ClientRuntime {
         Ok(addr)
     }
 
+    /// Ends every call and removes every registration
+    /// ([`Client::shutdown`]), then waits until the proxy has acknowledged
+    /// all of it (the driver retransmits meanwhile), at most `wait`.
+    /// Returns false if something was still unacknowledged then. Every way
+    /// a client application stops should go through this, so that no call
+    /// and no registration outlives it at the proxy.
+    pub async fn close(&self, wait: Duration) -> bool {
+        self.act(|c, now| c.shutdown(now)).await;
+        let deadline = Instant::now() + wait;
+        loop {
+            if self.client().pending_control() == 0 {
+                return true;
+            }
+            if Instant::now() >= deadline {
+                return false;
+            }
+            // The driver does the retransmitting; this only watches.
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
     /// Stops the driver task.
     pub fn shutdown(self) {
         self.driver.abort();

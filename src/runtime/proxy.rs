@@ -10,7 +10,7 @@
 //! Metrics never take the core lock: whoever holds it publishes a
 //! [`Snapshot`] of the counters before releasing it, and a scrape reads that.
 
-use super::udp::{RecvBatch, SendBatch, UdpEndpoint};
+use super::udp::{BindOptions, RecvBatch, SendBatch, UdpEndpoint};
 use super::RuntimeError;
 use crate::metrics::Snapshot;
 use crate::proxy::{Proxy, Transmit};
@@ -48,13 +48,23 @@ pub struct ProxyRuntime {
 }
 
 impl ProxyRuntime {
-    /// Binds every address in `listen` and starts serving.
+    /// Binds every address in `listen` (sharing no port) and starts serving.
     pub async fn start(core: Proxy, listen: &[SocketAddr]) -> Result<Self, RuntimeError> {
+        Self::start_with(core, listen, BindOptions::default()).await
+    }
+
+    /// Binds every address in `listen` with `opts` and starts serving. A
+    /// port in use is [`RuntimeError::Bind`] with an `AddrInUse` source.
+    pub async fn start_with(
+        core: Proxy,
+        listen: &[SocketAddr],
+        opts: BindOptions,
+    ) -> Result<Self, RuntimeError> {
         let mut endpoints = Vec::new();
         let mut addrs = Vec::new();
         for &addr in listen {
             let bind_err = |source| RuntimeError::Bind { addr, source };
-            let ep = UdpEndpoint::bind(addr).map_err(bind_err)?;
+            let ep = UdpEndpoint::bind_with(addr, opts).map_err(bind_err)?;
             addrs.push(ep.local_addr().map_err(bind_err)?);
             endpoints.push(ep);
         }
@@ -259,9 +269,13 @@ async fn timers(shared: Arc<Shared>) {
         // Rounds of bounded work: a burst of due retransmissions never
         // holds the lock for long, and its datagrams leave between rounds.
         let now = Instant::now();
+        let unix = super::unix_nanos();
         loop {
             let more = {
                 let mut core = lock(&shared.core);
+                // Follow steps of the system clock (NTP at boot) for handshake
+                // timestamps; the replay floor never moves back.
+                core.set_wall_clock(now, unix);
                 let more = core.handle_timeout_limited(now, TIMER_SESSIONS);
                 outbox.drain(&shared, &mut core);
                 publish(&shared, &core);

@@ -275,8 +275,9 @@ impl SessionCrypto {
     }
 }
 
-/// A session in plain data, as one proxy hands it to another.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// A session in plain data, as one proxy hands it to another. Its Debug
+/// form leaves out the direction keys.
+#[derive(Clone, PartialEq, Eq)]
 pub struct SessionState {
     /// The session id (names the home proxy).
     pub id: SessionId,
@@ -293,6 +294,18 @@ pub struct SessionState {
     /// as far as the exporter knows. Informational: an importer never
     /// resumes from it (it takes a fresh epoch), it only starts above it.
     pub proxy_counter_floors: Vec<(ProxyId, u64)>,
+}
+
+impl std::fmt::Debug for SessionState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The direction keys are secret: never in logs or panic messages.
+        f.debug_struct("SessionState")
+            .field("id", &self.id)
+            .field("client_key", &self.client_key)
+            .field("client_counter_floor", &self.client_counter_floor)
+            .field("proxy_counter_floors", &self.proxy_counter_floors)
+            .finish_non_exhaustive()
+    }
 }
 
 #[cfg(test)]

@@ -14,6 +14,7 @@
 //! 7 Reject         call_id (8), cause (1)
 //! 8 Hangup         call_id (8), cause (1)
 //! 9 CallData       call_id (8), e2e blob           relayed end-to-end message
+//! 10 SessionReplaced (no fields)                   proxy to a session a newer login replaced
 //! ```
 //! `from` may be empty from a client (the proxy fills in its name);
 //! `peer_key` is zero from a client and set by the proxy to the other
@@ -36,6 +37,9 @@ pub const MAX_E2E_BLOB: usize = 512;
 pub enum RegisterCause {
     /// The client's key is not authorised for that name.
     NotAuthorized = 1,
+    /// A bound was reached: the session holds its most names, or the name
+    /// has its most devices.
+    Limit = 2,
 }
 
 /// A call-layer control message.
@@ -113,6 +117,10 @@ pub enum ControlMsg {
         /// End-to-end blob.
         e2e: Vec<u8>,
     },
+    /// Proxy to client: a newer handshake with this client's key replaced
+    /// this session, which ends now. Sent (unacknowledged) just before the
+    /// proxy forgets the session; the client must not log in again.
+    SessionReplaced,
 }
 
 mod tag {
@@ -125,6 +133,7 @@ mod tag {
     pub const REJECT: u8 = 7;
     pub const HANGUP: u8 = 8;
     pub const CALL_DATA: u8 = 9;
+    pub const SESSION_REPLACED: u8 = 10;
 }
 
 /// A codec name: 1 to 32 printable ASCII characters, no spaces.
@@ -189,6 +198,7 @@ impl ControlMsg {
             tag::REGISTER_FAILED => ControlMsg::RegisterFailed {
                 cause: match r.u8()? {
                     1 => RegisterCause::NotAuthorized,
+                    2 => RegisterCause::Limit,
                     _ => return None,
                 },
                 name: read_name(&mut r)?,
@@ -237,6 +247,7 @@ impl ControlMsg {
                 call: CallId(r.u64()?),
                 e2e: read_blob(&mut r)?,
             },
+            tag::SESSION_REPLACED => ControlMsg::SessionReplaced,
             _ => return None,
         };
         r.finish()?;
@@ -309,6 +320,9 @@ impl ControlMsg {
                 w.u8(tag::CALL_DATA).u64(call.0);
                 write_blob(&mut w, e2e);
             }
+            ControlMsg::SessionReplaced => {
+                w.u8(tag::SESSION_REPLACED);
+            }
         }
         w.finish()
     }
@@ -334,6 +348,10 @@ mod tests {
             },
             ControlMsg::RegisterFailed {
                 cause: RegisterCause::NotAuthorized,
+                name: name("bob"),
+            },
+            ControlMsg::RegisterFailed {
+                cause: RegisterCause::Limit,
                 name: name("bob"),
             },
             ControlMsg::Invite {
@@ -362,6 +380,7 @@ mod tests {
                 call: CallId(5),
                 e2e: vec![0; 30],
             },
+            ControlMsg::SessionReplaced,
         ]
     }
 

@@ -8,6 +8,7 @@
 //! ```text
 //! Voice  kind = 1, seq (4), timestamp (4), payload (1..=640)
 //! Dtmf   kind = 2, event (4), digit (1: ASCII 0-9 * # A-D), duration_ms (2)
+//! Alive  kind = 3                       (no fields: "still here" on a quiet call)
 //! ```
 
 use super::{DropReason, Reader, Writer};
@@ -36,10 +37,15 @@ pub enum E2eMessage<'a> {
         /// How long the key was held.
         duration_ms: u16,
     },
+    /// Sent on the media path when a call has carried nothing from this
+    /// side for a while (muted, no audio to play), so the other side can
+    /// tell a quiet peer from a vanished one.
+    Alive,
 }
 
 const VOICE: u8 = 1;
 const DTMF: u8 = 2;
+const ALIVE: u8 = 3;
 
 /// Whether `d` is a valid DTMF digit.
 pub fn is_dtmf_digit(d: u8) -> bool {
@@ -75,6 +81,7 @@ impl<'a> E2eMessage<'a> {
                     duration_ms,
                 }
             }
+            ALIVE => E2eMessage::Alive,
             _ => return Err(DropReason::BadInner),
         };
         r.finish().ok_or(DropReason::BadInner)?;
@@ -98,6 +105,9 @@ impl<'a> E2eMessage<'a> {
                 duration_ms,
             } => {
                 w.u8(DTMF).u32(event).u8(digit).u16(duration_ms);
+            }
+            E2eMessage::Alive => {
+                w.u8(ALIVE);
             }
         }
         w.finish()
@@ -132,5 +142,8 @@ mod tests {
         assert_eq!(E2eMessage::parse(&buf[..n]), Ok(d));
         buf[5] = b'x';
         assert!(E2eMessage::parse(&buf[..n]).is_err());
+        let n = E2eMessage::Alive.encode(&mut buf).unwrap();
+        assert_eq!(E2eMessage::parse(&buf[..n]), Ok(E2eMessage::Alive));
+        assert!(E2eMessage::parse(&[3, 0]).is_err());
     }
 }

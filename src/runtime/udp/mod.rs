@@ -64,6 +64,15 @@ const SOCKET_BUFFER: usize = 4 << 20;
 /// ECN, ...) cannot make the kernel drop the pktinfo message (`MSG_CTRUNC`).
 const CMSG_CAP: usize = 128;
 
+/// How a socket shares its address and port with other sockets.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct BindOptions {
+    /// Set `SO_REUSEPORT`, so that several sockets (several daemons) that
+    /// all set it bind one address and port on purpose; the kernel spreads
+    /// incoming flows among them. Off by default: a port in use is an error.
+    pub reuse_port: bool,
+}
+
 /// A UDP socket of one address family, set up for batched I/O with
 /// per-datagram local addresses.
 ///
@@ -75,13 +84,28 @@ pub struct UdpEndpoint {
 }
 
 impl UdpEndpoint {
+    /// Creates a non-blocking UDP socket bound to `addr` that shares its
+    /// port with nobody, and registers it with the current tokio runtime.
+    /// See [`bind_with`](Self::bind_with).
+    ///
+    /// # Panics
+    ///
+    /// Panics if called outside a tokio runtime (as
+    /// `tokio::net::UdpSocket::from_std` does).
+    pub fn bind(addr: SocketAddr) -> io::Result<Self> {
+        Self::bind_with(addr, BindOptions::default())
+    }
+
     /// Creates a non-blocking UDP socket bound to `addr` and registers it with
     /// the current tokio runtime.
     ///
-    /// The socket has `SO_REUSEADDR` (so a restarting proxy can rebind at
-    /// once), `IP_PKTINFO` or `IPV6_RECVPKTINFO` (so each received datagram
-    /// reports the local address it was sent to), `IPV6_V6ONLY` for IPv6, and
-    /// 4 MiB send and receive buffers if the kernel allows that much.
+    /// The socket has `IP_PKTINFO` or `IPV6_RECVPKTINFO` (so each received
+    /// datagram reports the local address it was sent to), `IPV6_V6ONLY` for
+    /// IPv6, 4 MiB send and receive buffers if the kernel allows that much,
+    /// and `SO_REUSEPORT` only if `opts` asks for it. There is no
+    /// `SO_REUSEADDR`: UDP has no TIME_WAIT, so a restart rebinds without it,
+    /// and with it a second process would silently share the port. A port in
+    /// use is therefore an error of kind `AddrInUse`.
     ///
     /// An IPv4-mapped IPv6 address is rejected with `InvalidInput`: bind an
     /// IPv4 endpoint instead.
@@ -90,7 +114,7 @@ impl UdpEndpoint {
     ///
     /// Panics if called outside a tokio runtime (as
     /// `tokio::net::UdpSocket::from_std` does).
-    pub fn bind(addr: SocketAddr) -> io::Result<Self> {
+    pub fn bind_with(addr: SocketAddr, opts: BindOptions) -> io::Result<Self> {
         if let SocketAddr::V6(a) = addr {
             if a.ip().to_ipv4_mapped().is_some() {
                 return Err(io::Error::new(
@@ -106,7 +130,9 @@ impl UdpEndpoint {
         } else {
             set_int_option(&sock, libc::IPPROTO_IP, libc::IP_PKTINFO, 1)?;
         }
-        sock.set_reuse_address(true)?;
+        if opts.reuse_port {
+            set_int_option(&sock, libc::SOL_SOCKET, libc::SO_REUSEPORT, 1)?;
+        }
         // Best effort: a small buffer costs drops under bursts, not correctness.
         if let Err(e) = sock.set_recv_buffer_size(SOCKET_BUFFER) {
             log::debug!("SO_RCVBUF {SOCKET_BUFFER} on {addr}: {e}");

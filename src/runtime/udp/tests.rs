@@ -453,3 +453,31 @@ fn futures_and_batches_are_send() {
     assert_send(&ep.send_batch(&mut sb));
     assert_send(&ep.send_to(b"", v4(127, 0, 0, 1, 9), None));
 }
+
+#[test]
+fn a_port_in_use_is_refused_unless_shared_on_purpose() {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_io()
+        .build()
+        .unwrap();
+    let _guard = rt.enter();
+    // Without sharing, a second socket on the same address fails, so a
+    // second daemon cannot silently take the first one's traffic.
+    let first = UdpEndpoint::bind(v4(127, 0, 0, 1, 0)).unwrap();
+    let addr = first.local_addr().unwrap();
+    let err = UdpEndpoint::bind(addr).unwrap_err();
+    assert_eq!(err.kind(), std::io::ErrorKind::AddrInUse, "{err}");
+    // Asking for sharing on one side only is not enough either.
+    let err = UdpEndpoint::bind_with(addr, BindOptions { reuse_port: true }).unwrap_err();
+    assert_eq!(err.kind(), std::io::ErrorKind::AddrInUse, "{err}");
+    drop(first);
+
+    // With SO_REUSEPORT on every socket, they share the port.
+    let shared = BindOptions { reuse_port: true };
+    let a = UdpEndpoint::bind_with(v4(127, 0, 0, 1, 0), shared).unwrap();
+    let addr = a.local_addr().unwrap();
+    let b = UdpEndpoint::bind_with(addr, shared).unwrap();
+    assert_eq!(b.local_addr().unwrap(), addr);
+    // And an unshared socket still cannot join them.
+    assert!(UdpEndpoint::bind(addr).is_err());
+}
