@@ -36,4 +36,5 @@ pub mod session;
 pub mod sim;
 pub mod store;
 pub mod sync;
+pub mod testbed;
 pub mod wire;

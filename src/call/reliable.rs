@@ -108,6 +108,15 @@ impl ReliableSender {
         }
     }
 
+    /// Takes every unacknowledged message body out, in id order (for
+    /// handing them to the proxy that now serves the client, anypsp).
+    pub fn drain(&mut self) -> Vec<Vec<u8>> {
+        self.by_due.clear();
+        let mut v: Vec<(u32, Vec<u8>)> = self.pending.drain().map(|(id, p)| (id, p.body)).collect();
+        v.sort_by_key(|(id, _)| *id);
+        v.into_iter().map(|(_, b)| b).collect()
+    }
+
     /// Messages not yet acknowledged.
     pub fn in_flight(&self) -> usize {
         self.pending.len()

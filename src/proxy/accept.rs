@@ -120,10 +120,12 @@ impl Proxy {
                         last_seen: now,
                         reliable: ReliableSender::new(),
                         received: ReliableReceiver::new(),
+                        serving: self.cfg.proxy_id,
                     },
                 );
                 self.by_key.insert(client, id);
                 self.arm_expiry(id, now);
+                self.emit_session(now, id, true);
                 self.stats.handshakes_accepted += 1;
                 log::debug!("session {id} for {client} from {src}");
             }

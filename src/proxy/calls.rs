@@ -14,7 +14,7 @@
 //! call that ends leaves nothing behind (table, indexes, timers, pending
 //! control messages about it other than the Hangup that says it is over).
 
-use super::Proxy;
+use super::{Proxy, ProxyEvent};
 use crate::call::{Cause, Name};
 use crate::session::{CallId, SessionId};
 use crate::wire::control::ControlMsg;
@@ -27,6 +27,9 @@ use std::time::{Duration, Instant};
 pub(crate) struct Call {
     caller: SessionId,
     legs: Legs,
+    /// Set up on another proxy and replicated here (anypsp): its ring and
+    /// leg deadlines run there, not here.
+    remote: bool,
 }
 
 /// Who the caller is connected to.
@@ -101,6 +104,7 @@ impl Call {
     /// Every deadline of the call that may be in the timer index.
     fn timers(&self, id: CallId) -> Vec<(Instant, CallId, Timer)> {
         match &self.legs {
+            Legs::Offering { .. } if self.remote => Vec::new(),
             Legs::Offering {
                 legs, ring_until, ..
             } => std::iter::once((*ring_until, id, Timer::Ring))
@@ -329,15 +333,18 @@ impl Proxy {
         // caller's answer (it would be dropped after `leg_timeout`).
         let silent = Duration::from_secs(2 * u64::from(self.cfg.keepalive_s) + 1);
         let sessions = &self.sessions;
+        let me = self.cfg.proxy_id;
+        // A device served by another proxy is judged there (its SessionDown
+        // removes it here).
         let live: Vec<SessionId> = self
             .registry
             .lookup(&to, now)
             .into_iter()
             .filter(|s| {
                 *s != from
-                    && sessions
-                        .get(s)
-                        .is_some_and(|x| now.saturating_duration_since(x.last_seen) <= silent)
+                    && sessions.get(s).is_some_and(|x| {
+                        x.serving != me || now.saturating_duration_since(x.last_seen) <= silent
+                    })
             })
             .collect();
         if live.is_empty() {
@@ -382,8 +389,14 @@ impl Proxy {
             Call {
                 caller: from,
                 legs: offering,
+                remote: false,
             },
         );
+        self.emit(ProxyEvent::CallStarted {
+            call,
+            caller: from,
+            callees: targets.clone(),
+        });
         for t in targets {
             let invite = ControlMsg::Invite {
                 call,
@@ -399,8 +412,8 @@ impl Proxy {
 
     pub(super) fn on_ringing(&mut self, now: Instant, from: SessionId, call: CallId) {
         let Some(Call {
-            caller,
             legs: Legs::Offering { legs, rung, .. },
+            ..
         }) = self.calls.calls.get_mut(&call)
         else {
             return self.stats.drops.add(DropReason::UnknownCall);
@@ -408,9 +421,21 @@ impl Proxy {
         let Some(leg) = legs.iter_mut().find(|l| l.session == from) else {
             return self.stats.drops.add(DropReason::UnknownCall);
         };
+        let first_ring = leg.deadline.is_some() || !*rung;
         if let Some(t) = leg.deadline.take() {
             self.calls.timers.remove(&(t, call, Timer::Leg(from)));
         }
+        if first_ring {
+            self.emit(ProxyEvent::CallRinging { call, callee: from });
+        }
+        let Some(Call {
+            caller,
+            legs: Legs::Offering { rung, .. },
+            ..
+        }) = self.calls.calls.get_mut(&call)
+        else {
+            return;
+        };
         // Forwarded once: the caller reports ringing once, and a device
         // repeating Ringing must not make the proxy queue more messages.
         if !*rung {
@@ -436,6 +461,11 @@ impl Proxy {
         };
         let losers = self.calls.answer(call, from, now, self.cfg.media_timeout);
         self.stats.calls_answered += 1;
+        self.emit(ProxyEvent::CallAnswered {
+            call,
+            caller,
+            callee: from,
+        });
         log::debug!("call {call} answered by session {from}");
         let answer = ControlMsg::Answer {
             call,
@@ -473,7 +503,12 @@ impl Proxy {
         if let Some(cause) = notify {
             self.send_control(now, s, ControlMsg::Hangup { call, cause });
         }
-        if self.calls.remove_leg(call, s, refusal) != Some(0) {
+        let was_leg = self.calls.get(&call).is_some_and(|c| c.leg(s).is_some());
+        let left = self.calls.remove_leg(call, s, refusal);
+        if was_leg {
+            self.emit(ProxyEvent::CallLegDropped { call, callee: s });
+        }
+        if left != Some(0) {
             return;
         }
         let Some(c) = self.calls.remove(call) else {
@@ -482,6 +517,7 @@ impl Proxy {
         let Legs::Offering { cause, .. } = c.legs else {
             return;
         };
+        self.emit(ProxyEvent::CallEnded { call, cause });
         self.stats.calls_failed += 1;
         // A Ringing still pending to the caller is moot now.
         self.forget_call(c.caller, call);
@@ -530,6 +566,7 @@ impl Proxy {
         let Some(c) = self.calls.remove(call) else {
             return;
         };
+        self.emit(ProxyEvent::CallEnded { call, cause });
         for s in c.parties() {
             self.forget_call(s, call);
             if Some(s) != by {
@@ -602,6 +639,7 @@ impl Proxy {
         } else {
             Cause::NoAnswer
         };
+        self.emit(ProxyEvent::CallEnded { call, cause });
         self.stats.calls_failed += 1;
         self.forget_call(c.caller, call);
         self.send_control(now, c.caller, ControlMsg::Reject { call, cause });
@@ -615,10 +653,13 @@ impl Proxy {
             return;
         };
         let invited = leg.invited;
+        // A device served by another proxy is heard there, not here: it
+        // stays until the ring timeout (or its proxy drops it).
+        let me = self.cfg.proxy_id;
         let heard = self
             .sessions
             .get(&s)
-            .is_some_and(|x| x.last_seen >= invited);
+            .is_some_and(|x| x.last_seen >= invited || x.serving != me);
         if heard {
             // Alive (it acknowledged or sent something): it keeps ringing
             // until the ring timeout; its deadline is spent.
@@ -644,14 +685,27 @@ impl Proxy {
     /// first happen.
     fn media_check(&mut self, now: Instant, call: CallId) {
         let timeout = self.cfg.media_timeout;
+        let me = self.cfg.proxy_id;
+        let sessions = &self.sessions;
         let Some(Call {
-            legs: Legs::Answered { heard, check, .. },
+            caller,
+            legs:
+                Legs::Answered {
+                    heard,
+                    check,
+                    callee,
+                },
             ..
         }) = self.calls.calls.get_mut(&call)
         else {
             return;
         };
-        let oldest = heard[0].min(heard[1]);
+        // anypsp: a side's frames reach the proxy that serves it (voice
+        // takes the shortest path), so each proxy judges the silence of the
+        // sides it serves; a side served elsewhere counts as heard now.
+        let here = |s: &SessionId| sessions.get(s).is_none_or(|x| x.serving == me);
+        let side = |i: usize, s: &SessionId| if here(s) { heard[i] } else { now };
+        let oldest = side(0, caller).min(side(1, callee));
         if now.saturating_duration_since(oldest) < timeout {
             let next = oldest + timeout;
             *check = Some(next);
@@ -662,6 +716,108 @@ impl Proxy {
         log::debug!("call {call}: no media from one side for {timeout:?}, ended");
         self.stats.media_timeouts += 1;
         self.end_call(now, call, None, Cause::Timeout);
+    }
+}
+
+/// Replicated call changes (anypsp): installed quietly, no message sent
+/// and no event emitted.
+impl Proxy {
+    pub(super) fn apply_call_started(
+        &mut self,
+        now: Instant,
+        call: CallId,
+        caller: SessionId,
+        callees: &[SessionId],
+    ) -> Result<(), super::replica::ApplyError> {
+        if self.calls.contains(&call) {
+            return Ok(());
+        }
+        if self.calls.len() >= self.cfg.max_calls {
+            return Err(super::replica::ApplyError::Full);
+        }
+        let legs = callees
+            .iter()
+            .take(self.cfg.max_forks)
+            .map(|s| Leg {
+                session: *s,
+                invited: now,
+                deadline: None,
+            })
+            .collect();
+        let legs = Legs::Offering {
+            legs,
+            cause: Cause::Unavailable,
+            ring_until: now + self.cfg.ring_timeout,
+            rung: false,
+        };
+        let c = Call {
+            caller,
+            legs,
+            remote: true,
+        };
+        self.calls.insert(call, c);
+        Ok(())
+    }
+
+    pub(super) fn apply_call_ringing(&mut self, call: CallId, callee: SessionId) {
+        let Some(Call {
+            legs: Legs::Offering { legs, rung, .. },
+            ..
+        }) = self.calls.calls.get_mut(&call)
+        else {
+            return;
+        };
+        *rung = true;
+        if let Some(leg) = legs.iter_mut().find(|l| l.session == callee) {
+            if let Some(t) = leg.deadline.take() {
+                self.calls.timers.remove(&(t, call, Timer::Leg(callee)));
+            }
+        }
+    }
+
+    pub(super) fn apply_leg_dropped(&mut self, call: CallId, callee: SessionId) {
+        self.calls.remove_leg(call, callee, Cause::Unavailable);
+    }
+
+    pub(super) fn apply_call_answered(
+        &mut self,
+        now: Instant,
+        call: CallId,
+        caller: SessionId,
+        callee: SessionId,
+    ) -> Result<(), super::replica::ApplyError> {
+        match self.calls.get(&call) {
+            Some(c) if c.peer_of(callee) == Some(caller) => Ok(()),
+            Some(c) if c.leg(callee).is_some() => {
+                self.calls.answer(call, callee, now, self.cfg.media_timeout);
+                Ok(())
+            }
+            Some(_) => Ok(()),
+            None => {
+                // Its start never reached us (lost, or we joined late): the
+                // answered call is enough to relay its media.
+                if self.calls.len() >= self.cfg.max_calls {
+                    return Err(super::replica::ApplyError::Full);
+                }
+                let media = self.cfg.media_timeout;
+                let check = (!media.is_zero()).then(|| now + media);
+                let c = Call {
+                    caller,
+                    legs: Legs::Answered {
+                        callee,
+                        heard: [now, now],
+                        check,
+                    },
+                    remote: true,
+                };
+                self.calls.insert(call, c);
+                Ok(())
+            }
+        }
+    }
+
+    pub(super) fn apply_call_ended(&mut self, call: CallId) {
+        self.calls.remove(call);
     }
 }
 
@@ -746,6 +902,7 @@ mod tests {
             .collect();
         Call {
             caller,
+            remote: false,
             legs: Legs::Offering {
                 legs,
                 cause: Cause::Unavailable,

@@ -12,11 +12,15 @@
 
 mod accept;
 pub mod calls;
+pub mod events;
 pub mod registry;
+mod replica;
 pub mod stats;
 pub mod subscribers;
 mod timers;
 
+pub use events::{ProxyEvent, SessionRecord};
+pub use replica::{PeerMessage, PspStats};
 pub use stats::ProxyStats;
 pub use subscribers::Subscribers;
 
@@ -82,6 +86,12 @@ pub struct ProxyConfig {
     /// Most client keys the handshake replay table holds (see
     /// [`crate::handshake::replay::ReplayTable`]).
     pub replay_max_keys: usize,
+    /// Most events held for [`Proxy::poll_event`]; on overflow the oldest
+    /// is dropped and [`Proxy::resync_needed`] turns true.
+    pub max_events: usize,
+    /// Most messages held for [`Proxy::poll_peer_transmit`]; more are
+    /// dropped and counted in [`PspStats::peer_queue_full`].
+    pub max_peer_queue: usize,
 }
 
 impl ProxyConfig {
@@ -104,6 +114,8 @@ impl ProxyConfig {
             max_names_per_session: 16,
             max_devices_per_name: 16,
             replay_max_keys: crate::handshake::replay::DEFAULT_MAX_KEYS,
+            max_events: events::DEFAULT_MAX_EVENTS,
+            max_peer_queue: replica::DEFAULT_MAX_PEER_QUEUE,
         }
     }
 }
@@ -132,6 +144,10 @@ pub(crate) struct ClientSession {
     pub(crate) last_seen: Instant,
     pub(crate) reliable: ReliableSender,
     pub(crate) received: ReliableReceiver,
+    /// The proxy serving the client now (this one, or another whose state
+    /// was replicated here: then this proxy runs no timers for it and sends
+    /// it no control message itself).
+    pub(crate) serving: ProxyId,
 }
 
 #[derive(Debug)]
@@ -185,6 +201,12 @@ pub struct Proxy {
     stats: ProxyStats,
     /// Counters as of the last summary log line.
     summary: timers::Summary,
+    /// State changes for replication (bounded).
+    events: events::EventQueue,
+    /// Messages for peer proxies (bounded).
+    peer_out: VecDeque<(ProxyId, Vec<u8>)>,
+    /// anypsp counters.
+    psp: PspStats,
 }
 
 /// How often expiry sweeps run.
@@ -202,6 +224,7 @@ impl Proxy {
         let proxy_id = cfg.proxy_id;
         let wall = WallClock::system(now);
         let replay = ReplayTable::new(wall.at(now), cfg.replay_max_keys);
+        let cfg_max_events = cfg.max_events;
         Self {
             macs: NetworkMacs::new(&network_public),
             cookies: CookieSecret::new(now),
@@ -223,6 +246,9 @@ impl Proxy {
             next_sweep: now + SWEEP_INTERVAL,
             stats: ProxyStats::default(),
             summary: timers::Summary::default(),
+            events: events::EventQueue::new(cfg_max_events),
+            peer_out: VecDeque::new(),
+            psp: PspStats::default(),
         }
     }
 
@@ -320,11 +346,14 @@ impl Proxy {
             self.end_session(now, id, Cause::NetworkFailure);
         }
         let (subs, sessions) = (&self.subscribers, &self.sessions);
-        self.registry.retain(|name, sid| {
+        let gone = self.registry.retain(|name, sid| {
             sessions
                 .get(&sid)
                 .is_some_and(|s| subs.may_use(&s.client_key, name))
         });
+        for (name, session) in gone {
+            self.emit(ProxyEvent::Unregistered { name, session });
+        }
     }
 
     /// The exportable state of a session (for handing it to another proxy).
@@ -358,6 +387,7 @@ impl Proxy {
             last_seen: now,
             reliable: ReliableSender::new(),
             received: ReliableReceiver::new(),
+            serving: self.cfg.proxy_id,
         };
         self.by_key.insert(state.client_key, state.id);
         if self.sessions.insert(state.id, session).is_some() {
@@ -365,6 +395,7 @@ impl Proxy {
             self.timers.set(state.id, None);
         }
         self.arm_expiry(state.id, now);
+        self.emit_session(now, state.id, true);
         Ok(())
     }
 
@@ -422,13 +453,16 @@ impl Proxy {
     ) -> Result<Option<Transmit>, DropReason> {
         let header = TransportHeader::parse(d)?;
         let sid = header.session;
-        let session = self
-            .sessions
-            .get_mut(&sid)
-            .ok_or(DropReason::UnknownSession)?;
+        let me = self.cfg.proxy_id;
+        let Some(session) = self.sessions.get_mut(&sid) else {
+            // Not held (yet): its home may have it (anypsp forward to home).
+            self.forward_to_home(sid, src, dst_ip, d);
+            return Err(DropReason::UnknownSession);
+        };
         let opened = session.crypto.open(&header, d)?;
         // The address is learned only from an authenticated packet that is
         // the newest so far: a replayed or delayed packet cannot move it.
+        let mut changed = false;
         if opened.newest && (session.addr != src || session.local_ip != dst_ip) {
             if session.addr != src {
                 log::debug!("session {sid} moved {} -> {src}", session.addr);
@@ -436,9 +470,40 @@ impl Proxy {
             }
             session.addr = src;
             session.local_ip = dst_ip;
+            changed = true;
+        }
+        // Take-over (anypsp): the client now reaches this proxy, so this
+        // proxy serves it. Only the newest packet counts, so a delayed copy
+        // cannot pull a session back and forth.
+        let take_over = opened.newest && session.serving != me;
+        if take_over {
+            log::debug!("session {sid}: taken over from proxy {}", session.serving);
+            session.serving = me;
         }
         session.last_seen = now;
-        match Inner::parse(opened.plaintext)? {
+        if take_over {
+            self.psp.takeovers += 1;
+            self.arm_expiry(sid, now);
+        }
+        if changed || take_over {
+            self.emit_session(now, sid, false);
+        }
+        self.on_opened(now, sid, opened.plaintext, out)
+    }
+
+    /// Acts on the authenticated inner message of session `sid`.
+    fn on_opened(
+        &mut self,
+        now: Instant,
+        sid: SessionId,
+        plaintext: &[u8],
+        out: &mut [u8],
+    ) -> Result<Option<Transmit>, DropReason> {
+        let session = self
+            .sessions
+            .get_mut(&sid)
+            .ok_or(DropReason::UnknownSession)?;
+        match Inner::parse(plaintext)? {
             Inner::Keepalive => {
                 // Answered, so the client can tell a dead path from a quiet one.
                 let len = session
@@ -557,7 +622,12 @@ impl Proxy {
         }
         let granted = expires_s.min(self.cfg.max_register_expires_s);
         if granted == 0 {
-            self.registry.unregister(&name, from);
+            if self.registry.unregister(&name, from) {
+                self.emit(ProxyEvent::Unregistered {
+                    name: name.clone(),
+                    session: from,
+                });
+            }
         } else {
             let expires = now + Duration::from_secs(u64::from(granted));
             let (names, devices) = (
@@ -575,6 +645,12 @@ impl Proxy {
                 return;
             }
             self.stats.registrations += 1;
+            let expires_unix_ms = self.wall_ms(now).saturating_add(u64::from(granted) * 1000);
+            self.emit(ProxyEvent::Registered {
+                name: name.clone(),
+                session: from,
+                expires_unix_ms,
+            });
         }
         let reply = ControlMsg::Registered {
             expires_s: granted,
@@ -594,6 +670,7 @@ impl Proxy {
         let Some(s) = self.sessions.get_mut(&to) else {
             return false;
         };
+
         let mut body = vec![0u8; MAX_DATAGRAM];
         let Some(n) = msg.encode(&mut body) else {
             // Its fields come from clients: debug only, and counted.
@@ -602,6 +679,13 @@ impl Proxy {
             return false;
         };
         body.truncate(n);
+        if s.serving != self.cfg.proxy_id {
+            // anypsp: the serving proxy sends a client its control messages
+            // (and retransmits them); this one hands the message over.
+            let serving = s.serving;
+            let msg = PeerMessage::Control { to, hops: 0, body };
+            return self.send_peer(serving, &msg);
+        }
         let Some(msg_id) = s.reliable.push(now, body.clone(), msg.call()) else {
             log::debug!("control message to {to} not queued: its queue is full");
             self.stats.control_not_queued += 1;
@@ -669,6 +753,7 @@ impl Proxy {
         self.timers.set(id, None);
         self.expiry.set(id, None);
         self.registry.remove_session(id);
+        self.emit(ProxyEvent::SessionDown { id, cause });
         self.session_gone_from_calls(now, id, cause);
     }
 }

@@ -89,30 +89,33 @@ impl Registry {
         Ok(())
     }
 
-    /// Removes one binding.
-    pub fn unregister(&mut self, name: &Name, session: SessionId) {
-        self.unbind(name, session);
+    /// Removes one binding; true if there was one.
+    pub fn unregister(&mut self, name: &Name, session: SessionId) -> bool {
+        let had = self.unbind(name, session);
         if let Some(names) = self.by_session.get_mut(&session) {
             names.retain(|n| n != name);
             if names.is_empty() {
                 self.by_session.remove(&session);
             }
         }
+        had
     }
 
     /// Removes `session` from `name`'s bindings and the expiry index (not
     /// from `by_session`).
-    fn unbind(&mut self, name: &Name, session: SessionId) {
+    fn unbind(&mut self, name: &Name, session: SessionId) -> bool {
         let Some(b) = self.by_name.get_mut(name) else {
-            return;
+            return false;
         };
-        if let Some(i) = b.iter().position(|b| b.session == session) {
+        let i = b.iter().position(|b| b.session == session);
+        if let Some(i) = i {
             let gone = b.remove(i);
             self.expiries.remove(&(gone.expires, session, name.clone()));
         }
         if b.is_empty() {
             self.by_name.remove(name);
         }
+        i.is_some()
     }
 
     /// The live sessions registered under `name`, oldest registration first.
@@ -135,7 +138,11 @@ impl Registry {
     /// Keeps only the bindings for which `keep(name, session)` holds. Scans
     /// everything: for operator actions (a new subscriber snapshot), never
     /// for what a client sends.
-    pub fn retain(&mut self, mut keep: impl FnMut(&Name, SessionId) -> bool) {
+    /// Returns the bindings removed.
+    pub fn retain(
+        &mut self,
+        mut keep: impl FnMut(&Name, SessionId) -> bool,
+    ) -> Vec<(Name, SessionId)> {
         let mut gone = Vec::new();
         for (name, bindings) in &self.by_name {
             for b in bindings {
@@ -144,20 +151,25 @@ impl Registry {
                 }
             }
         }
-        for (name, session) in gone {
-            self.unregister(&name, session);
+        for (name, session) in &gone {
+            self.unregister(name, *session);
         }
+        gone
     }
 
-    /// Drops expired bindings: O(log n) per binding that expired.
-    pub fn sweep(&mut self, now: Instant) {
+    /// Drops expired bindings: O(log n) per binding that expired. Returns
+    /// them.
+    pub fn sweep(&mut self, now: Instant) -> Vec<(Name, SessionId)> {
+        let mut gone = Vec::new();
         while let Some(first) = self.expiries.first() {
             if first.0 > now {
                 break;
             }
             let (_, session, name) = self.expiries.pop_first().expect("not empty");
             self.unregister(&name, session);
+            gone.push((name, session));
         }
+        gone
     }
 
     /// Number of bindings.

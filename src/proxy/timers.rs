@@ -177,6 +177,9 @@ impl Proxy {
         let mut heard = Vec::new();
         while let Some(id) = self.expiry.pop_due(now) {
             match self.sessions.get(&id) {
+                // Served by another proxy now: its silence is that proxy's
+                // to judge (its SessionDown removes the replica here).
+                Some(s) if s.serving != self.cfg.proxy_id => {}
                 Some(s) if now.saturating_duration_since(s.last_seen) > timeout => expired.push(id),
                 // Heard from since it was armed (or exactly at the limit):
                 // check again a timeout after its last packet.
@@ -194,7 +197,9 @@ impl Proxy {
             self.stats.sessions_expired += 1;
             self.end_session(now, id, Cause::NetworkFailure);
         }
-        self.registry.sweep(now);
+        for (name, session) in self.registry.sweep(now) {
+            self.emit(crate::proxy::ProxyEvent::Unregistered { name, session });
+        }
         self.limiter.sweep(now);
         self.flush_refusal_log(now);
         self.run_call_timers(now);

@@ -1,0 +1,214 @@
+//! anypsp, proxy side: the event stream, replicated state, shortest-path
+//! voice, take-over and forward-to-home, on the single-proxy simulator and
+//! on the multi-proxy test bed (`anytun::testbed`).
+
+use anytun::call::Cause;
+use anytun::client::Event;
+use anytun::proxy::ProxyEvent;
+use anytun::session::ProxyId;
+use anytun::sim::Net;
+use anytun::testbed::Bed;
+use std::time::Duration;
+
+fn drain(net: &mut Net) -> Vec<ProxyEvent> {
+    std::iter::from_fn(|| net.proxy.poll_event()).collect()
+}
+
+/// A short name for each event, with the parties, to compare sequences.
+fn shape(e: &ProxyEvent) -> String {
+    match e {
+        ProxyEvent::SessionUp(r) => format!("up {}", r.state.id),
+        ProxyEvent::SessionUpdated(r) => format!("updated {} serving {}", r.state.id, r.serving),
+        ProxyEvent::SessionDown { id, cause } => format!("down {id} {cause:?}"),
+        ProxyEvent::Registered { name, session, .. } => format!("reg {name} {session}"),
+        ProxyEvent::Unregistered { name, session } => format!("unreg {name} {session}"),
+        ProxyEvent::CallStarted {
+            call,
+            caller,
+            callees,
+        } => {
+            let c: Vec<String> = callees.iter().map(|s| s.to_string()).collect();
+            format!("start {call} {caller} [{}]", c.join(","))
+        }
+        ProxyEvent::CallRinging { call, callee } => format!("ringing {call} {callee}"),
+        ProxyEvent::CallLegDropped { call, callee } => format!("legdrop {call} {callee}"),
+        ProxyEvent::CallAnswered {
+            call,
+            caller,
+            callee,
+        } => format!("answered {call} {caller} {callee}"),
+        ProxyEvent::CallEnded { call, cause } => format!("ended {call} {cause:?}"),
+    }
+}
+
+#[test]
+fn a_call_yields_exactly_the_expected_event_sequence() {
+    let mut net = Net::new(&["alice", "bob"]);
+    net.connect_all();
+    let a = net.session_info("alice").id;
+    let b = net.session_info("bob").id;
+    net.register("bob", "bob");
+    let call = net.establish_call("alice", "bob");
+    let now = net.now;
+    net.node("bob")
+        .client
+        .hangup(now, call, Cause::Normal)
+        .unwrap();
+    net.pump();
+    // A changed address is an update; the session's end is the last event.
+    net.node("alice").addr = "198.51.100.99:5555".parse().unwrap();
+    net.advance(Duration::from_secs(16));
+    net.kill("alice");
+    net.advance(Duration::from_secs(200));
+    let got: Vec<String> = drain(&mut net).iter().map(shape).collect();
+    let want = vec![
+        format!("up {a}"),
+        format!("up {b}"),
+        format!("reg bob {b}"),
+        format!("start {call} {a} [{b}]"),
+        format!("ringing {call} {b}"),
+        format!("answered {call} {a} {b}"),
+        format!("ended {call} Normal"),
+        format!("updated {a} serving 1"),
+        format!("down {a} NetworkFailure"),
+    ];
+    assert_eq!(got, want);
+}
+
+#[test]
+fn event_queue_is_bounded_and_overflow_asks_for_resync() {
+    let mut net = Net::with_config(&["alice", "bob", "carol"], |c| c.max_events = 2);
+    net.connect_all();
+    net.register("bob", "bob");
+    let (held, dropped) = net.proxy.event_queue_stats();
+    assert_eq!(held, 2);
+    assert_eq!(dropped, 2, "3 sessions up + 1 registration, 2 held");
+    assert!(net.proxy.resync_needed());
+    // The newest are kept.
+    let got = drain(&mut net);
+    assert!(matches!(got.last(), Some(ProxyEvent::Registered { .. })));
+    net.proxy.clear_resync();
+    assert!(!net.proxy.resync_needed());
+}
+
+fn connected(bed: &mut Bed, n: &str) -> usize {
+    bed.site(n)
+        .events
+        .iter()
+        .filter(|e| matches!(e, Event::Connected { .. }))
+        .count()
+}
+
+fn count<F: Fn(&Event) -> bool>(bed: &mut Bed, n: &str, f: F) -> usize {
+    bed.site(n).events.iter().filter(|e| f(e)).count()
+}
+
+/// alice on proxy 1 (index 0), bob on proxy 2 (index 1), bob registered,
+/// a call from alice to bob answered.
+fn two_proxy_call(seed: u64) -> (Bed, anytun::session::CallId) {
+    let mut bed = Bed::new(3, &["alice", "bob"], seed);
+    bed.connect_all();
+    bed.register("bob", "bob");
+    assert!(count(&mut bed, "bob", |e| matches!(e, Event::Registered { .. })) >= 1);
+    let call = bed.establish_call("alice", "bob");
+    assert_eq!(
+        count(&mut bed, "bob", |e| matches!(e, Event::IncomingCall { .. })),
+        1
+    );
+    assert_eq!(
+        count(&mut bed, "alice", |e| matches!(e, Event::Ringing { .. })),
+        1
+    );
+    assert_eq!(
+        count(&mut bed, "alice", |e| matches!(e, Event::Answered { .. })),
+        1
+    );
+    (bed, call)
+}
+
+/// Frames `seqs` from `from` arrived at `to` in order, payload for payload.
+fn heard_all(bed: &mut Bed, from: &str, to: &str, seqs: std::ops::Range<u32>) -> Vec<u32> {
+    let want: Vec<(u32, Vec<u8>)> = seqs.map(|s| (s, bed.payload(from, s))).collect();
+    let heard = &bed.site(to).heard;
+    let mut missing = Vec::new();
+    for (s, p) in want {
+        match heard.iter().find(|f| f.seq == s) {
+            Some(f) => assert_eq!(f.payload, p, "frame {s} from {from} altered"),
+            None => missing.push(s),
+        }
+    }
+    missing
+}
+
+#[test]
+fn call_between_clients_served_by_different_proxies() {
+    let (mut bed, call) = two_proxy_call(1);
+    let p1 = ProxyId::new(1).unwrap();
+    let p2 = ProxyId::new(2).unwrap();
+    // Every live proxy sees alice served by 1 and bob by 2.
+    assert!(bed.serving_views("alice").values().all(|v| *v == Some(p1)));
+    assert!(bed.serving_views("bob").values().all(|v| *v == Some(p2)));
+
+    // Voice: straight from the receiving proxy to the other party, sealed
+    // with that proxy's sender id; nothing crosses between proxies.
+    let peer_before = bed.peer_messages;
+    bed.talk("alice", "bob", call, 0..50, |_, _| {});
+    bed.run_for(Duration::from_millis(100));
+    assert_eq!(bed.peer_messages, peer_before, "voice crossed a peer link");
+    assert!(heard_all(&mut bed, "alice", "bob", 0..50).is_empty());
+    assert!(heard_all(&mut bed, "bob", "alice", 0..50).is_empty());
+    assert!(bed.site("bob").heard.iter().all(|f| f.via == p1.sender()));
+    assert!(bed.site("alice").heard.iter().all(|f| f.via == p2.sender()));
+    assert_eq!(bed.proxy(0).stats().media_relayed, 50);
+    assert_eq!(bed.proxy(1).stats().media_relayed, 50);
+
+    // DTMF both ways (control, handed to the serving proxy).
+    let now = bed.now;
+    bed.site("alice")
+        .client
+        .send_dtmf(now, call, '7', 120)
+        .unwrap();
+    bed.site("bob")
+        .client
+        .send_dtmf(now, call, '#', 80)
+        .unwrap();
+    bed.run_for(Duration::from_millis(200));
+    assert_eq!(
+        count(&mut bed, "bob", |e| matches!(
+            e,
+            Event::Dtmf { digit: '7', .. }
+        )),
+        1
+    );
+    assert_eq!(
+        count(&mut bed, "alice", |e| matches!(
+            e,
+            Event::Dtmf { digit: '#', .. }
+        )),
+        1
+    );
+
+    // Hangup from bob reaches alice through proxy 1; the call is gone on
+    // every proxy.
+    let now = bed.now;
+    bed.site("bob")
+        .client
+        .hangup(now, call, Cause::Normal)
+        .unwrap();
+    bed.run_for(Duration::from_millis(200));
+    assert_eq!(
+        count(&mut bed, "alice", |e| matches!(
+            e,
+            Event::CallEnded {
+                cause: Cause::Normal,
+                ..
+            }
+        )),
+        1
+    );
+    for p in 0..3 {
+        assert_eq!(bed.proxy(p).call_count(), 0, "proxy {p} holds the call");
+    }
+    assert_eq!(connected(&mut bed, "alice") + connected(&mut bed, "bob"), 2);
+    assert_eq!(bed.nonce_reuses, 0);
+}
