@@ -210,5 +210,224 @@ fn call_between_clients_served_by_different_proxies() {
         assert_eq!(bed.proxy(p).call_count(), 0, "proxy {p} holds the call");
     }
     assert_eq!(connected(&mut bed, "alice") + connected(&mut bed, "bob"), 2);
+    // Proxy 3 holds every entry (replicated) but serves nobody: remote
+    // entries made it send nothing, to clients or to peers.
+    let p3 = bed.proxy(2);
+    // 2 sessions up, 1 registration, call started, ringing, answered, ended.
+    assert_eq!(p3.psp_stats().applied, 7, "{:?}", p3.psp_stats());
+    assert_eq!(p3.psp_stats().apply_refused, 0);
+    assert_eq!(p3.stats().packets_out, 0);
+    assert_eq!(p3.psp_stats().control_to_peer, 0);
+    assert_eq!(bed.nonce_reuses, 0);
+}
+
+/// Neither side logged in again nor set the call up again.
+fn nothing_repeated(bed: &mut Bed) {
+    assert_eq!(connected(bed, "alice"), 1, "alice made a new handshake");
+    assert_eq!(connected(bed, "bob"), 1, "bob made a new handshake");
+    assert_eq!(
+        count(bed, "bob", |e| matches!(e, Event::IncomingCall { .. })),
+        1
+    );
+    assert_eq!(
+        count(bed, "alice", |e| matches!(e, Event::Answered { .. })),
+        1
+    );
+    assert_eq!(
+        count(bed, "alice", |e| matches!(e, Event::CallEnded { .. })),
+        0
+    );
+    assert_eq!(
+        count(bed, "bob", |e| matches!(e, Event::CallEnded { .. })),
+        0
+    );
+}
+
+/// Largest time between two frames heard by `who`, in ms.
+fn largest_gap_ms(bed: &mut Bed, who: &str) -> u128 {
+    let h = &bed.site(who).heard;
+    h.windows(2)
+        .map(|w| (w[1].at - w[0].at).as_millis())
+        .max()
+        .unwrap_or(0)
+}
+
+#[test]
+fn a_route_flipped_mid_call_moves_the_side_without_new_handshake_or_setup() {
+    let (mut bed, call) = two_proxy_call(2);
+    let handshakes = bed.handshakes();
+    bed.talk("alice", "bob", call, 0..25, |_, _| {});
+    // alice's anycast route now reaches proxy 2 (index 1), which serves bob.
+    bed.set_route("alice", Some(1));
+    bed.talk("alice", "bob", call, 25..50, |_, _| {});
+    bed.run_for(Duration::from_millis(100));
+    assert_eq!(bed.handshakes(), handshakes);
+    nothing_repeated(&mut bed);
+    // A graceful move loses no frame.
+    assert_eq!(
+        heard_all(&mut bed, "alice", "bob", 0..50),
+        Vec::<u32>::new()
+    );
+    assert_eq!(
+        heard_all(&mut bed, "bob", "alice", 0..50),
+        Vec::<u32>::new()
+    );
+    // Proxy 2 took alice over and every proxy knows.
+    let p2 = ProxyId::new(2).unwrap();
+    assert_eq!(bed.proxy(1).psp_stats().takeovers, 1);
+    assert!(bed.serving_views("alice").values().all(|v| *v == Some(p2)));
+    // From then on alice's frames reach bob sealed by proxy 2.
+    let bob_heard = &bed.site("bob").heard;
+    assert!(bob_heard
+        .iter()
+        .filter(|f| f.seq >= 26)
+        .all(|f| f.via == p2.sender()));
+    // Control still flows (now sent by proxy 2 to alice), then hangup.
+    let now = bed.now;
+    bed.site("bob")
+        .client
+        .send_dtmf(now, call, '5', 100)
+        .unwrap();
+    bed.run_for(Duration::from_millis(200));
+    assert_eq!(
+        count(&mut bed, "alice", |e| matches!(
+            e,
+            Event::Dtmf { digit: '5', .. }
+        )),
+        1
+    );
+    let now = bed.now;
+    bed.site("alice")
+        .client
+        .hangup(now, call, Cause::Normal)
+        .unwrap();
+    bed.run_for(Duration::from_millis(200));
+    assert_eq!(
+        count(&mut bed, "bob", |e| matches!(e, Event::CallEnded { .. })),
+        1
+    );
+    for p in 0..3 {
+        assert_eq!(bed.proxy(p).call_count(), 0);
+    }
+    assert_eq!(bed.nonce_reuses, 0);
+    assert!(bed.nonces.len() > 200);
+}
+
+fn kill_mid_call(seed: u64, routing_frames: u32) -> (Bed, anytun::session::CallId) {
+    let (mut bed, call) = two_proxy_call(seed);
+    bed.talk("alice", "bob", call, 0..100, |bed, seq| {
+        if seq == 50 {
+            // Proxy 1, which serves alice, dies.
+            bed.kill(0);
+            bed.set_route("alice", None);
+        }
+        if seq == 50 + routing_frames {
+            // Routing converges: alice reaches proxy 3 (index 2).
+            bed.set_route("alice", Some(2));
+        }
+    });
+    bed.run_for(Duration::from_millis(100));
+    (bed, call)
+}
+
+#[test]
+fn the_serving_proxy_killed_mid_call_the_call_goes_on() {
+    let (mut bed, call) = kill_mid_call(3, 0);
+    nothing_repeated(&mut bed);
+    // Apart from routing time nothing is lost, in either direction.
+    assert_eq!(
+        heard_all(&mut bed, "alice", "bob", 0..100),
+        Vec::<u32>::new()
+    );
+    assert_eq!(
+        heard_all(&mut bed, "bob", "alice", 0..100),
+        Vec::<u32>::new()
+    );
+    let gap_a = largest_gap_ms(&mut bed, "bob");
+    let gap_b = largest_gap_ms(&mut bed, "alice");
+    println!("voice gap after a kill, routing time apart: alice->bob {gap_a} ms, bob->alice {gap_b} ms (frame interval 20 ms)");
+    assert!(gap_a <= 20 && gap_b <= 20);
+    let p3 = ProxyId::new(3).unwrap();
+    assert_eq!(bed.proxy(2).psp_stats().takeovers, 1);
+    assert!(bed.serving_views("alice").values().all(|v| *v == Some(p3)));
+    // Control after the kill: DTMF and hangup through the new serving proxy.
+    let now = bed.now;
+    bed.site("bob")
+        .client
+        .send_dtmf(now, call, '9', 100)
+        .unwrap();
+    bed.run_for(Duration::from_millis(200));
+    assert_eq!(
+        count(&mut bed, "alice", |e| matches!(
+            e,
+            Event::Dtmf { digit: '9', .. }
+        )),
+        1
+    );
+    let now = bed.now;
+    bed.site("bob")
+        .client
+        .hangup(now, call, Cause::Normal)
+        .unwrap();
+    bed.run_for(Duration::from_millis(200));
+    assert_eq!(
+        count(&mut bed, "alice", |e| matches!(e, Event::CallEnded { .. })),
+        1
+    );
+    assert_eq!(bed.nonce_reuses, 0);
+}
+
+#[test]
+fn a_kill_with_routing_time_loses_only_what_was_sent_into_the_dead_route() {
+    let (mut bed, _call) = kill_mid_call(4, 10);
+    nothing_repeated(&mut bed);
+    // Frames 50..60 went into a cut route (200 ms of routing time); bob's
+    // frames never crossed the dead proxy.
+    assert_eq!(
+        heard_all(&mut bed, "alice", "bob", 0..100),
+        (50..60).collect::<Vec<u32>>()
+    );
+    assert_eq!(
+        heard_all(&mut bed, "bob", "alice", 0..100),
+        Vec::<u32>::new()
+    );
+    let gap = largest_gap_ms(&mut bed, "bob");
+    println!("alice->bob gap with 200 ms routing time: {gap} ms");
+    assert!(gap <= 220, "gap {gap} ms beyond routing time");
+    assert_eq!(bed.nonce_reuses, 0);
+}
+
+#[test]
+fn a_session_used_on_another_proxy_before_replication_is_forwarded_home() {
+    let mut bed = Bed::new(2, &["alice", "bob"], 5);
+    // Replication slower than the client: 300 ms one way.
+    bed.peer_latency = Duration::from_millis(300);
+    let now = bed.now;
+    let wall = bed.unix_start;
+    bed.site("alice").client.connect(now, wall);
+    bed.run_for(Duration::from_millis(50));
+    assert!(bed.site("alice").client.session().is_some());
+    assert_eq!(bed.proxy(1).session_count(), 0, "not replicated yet");
+    // alice's route flips before her session reaches proxy 2.
+    bed.set_route("alice", Some(1));
+    let now = bed.now;
+    bed.site("alice")
+        .client
+        .register(now, anytun::testbed::name("alice"), 300);
+    bed.run_for(Duration::from_millis(20));
+    // Proxy 2 forwarded it to alice's home, which answered straight away.
+    assert_eq!(bed.proxy(1).psp_stats().forwarded_to_home, 1);
+    bed.run_for(Duration::from_millis(320));
+    assert_eq!(bed.proxy(0).psp_stats().forwarded_in, 1);
+    // Registered by the home, not lost. alice's ack reached proxy 2, which
+    // took her over; the home handed its unacknowledged copy over too, so
+    // she may hear it once more from proxy 2 (spec: at-least-once across a
+    // take-over; the client's handling of Registered is idempotent).
+    let registered = count(&mut bed, "alice", |e| matches!(e, Event::Registered { .. }));
+    assert!((1..=2).contains(&registered), "{registered}");
+    assert_eq!(connected(&mut bed, "alice"), 1);
+    assert_eq!(bed.proxy(0).registration_count(), 1);
+    bed.run_for(Duration::from_secs(2));
+    assert_eq!(bed.proxy(1).registration_count(), 1, "replicated");
     assert_eq!(bed.nonce_reuses, 0);
 }
