@@ -75,6 +75,10 @@ enum Packet {
         to: usize,
         event: ProxyEvent,
     },
+    PeerDown {
+        to: usize,
+        peer: ProxyId,
+    },
 }
 
 /// The test bed.
@@ -97,6 +101,9 @@ pub struct Bed {
     /// Probability that a peer message (not a replicated event: the
     /// stand-in has no anti-entropy to repair it) is lost, in 1/1000.
     pub peer_loss_permille: u32,
+    /// How long after a kill the other proxies' links report it dead
+    /// ([`Proxy::peer_down`]).
+    pub peer_detect: Duration,
     /// Pairs of proxy indexes that cannot reach each other.
     pub partitions: HashSet<(usize, usize)>,
     rng: u64,
@@ -170,6 +177,7 @@ impl Bed {
             access_latency: Duration::from_millis(5),
             peer_latency: Duration::from_millis(10),
             peer_loss_permille: 0,
+            peer_detect: Duration::from_secs(1),
             partitions: HashSet::new(),
             rng: seed.max(1),
             queue: BTreeMap::new(),
@@ -211,6 +219,12 @@ impl Bed {
     /// arrives for it is lost.
     pub fn kill(&mut self, i: usize) {
         self.proxies[i] = None;
+        let peer = ProxyId::new(i as u16 + 1).unwrap();
+        for to in 0..self.proxies.len() {
+            if self.proxies[to].is_some() {
+                self.schedule(self.peer_detect, Packet::PeerDown { to, peer });
+            }
+        }
     }
 
     /// Routes site `n` to proxy `p` from now on (`None`: cut).
@@ -375,6 +389,12 @@ impl Bed {
                 }
                 self.flush_proxy(to);
             }
+            Packet::PeerDown { to, peer } => {
+                if let Some(px) = self.proxies[to].as_mut() {
+                    px.peer_down(now, peer);
+                    self.flush_proxy(to);
+                }
+            }
             Packet::PeerEvent { to, event } => {
                 let Some(px) = self.proxies[to].as_mut() else {
                     return;
@@ -408,12 +428,19 @@ impl Bed {
         for i in 0..self.sites.len() {
             self.flush_client(i);
         }
+        let mut same = 0;
+        let mut last = self.now;
         for _ in 0..10_000_000 {
             let Some(next) = self.next_due() else { break };
             if next > until {
                 break;
             }
             self.now = self.now.max(next);
+            same = if next == last { same + 1 } else { 0 };
+            last = next;
+            // A core that asks for a deadline and does nothing about it
+            // when it comes would spin here: a wrong poll_timeout fails.
+            assert!(same < 100_000, "a core's poll_timeout stays at {next:?}");
             while let Some((&k, _)) = self.queue.first_key_value() {
                 if k.0 > self.now {
                     break;

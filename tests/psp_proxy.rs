@@ -431,3 +431,44 @@ fn a_session_used_on_another_proxy_before_replication_is_forwarded_home() {
     assert_eq!(bed.proxy(1).registration_count(), 1, "replicated");
     assert_eq!(bed.nonce_reuses, 0);
 }
+
+#[test]
+fn the_callers_proxy_killed_during_ringing_the_call_is_answered_and_goes_on() {
+    let mut bed = Bed::new(3, &["alice", "bob"], 6);
+    bed.connect_all();
+    bed.register("bob", "bob");
+    let now = bed.now;
+    let call = bed
+        .site("alice")
+        .client
+        .call(now, anytun::testbed::name("bob"), None, vec!["ulaw".into()])
+        .unwrap();
+    bed.run_for(Duration::from_millis(200));
+    assert_eq!(
+        count(&mut bed, "alice", |e| matches!(e, Event::Ringing { .. })),
+        1
+    );
+    // Proxy 1 (alice's, and the call's owner) dies while bob rings; alice's
+    // route moves to proxy 3. alice is silent while it rings.
+    bed.kill(0);
+    bed.set_route("alice", Some(2));
+    bed.run_for(Duration::from_millis(1500));
+    let now = bed.now;
+    bed.site("bob").client.answer(now, call, "ulaw").unwrap();
+    bed.run_for(Duration::from_millis(300));
+    nothing_repeated(&mut bed);
+    assert!(bed.proxy(1).psp_stats().adopted >= 1);
+    bed.talk("alice", "bob", call, 0..50, |_, _| {});
+    bed.run_for(Duration::from_millis(100));
+    assert_eq!(
+        heard_all(&mut bed, "alice", "bob", 0..50),
+        Vec::<u32>::new()
+    );
+    assert_eq!(
+        heard_all(&mut bed, "bob", "alice", 0..50),
+        Vec::<u32>::new()
+    );
+    let p3 = ProxyId::new(3).unwrap();
+    assert!(bed.serving_views("alice").values().all(|v| *v == Some(p3)));
+    assert_eq!(bed.nonce_reuses, 0);
+}

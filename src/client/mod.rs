@@ -393,14 +393,18 @@ impl Client {
             Conn::Handshaking { next_retry, .. } => Some(*next_retry),
             Conn::Established(est) => {
                 let deaf = self.deaf_after(est.keepalive);
-                let mut t = (est.last_tx + est.keepalive)
-                    .min(est.last_rx.max(est.last_probe) + deaf)
-                    .min(est.last_rx + dead_after(est.keepalive));
-                if let Some(since) = self.unanswered_since {
-                    t = t
+                let mut t =
+                    (est.last_tx + est.keepalive).min(est.last_rx + dead_after(est.keepalive));
+                // The same probe deadline handle_timeout checks: while a
+                // packet is unanswered it probes every PROBE_INTERVAL, else
+                // after `deaf` of silence (a deadline it would not act on
+                // makes a time-jumping driver spin).
+                t = match self.unanswered_since {
+                    Some(since) => t
                         .min(since + self.cfg.loss_timeout)
-                        .min(est.last_probe.max(since) + PROBE_INTERVAL);
-                }
+                        .min(est.last_probe.max(since) + PROBE_INTERVAL),
+                    None => t.min(est.last_rx.max(est.last_probe) + deaf),
+                };
                 if let Some(r) = est.reliable.next_due() {
                     t = t.min(r);
                 }

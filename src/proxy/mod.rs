@@ -207,6 +207,9 @@ pub struct Proxy {
     peer_out: VecDeque<(ProxyId, Vec<u8>)>,
     /// anypsp counters.
     psp: PspStats,
+    /// Sessions whose serving proxy went down, served here until a proxy
+    /// (this one or another) takes them over (see [`Proxy::peer_down`]).
+    adopted: std::collections::HashSet<SessionId>,
 }
 
 /// How often expiry sweeps run.
@@ -249,6 +252,7 @@ impl Proxy {
             events: events::EventQueue::new(cfg_max_events),
             peer_out: VecDeque::new(),
             psp: PspStats::default(),
+            adopted: Default::default(),
         }
     }
 
@@ -475,8 +479,9 @@ impl Proxy {
         // Take-over (anypsp): the client now reaches this proxy, so this
         // proxy serves it. Only the newest packet counts, so a delayed copy
         // cannot pull a session back and forth.
-        let take_over = opened.newest && session.serving != me;
+        let take_over = opened.newest && (session.serving != me || self.adopted.contains(&sid));
         if take_over {
+            self.adopted.remove(&sid);
             log::debug!("session {sid}: taken over from proxy {}", session.serving);
             session.serving = me;
         }
@@ -752,6 +757,7 @@ impl Proxy {
         }
         self.timers.set(id, None);
         self.expiry.set(id, None);
+        self.adopted.remove(&id);
         self.registry.remove_session(id);
         self.emit(ProxyEvent::SessionDown { id, cause });
         self.session_gone_from_calls(now, id, cause);

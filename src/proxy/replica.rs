@@ -44,6 +44,8 @@ pub struct PspStats {
     pub control_to_peer: u64,
     /// Control messages received from peers for clients served here.
     pub control_from_peer: u64,
+    /// Sessions adopted because their serving proxy went down.
+    pub adopted: u64,
     /// Control messages dropped after [`MAX_CONTROL_HOPS`] proxies.
     pub control_lost: u64,
     /// Peer messages dropped because the peer-bound queue was full.
@@ -421,6 +423,7 @@ impl Proxy {
             s.addr = r.addr;
             s.local_ip = r.local_ip;
             s.last_seen = now;
+            self.adopted.remove(&id);
             if s.serving == me {
                 // Another proxy took the client over: it serves it now. What
                 // we had not delivered goes to it, so the client gets it.
@@ -483,6 +486,47 @@ impl Proxy {
         }
         self.timers.set(id, None);
         self.expiry.set(id, None);
+        self.adopted.remove(&id);
         self.registry.remove_session(id);
+    }
+
+    /// The link layer found peer `peer` dead (its link timed out or was
+    /// refused). Until a client of it reaches some proxy and is taken over
+    /// there, this proxy serves it provisionally: control messages for it
+    /// are sent straight to its address from here (and retransmitted), not
+    /// into the dead link, and its silence is judged here. Messages still
+    /// queued for the dead peer are handled likewise; forwarded packets for
+    /// it are dropped. Returns how many sessions were adopted. Scans every
+    /// session once: an infrastructure event, never caused by a client.
+    pub fn peer_down(&mut self, now: Instant, peer: ProxyId) -> usize {
+        let me = self.cfg.proxy_id;
+        if peer == me {
+            return 0;
+        }
+        let mut adopted = Vec::new();
+        for (id, s) in &mut self.sessions {
+            if s.serving == peer {
+                s.serving = me;
+                adopted.push(*id);
+            }
+        }
+        for id in &adopted {
+            self.adopted.insert(*id);
+            self.arm_expiry(*id, now);
+        }
+        self.psp.adopted += adopted.len() as u64;
+        let queued = std::mem::take(&mut self.peer_out);
+        for (to, bytes) in queued {
+            if to != peer {
+                self.peer_out.push_back((to, bytes));
+                continue;
+            }
+            if let Some(PeerMessage::Control { to, body, .. }) = PeerMessage::parse(&bytes) {
+                if let Ok(msg) = ControlMsg::parse(&body) {
+                    self.send_control(now, to, msg);
+                }
+            }
+        }
+        adopted.len()
     }
 }
