@@ -138,6 +138,16 @@ impl Bed {
     /// name; client i reaches proxy `i % proxies` at first. `seed` drives
     /// every random choice.
     pub fn new(proxies: usize, names: &[&'static str], seed: u64) -> Self {
+        Self::with_config(proxies, names, seed, |_| {})
+    }
+
+    /// Like [`Bed::new`], with every proxy's configuration changed by `tune`.
+    pub fn with_config(
+        proxies: usize,
+        names: &[&'static str],
+        seed: u64,
+        tune: impl Fn(&mut ProxyConfig),
+    ) -> Self {
         let network = SecretKey::generate();
         let now = Instant::now();
         let unix_start = 1_800_000_000_000_000_000;
@@ -146,7 +156,8 @@ impl Bed {
         let proxies = (0..proxies)
             .map(|i| {
                 let id = ProxyId::new(i as u16 + 1).unwrap();
-                let cfg = ProxyConfig::new(id, network.clone());
+                let mut cfg = ProxyConfig::new(id, network.clone());
+                tune(&mut cfg);
                 let p = Proxy::with_wall_clock(cfg, subs.clone(), now, unix_start);
                 p.epochs().grant(EpochLease::ephemeral());
                 Some(p)

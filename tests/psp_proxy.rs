@@ -472,3 +472,47 @@ fn the_callers_proxy_killed_during_ringing_the_call_is_answered_and_goes_on() {
     assert!(bed.serving_views("alice").values().all(|v| *v == Some(p3)));
     assert_eq!(bed.nonce_reuses, 0);
 }
+
+#[test]
+fn strict_urpf_mode_relays_voice_through_the_serving_proxy() {
+    let mut bed = Bed::with_config(2, &["alice", "bob"], 7, |c| c.relay_via_serving = true);
+    bed.connect_all();
+    bed.register("bob", "bob");
+    let call = bed.establish_call("alice", "bob");
+    let peer_before = bed.peer_messages;
+    bed.talk("alice", "bob", call, 0..50, |_, _| {});
+    bed.run_for(Duration::from_millis(100));
+    assert!(heard_all(&mut bed, "alice", "bob", 0..50).is_empty());
+    assert!(heard_all(&mut bed, "bob", "alice", 0..50).is_empty());
+    // Each frame crossed to the other side's serving proxy, which sealed it:
+    // bob hears alice through proxy 2, alice hears bob through proxy 1.
+    assert_eq!(bed.peer_messages - peer_before, 100);
+    let (p1, p2) = (ProxyId::new(1).unwrap(), ProxyId::new(2).unwrap());
+    assert!(bed.site("bob").heard.iter().all(|f| f.via == p2.sender()));
+    assert!(bed.site("alice").heard.iter().all(|f| f.via == p1.sender()));
+    assert_eq!(bed.nonce_reuses, 0);
+}
+
+#[test]
+fn garbage_from_a_peer_is_counted_and_changes_nothing() {
+    let (mut bed, _call) = two_proxy_call(8);
+    let now = bed.now;
+    let from = ProxyId::new(1).unwrap();
+    let px = bed.proxies[1].as_mut().unwrap();
+    let (sessions, calls) = (px.session_count(), px.call_count());
+    let sent = px.stats().packets_out;
+    let mut out = [0u8; anytun::wire::MAX_DATAGRAM];
+    for junk in [
+        &[][..],
+        &[1][..],
+        &[9, 9, 9][..],
+        &[2, 4, 1, 2][..],
+        &[3; 10][..],
+    ] {
+        assert!(px.handle_peer_message(now, from, junk, &mut out).is_none());
+    }
+    assert_eq!(px.psp_stats().peer_malformed, 5);
+    assert_eq!((px.session_count(), px.call_count()), (sessions, calls));
+    assert_eq!(px.stats().packets_out, sent);
+    assert_eq!(px.peer_queue_len(), 0);
+}

@@ -92,6 +92,11 @@ pub struct ProxyConfig {
     /// Most messages held for [`Proxy::poll_peer_transmit`]; more are
     /// dropped and counted in [`PspStats::peer_queue_full`].
     pub max_peer_queue: usize,
+    /// Voice for a party served by another proxy goes through that proxy
+    /// (one more hop) instead of straight from this one: for networks whose
+    /// routers drop packets from the anycast address on paths they route
+    /// elsewhere (strict uRPF). Off by default (docs/anypsp-proxy.md 8).
+    pub relay_via_serving: bool,
 }
 
 impl ProxyConfig {
@@ -116,6 +121,7 @@ impl ProxyConfig {
             replay_max_keys: crate::handshake::replay::DEFAULT_MAX_KEYS,
             max_events: events::DEFAULT_MAX_EVENTS,
             max_peer_queue: replica::DEFAULT_MAX_PEER_QUEUE,
+            relay_via_serving: false,
         }
     }
 }
@@ -573,10 +579,22 @@ impl Proxy {
             .calls
             .media_peer(call, from, now)
             .ok_or(DropReason::UnknownCall)?;
+        let to = peer;
         let peer = self
             .sessions
             .get_mut(&peer)
             .ok_or(DropReason::UnknownCall)?;
+        if self.cfg.relay_via_serving && peer.serving != self.cfg.proxy_id {
+            // Strict uRPF mode: the serving proxy seals and sends it.
+            let serving = peer.serving;
+            let msg = PeerMessage::Media {
+                to,
+                call,
+                e2e: e2e.to_vec(),
+            };
+            self.send_peer(serving, &msg);
+            return Ok(None);
+        }
         let len = peer
             .crypto
             .seal(out, |b| Inner::Media { call, e2e }.encode(b))

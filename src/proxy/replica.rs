@@ -81,10 +81,22 @@ pub enum PeerMessage {
         /// The datagram, unchanged.
         datagram: Vec<u8>,
     },
+    /// A voice frame for client session `to`, which the receiver serves
+    /// (relay-via-serving mode only, for strict uRPF networks): the
+    /// receiver seals it for `to` and sends it.
+    Media {
+        /// The receiving client's session.
+        to: SessionId,
+        /// The call.
+        call: crate::session::CallId,
+        /// The end-to-end blob, still sealed end to end.
+        e2e: Vec<u8>,
+    },
 }
 
 const TAG_CONTROL: u8 = 1;
 const TAG_FORWARD: u8 = 2;
+const TAG_MEDIA: u8 = 3;
 
 fn put_ip(v: &mut Vec<u8>, ip: Option<IpAddr>) {
     match ip {
@@ -148,6 +160,12 @@ impl PeerMessage {
                 put_ip(&mut v, *dst_ip);
                 v.extend_from_slice(datagram);
             }
+            Self::Media { to, call, e2e } => {
+                v.push(TAG_MEDIA);
+                v.extend_from_slice(&to.raw().to_be_bytes());
+                v.extend_from_slice(&call.0.to_be_bytes());
+                v.extend_from_slice(e2e);
+            }
         }
         v
     }
@@ -180,6 +198,19 @@ impl PeerMessage {
                     src: SocketAddr::new(ip, port),
                     dst_ip,
                     datagram: b.to_vec(),
+                })
+            }
+            TAG_MEDIA => {
+                let to = u64::from_be_bytes(take(b, 8)?.try_into().ok()?);
+                let to = SessionId::from_raw(to)?;
+                let call = u64::from_be_bytes(take(b, 8)?.try_into().ok()?);
+                if b.len() > MAX_DATAGRAM {
+                    return None;
+                }
+                Some(Self::Media {
+                    to,
+                    call: crate::session::CallId(call),
+                    e2e: b.to_vec(),
                 })
             }
             _ => None,
@@ -320,6 +351,19 @@ impl Proxy {
                     }
                 }
                 None
+            }
+            PeerMessage::Media { to, call, e2e } => {
+                let me = self.cfg.proxy_id;
+                let s = self.sessions.get_mut(&to).filter(|s| s.serving == me)?;
+                let inner = crate::wire::inner::Inner::Media { call, e2e: &e2e };
+                let len = s.crypto.seal(out, |b| inner.encode(b))?;
+                self.stats.media_relayed += 1;
+                self.stats.packets_out += 1;
+                Some(Transmit {
+                    dst: s.addr,
+                    src_ip: s.local_ip,
+                    len,
+                })
             }
             PeerMessage::Forward {
                 src,
@@ -528,5 +572,74 @@ impl Proxy {
             }
         }
         adopted.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::session::CallId;
+
+    fn samples() -> Vec<PeerMessage> {
+        let sid = SessionId::new(ProxyId::new(7).unwrap(), 0x1234_5678_9abc);
+        vec![
+            PeerMessage::Control {
+                to: sid,
+                hops: 1,
+                body: vec![1, 2, 3],
+            },
+            PeerMessage::Forward {
+                src: "198.51.100.7:4000".parse().unwrap(),
+                dst_ip: Some("203.0.113.1".parse().unwrap()),
+                datagram: vec![4; 40],
+            },
+            PeerMessage::Forward {
+                src: "[2001:db8::1]:4000".parse().unwrap(),
+                dst_ip: None,
+                datagram: vec![4; 40],
+            },
+            PeerMessage::Media {
+                to: sid,
+                call: CallId(99),
+                e2e: vec![5; 60],
+            },
+        ]
+    }
+
+    #[test]
+    fn peer_messages_round_trip() {
+        for m in samples() {
+            assert_eq!(PeerMessage::parse(&m.encode()), Some(m));
+        }
+    }
+
+    #[test]
+    fn truncated_or_garbage_peer_messages_are_refused_without_panic() {
+        for m in samples() {
+            let b = m.encode();
+            for n in 0..b.len() {
+                // Every strict prefix that cuts a fixed field is refused;
+                // none panics.
+                let _ = PeerMessage::parse(&b[..n]);
+            }
+            let mut bad = b.clone();
+            bad[0] = 0xEE;
+            assert_eq!(PeerMessage::parse(&bad), None);
+        }
+        assert_eq!(PeerMessage::parse(&[]), None);
+        assert_eq!(PeerMessage::parse(&[TAG_FORWARD, 5, 0, 0]), None);
+        let sid = SessionId::new(ProxyId::new(7).unwrap(), 1)
+            .raw()
+            .to_be_bytes();
+        let ok = [
+            vec![TAG_MEDIA],
+            sid.to_vec(),
+            vec![0; 8],
+            vec![0; MAX_DATAGRAM],
+        ]
+        .concat();
+        assert!(PeerMessage::parse(&ok).is_some());
+        let oversized = [ok, vec![0]].concat();
+        assert_eq!(PeerMessage::parse(&oversized), None);
     }
 }
