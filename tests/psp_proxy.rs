@@ -260,28 +260,39 @@ fn a_route_flipped_mid_call_moves_the_side_without_new_handshake_or_setup() {
     // alice's anycast route now reaches proxy 2 (index 1), which serves bob.
     bed.set_route("alice", Some(1));
     bed.talk("alice", "bob", call, 25..50, |_, _| {});
+    // ... and back to proxy 1, then to proxy 2 again (A -> B -> A -> B):
+    // every proxy keeps sealing in its own epoch, no nonce repeats.
+    bed.set_route("alice", Some(0));
+    bed.talk("alice", "bob", call, 50..60, |_, _| {});
+    bed.set_route("alice", Some(1));
+    bed.talk("alice", "bob", call, 60..70, |_, _| {});
     bed.run_for(Duration::from_millis(100));
     assert_eq!(bed.handshakes(), handshakes);
     nothing_repeated(&mut bed);
     // A graceful move loses no frame.
     assert_eq!(
-        heard_all(&mut bed, "alice", "bob", 0..50),
+        heard_all(&mut bed, "alice", "bob", 0..70),
         Vec::<u32>::new()
     );
     assert_eq!(
-        heard_all(&mut bed, "bob", "alice", 0..50),
+        heard_all(&mut bed, "bob", "alice", 0..70),
         Vec::<u32>::new()
     );
-    // Proxy 2 took alice over and every proxy knows.
+    // Proxy 2 took alice over (twice), proxy 1 back once; every proxy knows.
     let p2 = ProxyId::new(2).unwrap();
-    assert_eq!(bed.proxy(1).psp_stats().takeovers, 1);
+    assert_eq!(bed.proxy(1).psp_stats().takeovers, 2);
+    assert_eq!(bed.proxy(0).psp_stats().takeovers, 1);
     assert!(bed.serving_views("alice").values().all(|v| *v == Some(p2)));
     // From then on alice's frames reach bob sealed by proxy 2.
     let bob_heard = &bed.site("bob").heard;
-    assert!(bob_heard
-        .iter()
-        .filter(|f| f.seq >= 26)
-        .all(|f| f.via == p2.sender()));
+    let via = |r: std::ops::Range<u32>, p: ProxyId| {
+        bob_heard
+            .iter()
+            .filter(|f| r.contains(&f.seq))
+            .all(|f| f.via == p.sender())
+    };
+    let p1 = ProxyId::new(1).unwrap();
+    assert!(via(26..50, p2) && via(51..60, p1) && via(61..70, p2));
     // Control still flows (now sent by proxy 2 to alice), then hangup.
     let now = bed.now;
     bed.site("bob")
@@ -314,16 +325,25 @@ fn a_route_flipped_mid_call_moves_the_side_without_new_handshake_or_setup() {
 }
 
 fn kill_mid_call(seed: u64, routing_frames: u32) -> (Bed, anytun::session::CallId) {
+    kill_side_mid_call(seed, routing_frames, "alice", 0)
+}
+
+/// Kills proxy `dead` (which serves `side`) at frame 50; `side`'s route is
+/// cut for `routing_frames` frames, then reaches proxy 3 (index 2).
+fn kill_side_mid_call(
+    seed: u64,
+    routing_frames: u32,
+    side: &'static str,
+    dead: usize,
+) -> (Bed, anytun::session::CallId) {
     let (mut bed, call) = two_proxy_call(seed);
     bed.talk("alice", "bob", call, 0..100, |bed, seq| {
         if seq == 50 {
-            // Proxy 1, which serves alice, dies.
-            bed.kill(0);
-            bed.set_route("alice", None);
+            bed.kill(dead);
+            bed.set_route(side, None);
         }
         if seq == 50 + routing_frames {
-            // Routing converges: alice reaches proxy 3 (index 2).
-            bed.set_route("alice", Some(2));
+            bed.set_route(side, Some(2));
         }
     });
     bed.run_for(Duration::from_millis(100));
@@ -372,6 +392,34 @@ fn the_serving_proxy_killed_mid_call_the_call_goes_on() {
     bed.run_for(Duration::from_millis(200));
     assert_eq!(
         count(&mut bed, "alice", |e| matches!(e, Event::CallEnded { .. })),
+        1
+    );
+    assert_eq!(bed.nonce_reuses, 0);
+}
+
+#[test]
+fn the_callees_serving_proxy_killed_mid_call_the_call_goes_on() {
+    let (mut bed, call) = kill_side_mid_call(9, 0, "bob", 1);
+    nothing_repeated(&mut bed);
+    assert_eq!(
+        heard_all(&mut bed, "alice", "bob", 0..100),
+        Vec::<u32>::new()
+    );
+    assert_eq!(
+        heard_all(&mut bed, "bob", "alice", 0..100),
+        Vec::<u32>::new()
+    );
+    assert!(largest_gap_ms(&mut bed, "alice") <= 20 && largest_gap_ms(&mut bed, "bob") <= 20);
+    let p3 = ProxyId::new(3).unwrap();
+    assert!(bed.serving_views("bob").values().all(|v| *v == Some(p3)));
+    let now = bed.now;
+    bed.site("alice")
+        .client
+        .hangup(now, call, Cause::Normal)
+        .unwrap();
+    bed.run_for(Duration::from_millis(200));
+    assert_eq!(
+        count(&mut bed, "bob", |e| matches!(e, Event::CallEnded { .. })),
         1
     );
     assert_eq!(bed.nonce_reuses, 0);
