@@ -34,4 +34,5 @@ pub mod runtime;
 pub mod session;
 pub mod sim;
 pub mod store;
+pub mod sync;
 pub mod wire;
