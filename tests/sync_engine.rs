@@ -479,3 +479,50 @@ fn lookup_and_fetch_answer_from_the_peer_table() {
     tb.partition(&[&[0], &[1]]);
     assert!(tb.nodes[0].lookup(tb.now, 2, S, k(3)).is_err());
 }
+
+#[test]
+fn write_between_hellos_by_the_higher_id_converges_before_the_periodic_round() {
+    let mut tb = Testbed::new(2, 10, T0, move |n| {
+        let mut c = cfg(n);
+        c.ae_interval_ms = 10_000;
+        c
+    });
+    tb.run_to(T0 + 50);
+    tb.partition(&[&[0], &[1]]);
+    tb.heal();
+    // Node 2 writes after sending its Hello, before node 1's arrives: the
+    // push is not sent (node 1 not ready), and node 1 saw equal digests.
+    let now = tb.now;
+    tb.nodes[1].write(now, S, k(1), b"between").unwrap();
+    let done = tb.run_until(now + 30_000, |tb| tb.converged(S)).expect("converges");
+    assert!(done - now <= 1_100, "took {} ms: waited for the periodic round", done - now);
+}
+
+#[test]
+fn steady_writes_keep_a_connected_node_fresh_no_reset() {
+    let mut tb = Testbed::new(3, 11, T0, |n| {
+        let mut c = cfg(n);
+        c.tombstone_ttl_ms = 10_000;
+        c
+    });
+    let mut rng = Rng(5);
+    // 12 s (past the 10 s horizon) of writes every ms: pushes are always in
+    // flight, so two nodes' digests are never equal when compared, yet
+    // nobody is stale.
+    while tb.now < T0 + 12_000 {
+        let i = rng.below(3) as usize;
+        let key = k(rng.below(1_000) as u32 * 3 + i as u32);
+        let now = tb.now;
+        let _ = tb.nodes[i].write(now, S, key, b"load");
+        let t = tb.now + 1;
+        tb.run_to(t);
+    }
+    // A short cut, healed at once: the Hellos must not reset anyone.
+    tb.partition(&[&[0], &[1, 2]]);
+    tb.heal();
+    let now = tb.now;
+    tb.run_until(now + 5_000, |tb| tb.converged(S)).expect("converges");
+    for n in &tb.nodes {
+        assert_eq!(n.stats().resets, 0, "node {} was reset while in contact", n.node());
+    }
+}

@@ -918,11 +918,30 @@ impl Engine {
                 if let Some(t) = self.tables.get_mut(&scope) {
                     t.synced_ms = now;
                 }
-            } else if self.cfg.node < peer && h.caps & caps::RECONCILE != 0 {
-                self.start_round(peer, scope);
+            } else if h.caps & caps::RECONCILE != 0 {
+                if self.cfg.node < peer {
+                    self.start_round(peer, scope);
+                } else {
+                    // The lower id starts; we follow up soon in case its
+                    // Hello predates our writes (then it saw no difference).
+                    let soon = now + self.cfg.ae_interval_ms / 10;
+                    if let Some(ps) = self.peers.get_mut(&peer).and_then(|p| p.scopes.get_mut(&scope)) {
+                        ps.next_round = soon;
+                    }
+                }
             }
         }
         Ok(())
+    }
+
+    /// Reconciliation traffic from a peer in `scope` means we are in
+    /// contact: what we miss will be repaired, so the table is not stale
+    /// (docs/anypsp-protocol.md Section 7.3).
+    fn mark_contact(&mut self, scope: Scope) {
+        let now = self.now;
+        if let Some(t) = self.tables.get_mut(&scope) {
+            t.synced_ms = now;
+        }
     }
 
     fn on_push(&mut self, peer: NodeId, p: Push) -> Result<(), SyncDrop> {
@@ -1020,6 +1039,7 @@ impl Engine {
         }
         let scope = d.scope;
         let now = self.now;
+        self.mark_contact(scope);
         if d.in_sync {
             if let Some(t) = self.tables.get_mut(&scope) {
                 t.synced_ms = now;
@@ -1100,6 +1120,7 @@ impl Engine {
             return Err(SyncDrop::OutOfScope);
         }
         let scope = ri.scope;
+        self.mark_contact(scope);
         if ri.ranges.is_empty() {
             return Ok(());
         }
