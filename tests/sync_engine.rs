@@ -494,8 +494,14 @@ fn write_between_hellos_by_the_higher_id_converges_before_the_periodic_round() {
     // push is not sent (node 1 not ready), and node 1 saw equal digests.
     let now = tb.now;
     tb.nodes[1].write(now, S, k(1), b"between").unwrap();
-    let done = tb.run_until(now + 30_000, |tb| tb.converged(S)).expect("converges");
-    assert!(done - now <= 1_100, "took {} ms: waited for the periodic round", done - now);
+    let done = tb
+        .run_until(now + 30_000, |tb| tb.converged(S))
+        .expect("converges");
+    assert!(
+        done - now <= 1_100,
+        "took {} ms: waited for the periodic round",
+        done - now
+    );
 }
 
 #[test]
@@ -521,8 +527,14 @@ fn steady_writes_keep_a_connected_node_fresh_no_reset() {
     tb.partition(&[&[0], &[1, 2]]);
     tb.heal();
     let now = tb.now;
-    tb.run_until(now + 5_000, |tb| tb.converged(S)).expect("converges");
+    tb.run_until(now + 5_000, |tb| tb.converged(S))
+        .expect("converges");
     for n in &tb.nodes {
-        assert_eq!(n.stats().resets, 0, "node {} was reset while in contact", n.node());
+        assert_eq!(
+            n.stats().resets,
+            0,
+            "node {} was reset while in contact",
+            n.node()
+        );
     }
 }

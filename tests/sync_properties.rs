@@ -9,14 +9,17 @@ use proptest::prelude::*;
 use std::collections::BTreeMap;
 
 fn key() -> impl Strategy<Value = Key> {
-    (any::<u16>(), proptest::collection::vec(any::<u8>(), 0..=64)).prop_map(|(k, b)| Key::new(k, &b).unwrap())
+    (any::<u16>(), proptest::collection::vec(any::<u8>(), 0..=64))
+        .prop_map(|(k, b)| Key::new(k, &b).unwrap())
 }
 
 fn stamp() -> impl Strategy<Value = Stamp> {
-    (any::<u32>(), any::<u64>(), any::<u32>(), any::<u16>()).prop_map(|(epoch, ms, logical, node)| Stamp {
-        epoch,
-        version: Version { ms, logical, node },
-    })
+    (any::<u32>(), any::<u64>(), any::<u32>(), any::<u16>()).prop_map(
+        |(epoch, ms, logical, node)| Stamp {
+            epoch,
+            version: Version { ms, logical, node },
+        },
+    )
 }
 
 fn entry() -> impl Strategy<Value = (Scope, Entry)> {
@@ -28,37 +31,77 @@ fn entry() -> impl Strategy<Value = (Scope, Entry)> {
         proptest::option::of(proptest::collection::vec(any::<u8>(), 0..=MAX_VALUE)),
     )
         .prop_map(|(s, key, owner, stamp, v)| {
-            (Scope(s), Entry { key, owner, stamp, value: v.map(Into::into) })
+            (
+                Scope(s),
+                Entry {
+                    key,
+                    owner,
+                    stamp,
+                    value: v.map(Into::into),
+                },
+            )
         })
 }
 
 fn range_fp() -> impl Strategy<Value = RangeFp> {
-    (any::<u64>(), any::<u64>(), any::<u64>(), any::<u128>()).prop_map(|(a, b, count, fp)| RangeFp {
-        lo: a.min(b),
-        hi: a.max(b),
-        count,
-        fp,
+    (any::<u64>(), any::<u64>(), any::<u64>(), any::<u128>()).prop_map(|(a, b, count, fp)| {
+        RangeFp {
+            lo: a.min(b),
+            hi: a.max(b),
+            count,
+            fp,
+        }
     })
 }
 
 fn message() -> impl Strategy<Value = Msg> {
     prop_oneof![
-        (any::<u16>(), any::<u32>(), proptest::collection::btree_map(any::<u16>(), (any::<u64>(), any::<u64>(), any::<u128>()), 0..8))
+        (
+            any::<u16>(),
+            any::<u32>(),
+            proptest::collection::btree_map(
+                any::<u16>(),
+                (any::<u64>(), any::<u64>(), any::<u128>()),
+                0..8
+            )
+        )
             .prop_map(|(node, caps, m)| Msg::Hello(Hello {
                 node,
                 caps,
                 scopes: m
                     .into_iter()
-                    .map(|(s, (synced_ms, count, fp))| ScopeSummary { scope: Scope(s), synced_ms, count, fp })
+                    .map(|(s, (synced_ms, count, fp))| ScopeSummary {
+                        scope: Scope(s),
+                        synced_ms,
+                        count,
+                        fp
+                    })
                     .collect(),
             })),
-        (proptest::option::of(any::<u32>()), proptest::collection::vec(entry(), 0..6))
+        (
+            proptest::option::of(any::<u32>()),
+            proptest::collection::vec(entry(), 0..6)
+        )
             .prop_map(|(req, entries)| Msg::Push(Push { req, entries })),
-        (any::<u16>(), any::<bool>(), proptest::collection::vec(range_fp(), 0..20))
-            .prop_map(|(s, in_sync, ranges)| Msg::Digest(Digest { scope: Scope(s), in_sync, ranges })),
         (
             any::<u16>(),
-            proptest::collection::vec((range_fp(), proptest::collection::vec((key(), stamp()), 0..5)), 0..6)
+            any::<bool>(),
+            proptest::collection::vec(range_fp(), 0..20)
+        )
+            .prop_map(|(s, in_sync, ranges)| Msg::Digest(Digest {
+                scope: Scope(s),
+                in_sync,
+                ranges
+            })),
+        (
+            any::<u16>(),
+            proptest::collection::vec(
+                (
+                    range_fp(),
+                    proptest::collection::vec((key(), stamp()), 0..5)
+                ),
+                0..6
+            )
         )
             .prop_map(|(s, rs)| Msg::RangeItems(RangeItems {
                 scope: Scope(s),
@@ -67,23 +110,53 @@ fn message() -> impl Strategy<Value = Msg> {
                     .map(|(r, ids)| RangeIds {
                         lo: r.lo,
                         hi: r.hi,
-                        ids: ids.into_iter().map(|(key, stamp)| ItemId { key, stamp }).collect(),
+                        ids: ids
+                            .into_iter()
+                            .map(|(key, stamp)| ItemId { key, stamp })
+                            .collect(),
                     })
                     .collect(),
             })),
-        (any::<u32>(), any::<u16>(), proptest::collection::vec(key(), 0..10))
-            .prop_map(|(req, s, keys)| Msg::Need(Need { req, scope: Scope(s), keys })),
-        (any::<u32>(), any::<u16>(), key()).prop_map(|(req, s, key)| Msg::Lookup(Lookup { req, scope: Scope(s), key })),
-        (any::<u32>(), any::<u16>(), stamp(), proptest::collection::vec(any::<u8>(), 0..=MAX_VALUE), 0u8..3)
-            .prop_map(|(req, owner, stamp, v, which)| Msg::LookupReply(LookupReply {
+        (
+            any::<u32>(),
+            any::<u16>(),
+            proptest::collection::vec(key(), 0..10)
+        )
+            .prop_map(|(req, s, keys)| Msg::Need(Need {
                 req,
-                status: match which {
-                    0 => LookupStatus::Found(Location { owner, stamp, value: v.into() }),
-                    1 => LookupStatus::Moved(owner),
-                    _ => LookupStatus::NotFound,
-                },
+                scope: Scope(s),
+                keys
             })),
-        (any::<u16>(), any::<u8>()).prop_map(|(s, reason)| Msg::Reset(Reset { scope: Scope(s), reason })),
+        (any::<u32>(), any::<u16>(), key()).prop_map(|(req, s, key)| Msg::Lookup(Lookup {
+            req,
+            scope: Scope(s),
+            key
+        })),
+        (
+            any::<u32>(),
+            any::<u16>(),
+            stamp(),
+            proptest::collection::vec(any::<u8>(), 0..=MAX_VALUE),
+            0u8..3
+        )
+            .prop_map(
+                |(req, owner, stamp, v, which)| Msg::LookupReply(LookupReply {
+                    req,
+                    status: match which {
+                        0 => LookupStatus::Found(Location {
+                            owner,
+                            stamp,
+                            value: v.into()
+                        }),
+                        1 => LookupStatus::Moved(owner),
+                        _ => LookupStatus::NotFound,
+                    },
+                })
+            ),
+        (any::<u16>(), any::<u8>()).prop_map(|(s, reason)| Msg::Reset(Reset {
+            scope: Scope(s),
+            reason
+        })),
     ]
 }
 
@@ -133,8 +206,20 @@ struct Op {
 }
 
 fn op() -> impl Strategy<Value = Op> {
-    (0usize..3, 0u8..6, 0u8..10, 0u8..4, proptest::bool::weighted(0.05))
-        .prop_map(|(node, key, action, advance_ms, flip)| Op { node, key, action, advance_ms, flip })
+    (
+        0usize..3,
+        0u8..6,
+        0u8..10,
+        0u8..4,
+        proptest::bool::weighted(0.05),
+    )
+        .prop_map(|(node, key, action, advance_ms, flip)| Op {
+            node,
+            key,
+            action,
+            advance_ms,
+            flip,
+        })
 }
 
 proptest! {

@@ -925,7 +925,11 @@ impl Engine {
                     // The lower id starts; we follow up soon in case its
                     // Hello predates our writes (then it saw no difference).
                     let soon = now + self.cfg.ae_interval_ms / 10;
-                    if let Some(ps) = self.peers.get_mut(&peer).and_then(|p| p.scopes.get_mut(&scope)) {
+                    if let Some(ps) = self
+                        .peers
+                        .get_mut(&peer)
+                        .and_then(|p| p.scopes.get_mut(&scope))
+                    {
                         ps.next_round = soon;
                     }
                 }
