@@ -133,6 +133,13 @@ fn partition_with_writes_on_both_sides_heals_to_identical_tables() {
     assert!(done - healed <= 2_000, "took {} ms", done - healed);
     for n in &tb.nodes {
         model.check(n);
+        // Honest peers never trip a drop counter.
+        assert!(
+            n.stats().drops.iter().all(|&d| d == 0),
+            "node {} drops {:?}",
+            n.node(),
+            n.stats().drops
+        );
     }
 }
 
@@ -537,4 +544,72 @@ fn steady_writes_keep_a_connected_node_fresh_no_reset() {
             n.node()
         );
     }
+}
+
+#[test]
+fn overlapping_ranges_are_refused_so_one_message_costs_at_most_one_pass() {
+    // Legitimate ranges are ascending and disjoint, so the work of one
+    // Digest or RangeItems is at most one pass over the table. A peer that
+    // repeats a huge range 1000 times would cost 1000 passes: refused.
+    let mut tb = Testbed::new(2, 12, T0, cfg);
+    let now = tb.now;
+    for i in 0..100u32 {
+        tb.nodes[0].write(now, S, k(i), b"x").unwrap();
+    }
+    tb.run_until(now + 2_000, |tb| tb.converged(S)).unwrap();
+    let before = tb.nodes[1].digest(S);
+    let r = msg::RangeFp {
+        lo: 1,
+        hi: u64::MAX - 1,
+        count: 1,
+        fp: 1,
+    };
+    let d = Msg::Digest(msg::Digest {
+        scope: S,
+        in_sync: false,
+        ranges: vec![r; 1000],
+    });
+    assert_eq!(tb.inject(0, 1, d.encode()), Err(SyncDrop::BadField));
+    let ids = msg::RangeIds {
+        lo: 5,
+        hi: 10,
+        ids: vec![],
+    };
+    let ri = Msg::RangeItems(msg::RangeItems {
+        scope: S,
+        ranges: vec![ids.clone(), ids],
+    });
+    assert_eq!(tb.inject(0, 1, ri.encode()), Err(SyncDrop::BadField));
+    assert_eq!(tb.nodes[1].stats().drops(SyncDrop::BadField), 2);
+    assert_eq!(tb.nodes[1].digest(S), before);
+}
+
+#[test]
+fn local_limits_are_refused_with_their_reason() {
+    let mut c = cfg(1);
+    c.max_entries = 10;
+    c.max_scopes = 2;
+    c.max_peers = 2;
+    c.max_value = 100;
+    let mut e = Engine::new(c, Box::new(anytun::sync::AllPeers), T0);
+    assert_eq!(e.add_peer(1), Err(anytun::sync::PeerError::BadId(1)));
+    assert_eq!(e.add_peer(0), Err(anytun::sync::PeerError::BadId(0)));
+    e.add_peer(2).unwrap();
+    e.add_peer(3).unwrap();
+    assert_eq!(e.add_peer(4), Err(anytun::sync::PeerError::TooMany));
+    assert_eq!(
+        e.write(T0, S, k(0), &[0; 101]),
+        Err(WriteError::ValueTooLarge(101))
+    );
+    for i in 0..10 {
+        e.write(T0, S, k(i), b"v").unwrap();
+    }
+    assert_eq!(e.write(T0, S, k(10), b"v"), Err(WriteError::TableFull));
+    e.write(T0, Scope(2), k(0), b"v").unwrap();
+    assert_eq!(
+        e.write(T0, Scope(3), k(0), b"v"),
+        Err(WriteError::TooManyScopes)
+    );
+    assert_eq!(e.delete(T0, S, k(99)), Err(WriteError::NotFound));
+    assert!(Key::new(1, &[0; 65]).is_err());
 }

@@ -54,6 +54,19 @@ fn range_fp() -> impl Strategy<Value = RangeFp> {
     })
 }
 
+/// Ascending, disjoint ranges (what the parser requires) from arbitrary ones.
+fn disjoint(mut rs: Vec<RangeFp>) -> Vec<RangeFp> {
+    rs.sort_by_key(|r| r.lo);
+    let mut out: Vec<RangeFp> = Vec::new();
+    for r in rs {
+        match out.last() {
+            Some(p) if r.lo <= p.hi => {}
+            _ => out.push(r),
+        }
+    }
+    out
+}
+
 fn message() -> impl Strategy<Value = Msg> {
     prop_oneof![
         (
@@ -91,7 +104,7 @@ fn message() -> impl Strategy<Value = Msg> {
             .prop_map(|(s, in_sync, ranges)| Msg::Digest(Digest {
                 scope: Scope(s),
                 in_sync,
-                ranges
+                ranges: disjoint(ranges)
             })),
         (
             any::<u16>(),
@@ -105,17 +118,21 @@ fn message() -> impl Strategy<Value = Msg> {
         )
             .prop_map(|(s, rs)| Msg::RangeItems(RangeItems {
                 scope: Scope(s),
-                ranges: rs
-                    .into_iter()
-                    .map(|(r, ids)| RangeIds {
-                        lo: r.lo,
-                        hi: r.hi,
-                        ids: ids
-                            .into_iter()
-                            .map(|(key, stamp)| ItemId { key, stamp })
-                            .collect(),
-                    })
-                    .collect(),
+                ranges: {
+                    let bounds = disjoint(rs.iter().map(|(r, _)| *r).collect());
+                    bounds
+                        .into_iter()
+                        .zip(rs)
+                        .map(|(r, (_, ids))| RangeIds {
+                            lo: r.lo,
+                            hi: r.hi,
+                            ids: ids
+                                .into_iter()
+                                .map(|(key, stamp)| ItemId { key, stamp })
+                                .collect(),
+                        })
+                        .collect()
+                },
             })),
         (
             any::<u32>(),

@@ -562,6 +562,9 @@ impl Msg {
                     }
                     Ok(rf)
                 })?;
+                if !ascending_disjoint(ranges.iter().map(|r| (r.lo, r.hi))) {
+                    return Err(MsgError::BadField(T_RANGE));
+                }
                 Msg::Digest(Digest {
                     scope,
                     in_sync,
@@ -589,6 +592,9 @@ impl Msg {
                     }
                     Ok(RangeIds { lo, hi, ids })
                 })?;
+                if !ascending_disjoint(ranges.iter().map(|r| (r.lo, r.hi))) {
+                    return Err(MsgError::BadField(T_RANGE));
+                }
                 Msg::RangeItems(RangeItems { scope, ranges })
             }
             MsgType::Need => {
@@ -636,6 +642,21 @@ impl Msg {
         let skipped = f.finish()?;
         Ok((msg, skipped))
     }
+}
+
+/// Ranges must be ascending and disjoint: then one message costs at most
+/// one pass over the table, however many ranges it lists.
+fn ascending_disjoint(mut it: impl Iterator<Item = (u64, u64)>) -> bool {
+    let Some((_, mut prev_hi)) = it.next() else {
+        return true;
+    };
+    for (lo, hi) in it {
+        if lo <= prev_hi {
+            return false;
+        }
+        prev_hi = hi;
+    }
+    true
 }
 
 fn put_range_fp(o: &mut Vec<u8>, r: &RangeFp) {
