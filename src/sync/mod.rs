@@ -657,7 +657,7 @@ impl Engine {
                 continue;
             }
             if p.push_n >= MAX_ITEMS || p.push_buf.len() + field.len() + 2 > MAX_MSG {
-                Self::flush_push(p, &mut self.stats, max_q);
+                Self::flush_push(p);
             }
             if p.queued() + field.len() > max_q {
                 // Overflow: forget the pending pushes and reconcile instead.
@@ -680,7 +680,9 @@ impl Engine {
         }
     }
 
-    fn flush_push(p: &mut Peer, stats: &mut Stats, _max_q: usize) {
+    /// Seals the Push being built for `p` into its queue (its bytes were
+    /// already counted against the bound while pending).
+    fn flush_push(p: &mut Peer) {
         if p.push_n == 0 {
             return;
         }
@@ -689,10 +691,8 @@ impl Engine {
         m.push(msg::SYNC_VERSION);
         m.append(&mut p.push_buf);
         p.push_n = 0;
-        // Already counted against the bound while pending.
         p.out_bytes += m.len();
         p.out.push_back(m);
-        let _ = stats;
     }
 
     /// Queues `bytes` for `peer` if it fits; otherwise counts an overflow
@@ -1357,7 +1357,6 @@ impl Engine {
     /// two calls goes out as one Push per peer. Peers are served round
     /// robin.
     pub fn poll_transmit(&mut self) -> Option<(NodeId, Vec<u8>)> {
-        let max_q = self.cfg.max_queue_bytes;
         let order: Vec<NodeId> = self
             .peers
             .range(self.rr..)
@@ -1366,7 +1365,7 @@ impl Engine {
             .collect();
         for id in order {
             let p = self.peers.get_mut(&id).expect("listed");
-            Self::flush_push(p, &mut self.stats, max_q);
+            Self::flush_push(p);
             if let Some(m) = p.out.pop_front() {
                 p.out_bytes -= m.len();
                 self.stats.msgs_out += 1;
