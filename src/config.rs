@@ -18,6 +18,7 @@
 //! keepalive_s = 15
 //! session_timeout_s = 180
 //! max_register_expires_s = 3600
+//! media_timeout_s = 15                        # 0 disables
 //! metrics_listen = "127.0.0.1:9475"            # "" disables metrics
 //! subscriber_reload_ms = 1000
 //!
@@ -130,6 +131,8 @@ pub const DEFAULT_KEEPALIVE_S: u16 = 15;
 pub const DEFAULT_SESSION_TIMEOUT_S: u32 = 180;
 /// Default for [`Config::max_register_expires_s`].
 pub const DEFAULT_MAX_REGISTER_EXPIRES_S: u32 = 3600;
+/// Default for [`Config::media_timeout_s`].
+pub const DEFAULT_MEDIA_TIMEOUT_S: u32 = 15;
 /// Default for [`Config::metrics_listen`]: loopback only, since metrics are
 /// not authenticated.
 pub const DEFAULT_METRICS_LISTEN: &str = "127.0.0.1:9475";
@@ -155,6 +158,9 @@ pub struct Config {
     pub session_timeout_s: u32,
     /// Longest registration lifetime a client may ask for, in seconds.
     pub max_register_expires_s: u32,
+    /// An answered call with no media from one side for this many seconds
+    /// ends with cause 102; 0 disables (`ProxyConfig::media_timeout`).
+    pub media_timeout_s: u32,
     /// Address of the metrics HTTP endpoint, or `None` for no metrics
     /// (written as `metrics_listen = ""`, since TOML has no null).
     pub metrics_listen: Option<String>,
@@ -183,6 +189,7 @@ impl Default for Config {
             keepalive_s: DEFAULT_KEEPALIVE_S,
             session_timeout_s: DEFAULT_SESSION_TIMEOUT_S,
             max_register_expires_s: DEFAULT_MAX_REGISTER_EXPIRES_S,
+            media_timeout_s: DEFAULT_MEDIA_TIMEOUT_S,
             metrics_listen: Some(DEFAULT_METRICS_LISTEN.to_owned()),
             subscriber_reload_ms: DEFAULT_SUBSCRIBER_RELOAD_MS,
             reuse_port: false,
@@ -253,6 +260,7 @@ struct RawConfig {
     keepalive_s: Option<Spanned<Value>>,
     session_timeout_s: Option<Spanned<Value>>,
     max_register_expires_s: Option<Spanned<Value>>,
+    media_timeout_s: Option<Spanned<Value>>,
     metrics_listen: Option<Spanned<Value>>,
     subscriber_reload_ms: Option<Spanned<Value>>,
     reuse_port: Option<Spanned<Value>>,
@@ -275,6 +283,8 @@ const KEEPALIVE_RANGE: RangeInclusive<i64> = 1..=300;
 const POSITIVE_U32: RangeInclusive<i64> = 1..=u32::MAX as i64;
 /// Valid range of the `[dos]` limits.
 const ANY_U32: RangeInclusive<i64> = 0..=u32::MAX as i64;
+/// Valid range of `media_timeout_s` (0 disables): up to a day.
+const MEDIA_TIMEOUT_RANGE: RangeInclusive<i64> = 0..=86_400;
 /// Valid range of `subscriber_reload_ms`: up to a day.
 const RELOAD_MS_RANGE: RangeInclusive<i64> = 1..=86_400_000;
 
@@ -288,6 +298,7 @@ fn expected(key: &str) -> &'static str {
         "keepalive_s" => "a whole number of seconds in 1..=300",
         "session_timeout_s" => "a whole number of seconds, more than twice keepalive_s",
         "max_register_expires_s" => "a whole number of seconds in 1..=4294967295",
+        "media_timeout_s" => "a whole number of seconds in 0..=86400 (0 turns it off)",
         "metrics_listen" => {
             "a socket address in quotes, e.g. \"127.0.0.1:9475\", or \"\" for no metrics"
         }
@@ -629,6 +640,12 @@ impl RawConfig {
             POSITIVE_U32,
             defaults.max_register_expires_s,
         )?;
+        let (media_timeout_s, _) = src.number(
+            "media_timeout_s",
+            self.media_timeout_s,
+            MEDIA_TIMEOUT_RANGE,
+            defaults.media_timeout_s,
+        )?;
 
         let metrics_listen = match self.metrics_listen {
             Some(addr) => {
@@ -691,6 +708,7 @@ impl RawConfig {
             keepalive_s,
             session_timeout_s,
             max_register_expires_s,
+            media_timeout_s,
             metrics_listen,
             subscriber_reload_ms,
             reuse_port,
@@ -775,6 +793,7 @@ subscribers = "/var/lib/anytun/subs.db"
 keepalive_s = 20
 session_timeout_s = 41
 max_register_expires_s = 600
+media_timeout_s = 30
 metrics_listen = "[::1]:9100"
 subscriber_reload_ms = 250
 reuse_port = true
@@ -795,6 +814,7 @@ per_ip_burst = 1
                 keepalive_s: 20,
                 session_timeout_s: 41,
                 max_register_expires_s: 600,
+                media_timeout_s: 30,
                 metrics_listen: Some("[::1]:9100".to_owned()),
                 subscriber_reload_ms: 250,
                 reuse_port: true,
@@ -1033,6 +1053,14 @@ per_ip_burst = 1
         assert!(message.contains("subscriber_reload_ms"), "{message}");
         let (_, _, message) = invalid("max_register_expires_s = 0");
         assert!(message.contains("max_register_expires_s"), "{message}");
+    }
+
+    #[test]
+    fn media_timeout_zero_is_off_and_a_day_is_the_most() {
+        let config = parse("media_timeout_s = 0", origin()).unwrap();
+        assert_eq!(config.media_timeout_s, 0);
+        let (_, _, message) = invalid("media_timeout_s = 86401");
+        assert!(message.contains("0..=86400"), "{message}");
     }
 
     #[test]

@@ -1,12 +1,50 @@
 //! Prometheus text exposition of a proxy's counters, and a minimal HTTP
 //! listener that serves it on `/metrics`.
+//!
+//! A scrape renders a [`Snapshot`], a copy of the counters and gauges that
+//! the runtime takes while it holds the core anyway (after each batch and
+//! timer run), so a scrape never takes the core lock.
 
-use crate::proxy::Proxy;
+use crate::proxy::{Proxy, ProxyStats};
 use std::fmt::Write;
+
+/// The counters and gauges of a proxy at one moment.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Snapshot {
+    /// Counters since start.
+    pub stats: ProxyStats,
+    /// Sessions held.
+    pub sessions: usize,
+    /// Calls ringing or answered.
+    pub calls: usize,
+    /// Registered (name, device) bindings.
+    pub registrations: usize,
+    /// Authorised (name, key) pairs in the subscriber snapshot.
+    pub subscribers: usize,
+}
+
+impl Snapshot {
+    /// Copies what `p` counts now. O(1): a copy of fixed-size counters and
+    /// four table sizes.
+    pub fn of(p: &Proxy) -> Self {
+        Self {
+            stats: p.stats().clone(),
+            sessions: p.session_count(),
+            calls: p.call_count(),
+            registrations: p.registration_count(),
+            subscribers: p.subscriber_count(),
+        }
+    }
+}
 
 /// Renders the proxy's counters and gauges in the Prometheus text format.
 pub fn render(p: &Proxy) -> String {
-    let s = p.stats();
+    render_snapshot(&Snapshot::of(p))
+}
+
+/// Renders a [`Snapshot`] in the Prometheus text format.
+pub fn render_snapshot(snap: &Snapshot) -> String {
+    let s = &snap.stats;
     let mut out = String::with_capacity(4096);
     let mut counter = |name: &str, help: &str, v: u64| {
         let _ = writeln!(
@@ -23,9 +61,21 @@ pub fn render(p: &Proxy) -> String {
     );
     counter(
         "handshakes_refused_total",
-        "Handshakes refused (key not authorised or proxy full).",
+        "Handshakes refused with an answer (all reasons).",
         s.handshakes_refused,
     );
+    for (reason, v) in [
+        ("unknown_key", s.refused_unknown_key),
+        ("busy", s.refused_busy),
+        ("clock_skew", s.refused_clock_skew),
+        ("stale", s.refused_stale),
+    ] {
+        counter(
+            &format!("handshakes_refused_{reason}_total"),
+            "Handshakes refused for this reason.",
+            v,
+        );
+    }
     counter(
         "cookie_replies_total",
         "Cookie replies sent under load.",
@@ -67,6 +117,31 @@ pub fn render(p: &Proxy) -> String {
         "Control messages retransmitted.",
         s.control_retransmits,
     );
+    counter(
+        "fork_legs_dropped_total",
+        "Devices dropped from a call's offer as unresponsive.",
+        s.fork_legs_dropped,
+    );
+    counter(
+        "media_timeouts_total",
+        "Answered calls ended for lack of media from one side.",
+        s.media_timeouts,
+    );
+    counter(
+        "control_undelivered_total",
+        "Control messages never acknowledged (given up on).",
+        s.control_undelivered,
+    );
+    counter(
+        "control_not_queued_total",
+        "Control messages not queued: the recipient's queue of unacknowledged messages was full.",
+        s.control_not_queued,
+    );
+    counter(
+        "registrations_refused_total",
+        "Registrations refused (key not authorised for the name).",
+        s.registrations_refused,
+    );
     let _ = writeln!(out, "# HELP anytun_dropped_packets_total Packets dropped, by reason.\n# TYPE anytun_dropped_packets_total counter");
     for (reason, n) in s.drops.iter() {
         let _ = writeln!(
@@ -81,17 +156,17 @@ pub fn render(p: &Proxy) -> String {
             "# HELP anytun_{name} {help}\n# TYPE anytun_{name} gauge\nanytun_{name} {v}"
         );
     };
-    gauge("sessions", "Sessions held.", p.session_count());
-    gauge("calls", "Calls ringing or answered.", p.call_count());
+    gauge("sessions", "Sessions held.", snap.sessions);
+    gauge("calls", "Calls ringing or answered.", snap.calls);
     gauge(
         "registrations",
         "Registered (name, device) bindings.",
-        p.registration_count(),
+        snap.registrations,
     );
     gauge(
         "subscribers",
         "Authorised (name, key) pairs loaded from the store.",
-        p.subscriber_count(),
+        snap.subscribers,
     );
     out
 }

@@ -45,6 +45,9 @@ pub struct Node {
     pub heard: Vec<Heard>,
     /// Every datagram this client sent, for replay tests.
     pub sent: Vec<Vec<u8>>,
+    /// How far this client's wall clock is from the network's, in
+    /// nanoseconds (negative: behind), to simulate a skewed clock.
+    pub clock_offset_ns: i128,
 }
 
 /// A proxy and its clients, with simulated time.
@@ -61,6 +64,14 @@ pub struct Net {
     pub network: SecretKey,
     /// Drop every datagram from the proxy to clients while set.
     pub drop_downstream: bool,
+    /// Killed clients (see [`Net::kill`]; every node of that name), with the length of every
+    /// datagram that arrived for them since, and when.
+    pub dead: std::collections::HashMap<&'static str, Vec<(Instant, usize)>>,
+}
+
+/// A wall clock `offset_ns` away from `unix_nanos`.
+pub fn skewed(unix_nanos: u128, offset_ns: i128) -> u128 {
+    u128::try_from(unix_nanos as i128 + offset_ns).unwrap_or(0)
 }
 
 /// A valid [`Name`]; panics on an invalid one.
@@ -71,12 +82,19 @@ pub fn name(s: &str) -> Name {
 impl Net {
     /// A proxy and one client per name, each authorised for its name.
     pub fn new(names: &[&'static str]) -> Self {
+        Self::with_config(names, |_| {})
+    }
+
+    /// Like [`Net::new`], with the proxy's configuration changed by `tune`.
+    pub fn with_config(names: &[&'static str], tune: impl FnOnce(&mut ProxyConfig)) -> Self {
         let network = SecretKey::generate();
         let now = Instant::now();
         let keys: Vec<SecretKey> = names.iter().map(|_| SecretKey::generate()).collect();
         let subs = Subscribers::new(names.iter().zip(&keys).map(|(n, k)| (name(n), k.public())));
-        let cfg = ProxyConfig::new(ProxyId::new(1).unwrap(), network.clone());
-        let proxy = Proxy::new(cfg, subs, now);
+        let mut cfg = ProxyConfig::new(ProxyId::new(1).unwrap(), network.clone());
+        tune(&mut cfg);
+        let unix_nanos = 1_800_000_000_000_000_000;
+        let proxy = Proxy::with_wall_clock(cfg, subs, now, unix_nanos);
         proxy.epochs().grant(EpochLease::ephemeral());
         let nodes = names
             .iter()
@@ -84,22 +102,25 @@ impl Net {
             .enumerate()
             .map(|(i, (n, k))| Node {
                 name: n,
-                addr: format!("198.51.100.{}:{}", i + 10, 40000 + i)
+                // 200 clients per /24, so large simulations fit.
+                addr: format!("198.51.{}.{}:{}", 100 + i / 200, i % 200 + 10, 40000 + i)
                     .parse()
                     .unwrap(),
                 client: Client::new(ClientConfig::new(k, network.public())),
                 events: Vec::new(),
                 heard: Vec::new(),
                 sent: Vec::new(),
+                clock_offset_ns: 0,
             })
             .collect();
         Self {
             proxy,
             nodes,
             now,
-            unix_nanos: 1_800_000_000_000_000_000,
+            unix_nanos,
             network,
             drop_downstream: false,
+            dead: Default::default(),
         }
     }
 
@@ -121,6 +142,18 @@ impl Net {
             .into_iter()
             .find(|s| s.client_key == key)
             .expect("the client has a session")
+    }
+
+    /// Kills client `n` as SIGKILL would: from now on it sends nothing and
+    /// nothing reaches it (arrivals are only recorded, in `dead`).
+    pub fn kill(&mut self, n: &str) {
+        let name = self.nodes[self.idx(n)].name;
+        self.dead.entry(name).or_default();
+    }
+
+    /// What arrived for killed client `n` (length, when) since it was killed.
+    pub fn dead_rx(&self, n: &str) -> &[(Instant, usize)] {
+        self.dead.get(n).map_or(&[], Vec::as_slice)
     }
 
     /// The node called `n`.
@@ -157,6 +190,10 @@ impl Net {
         let Some(node) = self.nodes.iter_mut().find(|n| n.addr == dst) else {
             return;
         };
+        if let Some(rx) = self.dead.get_mut(node.name) {
+            rx.push((now, pkt.len()));
+            return;
+        }
         let mut d = pkt.to_vec();
         if let Some(v) = node.client.handle_datagram(now, &mut d) {
             node.heard.push(Heard {
@@ -174,6 +211,9 @@ impl Net {
         for _ in 0..10_000 {
             let mut moved = false;
             for i in 0..self.nodes.len() {
+                if self.dead.contains_key(self.nodes[i].name) {
+                    continue;
+                }
                 while let Some(n) = self.nodes[i].client.poll_transmit(&mut buf) {
                     moved = true;
                     let pkt = buf[..n].to_vec();
@@ -207,8 +247,10 @@ impl Net {
             self.now += step;
             self.unix_nanos += step.as_nanos();
             self.proxy.handle_timeout(self.now);
-            for n in &mut self.nodes {
-                n.client.handle_timeout(self.now, self.unix_nanos);
+            let dead = &self.dead;
+            for n in self.nodes.iter_mut().filter(|n| !dead.contains_key(n.name)) {
+                let wall = skewed(self.unix_nanos, n.clock_offset_ns);
+                n.client.handle_timeout(self.now, wall);
             }
             self.pump();
         }
@@ -217,7 +259,8 @@ impl Net {
     /// Connects every client and checks each got a session.
     pub fn connect_all(&mut self) {
         for n in &mut self.nodes {
-            n.client.connect(self.now, self.unix_nanos);
+            let wall = skewed(self.unix_nanos, n.clock_offset_ns);
+            n.client.connect(self.now, wall);
         }
         self.pump();
         for n in &self.nodes {

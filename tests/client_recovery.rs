@@ -110,7 +110,7 @@ fn a_quiet_call_stays_up() {
 fn restart_proxy(net: &mut Net) {
     let subs = subscribers_of(net);
     let cfg = ProxyConfig::new(ProxyId::new(1).unwrap(), net.network.clone());
-    net.proxy = Proxy::new(cfg, subs, net.now);
+    net.proxy = Proxy::with_wall_clock(cfg, subs, net.now, net.unix_nanos);
     net.proxy.epochs().grant(EpochLease::ephemeral());
 }
 
@@ -217,6 +217,7 @@ fn a_second_login_with_the_same_key_tells_the_old_session() {
         events: Vec::new(),
         heard: Vec::new(),
         sent: Vec::new(),
+        clock_offset_ns: 0,
     });
     net.advance(Duration::from_secs(1));
     let (now, t) = (net.now, net.unix_nanos);

@@ -398,7 +398,7 @@ fn under_load_a_cookie_round_trip_is_required() {
         net.network.clone(),
     );
     cfg.dos.under_load_handshakes_per_s = 0;
-    net.proxy = anytun::proxy::Proxy::new(cfg, subs, net.now);
+    net.proxy = anytun::proxy::Proxy::with_wall_clock(cfg, subs, net.now, net.unix_nanos);
     net.proxy
         .epochs()
         .grant(anytun::session::EpochLease::ephemeral());
@@ -422,7 +422,9 @@ fn under_load_a_cookie_round_trip_is_required() {
 
 #[test]
 fn silent_client_expires_and_its_calls_end() {
-    let mut net = Net::new(&["alice", "bob"]);
+    // The media timeout would end the call first (tests/calls_robust.rs);
+    // off here, so the session expiry path is what ends it.
+    let mut net = Net::with_config(&["alice", "bob"], |c| c.media_timeout = Duration::ZERO);
     net.connect_all();
     net.register("bob", "bob");
     let _call = net.establish_call("alice", "bob");
@@ -480,7 +482,9 @@ fn refusal_is_final_and_reported_once() {
 /// which the proxy echoes.
 #[test]
 fn one_way_voice_keeps_the_session() {
-    let mut net = Net::new(&["alice", "bob"]);
+    // With the media timeout on, a muted side must still send (silence); off
+    // here, since this is about the session, not the call.
+    let mut net = Net::with_config(&["alice", "bob"], |c| c.media_timeout = Duration::ZERO);
     net.connect_all();
     net.register("bob", "bob");
     let call = net.establish_call("alice", "bob");

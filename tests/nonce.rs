@@ -43,7 +43,8 @@ fn bare_proxy(net: &Net, id: u16, now: Instant) -> Proxy {
             .map(|n| (name(n.name), n.client.public_key())),
     );
     let cfg = ProxyConfig::new(ProxyId::new(id).unwrap(), net.network.clone());
-    Proxy::new(cfg, subs, now)
+    let wall = net.unix_nanos + now.saturating_duration_since(net.now).as_nanos();
+    Proxy::with_wall_clock(cfg, subs, now, wall)
 }
 
 /// A proxy whose epoch lease lives in the lease file at `path`, started as

@@ -113,18 +113,20 @@ proptest! {
     }
 
     #[test]
-    fn response_payload_round_trips(status in 0u8..3, ka in any::<u16>(), sid in any::<u64>(),
+    fn response_payload_round_trips(status in 0u8..5, ka in any::<u16>(), sid in any::<u64>(),
                                     pid in any::<u16>(), v6 in any::<bool>(),
-                                    ip in any::<[u8; 16]>(), port in any::<u16>()) {
+                                    ip in any::<[u8; 16]>(), port in any::<u16>(),
+                                    time in any::<[u8; 12]>()) {
         let ip: std::net::IpAddr = if v6 {
             std::net::Ipv6Addr::from(ip).into()
         } else {
             std::net::Ipv4Addr::new(ip[0], ip[1], ip[2], ip[3]).into()
         };
         let p = ResponsePayload {
-            status: [HandshakeStatus::Accepted, HandshakeStatus::UnknownKey, HandshakeStatus::Busy][status as usize],
+            status: [HandshakeStatus::Accepted, HandshakeStatus::UnknownKey, HandshakeStatus::Busy,
+                     HandshakeStatus::ClockSkew, HandshakeStatus::Stale][status as usize],
             keepalive_s: ka, session_id: sid, proxy_id: pid,
-            observed: std::net::SocketAddr::new(ip, port),
+            observed: std::net::SocketAddr::new(ip, port), time,
         };
         prop_assert_eq!(ResponsePayload::decode(&p.encode()), Ok(p));
     }

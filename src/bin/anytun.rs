@@ -297,6 +297,7 @@ async fn connect(
                 );
                 return Ok((rt, rx));
             }
+            Some(Event::ClockCorrected(skew)) => eprintln!("warning: {skew}; corrected"),
             Some(Event::Disconnected(e)) => return Err(e.to_string()),
             Some(_) => {}
             None => return Err("client stopped".into()),
@@ -476,6 +477,9 @@ async fn call_flow(
         match rx.recv().await {
             Some(Event::Ringing { .. }) => eprintln!("ringing"),
             Some(Event::Answered { codec, .. }) => break Codec::from_name(&codec),
+            Some(Event::EndToEndFailed { error, .. }) => {
+                return Err(format!("call to {name} failed: {error}"))
+            }
             Some(Event::CallEnded { cause, .. }) => {
                 return Err(format!("call to {name} failed: {cause}"))
             }

@@ -165,6 +165,7 @@ async fn run(args: Args) -> Result<(), String> {
     pc.keepalive_s = cfg.keepalive_s;
     pc.session_timeout = Duration::from_secs(u64::from(cfg.session_timeout_s));
     pc.max_register_expires_s = cfg.max_register_expires_s;
+    pc.media_timeout = Duration::from_secs(u64::from(cfg.media_timeout_s));
     pc.dos = cfg.dos.clone();
     let count = subscribers.len();
     let explicit_listen = cfg.listen != Config::default().listen;
@@ -254,9 +255,8 @@ async fn run(args: Args) -> Result<(), String> {
             Some(tokio::spawn(async move {
                 while let Ok((s, _)) = l.accept().await {
                     let rt = rt.clone();
-                    tokio::spawn(anytun::metrics::serve_one(s, move || {
-                        rt.with_core(|p| anytun::metrics::render(p))
-                    }));
+                    // A scrape reads the runtime's snapshot, not the core.
+                    tokio::spawn(anytun::metrics::serve_one(s, move || rt.metrics()));
                 }
             }))
         }

@@ -22,11 +22,18 @@ pub enum Cause {
     AnsweredElsewhere,
     /// A session or proxy failed (38, network out of order).
     NetworkFailure,
+    /// The proxy's calls table is full (34, no circuit/channel available).
+    NoCircuit,
+    /// The caller holds its most calls already (47, resource unavailable,
+    /// unspecified).
+    ResourceUnavailable,
     /// The caller may not call as the name it gave (57, not authorised).
     NotAuthorized,
     /// No codec in common (88, incompatible destination).
     IncompatibleCodecs,
-    /// A control message was never acknowledged (102, timer expiry).
+    /// A timer expired (102, recovery on timer expiry): a control message
+    /// was never acknowledged, or an answered call carried no media from one
+    /// side for the media timeout.
     Timeout,
     /// The call id is already in use (41, temporary failure).
     TemporaryFailure,
@@ -46,6 +53,8 @@ impl Cause {
             Cause::Rejected => 21,
             Cause::AnsweredElsewhere => 26,
             Cause::NetworkFailure => 38,
+            Cause::NoCircuit => 34,
+            Cause::ResourceUnavailable => 47,
             Cause::TemporaryFailure => 41,
             Cause::NotAuthorized => 57,
             Cause::IncompatibleCodecs => 88,
@@ -65,6 +74,8 @@ impl Cause {
             21 => Cause::Rejected,
             26 => Cause::AnsweredElsewhere,
             38 => Cause::NetworkFailure,
+            34 => Cause::NoCircuit,
+            47 => Cause::ResourceUnavailable,
             41 => Cause::TemporaryFailure,
             57 => Cause::NotAuthorized,
             88 => Cause::IncompatibleCodecs,
@@ -85,6 +96,8 @@ impl fmt::Display for Cause {
             Cause::Rejected => "rejected",
             Cause::AnsweredElsewhere => "answered elsewhere",
             Cause::NetworkFailure => "network failure",
+            Cause::NoCircuit => "no circuit available",
+            Cause::ResourceUnavailable => "too many calls",
             Cause::TemporaryFailure => "temporary failure",
             Cause::NotAuthorized => "not authorised",
             Cause::IncompatibleCodecs => "no common codec",

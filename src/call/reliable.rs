@@ -8,7 +8,7 @@
 
 use super::CallIdOpt;
 use crate::session::ReplayWindow;
-use std::collections::VecDeque;
+use std::collections::{BTreeSet, HashMap};
 use std::time::{Duration, Instant};
 
 /// First retransmission timeout.
@@ -19,10 +19,14 @@ pub const MAX_RTO: Duration = Duration::from_secs(3);
 /// timeouts above the copies leave at 0, 0.25, 0.75, 1.75, 3.75, 6.75, 9.75
 /// and 12.75 s, and the sender gives up at 15.75 s.
 pub const MAX_TRANSMISSIONS: u8 = 8;
+/// Most control messages one sender holds unacknowledged on one session
+/// (spec "Constants"). A message beyond it is refused by
+/// [`ReliableSender::push`]: a peer that acknowledges nothing cannot make
+/// its sender hold, or retransmit, more than this.
+pub const MAX_PENDING: usize = 32;
 
 #[derive(Debug)]
 struct Pending {
-    id: u32,
     body: Vec<u8>,
     call: CallIdOpt,
     due: Instant,
@@ -40,10 +44,16 @@ pub struct Undelivered {
 }
 
 /// The sending half: assigns ids and retransmits.
+///
+/// Holds at most [`MAX_PENDING`] messages. Every operation costs O(log n)
+/// in the messages pending: they are indexed by id (for acks) and by due
+/// time (so [`poll`](Self::poll) touches only what is due).
 #[derive(Debug, Default)]
 pub struct ReliableSender {
     next_id: u32,
-    pending: VecDeque<Pending>,
+    pending: HashMap<u32, Pending>,
+    /// (due, id) of every pending message, earliest first.
+    by_due: BTreeSet<(Instant, u32)>,
 }
 
 impl ReliableSender {
@@ -52,26 +62,50 @@ impl ReliableSender {
         Self::default()
     }
 
-    /// Queues a message that is being sent now; returns its id.
-    pub fn push(&mut self, now: Instant, body: Vec<u8>, call: CallIdOpt) -> u32 {
-        self.next_id = self.next_id.wrapping_add(1).max(1);
-        let id = self.next_id;
-        self.pending.push_back(Pending {
+    /// Queues a message that is being sent now; returns its id, or `None`
+    /// (and queues nothing) if [`MAX_PENDING`] messages are unacknowledged.
+    pub fn push(&mut self, now: Instant, body: Vec<u8>, call: CallIdOpt) -> Option<u32> {
+        if self.room() == 0 {
+            return None;
+        }
+        let id = self.take_id();
+        let due = now + INITIAL_RTO;
+        self.pending.insert(
             id,
-            body,
-            call,
-            due: now + INITIAL_RTO,
-            rto: INITIAL_RTO,
-            sent: 1,
-        });
-        id
+            Pending {
+                body,
+                call,
+                due,
+                rto: INITIAL_RTO,
+                sent: 1,
+            },
+        );
+        self.by_due.insert((due, id));
+        Some(id)
+    }
+
+    /// Assigns the next message id without queuing anything: for a message
+    /// sent once and never retransmitted (the session ends with it). Ids
+    /// are never 0; with at most [`MAX_PENDING`] in flight, a free one is
+    /// found within `MAX_PENDING + 1` steps even after wrapping.
+    pub fn take_id(&mut self) -> u32 {
+        loop {
+            self.next_id = self.next_id.wrapping_add(1).max(1);
+            if !self.pending.contains_key(&self.next_id) {
+                return self.next_id;
+            }
+        }
     }
 
     /// Handles an acknowledgement. Returns true if it matched a message.
     pub fn ack(&mut self, id: u32) -> bool {
-        let before = self.pending.len();
-        self.pending.retain(|p| p.id != id);
-        self.pending.len() != before
+        match self.pending.remove(&id) {
+            Some(p) => {
+                self.by_due.remove(&(p.due, id));
+                true
+            }
+            None => false,
+        }
     }
 
     /// Messages not yet acknowledged.
@@ -79,38 +113,55 @@ impl ReliableSender {
         self.pending.len()
     }
 
+    /// How many more messages [`push`](Self::push) would accept now.
+    pub fn room(&self) -> usize {
+        MAX_PENDING.saturating_sub(self.pending.len())
+    }
+
     /// When the next retransmission is due.
     pub fn next_due(&self) -> Option<Instant> {
-        self.pending.iter().map(|p| p.due).min()
+        self.by_due.first().map(|(t, _)| *t)
     }
 
     /// Calls `resend(id, body)` for every message that is due and returns
     /// the ones that have now been sent [`MAX_TRANSMISSIONS`] times unanswered.
+    /// Touches only the messages that are due.
     pub fn poll(&mut self, now: Instant, mut resend: impl FnMut(u32, &[u8])) -> Vec<Undelivered> {
         let mut gone = Vec::new();
-        self.pending.retain_mut(|p| {
-            if p.due > now {
-                return true;
+        while let Some(&(due, id)) = self.by_due.first() {
+            if due > now {
+                break;
             }
+            self.by_due.pop_first();
+            let Some(p) = self.pending.get_mut(&id) else {
+                continue;
+            };
             if p.sent >= MAX_TRANSMISSIONS {
-                gone.push(Undelivered {
-                    id: p.id,
-                    call: p.call,
-                });
-                return false;
+                gone.push(Undelivered { id, call: p.call });
+                self.pending.remove(&id);
+                continue;
             }
-            resend(p.id, &p.body);
+            resend(id, &p.body);
             p.sent += 1;
             p.rto = (p.rto * 2).min(MAX_RTO);
+            // Strictly later than `now`, so the loop ends.
             p.due = now + p.rto;
-            true
-        });
+            self.by_due.insert((p.due, id));
+        }
         gone
     }
 
-    /// Drops every pending message about `call` (the call is over).
+    /// Drops every pending message about `call` (the call is over). Costs
+    /// O(pending), which [`MAX_PENDING`] bounds.
     pub fn forget_call(&mut self, call: crate::session::CallId) {
-        self.pending.retain(|p| p.call != Some(call));
+        let by_due = &mut self.by_due;
+        self.pending.retain(|id, p| {
+            let keep = p.call != Some(call);
+            if !keep {
+                by_due.remove(&(p.due, *id));
+            }
+            keep
+        });
     }
 }
 
@@ -124,6 +175,12 @@ impl ReliableReceiver {
     /// A receiver that has seen nothing.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// True if `id` has arrived before (or is too old to tell): a repeat,
+    /// to be acknowledged but not acted on. Records nothing.
+    pub fn seen(&self, id: u32) -> bool {
+        !self.seen.check(u64::from(id))
     }
 
     /// True the first time `id` arrives, false for a repeat (which must still
@@ -142,7 +199,7 @@ mod tests {
         let t0 = Instant::now();
         let mut s = ReliableSender::new();
         let id = s.push(t0, vec![1, 2], None);
-        assert_eq!(id, 1);
+        assert_eq!(id, Some(1));
         let mut resent = Vec::new();
         let mut t = t0;
         let mut gone = Vec::new();
@@ -167,8 +224,8 @@ mod tests {
     fn ack_stops_retransmission() {
         let t0 = Instant::now();
         let mut s = ReliableSender::new();
-        let a = s.push(t0, vec![1], None);
-        let b = s.push(t0, vec![2], None);
+        let a = s.push(t0, vec![1], None).unwrap();
+        let b = s.push(t0, vec![2], None).unwrap();
         assert!(s.ack(a));
         assert!(!s.ack(a));
         let mut resent = Vec::new();
@@ -177,9 +234,58 @@ mod tests {
     }
 
     #[test]
+    fn pending_is_bounded() {
+        let t0 = Instant::now();
+        let mut s = ReliableSender::new();
+        for i in 0..(MAX_PENDING as u8 + 10) {
+            let _ = s.push(t0, vec![i], None);
+        }
+        assert_eq!(s.in_flight(), MAX_PENDING);
+        assert_eq!(s.room(), 0);
+        assert_eq!(s.push(t0, vec![0], None), None, "refused when full");
+        // An ack makes room for exactly one more.
+        assert!(s.ack(5));
+        assert!(s.push(t0, vec![0], None).is_some());
+        assert_eq!(s.push(t0, vec![0], None), None);
+    }
+
+    #[test]
+    fn poll_touches_only_what_is_due_and_forget_call_unindexes() {
+        let t0 = Instant::now();
+        let mut s = ReliableSender::new();
+        let call = crate::session::CallId(9);
+        let a = s.push(t0, vec![1], Some(call)).unwrap();
+        let b = s.push(t0 + Duration::from_secs(1), vec![2], None).unwrap();
+        assert_eq!(s.next_due(), Some(t0 + INITIAL_RTO));
+        let mut resent = Vec::new();
+        s.poll(t0 + INITIAL_RTO, |i, _| resent.push(i));
+        assert_eq!(resent, vec![a], "b is not due yet");
+        s.forget_call(call);
+        assert_eq!(s.in_flight(), 1);
+        assert_eq!(
+            s.next_due(),
+            Some(t0 + Duration::from_secs(1) + INITIAL_RTO)
+        );
+        assert!(s.ack(b));
+        assert_eq!(s.next_due(), None);
+    }
+
+    #[test]
+    fn ids_skip_those_still_pending_after_wrapping() {
+        let t0 = Instant::now();
+        let mut s = ReliableSender::new();
+        let first = s.push(t0, vec![1], None).unwrap();
+        s.next_id = u32::MAX;
+        // Wraps past 0 (never used) and past the id still pending.
+        assert_eq!(s.push(t0, vec![2], None), Some(first + 1));
+    }
+
+    #[test]
     fn receiver_acts_once() {
         let mut r = ReliableReceiver::new();
+        assert!(!r.seen(1));
         assert!(r.first_time(1));
+        assert!(r.seen(1) && !r.seen(2));
         assert!(r.first_time(3));
         assert!(!r.first_time(1));
         assert!(r.first_time(2));

@@ -54,6 +54,7 @@ pub(crate) enum CallState {
     /// We were invited and have not answered.
     Alerting {
         from: Name,
+        to: Name,
         peer_key: PublicKey,
         codecs: Vec<String>,
         msg1: Vec<u8>,
@@ -172,7 +173,12 @@ impl Client {
             return Err(ClientError::NotConnected);
         }
         let call = CallId(crate::crypto::random_u64());
-        let (handshake, msg1) = CallerHandshake::start(&self.cfg.secret, call)?;
+        let binding = e2e::CallBinding {
+            call,
+            to: &to,
+            codecs: &codecs,
+        };
+        let (handshake, msg1) = CallerHandshake::start(&self.cfg.secret, &binding, from.as_ref())?;
         self.send_control(
             now,
             ControlMsg::Invite {
@@ -202,6 +208,7 @@ impl Client {
             .ok_or(ClientError::UnknownCall(call))?;
         let CallState::Alerting {
             from,
+            to,
             peer_key,
             codecs,
             msg1,
@@ -219,7 +226,9 @@ impl Client {
         else {
             return Err(ClientError::CodecNotOffered(codec.to_owned()));
         };
-        let (session, msg2) = e2e::answer(&self.cfg.secret, call, msg1, peer_key, &codec)?;
+        let binding = e2e::CallBinding { call, to, codecs };
+        let (session, msg2) =
+            e2e::answer(&self.cfg.secret, &binding, from, msg1, peer_key, &codec)?;
         let peer = from.clone();
         self.send_control(
             now,
@@ -363,7 +372,12 @@ impl Client {
                     return;
                 }
                 let peer_key = PublicKey(peer_key);
-                if !e2e::check_invite(call, &msg1, &peer_key) {
+                let binding = e2e::CallBinding {
+                    call,
+                    to: &to,
+                    codecs: &codecs,
+                };
+                if !e2e::check_invite(&binding, &msg1, &peer_key) {
                     // The proxy vouches for a key the caller did not use.
                     log::warn!("call {call}: caller key does not match the proxy's; refused");
                     let cause = Cause::TemporaryFailure;
@@ -372,6 +386,7 @@ impl Client {
                 }
                 let state = CallState::Alerting {
                     from: from.clone(),
+                    to: to.clone(),
                     peer_key,
                     codecs: codecs.clone(),
                     msg1,
@@ -445,6 +460,8 @@ impl Client {
                 log::warn!("call {call}: end-to-end handshake failed: {e}");
                 let cause = Cause::TemporaryFailure;
                 let _ = self.send_control(now, ControlMsg::Hangup { call, cause });
+                self.events
+                    .push_back(Event::EndToEndFailed { call, error: e });
                 self.events.push_back(Event::CallEnded { call, cause });
             }
         }

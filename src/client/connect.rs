@@ -2,13 +2,15 @@
 //! backoff, cookies under load, and the answer that establishes (or
 //! refuses) the session.
 
-use super::{Client, ClientError, Conn, Established, Event};
+use super::{Client, ClientError, ClockSkew, Conn, Established, Event};
 use crate::call::reliable::ReliableSender;
 use crate::call::Name;
-use crate::crypto::tai64n;
+use crate::crypto::{tai64n, tai64n_to_unix_nanos};
 use crate::handshake::Initiator;
 use crate::session::{ProxyId, SessionCrypto, SessionId};
-use crate::wire::handshake::{CookieReply, HandshakeResponse, HandshakeStatus, INIT_LEN};
+use crate::wire::handshake::{
+    CookieReply, HandshakeResponse, HandshakeStatus, ResponsePayload, INIT_LEN,
+};
 use crate::wire::DropReason;
 use std::time::{Duration, Instant};
 
@@ -17,6 +19,7 @@ impl Client {
     /// used for the replay-protecting timestamp.
     pub fn connect(&mut self, now: Instant, unix_nanos: u128) {
         self.conn = Conn::Idle;
+        self.clock.refusals = 0;
         self.send_init(now, unix_nanos);
     }
 
@@ -40,7 +43,7 @@ impl Client {
             &self.cfg.network,
             &self.macs,
             tag,
-            tai64n(unix_nanos),
+            self.clock.stamp(now, unix_nanos),
             cookie.as_ref(),
             &mut pkt,
         ) {
@@ -91,6 +94,9 @@ impl Client {
                 key: self.public_key(),
             }),
             HandshakeStatus::Busy => Some(ClientError::Busy),
+            HandshakeStatus::ClockSkew | HandshakeStatus::Stale => {
+                return self.on_timestamp_refused(now, &payload);
+            }
         };
         if let Some(err) = refused {
             // An authenticated refusal is final: retrying would not change it.
@@ -108,6 +114,9 @@ impl Client {
             .cfg
             .keepalive
             .unwrap_or(Duration::from_secs(u64::from(payload.keepalive_s.max(1))));
+        // The next session's handshakes (reconnecting after a loss) start
+        // with a clean count of timestamp refusals.
+        self.clock.refusals = 0;
         self.conn = Conn::Established(Box::new(Established {
             crypto: SessionCrypto::client(session, keys.client_to_proxy, keys.proxy_to_client),
             proxy,
@@ -135,6 +144,44 @@ impl Client {
         Ok(())
     }
 
+    /// The proxy refused the timestamp and said which it would accept now:
+    /// adopt the difference as the clock's correction and retry at once.
+    fn on_timestamp_refused(
+        &mut self,
+        now: Instant,
+        payload: &ResponsePayload,
+    ) -> Result<(), DropReason> {
+        let (sent_at, local_sent) = self.clock.last_init.ok_or(DropReason::Unexpected)?;
+        let hint = tai64n_to_unix_nanos(&payload.time).ok_or(DropReason::BadInner)?;
+        // This device's (uncorrected) wall clock now, from the monotonic one.
+        let local_now = local_sent + now.saturating_duration_since(sent_at).as_nanos();
+        let offset = hint as i128 - local_now as i128;
+        self.clock.offset_ns = offset;
+        self.clock.refusals += 1;
+        let skew = self.clock.skew();
+        if payload.status == HandshakeStatus::ClockSkew {
+            log::warn!("{skew}; corrected");
+            self.events.push_back(Event::ClockCorrected(skew));
+        } else {
+            // Stale: a restarted proxy, a clock stepped back a little, or
+            // another device with this key. Not worth a warning.
+            log::debug!("handshake timestamp stale at the proxy; moved by {offset} ns");
+        }
+        if self.clock.refusals > MAX_CLOCK_CORRECTIONS {
+            if self.reconnecting {
+                // Reconnecting goes on without a limit: wait for the retry
+                // timer rather than answer the proxy at once.
+                return Ok(());
+            }
+            self.conn = Conn::Idle;
+            let err = self.clock.failure().unwrap_or(ClientError::NotConnected);
+            self.events.push_back(Event::Disconnected(err));
+            return Ok(());
+        }
+        self.send_init(now, local_now);
+        Ok(())
+    }
+
     pub(super) fn on_cookie(&mut self, now: Instant, d: &[u8]) -> Result<(), DropReason> {
         let reply = CookieReply::parse(d)?;
         let Conn::Handshaking {
@@ -157,5 +204,48 @@ impl Client {
         // Retry at once with the cookie rather than wait out the timer.
         *next_retry = now;
         Ok(())
+    }
+}
+
+/// Timestamp refusals one connection attempt corrects before it gives up
+/// with [`ClientError::ClockSkew`].
+const MAX_CLOCK_CORRECTIONS: u32 = 3;
+
+/// The correction this client applies to its wall clock for handshake
+/// timestamps, learned from the proxy's answers (spec 5.3, 5.5). Kept
+/// across connections: a wrong clock stays wrong.
+#[derive(Debug, Default)]
+pub(super) struct Clock {
+    /// Added to the wall clock the shell passes in, in nanoseconds.
+    offset_ns: i128,
+    /// Monotonic and uncorrected wall time of the latest initiation.
+    last_init: Option<(Instant, u128)>,
+    /// Timestamp refusals in the current connection attempt.
+    refusals: u32,
+}
+
+impl Clock {
+    /// The corrected timestamp for an initiation sent at `now`, when the
+    /// device's wall clock reads `unix_nanos`.
+    fn stamp(&mut self, now: Instant, unix_nanos: u128) -> [u8; 12] {
+        self.last_init = Some((now, unix_nanos));
+        let t = u128::try_from(unix_nanos as i128 + self.offset_ns).unwrap_or(0);
+        tai64n(t)
+    }
+
+    fn skew(&self) -> ClockSkew {
+        let ms = self.offset_ns / 1_000_000;
+        ClockSkew {
+            offset_ms: i64::try_from(ms).unwrap_or(if ms < 0 { i64::MIN } else { i64::MAX }),
+        }
+    }
+
+    /// The error to report when this connection attempt fails after the
+    /// proxy refused its timestamps.
+    pub(super) fn failure(&self) -> Option<ClientError> {
+        (self.refusals > 0).then(|| ClientError::ClockSkew {
+            skew: self.skew(),
+            answers: self.refusals,
+        })
     }
 }

@@ -37,6 +37,18 @@ pub enum ClientError {
     /// The proxy holds as many sessions as it may.
     #[error("the proxy is full and refused a new session; try again later")]
     Busy,
+    /// The proxy kept refusing the handshake's timestamp although the
+    /// client corrected it from the proxy's answers.
+    #[error(
+        "the proxy refused this client's handshake timestamps {answers} times: {skew}, and \
+         correcting it did not help (check the clocks of this device and of the proxy)"
+    )]
+    ClockSkew {
+        /// The last measured difference.
+        skew: ClockSkew,
+        /// Refusals for the timestamp in this connection attempt.
+        answers: u32,
+    },
     /// The proxy went silent.
     #[error("lost the session: nothing heard from the proxy for {:.1} s", .0.as_secs_f64())]
     ConnectionLost(Duration),
@@ -72,9 +84,35 @@ pub enum ClientError {
     /// A message too large for one datagram.
     #[error("message too large for one datagram")]
     TooLarge,
+    /// The proxy has not acknowledged the control messages already sent
+    /// ([`MAX_PENDING`](crate::call::reliable::MAX_PENDING) of them); try
+    /// again once it has.
+    #[error("too many control messages unacknowledged by the proxy")]
+    Backlog,
     /// A DTMF digit outside 0-9 * # A-D.
     #[error("{0:?} is not a DTMF digit")]
     BadDigit(char),
+}
+
+/// How far this client's wall clock is from the proxy's, as measured from a
+/// handshake answer (spec 5.3).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ClockSkew {
+    /// What the client adds to its clock, in milliseconds: positive when its
+    /// clock is behind the proxy's.
+    pub offset_ms: i64,
+}
+
+impl std::fmt::Display for ClockSkew {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let s = self.offset_ms.unsigned_abs() as f64 / 1000.0;
+        let way = if self.offset_ms >= 0 {
+            "behind"
+        } else {
+            "ahead of"
+        };
+        write!(f, "the clock of this client is {s:.0} s {way} the proxy's")
+    }
 }
 
 /// Something that happened, for the application.
@@ -91,6 +129,10 @@ pub enum Event {
     },
     /// The session failed or was refused; the client is idle again.
     Disconnected(ClientError),
+    /// A warning: the proxy refused a handshake because this client's clock
+    /// is off; the client now corrects its handshake timestamps by this
+    /// much and has retried.
+    ClockCorrected(ClockSkew),
     /// The session was lost (the proxy restarted or the path broke); its
     /// calls have ended and the client is connecting again by itself. A
     /// [`Event::Connected`] and the names' [`Event::Registered`] follow.
@@ -129,6 +171,14 @@ pub enum Event {
         call: CallId,
         /// Codec the callee chose.
         codec: String,
+    },
+    /// The end-to-end check of an answer failed (the proxy changed what it
+    /// relayed, or vouched for another key); the call ends next.
+    EndToEndFailed {
+        /// The call.
+        call: CallId,
+        /// What did not match.
+        error: crate::call::e2e::E2eError,
     },
     /// The call is over (or never started).
     CallEnded {

@@ -12,7 +12,7 @@ mod connect;
 mod events;
 
 pub use calls::{CallDirection, CallInfo};
-pub use events::{ClientError, Event, VoiceFrame};
+pub use events::{ClientError, ClockSkew, Event, VoiceFrame};
 
 use crate::call::reliable::{ReliableReceiver, ReliableSender};
 use crate::call::{Cause, Name};
@@ -130,6 +130,8 @@ pub struct Client {
     events: VecDeque<Event>,
     queue: VecDeque<Vec<u8>>,
     drops: DropCounters,
+    /// Correction of handshake timestamps learned from the proxy.
+    clock: connect::Clock,
     /// The session was lost after being established: handshakes go on
     /// without an attempt limit until one succeeds.
     reconnecting: bool,
@@ -154,6 +156,7 @@ impl Client {
             events: VecDeque::new(),
             queue: VecDeque::new(),
             drops: DropCounters::default(),
+            clock: connect::Clock::default(),
             reconnecting: false,
             closing: false,
             unanswered_since: None,
@@ -331,7 +334,10 @@ impl Client {
         let mut body = vec![0u8; MAX_DATAGRAM];
         let n = msg.encode(&mut body).ok_or(ClientError::TooLarge)?;
         body.truncate(n);
-        let msg_id = est.reliable.push(now, body.clone(), msg.call());
+        let msg_id = est
+            .reliable
+            .push(now, body.clone(), msg.call())
+            .ok_or(ClientError::Backlog)?;
         self.unanswered_since.get_or_insert(now);
         let mut pkt = vec![0u8; MAX_DATAGRAM];
         let inner = Inner::Control {
@@ -429,12 +435,15 @@ impl Client {
                 let (attempts, first_sent) = (*attempts, *first_sent);
                 if attempts >= self.cfg.handshake_attempts && !self.reconnecting {
                     self.conn = Conn::Idle;
-                    self.events
-                        .push_back(Event::Disconnected(ClientError::HandshakeTimeout {
+                    let err = self
+                        .clock
+                        .failure()
+                        .unwrap_or(ClientError::HandshakeTimeout {
                             attempts,
                             waited: now.saturating_duration_since(first_sent),
                             network: self.cfg.network,
-                        }));
+                        });
+                    self.events.push_back(Event::Disconnected(err));
                     self.end_all_calls(Cause::NetworkFailure);
                 } else {
                     self.send_init(now, unix_nanos);

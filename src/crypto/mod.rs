@@ -41,9 +41,30 @@ pub fn tai64n(unix_nanos: u128) -> [u8; 12] {
     out
 }
 
+/// The inverse of [`tai64n`]: nanoseconds since the Unix epoch, or `None`
+/// for a label before the epoch or a nanosecond field of 10^9 or more (not a
+/// TAI64N value [`tai64n`] could have written).
+pub fn tai64n_to_unix_nanos(t: &[u8; 12]) -> Option<u128> {
+    let label = u64::from_be_bytes(t[..8].try_into().ok()?);
+    let nanos = u32::from_be_bytes(t[8..].try_into().ok()?);
+    let secs = label.checked_sub(0x4000_0000_0000_000a)?;
+    (nanos < 1_000_000_000).then(|| u128::from(secs) * 1_000_000_000 + u128::from(nanos))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn tai64n_round_trips_and_refuses_non_values() {
+        for t in [0, 1, 1_700_000_000_123_456_789] {
+            assert_eq!(tai64n_to_unix_nanos(&tai64n(t)), Some(t));
+        }
+        assert_eq!(tai64n_to_unix_nanos(&[0; 12]), None, "before the epoch");
+        let mut bad = tai64n(5);
+        bad[8..].copy_from_slice(&1_000_000_000u32.to_be_bytes());
+        assert_eq!(tai64n_to_unix_nanos(&bad), None);
+    }
 
     #[test]
     fn tai64n_orders_bytewise() {

@@ -7,6 +7,7 @@
 //! Diffie-Hellman are in [`dos`].
 
 pub mod dos;
+pub mod replay;
 
 use crate::crypto::mac::{mac2, NetworkMacs};
 use crate::crypto::{PublicKey, SecretKey};
@@ -219,6 +220,7 @@ mod tests {
             session_id: 0x0001_0000_0000_0042,
             proxy_id: 1,
             observed: "198.51.100.4:5000".parse().unwrap(),
+            time: crate::crypto::tai64n(1_800_000_000_000_000_000),
         }
     }
 

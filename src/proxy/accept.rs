@@ -1,10 +1,14 @@
 //! Accepting handshakes: the proxy's side of the Noise IK handshake and the
 //! denial-of-service checks in front of it (MAC1, load, cookie and MAC2,
-//! per-source rate limit), then the timestamp check, the subscriber check
-//! and the creation of the session.
+//! per-source rate limit), then the timestamp check (replay and clock skew,
+//! see [`crate::handshake::replay`]), the subscriber check and the creation
+//! of the session. Refusals are counted per reason and logged in aggregate.
 
 use super::{ClientSession, Proxy, Transmit};
+use super::{ProxyConfig, Subscribers};
 use crate::call::reliable::{ReliableReceiver, ReliableSender};
+use crate::crypto::PublicKey;
+use crate::handshake::replay::{ReplayTable, Verdict, WallClock};
 use crate::handshake::Responder;
 use crate::session::{SessionCrypto, SessionId};
 use crate::wire::handshake::{
@@ -13,7 +17,7 @@ use crate::wire::handshake::{
 };
 use crate::wire::DropReason;
 use std::net::{IpAddr, SocketAddr};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 impl Proxy {
     pub(super) fn on_init(
@@ -59,29 +63,29 @@ impl Proxy {
         }
         let responder = Responder::read(&self.cfg.network_key, &init)?;
         let client = *responder.client();
-        if self
-            .timestamps
-            .get(&client)
-            .is_some_and(|last| responder.timestamp() <= last)
-        {
-            return Err(DropReason::StaleTimestamp);
-        }
-        let id = if !self.subscribers.is_authorized(&client) {
-            Err(HandshakeStatus::UnknownKey)
-        } else if self.sessions.len() >= self.cfg.max_sessions {
-            Err(HandshakeStatus::Busy)
-        } else {
-            // The send epoch is taken before Accepted is promised (spec 8.8).
-            let epoch = self.epochs.take();
-            self.new_session_id()
-                .zip(epoch)
-                .ok_or(HandshakeStatus::Busy)
+        // Every authentic initiation is recorded, whatever its outcome, so a
+        // replay of a refused one costs no more Diffie-Hellman and earns no
+        // answer.
+        let wall = self.wall.at(now);
+        let (id, time) = match self.replay.check(&client, responder.timestamp(), wall) {
+            Verdict::Replay => return Err(DropReason::StaleTimestamp),
+            Verdict::OutsideWindow { hint } => (Err(HandshakeStatus::ClockSkew), hint),
+            Verdict::Stale { hint } => (Err(HandshakeStatus::Stale), hint),
+            Verdict::Fresh if !self.subscribers.is_authorized(&client) => {
+                (Err(HandshakeStatus::UnknownKey), wall)
+            }
+            Verdict::Fresh if self.sessions.len() >= self.cfg.max_sessions => {
+                (Err(HandshakeStatus::Busy), wall)
+            }
+            Verdict::Fresh => {
+                // The send epoch is taken before Accepted is promised (spec 8.8).
+                let epoch = self.epochs.take();
+                let id = self.new_session_id().zip(epoch);
+                (id.ok_or(HandshakeStatus::Busy), wall)
+            }
         };
         let (status, id) = match id {
-            Ok(id) => {
-                self.timestamps.insert(client, *responder.timestamp());
-                (HandshakeStatus::Accepted, Some(id))
-            }
+            Ok(id) => (HandshakeStatus::Accepted, Some(id)),
             Err(status) => (status, None),
         };
         let payload = ResponsePayload {
@@ -90,6 +94,7 @@ impl Proxy {
             session_id: id.as_ref().map_or(0, |(id, _)| id.raw()),
             proxy_id: self.cfg.proxy_id.get(),
             observed: src,
+            time: crate::crypto::tai64n(time),
         };
         let out: &mut [u8; RESPONSE_LEN] = out
             .get_mut(..RESPONSE_LEN)
@@ -118,12 +123,24 @@ impl Proxy {
                     },
                 );
                 self.by_key.insert(client, id);
+                self.arm_expiry(id, now);
                 self.stats.handshakes_accepted += 1;
                 log::debug!("session {id} for {client} from {src}");
             }
             None => {
                 self.stats.handshakes_refused += 1;
-                log::info!("refused handshake from {src}: {status:?} (key {client})");
+                let counter = match status {
+                    HandshakeStatus::UnknownKey => &mut self.stats.refused_unknown_key,
+                    HandshakeStatus::ClockSkew => &mut self.stats.refused_clock_skew,
+                    HandshakeStatus::Stale => &mut self.stats.refused_stale,
+                    HandshakeStatus::Busy | HandshakeStatus::Accepted => {
+                        &mut self.stats.refused_busy
+                    }
+                };
+                *counter += 1;
+                // Anyone with an X25519 key can cause this: log in aggregate.
+                self.refusal_log.record(status, client, src);
+                self.flush_refusal_log(now);
             }
         }
         Ok(Some(Transmit {
@@ -139,5 +156,161 @@ impl Proxy {
         (0..8)
             .map(|_| SessionId::new(self.cfg.proxy_id, crate::crypto::random_u64()))
             .find(|id| !self.sessions.contains_key(id))
+    }
+}
+
+/// Refused handshakes are logged at most once per this interval, in
+/// aggregate: anyone with an X25519 key can cause one.
+pub const REFUSAL_LOG_INTERVAL: Duration = Duration::from_secs(10);
+
+/// Refused handshakes since the last aggregate log line.
+#[derive(Debug, Default)]
+pub(super) struct RefusalLog {
+    next: Option<Instant>,
+    unknown_key: u64,
+    busy: u64,
+    clock_skew: u64,
+    stale: u64,
+    last: Option<(HandshakeStatus, PublicKey, SocketAddr)>,
+}
+
+impl RefusalLog {
+    pub(super) fn record(&mut self, status: HandshakeStatus, key: PublicKey, src: SocketAddr) {
+        match status {
+            HandshakeStatus::UnknownKey => self.unknown_key += 1,
+            HandshakeStatus::ClockSkew => self.clock_skew += 1,
+            HandshakeStatus::Stale => self.stale += 1,
+            HandshakeStatus::Busy | HandshakeStatus::Accepted => self.busy += 1,
+        }
+        self.last = Some((status, key, src));
+    }
+
+    /// The aggregate line, if one is due at `now`; resets the counts.
+    pub(super) fn take_line(&mut self, now: Instant) -> Option<String> {
+        let (status, key, src) = self.last?;
+        if self.next.is_some_and(|t| now < t) {
+            return None;
+        }
+        let window = match self.next {
+            // The first refusal after a quiet interval is logged at once.
+            None => String::new(),
+            Some(_) => format!(" in the last {} s", REFUSAL_LOG_INTERVAL.as_secs()),
+        };
+        let total = self.unknown_key + self.busy + self.clock_skew + self.stale;
+        let parts: Vec<String> = [
+            (self.unknown_key, "unknown key"),
+            (self.busy, "busy"),
+            (self.clock_skew, "clock skew"),
+            (self.stale, "stale timestamp"),
+        ]
+        .iter()
+        .filter(|(n, _)| *n > 0)
+        .map(|(n, what)| format!("{n} {what}"))
+        .collect();
+        let plural = if total == 1 { "" } else { "s" };
+        let line = format!(
+            "refused {total} handshake{plural}{window}: {}; last: {status:?} for key {key} from {src}",
+            parts.join(", ")
+        );
+        *self = Self {
+            next: Some(now + REFUSAL_LOG_INTERVAL),
+            ..Self::default()
+        };
+        Some(line)
+    }
+
+    /// Ends the interval when nothing was refused in it, so the next
+    /// refusal is logged at once.
+    fn quiet(&mut self, now: Instant) {
+        if self.last.is_none() && self.next.is_some_and(|t| now >= t) {
+            self.next = None;
+        }
+    }
+}
+
+impl Proxy {
+    /// A proxy whose wall clock reads `unix_nanos` (nanoseconds since the
+    /// Unix epoch) at `now`; it accepts no handshake made before then.
+    pub fn with_wall_clock(
+        cfg: ProxyConfig,
+        subscribers: Subscribers,
+        now: Instant,
+        unix_nanos: u128,
+    ) -> Self {
+        let mut p = Self::new(cfg, subscribers, now);
+        p.wall = WallClock::new(now, unix_nanos);
+        p.replay = ReplayTable::new(unix_nanos, p.cfg.replay_max_keys);
+        p
+    }
+
+    /// Sets the wall clock (say, after the system clock was stepped, as NTP
+    /// does at boot). The start part of the replay floor follows: it is the
+    /// proxy's start time on the new clock.
+    pub fn set_wall_clock(&mut self, now: Instant, unix_nanos: u128) {
+        self.wall = self.wall.reanchored(now, unix_nanos);
+        self.replay.set_start(self.wall.start_unix_nanos());
+    }
+
+    /// The proxy's wall clock at `now`, in nanoseconds since the Unix epoch.
+    pub fn wall_clock(&self, now: Instant) -> u128 {
+        self.wall.at(now)
+    }
+
+    /// The handshake replay state, to share with other proxies.
+    pub fn replay_table(&self) -> &ReplayTable {
+        &self.replay
+    }
+
+    /// The handshake replay state, to merge another proxy's into.
+    pub fn replay_table_mut(&mut self) -> &mut ReplayTable {
+        &mut self.replay
+    }
+
+    /// Logs the aggregate of refused handshakes when one is due (called per
+    /// refusal and from the once-a-second sweep).
+    pub(super) fn flush_refusal_log(&mut self, now: Instant) {
+        if let Some(line) = self.refusal_log.take_line(now) {
+            log::info!("{line}");
+        }
+        self.refusal_log.quiet(now);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn refusals_are_logged_in_aggregate_at_most_once_per_interval() {
+        let t = Instant::now();
+        let key = PublicKey([7; 32]);
+        let src: SocketAddr = "192.0.2.1:9".parse().unwrap();
+        let mut log = RefusalLog::default();
+        log.record(HandshakeStatus::UnknownKey, key, src);
+        let first = log
+            .take_line(t)
+            .expect("the first refusal is logged at once");
+        assert!(
+            first.starts_with("refused 1 handshake: 1 unknown key;"),
+            "{first}"
+        );
+        let mut lines = 0;
+        for i in 0..523u64 {
+            let status = if i % 100 == 0 {
+                HandshakeStatus::Busy
+            } else {
+                HandshakeStatus::UnknownKey
+            };
+            log.record(status, key, src);
+            let at = t + Duration::from_millis(i * 10);
+            lines += usize::from(log.take_line(at).is_some());
+        }
+        assert_eq!(lines, 0, "nothing more within the interval");
+        let line = log.take_line(t + REFUSAL_LOG_INTERVAL).unwrap();
+        assert!(
+            line.starts_with("refused 523 handshakes in the last 10 s: 517 unknown key, 6 busy;"),
+            "{line}"
+        );
+        assert!(log.take_line(t + REFUSAL_LOG_INTERVAL * 3).is_none());
     }
 }

@@ -1,49 +1,283 @@
 //! Call routing: where an Invite goes, who may answer, and who hears what.
 //!
-//! A call is offered to every device registered under the callee's name; the
-//! first to answer wins and the others are told "answered elsewhere". After
-//! the answer the proxy relays voice and end-to-end messages between exactly
-//! two sessions and cannot read them.
+//! A call is offered to every live device registered under the callee's
+//! name (at most `max_forks`); the first to answer wins and the others are
+//! told "answered elsewhere" (26). After the answer the proxy relays voice and
+//! end-to-end messages between exactly two sessions and cannot read them.
+//!
+//! What a client can make the proxy hold is bounded (calls per session, the
+//! whole table, devices rung per call) and everything a client triggers
+//! costs O(log n): a per-session index finds a session's calls, and one
+//! ordered timer index holds every call's deadlines (ring timeout, each
+//! leg's "ring or be dropped" deadline, the media check). A leg that fails
+//! or loses is removed from its call and never touches the answered call; a
+//! call that ends leaves nothing behind (table, indexes, timers, pending
+//! control messages about it other than the Hangup that says it is over).
 
 use super::Proxy;
 use crate::call::{Cause, Name};
 use crate::session::{CallId, SessionId};
 use crate::wire::control::ControlMsg;
-use std::time::Instant;
+use crate::wire::DropReason;
+use std::collections::{BTreeSet, HashMap};
+use std::time::{Duration, Instant};
 
 /// One call at the proxy.
 #[derive(Debug, Clone)]
 pub(crate) struct Call {
-    pub(crate) caller: SessionId,
-    pub(crate) legs: Legs,
-    pub(crate) started: Instant,
+    caller: SessionId,
+    legs: Legs,
 }
 
 /// Who the caller is connected to.
 #[derive(Debug, Clone)]
-pub(crate) enum Legs {
-    /// Ringing at these devices; `cause` is the last refusal heard, reported
-    /// if all of them refuse.
+enum Legs {
+    /// Ringing at these devices.
     Offering {
-        pending: Vec<SessionId>,
+        legs: Vec<Leg>,
+        /// The most telling refusal heard so far (see [`refusal_rank`]),
+        /// reported when no device is left.
         cause: Cause,
+        /// When the ring timeout fires.
+        ring_until: Instant,
+        /// Ringing was already forwarded to the caller (once is enough).
+        rung: bool,
     },
     /// Answered by one device.
-    Answered(SessionId),
+    Answered {
+        callee: SessionId,
+        /// When media (voice or call data) last came from [caller, callee].
+        heard: [Instant; 2],
+        /// When the media timer is due, if it runs.
+        check: Option<Instant>,
+    },
+}
+
+/// One device being offered a call.
+#[derive(Debug, Clone)]
+struct Leg {
+    session: SessionId,
+    invited: Instant,
+    /// When the leg is dropped unless it rang or was heard from; `None`
+    /// once it rang.
+    deadline: Option<Instant>,
+}
+
+/// What a call deadline is for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum Timer {
+    Ring,
+    Leg(SessionId),
+    Media,
 }
 
 impl Call {
     /// The other party of an answered call, if `me` is one of its two parties.
     pub(crate) fn peer_of(&self, me: SessionId) -> Option<SessionId> {
         match self.legs {
-            Legs::Answered(callee) if me == self.caller => Some(callee),
-            Legs::Answered(callee) if me == callee => Some(self.caller),
+            Legs::Answered { callee, .. } if me == self.caller => Some(callee),
+            Legs::Answered { callee, .. } if me == callee => Some(self.caller),
             _ => None,
         }
     }
 
-    fn is_pending(&self, s: SessionId) -> bool {
-        matches!(&self.legs, Legs::Offering { pending, .. } if pending.contains(&s))
+    fn leg(&self, s: SessionId) -> Option<&Leg> {
+        match &self.legs {
+            Legs::Offering { legs, .. } => legs.iter().find(|l| l.session == s),
+            Legs::Answered { .. } => None,
+        }
+    }
+
+    /// Every session with a role in the call.
+    fn parties(&self) -> Vec<SessionId> {
+        let mut v = vec![self.caller];
+        match &self.legs {
+            Legs::Offering { legs, .. } => v.extend(legs.iter().map(|l| l.session)),
+            Legs::Answered { callee, .. } => v.push(*callee),
+        }
+        v
+    }
+
+    /// Every deadline of the call that may be in the timer index.
+    fn timers(&self, id: CallId) -> Vec<(Instant, CallId, Timer)> {
+        match &self.legs {
+            Legs::Offering {
+                legs, ring_until, ..
+            } => std::iter::once((*ring_until, id, Timer::Ring))
+                .chain(
+                    legs.iter()
+                        .filter_map(|l| l.deadline.map(|t| (t, id, Timer::Leg(l.session)))),
+                )
+                .collect(),
+            Legs::Answered { check, .. } => {
+                check.map(|t| (t, id, Timer::Media)).into_iter().collect()
+            }
+        }
+    }
+}
+
+/// How telling a refusal is, for choosing the one the caller hears when no
+/// device is left: "busy" beats a decision (declined, no common codec...),
+/// which beats a device that failed or vanished.
+fn refusal_rank(c: Cause) -> u8 {
+    match c {
+        Cause::Busy => 2,
+        Cause::Unavailable | Cause::NetworkFailure | Cause::Timeout | Cause::NoAnswer => 0,
+        _ => 1,
+    }
+}
+
+/// The calls, with the per-session index and the deadline index kept in
+/// step with them.
+#[derive(Debug, Default)]
+pub(crate) struct CallTable {
+    calls: HashMap<CallId, Call>,
+    /// The calls each session has a role in (at most
+    /// `max_calls_per_session` each).
+    by_session: HashMap<SessionId, Vec<CallId>>,
+    timers: BTreeSet<(Instant, CallId, Timer)>,
+}
+
+impl CallTable {
+    /// Calls held.
+    pub(crate) fn len(&self) -> usize {
+        self.calls.len()
+    }
+
+    /// The call `id`.
+    pub(crate) fn get(&self, id: &CallId) -> Option<&Call> {
+        self.calls.get(id)
+    }
+
+    fn contains(&self, id: &CallId) -> bool {
+        self.calls.contains_key(id)
+    }
+
+    fn calls_of(&self, s: SessionId) -> usize {
+        self.by_session.get(&s).map_or(0, Vec::len)
+    }
+
+    fn index(&mut self, s: SessionId, id: CallId) {
+        self.by_session.entry(s).or_default().push(id);
+    }
+
+    fn unindex(&mut self, s: SessionId, id: CallId) {
+        if let Some(v) = self.by_session.get_mut(&s) {
+            v.retain(|c| *c != id);
+            if v.is_empty() {
+                self.by_session.remove(&s);
+            }
+        }
+    }
+
+    fn insert(&mut self, id: CallId, call: Call) {
+        for s in call.parties() {
+            self.index(s, id);
+        }
+        self.timers.extend(call.timers(id));
+        self.calls.insert(id, call);
+    }
+
+    /// Removes a call with its index entries and deadlines.
+    fn remove(&mut self, id: CallId) -> Option<Call> {
+        let call = self.calls.remove(&id)?;
+        for s in call.parties() {
+            self.unindex(s, id);
+        }
+        for t in call.timers(id) {
+            self.timers.remove(&t);
+        }
+        Some(call)
+    }
+
+    /// Removes one leg of an offering call (with its index entry and
+    /// deadline); records `cause` if it is the most telling refusal so far.
+    /// Returns how many legs are left, or `None` if the call is not
+    /// offering (then nothing changed).
+    fn remove_leg(&mut self, id: CallId, s: SessionId, refusal: Cause) -> Option<usize> {
+        let Some(Call {
+            legs: Legs::Offering { legs, cause, .. },
+            ..
+        }) = self.calls.get_mut(&id)
+        else {
+            return None;
+        };
+        if let Some(i) = legs.iter().position(|l| l.session == s) {
+            let leg = legs.remove(i);
+            if let Some(t) = leg.deadline {
+                self.timers.remove(&(t, id, Timer::Leg(s)));
+            }
+            if refusal_rank(refusal) >= refusal_rank(*cause) {
+                *cause = refusal;
+            }
+        }
+        let left = legs.len();
+        self.unindex(s, id);
+        Some(left)
+    }
+
+    /// Marks the call answered by `winner`; returns the losing devices
+    /// (already removed from the index and the deadlines).
+    fn answer(
+        &mut self,
+        id: CallId,
+        winner: SessionId,
+        now: Instant,
+        media: Duration,
+    ) -> Vec<SessionId> {
+        let Some(call) = self.calls.get_mut(&id) else {
+            return Vec::new();
+        };
+        for t in call.timers(id) {
+            self.timers.remove(&t);
+        }
+        let check = (!media.is_zero()).then(|| now + media);
+        let old = std::mem::replace(
+            &mut call.legs,
+            Legs::Answered {
+                callee: winner,
+                heard: [now, now],
+                check,
+            },
+        );
+        if let Some(t) = check {
+            self.timers.insert((t, id, Timer::Media));
+        }
+        let losers: Vec<SessionId> = match old {
+            Legs::Offering { legs, .. } => legs
+                .into_iter()
+                .map(|l| l.session)
+                .filter(|s| *s != winner)
+                .collect(),
+            Legs::Answered { .. } => Vec::new(),
+        };
+        for s in &losers {
+            self.unindex(*s, id);
+        }
+        losers
+    }
+
+    /// The voice path's lookup: the other party of `from` in `call`, noting
+    /// that media came from `from`'s side now. O(1), allocates nothing.
+    pub(crate) fn media_peer(
+        &mut self,
+        call: CallId,
+        from: SessionId,
+        now: Instant,
+    ) -> Option<SessionId> {
+        let c = self.calls.get_mut(&call)?;
+        let Legs::Answered { callee, heard, .. } = &mut c.legs else {
+            return None;
+        };
+        if from == c.caller {
+            heard[0] = now;
+            Some(*callee)
+        } else if from == *callee {
+            heard[1] = now;
+            Some(c.caller)
+        } else {
+            None
+        }
     }
 }
 
@@ -60,13 +294,18 @@ impl Proxy {
         e2e: Vec<u8>,
     ) {
         let reject = |p: &mut Proxy, cause: Cause| {
+            log::debug!("call {call} from session {from} to {to}: {cause}");
             p.stats.calls_failed += 1;
             p.send_control(now, from, ControlMsg::Reject { call, cause });
+        };
+        let limited = |p: &mut Proxy, cause: Cause| {
+            p.stats.drops.add(DropReason::CallLimit);
+            reject(p, cause)
         };
         let Some(key) = self.sessions.get(&from).map(|s| s.client_key) else {
             return;
         };
-        if self.calls.contains_key(&call) {
+        if self.calls.contains(&call) {
             return reject(self, Cause::TemporaryFailure);
         }
         // The caller's name is checked against the store: a client can only
@@ -79,35 +318,70 @@ impl Proxy {
                 None => return reject(self, Cause::NotAuthorized),
             },
         };
-        let targets: Vec<SessionId> = self
+        if self.calls.calls_of(from) >= self.cfg.max_calls_per_session {
+            return limited(self, Cause::ResourceUnavailable);
+        }
+        if self.calls.len() >= self.cfg.max_calls {
+            return limited(self, Cause::NoCircuit);
+        }
+        // A device silent for over two keepalive intervals has missed two
+        // keepalives: it is gone, and ringing it would only delay the
+        // caller's answer (it would be dropped after `leg_timeout`).
+        let silent = Duration::from_secs(2 * u64::from(self.cfg.keepalive_s) + 1);
+        let sessions = &self.sessions;
+        let live: Vec<SessionId> = self
             .registry
             .lookup(&to, now)
             .into_iter()
-            .filter(|s| *s != from && self.sessions.contains_key(s))
+            .filter(|s| {
+                *s != from
+                    && sessions
+                        .get(s)
+                        .is_some_and(|x| now.saturating_duration_since(x.last_seen) <= silent)
+            })
             .collect();
-        if targets.is_empty() {
+        if live.is_empty() {
             let cause = if self.subscribers.has_name(&to) {
                 Cause::Unavailable
             } else {
                 Cause::NotFound
             };
-            log::info!("call {call} {caller_name} -> {to}: {cause}");
             return reject(self, cause);
         }
-        log::info!(
+        let max = self.cfg.max_calls_per_session;
+        let targets: Vec<SessionId> = live
+            .into_iter()
+            .filter(|s| self.calls.calls_of(*s) < max)
+            .take(self.cfg.max_forks)
+            .collect();
+        if targets.is_empty() {
+            // Every device of the name is in its most calls: user busy.
+            return limited(self, Cause::Busy);
+        }
+        log::debug!(
             "call {call} {caller_name} -> {to}: offering to {} device(s)",
             targets.len()
         );
         self.stats.calls_started += 1;
+        let legs = targets
+            .iter()
+            .map(|s| Leg {
+                session: *s,
+                invited: now,
+                deadline: Some(now + self.cfg.leg_timeout),
+            })
+            .collect();
+        let offering = Legs::Offering {
+            legs,
+            cause: Cause::Unavailable,
+            ring_until: now + self.cfg.ring_timeout,
+            rung: false,
+        };
         self.calls.insert(
             call,
             Call {
                 caller: from,
-                legs: Legs::Offering {
-                    pending: targets.clone(),
-                    cause: Cause::NoAnswer,
-                },
-                started: now,
+                legs: offering,
             },
         );
         for t in targets {
@@ -124,93 +398,108 @@ impl Proxy {
     }
 
     pub(super) fn on_ringing(&mut self, now: Instant, from: SessionId, call: CallId) {
-        match self.calls.get(&call) {
-            Some(c) if c.is_pending(from) => {
-                let caller = c.caller;
-                self.send_control(now, caller, ControlMsg::Ringing { call });
-            }
-            _ => self.stats.drops.add(crate::wire::DropReason::UnknownCall),
+        let Some(Call {
+            caller,
+            legs: Legs::Offering { legs, rung, .. },
+        }) = self.calls.calls.get_mut(&call)
+        else {
+            return self.stats.drops.add(DropReason::UnknownCall);
+        };
+        let Some(leg) = legs.iter_mut().find(|l| l.session == from) else {
+            return self.stats.drops.add(DropReason::UnknownCall);
+        };
+        if let Some(t) = leg.deadline.take() {
+            self.calls.timers.remove(&(t, call, Timer::Leg(from)));
+        }
+        // Forwarded once: the caller reports ringing once, and a device
+        // repeating Ringing must not make the proxy queue more messages.
+        if !*rung {
+            *rung = true;
+            let caller = *caller;
+            self.send_control(now, caller, ControlMsg::Ringing { call });
         }
     }
 
     pub(super) fn on_answer(&mut self, now: Instant, from: SessionId, call: CallId, e2e: Vec<u8>) {
-        let Some(c) = self.calls.get_mut(&call) else {
-            self.stats.drops.add(crate::wire::DropReason::UnknownCall);
-            return;
+        let Some(c) = self.calls.get(&call) else {
+            return self.stats.drops.add(DropReason::UnknownCall);
         };
-        let others = match &c.legs {
-            Legs::Offering { pending, .. } if pending.contains(&from) => pending
-                .iter()
-                .copied()
-                .filter(|s| *s != from)
-                .collect::<Vec<_>>(),
-            _ => {
-                // Lost the race (or not a callee at all): tell it the call is gone.
-                let cause = Cause::AnsweredElsewhere;
-                self.send_control(now, from, ControlMsg::Hangup { call, cause });
-                return;
-            }
-        };
-        c.legs = Legs::Answered(from);
+        if c.leg(from).is_none() {
+            // Not (or no longer) offered the call: lost the race, refused,
+            // or was dropped. Each of those was already told the call is
+            // over (or said so itself), so nothing more is sent.
+            return self.stats.drops.add(DropReason::UnknownCall);
+        }
         let caller = c.caller;
-        self.stats.calls_answered += 1;
         let Some(peer_key) = self.sessions.get(&from).map(|s| s.client_key.0) else {
             return;
         };
-        log::info!("call {call} answered by session {from}");
+        let losers = self.calls.answer(call, from, now, self.cfg.media_timeout);
+        self.stats.calls_answered += 1;
+        log::debug!("call {call} answered by session {from}");
         let answer = ControlMsg::Answer {
             call,
             peer_key,
             e2e,
         };
         self.send_control(now, caller, answer);
-        for other in others {
+        for other in losers {
+            // Its Invite is not sent again; only the Hangup that ends it.
+            self.forget_call(other, call);
             let cause = Cause::AnsweredElsewhere;
             self.send_control(now, other, ControlMsg::Hangup { call, cause });
         }
     }
 
     pub(super) fn on_reject(&mut self, now: Instant, from: SessionId, call: CallId, cause: Cause) {
-        let Some(c) = self.calls.get_mut(&call) else {
-            self.stats.drops.add(crate::wire::DropReason::UnknownCall);
-            return;
-        };
-        let Legs::Offering {
-            pending,
-            cause: last,
-        } = &mut c.legs
-        else {
-            self.stats.drops.add(crate::wire::DropReason::UnknownCall);
-            return;
-        };
-        if !pending.contains(&from) {
-            self.stats.drops.add(crate::wire::DropReason::UnknownCall);
+        match self.calls.get(&call) {
+            Some(c) if c.leg(from).is_some() => self.drop_leg(now, call, from, cause, None),
+            _ => self.stats.drops.add(DropReason::UnknownCall),
+        }
+    }
+
+    /// Removes device `s` from an offering call: it refused with `refusal`
+    /// (or failed), and is told `notify` if given. When no device is left
+    /// the caller gets Reject with the most telling refusal.
+    fn drop_leg(
+        &mut self,
+        now: Instant,
+        call: CallId,
+        s: SessionId,
+        refusal: Cause,
+        notify: Option<Cause>,
+    ) {
+        self.forget_call(s, call);
+        if let Some(cause) = notify {
+            self.send_control(now, s, ControlMsg::Hangup { call, cause });
+        }
+        if self.calls.remove_leg(call, s, refusal) != Some(0) {
             return;
         }
-        pending.retain(|s| *s != from);
-        *last = cause;
-        if pending.is_empty() {
-            let caller = c.caller;
-            self.calls.remove(&call);
-            self.stats.calls_failed += 1;
-            self.send_control(now, caller, ControlMsg::Reject { call, cause });
-        }
+        let Some(c) = self.calls.remove(call) else {
+            return;
+        };
+        let Legs::Offering { cause, .. } = c.legs else {
+            return;
+        };
+        self.stats.calls_failed += 1;
+        // A Ringing still pending to the caller is moot now.
+        self.forget_call(c.caller, call);
+        self.send_control(now, c.caller, ControlMsg::Reject { call, cause });
     }
 
     pub(super) fn on_hangup(&mut self, now: Instant, from: SessionId, call: CallId, cause: Cause) {
         let Some(c) = self.calls.get(&call) else {
-            self.stats.drops.add(crate::wire::DropReason::UnknownCall);
-            return;
+            return self.stats.drops.add(DropReason::UnknownCall);
         };
-        if c.is_pending(from) {
+        if c.leg(from).is_some() {
             // A callee hanging up before answering is refusing.
-            return self.on_reject(now, from, call, cause);
+            return self.drop_leg(now, call, from, cause, None);
         }
         if from != c.caller && c.peer_of(from).is_none() {
-            self.stats.drops.add(crate::wire::DropReason::UnknownCall);
-            return;
+            return self.stats.drops.add(DropReason::UnknownCall);
         }
-        self.end_call(now, call, from, cause);
+        self.end_call(now, call, Some(from), cause);
     }
 
     pub(super) fn on_call_data(
@@ -220,76 +509,304 @@ impl Proxy {
         call: CallId,
         e2e: Vec<u8>,
     ) {
-        match self.calls.get(&call).and_then(|c| c.peer_of(from)) {
-            Some(peer) => self.send_control(now, peer, ControlMsg::CallData { call, e2e }),
-            None => self.stats.drops.add(crate::wire::DropReason::UnknownCall),
+        match self.calls.media_peer(call, from, now) {
+            Some(peer) => {
+                self.send_control(now, peer, ControlMsg::CallData { call, e2e });
+            }
+            None => self.stats.drops.add(DropReason::UnknownCall),
         }
     }
 
-    /// Ends a call for everyone but `by`, who ended it.
-    fn end_call(&mut self, now: Instant, call: CallId, by: SessionId, cause: Cause) {
-        let Some(c) = self.calls.remove(&call) else {
+    /// Drops pending control messages to `s` about `call`.
+    fn forget_call(&mut self, s: SessionId, call: CallId) {
+        if let Some(x) = self.sessions.get_mut(&s) {
+            x.reliable.forget_call(call);
+        }
+    }
+
+    /// Ends a call for every party but `by` (who ended it): each gets
+    /// Hangup(cause) instead of whatever was still pending about the call.
+    fn end_call(&mut self, now: Instant, call: CallId, by: Option<SessionId>, cause: Cause) {
+        let Some(c) = self.calls.remove(call) else {
             return;
         };
-        if let Some(s) = self.sessions.get_mut(&by) {
-            s.reliable.forget_call(call);
-        }
-        let mut notify = match c.legs {
-            Legs::Offering { pending, .. } => pending,
-            Legs::Answered(callee) => vec![callee],
-        };
-        notify.push(c.caller);
-        for s in notify.into_iter().filter(|s| *s != by) {
-            self.send_control(now, s, ControlMsg::Hangup { call, cause });
+        for s in c.parties() {
+            self.forget_call(s, call);
+            if Some(s) != by {
+                self.send_control(now, s, ControlMsg::Hangup { call, cause });
+            }
         }
     }
 
     /// A control message about `call` to `to` was never acknowledged: that
-    /// party is unreachable, so the call ends for the others.
+    /// party is unreachable. A device being offered the call is dropped from
+    /// it; a party of the call ends it for the others. Anyone else (a device
+    /// that lost the race or was dropped, being told so) changes nothing.
     pub(super) fn abandon_call(&mut self, now: Instant, call: CallId, to: SessionId, cause: Cause) {
         match self.calls.get(&call) {
-            Some(c) if c.is_pending(to) => self.on_reject(now, to, call, cause),
-            Some(_) => self.end_call(now, call, to, cause),
-            None => {}
+            Some(c) if c.leg(to).is_some() => self.drop_leg(now, call, to, cause, None),
+            Some(c) if c.caller == to || c.peer_of(to).is_some() => {
+                self.end_call(now, call, Some(to), cause)
+            }
+            _ => {}
         }
     }
 
     /// A session ended: every call it was part of ends (or loses a device).
+    /// O(its calls), through the per-session index.
     pub(super) fn session_gone_from_calls(&mut self, now: Instant, gone: SessionId, cause: Cause) {
-        let affected: Vec<CallId> = self
+        let calls = self
             .calls
-            .iter()
-            .filter(|(_, c)| c.caller == gone || c.is_pending(gone) || c.peer_of(gone).is_some())
-            .map(|(id, _)| *id)
-            .collect();
-        for call in affected {
+            .by_session
+            .get(&gone)
+            .cloned()
+            .unwrap_or_default();
+        for call in calls {
             self.abandon_call(now, call, gone, cause);
         }
     }
 
-    /// Calls ringing longer than the ring timeout fail with "no answer".
-    pub(super) fn expire_unanswered(&mut self, now: Instant) {
-        let timeout = self.cfg.ring_timeout;
-        let expired: Vec<(CallId, SessionId)> = self
-            .calls
-            .iter()
-            .filter(|(_, c)| {
-                matches!(c.legs, Legs::Offering { .. })
-                    && now.saturating_duration_since(c.started) > timeout
-            })
-            .map(|(id, c)| (*id, c.caller))
-            .collect();
-        for (call, caller) in expired {
-            self.end_call(now, call, caller, Cause::NoAnswer);
-            self.stats.calls_failed += 1;
-            self.send_control(
-                now,
-                caller,
-                ControlMsg::Reject {
-                    call,
-                    cause: Cause::NoAnswer,
-                },
-            );
+    /// Runs the call deadlines that are due: ring timeout, legs that neither
+    /// rang nor were heard from, and the media check of answered calls.
+    /// O(log n) per deadline.
+    pub(super) fn run_call_timers(&mut self, now: Instant) {
+        while let Some(&(t, call, timer)) = self.calls.timers.first() {
+            if t > now {
+                break;
+            }
+            self.calls.timers.pop_first();
+            match timer {
+                Timer::Ring => self.ring_timeout(now, call),
+                Timer::Leg(s) => self.leg_timeout(now, call, s),
+                Timer::Media => self.media_check(now, call),
+            }
         }
+    }
+
+    /// Nobody answered in time: the devices get Hangup(19), the caller
+    /// Reject(17) if a device was busy, else Reject(19).
+    fn ring_timeout(&mut self, now: Instant, call: CallId) {
+        let Some(c) = self.calls.remove(call) else {
+            return;
+        };
+        let Legs::Offering { legs, cause, .. } = c.legs else {
+            return;
+        };
+        for l in legs {
+            self.forget_call(l.session, call);
+            let cause = Cause::NoAnswer;
+            self.send_control(now, l.session, ControlMsg::Hangup { call, cause });
+        }
+        let cause = if cause == Cause::Busy {
+            Cause::Busy
+        } else {
+            Cause::NoAnswer
+        };
+        self.stats.calls_failed += 1;
+        self.forget_call(c.caller, call);
+        self.send_control(now, c.caller, ControlMsg::Reject { call, cause });
+    }
+
+    /// A leg's deadline: if the device neither rang nor sent anything since
+    /// it was invited, it is taken to be dead and dropped (it counts as
+    /// "unavailable"; it is told Hangup(102) in case it is alive after all).
+    fn leg_timeout(&mut self, now: Instant, call: CallId, s: SessionId) {
+        let Some(leg) = self.calls.get(&call).and_then(|c| c.leg(s)) else {
+            return;
+        };
+        let invited = leg.invited;
+        let heard = self
+            .sessions
+            .get(&s)
+            .is_some_and(|x| x.last_seen >= invited);
+        if heard {
+            // Alive (it acknowledged or sent something): it keeps ringing
+            // until the ring timeout; its deadline is spent.
+            if let Some(Call {
+                legs: Legs::Offering { legs, .. },
+                ..
+            }) = self.calls.calls.get_mut(&call)
+            {
+                if let Some(l) = legs.iter_mut().find(|l| l.session == s) {
+                    l.deadline = None;
+                }
+            }
+            return;
+        }
+        log::debug!("call {call}: session {s} neither rang nor answered, dropped from the offer");
+        self.stats.fork_legs_dropped += 1;
+        self.drop_leg(now, call, s, Cause::Unavailable, Some(Cause::Timeout));
+    }
+
+    /// The media check of an answered call: if one side sent nothing for
+    /// `media_timeout`, the call ends for both with cause 102 (recovery on
+    /// timer expiry); otherwise the check is due again when that could
+    /// first happen.
+    fn media_check(&mut self, now: Instant, call: CallId) {
+        let timeout = self.cfg.media_timeout;
+        let Some(Call {
+            legs: Legs::Answered { heard, check, .. },
+            ..
+        }) = self.calls.calls.get_mut(&call)
+        else {
+            return;
+        };
+        let oldest = heard[0].min(heard[1]);
+        if now.saturating_duration_since(oldest) < timeout {
+            let next = oldest + timeout;
+            *check = Some(next);
+            self.calls.timers.insert((next, call, Timer::Media));
+            return;
+        }
+        *check = None;
+        log::debug!("call {call}: no media from one side for {timeout:?}, ended");
+        self.stats.media_timeouts += 1;
+        self.end_call(now, call, None, Cause::Timeout);
+    }
+}
+
+/// Sizes of the call-routing tables, to check that they stay bounded.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RoutingSizes {
+    /// Calls held (ringing or answered).
+    pub calls: usize,
+    /// Entries of the per-session call index (one per call and party).
+    pub session_calls: usize,
+    /// Pending call deadlines (ring, leg and media timers).
+    pub call_deadlines: usize,
+    /// Registrations (name, device) held.
+    pub registrations: usize,
+    /// Pending registration expiries.
+    pub registration_expiries: usize,
+    /// Entries of the per-session name index.
+    pub session_names: usize,
+}
+
+impl Proxy {
+    /// Sizes of the call-routing tables (walks the per-session indexes: for
+    /// tests and status, not for the packet path).
+    pub fn routing_sizes(&self) -> RoutingSizes {
+        let (registration_expiries, session_names) = self.registry.index_sizes();
+        RoutingSizes {
+            calls: self.calls.len(),
+            session_calls: self.calls.by_session.values().map(Vec::len).sum(),
+            call_deadlines: self.calls.timers.len(),
+            registrations: self.registry.len(),
+            registration_expiries,
+            session_names,
+        }
+    }
+
+    /// Calls session `id` has a role in (caller, offered device or answerer).
+    pub fn calls_of_session(&self, id: SessionId) -> usize {
+        self.calls.calls_of(id)
+    }
+
+    /// Control messages sent to session `id` and not yet acknowledged.
+    pub fn pending_control(&self, id: SessionId) -> usize {
+        self.sessions.get(&id).map_or(0, |s| s.reliable.in_flight())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::session::ProxyId;
+
+    impl CallTable {
+        /// The indexes hold exactly what the calls say.
+        fn check(&self) {
+            let mut want: Vec<(SessionId, CallId)> = Vec::new();
+            let mut timers = BTreeSet::new();
+            for (id, c) in &self.calls {
+                want.extend(c.parties().into_iter().map(|s| (s, *id)));
+                timers.extend(c.timers(*id));
+            }
+            let mut have: Vec<(SessionId, CallId)> = self
+                .by_session
+                .iter()
+                .flat_map(|(s, v)| v.iter().map(move |c| (*s, *c)))
+                .collect();
+            want.sort();
+            have.sort();
+            assert_eq!(have, want);
+            assert!(self.by_session.values().all(|v| !v.is_empty()));
+            assert_eq!(self.timers, timers);
+        }
+    }
+
+    fn offering(caller: SessionId, legs: &[SessionId], now: Instant) -> Call {
+        let legs = legs
+            .iter()
+            .map(|s| Leg {
+                session: *s,
+                invited: now,
+                deadline: Some(now + Duration::from_secs(4)),
+            })
+            .collect();
+        Call {
+            caller,
+            legs: Legs::Offering {
+                legs,
+                cause: Cause::Unavailable,
+                ring_until: now + Duration::from_secs(60),
+                rung: false,
+            },
+        }
+    }
+
+    #[test]
+    fn indexes_follow_every_change() {
+        let now = Instant::now();
+        let p = ProxyId::new(1).unwrap();
+        let s = |i| SessionId::new(p, i);
+        let mut t = CallTable::default();
+        t.insert(CallId(1), offering(s(1), &[s(2), s(3), s(4)], now));
+        t.insert(CallId(2), offering(s(1), &[s(2)], now));
+        t.check();
+        assert_eq!(t.calls_of(s(1)), 2);
+        assert_eq!(t.calls_of(s(2)), 2);
+        // A refusal: busy outranks a later failure, and a later decision.
+        assert_eq!(t.remove_leg(CallId(1), s(3), Cause::Busy), Some(2));
+        assert_eq!(t.remove_leg(CallId(1), s(3), Cause::Busy), Some(2));
+        t.check();
+        let losers = t.answer(CallId(1), s(2), now, Duration::from_secs(15));
+        assert_eq!(losers, vec![s(4)]);
+        t.check();
+        assert_eq!(t.calls_of(s(4)), 0);
+        assert_eq!(t.media_peer(CallId(1), s(1), now), Some(s(2)));
+        assert_eq!(t.media_peer(CallId(1), s(4), now), None);
+        assert_eq!(t.media_peer(CallId(2), s(1), now), None, "not answered");
+        // remove_leg on an answered call changes nothing.
+        assert_eq!(t.remove_leg(CallId(1), s(2), Cause::Busy), None);
+        t.check();
+        assert!(t.remove(CallId(1)).is_some());
+        assert_eq!(
+            t.remove_leg(CallId(2), s(2), Cause::NetworkFailure),
+            Some(0)
+        );
+        assert!(t.remove(CallId(2)).is_some());
+        t.check();
+        assert!(t.by_session.is_empty() && t.timers.is_empty() && t.calls.is_empty());
+    }
+
+    #[test]
+    fn refusal_ranking() {
+        let now = Instant::now();
+        let p = ProxyId::new(1).unwrap();
+        let s = |i| SessionId::new(p, i);
+        let mut t = CallTable::default();
+        t.insert(CallId(1), offering(s(1), &[s(2), s(3), s(4)], now));
+        t.remove_leg(CallId(1), s(2), Cause::Busy);
+        t.remove_leg(CallId(1), s(3), Cause::Rejected);
+        t.remove_leg(CallId(1), s(4), Cause::NetworkFailure);
+        let Some(Call {
+            legs: Legs::Offering { cause, .. },
+            ..
+        }) = t.get(&CallId(1))
+        else {
+            panic!("offering");
+        };
+        assert_eq!(*cause, Cause::Busy);
     }
 }

@@ -20,11 +20,12 @@ mod timers;
 pub use stats::ProxyStats;
 pub use subscribers::Subscribers;
 
-use crate::call::reliable::{ReliableReceiver, ReliableSender, INITIAL_RTO};
+use crate::call::reliable::{ReliableReceiver, ReliableSender};
 use crate::call::{Cause, Name};
 use crate::crypto::mac::{CookieSecret, NetworkMacs};
 use crate::crypto::{PublicKey, SecretKey};
 use crate::handshake::dos::{DosConfig, LoadMeter, RateLimiter};
+use crate::handshake::replay::{ReplayTable, WallClock};
 use crate::session::{
     CallId, Epochs, EpochsExhausted, ProxyId, SessionCrypto, SessionId, SessionState,
 };
@@ -32,10 +33,9 @@ use crate::wire::control::ControlMsg;
 use crate::wire::inner::Inner;
 use crate::wire::transport::TransportHeader;
 use crate::wire::{classify, DropReason, MessageType, MAX_DATAGRAM};
-use calls::Call;
+use calls::CallTable;
 use registry::Registry;
-use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap, VecDeque};
+use std::collections::{HashMap, VecDeque};
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
@@ -58,6 +58,30 @@ pub struct ProxyConfig {
     pub max_sessions: usize,
     /// Handshake DoS limits.
     pub dos: DosConfig,
+    /// An answered call that carries no voice or call data from one of its
+    /// two sides for this long ends for both with cause 102 (recovery on
+    /// timer expiry), as Asterisk's `rtptimeout` does. Zero disables it.
+    pub media_timeout: Duration,
+    /// A device offered a call that neither rings nor sends anything at all
+    /// within this time is dropped from the offer (taken to be dead).
+    pub leg_timeout: Duration,
+    /// Most calls held at once (ringing or answered); more are refused
+    /// with cause 34 (no circuit/channel available).
+    pub max_calls: usize,
+    /// Most calls one session is part of, as caller or offered/answering
+    /// device. A caller over it is refused with cause 47 (resource
+    /// unavailable); a device over it is not rung (busy, 17, if none is).
+    pub max_calls_per_session: usize,
+    /// Most devices one call rings (a name with more bindings rings the
+    /// most recently registered ones).
+    pub max_forks: usize,
+    /// Most names one session may hold registered.
+    pub max_names_per_session: usize,
+    /// Most devices (sessions) one name may have registered.
+    pub max_devices_per_name: usize,
+    /// Most client keys the handshake replay table holds (see
+    /// [`crate::handshake::replay::ReplayTable`]).
+    pub replay_max_keys: usize,
 }
 
 impl ProxyConfig {
@@ -72,6 +96,14 @@ impl ProxyConfig {
             ring_timeout: Duration::from_secs(60),
             max_sessions: 1 << 20,
             dos: DosConfig::default(),
+            media_timeout: Duration::from_secs(15),
+            leg_timeout: Duration::from_secs(4),
+            max_calls: 1 << 18,
+            max_calls_per_session: 16,
+            max_forks: 16,
+            max_names_per_session: 16,
+            max_devices_per_name: 16,
+            replay_max_keys: crate::handshake::replay::DEFAULT_MAX_KEYS,
         }
     }
 }
@@ -130,32 +162,46 @@ pub struct Proxy {
     load: LoadMeter,
     limiter: RateLimiter,
     subscribers: Subscribers,
-    /// Newest handshake timestamp accepted per client key. Kept after the
-    /// session ends: replay protection must outlive sessions.
-    timestamps: HashMap<PublicKey, [u8; 12]>,
+    /// Replay state of handshake initiations (see [`ReplayTable`]). Kept
+    /// after sessions end: replay protection must outlive sessions.
+    replay: ReplayTable,
+    /// The proxy's wall clock, for handshake timestamps.
+    wall: WallClock,
+    /// Refused handshakes not yet logged (logged in aggregate).
+    refusal_log: accept::RefusalLog,
     sessions: HashMap<SessionId, ClientSession>,
     /// Where every session's send epoch comes from (spec 8.8).
     epochs: Epochs,
     by_key: HashMap<PublicKey, SessionId>,
     registry: Registry,
-    calls: HashMap<CallId, Call>,
+    calls: CallTable,
     queue: VecDeque<Queued>,
-    retransmit_at: BinaryHeap<Reverse<(Instant, SessionId)>>,
+    /// One retransmission deadline per session with messages pending.
+    timers: timers::SessionTimers,
+    /// When each session is next checked for silence (at most one entry per
+    /// session; rechecked, not moved, when packets arrive).
+    expiry: timers::SessionTimers,
     next_sweep: Instant,
     stats: ProxyStats,
+    /// Counters as of the last summary log line.
+    summary: timers::Summary,
 }
 
 /// How often expiry sweeps run.
 const SWEEP_INTERVAL: Duration = Duration::from_secs(1);
 
 impl Proxy {
-    /// A proxy with no sessions, starting at `now`. It has no send epochs:
+    /// A proxy with no sessions, starting at `now`. Its wall clock (for
+    /// handshake timestamps) is the system's, read once here; see
+    /// [`Proxy::with_wall_clock`] to give it one. It has no send epochs:
     /// handshakes are answered `Busy` and imports refused until the shell
     /// grants a lease through [`Proxy::epochs`] (tests:
     /// `proxy.epochs().grant(EpochLease::ephemeral())`).
     pub fn new(cfg: ProxyConfig, subscribers: Subscribers, now: Instant) -> Self {
         let network_public = cfg.network_key.public();
         let proxy_id = cfg.proxy_id;
+        let wall = WallClock::system(now);
+        let replay = ReplayTable::new(wall.at(now), cfg.replay_max_keys);
         Self {
             macs: NetworkMacs::new(&network_public),
             cookies: CookieSecret::new(now),
@@ -163,16 +209,20 @@ impl Proxy {
             limiter: RateLimiter::new(cfg.dos.per_ip_rate_per_s, cfg.dos.per_ip_burst),
             cfg,
             subscribers,
-            timestamps: HashMap::new(),
+            replay,
+            wall,
+            refusal_log: accept::RefusalLog::default(),
             sessions: HashMap::new(),
             epochs: Epochs::new(proxy_id),
             by_key: HashMap::new(),
             registry: Registry::default(),
-            calls: HashMap::new(),
+            calls: CallTable::default(),
             queue: VecDeque::new(),
-            retransmit_at: BinaryHeap::new(),
+            timers: timers::SessionTimers::default(),
+            expiry: timers::SessionTimers::default(),
             next_sweep: now + SWEEP_INTERVAL,
             stats: ProxyStats::default(),
+            summary: timers::Summary::default(),
         }
     }
 
@@ -191,6 +241,33 @@ impl Proxy {
     /// Counters since start.
     pub fn stats(&self) -> &ProxyStats {
         &self.stats
+    }
+
+    /// Entries in the retransmission timer structure: at most one per
+    /// session (for tests and status).
+    pub fn timer_entries(&self) -> usize {
+        self.timers.len()
+    }
+
+    /// Control messages sent to session `sid` and not yet acknowledged (at
+    /// most [`MAX_PENDING`](crate::call::reliable::MAX_PENDING)).
+    pub fn control_pending(&self, sid: SessionId) -> usize {
+        self.sessions
+            .get(&sid)
+            .map_or(0, |s| s.reliable.in_flight())
+    }
+
+    /// How many more control messages could be queued to session `sid` now
+    /// (0 if it does not exist). Call set-up checks it to refuse a leg
+    /// rather than offer a call it cannot deliver.
+    pub fn control_room(&self, sid: SessionId) -> usize {
+        self.sessions.get(&sid).map_or(0, |s| s.reliable.room())
+    }
+
+    /// Counts a datagram the shell dropped before handing it to the core
+    /// (e.g. [`DropReason::Oversized`]: larger than its receive buffer).
+    pub fn count_drop(&mut self, reason: DropReason) {
+        self.stats.drops.add(reason);
     }
 
     /// Sessions held now.
@@ -283,7 +360,11 @@ impl Proxy {
             received: ReliableReceiver::new(),
         };
         self.by_key.insert(state.client_key, state.id);
-        self.sessions.insert(state.id, session);
+        if self.sessions.insert(state.id, session).is_some() {
+            // The replaced state's pending messages are gone with it.
+            self.timers.set(state.id, None);
+        }
+        self.arm_expiry(state.id, now);
         Ok(())
     }
 
@@ -371,10 +452,20 @@ impl Proxy {
                 }))
             }
             Inner::Ack { msg_id } => {
-                session.reliable.ack(msg_id);
+                if session.reliable.ack(msg_id) {
+                    self.rearm(sid);
+                }
                 Ok(None)
             }
             Inner::Control { msg_id, body } => {
+                // Backpressure: a new message is acted on only if its reply
+                // to the sender could be queued. Otherwise it is neither
+                // acknowledged nor marked seen: an honest client retransmits
+                // it after acknowledging what it was sent; a client that
+                // acknowledges nothing gets nothing more.
+                if session.reliable.room() == 0 && !session.received.seen(msg_id) {
+                    return Err(DropReason::ControlBacklog);
+                }
                 let first = session.received.first_time(msg_id);
                 let len = session
                     .crypto
@@ -393,14 +484,16 @@ impl Proxy {
                 }
                 Ok(Some(ack))
             }
-            Inner::Media { call, e2e } => self.relay_media(sid, call, e2e, out),
+            Inner::Media { call, e2e } => self.relay_media(now, sid, call, e2e, out),
         }
     }
 
-    /// The voice path: one lookup of the call, one seal for the other party,
-    /// written straight into `out`.
+    /// The voice path: one lookup of the call (which also notes that media
+    /// came from this side, for the media timeout), one seal for the other
+    /// party, written straight into `out`.
     fn relay_media(
         &mut self,
+        now: Instant,
         from: SessionId,
         call: CallId,
         e2e: &[u8],
@@ -408,8 +501,7 @@ impl Proxy {
     ) -> Result<Option<Transmit>, DropReason> {
         let peer = self
             .calls
-            .get(&call)
-            .and_then(|c| c.peer_of(from))
+            .media_peer(call, from, now)
             .ok_or(DropReason::UnknownCall)?;
         let peer = self
             .sessions
@@ -456,7 +548,9 @@ impl Proxy {
             return;
         };
         if !self.subscribers.may_use(&key, &name) {
-            log::info!("session {from}: register {name} refused, key not authorised for it");
+            // Client-controlled: counted, and logged at debug only.
+            log::debug!("session {from}: register {name} refused, key not authorised for it");
+            self.stats.registrations_refused += 1;
             let cause = crate::wire::control::RegisterCause::NotAuthorized;
             self.send_control(now, from, ControlMsg::RegisterFailed { cause, name });
             return;
@@ -466,7 +560,20 @@ impl Proxy {
             self.registry.unregister(&name, from);
         } else {
             let expires = now + Duration::from_secs(u64::from(granted));
-            self.registry.register(name.clone(), from, expires);
+            let (names, devices) = (
+                self.cfg.max_names_per_session,
+                self.cfg.max_devices_per_name,
+            );
+            if let Err(e) = self
+                .registry
+                .register(name.clone(), from, expires, names, devices)
+            {
+                log::debug!("session {from}: register {name} refused: {e}");
+                self.stats.drops.add(DropReason::RegistrationLimit);
+                let cause = crate::wire::control::RegisterCause::Limit;
+                self.send_control(now, from, ControlMsg::RegisterFailed { cause, name });
+                return;
+            }
             self.stats.registrations += 1;
         }
         let reply = ControlMsg::Registered {
@@ -476,18 +583,30 @@ impl Proxy {
         self.send_control(now, from, reply);
     }
 
-    /// Queues a control message to a session, reliably.
-    pub(crate) fn send_control(&mut self, now: Instant, to: SessionId, msg: ControlMsg) {
+    /// Queues a control message to a session, reliably. Returns false if
+    /// it was not queued: the session is gone, the message does not fit in
+    /// a datagram, or the session already has
+    /// [`MAX_PENDING`](crate::call::reliable::MAX_PENDING) messages
+    /// unacknowledged (the last two are counted in
+    /// [`ProxyStats::control_not_queued`]). Check [`Proxy::control_room`]
+    /// first where a refusal must be reported to someone.
+    pub(crate) fn send_control(&mut self, now: Instant, to: SessionId, msg: ControlMsg) -> bool {
         let Some(s) = self.sessions.get_mut(&to) else {
-            return;
+            return false;
         };
         let mut body = vec![0u8; MAX_DATAGRAM];
         let Some(n) = msg.encode(&mut body) else {
-            log::warn!("control message to {to} does not fit, not sent: {msg:?}");
-            return;
+            // Its fields come from clients: debug only, and counted.
+            log::debug!("control message to {to} does not fit, not sent: {msg:?}");
+            self.stats.control_not_queued += 1;
+            return false;
         };
         body.truncate(n);
-        let msg_id = s.reliable.push(now, body.clone(), msg.call());
+        let Some(msg_id) = s.reliable.push(now, body.clone(), msg.call()) else {
+            log::debug!("control message to {to} not queued: its queue is full");
+            self.stats.control_not_queued += 1;
+            return false;
+        };
         queue_sealed(
             &mut self.queue,
             s,
@@ -496,7 +615,8 @@ impl Proxy {
                 body: &body,
             },
         );
-        self.retransmit_at.push(Reverse((now + INITIAL_RTO, to)));
+        self.rearm(to);
+        true
     }
 
     /// Sends the next queued datagram into `out`, if any.
@@ -523,7 +643,9 @@ impl Proxy {
         if let Some(s) = self.sessions.get_mut(&old) {
             let mut body = [0u8; 1];
             if let Some(n) = ControlMsg::SessionReplaced.encode(&mut body) {
-                let msg_id = s.reliable.push(now, body[..n].to_vec(), None);
+                // Never retransmitted: an id, not a place in the (bounded)
+                // queue, which may be full.
+                let msg_id = s.reliable.take_id();
                 for _ in 0..2 {
                     let inner = Inner::Control {
                         msg_id,
@@ -544,6 +666,8 @@ impl Proxy {
         if self.by_key.get(&s.client_key) == Some(&id) {
             self.by_key.remove(&s.client_key);
         }
+        self.timers.set(id, None);
+        self.expiry.set(id, None);
         self.registry.remove_session(id);
         self.session_gone_from_calls(now, id, cause);
     }

@@ -1,8 +1,14 @@
 //! Registrations: which sessions are reachable under which names, until when.
+//!
+//! Everything a client can trigger here costs O(log n) or O(bound): a name
+//! holds at most `max_devices_per_name` bindings and a session at most
+//! `max_names_per_session` names (both checked by [`Registry::register`]),
+//! a per-session index finds a session's names without scanning every name,
+//! and an ordered expiry index makes the sweep touch only what expired.
 
 use crate::call::Name;
 use crate::session::SessionId;
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::time::Instant;
 
 /// One device reachable under a name.
@@ -12,34 +18,104 @@ struct Binding {
     expires: Instant,
 }
 
+/// Why a registration was refused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RegisterLimit {
+    /// The session already holds its most names.
+    NamesPerSession(usize),
+    /// The name already has its most devices.
+    DevicesPerName(usize),
+}
+
+impl std::fmt::Display for RegisterLimit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            RegisterLimit::NamesPerSession(n) => write!(f, "session holds {n} names already"),
+            RegisterLimit::DevicesPerName(n) => write!(f, "name has {n} devices already"),
+        }
+    }
+}
+
 /// Name to sessions, with expiry. A name registered from several devices
 /// has several bindings; a call to it rings them all.
 #[derive(Debug, Default)]
 pub struct Registry {
     by_name: HashMap<Name, Vec<Binding>>,
+    /// The names each session holds (the reverse of `by_name`).
+    by_session: HashMap<SessionId, Vec<Name>>,
+    /// Every binding by expiry, so the sweep pops only what is due.
+    expiries: BTreeSet<(Instant, SessionId, Name)>,
 }
 
 impl Registry {
-    /// Adds or refreshes a binding.
-    pub fn register(&mut self, name: Name, session: SessionId, expires: Instant) {
-        let bindings = self.by_name.entry(name).or_default();
-        match bindings.iter_mut().find(|b| b.session == session) {
-            Some(b) => b.expires = expires,
-            None => bindings.push(Binding { session, expires }),
+    /// Adds or refreshes a binding. A refresh always succeeds; a new binding
+    /// is refused when the session already holds `max_names` names or the
+    /// name already has `max_devices` devices.
+    pub fn register(
+        &mut self,
+        name: Name,
+        session: SessionId,
+        expires: Instant,
+        max_names: usize,
+        max_devices: usize,
+    ) -> Result<(), RegisterLimit> {
+        if let Some(b) = self
+            .by_name
+            .get_mut(&name)
+            .and_then(|b| b.iter_mut().find(|b| b.session == session))
+        {
+            self.expiries.remove(&(b.expires, session, name.clone()));
+            b.expires = expires;
+            self.expiries.insert((expires, session, name));
+            return Ok(());
         }
+        let names = self.by_session.get(&session).map_or(0, Vec::len);
+        if names >= max_names {
+            return Err(RegisterLimit::NamesPerSession(names));
+        }
+        let devices = self.by_name.get(&name).map_or(0, Vec::len);
+        if devices >= max_devices {
+            return Err(RegisterLimit::DevicesPerName(devices));
+        }
+        self.expiries.insert((expires, session, name.clone()));
+        self.by_session
+            .entry(session)
+            .or_default()
+            .push(name.clone());
+        self.by_name
+            .entry(name)
+            .or_default()
+            .push(Binding { session, expires });
+        Ok(())
     }
 
     /// Removes one binding.
     pub fn unregister(&mut self, name: &Name, session: SessionId) {
-        if let Some(b) = self.by_name.get_mut(name) {
-            b.retain(|b| b.session != session);
-            if b.is_empty() {
-                self.by_name.remove(name);
+        self.unbind(name, session);
+        if let Some(names) = self.by_session.get_mut(&session) {
+            names.retain(|n| n != name);
+            if names.is_empty() {
+                self.by_session.remove(&session);
             }
         }
     }
 
-    /// The live sessions registered under `name`.
+    /// Removes `session` from `name`'s bindings and the expiry index (not
+    /// from `by_session`).
+    fn unbind(&mut self, name: &Name, session: SessionId) {
+        let Some(b) = self.by_name.get_mut(name) else {
+            return;
+        };
+        if let Some(i) = b.iter().position(|b| b.session == session) {
+            let gone = b.remove(i);
+            self.expiries.remove(&(gone.expires, session, name.clone()));
+        }
+        if b.is_empty() {
+            self.by_name.remove(name);
+        }
+    }
+
+    /// The live sessions registered under `name`, oldest registration first.
     pub fn lookup(&self, name: &Name, now: Instant) -> Vec<SessionId> {
         self.by_name.get(name).map_or_else(Vec::new, |b| {
             b.iter()
@@ -51,33 +127,54 @@ impl Registry {
 
     /// Removes every binding of a session.
     pub fn remove_session(&mut self, session: SessionId) {
-        self.retain(|_, s| s != session);
+        for name in self.by_session.remove(&session).unwrap_or_default() {
+            self.unbind(&name, session);
+        }
     }
 
-    /// Keeps only the bindings for which `keep(name, session)` holds.
+    /// Keeps only the bindings for which `keep(name, session)` holds. Scans
+    /// everything: for operator actions (a new subscriber snapshot), never
+    /// for what a client sends.
     pub fn retain(&mut self, mut keep: impl FnMut(&Name, SessionId) -> bool) {
-        self.by_name.retain(|name, b| {
-            b.retain(|b| keep(name, b.session));
-            !b.is_empty()
-        });
+        let mut gone = Vec::new();
+        for (name, bindings) in &self.by_name {
+            for b in bindings {
+                if !keep(name, b.session) {
+                    gone.push((name.clone(), b.session));
+                }
+            }
+        }
+        for (name, session) in gone {
+            self.unregister(&name, session);
+        }
     }
 
-    /// Drops expired bindings.
+    /// Drops expired bindings: O(log n) per binding that expired.
     pub fn sweep(&mut self, now: Instant) {
-        self.by_name.retain(|_, b| {
-            b.retain(|b| b.expires > now);
-            !b.is_empty()
-        });
+        while let Some(first) = self.expiries.first() {
+            if first.0 > now {
+                break;
+            }
+            let (_, session, name) = self.expiries.pop_first().expect("not empty");
+            self.unregister(&name, session);
+        }
     }
 
     /// Number of bindings.
     pub fn len(&self) -> usize {
-        self.by_name.values().map(Vec::len).sum()
+        self.expiries.len()
     }
 
     /// True when nothing is registered.
     pub fn is_empty(&self) -> bool {
-        self.by_name.is_empty()
+        self.expiries.is_empty()
+    }
+
+    /// Entries of the expiry index and of the per-session index (for checks
+    /// that the indexes stay in step with the bindings).
+    pub(crate) fn index_sizes(&self) -> (usize, usize) {
+        let names = self.by_session.values().map(Vec::len).sum();
+        (self.expiries.len(), names)
     }
 }
 
@@ -94,15 +191,47 @@ mod tests {
         let (a, b) = (SessionId::new(p, 1), SessionId::new(p, 2));
         let bob = Name::new("bob").unwrap();
         let mut r = Registry::default();
-        r.register(bob.clone(), a, t + Duration::from_secs(10));
-        r.register(bob.clone(), b, t + Duration::from_secs(20));
-        r.register(bob.clone(), a, t + Duration::from_secs(30));
+        let secs = |s| t + Duration::from_secs(s);
+        r.register(bob.clone(), a, secs(10), 8, 8).unwrap();
+        r.register(bob.clone(), b, secs(20), 8, 8).unwrap();
+        r.register(bob.clone(), a, secs(30), 8, 8).unwrap();
         assert_eq!(r.len(), 2);
         assert_eq!(r.lookup(&bob, t), vec![a, b]);
-        assert_eq!(r.lookup(&bob, t + Duration::from_secs(25)), vec![a]);
-        r.sweep(t + Duration::from_secs(25));
+        assert_eq!(r.lookup(&bob, secs(25)), vec![a]);
+        r.sweep(secs(25));
         assert_eq!(r.len(), 1);
+        assert_eq!(r.index_sizes(), (1, 1));
         r.remove_session(a);
         assert!(r.is_empty());
+        assert_eq!(r.index_sizes(), (0, 0));
+    }
+
+    #[test]
+    fn bounds_per_session_and_per_name() {
+        let t = Instant::now() + Duration::from_secs(60);
+        let p = ProxyId::new(1).unwrap();
+        let s = |i| SessionId::new(p, i);
+        let n = |i: u32| Name::new(&format!("n{i}")).unwrap();
+        let mut r = Registry::default();
+        for i in 0..2 {
+            r.register(n(i), s(1), t, 2, 2).unwrap();
+        }
+        assert_eq!(
+            r.register(n(2), s(1), t, 2, 2),
+            Err(RegisterLimit::NamesPerSession(2))
+        );
+        // A refresh is not a new name.
+        r.register(n(0), s(1), t, 2, 2).unwrap();
+        r.register(n(0), s(2), t, 2, 2).unwrap();
+        assert_eq!(
+            r.register(n(0), s(3), t, 2, 2),
+            Err(RegisterLimit::DevicesPerName(2))
+        );
+        r.unregister(&n(0), s(2));
+        r.register(n(0), s(3), t, 2, 2).unwrap();
+        assert_eq!(r.len(), 3);
+        r.retain(|_, sid| sid != s(1));
+        assert_eq!(r.len(), 1);
+        assert_eq!(r.index_sizes(), (1, 1));
     }
 }

@@ -4,12 +4,17 @@
 //! batch through the core under one lock, and sends the answers with one
 //! `sendmmsg` per socket. A timer task runs the core's timers and drains what
 //! they queue. The core sits behind a mutex taken once per batch, not per
-//! packet.
+//! packet, and held for a bounded amount of work: one receive batch, or
+//! [`TIMER_SESSIONS`] sessions' retransmissions.
+//!
+//! Metrics never take the core lock: whoever holds it publishes a
+//! [`Snapshot`] of the counters before releasing it, and a scrape reads that.
 
 use super::udp::{BindOptions, RecvBatch, SendBatch, UdpEndpoint};
 use super::RuntimeError;
+use crate::metrics::Snapshot;
 use crate::proxy::{Proxy, Transmit};
-use crate::wire::MAX_DATAGRAM;
+use crate::wire::{DropReason, MAX_DATAGRAM};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
@@ -21,9 +26,15 @@ const RECV_BATCH: usize = 32;
 /// Room for answers per socket per batch: one per datagram plus control
 /// fan-out; anything beyond goes out one by one.
 const SEND_BATCH: usize = 96;
+/// Most sessions whose due retransmissions one timer round serves under the
+/// lock (each at most `MAX_PENDING` messages); then the lock is released and
+/// the round's datagrams sent before the next round.
+const TIMER_SESSIONS: usize = 64;
 
 struct Shared {
     core: Mutex<Proxy>,
+    /// Counters as of the last time someone held `core`.
+    snapshot: Mutex<Snapshot>,
     endpoints: Vec<UdpEndpoint>,
     /// The endpoints' bound addresses, read once at start.
     addrs: Vec<SocketAddr>,
@@ -58,6 +69,7 @@ impl ProxyRuntime {
             endpoints.push(ep);
         }
         let shared = Arc::new(Shared {
+            snapshot: Mutex::new(Snapshot::of(&core)),
             core: Mutex::new(core),
             endpoints,
             addrs,
@@ -79,9 +91,27 @@ impl ProxyRuntime {
     /// Runs `f` on the core (for stats, subscriber updates, status), then
     /// lets the timer task send whatever `f` queued.
     pub fn with_core<R>(&self, f: impl FnOnce(&mut Proxy) -> R) -> R {
-        let r = f(&mut lock(&self.shared.core));
+        let r = {
+            let mut core = lock(&self.shared.core);
+            let r = f(&mut core);
+            publish(&self.shared, &core);
+            r
+        };
         self.shared.wake.notify_one();
         r
+    }
+
+    /// The proxy's counters and gauges in the Prometheus text format, as of
+    /// the last batch or timer run. Does not take the core lock: a scrape
+    /// never waits for (or delays) the data path.
+    pub fn metrics(&self) -> String {
+        crate::metrics::render_snapshot(&self.snapshot())
+    }
+
+    /// The proxy's counters and gauges as of the last batch or timer run,
+    /// without taking the core lock.
+    pub fn snapshot(&self) -> Snapshot {
+        lock(&self.shared.snapshot).clone()
     }
 
     /// Stops every task.
@@ -100,10 +130,17 @@ impl Drop for ProxyRuntime {
     }
 }
 
-fn lock(m: &Mutex<Proxy>) -> MutexGuard<'_, Proxy> {
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     // A panic while holding the lock would be a bug in the core; keep
     // serving with the state as it is rather than take the proxy down.
     m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Copies the core's counters for scrapes; called with the core locked,
+/// before it is released. The snapshot lock is held only for a copy.
+fn publish(shared: &Shared, core: &Proxy) {
+    let snap = Snapshot::of(core);
+    *lock(&shared.snapshot) = snap;
 }
 
 /// Which socket a datagram leaves from: same family as its destination, and
@@ -185,6 +222,7 @@ impl Outbox {
 async fn serve(shared: Arc<Shared>, i: usize) {
     let mut rx = RecvBatch::new(RECV_BATCH);
     let mut outbox = Outbox::new(&shared);
+    let mut truncated = 0;
     loop {
         if let Err(e) = shared.endpoints[i].recv_batch(&mut rx).await {
             log::error!("receive failed: {e}");
@@ -193,6 +231,12 @@ async fn serve(shared: Arc<Shared>, i: usize) {
         }
         let moved_earlier = {
             let mut core = lock(&shared.core);
+            // Datagrams larger than the receive buffer never reach the core
+            // (they would arrive cut short); it counts them all the same.
+            for _ in truncated..rx.truncated() {
+                core.count_drop(DropReason::Oversized);
+            }
+            truncated = rx.truncated();
             let before = core.poll_timeout();
             let now = Instant::now();
             for d in rx.iter_mut() {
@@ -201,6 +245,7 @@ async fn serve(shared: Arc<Shared>, i: usize) {
                 }
                 outbox.drain(&shared, &mut core);
             }
+            publish(&shared, &core);
             core.poll_timeout() < before
         };
         // The timer task sleeps until the deadline it last saw; wake it only
@@ -221,11 +266,105 @@ async fn timers(shared: Arc<Shared>) {
             _ = tokio::time::sleep_until(deadline.into()) => {}
             _ = shared.wake.notified() => {}
         }
-        {
-            let mut core = lock(&shared.core);
-            core.handle_timeout(Instant::now());
-            outbox.drain(&shared, &mut core);
+        // Rounds of bounded work: a burst of due retransmissions never
+        // holds the lock for long, and its datagrams leave between rounds.
+        let now = Instant::now();
+        let unix = super::unix_nanos();
+        loop {
+            let more = {
+                let mut core = lock(&shared.core);
+                // Follow steps of the system clock (NTP at boot) for handshake
+                // timestamps; the replay floor never moves back.
+                core.set_wall_clock(now, unix);
+                let more = core.handle_timeout_limited(now, TIMER_SESSIONS);
+                outbox.drain(&shared, &mut core);
+                publish(&shared, &core);
+                more
+            };
+            outbox.flush(&shared).await;
+            if !more {
+                break;
+            }
         }
-        outbox.flush(&shared).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::crypto::SecretKey;
+    use crate::proxy::{ProxyConfig, Subscribers};
+    use crate::session::ProxyId;
+    use crate::wire::DropReason;
+    use std::time::Duration;
+
+    async fn start() -> ProxyRuntime {
+        let cfg = ProxyConfig::new(ProxyId::new(1).unwrap(), SecretKey::generate());
+        let core = Proxy::new(cfg, Subscribers::default(), Instant::now());
+        ProxyRuntime::start(core, &["127.0.0.1:0".parse().unwrap()])
+            .await
+            .unwrap()
+    }
+
+    /// Polls `f` until it holds, for at most 5 s.
+    async fn eventually(mut f: impl FnMut() -> bool) -> bool {
+        for _ in 0..500 {
+            if f() {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        false
+    }
+
+    #[tokio::test]
+    async fn datagram_larger_than_the_receive_buffer_is_counted() {
+        let rt = start().await;
+        let to = rt.local_addrs()[0];
+        let oversized = || rt.with_core(|p| p.stats().drops.get(DropReason::Oversized));
+        let sock = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        // Beyond the socket layer's buffer: truncated by the kernel, must not
+        // reach the core cut short, must be counted.
+        sock.send_to(&[4u8; 3000], to).await.unwrap();
+        assert!(eventually(|| oversized() == 1).await, "not counted");
+        assert_eq!(rt.with_core(|p| p.stats().packets_in), 0);
+        // Beyond the protocol's limit but within the buffer: the core
+        // counts it under the same reason.
+        sock.send_to(&[4u8; MAX_DATAGRAM + 1], to).await.unwrap();
+        assert!(eventually(|| oversized() == 2).await, "not counted");
+        rt.shutdown();
+    }
+
+    #[test]
+    fn a_scrape_does_not_wait_for_the_core_lock() {
+        let tokio_rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap();
+        let rt = Arc::new(tokio_rt.block_on(start()));
+        let (held_tx, held_rx) = std::sync::mpsc::channel();
+        let (release_tx, release_rx) = std::sync::mpsc::channel::<()>();
+        let holder = {
+            let rt = rt.clone();
+            std::thread::spawn(move || {
+                rt.with_core(|_| {
+                    held_tx.send(()).unwrap();
+                    let _ = release_rx.recv_timeout(Duration::from_secs(10));
+                })
+            })
+        };
+        held_rx.recv().unwrap();
+        let (done_tx, done_rx) = std::sync::mpsc::channel();
+        let scraper = {
+            let rt = rt.clone();
+            std::thread::spawn(move || done_tx.send(rt.metrics()).unwrap())
+        };
+        let scraped = done_rx.recv_timeout(Duration::from_secs(2));
+        release_tx.send(()).unwrap();
+        holder.join().unwrap();
+        scraper.join().unwrap();
+        let text = scraped.expect("the scrape waited for the core lock");
+        assert!(text.contains("anytun_sessions 0\n"), "{text}");
     }
 }

@@ -1,5 +1,11 @@
-//! anypsp sync engine: replicated tables shared by the proxies of one
-//! anycast network (docs/anypsp-protocol.md).
+//! anypsp: the proxy-to-proxy protocol (docs/anypsp-link.md for the link,
+//! docs/anypsp-protocol.md for the tables).
+//!
+//! - [`members`]: who the peers are, their addresses, keys and revocation.
+//! - [`link`]: the encrypted, mutually authenticated peer link (Noise KK
+//!   over TCP), sans-IO.
+//! - [`Engine`] ([`msg`], [`table`], [`types`], [`testbed`]): the sync
+//!   engine, replicated tables shared by the proxies of one anycast network.
 //!
 //! The engine is sans-IO like the proxy core: the caller feeds it messages
 //! from peers ([`Engine::handle_message`]), the time ([`Engine::handle_timeout`])
@@ -20,6 +26,8 @@
 //! reply budget and a continuation so no message grows with the table.
 //! The encrypted link that carries the messages is `docs/anypsp-link.md`.
 
+pub mod link;
+pub mod members;
 pub mod msg;
 pub mod table;
 pub mod testbed;

@@ -37,6 +37,9 @@ pub const MAX_E2E_BLOB: usize = 512;
 pub enum RegisterCause {
     /// The client's key is not authorised for that name.
     NotAuthorized = 1,
+    /// A bound was reached: the session holds its most names, or the name
+    /// has its most devices.
+    Limit = 2,
 }
 
 /// A call-layer control message.
@@ -195,6 +198,7 @@ impl ControlMsg {
             tag::REGISTER_FAILED => ControlMsg::RegisterFailed {
                 cause: match r.u8()? {
                     1 => RegisterCause::NotAuthorized,
+                    2 => RegisterCause::Limit,
                     _ => return None,
                 },
                 name: read_name(&mut r)?,
@@ -344,6 +348,10 @@ mod tests {
             },
             ControlMsg::RegisterFailed {
                 cause: RegisterCause::NotAuthorized,
+                name: name("bob"),
+            },
+            ControlMsg::RegisterFailed {
+                cause: RegisterCause::Limit,
                 name: name("bob"),
             },
             ControlMsg::Invite {

@@ -8,10 +8,10 @@
 //! 116  mac1 (16)           keyed by the network public key, over bytes 0..116
 //! 132  mac2 (16)           keyed by a cookie, over bytes 0..132, or zero
 //!
-//! HandshakeResponse (89 bytes, proxy -> client)
+//! HandshakeResponse (101 bytes, proxy -> client)
 //!   0  type = 2            1  version = 1       2  reserved (2) = 0
 //!   4  init_tag (4)        copied from the initiation
-//!   8  noise (81)          Noise IK message 2: e, {ResponsePayload}
+//!   8  noise (93)          Noise IK message 2: e, {ResponsePayload}
 //!
 //! CookieReply (64 bytes, proxy -> client)
 //!   0  type = 3            1  version = 1       2  reserved (2) = 0
@@ -36,7 +36,7 @@ pub const INIT_MAC2_OFFSET: usize = INIT_MAC1_OFFSET + MAC_LEN;
 /// Length of a [`HandshakeInit`].
 pub const INIT_LEN: usize = INIT_MAC2_OFFSET + MAC_LEN;
 /// Length of the response payload inside Noise message 2.
-pub const RESPONSE_PAYLOAD_LEN: usize = 33;
+pub const RESPONSE_PAYLOAD_LEN: usize = 45;
 /// Length of Noise IK message 2 with a response payload.
 pub const RESPONSE_NOISE_LEN: usize = 32 + RESPONSE_PAYLOAD_LEN + 16;
 /// Length of a [`HandshakeResponse`].
@@ -178,6 +178,14 @@ pub enum HandshakeStatus {
     UnknownKey = 1,
     /// The proxy cannot take more sessions now.
     Busy = 2,
+    /// The initiation's timestamp is more than the freshness window from the
+    /// proxy's clock (the client's clock is wrong); `time` in the payload is
+    /// a timestamp the proxy would accept now.
+    ClockSkew = 3,
+    /// The timestamp is within the window but not newer than the newest the
+    /// proxy holds for this key or its restart floor; `time` is a timestamp
+    /// the proxy would accept now.
+    Stale = 4,
 }
 
 impl HandshakeStatus {
@@ -186,19 +194,25 @@ impl HandshakeStatus {
             0 => Some(Self::Accepted),
             1 => Some(Self::UnknownKey),
             2 => Some(Self::Busy),
+            3 => Some(Self::ClockSkew),
+            4 => Some(Self::Stale),
             _ => None,
         }
     }
 }
 
-/// The payload the proxy puts in Noise message 2 (33 bytes).
+/// The payload the proxy puts in Noise message 2 (45 bytes).
 ///
 /// ```text
 ///  0 status (1)   1 reserved (1)   2 keepalive_s (2)   4 session_id (8)
 /// 12 proxy_id (2) 14 family (1: 4 or 6)  15 port (2)   17 address (16)
+/// 33 time (12, TAI64N)
 /// ```
 /// The observed address is where the proxy saw the client's packet come
 /// from: the client's outside NAT address, which helps operators debug NAT.
+/// `time` is the proxy's wall clock; with [`HandshakeStatus::ClockSkew`] and
+/// [`HandshakeStatus::Stale`] it is raised to a timestamp the proxy would
+/// accept now, which the client adopts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ResponsePayload {
     /// Whether the session was established.
@@ -211,6 +225,8 @@ pub struct ResponsePayload {
     pub proxy_id: u16,
     /// The client's address as the proxy saw it.
     pub observed: SocketAddr,
+    /// The proxy's wall clock, or the timestamp to use (see above).
+    pub time: [u8; TIMESTAMP_LEN],
 }
 
 impl ResponsePayload {
@@ -224,6 +240,7 @@ impl ResponsePayload {
             .u64(self.session_id)
             .u16(self.proxy_id);
         encode_addr(&mut w, self.observed);
+        w.bytes(&self.time);
         debug_assert_eq!(w.finish(), Some(RESPONSE_PAYLOAD_LEN));
         out
     }
@@ -242,6 +259,7 @@ impl ResponsePayload {
         let session_id = r.u64().ok_or(DropReason::Truncated)?;
         let proxy_id = r.u16().ok_or(DropReason::Truncated)?;
         let observed = decode_addr(&mut r).ok_or(DropReason::BadInner)?;
+        let time = r.array().ok_or(DropReason::Truncated)?;
         r.finish().ok_or(DropReason::Oversized)?;
         Ok(Self {
             status,
@@ -249,6 +267,7 @@ impl ResponsePayload {
             session_id,
             proxy_id,
             observed,
+            time,
         })
     }
 }
@@ -294,7 +313,7 @@ mod tests {
     fn lengths_match_the_spec() {
         assert_eq!(INIT_NOISE_LEN, 108);
         assert_eq!(INIT_LEN, 148);
-        assert_eq!(RESPONSE_LEN, 89);
+        assert_eq!(RESPONSE_LEN, 101);
         assert_eq!(COOKIE_REPLY_LEN, 64);
     }
 
@@ -329,6 +348,7 @@ mod tests {
                 session_id: 0x0001_2345_6789_abcd,
                 proxy_id: 1,
                 observed: observed.parse().unwrap(),
+                time: crate::crypto::tai64n(1_800_000_000_000_000_007),
             };
             assert_eq!(ResponsePayload::decode(&p.encode()), Ok(p));
         }
@@ -342,6 +362,7 @@ mod tests {
             session_id: 1,
             proxy_id: 1,
             observed: "192.0.2.7:4".parse().unwrap(),
+            time: [0; 12],
         };
         let mut b = p.encode();
         b[14] = 5;

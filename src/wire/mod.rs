@@ -134,6 +134,17 @@ drop_reasons! {
     /// The packet was valid but its answer could not be built: the caller's
     /// output buffer is too small, or the session's send counter is spent.
     CannotAnswer => "cannot_answer",
+    /// An Invite refused because a bound on calls was reached (per session,
+    /// per device or the whole proxy's table).
+    CallLimit => "call_limit",
+    /// A Register refused because a bound on registrations was reached (names
+    /// per session or devices per name).
+    RegistrationLimit => "registration_limit",
+    /// An authenticated control message the proxy did not act on (nor
+    /// acknowledge) because the sender's queue of unacknowledged control
+    /// messages is full: the sender must acknowledge what it was sent before
+    /// it is served again (spec "Reliable delivery of control messages").
+    ControlBacklog => "control_backlog",
 }
 
 /// Counters of dropped packets, one per [`DropReason`].

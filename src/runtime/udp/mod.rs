@@ -155,10 +155,12 @@ impl UdpEndpoint {
     /// Waits until at least one valid datagram is available, then receives up
     /// to `batch.capacity()` datagrams with one `recvmmsg` call.
     ///
-    /// Returns the number of valid datagrams, always at least 1; read them
-    /// with [`RecvBatch::get`] or [`RecvBatch::iter_mut`]. Datagrams larger
-    /// than [`MAX_DATAGRAM`] are dropped and counted in
-    /// [`RecvBatch::truncated`] instead of being returned cut short.
+    /// Returns the number of valid datagrams; read them with
+    /// [`RecvBatch::get`] or [`RecvBatch::iter_mut`]. Datagrams larger than
+    /// [`MAX_DATAGRAM`] are dropped and counted in [`RecvBatch::truncated`]
+    /// instead of being returned cut short; the result is 0 only when a
+    /// receive got nothing else, so that the caller learns of them at once
+    /// (and can count them) rather than at the next valid datagram.
     ///
     /// Cancel safe: if the future is dropped, no datagram has been consumed
     /// that the batch does not hold.
@@ -170,8 +172,7 @@ impl UdpEndpoint {
                 .async_io(Interest::READABLE, || batch.recv_once(fd))
                 .await
             {
-                // Everything in this round was truncated: wait for more.
-                Ok(0) => continue,
+                // Possibly 0: everything in this round was truncated.
                 Ok(n) => return Ok(n),
                 Err(e) if is_transient_recv_error(&e) => {
                     log::debug!("recvmmsg: ignoring transient error: {e}");

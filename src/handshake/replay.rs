@@ -1,0 +1,452 @@
+//! Replay protection of handshake initiations (spec 5.3).
+//!
+//! A proxy accepts an initiation only if its TAI64N timestamp is within
+//! [`FRESHNESS_WINDOW`] of the proxy's wall clock, newer than the newest
+//! timestamp it holds for that client key, and newer than its floor. The
+//! floor starts at the proxy's start time, so no initiation made before a
+//! (re)start is ever accepted after it: the state survives a restart by
+//! construction, with nothing written to disk.
+//!
+//! The shared part of the state is a max-register of timestamps per client
+//! key plus the floor; merging two tables takes the maximum of each, so every
+//! proxy of a network can share it ([`ReplayTable::merge`]). Entries whose
+//! newest timestamp has left the window are forgotten (the window refuses
+//! those timestamps anyway); a hard cap bounds the table, and an entry evicted
+//! to stay under it raises the floor instead of being forgotten.
+//!
+//! Timestamps outside the window, and stale ones, are answered with a hint
+//! (see [`Verdict`]) so that a client with a wrong clock corrects it instead
+//! of being locked out: once per timestamp and per kind (ahead, behind,
+//! stale), since each kind keeps a max-register of what it answered, while
+//! the key's entry lives (at least two windows after its last answer).
+
+use crate::crypto::{tai64n, tai64n_to_unix_nanos, PublicKey};
+use std::collections::{BTreeSet, HashMap};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+/// How far an initiation's timestamp may be from the proxy's wall clock,
+/// either way. Wide enough for phones whose clock is a minute off, narrow
+/// enough that an entry is needed for only a few minutes.
+pub const FRESHNESS_WINDOW: Duration = Duration::from_secs(120);
+
+/// Default cap on the client keys a [`ReplayTable`] holds (about 25 MB).
+pub const DEFAULT_MAX_KEYS: usize = 1 << 18;
+
+/// The proxy's wall clock, derived from one reading and the monotonic clock,
+/// so the core never reads a clock itself (it is sans-IO).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct WallClock {
+    /// When the proxy started (its replay floor is the wall clock then).
+    start: Instant,
+    anchor: Instant,
+    unix_nanos: u128,
+}
+
+impl WallClock {
+    /// A clock that reads `unix_nanos` (nanoseconds since the Unix epoch) at
+    /// `now`.
+    pub fn new(now: Instant, unix_nanos: u128) -> Self {
+        Self {
+            start: now,
+            anchor: now,
+            unix_nanos,
+        }
+    }
+
+    /// The same clock, set to read `unix_nanos` at `now` (after a step of
+    /// the system clock); the start instant is kept.
+    pub fn reanchored(&self, now: Instant, unix_nanos: u128) -> Self {
+        Self {
+            start: self.start,
+            anchor: now,
+            unix_nanos,
+        }
+    }
+
+    /// What this clock reads for the instant it was created at.
+    pub fn start_unix_nanos(&self) -> u128 {
+        self.at(self.start)
+    }
+
+    /// A clock anchored at the operating system's wall clock, read once.
+    pub fn system(now: Instant) -> Self {
+        let unix = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos());
+        Self::new(now, unix)
+    }
+
+    /// Nanoseconds since the Unix epoch at `now`.
+    pub fn at(&self, now: Instant) -> u128 {
+        if now >= self.anchor {
+            self.unix_nanos + (now - self.anchor).as_nanos()
+        } else {
+            self.unix_nanos
+                .saturating_sub((self.anchor - now).as_nanos())
+        }
+    }
+}
+
+/// What the proxy should do with an authentic initiation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Verdict {
+    /// Fresh: its timestamp is now recorded; go on (accept or refuse it on
+    /// other grounds).
+    Fresh,
+    /// Already seen or already answered: drop it without an answer (and
+    /// without the Diffie-Hellman work of one).
+    Replay,
+    /// The timestamp is more than [`FRESHNESS_WINDOW`] from the proxy's
+    /// clock: answer with "clock skew" and `hint`.
+    OutsideWindow {
+        /// A timestamp (ns since the Unix epoch) that would be accepted now.
+        hint: u128,
+    },
+    /// Within the window but not newer than the newest timestamp held for
+    /// the key or the floor (a clock stepped back, a proxy restart, another
+    /// device with the same key): answer with "stale" and `hint`.
+    Stale {
+        /// A timestamp (ns since the Unix epoch) that would be accepted now.
+        hint: u128,
+    },
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+struct Entry {
+    /// Newest authentic timestamp within the window (0: none). The shared,
+    /// mergeable part.
+    newest: u128,
+    /// Newest timestamp answered as ahead of the window (local only).
+    answered_ahead: u128,
+    /// Newest timestamp answered as behind the window (local only).
+    answered_behind: u128,
+    /// Newest timestamp answered as stale within the window (local only).
+    answered_stale: u128,
+    /// When the entry may be forgotten (proxy wall clock, ns).
+    expires: u128,
+}
+
+/// Per-client-key max-register of handshake timestamps, plus a floor.
+#[derive(Debug)]
+pub struct ReplayTable {
+    window: u128,
+    max_keys: usize,
+    /// Timestamps at or below this are refused for every key (ns): the
+    /// larger of `start - 1` and `raised`.
+    floor: u128,
+    /// The largest floor set by eviction, merging or [`ReplayTable::raise_floor`].
+    raised: u128,
+    entries: HashMap<PublicKey, Entry>,
+    /// Entries in order of expiry: expiry and eviction are O(log n).
+    by_expiry: BTreeSet<(u128, PublicKey)>,
+}
+
+impl ReplayTable {
+    /// An empty table for a proxy that starts at `start_unix_nanos`: nothing
+    /// made before then is accepted. Holds at most `max_keys` keys (at
+    /// least 1).
+    pub fn new(start_unix_nanos: u128, max_keys: usize) -> Self {
+        Self {
+            window: FRESHNESS_WINDOW.as_nanos(),
+            max_keys: max_keys.max(1),
+            floor: start_unix_nanos.saturating_sub(1),
+            raised: 0,
+            entries: HashMap::new(),
+            by_expiry: BTreeSet::new(),
+        }
+    }
+
+    /// Judges (and records) an authentic initiation from `key` made at `ts`,
+    /// received when the proxy's clock reads `now` (ns since the Unix
+    /// epoch). O(log n).
+    pub fn check(&mut self, key: &PublicKey, ts: &[u8; 12], now: u128) -> Verdict {
+        self.expire(now);
+        // A malformed TAI64N is as useless as one from 1970: behind.
+        let ts = tai64n_to_unix_nanos(ts).unwrap_or(0);
+        let old = self.entries.get(key).copied().unwrap_or_default();
+        let hint = now.max(self.floor + 1).max(old.newest + 1);
+        let mut e = old;
+        // The window is centred on the hint rather than `now` when the state
+        // is ahead of the clock (the clock was stepped back), so that a
+        // client that adopts the hint is accepted.
+        let verdict = if ts > hint + self.window {
+            if old.answered_ahead >= ts {
+                return Verdict::Replay;
+            }
+            e.answered_ahead = ts;
+            Verdict::OutsideWindow { hint }
+        } else if ts + self.window < now {
+            if old.answered_behind >= ts {
+                return Verdict::Replay;
+            }
+            e.answered_behind = ts;
+            Verdict::OutsideWindow { hint }
+        } else if ts > self.floor && ts > old.newest && ts != old.answered_ahead {
+            // (An initiation once answered as too far ahead stays refused
+            // when the clock reaches it: it may be a replay of that one.)
+            e.newest = ts;
+            Verdict::Fresh
+        } else if ts == old.newest || ts == old.answered_ahead || old.answered_stale >= ts {
+            return Verdict::Replay;
+        } else {
+            e.answered_stale = ts;
+            Verdict::Stale { hint }
+        };
+        self.store(key, e, now);
+        verdict
+    }
+
+    fn store(&mut self, key: &PublicKey, mut e: Entry, now: u128) {
+        match self.entries.get(key) {
+            Some(old) => {
+                self.by_expiry.remove(&(old.expires, *key));
+            }
+            None => {
+                if self.entries.len() >= self.max_keys {
+                    self.evict_first(now);
+                }
+            }
+        }
+        // `newest` is at most now + window, so after now + 2 windows it is
+        // behind the window. An answered-ahead timestamp must be kept until
+        // it too is behind, or its replay could be accepted then.
+        e.expires = (now + 2 * self.window)
+            .max(e.answered_ahead.saturating_add(self.window))
+            .max(e.expires);
+        self.by_expiry.insert((e.expires, *key));
+        self.entries.insert(*key, e);
+    }
+
+    /// Drops the entry that expires first, raising the floor to its newest
+    /// timestamp so that what it protected stays refused. (Never beyond the
+    /// window: a key that pushed its own timestamps ahead must not push the
+    /// floor of every other key there.)
+    fn evict_first(&mut self, now: u128) {
+        if let Some((_, key)) = self.by_expiry.pop_first() {
+            if let Some(e) = self.entries.remove(&key) {
+                self.raise(e.newest.min(now + self.window));
+            }
+        }
+    }
+
+    fn raise(&mut self, t: u128) {
+        self.raised = self.raised.max(t);
+        self.floor = self.floor.max(t);
+    }
+
+    /// Moves the start part of the floor (the proxy's start time, `start`
+    /// ns since the Unix epoch) after a step of the proxy's clock; floors
+    /// raised otherwise stay.
+    pub fn set_start(&mut self, start: u128) {
+        self.floor = start.saturating_sub(1).max(self.raised);
+    }
+
+    /// Forgets entries whose timestamps the window refuses by now.
+    fn expire(&mut self, now: u128) {
+        while let Some(&(expires, key)) = self.by_expiry.first() {
+            if expires >= now {
+                break;
+            }
+            self.by_expiry.pop_first();
+            self.entries.remove(&key);
+        }
+    }
+
+    /// Timestamps at or below the floor are refused for every key.
+    pub fn floor(&self) -> [u8; 12] {
+        tai64n(self.floor)
+    }
+
+    /// Raises the floor to `ts` (never lowers it).
+    pub fn raise_floor(&mut self, ts: &[u8; 12]) {
+        if let Some(t) = tai64n_to_unix_nanos(ts) {
+            self.raise(t);
+        }
+    }
+
+    /// The newest timestamp recorded for `key`, if any.
+    pub fn newest(&self, key: &PublicKey) -> Option<[u8; 12]> {
+        self.entries
+            .get(key)
+            .filter(|e| e.newest > 0)
+            .map(|e| tai64n(e.newest))
+    }
+
+    /// The shareable state: every key's newest timestamp (the floor is
+    /// [`ReplayTable::floor`]).
+    pub fn iter(&self) -> impl Iterator<Item = (PublicKey, [u8; 12])> + '_ {
+        self.entries
+            .iter()
+            .filter(|(_, e)| e.newest > 0)
+            .map(|(k, e)| (*k, tai64n(e.newest)))
+    }
+
+    /// Merges another proxy's state (its floor and per-key newest
+    /// timestamps) into this one: the maximum of each wins, so merging is
+    /// commutative, associative and idempotent. `now` is this proxy's clock.
+    pub fn merge(
+        &mut self,
+        floor: &[u8; 12],
+        entries: impl IntoIterator<Item = (PublicKey, [u8; 12])>,
+        now: u128,
+    ) {
+        self.raise_floor(floor);
+        self.expire(now);
+        for (key, ts) in entries {
+            let Some(ts) = tai64n_to_unix_nanos(&ts) else {
+                continue;
+            };
+            // Already behind the window: nothing to protect.
+            if ts + self.window < now {
+                continue;
+            }
+            let mut e = self.entries.get(&key).copied().unwrap_or_default();
+            if ts > e.newest {
+                e.newest = ts;
+                self.store(&key, e, now);
+            }
+        }
+    }
+
+    /// Client keys held.
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// True when no key is held.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const S: u128 = 1_000_000_000;
+    const T0: u128 = 1_800_000_000 * S;
+
+    fn key(i: u32) -> PublicKey {
+        let mut k = [0u8; 32];
+        k[..4].copy_from_slice(&i.to_be_bytes());
+        PublicKey(k)
+    }
+
+    #[test]
+    fn window_floor_and_max_register() {
+        let mut t = ReplayTable::new(T0, 16);
+        let k = key(1);
+        assert!(matches!(
+            t.check(&k, &tai64n(T0 - S), T0),
+            Verdict::Stale { hint } if hint == T0
+        ));
+        assert_eq!(t.check(&k, &tai64n(T0 + 1), T0), Verdict::Fresh);
+        assert_eq!(t.check(&k, &tai64n(T0 + 1), T0), Verdict::Replay);
+        // Older than the newest: stale, answered once, with a hint above it.
+        assert_eq!(
+            t.check(&k, &tai64n(T0 - S / 2), T0 + S),
+            Verdict::Stale { hint: T0 + S }
+        );
+        assert_eq!(t.check(&k, &tai64n(T0 - S / 2), T0 + S), Verdict::Replay);
+        assert_eq!(t.check(&k, &tai64n(T0 + 2), T0 + S), Verdict::Fresh);
+        // Far ahead and far behind: answered once each, never recorded.
+        let ahead = T0 + 3600 * S;
+        assert!(matches!(
+            t.check(&k, &tai64n(ahead), T0 + S),
+            Verdict::OutsideWindow { .. }
+        ));
+        assert_eq!(t.check(&k, &tai64n(ahead), T0 + S), Verdict::Replay);
+        assert_eq!(t.newest(&k), Some(tai64n(T0 + 2)));
+        let behind = T0 - 3600 * S;
+        assert!(matches!(
+            t.check(&k, &tai64n(behind), T0 + S),
+            Verdict::OutsideWindow { .. }
+        ));
+        assert_eq!(t.check(&k, &tai64n(behind), T0 + S), Verdict::Replay);
+        // The corrected clock is accepted.
+        assert_eq!(t.check(&k, &tai64n(T0 + S), T0 + S), Verdict::Fresh);
+        // The answered-ahead initiation stays refused when its time comes.
+        assert_eq!(t.check(&k, &tai64n(ahead), ahead), Verdict::Replay);
+    }
+
+    #[test]
+    fn expired_entries_go_in_time_order() {
+        let mut t = ReplayTable::new(T0, 1000);
+        for i in 0..10 {
+            assert_eq!(
+                t.check(&key(i), &tai64n(T0 + u128::from(i)), T0 + u128::from(i) * S),
+                Verdict::Fresh
+            );
+        }
+        assert_eq!(t.len(), 10);
+        // After two windows the first five are behind the window for good.
+        t.check(&key(99), &tai64n(T0 + 245 * S), T0 + 245 * S);
+        assert_eq!(t.len(), 6, "keys 5..9 and 99 remain");
+        assert!(t.newest(&key(4)).is_none() && t.newest(&key(5)).is_some());
+    }
+
+    #[test]
+    fn cap_evicts_oldest_and_raises_the_floor() {
+        let mut t = ReplayTable::new(T0, 4);
+        for i in 0..100 {
+            let ts = T0 + u128::from(i) * 1000 + 1;
+            assert_eq!(t.check(&key(i), &tai64n(ts), T0), Verdict::Fresh);
+            assert!(t.len() <= 4);
+        }
+        assert_eq!(t.floor(), tai64n(T0 + 95 * 1000 + 1));
+        // Key 0 was evicted, but its timestamp is still refused.
+        assert!(t.newest(&key(0)).is_none());
+        assert!(matches!(
+            t.check(&key(0), &tai64n(T0 + 1), T0),
+            Verdict::Stale { .. }
+        ));
+    }
+
+    #[test]
+    fn merge_takes_the_maximum() {
+        let mut a = ReplayTable::new(T0, 16);
+        let mut b = ReplayTable::new(T0 + 5, 16);
+        a.check(&key(1), &tai64n(T0 + 10), T0);
+        b.check(&key(1), &tai64n(T0 + 20), T0);
+        b.check(&key(2), &tai64n(T0 + 30), T0);
+        let (floor, entries): ([u8; 12], Vec<_>) = (b.floor(), b.iter().collect());
+        a.merge(&floor, entries.clone(), T0);
+        a.merge(&floor, entries, T0);
+        assert_eq!(a.floor(), tai64n(T0 + 4));
+        assert_eq!(a.newest(&key(1)), Some(tai64n(T0 + 20)));
+        assert_eq!(a.newest(&key(2)), Some(tai64n(T0 + 30)));
+        assert_eq!(a.check(&key(2), &tai64n(T0 + 30), T0), Verdict::Replay);
+    }
+
+    #[test]
+    fn a_clock_stepped_back_locks_nobody_out() {
+        // Started with the clock an hour ahead; a client corrected to it.
+        let hour = 3600 * S;
+        let mut t = ReplayTable::new(T0 + hour, 16);
+        let k = key(1);
+        assert_eq!(
+            t.check(&k, &tai64n(T0 + hour + 1), T0 + hour),
+            Verdict::Fresh
+        );
+        // NTP steps the clock back an hour.
+        t.set_start(T0);
+        // A client with a right clock is accepted at once...
+        assert_eq!(t.check(&key(2), &tai64n(T0 + 5), T0 + 5), Verdict::Fresh);
+        // ...and one whose state is ahead is told a timestamp that works.
+        let Verdict::Stale { hint } = t.check(&k, &tai64n(T0 + 6), T0 + 6) else {
+            panic!("stale");
+        };
+        assert_eq!(hint, T0 + hour + 2);
+        assert_eq!(t.check(&k, &tai64n(hint), T0 + 7), Verdict::Fresh);
+    }
+
+    #[test]
+    fn wall_clock_follows_the_monotonic_clock() {
+        let t = Instant::now() + Duration::from_secs(10);
+        let w = WallClock::new(t, T0);
+        assert_eq!(w.at(t + Duration::from_secs(3)), T0 + 3 * S);
+        assert_eq!(w.at(t - Duration::from_secs(3)), T0 - 3 * S);
+        let stepped = w.reanchored(t + Duration::from_secs(5), T0 - 100 * S);
+        assert_eq!(stepped.start_unix_nanos(), T0 - 105 * S);
+    }
+}
