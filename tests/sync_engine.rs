@@ -482,9 +482,17 @@ fn lookup_and_fetch_answer_from_the_peer_table() {
         |e| matches!(e, Event::LookupDone { req: r, status: msg::LookupStatus::NotFound, .. } if *r == miss)
     ));
     assert_eq!(tb.nodes[0].get(S, &k(3)).unwrap().owner, 2);
+    let st = tb.nodes[0].peer_status(2).unwrap();
+    assert!(st.connected && st.ready && st.last_heard_ms.is_some_and(|t| t > T0));
     // A request to a peer that is down is refused, not queued forever.
     tb.partition(&[&[0], &[1]]);
     assert!(tb.nodes[0].lookup(tb.now, 2, S, k(3)).is_err());
+    let down = tb.nodes[0].peer_status(2).unwrap();
+    assert!(!down.connected && !down.ready && down.queued_bytes == 0);
+    assert_eq!(
+        down.last_heard_ms, st.last_heard_ms,
+        "the sync lag survives the link"
+    );
 }
 
 #[test]

@@ -371,6 +371,22 @@ struct Peer {
     push_buf: Vec<u8>,
     push_n: usize,
     scopes: BTreeMap<Scope, PeerScope>,
+    /// Wall ms of the last message from the peer that was not dropped
+    /// (kept across reconnects; 0 = never).
+    last_heard: WallMs,
+}
+
+/// A peer's sync state, for metrics and the CLI ("sync lag", "queue depth").
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PeerStatus {
+    /// The link is up.
+    pub connected: bool,
+    /// The peer's Hello arrived on the current link.
+    pub ready: bool,
+    /// Bytes queued for the peer.
+    pub queued_bytes: usize,
+    /// Wall ms of the last message from the peer that was not dropped.
+    pub last_heard_ms: Option<WallMs>,
 }
 
 impl Peer {
@@ -501,6 +517,7 @@ impl Engine {
         };
         *p = Peer {
             connected: true,
+            last_heard: p.last_heard,
             ..Peer::default()
         };
         self.enqueue(peer, hello);
@@ -510,9 +527,27 @@ impl Engine {
     /// is repaired by reconciliation after the next Hello).
     pub fn peer_disconnected(&mut self, peer: NodeId) {
         if let Some(p) = self.peers.get_mut(&peer) {
-            *p = Peer::default();
+            *p = Peer {
+                last_heard: p.last_heard,
+                ..Peer::default()
+            };
         }
         self.requests.retain(|_, (p, _)| *p != peer);
+    }
+
+    /// The configured peers.
+    pub fn peers(&self) -> impl Iterator<Item = NodeId> + '_ {
+        self.peers.keys().copied()
+    }
+
+    /// `peer`'s sync state, if it is configured.
+    pub fn peer_status(&self, peer: NodeId) -> Option<PeerStatus> {
+        self.peers.get(&peer).map(|p| PeerStatus {
+            connected: p.connected,
+            ready: p.connected && p.caps.is_some(),
+            queued_bytes: p.queued(),
+            last_heard_ms: (p.last_heard != 0).then_some(p.last_heard),
+        })
     }
 
     /// Bytes queued for `peer` (the metric "queue depth").
@@ -855,8 +890,13 @@ impl Engine {
         self.stats.msgs_in += 1;
         self.stats.bytes_in += bytes.len() as u64;
         let r = self.dispatch(peer, bytes);
-        if let Err(d) = r {
-            self.stats.drops[d as usize] += 1;
+        match r {
+            Err(d) => self.stats.drops[d as usize] += 1,
+            Ok(()) => {
+                if let Some(p) = self.peers.get_mut(&peer) {
+                    p.last_heard = now;
+                }
+            }
         }
         r
     }
@@ -1016,7 +1056,7 @@ impl Engine {
         };
         self.stats.applied += 1;
         if let Some(prev) = &previous {
-            if prev.owner == me && e.owner != me {
+            if prev.owner == me && e.owner != me && !prev.is_tombstone() {
                 self.emit(Event::OwnershipLost {
                     scope,
                     key: e.key.clone(),
