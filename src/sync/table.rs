@@ -277,3 +277,62 @@ impl Table {
         out
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sync::types::Version;
+
+    fn table(n: u32) -> (Table, Hasher) {
+        let h = Hasher::new(&[3; 32]);
+        let mut t = Table::new(Scope(1), 1 << 20, 0);
+        for i in 0..n {
+            let e = Entry {
+                key: Key::new(1, &i.to_be_bytes()).unwrap(),
+                owner: 1,
+                stamp: Stamp {
+                    epoch: 0,
+                    version: Version {
+                        ms: 1,
+                        logical: i,
+                        node: 1,
+                    },
+                },
+                value: Some(Box::new([0])),
+            };
+            assert!(matches!(t.apply(&h, e, 0), Applied::Stored { .. }));
+        }
+        (t, h)
+    }
+
+    #[test]
+    fn splits_tile_the_range_and_sum_to_its_summary() {
+        let (t, _) = table(5000);
+        for (lo, hi) in [
+            (0, u64::MAX),
+            (0, 15),
+            (5, 5),
+            (u64::MAX - 3, u64::MAX),
+            (1 << 60, (1 << 62) + 7),
+        ] {
+            let whole = t.summary(lo, hi);
+            let parts = t.split(lo, hi, 16);
+            assert_eq!(parts.first().unwrap().lo, lo);
+            assert_eq!(parts.last().unwrap().hi, hi);
+            for w in parts.windows(2) {
+                assert_eq!(w[0].hi + 1, w[1].lo, "contiguous, disjoint");
+            }
+            let count: u64 = parts.iter().map(|r| r.count).sum();
+            let fp = parts.iter().fold(0u128, |a, r| a.wrapping_add(r.fp));
+            assert_eq!((count, fp), (whole.count, whole.fp));
+            for r in &parts {
+                assert_eq!(t.summary(r.lo, r.hi), *r);
+            }
+        }
+        // The O(1) whole-table digest equals a scan.
+        let scan = t
+            .range(0, u64::MAX)
+            .fold(0u128, |a, (_, s)| a.wrapping_add(s.item));
+        assert_eq!(t.digest(), (5000, scan));
+    }
+}
