@@ -95,7 +95,7 @@ pub struct ProxyConfig {
     /// Voice for a party served by another proxy goes through that proxy
     /// (one more hop) instead of straight from this one: for networks whose
     /// routers drop packets from the anycast address on paths they route
-    /// elsewhere (strict uRPF). Off by default (docs/anypsp-proxy.md 8).
+    /// elsewhere (strict uRPF). Off by default (docs/anypsp-protocol.md 15.8).
     pub relay_via_serving: bool,
 }
 

@@ -1,4 +1,4 @@
-//! The proxy side of anypsp (docs/anypsp-proxy.md): state that other
+//! The proxy side of anypsp (docs/anypsp-protocol.md section 15): state that other
 //! proxies replicated here ([`Proxy::apply_remote`]) and the messages that
 //! cross between proxies ([`PeerMessage`]: a control message for a client
 //! another proxy serves, a client packet forwarded to its session's home).
