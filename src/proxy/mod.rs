@@ -14,13 +14,13 @@ mod accept;
 pub mod calls;
 pub mod events;
 pub mod registry;
-mod replica;
+pub mod replica;
 pub mod stats;
 pub mod subscribers;
 mod timers;
 
 pub use events::{ProxyEvent, SessionRecord};
-pub use replica::{PeerMessage, PspStats};
+pub use replica::{ApplyError, PeerMessage, PspStats};
 pub use stats::ProxyStats;
 pub use subscribers::Subscribers;
 
@@ -216,6 +216,9 @@ pub struct Proxy {
     /// Sessions whose serving proxy went down, served here until a proxy
     /// (this one or another) takes them over (see [`Proxy::peer_down`]).
     adopted: std::collections::HashSet<SessionId>,
+    /// Per-source limit on packets forwarded to their home (they cannot be
+    /// authenticated here).
+    forward_limiter: RateLimiter,
 }
 
 /// How often expiry sweeps run.
@@ -259,6 +262,7 @@ impl Proxy {
             peer_out: VecDeque::new(),
             psp: PspStats::default(),
             adopted: Default::default(),
+            forward_limiter: RateLimiter::new(replica::FORWARD_RATE_PER_S, replica::FORWARD_BURST),
         }
     }
 
@@ -466,7 +470,7 @@ impl Proxy {
         let me = self.cfg.proxy_id;
         let Some(session) = self.sessions.get_mut(&sid) else {
             // Not held (yet): its home may have it (anypsp forward to home).
-            self.forward_to_home(sid, src, dst_ip, d);
+            self.forward_to_home(now, sid, src, dst_ip, d);
             return Err(DropReason::UnknownSession);
         };
         let opened = session.crypto.open(&header, d)?;

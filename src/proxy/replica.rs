@@ -23,6 +23,16 @@ use std::time::{Duration, Instant};
 /// Default bound of the peer-bound queue (messages).
 pub const DEFAULT_MAX_PEER_QUEUE: usize = 4096;
 
+/// Packets forwarded to their home per source IP address: bucket size.
+/// Forwarding is needed only in the moment between a session's creation
+/// and its replication (tens of milliseconds), so a legitimate client needs
+/// a few packets; a forger gets no more than this (plus the rate).
+pub const FORWARD_BURST: u32 = 64;
+
+/// Packets forwarded to their home per source IP address: sustained rate
+/// per second.
+pub const FORWARD_RATE_PER_S: u32 = 50;
+
 /// A control message for a client served elsewhere crosses at most this
 /// many proxies (views of who serves a client may differ for a moment
 /// during a take-over; the limit ends any loop).
@@ -36,6 +46,9 @@ pub struct PspStats {
     pub takeovers: u64,
     /// Transport packets for a session not held here forwarded to its home.
     pub forwarded_to_home: u64,
+    /// Packets not forwarded to their home: their source was over
+    /// [`FORWARD_RATE_PER_S`] / [`FORWARD_BURST`].
+    pub forward_limited: u64,
     /// Forwarded packets received and handled as if from the client.
     pub forwarded_in: u64,
     /// Forwarded packets whose session the home does not hold either.
@@ -287,6 +300,7 @@ impl Proxy {
     /// here yet. Forwarded once (the home never forwards it again).
     pub(super) fn forward_to_home(
         &mut self,
+        now: Instant,
         sid: SessionId,
         src: SocketAddr,
         dst_ip: Option<IpAddr>,
@@ -294,6 +308,10 @@ impl Proxy {
     ) {
         let home = sid.home();
         if home == self.cfg.proxy_id {
+            return;
+        }
+        if !self.forward_limiter.allow(now, src.ip()) {
+            self.psp.forward_limited += 1;
             return;
         }
         let msg = PeerMessage::Forward {

@@ -201,6 +201,7 @@ impl Proxy {
             self.emit(crate::proxy::ProxyEvent::Unregistered { name, session });
         }
         self.limiter.sweep(now);
+        self.forward_limiter.sweep(now);
         self.flush_refusal_log(now);
         self.run_call_timers(now);
         self.log_summary(now);
