@@ -54,6 +54,8 @@ pub struct Site {
     pub events: Vec<Event>,
     /// Every voice frame it received.
     pub heard: Vec<Frame>,
+    /// Every datagram it sent, in order (for replay tests).
+    pub sent: Vec<Vec<u8>>,
 }
 
 enum Packet {
@@ -176,6 +178,7 @@ impl Bed {
                 client: Client::new(ClientConfig::new(k, network.public())),
                 events: Vec::new(),
                 heard: Vec::new(),
+                sent: Vec::new(),
             })
             .collect();
         Self {
@@ -273,6 +276,7 @@ impl Bed {
     /// Sends a datagram from site `i` along its current route.
     fn client_send(&mut self, i: usize, data: Vec<u8>) {
         self.note_nonce(&data);
+        self.sites[i].sent.push(data.clone());
         match self.route[i] {
             Some(p) => {
                 let src = self.sites[i].addr;
@@ -482,6 +486,12 @@ impl Bed {
             }
         }
         self.now = self.now.max(until);
+    }
+
+    /// Delivers `data` to proxy `p` as if from `src` (an attacker's
+    /// injection or replay), after the access latency.
+    pub fn inject(&mut self, p: usize, src: SocketAddr, data: Vec<u8>) {
+        self.schedule(self.access_latency, Packet::ToProxy { p, src, data });
     }
 
     /// Runs for `d` of simulated time.

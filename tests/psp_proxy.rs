@@ -611,3 +611,49 @@ fn forwarding_to_home_is_rate_limited_per_source_and_counted() {
         .handle_datagram(now, other, Some(ip), &mut pkt, &mut out);
     assert_eq!(net.proxy.psp_stats().forwarded_to_home, limit + 1);
 }
+
+#[test]
+fn an_old_client_packet_replayed_to_another_proxy_is_refused() {
+    let (mut bed, call) = two_proxy_call(10);
+    // 600 frames (12 s): the serving proxy's view of alice's counter moves
+    // on, and the other proxies' replicas must follow it.
+    bed.talk("alice", "bob", call, 0..600, |_, _| {});
+    bed.run_for(Duration::from_millis(100));
+    let old = bed
+        .site("alice")
+        .sent
+        .iter()
+        .rev()
+        .nth(500)
+        .cloned()
+        .unwrap();
+    let replay_drops = bed
+        .proxy(1)
+        .stats()
+        .drops
+        .get(anytun::wire::DropReason::Replay);
+    let attacker: std::net::SocketAddr = "192.0.2.99:6666".parse().unwrap();
+    // To proxy 2, which holds alice's session as a replica.
+    bed.inject(1, attacker, old);
+    bed.run_for(Duration::from_millis(50));
+    assert_eq!(
+        bed.proxy(1)
+            .stats()
+            .drops
+            .get(anytun::wire::DropReason::Replay),
+        replay_drops + 1
+    );
+    assert_eq!(bed.proxy(1).psp_stats().takeovers, 0);
+    let p1 = ProxyId::new(1).unwrap();
+    assert!(bed.serving_views("alice").values().all(|v| *v == Some(p1)));
+    let sid = bed.site("alice").client.session().unwrap();
+    for p in 0..3 {
+        let s = bed
+            .proxy(p)
+            .sessions()
+            .into_iter()
+            .find(|s| s.id == sid)
+            .unwrap();
+        assert_ne!(s.addr, attacker, "proxy {p} moved alice to the attacker");
+    }
+}

@@ -473,7 +473,13 @@ impl Proxy {
             self.forward_to_home(now, sid, src, dst_ip, d);
             return Err(DropReason::UnknownSession);
         };
+        let floor_before = session.crypto.client_floor();
         let opened = session.crypto.open(&header, d)?;
+        // The serving proxy reports the client's counter floor every
+        // FLOOR_STEP packets, so a replica refuses what it saw (spec 15.9).
+        let floor_due = session.serving == me
+            && session.crypto.client_floor() / replica::FLOOR_STEP
+                != floor_before / replica::FLOOR_STEP;
         // The address is learned only from an authenticated packet that is
         // the newest so far: a replayed or delayed packet cannot move it.
         let mut changed = false;
@@ -500,7 +506,7 @@ impl Proxy {
             self.psp.takeovers += 1;
             self.arm_expiry(sid, now);
         }
-        if changed || take_over {
+        if changed || take_over || floor_due {
             self.emit_session(now, sid, false);
         }
         self.on_opened(now, sid, opened.plaintext, out)

@@ -33,6 +33,12 @@ pub const FORWARD_BURST: u32 = 64;
 /// per second.
 pub const FORWARD_RATE_PER_S: u32 = 50;
 
+/// The serving proxy reports a client's counter floor (in
+/// `SessionUpdated`) each time the client's newest counter crosses a
+/// multiple of this: a replica accepts a replayed client packet only if it is
+/// among about this many newest (about 5 s of voice at 50 packets/s).
+pub const FLOOR_STEP: u64 = 256;
+
 /// A control message for a client served elsewhere crosses at most this
 /// many proxies (views of who serves a client may differ for a moment
 /// during a take-over; the limit ends any loop).
@@ -485,6 +491,7 @@ impl Proxy {
             s.addr = r.addr;
             s.local_ip = r.local_ip;
             s.last_seen = now;
+            s.crypto.raise_client_floor(r.state.client_counter_floor);
             self.adopted.remove(&id);
             if s.serving == me {
                 // Another proxy took the client over: it serves it now. What

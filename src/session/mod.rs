@@ -220,6 +220,23 @@ impl SessionCrypto {
         Ok(Opened { plaintext, newest })
     }
 
+    /// Newest client counter seen plus one (0 at a client's end).
+    pub fn client_floor(&self) -> u64 {
+        match &self.windows {
+            Windows::FromClient(w) => w.top(),
+            Windows::FromProxies(_) => 0,
+        }
+    }
+
+    /// Refuses client counters below `floor` from now on: the floor the
+    /// serving proxy reported, so a client packet it saw cannot be replayed
+    /// here (no effect at a client's end).
+    pub fn raise_client_floor(&mut self, floor: u64) {
+        if let Windows::FromClient(w) = &mut self.windows {
+            w.raise_floor(floor);
+        }
+    }
+
     /// The exportable state of a proxy's end of the session.
     pub fn export(&self, client_key: PublicKey) -> SessionState {
         let client_floor = match &self.windows {

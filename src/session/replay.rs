@@ -62,6 +62,15 @@ impl ReplayWindow {
         w
     }
 
+    /// Refuses everything below `floor` from now on (a floor another proxy
+    /// reported for the same sender). A floor at or below the newest counter
+    /// seen changes nothing.
+    pub fn raise_floor(&mut self, floor: u64) {
+        if floor > self.top {
+            *self = Self::with_floor(floor);
+        }
+    }
+
     /// Newest counter seen plus one (0 if none): the floor to hand on.
     pub fn top(&self) -> u64 {
         self.top
