@@ -166,6 +166,10 @@ impl Bed {
             })
             .collect::<Vec<_>>();
         let n = proxies.len();
+        let mut proxies = proxies;
+        for p in proxies.iter_mut().flatten() {
+            p.set_peers((1..=n as u16).filter_map(ProxyId::new));
+        }
         let sites = names
             .iter()
             .zip(keys)

@@ -565,6 +565,21 @@ fn garbage_from_a_peer_is_counted_and_changes_nothing() {
     assert_eq!(px.peer_queue_len(), 0);
 }
 
+/// A transport packet with a valid header for session `raw` of `home` (its
+/// tag is garbage: only its home could tell).
+fn forged(home: ProxyId, raw: u64) -> Vec<u8> {
+    let header = anytun::wire::transport::TransportHeader {
+        sender: anytun::session::SenderId::CLIENT,
+        session: anytun::session::SessionId::new(home, raw),
+        counter: raw,
+    };
+    let mut pkt = vec![0u8; 60];
+    let mut h = [0u8; anytun::wire::transport::HEADER_LEN];
+    header.write(&mut h);
+    pkt[..h.len()].copy_from_slice(&h);
+    pkt
+}
+
 #[test]
 fn forwarding_to_home_is_rate_limited_per_source_and_counted() {
     // Forged transport packets naming another home: the proxy cannot
@@ -572,43 +587,29 @@ fn forwarding_to_home_is_rate_limited_per_source_and_counted() {
     // bounded per source, not only by the peer queue.
     let mut net = Net::new(&["alice"]);
     let home = ProxyId::new(9).unwrap();
-    let src: std::net::SocketAddr = "192.0.2.66:4444".parse().unwrap();
+    let (now, ip) = (net.now, net.proxy_ip());
     let mut out = [0u8; anytun::wire::MAX_DATAGRAM];
-    let now = net.now;
-    let ip = net.proxy_ip();
-    for i in 0..1000u64 {
-        let header = anytun::wire::transport::TransportHeader {
-            sender: anytun::session::SenderId::CLIENT,
-            session: anytun::session::SessionId::new(home, i + 1),
-            counter: i,
-        };
-        let mut pkt = vec![0u8; 60];
-        let mut h = [0u8; anytun::wire::transport::HEADER_LEN];
-        header.write(&mut h);
-        pkt[..h.len()].copy_from_slice(&h);
-        assert!(net
-            .proxy
+    let mut send = |net: &mut Net, src: &str, raw: u64| {
+        let src: std::net::SocketAddr = src.parse().unwrap();
+        let mut pkt = forged(home, raw);
+        net.proxy
             .handle_datagram(now, src, Some(ip), &mut pkt, &mut out)
-            .is_none());
+    };
+    // A proxy alone forwards nothing (9 is no peer of it): counted.
+    assert!(send(&mut net, "192.0.2.65:4444", 1).is_none());
+    assert_eq!(net.proxy.psp_stats().not_a_peer, 1);
+    assert_eq!(net.proxy.peer_queue_len(), 0);
+    net.proxy.set_peers([home]);
+    for i in 0..1000u64 {
+        assert!(send(&mut net, "192.0.2.66:4444", i + 1).is_none());
     }
     let s = net.proxy.psp_stats().clone();
-    let limit = anytun::proxy::replica::FORWARD_BURST as u64;
+    let limit = u64::from(anytun::proxy::replica::FORWARD_BURST);
     assert_eq!(s.forwarded_to_home, limit, "{s:?}");
     assert_eq!(s.forward_limited, 1000 - limit);
     assert_eq!(net.proxy.peer_queue_len() as u64, limit);
     // Another source still gets through.
-    let other: std::net::SocketAddr = "192.0.2.67:4444".parse().unwrap();
-    let header = anytun::wire::transport::TransportHeader {
-        sender: anytun::session::SenderId::CLIENT,
-        session: anytun::session::SessionId::new(home, 5000),
-        counter: 0,
-    };
-    let mut pkt = vec![0u8; 60];
-    let mut h = [0u8; anytun::wire::transport::HEADER_LEN];
-    header.write(&mut h);
-    pkt[..h.len()].copy_from_slice(&h);
-    net.proxy
-        .handle_datagram(now, other, Some(ip), &mut pkt, &mut out);
+    send(&mut net, "192.0.2.67:4444", 5000);
     assert_eq!(net.proxy.psp_stats().forwarded_to_home, limit + 1);
 }
 

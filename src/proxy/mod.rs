@@ -219,6 +219,9 @@ pub struct Proxy {
     /// Per-source limit on packets forwarded to their home (they cannot be
     /// authenticated here).
     forward_limiter: RateLimiter,
+    /// The peer proxies this one may send peer messages to (see
+    /// [`Proxy::set_peers`]); none by default (a proxy alone).
+    peers: std::collections::HashSet<ProxyId>,
 }
 
 /// How often expiry sweeps run.
@@ -262,6 +265,7 @@ impl Proxy {
             peer_out: VecDeque::new(),
             psp: PspStats::default(),
             adopted: Default::default(),
+            peers: Default::default(),
             forward_limiter: RateLimiter::new(replica::FORWARD_RATE_PER_S, replica::FORWARD_BURST),
         }
     }

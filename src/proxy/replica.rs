@@ -67,6 +67,9 @@ pub struct PspStats {
     pub adopted: u64,
     /// Control messages dropped after [`MAX_CONTROL_HOPS`] proxies.
     pub control_lost: u64,
+    /// Peer messages not queued because they were for a proxy that is not a
+    /// configured peer (see [`Proxy::set_peers`]).
+    pub not_a_peer: u64,
     /// Peer messages dropped because the peer-bound queue was full.
     pub peer_queue_full: u64,
     /// Peer messages that did not parse (dropped).
@@ -280,6 +283,14 @@ impl Proxy {
         self.peer_out.pop_front()
     }
 
+    /// Sets the peer proxies (the membership): peer messages go only to
+    /// them, so a proxy alone (the default: none) never queues any, and a
+    /// forged session id naming an unknown home is not forwarded.
+    pub fn set_peers(&mut self, peers: impl IntoIterator<Item = ProxyId>) {
+        let me = self.cfg.proxy_id;
+        self.peers = peers.into_iter().filter(|p| *p != me).collect();
+    }
+
     /// Messages waiting for peers.
     pub fn peer_queue_len(&self) -> usize {
         self.peer_out.len()
@@ -287,7 +298,8 @@ impl Proxy {
 
     /// Queues a message for `to`; false (and counted) if the queue is full.
     pub(super) fn send_peer(&mut self, to: ProxyId, msg: &PeerMessage) -> bool {
-        if to == self.cfg.proxy_id {
+        if !self.peers.contains(&to) {
+            self.psp.not_a_peer += 1;
             return false;
         }
         if self.peer_out.len() >= self.cfg.max_peer_queue {
@@ -314,6 +326,11 @@ impl Proxy {
     ) {
         let home = sid.home();
         if home == self.cfg.proxy_id {
+            return;
+        }
+        if !self.peers.contains(&home) {
+            // A forged id naming no proxy of ours: nothing to forward to.
+            self.psp.not_a_peer += 1;
             return;
         }
         if !self.forward_limiter.allow(now, src.ip()) {
