@@ -11,6 +11,7 @@
 //!   call is routed.
 //! - [`client`]: the client state machine.
 //! - [`runtime`]: tokio shells that drive the cores over UDP sockets.
+//! - [`sync`]: anypsp, between proxies: membership and the peer link.
 //! - [`store`], [`config`], [`audio`], [`demo`]: the subscriber store, the
 //!   daemon's configuration, audio files and codecs, the built-in demo.
 //!
@@ -34,4 +35,5 @@ pub mod runtime;
 pub mod session;
 pub mod sim;
 pub mod store;
+pub mod sync;
 pub mod wire;

@@ -5,8 +5,10 @@
 //!   address the client used.
 //! - [`proxy`]: runs a [`crate::proxy::Proxy`] on one or more sockets.
 //! - [`client`]: runs a [`crate::client::Client`] against one proxy address.
+//! - [`peers`]: runs the anypsp peer links ([`crate::sync::link`]) over TCP.
 
 pub mod client;
+pub mod peers;
 pub mod proxy;
 pub mod udp;
 
