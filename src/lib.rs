@@ -11,7 +11,8 @@
 //!   call is routed.
 //! - [`client`]: the client state machine.
 //! - [`runtime`]: tokio shells that drive the cores over UDP sockets.
-//! - [`sync`]: anypsp, between proxies: membership and the peer link.
+//! - [`sync`]: anypsp, between proxies: membership, the peer link and the
+//!   table sync engine.
 //! - [`store`], [`config`], [`audio`], [`demo`]: the subscriber store, the
 //!   daemon's configuration, audio files and codecs, the built-in demo.
 //!
