@@ -549,3 +549,60 @@ fn a_call_during_a_daemon_restart_ends_on_both_ends_within_seconds() {
     println!("callee done {:?} after the daemon was killed", t.elapsed());
     assert!(st.success(), "{}", bob.stderr());
 }
+
+/// `anytun answer --record` reports and writes each call's recording once:
+/// not a second time when it exits after its last call.
+#[test]
+fn answer_reports_and_writes_its_recording_once_per_call() {
+    let net = Net::start(&[("alice.key", "alice"), ("bob.key", "bob")]);
+    net.wav("a.wav", 0.5);
+    let mut bob = net.client(&["answer", "bob", "--record", "heard.wav"], "bob.key");
+    bob.wait_for("registered bob", Duration::from_secs(10));
+    let mut alice = net.client(&["call", "bob", "--play", "a.wav"], "alice.key");
+    let (st, _) = alice.exit_within(Duration::from_secs(10));
+    assert!(st.success(), "{}", alice.stderr());
+    let (st, _) = bob.exit_within(Duration::from_secs(5));
+    let err = bob.stderr();
+    assert!(st.success(), "{err}");
+    assert_eq!(err.matches("received ").count(), 1, "{err}");
+    assert_eq!(err.matches("recorded ").count(), 1, "{err}");
+    assert!(!anytun::audio::read_wav(&net.path("heard.wav"))
+        .unwrap()
+        .is_empty());
+}
+
+/// A `--dtmf` string with a character that is not a DTMF digit is refused
+/// before anything is sent: no call rings and is answered only to fail.
+#[test]
+fn a_bad_dtmf_digit_is_refused_before_calling() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    anytun(&["keygen", "--out", "k.key"], d);
+    anytun(&["keygen", "--out", "n.key"], d);
+    write_wav(&d.join("x.wav"), &[0; 160]).unwrap();
+    let network = anytun(&["pubkey", "n.key"], d).trim().to_owned();
+    // Nobody listens there: a client that tried to connect would wait 11 s.
+    let proxy = format!("127.0.0.1:{}", free_port());
+    let t = Instant::now();
+    let out = Command::new(ANYTUN)
+        .args(["call", "bob", "--play", "x.wav", "--dtmf", "12x#"])
+        .args([
+            "--key",
+            "k.key",
+            "--network-key",
+            &network,
+            "--proxy",
+            &proxy,
+        ])
+        .current_dir(d)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(
+        t.elapsed() < Duration::from_secs(2),
+        "took {:?}",
+        t.elapsed()
+    );
+    assert!(err.contains("'x' is not a DTMF digit"), "{err}");
+}

@@ -439,3 +439,36 @@ fn config_errors_say_what_is_wrong_in_words() {
         "{err}"
     );
 }
+
+/// A metrics port already taken (a second daemon with the default
+/// metrics_listen) is refused before the daemon announces itself or
+/// touches its state: no "proxy 1 on ..." line, no key, no epoch lease.
+#[test]
+fn a_taken_metrics_port_refuses_the_start_before_anything_is_announced() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let metrics = taken.local_addr().unwrap();
+    let config = write_config(
+        d,
+        free_udp_port(),
+        &format!("metrics_listen = \"{metrics}\"\n"),
+    );
+    let mut daemon = Daemon::start(&config, d);
+    let Some((status, err)) = daemon.exit_within(Duration::from_secs(5)) else {
+        panic!("anytund started although its metrics port {metrics} is taken");
+    };
+    assert!(!status.success());
+    assert!(
+        err.contains(&format!("metrics on {metrics}")) && err.contains("metrics_listen"),
+        "names the address and the setting: {err}"
+    );
+    assert!(
+        !err.contains("network public key"),
+        "announced itself: {err}"
+    );
+    assert!(
+        !d.join("state/network.key").exists() && !d.join("state/send-epoch").exists(),
+        "a refused start wrote state"
+    );
+}

@@ -12,6 +12,7 @@ use anytun::runtime::client::{ClientRuntime, VoiceSink};
 use anytun::session::CallId;
 use anytun::store::SubscriberStore;
 use clap::{Args, Parser, Subcommand};
+use std::cell::Cell;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -273,6 +274,21 @@ fn codecs_arg(names: &[String]) -> Result<Vec<Codec>, String> {
     Codec::parse_supported(names).map_err(|e| format!("--codecs: {e}"))
 }
 
+/// Checks `--dtmf` before anything is sent: a bad digit found only once
+/// the call is answered would ring the callee for nothing.
+fn dtmf_arg(digits: &str) -> CliResult {
+    match digits
+        .chars()
+        .find(|&c| !u8::try_from(c).is_ok_and(anytun::wire::e2e::is_dtmf_digit))
+    {
+        Some(c) => Err(format!(
+            "--dtmf: {} (digits: 0-9 * # A-D)",
+            ClientError::BadDigit(c)
+        )),
+        None => Ok(()),
+    }
+}
+
 /// Starts a client and waits for its session. `max_calls`: calls beyond
 /// are refused as busy by the client itself.
 async fn connect(
@@ -440,6 +456,9 @@ async fn cmd_call(
     args: ClientArgs,
 ) -> CliResult {
     codecs_arg(&codecs)?;
+    if let Some(digits) = &dtmf {
+        dtmf_arg(digits)?;
+    }
     let audio = load_audio(&play)?;
     let mut signals = Signals::new()?;
     let recorder = CallRecorder::new();
@@ -529,6 +548,9 @@ async fn cmd_answer(
     };
     let mut signals = Signals::new()?;
     let recorder = CallRecorder::new();
+    // Whether the last call's recording (or, before any call, the empty
+    // one) is still to be written: each call's is written once.
+    let unsaved = Cell::new(true);
     // One call at a time: a second Invite is refused as busy at once.
     let (rt, mut rx) = tokio::select! {
         r = connect(&args, recorder.sink(), 1) => r?,
@@ -538,13 +560,16 @@ async fn cmd_answer(
         }
     };
     let result = tokio::select! {
-        r = answer_flow(&rt, &mut rx, &recorder, &record, &name, &supported, &audio, calls) => r,
+        r = answer_flow(&rt, &mut rx, &recorder, &unsaved, &record, &name, &supported, &audio, calls) => r,
         s = signals.recv() => {
             eprintln!("stopped by {s}");
             Ok(())
         }
     };
     close(&rt).await;
+    if !unsaved.get() {
+        return result;
+    }
     let saved = save_recording(&record, &recorder);
     result.and(saved)
 }
@@ -556,6 +581,7 @@ async fn answer_flow(
     rt: &ClientRuntime,
     rx: &mut UnboundedReceiver<Event>,
     recorder: &CallRecorder,
+    unsaved: &Cell<bool>,
     record: &Option<PathBuf>,
     name: &Name,
     supported: &[Codec],
@@ -584,6 +610,7 @@ async fn answer_flow(
             Ok(()) => {
                 let frames = media::encode_frames(&codec, audio).map_err(|e| e.to_string())?;
                 recorder.start(codec, frames.len(), call);
+                unsaved.set(true);
                 run_call(rt, rx, call, &frames, true).await?
             }
             // The call ended before our answer left: its cause is coming.
@@ -606,6 +633,7 @@ async fn answer_flow(
             Some(c) => eprintln!("call ended: {c}"),
             None => {}
         }
+        unsaved.set(false);
         save_recording(record, recorder)?;
         taken += 1;
     }

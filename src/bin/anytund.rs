@@ -135,6 +135,19 @@ fn bind_error(e: RuntimeError) -> String {
     }
 }
 
+/// A metrics bind error in the operator's words, naming the setting.
+fn metrics_bind_error(addr: &str, e: &std::io::Error) -> String {
+    let why = if e.kind() == ErrorKind::AddrInUse {
+        "in use (another anytund?)".to_owned()
+    } else {
+        e.to_string()
+    };
+    format!(
+        "metrics on {addr}: {why}; set metrics_listen to another address, or \"\" to turn \
+         metrics off"
+    )
+}
+
 async fn run(args: Args) -> Result<(), String> {
     let (cfg, origin) = config::locate(args.config.as_deref()).map_err(|e| e.to_string())?;
     log::info!("using {origin}");
@@ -152,6 +165,17 @@ async fn run(args: Args) -> Result<(), String> {
         );
         return Ok(());
     }
+    // Bound before anything is created or announced: a daemon that cannot
+    // start must not print a ready line, make a key or lease epochs.
+    let metrics_listener = match &cfg.metrics_listen {
+        Some(addr) => Some((
+            tokio::net::TcpListener::bind(addr)
+                .await
+                .map_err(|e| metrics_bind_error(addr, &e))?,
+            addr,
+        )),
+        None => None,
+    };
     let key = network_key(&cfg.network_key)?;
     let (lease_file, first_lease) = first_epoch_lease(&cfg.network_key)?;
     let network_public = key.public();
@@ -245,11 +269,8 @@ async fn run(args: Args) -> Result<(), String> {
         })
     };
 
-    let metrics = match &cfg.metrics_listen {
-        Some(addr) => {
-            let l = tokio::net::TcpListener::bind(addr)
-                .await
-                .map_err(|e| format!("metrics on {addr}: {e}"))?;
+    let metrics = match metrics_listener {
+        Some((l, addr)) => {
             log::info!("metrics on http://{addr}/metrics");
             let rt = rt.clone();
             Some(tokio::spawn(async move {

@@ -10,11 +10,13 @@ use std::time::Duration;
 /// What went wrong, in words an operator can act on.
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
-    /// No valid answer to any handshake attempt.
+    /// No valid answer to any handshake attempt. The text never quotes
+    /// `network`: an untagged private key file (older than the `private:`
+    /// tag) passes for a public key, and would be printed.
     #[error(
         "no authenticated answer from the proxy after {attempts} handshake attempts over {:.1} s: \
-         the proxy is unreachable, or this client's network public key ({network}) is not the \
-         network's key",
+         the proxy is unreachable, or the network public key this client was given is not the \
+         network's key (anytund prints that key when it starts)",
         waited.as_secs_f64()
     )]
     HandshakeTimeout {
@@ -209,4 +211,25 @@ pub struct VoiceFrame<'a> {
     pub timestamp: u32,
     /// Encoded audio in the call's codec.
     pub payload: &'a [u8],
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An untagged private key (a network.key copied before the `private:`
+    /// tag) passes for a public key; the give-up text must not print it.
+    #[test]
+    fn handshake_timeout_text_never_quotes_the_key_given() {
+        let key = PublicKey([0x5a; 32]);
+        let text = ClientError::HandshakeTimeout {
+            attempts: 4,
+            waited: Duration::from_secs(11),
+            network: key,
+        }
+        .to_string();
+        assert!(!text.contains(&key.to_base64()), "{text}");
+        assert!(!text.contains(&key.to_base64()[..8]), "{text}");
+        assert!(text.contains("is not the network's key"), "{text}");
+    }
 }
