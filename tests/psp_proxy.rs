@@ -26,6 +26,7 @@ fn shape(e: &ProxyEvent) -> String {
             call,
             caller,
             callees,
+            ..
         } => {
             let c: Vec<String> = callees.iter().map(|s| s.to_string()).collect();
             format!("start {call} {caller} [{}]", c.join(","))
@@ -36,8 +37,9 @@ fn shape(e: &ProxyEvent) -> String {
             call,
             caller,
             callee,
+            ..
         } => format!("answered {call} {caller} {callee}"),
-        ProxyEvent::CallEnded { call, cause } => format!("ended {call} {cause:?}"),
+        ProxyEvent::CallEnded { call, cause, .. } => format!("ended {call} {cause:?}"),
     }
 }
 
@@ -50,6 +52,7 @@ fn a_call_yields_exactly_the_expected_event_sequence() {
     net.register("bob", "bob");
     let call = net.establish_call("alice", "bob");
     let now = net.now;
+    let hung_up_ms = (net.unix_nanos / 1_000_000) as u64;
     net.node("bob")
         .client
         .hangup(now, call, Cause::Normal)
@@ -60,7 +63,14 @@ fn a_call_yields_exactly_the_expected_event_sequence() {
     net.advance(Duration::from_secs(16));
     net.kill("alice");
     net.advance(Duration::from_secs(200));
-    let got: Vec<String> = drain(&mut net).iter().map(shape).collect();
+    let events = drain(&mut net);
+    // Call records get wall-clock times (the proxy's wall clock).
+    let ended_at = events.iter().find_map(|e| match e {
+        ProxyEvent::CallEnded { at_unix_ms, .. } => Some(*at_unix_ms),
+        _ => None,
+    });
+    assert_eq!(ended_at, Some(hung_up_ms));
+    let got: Vec<String> = events.iter().map(shape).collect();
     let want = vec![
         format!("up {a}"),
         format!("up {b}"),

@@ -396,6 +396,7 @@ impl Proxy {
             call,
             caller: from,
             callees: targets.clone(),
+            at_unix_ms: self.wall_ms(now),
         });
         for t in targets {
             let invite = ControlMsg::Invite {
@@ -465,6 +466,7 @@ impl Proxy {
             call,
             caller,
             callee: from,
+            at_unix_ms: self.wall_ms(now),
         });
         log::debug!("call {call} answered by session {from}");
         let answer = ControlMsg::Answer {
@@ -517,7 +519,11 @@ impl Proxy {
         let Legs::Offering { cause, .. } = c.legs else {
             return;
         };
-        self.emit(ProxyEvent::CallEnded { call, cause });
+        self.emit(ProxyEvent::CallEnded {
+            call,
+            cause,
+            at_unix_ms: self.wall_ms(now),
+        });
         self.stats.calls_failed += 1;
         // A Ringing still pending to the caller is moot now.
         self.forget_call(c.caller, call);
@@ -566,7 +572,11 @@ impl Proxy {
         let Some(c) = self.calls.remove(call) else {
             return;
         };
-        self.emit(ProxyEvent::CallEnded { call, cause });
+        self.emit(ProxyEvent::CallEnded {
+            call,
+            cause,
+            at_unix_ms: self.wall_ms(now),
+        });
         for s in c.parties() {
             self.forget_call(s, call);
             if Some(s) != by {
@@ -639,7 +649,11 @@ impl Proxy {
         } else {
             Cause::NoAnswer
         };
-        self.emit(ProxyEvent::CallEnded { call, cause });
+        self.emit(ProxyEvent::CallEnded {
+            call,
+            cause,
+            at_unix_ms: self.wall_ms(now),
+        });
         self.stats.calls_failed += 1;
         self.forget_call(c.caller, call);
         self.send_control(now, c.caller, ControlMsg::Reject { call, cause });

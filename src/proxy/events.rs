@@ -76,6 +76,8 @@ pub enum ProxyEvent {
         caller: SessionId,
         /// The devices rung.
         callees: Vec<SessionId>,
+        /// When, ms since the Unix epoch (for call records).
+        at_unix_ms: u64,
     },
     /// A device offered the call rang (its "ring or be dropped" deadline is
     /// spent and the caller was told).
@@ -100,6 +102,8 @@ pub enum ProxyEvent {
         caller: SessionId,
         /// The answering device.
         callee: SessionId,
+        /// When, ms since the Unix epoch.
+        at_unix_ms: u64,
     },
     /// The call is over (hangup, refusal by all, timeout, a party gone).
     CallEnded {
@@ -107,6 +111,8 @@ pub enum ProxyEvent {
         call: CallId,
         /// Q.850 cause.
         cause: Cause,
+        /// When, ms since the Unix epoch.
+        at_unix_ms: u64,
     },
 }
 

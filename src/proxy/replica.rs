@@ -476,6 +476,7 @@ impl Proxy {
                 call,
                 caller,
                 callees,
+                ..
             } => self.apply_call_started(now, *call, *caller, callees),
             ProxyEvent::CallRinging { call, callee } => {
                 self.apply_call_ringing(*call, *callee);
@@ -489,6 +490,7 @@ impl Proxy {
                 call,
                 caller,
                 callee,
+                ..
             } => self.apply_call_answered(now, *call, *caller, *callee),
             ProxyEvent::CallEnded { call, .. } => {
                 self.apply_call_ended(*call);
