@@ -174,6 +174,9 @@ pub struct SessionInfo {
     pub addr: SocketAddr,
     /// The local address it talks to.
     pub local_ip: Option<IpAddr>,
+    /// The proxy serving it (this one, or another whose replica this is;
+    /// docs/anypsp-protocol.md 15.1).
+    pub serving: ProxyId,
 }
 
 /// The proxy state machine.
@@ -334,7 +337,8 @@ impl Proxy {
         self.registry.len()
     }
 
-    /// Facts about every session.
+    /// Facts about every session, replicas of sessions other proxies serve
+    /// included (see [`SessionInfo::serving`]).
     pub fn sessions(&self) -> Vec<SessionInfo> {
         self.sessions
             .iter()
@@ -343,6 +347,7 @@ impl Proxy {
                 client_key: s.client_key,
                 addr: s.addr,
                 local_ip: s.local_ip,
+                serving: s.serving,
             })
             .collect()
     }
