@@ -472,3 +472,29 @@ fn a_taken_metrics_port_refuses_the_start_before_anything_is_announced() {
         "a refused start wrote state"
     );
 }
+
+/// A UDP port already taken is refused before the daemon writes any state:
+/// no network key is made and no send epochs are leased (each refused start
+/// used to move `send-epoch` forward by a whole first lease).
+#[test]
+fn a_taken_udp_port_refuses_the_start_before_any_state_is_written() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let taken = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port();
+    let config = write_config(d, port, "metrics_listen = \"\"\n");
+    let mut daemon = Daemon::start(&config, d);
+    let Some((status, err)) = daemon.exit_within(Duration::from_secs(5)) else {
+        panic!("anytund started although its UDP port {port} is taken");
+    };
+    assert!(!status.success());
+    assert!(err.contains("is in use"), "{err}");
+    assert!(
+        !d.join("state/network.key").exists(),
+        "a refused start made a network key: {err}"
+    );
+    assert!(
+        !d.join("state/send-epoch").exists(),
+        "a refused start leased send epochs: {err}"
+    );
+}
