@@ -817,3 +817,36 @@ fn answer_with_several_calls_records_each_call_to_its_own_file() {
     }
     assert!(!net.path("heard.wav").exists(), "{}", bob.stderr());
 }
+
+/// A client whose clock is off is warned once (not by a log line and again
+/// by the CLI). Runs when libfaketime's `faketime` is installed.
+#[test]
+fn the_clock_skew_warning_is_printed_once() {
+    if !Path::new("/usr/bin/faketime").exists() {
+        eprintln!("skipped: needs faketime to run a client with a wrong clock");
+        return;
+    }
+    let net = Net::start(&[("bob.key", "bob")]);
+    let args: Vec<String> = [
+        "-f",
+        "+600s",
+        ANYTUN,
+        "register",
+        "bob",
+        "--key",
+        "bob.key",
+        "--network-key",
+        &net.network,
+        "--proxy",
+        &format!("127.0.0.1:{}", net.port),
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    let mut bob = Proc::spawn("/usr/bin/faketime", &args, net.dir.path());
+    bob.wait_for("registered bob", Duration::from_secs(5));
+    bob.signal("TERM");
+    let _ = bob.exit_within(Duration::from_secs(5));
+    let err = bob.stderr();
+    assert_eq!(err.matches("ahead of the proxy's").count(), 1, "{err}");
+}
