@@ -546,3 +546,24 @@ fn user_add_without_write_permission_says_so_and_names_the_file() {
     );
     assert!(!err.contains("readonly database"), "{err}");
 }
+
+/// A subscriber store the daemon cannot open is refused before the network
+/// key is made or send epochs are leased.
+#[test]
+fn an_unusable_store_refuses_the_start_before_epochs_are_leased() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let config = write_config(d, free_udp_port(), "metrics_listen = \"\"\n");
+    // A directory where the store's file should be: SQLite cannot open it.
+    std::fs::create_dir_all(d.join("state/subscribers.db")).unwrap();
+    let mut daemon = Daemon::start(&config, d);
+    let Some((status, err)) = daemon.exit_within(Duration::from_secs(5)) else {
+        panic!("anytund started without a usable store");
+    };
+    assert!(!status.success());
+    assert!(err.contains("subscribers.db"), "{err}");
+    assert!(
+        !d.join("state/send-epoch").exists() && !d.join("state/network.key").exists(),
+        "a refused start wrote state: {err}"
+    );
+}

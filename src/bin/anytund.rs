@@ -197,14 +197,16 @@ async fn run(args: Args) -> Result<(), String> {
         }
         Err(e) => return Err(e.to_string()),
     };
-    let key = network_key(&cfg.network_key)?;
-    let (lease_file, first_lease) = first_epoch_lease(&cfg.network_key)?;
-    let network_public = key.public();
+    // The store before the key and the lease: a store this daemon cannot
+    // open or read must not cost a lease either.
     let store = SubscriberStore::open(&cfg.subscribers).map_err(|e| e.to_string())?;
     // The version is read first, so a change committed while the snapshot
     // is read is reloaded on the first tick rather than missed.
     let version = store.data_version().map_err(|e| e.to_string())?;
     let subscribers = store.snapshot().map_err(|e| e.to_string())?;
+    let key = network_key(&cfg.network_key)?;
+    let (lease_file, first_lease) = first_epoch_lease(&cfg.network_key)?;
+    let network_public = key.public();
     let mut watch = ReloadWatch::new(Some(version));
     let mut pc = ProxyConfig::new(proxy_id, key);
     pc.keepalive_s = cfg.keepalive_s;
