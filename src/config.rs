@@ -497,7 +497,15 @@ impl Source<'_> {
         })
     }
 
+    /// Checks that `value` is a socket address; the error's example fits
+    /// the setting (a metrics address for `metrics_listen`, not the UDP
+    /// port clients use).
     fn socket_addr(&self, key: &str, value: &Spanned<String>) -> Result<(), ConfigError> {
+        let example = if key == "metrics_listen" {
+            "\"127.0.0.1:9475\" or \"[::1]:9475\""
+        } else {
+            "\"0.0.0.0:7475\" or \"[::]:7475\""
+        };
         value
             .get_ref()
             .parse::<SocketAddr>()
@@ -507,7 +515,7 @@ impl Source<'_> {
                     key,
                     value.span(),
                     format_args!(
-                        "{:?} is not a socket address (e.g. \"0.0.0.0:7475\" or \"[::]:7475\")",
+                        "{:?} is not a socket address (e.g. {example})",
                         value.get_ref()
                     ),
                 )
@@ -618,18 +626,31 @@ impl RawConfig {
         // A session must survive at least two lost keepalives in a row, or
         // ordinary packet loss would drop live clients.
         if u64::from(session_timeout_s) <= 2 * u64::from(keepalive_s) {
+            // Say which value was not written, so the operator knows which
+            // one to set.
+            let default = |span: &Option<Range<usize>>| match span {
+                Some(_) => "",
+                None => ", the default",
+            };
+            let (t_default, k_default) = (default(&timeout_span), default(&keepalive_span));
             let (key, span) = match (timeout_span, keepalive_span) {
                 (Some(span), _) => ("session_timeout_s", span),
                 (None, Some(span)) => ("keepalive_s", span),
                 // Unreachable with the shipped defaults, kept for safety.
                 (None, None) => ("session_timeout_s", 0..0),
             };
+            let k = if k_default.is_empty() {
+                String::new()
+            } else {
+                format!("{keepalive_s}{k_default}; ")
+            };
+            let twice = 2 * u64::from(keepalive_s);
             return Err(src.invalid(
                 key,
                 span,
                 format_args!(
-                    "session_timeout_s ({session_timeout_s}) must be greater than \
-                     2 * keepalive_s ({keepalive_s})"
+                    "session_timeout_s ({session_timeout_s}{t_default}) must be more than twice \
+                     keepalive_s ({k}2 x {keepalive_s} = {twice})"
                 ),
             ));
         }
@@ -1000,6 +1021,46 @@ per_ip_burst = 1
         assert!(message.contains("metrics_listen"), "{message}");
     }
 
+    /// A bad address's example fits the setting: a metrics address, not
+    /// the UDP port clients use, for `metrics_listen`.
+    #[test]
+    fn a_bad_metrics_listen_suggests_a_metrics_address() {
+        let (_, _, message) = invalid("metrics_listen = \"9475\"\n");
+        assert!(message.contains("\"127.0.0.1:9475\""), "{message}");
+        assert!(!message.contains("7475"), "{message}");
+        let (_, _, message) = invalid("listen = [\"7475\"]\n");
+        assert!(message.contains("\"0.0.0.0:7475\""), "{message}");
+    }
+
+    /// A keepalive too long for the default session timeout says the
+    /// timeout is the default and spells out the comparison.
+    #[test]
+    fn a_session_timeout_conflict_says_which_value_is_the_default() {
+        let (_, _, message) = invalid("keepalive_s = 100\n");
+        assert!(
+            message.contains(
+                "session_timeout_s (180, the default) must be more than twice keepalive_s \
+                 (2 x 100 = 200)"
+            ),
+            "{message}"
+        );
+        let (_, _, message) = invalid("keepalive_s = 10\nsession_timeout_s = 20\n");
+        assert!(
+            message.contains(
+                "session_timeout_s (20) must be more than twice keepalive_s (2 x 10 = 20)"
+            ),
+            "{message}"
+        );
+        let (_, _, message) = invalid("session_timeout_s = 20\n");
+        assert!(
+            message.contains(
+                "session_timeout_s (20) must be more than twice keepalive_s (15, the default; \
+                 2 x 15 = 30)"
+            ),
+            "{message}"
+        );
+    }
+
     #[test]
     fn empty_metrics_listen_disables_metrics() {
         let config = parse("metrics_listen = \"\"", origin()).unwrap();
@@ -1037,7 +1098,7 @@ per_ip_burst = 1
         // Equal to twice the keepalive is not enough.
         let (line, _, message) = invalid("keepalive_s = 10\nsession_timeout_s = 20\n");
         assert_eq!(line, 2);
-        assert!(message.contains("must be greater than"), "{message}");
+        assert!(message.contains("must be more than twice"), "{message}");
         // With the timeout left at its default, the keepalive is blamed.
         let (line, _, message) = invalid("\nkeepalive_s = 90\n");
         assert_eq!(line, 2);

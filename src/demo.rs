@@ -61,7 +61,8 @@ pub struct DemoReport {
     pub frames_lost: u64,
     /// Frames received with different samples than sent.
     pub frames_corrupted: u64,
-    /// From Invite sent to Answer received, milliseconds.
+    /// From Invite sent to Answer received, milliseconds to the microsecond
+    /// (at most 3 decimals).
     pub setup_ms: f64,
     /// Median one-way latency (send call to receive callback), microseconds.
     pub latency_p50_us: u64,
@@ -327,7 +328,8 @@ pub async fn run(opts: &DemoOptions) -> Result<DemoReport, DemoError> {
         frames_received: both(|c| c.received),
         frames_lost: both(|c| c.lost),
         frames_corrupted: both(|c| c.corrupted),
-        setup_ms: setup.as_secs_f64() * 1000.0,
+        // Whole microseconds over 1000: prints with at most 3 decimals.
+        setup_ms: setup.as_micros() as f64 / 1000.0,
         latency_p50_us: percentile(&latencies, 0.50),
         latency_p99_us: percentile(&latencies, 0.99),
         codec,
@@ -369,5 +371,26 @@ impl DemoReport {
         }
         s.push_str(if self.ok { "OK\n" } else { "FAILED\n" });
         s
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `--json` carries times at microsecond precision (3 decimals of a
+    /// millisecond), not float noise such as 0.8144889999999999.
+    #[tokio::test]
+    async fn json_times_have_microsecond_precision() {
+        let opts = DemoOptions {
+            seconds: 0.1,
+            ..DemoOptions::default()
+        };
+        let report = run(&opts).await.unwrap();
+        let json = serde_json::to_value(&report).unwrap();
+        let setup = json["setup_ms"].to_string();
+        let decimals = setup.split_once('.').map_or(0, |(_, d)| d.len());
+        assert!(decimals <= 3, "setup_ms {setup}");
+        assert!(report.setup_ms > 0.0);
     }
 }

@@ -51,6 +51,24 @@ pub enum StoreError {
         /// The underlying SQLite error.
         source: rusqlite::Error,
     },
+    /// This process may not write the database (or its directory, where
+    /// SQLite keeps its `-wal` and `-shm` files): typically an ordinary user
+    /// on a store that root owns. SQLite itself says "attempt to write a
+    /// readonly database", which does not say why.
+    #[error(
+        "subscriber store {}: {op}: permission denied: this user cannot write {} (or its \
+         directory); run this as root or as the user the daemon runs as",
+        path.display(),
+        path.display()
+    )]
+    NoPermission {
+        /// The database path.
+        path: PathBuf,
+        /// What the store was doing.
+        op: &'static str,
+        /// The underlying SQLite error.
+        source: rusqlite::Error,
+    },
     /// The database was written by a newer version of anytun.
     #[error(
         "subscriber store {}: schema version {found} is newer than the supported {supported}; \
@@ -73,6 +91,26 @@ pub enum StoreError {
         /// Why it was refused.
         source: NameError,
     },
+}
+
+/// An SQLite error of `op` on the store at `path`, as [`StoreError`]: a
+/// refusal to write for lack of permission becomes
+/// [`StoreError::NoPermission`].
+fn sqlite_error(path: PathBuf, op: &'static str, source: rusqlite::Error) -> StoreError {
+    use rusqlite::ErrorCode;
+    let denied = match source.sqlite_error_code() {
+        Some(ErrorCode::ReadOnly | ErrorCode::PermissionDenied) => true,
+        // "unable to open database file" has many causes; only a file this
+        // user may not open is a permission problem.
+        Some(ErrorCode::CannotOpen) => std::fs::File::open(&path)
+            .is_err_and(|e| e.kind() == std::io::ErrorKind::PermissionDenied),
+        _ => false,
+    };
+    if denied {
+        StoreError::NoPermission { path, op, source }
+    } else {
+        StoreError::Sqlite { path, op, source }
+    }
 }
 
 /// One authorised (name, public key) pair.
@@ -110,7 +148,7 @@ impl SubscriberStore {
         }
         let ctx = |op| {
             let path = path.to_owned();
-            move |source| StoreError::Sqlite { path, op, source }
+            move |source| sqlite_error(path, op, source)
         };
         let conn = Connection::open(path).map_err(ctx("open"))?;
         // Set before anything else touches the file, so that even schema
@@ -141,7 +179,7 @@ impl SubscriberStore {
     fn init(mut conn: Connection, path: PathBuf) -> Result<Self, StoreError> {
         let err = |op| {
             let path = path.clone();
-            move |source| StoreError::Sqlite { path, op, source }
+            move |source| sqlite_error(path, op, source)
         };
         // IMMEDIATE takes the write lock up front, so two processes creating
         // the same new file do not both see version 0 and race.
@@ -169,11 +207,7 @@ impl SubscriberStore {
     }
 
     fn sqlite_err(&self, op: &'static str) -> impl FnOnce(rusqlite::Error) -> StoreError + '_ {
-        move |source| StoreError::Sqlite {
-            path: self.path.clone(),
-            op,
-            source,
-        }
+        move |source| sqlite_error(self.path.clone(), op, source)
     }
 
     /// Authorises `key` for `name`. Returns `false` if the pair was already
@@ -581,6 +615,31 @@ mod tests {
         let msg = err.to_string();
         assert!(
             msg.contains(":memory:") && msg.contains("list subscribers"),
+            "{msg}"
+        );
+    }
+
+    /// A store this process may not write (SQLite opened it read-only, as
+    /// it does for an ordinary user on root's file) says so, naming the
+    /// file and who can write it, not "attempt to write a readonly database".
+    #[test]
+    fn a_store_without_write_permission_says_so() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("subscribers.db");
+        drop(SubscriberStore::open(&path).unwrap());
+        let conn =
+            Connection::open_with_flags(&path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY).unwrap();
+        let store = SubscriberStore {
+            conn,
+            path: path.clone(),
+        };
+        let err = store.add("alice", &[7; 32]).unwrap_err();
+        assert!(matches!(err, StoreError::NoPermission { .. }), "{err:?}");
+        let msg = err.to_string();
+        assert!(
+            msg.contains("permission denied")
+                && msg.contains(&path.display().to_string())
+                && msg.contains("as root or as the user the daemon runs as"),
             "{msg}"
         );
     }

@@ -606,3 +606,251 @@ fn a_bad_dtmf_digit_is_refused_before_calling() {
     );
     assert!(err.contains("'x' is not a DTMF digit"), "{err}");
 }
+
+/// Starts `anytun <args> --key <key>` against `net`'s daemon, reached at
+/// `proxy` (e.g. a host name) instead of its numeric address.
+fn client_via(net: &Net, proxy: &str, args: &[&str], key: &str) -> Proc {
+    let mut a: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+    a.extend([
+        "--key".into(),
+        key.into(),
+        "--network-key".into(),
+        net.network.clone(),
+        "--proxy".into(),
+        proxy.into(),
+    ]);
+    Proc::spawn(ANYTUN, &a, net.dir.path())
+}
+
+/// Runs `anytun <args>` to its end (a few seconds at most); returns whether
+/// it succeeded and its stderr.
+fn anytun_result(args: &[&str], dir: &Path) -> (bool, String) {
+    let mut p = Proc::spawn(
+        ANYTUN,
+        &args.iter().map(|s| s.to_string()).collect::<Vec<_>>(),
+        dir,
+    );
+    let (st, _) = p.exit_within(Duration::from_secs(3));
+    (st.success(), p.stderr())
+}
+
+/// `--proxy` takes a host name (resolved by the system; the first address
+/// it returns is used, and the connected line says which).
+#[test]
+fn proxy_accepts_a_host_name() {
+    let net = Net::start(&[("bob.key", "bob")]);
+    let proxy = format!("localhost:{}", net.port);
+    let mut bob = client_via(&net, &proxy, &["register", "bob"], "bob.key");
+    bob.wait_for("registered bob", Duration::from_secs(5));
+    let err = bob.stderr();
+    assert!(
+        err.contains(&format!("{proxy} = 127.0.0.1:{}", net.port)),
+        "says which address it chose: {err}"
+    );
+    bob.signal("TERM");
+    let (st, _) = bob.exit_within(Duration::from_secs(5));
+    assert!(st.success(), "{}", bob.stderr());
+
+    let help = anytun(&["register", "--help"], net.dir.path());
+    assert!(help.contains("host name"), "{help}");
+    let (ok, err) = anytun_result(
+        &[
+            "register",
+            "bob",
+            "--key",
+            "bob.key",
+            "--network-key",
+            &net.network,
+            "--proxy",
+            "localhost",
+        ],
+        net.dir.path(),
+    );
+    assert!(!ok);
+    // No port: refused at once (no DNS query), saying what is expected.
+    assert!(
+        err.contains("localhost") && err.contains("HOST:PORT"),
+        "{err}"
+    );
+}
+
+/// A key that is not a subscriber is told the command that adds it, with
+/// the name it tried to register rather than a placeholder.
+#[test]
+fn the_non_subscriber_hint_names_the_name() {
+    let net = Net::start(&[("alice.key", "alice")]);
+    anytun(&["keygen", "--out", "dave.key"], net.dir.path());
+    let public = anytun(&["pubkey", "dave.key"], net.dir.path())
+        .trim()
+        .to_owned();
+    let mut dave = net.client(&["register", "dave"], "dave.key");
+    let (st, _) = dave.exit_within(Duration::from_secs(5));
+    assert!(!st.success());
+    let err = dave.stderr();
+    assert!(
+        err.contains(&format!("anytun user add dave {public}")),
+        "{err}"
+    );
+}
+
+/// `register` refuses every call, so it offers no media option; `call` and
+/// `answer` do. `answer --calls 0` is refused before anything starts.
+#[test]
+fn options_are_offered_only_where_they_do_something() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let help = anytun(&["register", "--help"], d);
+    assert!(!help.contains("--media-timeout"), "{help}");
+    for cmd in ["call", "answer"] {
+        let help = anytun(&[cmd, "--help"], d);
+        assert!(help.contains("--media-timeout"), "{cmd}: {help}");
+    }
+    let (ok, err) = anytun_result(
+        &[
+            "register",
+            "bob",
+            "--key",
+            "k",
+            "--network-key",
+            "n",
+            "--media-timeout",
+            "5",
+        ],
+        d,
+    );
+    assert!(!ok);
+    assert!(err.contains("--media-timeout"), "{err}");
+
+    // Nothing listens there: a client that tried to connect would wait 11 s.
+    let proxy = format!("127.0.0.1:{}", free_port());
+    let (ok, err) = anytun_result(
+        &[
+            "answer",
+            "bob",
+            "--calls",
+            "0",
+            "--key",
+            "k",
+            "--network-key",
+            "n",
+            "--proxy",
+            &proxy,
+        ],
+        d,
+    );
+    assert!(!ok);
+    assert!(err.contains("--calls"), "{err}");
+}
+
+/// A call to a name whose `answer` used this same key: the caller's login
+/// replaced the answerer's session. The caller is told why; the answerer
+/// says "replaced" once, not twice.
+#[test]
+fn calling_yourself_with_the_same_key_says_why_it_fails() {
+    let net = Net::start(&[("alice.key", "alice")]);
+    net.wav("a.wav", 0.2);
+    let mut answer = net.client(&["answer", "alice"], "alice.key");
+    answer.wait_for("registered alice", Duration::from_secs(5));
+    let mut call = net.client(&["call", "alice", "--play", "a.wav"], "alice.key");
+    let (st, _) = call.exit_within(Duration::from_secs(5));
+    assert!(!st.success());
+    let err = call.stderr();
+    assert!(err.contains("not registered (cause 20)"), "{err}");
+    assert!(
+        err.contains("anytun answer alice") && err.contains("each device needs its own key"),
+        "{err}"
+    );
+    let (st, _) = answer.exit_within(Duration::from_secs(3));
+    assert!(!st.success());
+    let err = answer.stderr();
+    assert_eq!(err.matches("replaced").count(), 1, "{err}");
+
+    // A name merely not registered gets no such hint.
+    let net = Net::start(&[("alice.key", "alice"), ("bob.key", "bob")]);
+    net.wav("a.wav", 0.2);
+    let mut call = net.client(&["call", "bob", "--play", "a.wav"], "alice.key");
+    let (st, _) = call.exit_within(Duration::from_secs(5));
+    assert!(!st.success());
+    let err = call.stderr();
+    assert!(err.contains("not registered (cause 20)"), "{err}");
+    assert!(!err.contains("own key"), "{err}");
+}
+
+/// `answer` says when it refuses a call as busy, one line per call.
+#[test]
+fn answer_says_when_it_refuses_a_call_as_busy() {
+    let net = Net::start(&[
+        ("alice.key", "alice"),
+        ("bob.key", "bob"),
+        ("carol.key", "carol"),
+    ]);
+    net.wav("long.wav", 20.0);
+    net.wav("short.wav", 0.2);
+    let bob = net.client(&["answer", "bob", "--play", "long.wav"], "bob.key");
+    bob.wait_for("registered bob", Duration::from_secs(5));
+    let alice = net.client(&["call", "bob", "--play", "long.wav"], "alice.key");
+    alice.wait_for("answered", Duration::from_secs(5));
+    let mut carol = net.client(&["call", "bob", "--play", "short.wav"], "carol.key");
+    let (st, _) = carol.exit_within(Duration::from_secs(5));
+    assert!(!st.success());
+    bob.wait_for("refused a call from carol: busy", Duration::from_secs(2));
+    assert_eq!(bob.stderr().matches("refused a call").count(), 1);
+}
+
+/// `answer --calls 2 --record F` writes one file per call (F-1.wav,
+/// F-2.wav), not F overwritten by the second call.
+#[test]
+fn answer_with_several_calls_records_each_call_to_its_own_file() {
+    let net = Net::start(&[("alice.key", "alice"), ("bob.key", "bob")]);
+    net.wav("a.wav", 0.3);
+    let mut bob = net.client(
+        &["answer", "bob", "--calls", "2", "--record", "heard.wav"],
+        "bob.key",
+    );
+    bob.wait_for("registered bob", Duration::from_secs(5));
+    for _ in 0..2 {
+        let mut alice = net.client(&["call", "bob", "--play", "a.wav"], "alice.key");
+        let (st, _) = alice.exit_within(Duration::from_secs(5));
+        assert!(st.success(), "{}", alice.stderr());
+    }
+    let (st, _) = bob.exit_within(Duration::from_secs(5));
+    assert!(st.success(), "{}", bob.stderr());
+    for f in ["heard-1.wav", "heard-2.wav"] {
+        let heard = anytun::audio::read_wav(&net.path(f)).unwrap();
+        assert!(!heard.is_empty(), "{f} is empty");
+    }
+    assert!(!net.path("heard.wav").exists(), "{}", bob.stderr());
+}
+
+/// A client whose clock is off is warned once (not by a log line and again
+/// by the CLI). Runs when libfaketime's `faketime` is installed.
+#[test]
+fn the_clock_skew_warning_is_printed_once() {
+    if !Path::new("/usr/bin/faketime").exists() {
+        eprintln!("skipped: needs faketime to run a client with a wrong clock");
+        return;
+    }
+    let net = Net::start(&[("bob.key", "bob")]);
+    let args: Vec<String> = [
+        "-f",
+        "+600s",
+        ANYTUN,
+        "register",
+        "bob",
+        "--key",
+        "bob.key",
+        "--network-key",
+        &net.network,
+        "--proxy",
+        &format!("127.0.0.1:{}", net.port),
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    let mut bob = Proc::spawn("/usr/bin/faketime", &args, net.dir.path());
+    bob.wait_for("registered bob", Duration::from_secs(5));
+    bob.signal("TERM");
+    let _ = bob.exit_within(Duration::from_secs(5));
+    let err = bob.stderr();
+    assert_eq!(err.matches("ahead of the proxy's").count(), 1, "{err}");
+}

@@ -472,3 +472,98 @@ fn a_taken_metrics_port_refuses_the_start_before_anything_is_announced() {
         "a refused start wrote state"
     );
 }
+
+/// A UDP port already taken is refused before the daemon writes any state:
+/// no network key is made and no send epochs are leased (each refused start
+/// used to move `send-epoch` forward by a whole first lease).
+#[test]
+fn a_taken_udp_port_refuses_the_start_before_any_state_is_written() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let taken = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port();
+    let config = write_config(d, port, "metrics_listen = \"\"\n");
+    let mut daemon = Daemon::start(&config, d);
+    let Some((status, err)) = daemon.exit_within(Duration::from_secs(5)) else {
+        panic!("anytund started although its UDP port {port} is taken");
+    };
+    assert!(!status.success());
+    assert!(err.contains("is in use"), "{err}");
+    assert!(
+        !d.join("state/network.key").exists(),
+        "a refused start made a network key: {err}"
+    );
+    assert!(
+        !d.join("state/send-epoch").exists(),
+        "a refused start leased send epochs: {err}"
+    );
+}
+
+/// `anytun user add` by a user who cannot write the daemon's store (an
+/// ordinary user on root's store) says it lacks permission, names the file,
+/// and says who can change it, instead of SQLite's "attempt to write a
+/// readonly database". Run for real when the tests run as root (dropping to
+/// `nobody` with setpriv); the store's unit tests cover the mapping anyway.
+#[test]
+fn user_add_without_write_permission_says_so_and_names_the_file() {
+    let root = Command::new("id").arg("-u").output().ok();
+    let is_root = root.is_some_and(|o| text(&o.stdout).trim() == "0");
+    let has_setpriv = Path::new("/usr/bin/setpriv").exists();
+    if !is_root || !has_setpriv {
+        eprintln!("skipped: needs root and setpriv to act as another user");
+        return;
+    }
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    // `nobody` may reach the store, not write it.
+    std::fs::set_permissions(d, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let store = d.join("state/subscribers.db");
+    let alice = "a8qmo493EA4EJvG9x98xE/aR6Y6bmEAAalpQruuCXUE=";
+    let bob = "52kILtDXxtA0Otsm4id332xp8goD9rIYfQbTH6XaTUg=";
+    ok(anytun(d)
+        .args(["user", "add", "alice", alice, "--db"])
+        .arg(&store));
+    let mut as_nobody = Command::new("/usr/bin/setpriv");
+    as_nobody
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups", ANYTUN])
+        .args(["user", "add", "bob", bob, "--db"])
+        .arg(&store)
+        .current_dir(d);
+    for v in FOREIGN_ENV {
+        as_nobody.env_remove(v);
+    }
+    let out = as_nobody.output().unwrap();
+    assert!(!out.status.success());
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("permission") && err.contains(&store.display().to_string()),
+        "says it lacks permission and names the file: {err}"
+    );
+    assert!(
+        err.contains("as root or as the user"),
+        "says who can: {err}"
+    );
+    assert!(!err.contains("readonly database"), "{err}");
+}
+
+/// A subscriber store the daemon cannot open is refused before the network
+/// key is made or send epochs are leased.
+#[test]
+fn an_unusable_store_refuses_the_start_before_epochs_are_leased() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let config = write_config(d, free_udp_port(), "metrics_listen = \"\"\n");
+    // A directory where the store's file should be: SQLite cannot open it.
+    std::fs::create_dir_all(d.join("state/subscribers.db")).unwrap();
+    let mut daemon = Daemon::start(&config, d);
+    let Some((status, err)) = daemon.exit_within(Duration::from_secs(5)) else {
+        panic!("anytund started without a usable store");
+    };
+    assert!(!status.success());
+    assert!(err.contains("subscribers.db"), "{err}");
+    assert!(
+        !d.join("state/send-epoch").exists() && !d.join("state/network.key").exists(),
+        "a refused start wrote state: {err}"
+    );
+}

@@ -276,6 +276,12 @@ fn a_client_at_its_call_limit_refuses_with_busy_at_once() {
         e,
         Event::IncomingCall { call, .. } if *call == second
     )));
+    // Bob's application is told whom it refused, and why.
+    assert!(has(&net.node("bob").events, |e| matches!(
+        e,
+        Event::CallRefused { call, from, cause: Cause::Busy }
+            if *call == second && from.as_str() == "carol"
+    )));
     net.node("alice")
         .client
         .hangup(now, first, Cause::Normal)

@@ -94,6 +94,8 @@ enum Cmd {
         #[arg(long)]
         dtmf: Option<String>,
         #[command(flatten)]
+        media: MediaArgs,
+        #[command(flatten)]
         client: ClientArgs,
     },
     /// Register NAME, answer incoming calls, play and record.
@@ -109,9 +111,13 @@ enum Cmd {
         /// Codecs this side accepts, in order of preference.
         #[arg(long, value_delimiter = ',', default_value = "ulaw,alaw,slin")]
         codecs: Vec<String>,
-        /// How many calls to take before exiting.
-        #[arg(long, default_value_t = 1)]
+        /// How many calls to take before exiting (at least 1). With more
+        /// than one, --record F writes each call to its own file: F-1.wav,
+        /// F-2.wav, ... (the number before the extension).
+        #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
         calls: u32,
+        #[command(flatten)]
+        media: MediaArgs,
         #[command(flatten)]
         client: ClientArgs,
     },
@@ -160,16 +166,70 @@ struct ClientArgs {
     /// The network's public key (base64), or a file holding it.
     #[arg(long, env = "ANYTUN_NETWORK_KEY")]
     network_key: String,
-    /// The proxy (anycast) address.
-    #[arg(long, env = "ANYTUN_PROXY", default_value = "127.0.0.1:7475")]
-    proxy: SocketAddr,
+    /// The proxy (anycast) address: IP:PORT or HOST:PORT. A host name is
+    /// resolved once, at start; the first address the system returns is
+    /// used (the "connected" line says which).
+    #[arg(long, env = "ANYTUN_PROXY", default_value = "127.0.0.1:7475", value_parser = proxy_arg)]
+    proxy: ProxyAddr,
     /// Keepalive interval in seconds (default: what the proxy says).
     #[arg(long)]
     keepalive: Option<u64>,
+}
+
+/// Options of the commands that carry calls (`call`, `answer`); `register`
+/// refuses every call, so it has none.
+#[derive(Args, Clone)]
+struct MediaArgs {
     /// End a call when nothing (voice or keepalive) has come from the other
     /// side for this many seconds.
     #[arg(long, default_value_t = 10.0, value_parser = media_timeout_arg)]
     media_timeout: f64,
+}
+
+/// `--proxy` as given and the address it stands for.
+#[derive(Clone, Debug)]
+struct ProxyAddr {
+    /// What the user wrote.
+    given: String,
+    /// The address used: the given one, or the first the system's resolver
+    /// returned for a host name.
+    addr: SocketAddr,
+}
+
+/// Parses `--proxy`: a socket address, or a host name and port resolved
+/// with the system's resolver (std's `ToSocketAddrs`), keeping its first
+/// answer.
+fn proxy_arg(s: &str) -> Result<ProxyAddr, String> {
+    use std::net::ToSocketAddrs;
+    if let Ok(addr) = s.parse::<SocketAddr>() {
+        return Ok(ProxyAddr {
+            given: s.to_owned(),
+            addr,
+        });
+    }
+    let all: Vec<SocketAddr> = s
+        .to_socket_addrs()
+        .map_err(|e| format!("cannot resolve {s} (give HOST:PORT or IP:PORT): {e}"))?
+        .collect();
+    let addr = *all
+        .first()
+        .ok_or_else(|| format!("{s} resolves to no address"))?;
+    log::info!("--proxy {s} resolves to {all:?}; using {addr}");
+    Ok(ProxyAddr {
+        given: s.to_owned(),
+        addr,
+    })
+}
+
+impl std::fmt::Display for ProxyAddr {
+    /// The address, preceded by the host name it came from, if any.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.given.parse::<SocketAddr>().is_ok() {
+            write!(f, "{}", self.addr)
+        } else {
+            write!(f, "{} = {}", self.given, self.addr)
+        }
+    }
 }
 
 fn media_timeout_arg(s: &str) -> Result<f64, String> {
@@ -289,17 +349,38 @@ fn dtmf_arg(digits: &str) -> CliResult {
     }
 }
 
+/// The name this command registers or calls as, when it knows one: error
+/// hints use it instead of a placeholder.
+static OWN_NAME: std::sync::OnceLock<Name> = std::sync::OnceLock::new();
+
+/// A client error in words, with this command's own name where the
+/// library can only say NAME.
+fn client_error(e: ClientError) -> String {
+    match (&e, OWN_NAME.get()) {
+        (ClientError::NotAuthorized { key }, Some(name)) => format!(
+            "the proxy refused this client's key {key}: it is not in the subscriber store \
+             (add it with: anytun user add {name} {key})"
+        ),
+        _ => e.to_string(),
+    }
+}
+
 /// Starts a client and waits for its session. `max_calls`: calls beyond
-/// are refused as busy by the client itself.
+/// are refused as busy by the client itself. `media`: the media options
+/// of a command that carries calls (defaults otherwise).
 async fn connect(
     args: &ClientArgs,
+    media: Option<&MediaArgs>,
     sink: VoiceSink,
     max_calls: usize,
 ) -> Result<(ClientRuntime, UnboundedReceiver<Event>), String> {
     let mut cfg = args.config()?;
     cfg.max_calls = max_calls;
-    cfg.media_timeout = Duration::from_secs_f64(args.media_timeout);
-    let (rt, mut rx) = ClientRuntime::start(cfg, args.proxy, sink).map_err(|e| e.to_string())?;
+    if let Some(m) = media {
+        cfg.media_timeout = Duration::from_secs_f64(m.media_timeout);
+    }
+    let (rt, mut rx) =
+        ClientRuntime::start(cfg, args.proxy.addr, sink).map_err(|e| e.to_string())?;
     loop {
         match rx.recv().await {
             Some(Event::Connected {
@@ -314,7 +395,7 @@ async fn connect(
                 return Ok((rt, rx));
             }
             Some(Event::ClockCorrected(skew)) => eprintln!("warning: {skew}; corrected"),
-            Some(Event::Disconnected(e)) => return Err(e.to_string()),
+            Some(Event::Disconnected(e)) => return Err(client_error(e)),
             Some(_) => {}
             None => return Err("client stopped".into()),
         }
@@ -350,7 +431,7 @@ async fn register_and_wait(
                     "the proxy refused to register {n}: this key is not authorised for that name"
                 ))
             }
-            Some(Event::Disconnected(e)) => return Err(e.to_string()),
+            Some(Event::Disconnected(e)) => return Err(client_error(e)),
             Some(_) => {}
             None => return Err("client stopped".into()),
         }
@@ -362,7 +443,15 @@ async fn register_and_wait(
 /// (replaced by a newer login, refused) is an error.
 fn session_event(ev: Option<Event>) -> CliResult {
     match ev {
-        Some(Event::Disconnected(e)) => Err(e.to_string()),
+        Some(Event::Disconnected(e)) => Err(client_error(e)),
+        Some(Event::ClockCorrected(skew)) => {
+            eprintln!("warning: {skew}; corrected");
+            Ok(())
+        }
+        Some(Event::CallRefused { from, cause, .. }) => {
+            eprintln!("refused a call from {from}: {cause}");
+            Ok(())
+        }
         Some(Event::Reconnecting(e)) => {
             eprintln!("{e}; connecting again");
             Ok(())
@@ -436,9 +525,8 @@ async fn run_call(
                     return Ok(Some(cause));
                 }
                 Some(Event::Dtmf { digit, .. }) => eprintln!("DTMF {digit}"),
-                Some(Event::IncomingCall { from, .. }) => {
-                    eprintln!("call from {from} refused as busy: already in a call");
-                }
+                // A second call is refused by the client itself (max_calls
+                // 1) and reported as Event::CallRefused.
                 other => session_event(other)?,
             }
         }
@@ -453,8 +541,12 @@ async fn cmd_call(
     as_name: Option<Name>,
     codecs: Vec<String>,
     dtmf: Option<String>,
+    media: MediaArgs,
     args: ClientArgs,
 ) -> CliResult {
+    if let Some(n) = &as_name {
+        let _ = OWN_NAME.set(n.clone());
+    }
     codecs_arg(&codecs)?;
     if let Some(digits) = &dtmf {
         dtmf_arg(digits)?;
@@ -463,7 +555,7 @@ async fn cmd_call(
     let mut signals = Signals::new()?;
     let recorder = CallRecorder::new();
     let (rt, mut rx) = tokio::select! {
-        r = connect(&args, recorder.sink(), 1) => r?,
+        r = connect(&args, Some(&media), recorder.sink(), 1) => r?,
         s = signals.recv() => return Err(format!("interrupted by {s}")),
     };
     let result = tokio::select! {
@@ -499,6 +591,24 @@ async fn call_flow(
             Some(Event::EndToEndFailed { error, .. }) => {
                 return Err(format!("call to {name} failed: {error}"))
             }
+            Some(Event::CallEnded {
+                cause: Cause::Unavailable,
+                ..
+            }) => {
+                let hint = if may_register(rt, rx, name).await {
+                    format!(
+                        "\nhint: this key may also register {name}: if `anytun answer {name}` \
+                         used this key, this login replaced its session; each device needs its \
+                         own key (one key = one session)"
+                    )
+                } else {
+                    String::new()
+                };
+                return Err(format!(
+                    "call to {name} failed: {}{hint}",
+                    Cause::Unavailable
+                ));
+            }
             Some(Event::CallEnded { cause, .. }) => {
                 return Err(format!("call to {name} failed: {cause}"))
             }
@@ -533,14 +643,58 @@ async fn call_flow(
     }
 }
 
+/// How long [`may_register`] waits for the proxy's answer.
+const PROBE_WAIT: Duration = Duration::from_secs(2);
+
+/// Whether this client's key may register `name`: asks the proxy to
+/// remove a registration of `name` that this session does not have (a
+/// no-op), which it refuses only for a key not authorised for the name.
+/// Used after a call to `name` found nobody registered: if this key may
+/// register it, this very login has likely replaced the session of the
+/// `anytun answer` that used the same key (one key = one session).
+async fn may_register(rt: &ClientRuntime, rx: &mut UnboundedReceiver<Event>, name: &Name) -> bool {
+    rt.register(name.clone(), 0).await;
+    let answer = async {
+        loop {
+            match rx.recv().await {
+                Some(Event::Registered { name: n, .. }) if &n == name => return true,
+                Some(Event::RegisterFailed { name: n }) if &n == name => return false,
+                Some(_) => {}
+                None => return false,
+            }
+        }
+    };
+    tokio::time::timeout(PROBE_WAIT, answer)
+        .await
+        .unwrap_or(false)
+}
+
+/// Where `answer --record base` writes call number `n` (from 1) of
+/// `calls`: `base` itself for a single call, else `base` with `-n` before
+/// its extension (heard.wav: heard-1.wav, heard-2.wav, ...), so no call
+/// overwrites another's recording.
+fn record_path(base: &Path, n: u32, calls: u32) -> PathBuf {
+    if calls <= 1 {
+        return base.to_owned();
+    }
+    let stem = base.file_stem().unwrap_or_default().to_string_lossy();
+    let file = match base.extension() {
+        Some(ext) => format!("{stem}-{n}.{}", ext.to_string_lossy()),
+        None => format!("{stem}-{n}"),
+    };
+    base.with_file_name(file)
+}
+
 async fn cmd_answer(
     name: Name,
     play: Option<PathBuf>,
     record: Option<PathBuf>,
     accept: Vec<String>,
     calls: u32,
+    media: MediaArgs,
     args: ClientArgs,
 ) -> CliResult {
+    let _ = OWN_NAME.set(name.clone());
     let supported = codecs_arg(&accept)?;
     let audio = match &play {
         Some(p) => load_audio(p)?,
@@ -553,14 +707,16 @@ async fn cmd_answer(
     let unsaved = Cell::new(true);
     // One call at a time: a second Invite is refused as busy at once.
     let (rt, mut rx) = tokio::select! {
-        r = connect(&args, recorder.sink(), 1) => r?,
+        r = connect(&args, Some(&media), recorder.sink(), 1) => r?,
         s = signals.recv() => {
             eprintln!("stopped by {s}");
             return Ok(());
         }
     };
+    // The number of the call being (or last) taken, for its recording's file.
+    let current = Cell::new(1);
     let result = tokio::select! {
-        r = answer_flow(&rt, &mut rx, &recorder, &unsaved, &record, &name, &supported, &audio, calls) => r,
+        r = answer_flow(&rt, &mut rx, &recorder, &unsaved, &current, &record, &name, &supported, &audio, calls) => r,
         s = signals.recv() => {
             eprintln!("stopped by {s}");
             Ok(())
@@ -570,7 +726,8 @@ async fn cmd_answer(
     if !unsaved.get() {
         return result;
     }
-    let saved = save_recording(&record, &recorder);
+    let path = record.map(|r| record_path(&r, current.get(), calls));
+    let saved = save_recording(&path, &recorder);
     result.and(saved)
 }
 
@@ -582,6 +739,7 @@ async fn answer_flow(
     rx: &mut UnboundedReceiver<Event>,
     recorder: &CallRecorder,
     unsaved: &Cell<bool>,
+    current: &Cell<u32>,
     record: &Option<PathBuf>,
     name: &Name,
     supported: &[Codec],
@@ -591,6 +749,7 @@ async fn answer_flow(
     register_and_wait(rt, rx, name, 300).await?;
     let mut taken = 0;
     while taken < calls {
+        current.set(taken + 1);
         let (call, from, offer) = loop {
             match rx.recv().await {
                 Some(Event::IncomingCall {
@@ -634,17 +793,19 @@ async fn answer_flow(
             None => {}
         }
         unsaved.set(false);
-        save_recording(record, recorder)?;
+        let path = record.as_ref().map(|r| record_path(r, taken + 1, calls));
+        save_recording(&path, recorder)?;
         taken += 1;
     }
     Ok(())
 }
 
 async fn cmd_register(name: Name, expires: u32, args: ClientArgs) -> CliResult {
+    let _ = OWN_NAME.set(name.clone());
     let mut signals = Signals::new()?;
     // Calls are refused here, so no voice ever arrives.
     let (rt, mut rx) = tokio::select! {
-        r = connect(&args, Box::new(|_| {}), 16) => r?,
+        r = connect(&args, None, Box::new(|_| {}), 16) => r?,
         s = signals.recv() => {
             eprintln!("stopped by {s}");
             return Ok(());
@@ -672,7 +833,10 @@ async fn register_flow(
     loop {
         match rx.recv().await {
             Some(Event::IncomingCall { call, from, .. }) => {
-                eprintln!("call from {from}: refused as busy (use `anytun answer` to take calls)");
+                eprintln!(
+                    "refused a call from {from}: {} (use `anytun answer` to take calls)",
+                    Cause::Busy
+                );
                 let _ = rt.reject(call, Cause::Busy).await;
             }
             other => session_event(other)?,
@@ -794,16 +958,18 @@ async fn run(cli: Cli) -> Result<bool, String> {
             as_name,
             codecs,
             dtmf,
+            media,
             client,
-        } => cmd_call(name, play, record, as_name, codecs, dtmf, client).await?,
+        } => cmd_call(name, play, record, as_name, codecs, dtmf, media, client).await?,
         Cmd::Answer {
             name,
             play,
             record,
             codecs,
             calls,
+            media,
             client,
-        } => cmd_answer(name, play, record, codecs, calls, client).await?,
+        } => cmd_answer(name, play, record, codecs, calls, media, client).await?,
         Cmd::Demo {
             json,
             seconds,

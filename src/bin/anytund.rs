@@ -7,7 +7,7 @@
 use anytun::config::{self, Config};
 use anytun::crypto::SecretKey;
 use anytun::proxy::{Proxy, ProxyConfig};
-use anytun::runtime::proxy::ProxyRuntime;
+use anytun::runtime::proxy::{BoundSockets, ProxyRuntime};
 use anytun::runtime::udp::BindOptions;
 use anytun::runtime::RuntimeError;
 use anytun::session::epoch::LeaseFile;
@@ -166,7 +166,7 @@ async fn run(args: Args) -> Result<(), String> {
         return Ok(());
     }
     // Bound before anything is created or announced: a daemon that cannot
-    // start must not print a ready line, make a key or lease epochs.
+    // start must not print a ready line, make a key or lease epochs (8.8).
     let metrics_listener = match &cfg.metrics_listen {
         Some(addr) => Some((
             tokio::net::TcpListener::bind(addr)
@@ -176,32 +176,13 @@ async fn run(args: Args) -> Result<(), String> {
         )),
         None => None,
     };
-    let key = network_key(&cfg.network_key)?;
-    let (lease_file, first_lease) = first_epoch_lease(&cfg.network_key)?;
-    let network_public = key.public();
-    let store = SubscriberStore::open(&cfg.subscribers).map_err(|e| e.to_string())?;
-    // The version is read first, so a change committed while the snapshot
-    // is read is reloaded on the first tick rather than missed.
-    let version = store.data_version().map_err(|e| e.to_string())?;
-    let subscribers = store.snapshot().map_err(|e| e.to_string())?;
-    let mut watch = ReloadWatch::new(Some(version));
-    let mut pc = ProxyConfig::new(proxy_id, key);
-    pc.keepalive_s = cfg.keepalive_s;
-    pc.session_timeout = Duration::from_secs(u64::from(cfg.session_timeout_s));
-    pc.max_register_expires_s = cfg.max_register_expires_s;
-    pc.media_timeout = Duration::from_secs(u64::from(cfg.media_timeout_s));
-    pc.dos = cfg.dos.clone();
-    let count = subscribers.len();
-    let explicit_listen = cfg.listen != Config::default().listen;
     let bind = BindOptions {
         reuse_port: cfg.reuse_port,
     };
-    let start = |addrs: Vec<SocketAddr>| {
-        let core = Proxy::new(pc.clone(), subscribers.clone(), Instant::now());
-        async move { ProxyRuntime::start_with(core, &addrs, bind).await }
-    };
-    let rt = match start(listen.clone()).await {
-        Ok(rt) => rt,
+    let explicit_listen = cfg.listen != Config::default().listen;
+    // The UDP sockets too: a taken port must not cost a key or a lease.
+    let sockets = match BoundSockets::bind(&listen, bind) {
+        Ok(s) => s,
         // A port in use is never a reason to carry on with fewer addresses.
         Err(e @ RuntimeError::Bind { .. }) if port_in_use(&e).is_some() => {
             return Err(bind_error(e))
@@ -212,10 +193,30 @@ async fn run(args: Args) -> Result<(), String> {
         Err(RuntimeError::Bind { addr, source }) if addr.is_ipv6() && !explicit_listen => {
             log::warn!("cannot listen on {addr} ({source}); continuing on IPv4 only");
             let v4: Vec<SocketAddr> = listen.iter().copied().filter(SocketAddr::is_ipv4).collect();
-            start(v4).await.map_err(bind_error)?
+            BoundSockets::bind(&v4, bind).map_err(bind_error)?
         }
         Err(e) => return Err(e.to_string()),
     };
+    // The store before the key and the lease: a store this daemon cannot
+    // open or read must not cost a lease either.
+    let store = SubscriberStore::open(&cfg.subscribers).map_err(|e| e.to_string())?;
+    // The version is read first, so a change committed while the snapshot
+    // is read is reloaded on the first tick rather than missed.
+    let version = store.data_version().map_err(|e| e.to_string())?;
+    let subscribers = store.snapshot().map_err(|e| e.to_string())?;
+    let key = network_key(&cfg.network_key)?;
+    let (lease_file, first_lease) = first_epoch_lease(&cfg.network_key)?;
+    let network_public = key.public();
+    let mut watch = ReloadWatch::new(Some(version));
+    let mut pc = ProxyConfig::new(proxy_id, key);
+    pc.keepalive_s = cfg.keepalive_s;
+    pc.session_timeout = Duration::from_secs(u64::from(cfg.session_timeout_s));
+    pc.max_register_expires_s = cfg.max_register_expires_s;
+    pc.media_timeout = Duration::from_secs(u64::from(cfg.media_timeout_s));
+    pc.dos = cfg.dos.clone();
+    let count = subscribers.len();
+    let core = Proxy::new(pc, subscribers, Instant::now());
+    let rt = ProxyRuntime::serve(core, sockets);
     let rt = Arc::new(rt);
     // Granted only now, to the one core that runs (spec 8.8).
     let epochs = rt.with_core(|p| p.epochs().clone());

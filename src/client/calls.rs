@@ -366,9 +366,11 @@ impl Client {
                     return;
                 }
                 if self.closing || self.calls.len() >= self.cfg.max_calls {
-                    log::info!("call {call} from {from}: refused as busy");
+                    log::debug!("call {call} from {from}: refused as busy");
                     let cause = Cause::Busy;
                     let _ = self.send_control(now, ControlMsg::Reject { call, cause });
+                    self.events
+                        .push_back(Event::CallRefused { call, from, cause });
                     return;
                 }
                 let peer_key = PublicKey(peer_key);
@@ -457,7 +459,8 @@ impl Client {
                 self.events.push_back(Event::Answered { call, codec });
             }
             Err(e) => {
-                log::warn!("call {call}: end-to-end handshake failed: {e}");
+                // The event carries it; the application reports it once.
+                log::debug!("call {call}: end-to-end handshake failed: {e}");
                 let cause = Cause::TemporaryFailure;
                 let _ = self.send_control(now, ControlMsg::Hangup { call, cause });
                 self.events

@@ -160,7 +160,8 @@ impl Client {
         self.clock.refusals += 1;
         let skew = self.clock.skew();
         if payload.status == HandshakeStatus::ClockSkew {
-            log::warn!("{skew}; corrected");
+            // The event carries it; the application reports it once.
+            log::debug!("{skew}; corrected");
             self.events.push_back(Event::ClockCorrected(skew));
         } else {
             // Stale: a restarted proxy, a clock stepped back a little, or

@@ -162,6 +162,18 @@ pub enum Event {
         /// Offered codecs.
         codecs: Vec<String>,
     },
+    /// An incoming call this client refused by itself, with no
+    /// [`Event::IncomingCall`] before: it already held
+    /// [`max_calls`](super::ClientConfig::max_calls) calls (busy), or it is
+    /// closing.
+    CallRefused {
+        /// The call.
+        call: CallId,
+        /// Caller's name (checked by the proxy).
+        from: Name,
+        /// The cause sent to the caller.
+        cause: Cause,
+    },
     /// The callee's device is ringing.
     Ringing {
         /// The call.

@@ -283,7 +283,9 @@ impl Client {
             ControlMsg::SessionReplaced => {
                 // Final: logging in again would evict the newer login,
                 // which would evict us in turn.
-                log::warn!("the proxy replaced this session with a newer login of this key");
+                // The Disconnected event carries it; the application
+                // reports it once.
+                log::debug!("the proxy replaced this session with a newer login of this key");
                 self.conn = Conn::Idle;
                 self.unanswered_since = None;
                 self.reconnecting = false;

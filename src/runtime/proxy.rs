@@ -41,6 +41,36 @@ struct Shared {
     wake: Notify,
 }
 
+/// UDP sockets bound for a proxy that does not serve yet: binding first
+/// lets a daemon refuse a taken port before it creates a key or leases send
+/// epochs (spec 8.8).
+pub struct BoundSockets {
+    endpoints: Vec<UdpEndpoint>,
+    addrs: Vec<SocketAddr>,
+}
+
+impl BoundSockets {
+    /// Binds every address in `listen` with `opts`. A port in use is
+    /// [`RuntimeError::Bind`] with an `AddrInUse` source. Must be called
+    /// inside a tokio runtime.
+    pub fn bind(listen: &[SocketAddr], opts: BindOptions) -> Result<Self, RuntimeError> {
+        let mut endpoints = Vec::new();
+        let mut addrs = Vec::new();
+        for &addr in listen {
+            let bind_err = |source| RuntimeError::Bind { addr, source };
+            let ep = UdpEndpoint::bind_with(addr, opts).map_err(bind_err)?;
+            addrs.push(ep.local_addr().map_err(bind_err)?);
+            endpoints.push(ep);
+        }
+        Ok(Self { endpoints, addrs })
+    }
+
+    /// The bound addresses (with real ports where port 0 was asked for).
+    pub fn local_addrs(&self) -> &[SocketAddr] {
+        &self.addrs
+    }
+}
+
 /// A proxy running on sockets.
 pub struct ProxyRuntime {
     shared: Arc<Shared>,
@@ -60,14 +90,14 @@ impl ProxyRuntime {
         listen: &[SocketAddr],
         opts: BindOptions,
     ) -> Result<Self, RuntimeError> {
-        let mut endpoints = Vec::new();
-        let mut addrs = Vec::new();
-        for &addr in listen {
-            let bind_err = |source| RuntimeError::Bind { addr, source };
-            let ep = UdpEndpoint::bind_with(addr, opts).map_err(bind_err)?;
-            addrs.push(ep.local_addr().map_err(bind_err)?);
-            endpoints.push(ep);
-        }
+        Ok(Self::serve(core, BoundSockets::bind(listen, opts)?))
+    }
+
+    /// Starts serving `core` on sockets bound beforehand (so that a daemon
+    /// can refuse a taken port before it writes any state). Must be called
+    /// inside a tokio runtime.
+    pub fn serve(core: Proxy, sockets: BoundSockets) -> Self {
+        let BoundSockets { endpoints, addrs } = sockets;
         let shared = Arc::new(Shared {
             snapshot: Mutex::new(Snapshot::of(&core)),
             core: Mutex::new(core),
@@ -80,7 +110,7 @@ impl ProxyRuntime {
             tasks.push(tokio::spawn(serve(shared.clone(), i)));
         }
         tasks.push(tokio::spawn(timers(shared.clone())));
-        Ok(Self { shared, tasks })
+        Self { shared, tasks }
     }
 
     /// The bound addresses (with real ports where port 0 was asked for).
