@@ -621,3 +621,41 @@ fn local_limits_are_refused_with_their_reason() {
     assert_eq!(e.delete(T0, S, k(99)), Err(WriteError::NotFound));
     assert!(Key::new(1, &[0; 65]).is_err());
 }
+
+fn lossy_three(seed: u64, loss_ppm: u32) -> Testbed {
+    let mut tb = Testbed::new(3, seed, T0, |n: NodeId| {
+        let mut c = Config::new(n, TEST_FP_KEY);
+        c.ae_interval_ms = 500;
+        c.seed = n as u64 * 31;
+        c
+    });
+    tb.loss_ppm = loss_ppm;
+    tb
+}
+
+/// Found by the interleaving property test: the scope was first written
+/// after the Hellos (so no round was scheduled for it with any peer) and
+/// the one Push to node 3 was lost. Before the fix no round ever ran and
+/// node 3 kept the older version for ever.
+#[test]
+fn a_scope_created_after_hello_is_reconciled_when_a_push_is_lost() {
+    let mut tb = lossy_three(14299394946223478, 174_553);
+    let k = Key::new(1, &[0]).expect("short");
+    for (i, adv) in [3u64, 2, 0, 0].into_iter().enumerate() {
+        let now = tb.now;
+        let v = (i as u32).to_be_bytes();
+        let n = &mut tb.nodes[0];
+        // The first two are deletes of a key nobody has (refused); then
+        // two writes: the table for the scope appears only now.
+        let _ = if i < 2 {
+            n.delete(now, S, k.clone()).map(|_| ())
+        } else {
+            n.write(now, S, k.clone(), &v).map(|_| ())
+        };
+        let t = tb.now + adv;
+        tb.run_to(t);
+    }
+    let now = tb.now;
+    let done = tb.run_until(now + 30_000, |tb| tb.converged(S));
+    assert!(done.is_some(), "did not converge: {:?}", tb.digests(S));
+}

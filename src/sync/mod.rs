@@ -671,8 +671,30 @@ impl Engine {
     }
 
     fn table_mut(&mut self, scope: Scope) -> Result<&mut Table, SyncDrop> {
-        if !self.tables.contains_key(&scope) && self.tables.len() >= self.cfg.max_scopes {
-            return Err(SyncDrop::TooManyScopes);
+        if !self.tables.contains_key(&scope) {
+            if self.tables.len() >= self.cfg.max_scopes {
+                return Err(SyncDrop::TooManyScopes);
+            }
+            // A scope that appears after a peer's Hello has no round
+            // scheduled with that peer yet; without one, a push lost on the
+            // way would never be repaired.
+            let ready: Vec<NodeId> = self
+                .peers
+                .iter()
+                .filter(|(id, p)| {
+                    p.connected && p.caps.is_some() && self.policy.in_scope(scope, **id)
+                })
+                .map(|(id, _)| *id)
+                .collect();
+            for id in ready {
+                let next = self.next_round_time(self.now);
+                if let Some(p) = self.peers.get_mut(&id) {
+                    let ps = p.scopes.entry(scope).or_default();
+                    if ps.next_round == 0 {
+                        ps.next_round = next;
+                    }
+                }
+            }
         }
         let (max, now) = (self.cfg.max_entries, self.now);
         Ok(self
