@@ -127,3 +127,41 @@ fn reconnect_to_a_full_proxy_replaces_the_old_session() {
     assert!(net.node("bob").client.session().is_some(), "{ev}");
     assert_eq!(net.proxy.registration_count(), 1);
 }
+
+/// The proxy restarts with room for one session; alice and bob both
+/// reconnect, one of them is told "busy". Busy is transient: that client must
+/// keep trying (as it does when it hears nothing) and get in once the other
+/// is gone, not stop for good with `Disconnected(Busy)` (`anytun answer`
+/// would exit and never register again).
+#[test]
+fn busy_while_reconnecting_is_retried() {
+    use anytun::proxy::{Proxy, ProxyConfig, Subscribers};
+    use anytun::session::{EpochLease, ProxyId};
+    let mut net = Net::new(&["alice", "bob"]);
+    net.connect_all();
+    net.register("bob", "bob");
+    net.advance(Duration::from_secs(7));
+    let subs = Subscribers::new(
+        net.nodes
+            .iter()
+            .map(|n| (name(n.name), n.client.public_key())),
+    );
+    let mut cfg = ProxyConfig::new(ProxyId::new(1).unwrap(), net.network.clone());
+    cfg.max_sessions = 1;
+    cfg.session_timeout = Duration::from_secs(10);
+    net.proxy = Proxy::with_wall_clock(cfg, subs, net.now, net.unix_nanos);
+    net.proxy.epochs().grant(EpochLease::ephemeral());
+    net.advance(Duration::from_secs(30));
+    let inside = if net.node("alice").client.session().is_some() {
+        "alice"
+    } else {
+        "bob"
+    };
+    let outside = if inside == "alice" { "bob" } else { "alice" };
+    assert!(net.node(inside).client.session().is_some());
+    // The one inside vanishes; its session times out at the proxy.
+    net.kill(inside);
+    net.advance(Duration::from_secs(30));
+    let ev = format!("{:?}", net.node(outside).events);
+    assert!(net.node(outside).client.session().is_some(), "{ev}");
+}
