@@ -165,3 +165,49 @@ fn busy_while_reconnecting_is_retried() {
     let ev = format!("{:?}", net.node(outside).events);
     assert!(net.node(outside).client.session().is_some(), "{ev}");
 }
+
+/// alice sends `1 2 3` (the packet with `1` lost) and hangs up at once. bob
+/// received `2` and `3` (held, waiting for `1`) when the Hangup arrives:
+/// they must be delivered, not dropped with the call.
+#[test]
+fn held_digits_are_delivered_when_the_call_ends() {
+    let mut net = Net::new(&["alice", "bob"]);
+    net.connect_all();
+    net.register("bob", "bob");
+    let call = net.establish_call("alice", "bob");
+    let now = net.now;
+    net.node("alice")
+        .client
+        .send_dtmf(now, call, '1', 100)
+        .unwrap();
+    let mut buf = [0u8; MAX_DATAGRAM];
+    assert!(net.node("alice").client.poll_transmit(&mut buf).is_some()); // lost
+    for d in ['2', '3'] {
+        net.node("alice")
+            .client
+            .send_dtmf(now, call, d, 100)
+            .unwrap();
+        net.pump();
+    }
+    net.node("alice")
+        .client
+        .hangup(now, call, anytun::call::Cause::Normal)
+        .unwrap();
+    net.pump();
+    net.advance(Duration::from_secs(3));
+    let ended_at = net
+        .node("bob")
+        .events
+        .iter()
+        .position(|e| matches!(e, Event::CallEnded { .. }))
+        .expect("bob's call ended");
+    let got = digits(&mut net, "bob");
+    assert!(got.ends_with("23"), "bob got {got:?}");
+    let last_digit = net
+        .node("bob")
+        .events
+        .iter()
+        .rposition(|e| matches!(e, Event::Dtmf { .. }))
+        .unwrap();
+    assert!(last_digit < ended_at, "digits after the call ended");
+}
