@@ -211,3 +211,25 @@ fn held_digits_are_delivered_when_the_call_ends() {
         .unwrap();
     assert!(last_digit < ended_at, "digits after the call ended");
 }
+
+/// bob's `anytun answer` is stopped (SIGTERM) while alice's call rings. alice
+/// must not be told "normal call clearing" (16) for a call that never
+/// connected: the device went away, so the call failed as unavailable (20)
+/// or rejected (21).
+#[test]
+fn a_callee_stopping_while_ringing_is_not_normal_clearing() {
+    let (mut net, call) = setup();
+    let now = net.now;
+    net.node("bob").client.shutdown(now);
+    net.pump();
+    let cause = net
+        .node("alice")
+        .events
+        .iter()
+        .find_map(|e| match e {
+            Event::CallEnded { call: c, cause } if *c == call => Some(*cause),
+            _ => None,
+        })
+        .expect("alice's call ended");
+    assert_ne!(cause, anytun::call::Cause::Normal);
+}
