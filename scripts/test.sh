@@ -15,6 +15,10 @@ if ! command -v cc >/dev/null || ! command -v c++ >/dev/null; then
     # rusqlite builds SQLite from source; cargo-fuzz builds libFuzzer (C++).
     apt-get update -qq && apt-get install -y -qq build-essential
 fi
+if ! command -v faketime >/dev/null; then
+    # The CLI test of a client whose clock is wrong runs it under faketime.
+    apt-get update -qq && apt-get install -y -qq faketime
+fi
 cargo --version
 for c in clippy rustfmt; do
     rustup component list --installed 2>/dev/null | grep -q "^$c" || rustup component add "$c"
