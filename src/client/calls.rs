@@ -621,7 +621,19 @@ impl Client {
     /// Ends a call locally and tells the application. False if there was
     /// no such call.
     pub(super) fn end_call(&mut self, call: CallId, cause: Cause) -> bool {
-        let existed = self.calls.remove(&call).is_some();
+        let removed = self.calls.remove(&call);
+        let existed = removed.is_some();
+        if let Some(CallState::Active(mut a)) = removed {
+            // Digits received but held for an earlier one are the other
+            // side's: delivered (in order) before the call's end, not lost.
+            for (digit, duration_ms) in a.dtmf_in.flush() {
+                self.events.push_back(Event::Dtmf {
+                    call,
+                    digit: char::from(digit),
+                    duration_ms,
+                });
+            }
+        }
         if existed {
             self.forget_pending(call);
             self.events.push_back(Event::CallEnded { call, cause });

@@ -99,6 +99,12 @@ impl Client {
             }
         };
         if let Some(err) = refused {
+            if self.reconnecting && matches!(err, ClientError::Busy) {
+                // A full proxy (one just restarted, say) is transient: a
+                // device that had a session keeps trying on the retry timer.
+                log::debug!("proxy busy while reconnecting; trying again");
+                return Ok(());
+            }
             // An authenticated refusal is final: retrying would not change it.
             self.conn = Conn::Idle;
             self.events.push_back(Event::Disconnected(err));

@@ -565,7 +565,8 @@ impl Client {
         self.send_init(now, unix_nanos);
     }
 
-    /// Ends every call (cause 16) and removes every registration, for a
+    /// Ends every call (cause 16; a call still ringing here is refused
+    /// with 20) and removes every registration, for a
     /// client about to stop. The Hangups and unregistrations are sent
     /// reliably; keep driving the client until
     /// [`Client::pending_control`] is 0 (all acknowledged) or a deadline
@@ -574,7 +575,12 @@ impl Client {
         self.closing = true;
         let calls: Vec<CallId> = self.calls.keys().copied().collect();
         for call in calls {
-            let _ = self.hangup(now, call, Cause::Normal);
+            // A call still ringing here never connected: the caller is told
+            // this device is gone (20), not "normal call clearing" (16).
+            let _ = match self.calls.get(&call) {
+                Some(CallState::Alerting { .. }) => self.reject(now, call, Cause::Unavailable),
+                _ => self.hangup(now, call, Cause::Normal),
+            };
             self.events.push_back(Event::CallEnded {
                 call,
                 cause: Cause::Normal,

@@ -74,7 +74,13 @@ impl Proxy {
             Verdict::Fresh if !self.subscribers.is_authorized(&client) => {
                 (Err(HandshakeStatus::UnknownKey), wall)
             }
-            Verdict::Fresh if self.sessions.len() >= self.cfg.max_sessions => {
+            // A key that holds a session already replaces it (below): its
+            // new login does not add one, so a full table is no reason to
+            // refuse it (that would lock a reconnecting device out).
+            Verdict::Fresh
+                if self.sessions.len() >= self.cfg.max_sessions
+                    && !self.by_key.contains_key(&client) =>
+            {
                 (Err(HandshakeStatus::Busy), wall)
             }
             Verdict::Fresh => {
