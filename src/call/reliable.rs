@@ -24,6 +24,12 @@ pub const MAX_TRANSMISSIONS: u8 = 8;
 /// [`ReliableSender::push`]: a peer that acknowledges nothing cannot make
 /// its sender hold, or retransmit, more than this.
 pub const MAX_PENDING: usize = 32;
+/// Room kept beyond [`MAX_PENDING`] for messages that end a call (Hangup,
+/// Reject), taken with [`ReliableSender::push_final`]: a party that fills
+/// the other's queue (a burst of CallData, say) cannot make it miss the end
+/// of a call. Still bounded: one session holds at most
+/// `MAX_PENDING + FINAL_RESERVE` messages.
+pub const FINAL_RESERVE: usize = 8;
 
 #[derive(Debug)]
 struct Pending {
@@ -68,6 +74,19 @@ impl ReliableSender {
         if self.room() == 0 {
             return None;
         }
+        Some(self.insert(now, body, call))
+    }
+
+    /// Like [`push`](Self::push), for a message that ends a call: it may
+    /// also use the [`FINAL_RESERVE`] beyond [`MAX_PENDING`].
+    pub fn push_final(&mut self, now: Instant, body: Vec<u8>, call: CallIdOpt) -> Option<u32> {
+        if self.pending.len() >= MAX_PENDING + FINAL_RESERVE {
+            return None;
+        }
+        Some(self.insert(now, body, call))
+    }
+
+    fn insert(&mut self, now: Instant, body: Vec<u8>, call: CallIdOpt) -> u32 {
         let id = self.take_id();
         let due = now + INITIAL_RTO;
         self.pending.insert(
@@ -81,13 +100,14 @@ impl ReliableSender {
             },
         );
         self.by_due.insert((due, id));
-        Some(id)
+        id
     }
 
     /// Assigns the next message id without queuing anything: for a message
     /// sent once and never retransmitted (the session ends with it). Ids
-    /// are never 0; with at most [`MAX_PENDING`] in flight, a free one is
-    /// found within `MAX_PENDING + 1` steps even after wrapping.
+    /// are never 0; with at most `MAX_PENDING + FINAL_RESERVE` in flight, a
+    /// free one is found within that many steps plus one, even after
+    /// wrapping.
     pub fn take_id(&mut self) -> u32 {
         loop {
             self.next_id = self.next_id.wrapping_add(1).max(1);

@@ -728,7 +728,15 @@ impl Proxy {
             let msg = PeerMessage::Control { to, hops: 0, body };
             return self.send_peer(serving, &msg);
         }
-        let Some(msg_id) = s.reliable.push(now, body.clone(), msg.call()) else {
+        // The end of a call may use the reserve beyond the queue's bound, so
+        // a party that filled the other's queue cannot hide it.
+        let ends_call = matches!(msg, ControlMsg::Hangup { .. } | ControlMsg::Reject { .. });
+        let pushed = if ends_call {
+            s.reliable.push_final(now, body.clone(), msg.call())
+        } else {
+            s.reliable.push(now, body.clone(), msg.call())
+        };
+        let Some(msg_id) = pushed else {
             log::debug!("control message to {to} not queued: its queue is full");
             self.stats.control_not_queued += 1;
             return false;

@@ -1,5 +1,5 @@
-//! Reviewer R2's findings, each as a failing-then-fixed (or failing) case in
-//! the in-memory simulator.
+//! Call and client edge cases found in review, each a failing-then-fixed (or
+//! still failing, ignored with the reason) case in the in-memory simulator.
 
 use anytun::client::Event;
 use anytun::sim::{name, Net};
@@ -266,4 +266,45 @@ fn digits_sent_before_a_hangup_all_arrive() {
     net.pump();
     net.advance(Duration::from_secs(3));
     assert_eq!(digits(&mut net, "bob"), "123");
+}
+
+/// alice has two calls with bob and floods the second with DTMF while bob's
+/// client has stopped acknowledging: bob's queue at the proxy fills with
+/// the second call's digits (the excess is counted as not queued). alice then
+/// hangs up the FIRST call: its Hangup still gets a place in bob's queue (the
+/// reserve kept for messages that end a call), so bob is not left in a ghost
+/// call. Before the reserve it was dropped like the excess digits.
+#[test]
+fn a_full_queue_never_swallows_the_hangup() {
+    let mut net = Net::new(&["alice", "bob"]);
+    net.connect_all();
+    net.register("bob", "bob");
+    let first = net.establish_call("alice", "bob");
+    let second = net.establish_call("alice", "bob");
+    let bob = net.session_info("bob").id;
+    net.kill("bob");
+    for _ in 0..40 {
+        let now = net.now;
+        net.node("alice")
+            .client
+            .send_dtmf(now, second, '5', 40)
+            .unwrap();
+        net.pump();
+    }
+    let full = net.proxy.control_pending(bob);
+    let dropped = net.proxy.stats().control_not_queued;
+    assert_eq!(full, anytun::call::reliable::MAX_PENDING);
+    assert!(dropped > 0, "the flood filled bob's queue");
+    let now = net.now;
+    net.node("alice")
+        .client
+        .hangup(now, first, anytun::call::Cause::Normal)
+        .unwrap();
+    net.pump();
+    assert_eq!(
+        net.proxy.control_pending(bob),
+        full + 1,
+        "the Hangup is queued"
+    );
+    assert_eq!(net.proxy.stats().control_not_queued, dropped);
 }
