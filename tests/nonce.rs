@@ -376,3 +376,37 @@ fn client_send_state_is_made_once_per_handshake() {
     assert_eq!(client.drops().get(DropReason::Unexpected), 1);
     assert_eq!(counters.len(), 2);
 }
+
+/// Review R1: a fresh send state (import, re-import, restart) also restarts
+/// the proxy's reliable control-message ids at 1, under the same sender id.
+/// The client de-duplicates control messages per sender id, so it takes the
+/// new ids as repeats: it acknowledges them (the proxy thinks them
+/// delivered) and never acts on them. Here: the `Registered` answer after a
+/// re-import at the same proxy is silently lost.
+#[test]
+fn control_messages_after_a_reimport_are_acted_on() {
+    let (mut net, sid) = connected();
+    let now = net.now;
+    let addr = net.node("alice").addr;
+    let state = net.proxy.export_session(sid).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let mut p2 = durable_proxy(&net, 2, now, &dir.path().join("send-epoch"));
+    let mut seen = Seen::default();
+    let client = &mut net.nodes[0].client;
+    while client.poll_event().is_some() {}
+    let registered = |client: &mut Client| {
+        std::iter::from_fn(|| client.poll_event())
+            .filter(|e| matches!(e, anytun::client::Event::Registered { .. }))
+            .count()
+    };
+    import(&mut p2, now, &state, addr);
+    exchange(&mut p2, client, addr, now, &mut seen);
+    assert_eq!(registered(client), 1, "the first Registered is acted on");
+    import(&mut p2, now, &state, addr);
+    exchange(&mut p2, client, addr, now, &mut seen);
+    assert_eq!(
+        registered(client),
+        1,
+        "the Registered after the re-import is taken as a repeat and lost"
+    );
+}
