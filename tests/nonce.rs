@@ -410,3 +410,26 @@ fn control_messages_after_a_reimport_are_acted_on() {
         "the Registered after the re-import is taken as a repeat and lost"
     );
 }
+
+/// Review R1: every accepted handshake takes an epoch from the proxy id's
+/// finite, never-reused space (2^32, starting near the Unix time in seconds,
+/// so about 2.5e9 are left today). One subscriber that reconnects in a loop
+/// (up to 499 handshakes/s stay under the load threshold, so no per-source
+/// limit applies) burns it for good in about 58 days: the proxy id can then
+/// never send again (every start fails with `Exhausted`). A handshake's
+/// keys are fresh, so its session needs no leased epoch (a reserved epoch
+/// 0, which no lease ever grants, would do).
+#[test]
+fn reconnecting_clients_do_not_consume_leased_epochs() {
+    let (mut net, _) = connected();
+    let before = net.proxy.epochs().next();
+    for _ in 0..20 {
+        net.advance(std::time::Duration::from_millis(5));
+        net.connect_all();
+    }
+    assert_eq!(
+        net.proxy.epochs().next() - before,
+        0,
+        "leased epochs taken by 20 reconnects of one client"
+    );
+}
