@@ -433,3 +433,64 @@ fn reconnecting_clients_do_not_consume_leased_epochs() {
         "leased epochs taken by 20 reconnects of one client"
     );
 }
+
+/// Review R1 (anypsp): two proxies that each take a session over from a
+/// third at about the same time (the client's packets reach both, an ECMP
+/// or route flap) exchange their `SessionUpdated`s, and each applies the
+/// other's as the newer view: each then believes the OTHER serves the
+/// client. Neither runs its timers; control messages for the client bounce
+/// between them until `MAX_CONTROL_HOPS` and are lost, until the client's
+/// next packet. The record carries the client counter floor, which orders
+/// the two views; it is not used.
+#[test]
+fn concurrent_take_overs_agree_on_who_serves() {
+    use anytun::proxy::ProxyEvent;
+    let (mut net, sid) = connected();
+    let now = net.now;
+    let addr = net.node("alice").addr;
+    let mk = |net: &Net, id: u16| {
+        let p = bare_proxy(net, id, now);
+        p.epochs().grant(EpochLease::ephemeral());
+        p
+    };
+    let (mut a, mut b) = (mk(&net, 2), mk(&net, 3));
+    let [p1, p2, p3] = [1, 2, 3].map(|i| ProxyId::new(i).unwrap());
+    net.proxy.set_peers([p2, p3]);
+    a.set_peers([p1, p3]);
+    b.set_peers([p1, p2]);
+    let record = std::iter::from_fn(|| net.proxy.poll_event())
+        .filter(|e| {
+            matches!(e, ProxyEvent::SessionUp(r) | ProxyEvent::SessionUpdated(r) if r.state.id == sid)
+        })
+        .last()
+        .expect("the session's record");
+    a.apply_remote(now, &record).unwrap();
+    b.apply_remote(now, &record).unwrap();
+    assert_eq!(a.serving_proxy(sid), Some(p1));
+    // Two client packets, the first reaches A, the second B.
+    let client = &mut net.nodes[0].client;
+    let mut buf = [0u8; MAX_DATAGRAM];
+    let mut out = [0u8; MAX_DATAGRAM];
+    client.register(now, name("alice"), 300);
+    let n = client.poll_transmit(&mut buf).unwrap();
+    let first = buf[..n].to_vec();
+    client.register(now, name("alice"), 301);
+    let n = client.poll_transmit(&mut buf).unwrap();
+    let second = buf[..n].to_vec();
+    a.handle_datagram(now, addr, None, &mut first.clone(), &mut out);
+    b.handle_datagram(now, addr, None, &mut second.clone(), &mut out);
+    let update = |p: &mut Proxy| {
+        std::iter::from_fn(|| p.poll_event())
+            .filter(|e| matches!(e, ProxyEvent::SessionUpdated(r) if r.state.id == sid))
+            .last()
+            .expect("a take-over is replicated")
+    };
+    let (from_a, from_b) = (update(&mut a), update(&mut b));
+    let _ = a.apply_remote(now, &from_b);
+    let _ = b.apply_remote(now, &from_a);
+    assert_eq!(
+        (a.serving_proxy(sid), b.serving_proxy(sid)),
+        (Some(p3), Some(p3)),
+        "A and B must agree (B saw the newer packet)"
+    );
+}
