@@ -542,4 +542,27 @@ mod review_r1 {
             (tai64n_to_unix_nanos(&t.floor()).unwrap() - now) / S
         );
     }
+    /// The shared state carries only each key's newest accepted timestamp,
+    /// not what was answered as ahead: an initiation answered "clock skew"
+    /// at one proxy is accepted as fresh at another that merged everything
+    /// the first shares, once the clocks reach it.
+    #[test]
+    fn answered_ahead_initiation_is_not_accepted_at_a_proxy_that_merged_the_state() {
+        let k = key(3);
+        let ts1 = T0 + 300 * S;
+        let mut x = ReplayTable::new(T0 - 1000 * S, 16);
+        assert!(matches!(
+            x.check(&k, &tai64n(ts1), T0),
+            Verdict::OutsideWindow { .. }
+        ));
+        assert_eq!(x.check(&k, &tai64n(T0 + S), T0 + S), Verdict::Fresh);
+        let mut y = ReplayTable::new(T0 - 1000 * S, 16);
+        let floor = x.floor();
+        y.merge(&floor, x.iter().collect::<Vec<_>>(), T0 + 2 * S);
+        assert_ne!(
+            y.check(&k, &tai64n(ts1), T0 + 200 * S),
+            Verdict::Fresh,
+            "a captured initiation answered as ahead at X is accepted at Y"
+        );
+    }
 }
