@@ -376,3 +376,187 @@ fn client_send_state_is_made_once_per_handshake() {
     assert_eq!(client.drops().get(DropReason::Unexpected), 1);
     assert_eq!(counters.len(), 2);
 }
+
+/// Review R1: a fresh send state (import, re-import, restart) also restarts
+/// the proxy's reliable control-message ids at 1, under the same sender id.
+/// The client de-duplicates control messages per sender id, so it takes the
+/// new ids as repeats: it acknowledges them (the proxy thinks them
+/// delivered) and never acts on them. Here: the `Registered` answer after a
+/// re-import at the same proxy is silently lost.
+#[test]
+fn control_messages_after_a_reimport_are_acted_on() {
+    let (mut net, sid) = connected();
+    let now = net.now;
+    let addr = net.node("alice").addr;
+    let state = net.proxy.export_session(sid).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let mut p2 = durable_proxy(&net, 2, now, &dir.path().join("send-epoch"));
+    let mut seen = Seen::default();
+    let client = &mut net.nodes[0].client;
+    while client.poll_event().is_some() {}
+    let registered = |client: &mut Client| {
+        std::iter::from_fn(|| client.poll_event())
+            .filter(|e| matches!(e, anytun::client::Event::Registered { .. }))
+            .count()
+    };
+    import(&mut p2, now, &state, addr);
+    exchange(&mut p2, client, addr, now, &mut seen);
+    assert_eq!(registered(client), 1, "the first Registered is acted on");
+    import(&mut p2, now, &state, addr);
+    exchange(&mut p2, client, addr, now, &mut seen);
+    assert_eq!(
+        registered(client),
+        1,
+        "the Registered after the re-import is taken as a repeat and lost"
+    );
+}
+
+/// Review R1: every accepted handshake takes an epoch from the proxy id's
+/// finite, never-reused space (2^32, starting near the Unix time in seconds,
+/// so about 2.5e9 are left today). One subscriber that reconnects in a loop
+/// (up to 499 handshakes/s stay under the load threshold, so no per-source
+/// limit applies) burns it for good in about 58 days: the proxy id can then
+/// never send again (every start fails with `Exhausted`). A handshake's
+/// keys are fresh, so its session needs no leased epoch (a reserved epoch
+/// 0, which no lease ever grants, would do).
+#[test]
+fn reconnecting_clients_do_not_consume_leased_epochs() {
+    let (mut net, _) = connected();
+    let before = net.proxy.epochs().next();
+    for _ in 0..20 {
+        net.advance(std::time::Duration::from_millis(5));
+        net.connect_all();
+    }
+    assert_eq!(
+        net.proxy.epochs().next() - before,
+        0,
+        "leased epochs taken by 20 reconnects of one client"
+    );
+}
+
+/// Review R1 (anypsp): two proxies that each take a session over from a
+/// third at about the same time (the client's packets reach both, an ECMP
+/// or route flap) exchange their `SessionUpdated`s, and each applies the
+/// other's as the newer view: each then believes the OTHER serves the
+/// client. Neither runs its timers; control messages for the client bounce
+/// between them until `MAX_CONTROL_HOPS` and are lost, until the client's
+/// next packet. The record carries the client counter floor, which orders
+/// the two views; it is not used.
+#[test]
+fn concurrent_take_overs_agree_on_who_serves() {
+    use anytun::proxy::ProxyEvent;
+    let (mut net, sid) = connected();
+    let now = net.now;
+    let addr = net.node("alice").addr;
+    let mk = |net: &Net, id: u16| {
+        let p = bare_proxy(net, id, now);
+        p.epochs().grant(EpochLease::ephemeral());
+        p
+    };
+    let (mut a, mut b) = (mk(&net, 2), mk(&net, 3));
+    let [p1, p2, p3] = [1, 2, 3].map(|i| ProxyId::new(i).unwrap());
+    net.proxy.set_peers([p2, p3]);
+    a.set_peers([p1, p3]);
+    b.set_peers([p1, p2]);
+    let record = std::iter::from_fn(|| net.proxy.poll_event())
+        .filter(|e| {
+            matches!(e, ProxyEvent::SessionUp(r) | ProxyEvent::SessionUpdated(r) if r.state.id == sid)
+        })
+        .last()
+        .expect("the session's record");
+    a.apply_remote(now, &record).unwrap();
+    b.apply_remote(now, &record).unwrap();
+    assert_eq!(a.serving_proxy(sid), Some(p1));
+    // Two client packets, the first reaches A, the second B.
+    let client = &mut net.nodes[0].client;
+    let mut buf = [0u8; MAX_DATAGRAM];
+    let mut out = [0u8; MAX_DATAGRAM];
+    client.register(now, name("alice"), 300);
+    let n = client.poll_transmit(&mut buf).unwrap();
+    let first = buf[..n].to_vec();
+    client.register(now, name("alice"), 301);
+    let n = client.poll_transmit(&mut buf).unwrap();
+    let second = buf[..n].to_vec();
+    a.handle_datagram(now, addr, None, &mut first.clone(), &mut out);
+    b.handle_datagram(now, addr, None, &mut second.clone(), &mut out);
+    let update = |p: &mut Proxy| {
+        std::iter::from_fn(|| p.poll_event())
+            .filter(|e| matches!(e, ProxyEvent::SessionUpdated(r) if r.state.id == sid))
+            .last()
+            .expect("a take-over is replicated")
+    };
+    let (from_a, from_b) = (update(&mut a), update(&mut b));
+    let _ = a.apply_remote(now, &from_b);
+    let _ = b.apply_remote(now, &from_a);
+    assert_eq!(
+        (a.serving_proxy(sid), b.serving_proxy(sid)),
+        (Some(p3), Some(p3)),
+        "A and B must agree (B saw the newer packet)"
+    );
+}
+
+/// The other side of keying the client's duplicate filter by send epoch: a
+/// control message from an OLDER epoch of a proxy than one the client has
+/// heard (here reordered across the proxy's `seq` wrap) is neither acted on
+/// nor acknowledged (an ack names only the message id, so it would
+/// acknowledge the newer send state's message of that id), and counted.
+/// The proxy retransmits it in its new epoch, where it is acted on once.
+#[test]
+fn control_message_from_an_older_epoch_is_retransmitted_not_lost() {
+    let (mut net, sid) = connected();
+    let now = net.now;
+    let addr = net.node("alice").addr;
+    let stand_in = bare_proxy(&net, 9, now);
+    let mut p1 = std::mem::replace(&mut net.proxy, stand_in);
+    let client = &mut net.nodes[0].client;
+    while client.poll_event().is_some() {}
+    // Two packets left in the current epoch: the proxy's answers to the
+    // first Register (ack, `Registered`) take them; its answers to the
+    // second go out in the next epoch.
+    p1.skip_seq_for_test(sid, u32::MAX - 1);
+    let mut buf = [0u8; MAX_DATAGRAM];
+    let mut out = [0u8; MAX_DATAGRAM];
+    let mut from_proxy = Vec::new();
+    for expires in [300, 301] {
+        client.register(now, name("alice"), expires);
+        while let Some(n) = client.poll_transmit(&mut buf) {
+            let mut d = buf[..n].to_vec();
+            if let Some(t) = p1.handle_datagram(now, addr, None, &mut d, &mut out) {
+                from_proxy.push(out[..t.len].to_vec());
+            }
+            while let Some(t) = p1.poll_transmit(&mut out) {
+                from_proxy.push(out[..t.len].to_vec());
+            }
+        }
+    }
+    let epoch = |p: &Vec<u8>| TransportHeader::parse(p).unwrap().counter / EPOCH_SPAN;
+    let (old, new): (Vec<_>, Vec<_>) = from_proxy.into_iter().partition(|p| epoch(p) == 0);
+    assert_eq!((old.len(), new.len()), (2, 2), "the wrap falls between");
+    let registered = |client: &mut Client| {
+        std::iter::from_fn(|| client.poll_event())
+            .filter(|e| matches!(e, anytun::client::Event::Registered { .. }))
+            .count()
+    };
+    // The new epoch's packets overtake the old one's.
+    for mut p in new.into_iter().chain(old) {
+        client.handle_datagram(now, &mut p);
+    }
+    assert_eq!(registered(client), 1, "only the second Registered");
+    assert_eq!(client.drops().get(DropReason::StaleControl), 1);
+    assert_eq!(client.drops().total(), 1);
+    // The client acknowledged only the second; the proxy retransmits the
+    // first in its new epoch, and the client acts on it.
+    while let Some(n) = client.poll_transmit(&mut buf) {
+        p1.handle_datagram(now, addr, None, &mut buf[..n].to_vec(), &mut out);
+    }
+    p1.handle_timeout(p1.poll_timeout());
+    let mut resent = 0;
+    while let Some(t) = p1.poll_transmit(&mut out) {
+        assert_eq!(epoch(&out[..t.len].to_vec()), 1);
+        client.handle_datagram(now, &mut out[..t.len]);
+        resent += 1;
+    }
+    assert_eq!(resent, 1);
+    assert_eq!(registered(client), 1, "the first Registered, once");
+    assert_eq!(client.drops().total(), 1);
+}

@@ -668,3 +668,35 @@ fn an_old_client_packet_replayed_to_another_proxy_is_refused() {
         assert_ne!(s.addr, attacker, "proxy {p} moved alice to the attacker");
     }
 }
+
+/// Review R1: the forward-to-home bound is per source address only. Forged
+/// transport packets (unauthenticated: the forwarding proxy lacks the keys)
+/// from spoofed sources, one each, are all forwarded: the aggregate is
+/// unbounded, and they fill the peer-bound queue, which then refuses the
+/// legitimate peer traffic (control hand-over, relayed media).
+#[test]
+fn forged_packets_from_spoofed_sources_do_not_fill_the_peer_queue() {
+    let mut net = Net::new(&["alice"]);
+    let home = ProxyId::new(9).unwrap();
+    let (now, ip) = (net.now, net.proxy_ip());
+    let mut out = [0u8; anytun::wire::MAX_DATAGRAM];
+    net.proxy.set_peers([home]);
+    for i in 0..5000u32 {
+        let src = std::net::SocketAddr::new(
+            std::net::Ipv4Addr::from(0xC633_0000 + i).into(), // 198.51.x.y
+            4444,
+        );
+        let mut pkt = forged(home, u64::from(i) + 1);
+        net.proxy
+            .handle_datagram(now, src, Some(ip), &mut pkt, &mut out);
+    }
+    let s = net.proxy.psp_stats().clone();
+    assert!(
+        s.peer_queue_full == 0
+            && s.forwarded_to_home <= 4 * u64::from(anytun::proxy::replica::FORWARD_BURST),
+        "5000 forged packets from 5000 spoofed sources: {} forwarded, queue {} (full drops {})",
+        s.forwarded_to_home,
+        net.proxy.peer_queue_len(),
+        s.peer_queue_full
+    );
+}

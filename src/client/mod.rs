@@ -109,9 +109,77 @@ struct Established {
     /// Last keepalive sent because nothing was heard (see `handle_timeout`).
     last_probe: Instant,
     reliable: ReliableSender,
-    /// Duplicate filters per proxy sender id: each proxy numbers its own
-    /// control messages.
-    received: Vec<(SenderId, ReliableReceiver)>,
+    /// Duplicate filters for control messages, one per proxy sender id (at
+    /// most one per proxy of the network), each for that sender's newest
+    /// send epoch only (spec 9.2).
+    received: Vec<ControlFilter>,
+}
+
+/// The duplicate filter for one proxy sender id. Each send state of a proxy
+/// (a handshake, every import of the session) numbers its control messages
+/// from 1 again, and each has its own send epoch (the high 32 bits of its
+/// counters; a later send state of one proxy id always has a higher one,
+/// spec 8.8). So the filter is kept per (sender id, epoch), for the newest
+/// epoch only: bounded, and a newer send state's messages are not taken as
+/// repeats of an older one's.
+struct ControlFilter {
+    sender: SenderId,
+    epoch: u32,
+    seen: ReliableReceiver,
+}
+
+/// What the client does with a control message (spec 9.2).
+#[derive(Debug, PartialEq, Eq)]
+enum ControlVerdict {
+    /// First arrival in the sender's newest epoch: acknowledge, act on it.
+    New,
+    /// A repeat in the sender's newest epoch: acknowledge only.
+    Repeat,
+    /// From an older send epoch of the sender than one already heard: a
+    /// delayed packet of a send state that has been replaced. Neither acted
+    /// on nor acknowledged: an ack names only the message id, so it would
+    /// acknowledge the current send state's message of that id, which the
+    /// client has not seen. (After a `seq` wrap the sender is the same and
+    /// retransmits the message in its new epoch.)
+    Stale,
+}
+
+impl ControlFilter {
+    /// Classifies control message `msg_id` sent by `sender` in a packet
+    /// with counter `counter`, and records it.
+    fn check(
+        filters: &mut Vec<Self>,
+        sender: SenderId,
+        counter: u64,
+        msg_id: u32,
+    ) -> ControlVerdict {
+        let epoch = (counter / crate::session::EPOCH_SPAN) as u32;
+        let f = match filters.iter_mut().find(|f| f.sender == sender) {
+            Some(f) => f,
+            None => {
+                filters.push(Self {
+                    sender,
+                    epoch,
+                    seen: ReliableReceiver::new(),
+                });
+                filters.last_mut().expect("just pushed")
+            }
+        };
+        if epoch < f.epoch {
+            return ControlVerdict::Stale;
+        }
+        if epoch > f.epoch {
+            // A newer send state: the old filter goes (its messages now come
+            // only as Stale).
+            f.epoch = epoch;
+            f.seen = ReliableReceiver::new();
+        }
+        if f.seen.first_time(msg_id) {
+            ControlVerdict::New
+        } else {
+            ControlVerdict::Repeat
+        }
+    }
 }
 
 struct Registration {
@@ -232,15 +300,11 @@ impl Client {
                 Ok(None)
             }
             Inner::Control { msg_id, body } => {
-                let first = match est.received.iter_mut().find(|(s, _)| *s == header.sender) {
-                    Some((_, r)) => r.first_time(msg_id),
-                    None => {
-                        let mut r = ReliableReceiver::new();
-                        r.first_time(msg_id);
-                        est.received.push((header.sender, r));
-                        true
-                    }
-                };
+                let verdict =
+                    ControlFilter::check(&mut est.received, header.sender, header.counter, msg_id);
+                if verdict == ControlVerdict::Stale {
+                    return Err(DropReason::StaleControl);
+                }
                 let mut ack = vec![0u8; 64];
                 if let Some(n) = est
                     .crypto
@@ -250,7 +314,7 @@ impl Client {
                     est.last_tx = now;
                     self.queue.push_back(ack);
                 }
-                if first {
+                if verdict == ControlVerdict::New {
                     let msg = ControlMsg::parse(body)?;
                     self.on_control(now, msg);
                 }

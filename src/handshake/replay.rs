@@ -450,3 +450,119 @@ mod tests {
         assert_eq!(stepped.start_unix_nanos(), T0 - 105 * S);
     }
 }
+
+/// Review R1: attacks on the replay table.
+#[cfg(test)]
+mod review_r1 {
+    use super::*;
+
+    const S: u128 = 1_000_000_000;
+    const T0: u128 = 1_800_000_000 * S;
+
+    fn key(i: u32) -> PublicKey {
+        let mut k = [0u8; 32];
+        k[..4].copy_from_slice(&i.to_be_bytes());
+        k[31] = 0xA5;
+        PublicKey(k)
+    }
+
+    /// A client whose clock is 5 minutes fast sends two initiations (a
+    /// retry) that are both answered "clock skew"; it then adopts the hint
+    /// and connects. An attacker who captured the FIRST initiation replays
+    /// it once the proxy's clock brings it inside the window: it must be
+    /// refused (it was answered once already), but only the newest
+    /// answered-ahead timestamp is remembered, so it is accepted as fresh:
+    /// a captured handshake accepted, and the legitimate session replaced.
+    #[test]
+    fn earlier_answered_ahead_initiation_is_not_accepted_when_its_time_comes() {
+        let mut t = ReplayTable::new(T0, 16);
+        let k = key(1);
+        let ts1 = T0 + 300 * S;
+        let ts2 = T0 + 305 * S; // the client's retry, 5 s later
+        assert!(matches!(
+            t.check(&k, &tai64n(ts1), T0),
+            Verdict::OutsideWindow { .. }
+        ));
+        assert!(matches!(
+            t.check(&k, &tai64n(ts2), T0 + 5 * S),
+            Verdict::OutsideWindow { .. }
+        ));
+        // The client adopts the hint and connects.
+        assert_eq!(t.check(&k, &tai64n(T0 + 6 * S), T0 + 6 * S), Verdict::Fresh);
+        // 200 s later ts1 is inside the window: the replay of it.
+        let now = T0 + 200 * S;
+        assert_eq!(
+            t.check(&k, &tai64n(ts1), now),
+            Verdict::Replay,
+            "a captured initiation once answered as ahead is accepted"
+        );
+    }
+
+    /// The same initiation (answered "ahead" before a restart) replayed
+    /// after the proxy restarts: the new table's floor is the start time,
+    /// below ts1, and nothing of the answer survived.
+    #[test]
+    fn answered_ahead_initiation_is_not_accepted_after_a_restart() {
+        let k = key(2);
+        let ts1 = T0 + 300 * S;
+        let mut before = ReplayTable::new(T0, 16);
+        assert!(matches!(
+            before.check(&k, &tai64n(ts1), T0),
+            Verdict::OutsideWindow { .. }
+        ));
+        // Restart 10 s later; replay at T0 + 200 s.
+        let mut after = ReplayTable::new(T0 + 10 * S, 16);
+        assert_ne!(
+            after.check(&k, &tai64n(ts1), T0 + 200 * S),
+            Verdict::Fresh,
+            "a captured handshake made before the restart is accepted after it"
+        );
+    }
+
+    /// Any X25519 key earns an entry (refused handshakes are recorded). An
+    /// attacker with fresh keys and timestamps at the top of the window
+    /// fills the table; each eviction raises the floor of EVERY key to
+    /// now + window. Then a legitimate client with a correct clock is
+    /// refused as stale: the floor must not be movable by unknown keys to
+    /// where honest clocks are refused.
+    #[test]
+    fn unknown_keys_cannot_push_the_floor_past_honest_clocks() {
+        let cap = 64;
+        let mut t = ReplayTable::new(T0, cap);
+        let now = T0 + 10 * S;
+        let top = now + FRESHNESS_WINDOW.as_nanos();
+        for i in 0..(2 * cap as u32) {
+            assert_eq!(t.check(&key(1000 + i), &tai64n(top), now), Verdict::Fresh);
+        }
+        // An honest client, clock exact, a fresh initiation.
+        assert_eq!(
+            t.check(&key(1), &tai64n(now + S), now + S),
+            Verdict::Fresh,
+            "an honest client is refused: the floor is at {} s past now",
+            (tai64n_to_unix_nanos(&t.floor()).unwrap() - now) / S
+        );
+    }
+    /// The shared state carries only each key's newest accepted timestamp,
+    /// not what was answered as ahead: an initiation answered "clock skew"
+    /// at one proxy is accepted as fresh at another that merged everything
+    /// the first shares, once the clocks reach it.
+    #[test]
+    fn answered_ahead_initiation_is_not_accepted_at_a_proxy_that_merged_the_state() {
+        let k = key(3);
+        let ts1 = T0 + 300 * S;
+        let mut x = ReplayTable::new(T0 - 1000 * S, 16);
+        assert!(matches!(
+            x.check(&k, &tai64n(ts1), T0),
+            Verdict::OutsideWindow { .. }
+        ));
+        assert_eq!(x.check(&k, &tai64n(T0 + S), T0 + S), Verdict::Fresh);
+        let mut y = ReplayTable::new(T0 - 1000 * S, 16);
+        let floor = x.floor();
+        y.merge(&floor, x.iter().collect::<Vec<_>>(), T0 + 2 * S);
+        assert_ne!(
+            y.check(&k, &tai64n(ts1), T0 + 200 * S),
+            Verdict::Fresh,
+            "a captured initiation answered as ahead at X is accepted at Y"
+        );
+    }
+}

@@ -10,7 +10,7 @@ use crate::call::reliable::{ReliableReceiver, ReliableSender};
 use crate::crypto::PublicKey;
 use crate::handshake::replay::{ReplayTable, Verdict, WallClock};
 use crate::handshake::Responder;
-use crate::session::{SessionCrypto, SessionId};
+use crate::session::{Epoch, SessionCrypto, SessionId};
 use crate::wire::handshake::{
     CookieReply, HandshakeInit, HandshakeStatus, ResponsePayload, COOKIE_NONCE_LEN,
     COOKIE_REPLY_LEN, INIT_MAC1_OFFSET, INIT_MAC2_OFFSET, RESPONSE_LEN,
@@ -84,9 +84,15 @@ impl Proxy {
                 (Err(HandshakeStatus::Busy), wall)
             }
             Verdict::Fresh => {
-                // The send epoch is taken before Accepted is promised (spec 8.8).
-                let epoch = self.epochs.take();
-                let id = self.new_session_id().zip(epoch);
+                // Fresh handshake keys: the reserved epoch 0, so reconnects
+                // consume no leased epoch. A proxy with none left in its
+                // lease still refuses (its sessions could not move to a new
+                // epoch when `seq` wraps), before Accepted is promised
+                // (spec 8.8).
+                let id = self
+                    .new_session_id()
+                    .filter(|_| self.epochs.remaining() > 0)
+                    .map(|id| (id, Epoch::fresh_keys(&self.epochs)));
                 (id.ok_or(HandshakeStatus::Busy), wall)
             }
         };

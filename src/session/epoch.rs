@@ -1,12 +1,17 @@
 //! Send epochs: why a proxy never reuses a (key, nonce) pair.
 //!
 //! A proxy's 64-bit send counter is `epoch << 32 | seq`. Every time a proxy
-//! creates send state for a session (handshake, import, re-import, after a
-//! restart) and every time a session's `seq` would wrap, it takes a fresh
-//! epoch from its [`Epochs`] allocator, which never hands out an epoch twice
-//! for the life of the proxy id, across restarts. With proxy ids unique in a
-//! network, (sender id, counter) is then unique under every session key no
-//! matter what state a session arrives with (spec 7.2, 8.8).
+//! creates send state for a session it did not just key (import, re-import,
+//! after a restart) and every time a session's `seq` would wrap, it takes a
+//! fresh epoch from its [`Epochs`] allocator, which never hands out an epoch
+//! twice for the life of the proxy id, across restarts. With proxy ids
+//! unique in a network, (sender id, counter) is then unique under every
+//! session key no matter what state a session arrives with (spec 7.2, 8.8).
+//!
+//! A session made by a handshake has keys no one used before (Noise IK: the
+//! proxy's ephemeral is fresh), so its first send state uses the reserved
+//! epoch 0 ([`Epoch::fresh_keys`]), which no lease grants: reconnecting
+//! clients consume none of the proxy id's finite epoch space.
 //!
 //! The allocator is sans-IO: it only hands out epochs of a lease the shell
 //! has made durable first ([`EpochLease`]). A shell with a disk keeps the
@@ -19,14 +24,19 @@ use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-/// The most epochs one lease grants (spec 8.8). At one epoch per new
-/// session that is 65,536 sessions between two writes of the lease file.
+/// The most epochs one lease grants (spec 8.8). At one epoch per import
+/// that is 65,536 imports between two writes of the lease file (handshakes
+/// take none).
 pub const LEASE_BLOCK: u32 = 1 << 16;
 
 /// The first lease after a start. Each renewal doubles the size up to
 /// [`LEASE_BLOCK`], so a proxy that restarts often (a crash loop) skips few
 /// epochs per start, and a busy one writes its file rarely.
 pub const FIRST_LEASE: u32 = 1 << 10;
+
+/// The epoch of a session's first send state after a handshake (fresh
+/// keys, [`Epoch::fresh_keys`]). No lease grants it.
+pub const FRESH_KEYS_EPOCH: u32 = 0;
 
 /// The largest epoch ever handed out. u32::MAX stays unused so that every
 /// counter of every epoch is below [`super::replay::COUNTER_LIMIT`].
@@ -46,6 +56,19 @@ impl Epoch {
     /// The epoch number (the high 32 bits of the counters it covers).
     pub fn get(&self) -> u32 {
         self.value
+    }
+
+    /// The reserved epoch 0, for the first send state of a session whose
+    /// keys a handshake has just made (spec 8.8). Fresh keys make any
+    /// counter safe; 0 is never granted by a lease ([`Epochs::grant`]), so
+    /// a later import of the session (a leased epoch, at least 1) never
+    /// repeats its counters. Only the handshake path may call this: send
+    /// state built from an import must take a leased epoch.
+    pub(crate) fn fresh_keys(source: &Epochs) -> Self {
+        Self {
+            value: FRESH_KEYS_EPOCH,
+            source: source.clone(),
+        }
     }
 
     pub(super) fn into_parts(self) -> (u32, Epochs) {
@@ -163,10 +186,14 @@ impl Epochs {
     }
 
     /// Adds a lease. Epochs below `lease.start()` are never handed out
-    /// afterwards; the end only moves up.
+    /// afterwards; the end only moves up. Epoch 0 is never handed out
+    /// (reserved for [`Epoch::fresh_keys`]), even if the lease starts at 0.
     pub fn grant(&self, lease: EpochLease) {
         let mut s = self.lock();
-        s.next = s.next.max(u64::from(lease.start));
+        s.next = s
+            .next
+            .max(u64::from(lease.start))
+            .max(u64::from(FRESH_KEYS_EPOCH) + 1);
         s.end = s.end.max(u64::from(lease.end));
         s.low_water = u64::from(lease.end.saturating_sub(lease.start) / 2);
     }
@@ -365,6 +392,16 @@ mod tests {
         e.grant(EpochLease::durable(0, 5));
         assert_eq!(e.take().unwrap().get(), 14);
         assert!(e.take().is_none());
+    }
+
+    #[test]
+    fn no_lease_grants_the_fresh_keys_epoch() {
+        let e = Epochs::new(me());
+        e.grant(EpochLease::durable(0, 3));
+        let got: Vec<u32> = std::iter::from_fn(|| e.take().map(|x| x.get())).collect();
+        assert_eq!(got, [1, 2], "0 is reserved for sessions with fresh keys");
+        assert_eq!(Epoch::fresh_keys(&e).get(), FRESH_KEYS_EPOCH);
+        assert_eq!(e.next(), 3, "the fresh-keys epoch takes nothing");
     }
 
     #[test]

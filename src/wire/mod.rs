@@ -145,6 +145,10 @@ drop_reasons! {
     /// messages is full: the sender must acknowledge what it was sent before
     /// it is served again (spec "Reliable delivery of control messages").
     ControlBacklog => "control_backlog",
+    /// A control message from an older send epoch of a proxy than one the
+    /// client already heard (a delayed packet of a replaced send state):
+    /// neither acted on nor acknowledged (spec 9.2).
+    StaleControl => "stale_control",
 }
 
 /// Counters of dropped packets, one per [`DropReason`].
