@@ -625,22 +625,53 @@ async fn call_flow(
                 .map_err(|e| e.to_string())?;
         }
     }
-    match run_call(rt, rx, call, &frames, false).await? {
+    let ended = match run_call(rt, rx, call, &frames, false).await? {
         None => {
             // Let the last frames from the other side land, then hang up
-            // (the caller of this waits for the acknowledgement).
-            tokio::time::sleep(Duration::from_millis(300)).await;
-            rt.hangup(call, Cause::Normal)
-                .await
-                .map_err(|e| e.to_string())?;
-            Ok(())
+            // (the caller of this waits for the acknowledgement). The other
+            // side may hang up meanwhile: then report its cause, not "no
+            // call".
+            match ended_within(rx, call, Duration::from_millis(300)).await {
+                Some(cause) => Some(cause),
+                None => match rt.hangup(call, Cause::Normal).await {
+                    Ok(()) => return Ok(()),
+                    // It ended between the wait and the hangup: its
+                    // CallEnded event is on the way.
+                    Err(_) => ended_within(rx, call, Duration::from_secs(2)).await,
+                },
+            }
         }
+        other => other,
+    };
+    match ended {
+        None => Err(format!("the call with {name} ended with no cause reported")),
         Some(Cause::Normal) => {
             eprintln!("{name} hung up: {}", Cause::Normal);
             Ok(())
         }
         Some(cause) => Err(format!("the call with {name} ended: {cause}")),
     }
+}
+
+/// The cause with which `call` ends within `wait`, if it does (DTMF is
+/// shown as run_call shows it; other events are consumed).
+async fn ended_within(
+    rx: &mut UnboundedReceiver<Event>,
+    call: CallId,
+    wait: Duration,
+) -> Option<Cause> {
+    let end = async {
+        loop {
+            match rx.recv().await {
+                Some(Event::CallEnded { call: c, cause }) if c == call => return Some(cause),
+                // As run_call shows them: a late digit is still reported.
+                Some(Event::Dtmf { digit, .. }) => eprintln!("DTMF {digit}"),
+                Some(_) => {}
+                None => return None,
+            }
+        }
+    };
+    tokio::time::timeout(wait, end).await.ok().flatten()
 }
 
 /// How long [`may_register`] waits for the proxy's answer.
