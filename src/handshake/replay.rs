@@ -3,22 +3,26 @@
 //! A proxy accepts an initiation only if its TAI64N timestamp is within
 //! [`FRESHNESS_WINDOW`] of the proxy's wall clock, newer than the newest
 //! timestamp it holds for that client key, and newer than its floor. The
-//! floor starts at the proxy's start time, so no initiation made before a
-//! (re)start is ever accepted after it: the state survives a restart by
-//! construction, with nothing written to disk.
+//! floor starts at the proxy's start time, so no initiation with a timestamp
+//! before a (re)start is ever accepted after it, with nothing written to disk.
 //!
 //! The shared part of the state is a max-register of timestamps per client
 //! key plus the floor; merging two tables takes the maximum of each, so every
-//! proxy of a network can share it ([`ReplayTable::merge`]). Entries whose
-//! newest timestamp has left the window are forgotten (the window refuses
-//! those timestamps anyway); a hard cap bounds the table, and an entry evicted
-//! to stay under it raises the floor instead of being forgotten.
+//! proxy of a network can share it ([`ReplayTable::merge`]). A timestamp
+//! answered as too far ahead is recorded in that register too, so its replay
+//! is refused when the clocks reach it, at every proxy the state reaches;
+//! the answering proxy alone keeps the gap below it open, so that the client
+//! that corrects its clock back is accepted at once. Entries whose newest
+//! timestamp has left the window are forgotten (the window refuses those
+//! timestamps anyway); a hard cap bounds the table, and an entry evicted to
+//! stay under it raises the floor (at most to the proxy's clock) instead of
+//! being forgotten.
 //!
 //! Timestamps outside the window, and stale ones, are answered with a hint
 //! (see [`Verdict`]) so that a client with a wrong clock corrects it instead
 //! of being locked out: once per timestamp and per kind (ahead, behind,
-//! stale), since each kind keeps a max-register of what it answered, while
-//! the key's entry lives (at least two windows after its last answer).
+//! stale) while the key's entry lives (at least two windows after its last
+//! answer, and until its newest timestamp is behind the window).
 
 use crate::crypto::{tai64n, tai64n_to_unix_nanos, PublicKey};
 use std::collections::{BTreeSet, HashMap};
@@ -113,17 +117,59 @@ pub enum Verdict {
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 struct Entry {
-    /// Newest authentic timestamp within the window (0: none). The shared,
-    /// mergeable part.
+    /// Newest authentic timestamp seen, accepted or answered as ahead of
+    /// the window (0: none). The shared, mergeable part: every proxy that
+    /// holds it refuses timestamps at or below it.
     newest: u128,
-    /// Newest timestamp answered as ahead of the window (local only).
-    answered_ahead: u128,
+    /// Local only. When non-zero, the lowest timestamp answered as ahead
+    /// since the key was last accepted above it: timestamps in
+    /// `ahead_lo..=newest` are refused here, and so are those at or below
+    /// `below`, but the gap between (`below`, `ahead_lo`) stays open so that
+    /// a client that corrected its clock back is accepted at once.
+    ahead_lo: u128,
+    /// Local only, meaningful when `ahead_lo` is non-zero: timestamps at or
+    /// below it are refused (the newest accepted or merged one).
+    below: u128,
     /// Newest timestamp answered as behind the window (local only).
     answered_behind: u128,
     /// Newest timestamp answered as stale within the window (local only).
     answered_stale: u128,
     /// When the entry may be forgotten (proxy wall clock, ns).
     expires: u128,
+}
+
+impl Entry {
+    /// True if this proxy refuses `ts` for this key (the floor aside).
+    fn refuses(&self, ts: u128) -> bool {
+        if self.ahead_lo == 0 {
+            ts <= self.newest
+        } else {
+            ts <= self.below || (self.ahead_lo..=self.newest).contains(&ts)
+        }
+    }
+
+    /// The lowest timestamp at or above `t` this proxy accepts for the key.
+    fn accepted_from(&self, t: u128) -> u128 {
+        let t = if self.ahead_lo == 0 {
+            t
+        } else {
+            t.max(self.below + 1)
+        };
+        if self.ahead_lo == 0 || t >= self.ahead_lo {
+            t.max(self.newest + 1)
+        } else {
+            t
+        }
+    }
+
+    /// Refuses everything at or below `t` from now on.
+    fn refuse_up_to(&mut self, t: u128) {
+        self.newest = self.newest.max(t);
+        self.below = self.below.max(t);
+        if self.ahead_lo != 0 && self.below.saturating_add(1) >= self.ahead_lo {
+            self.ahead_lo = 0;
+        }
+    }
 }
 
 /// Per-client-key max-register of handshake timestamps, plus a floor.
@@ -142,8 +188,8 @@ pub struct ReplayTable {
 }
 
 impl ReplayTable {
-    /// An empty table for a proxy that starts at `start_unix_nanos`: nothing
-    /// made before then is accepted. Holds at most `max_keys` keys (at
+    /// An empty table for a proxy that starts at `start_unix_nanos`: no
+    /// timestamp before then is accepted. Holds at most `max_keys` keys (at
     /// least 1).
     pub fn new(start_unix_nanos: u128, max_keys: usize) -> Self {
         Self {
@@ -164,16 +210,28 @@ impl ReplayTable {
         // A malformed TAI64N is as useless as one from 1970: behind.
         let ts = tai64n_to_unix_nanos(ts).unwrap_or(0);
         let old = self.entries.get(key).copied().unwrap_or_default();
-        let hint = now.max(self.floor + 1).max(old.newest + 1);
+        // The lowest timestamp accepted now: the window is centred on it
+        // rather than on `now` when the key's state is ahead of the clock
+        // (the clock was stepped back, or the client was told to run ahead),
+        // so that a client that adopts it is accepted.
+        let hint = old.accepted_from(now.max(self.floor + 1));
         let mut e = old;
-        // The window is centred on the hint rather than `now` when the state
-        // is ahead of the clock (the clock was stepped back), so that a
-        // client that adopts the hint is accepted.
         let verdict = if ts > hint + self.window {
-            if old.answered_ahead >= ts {
+            // Answered, and recorded as the key's newest (shared): a replay
+            // of it is refused everywhere the state reaches, also when the
+            // clock reaches it. The range of such answers stays open below
+            // (`below`..`ahead_lo`) here, for the client that corrects.
+            // (Below `ahead_lo` is `hint`, so `ts` is either in the answered
+            // range, or a new answer.)
+            if old.ahead_lo != 0 && (old.ahead_lo..=old.newest).contains(&ts) {
                 return Verdict::Replay;
             }
-            e.answered_ahead = ts;
+            if e.ahead_lo == 0 {
+                e.below = e.newest;
+                e.ahead_lo = ts;
+            }
+            e.ahead_lo = e.ahead_lo.min(ts);
+            e.newest = e.newest.max(ts);
             Verdict::OutsideWindow { hint }
         } else if ts + self.window < now {
             if old.answered_behind >= ts {
@@ -181,12 +239,13 @@ impl ReplayTable {
             }
             e.answered_behind = ts;
             Verdict::OutsideWindow { hint }
-        } else if ts > self.floor && ts > old.newest && ts != old.answered_ahead {
-            // (An initiation once answered as too far ahead stays refused
-            // when the clock reaches it: it may be a replay of that one.)
-            e.newest = ts;
+        } else if ts > self.floor && !old.refuses(ts) {
+            if ts > e.newest {
+                e.ahead_lo = 0;
+            }
+            e.refuse_up_to(ts);
             Verdict::Fresh
-        } else if ts == old.newest || ts == old.answered_ahead || old.answered_stale >= ts {
+        } else if ts == old.newest || ts == old.ahead_lo || old.answered_stale >= ts {
             return Verdict::Replay;
         } else {
             e.answered_stale = ts;
@@ -207,24 +266,27 @@ impl ReplayTable {
                 }
             }
         }
-        // `newest` is at most now + window, so after now + 2 windows it is
-        // behind the window. An answered-ahead timestamp must be kept until
-        // it too is behind, or its replay could be accepted then.
+        // An accepted timestamp is at most the hint + window, so the entry
+        // is needed until `newest` (which may be ahead, answered as such) is
+        // behind the window: never expire it before, or a replay of it could
+        // be accepted then.
         e.expires = (now + 2 * self.window)
-            .max(e.answered_ahead.saturating_add(self.window))
+            .max(e.newest.saturating_add(self.window))
             .max(e.expires);
         self.by_expiry.insert((e.expires, *key));
         self.entries.insert(*key, e);
     }
 
     /// Drops the entry that expires first, raising the floor to its newest
-    /// timestamp so that what it protected stays refused. (Never beyond the
-    /// window: a key that pushed its own timestamps ahead must not push the
-    /// floor of every other key there.)
+    /// timestamp so that what it protected stays refused, but never beyond
+    /// `now`: any key (known or not) can earn an entry with timestamps
+    /// ahead of the clock, and must not push the floor of every other key
+    /// to where clients with right clocks are refused. (What an evicted key
+    /// made ahead of `now` is then no longer refused: spec 13.3.)
     fn evict_first(&mut self, now: u128) {
         if let Some((_, key)) = self.by_expiry.pop_first() {
             if let Some(e) = self.entries.remove(&key) {
-                self.raise(e.newest.min(now + self.window));
+                self.raise(e.newest.min(now));
             }
         }
     }
@@ -301,10 +363,14 @@ impl ReplayTable {
                 continue;
             }
             let mut e = self.entries.get(&key).copied().unwrap_or_default();
-            if ts > e.newest {
-                e.newest = ts;
-                self.store(&key, e, now);
+            // Another proxy refuses everything at or below `ts`: so does
+            // this one (it closes the local gap below an ahead answer).
+            let refused_up_to = if e.ahead_lo == 0 { e.newest } else { e.below };
+            if ts <= refused_up_to {
+                continue;
             }
+            e.refuse_up_to(ts);
+            self.store(&key, e, now);
         }
     }
 
@@ -349,14 +415,15 @@ mod tests {
         );
         assert_eq!(t.check(&k, &tai64n(T0 - S / 2), T0 + S), Verdict::Replay);
         assert_eq!(t.check(&k, &tai64n(T0 + 2), T0 + S), Verdict::Fresh);
-        // Far ahead and far behind: answered once each, never recorded.
+        // Far ahead and far behind: answered once each.
         let ahead = T0 + 3600 * S;
         assert!(matches!(
             t.check(&k, &tai64n(ahead), T0 + S),
             Verdict::OutsideWindow { .. }
         ));
         assert_eq!(t.check(&k, &tai64n(ahead), T0 + S), Verdict::Replay);
-        assert_eq!(t.newest(&k), Some(tai64n(T0 + 2)));
+        // The answered-ahead timestamp is the key's shared newest.
+        assert_eq!(t.newest(&k), Some(tai64n(ahead)));
         let behind = T0 - 3600 * S;
         assert!(matches!(
             t.check(&k, &tai64n(behind), T0 + S),
@@ -388,18 +455,25 @@ mod tests {
     #[test]
     fn cap_evicts_oldest_and_raises_the_floor() {
         let mut t = ReplayTable::new(T0, 4);
+        let now = T0 + S;
         for i in 0..100 {
             let ts = T0 + u128::from(i) * 1000 + 1;
-            assert_eq!(t.check(&key(i), &tai64n(ts), T0), Verdict::Fresh);
+            assert_eq!(t.check(&key(i), &tai64n(ts), now), Verdict::Fresh);
             assert!(t.len() <= 4);
         }
         assert_eq!(t.floor(), tai64n(T0 + 95 * 1000 + 1));
         // Key 0 was evicted, but its timestamp is still refused.
         assert!(t.newest(&key(0)).is_none());
         assert!(matches!(
-            t.check(&key(0), &tai64n(T0 + 1), T0),
+            t.check(&key(0), &tai64n(T0 + 1), now),
             Verdict::Stale { .. }
         ));
+        // An evicted timestamp ahead of the clock raises the floor only to
+        // the clock.
+        for i in 100..110 {
+            assert_eq!(t.check(&key(i), &tai64n(now + S), now), Verdict::Fresh);
+        }
+        assert_eq!(t.floor(), tai64n(now));
     }
 
     #[test]
@@ -500,7 +574,11 @@ mod review_r1 {
 
     /// The same initiation (answered "ahead" before a restart) replayed
     /// after the proxy restarts: the new table's floor is the start time,
-    /// below ts1, and nothing of the answer survived.
+    /// below ts1. A lone restarted proxy keeps nothing and cannot tell that
+    /// replay from a fresh initiation of a client whose clock is 100 s fast
+    /// (spec 13.3); but the answer is now part of the shared state, so a
+    /// restarted proxy that merges its peers' state before serving refuses
+    /// it.
     #[test]
     fn answered_ahead_initiation_is_not_accepted_after_a_restart() {
         let k = key(2);
@@ -510,13 +588,72 @@ mod review_r1 {
             before.check(&k, &tai64n(ts1), T0),
             Verdict::OutsideWindow { .. }
         ));
-        // Restart 10 s later; replay at T0 + 200 s.
+        // A peer merged the state before the restart.
+        let mut peer = ReplayTable::new(T0, 16);
+        peer.merge(&before.floor(), before.iter().collect::<Vec<_>>(), T0 + S);
+        // Restart 10 s later, merge the peer's state; replay at T0 + 200 s.
         let mut after = ReplayTable::new(T0 + 10 * S, 16);
+        after.merge(&peer.floor(), peer.iter().collect::<Vec<_>>(), T0 + 10 * S);
         assert_ne!(
             after.check(&k, &tai64n(ts1), T0 + 200 * S),
             Verdict::Fresh,
             "a captured handshake made before the restart is accepted after it"
         );
+    }
+
+    /// The whole kind: an answered-ahead initiation is refused when its
+    /// time comes even if the client never connected in between, and at a
+    /// peer that merged right after the answer; the client that corrects
+    /// back is accepted at once, and again when its clock later reaches
+    /// the answered range (after one Stale answer whose hint is accepted).
+    #[test]
+    fn answered_ahead_timestamps_stay_refused_and_the_client_is_never_locked_out() {
+        let k = key(4);
+        let ts1 = T0 + 300 * S;
+        let ts2 = T0 + 301 * S;
+        let mut t = ReplayTable::new(T0, 16);
+        assert!(matches!(
+            t.check(&k, &tai64n(ts1), T0),
+            Verdict::OutsideWindow { hint } if hint == T0
+        ));
+        assert!(matches!(
+            t.check(&k, &tai64n(ts2), T0 + S),
+            Verdict::OutsideWindow { hint } if hint == T0 + S
+        ));
+        let mut peer = ReplayTable::new(T0, 16);
+        peer.merge(&t.floor(), t.iter().collect::<Vec<_>>(), T0 + S);
+        // Both replayed when the clocks reach them, nothing accepted between.
+        let mut lone = ReplayTable::new(T0, 16);
+        lone.merge(&t.floor(), t.iter().collect::<Vec<_>>(), T0 + S);
+        for ts in [ts1, ts2] {
+            assert_ne!(t.check(&k, &tai64n(ts), ts), Verdict::Fresh);
+            assert_ne!(peer.check(&k, &tai64n(ts), ts - 100 * S), Verdict::Fresh);
+            assert_ne!(lone.check(&k, &tai64n(ts), ts), Verdict::Fresh);
+        }
+        // The client, corrected, connects at once at the answering proxy...
+        let mut t = ReplayTable::new(T0, 16);
+        t.check(&k, &tai64n(ts1), T0);
+        t.check(&k, &tai64n(ts2), T0 + S);
+        for s in [2, 60, 250] {
+            let now = T0 + s * S;
+            assert_eq!(t.check(&k, &tai64n(now), now), Verdict::Fresh);
+        }
+        // ...is told a working timestamp when its clock reaches the range...
+        let v = t.check(&k, &tai64n(ts1 + S / 2), ts1 + S / 2);
+        let Verdict::Stale { hint } = v else {
+            panic!("{v:?}");
+        };
+        assert_eq!(hint, ts2 + 1);
+        assert_eq!(t.check(&k, &tai64n(hint), ts1 + S / 2), Verdict::Fresh);
+        // ...and at a peer, which knows only the shared newest, likewise.
+        let mut peer = ReplayTable::new(T0, 16);
+        peer.merge(&t.floor(), t.iter().collect::<Vec<_>>(), T0 + S);
+        let now = T0 + 2 * S;
+        let Verdict::Stale { hint } = peer.check(&k, &tai64n(now), now) else {
+            panic!("stale");
+        };
+        assert!(hint > ts2);
+        assert_eq!(peer.check(&k, &tai64n(hint), now), Verdict::Fresh);
     }
 
     /// Any X25519 key earns an entry (refused handshakes are recorded). An

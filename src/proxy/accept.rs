@@ -244,7 +244,7 @@ impl RefusalLog {
 
 impl Proxy {
     /// A proxy whose wall clock reads `unix_nanos` (nanoseconds since the
-    /// Unix epoch) at `now`; it accepts no handshake made before then.
+    /// Unix epoch) at `now`; it accepts no handshake timestamped before then.
     pub fn with_wall_clock(
         cfg: ProxyConfig,
         subscribers: Subscribers,
