@@ -36,7 +36,6 @@ fn setup() -> (Net, anytun::session::CallId) {
 /// ringing. The proxy acknowledges it and drops it: the digit is gone for good
 /// although it was sent reliably.
 #[test]
-#[ignore = "R2 finding, not fixed: the proxy acknowledges and drops CallData on a call not yet answered"]
 fn digit_sent_right_after_a_lost_answer_is_not_lost_at_the_proxy() {
     let (mut net, call) = setup();
     let now = net.now;
@@ -61,7 +60,6 @@ fn digit_sent_right_after_a_lost_answer_is_not_lost_at_the_proxy() {
 /// lost on its first trip, so alice gets the digit (CallData) while her call
 /// is still dialing. Her client acknowledges it and drops it.
 #[test]
-#[ignore = "R2 finding, not fixed: the client acknowledges and drops CallData on a call still dialing"]
 fn digit_arriving_before_a_lost_answer_is_not_lost_at_the_caller() {
     let (mut net, call) = setup();
     let now = net.now;

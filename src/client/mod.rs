@@ -300,6 +300,15 @@ impl Client {
                 Ok(None)
             }
             Inner::Control { msg_id, body } => {
+                // CallData for a call still dialing: the proxy's Answer was
+                // lost and is on its way again. Not acknowledged (nor marked
+                // seen), so the proxy sends the data again after the Answer,
+                // rather than the client dropping a digit for good.
+                if let Ok(ControlMsg::CallData { call, .. }) = ControlMsg::parse(body) {
+                    if matches!(self.calls.get(&call), Some(CallState::Dialing { .. })) {
+                        return Err(DropReason::AnswerPending);
+                    }
+                }
                 let verdict =
                     ControlFilter::check(&mut est.received, header.sender, header.counter, msg_id);
                 if verdict == ControlVerdict::Stale {

@@ -84,6 +84,11 @@ impl Call {
         }
     }
 
+    /// True while `s` is a device this call is still being offered to.
+    pub(crate) fn is_leg(&self, s: SessionId) -> bool {
+        self.leg(s).is_some()
+    }
+
     fn leg(&self, s: SessionId) -> Option<&Leg> {
         match &self.legs {
             Legs::Offering { legs, .. } => legs.iter().find(|l| l.session == s),

@@ -558,8 +558,19 @@ impl Proxy {
                 // acknowledged nor marked seen: an honest client retransmits
                 // it after acknowledging what it was sent; a client that
                 // acknowledges nothing gets nothing more.
-                if session.reliable.room() == 0 && !session.received.seen(msg_id) {
+                let new = !session.received.seen(msg_id);
+                if session.reliable.room() == 0 && new {
                     return Err(DropReason::ControlBacklog);
+                }
+                let parsed = new.then(|| ControlMsg::parse(body));
+                // CallData from a device whose Answer was lost (and is being
+                // retransmitted) is not acknowledged: the device sends it
+                // again after its Answer, rather than the proxy dropping a
+                // digit for good.
+                if let Some(Ok(ControlMsg::CallData { call, .. })) = &parsed {
+                    if self.calls.get(call).is_some_and(|c| c.is_leg(sid)) {
+                        return Err(DropReason::AnswerPending);
+                    }
                 }
                 let first = session.received.first_time(msg_id);
                 let len = session
@@ -571,8 +582,8 @@ impl Proxy {
                     src_ip: session.local_ip,
                     len,
                 };
-                if first {
-                    match ControlMsg::parse(body) {
+                if let (true, Some(parsed)) = (first, parsed) {
+                    match parsed {
                         Ok(msg) => self.on_control(now, sid, msg),
                         Err(r) => self.stats.drops.add(r),
                     }

@@ -149,6 +149,10 @@ drop_reasons! {
     /// client already heard (a delayed packet of a replaced send state):
     /// neither acted on nor acknowledged (spec 9.2).
     StaleControl => "stale_control",
+    /// CallData from a device whose Answer has not arrived yet (it was lost
+    /// and is being retransmitted): not acknowledged, so the device sends it
+    /// again once its Answer is through (spec 10.4).
+    AnswerPending => "answer_pending",
 }
 
 /// Counters of dropped packets, one per [`DropReason`].
