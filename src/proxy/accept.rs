@@ -133,6 +133,7 @@ impl Proxy {
                         reliable: ReliableSender::new(),
                         received: ReliableReceiver::new(),
                         serving: self.cfg.proxy_id,
+                        adopted: false,
                     },
                 );
                 self.by_key.insert(client, id);

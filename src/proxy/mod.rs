@@ -154,6 +154,9 @@ pub(crate) struct ClientSession {
     /// was replicated here: then this proxy runs no timers for it and sends
     /// it no control message itself).
     pub(crate) serving: ProxyId,
+    /// Served here only provisionally, because its serving proxy went down
+    /// (`peer_down`): the client's next newest packet takes it over for good.
+    pub(crate) adopted: bool,
 }
 
 #[derive(Debug)]
@@ -218,7 +221,6 @@ pub struct Proxy {
     psp: PspStats,
     /// Sessions whose serving proxy went down, served here until a proxy
     /// (this one or another) takes them over (see [`Proxy::peer_down`]).
-    adopted: std::collections::HashSet<SessionId>,
     /// Per-source limit on packets forwarded to their home (they cannot be
     /// authenticated here).
     forward_limiter: RateLimiter,
@@ -267,7 +269,6 @@ impl Proxy {
             events: events::EventQueue::new(cfg_max_events),
             peer_out: VecDeque::new(),
             psp: PspStats::default(),
-            adopted: Default::default(),
             peers: Default::default(),
             forward_limiter: RateLimiter::new(replica::FORWARD_RATE_PER_S, replica::FORWARD_BURST),
         }
@@ -411,6 +412,7 @@ impl Proxy {
             reliable: ReliableSender::new(),
             received: ReliableReceiver::new(),
             serving: self.cfg.proxy_id,
+            adopted: false,
         };
         self.by_key.insert(state.client_key, state.id);
         if self.sessions.insert(state.id, session).is_some() {
@@ -504,9 +506,9 @@ impl Proxy {
         // Take-over (anypsp): the client now reaches this proxy, so this
         // proxy serves it. Only the newest packet counts, so a delayed copy
         // cannot pull a session back and forth.
-        let take_over = opened.newest && (session.serving != me || self.adopted.contains(&sid));
+        let take_over = opened.newest && (session.serving != me || session.adopted);
         if take_over {
-            self.adopted.remove(&sid);
+            session.adopted = false;
             log::debug!("session {sid}: taken over from proxy {}", session.serving);
             session.serving = me;
         }
@@ -813,7 +815,6 @@ impl Proxy {
         }
         self.timers.set(id, None);
         self.expiry.set(id, None);
-        self.adopted.remove(&id);
         self.registry.remove_session(id);
         self.emit(ProxyEvent::SessionDown { id, cause });
         self.session_gone_from_calls(now, id, cause);

@@ -511,7 +511,7 @@ impl Proxy {
             s.local_ip = r.local_ip;
             s.last_seen = now;
             s.crypto.raise_client_floor(r.state.client_counter_floor);
-            self.adopted.remove(&id);
+            s.adopted = false;
             if s.serving == me {
                 // Another proxy took the client over: it serves it now. What
                 // we had not delivered goes to it, so the client gets it.
@@ -557,6 +557,7 @@ impl Proxy {
                 reliable: ReliableSender::new(),
                 received: ReliableReceiver::new(),
                 serving: r.serving,
+                adopted: false,
             },
         );
         self.by_key.insert(r.state.client_key, id);
@@ -574,7 +575,6 @@ impl Proxy {
         }
         self.timers.set(id, None);
         self.expiry.set(id, None);
-        self.adopted.remove(&id);
         self.registry.remove_session(id);
     }
 
@@ -595,11 +595,11 @@ impl Proxy {
         for (id, s) in &mut self.sessions {
             if s.serving == peer {
                 s.serving = me;
+                s.adopted = true;
                 adopted.push(*id);
             }
         }
         for id in &adopted {
-            self.adopted.insert(*id);
             self.arm_expiry(*id, now);
         }
         self.psp.adopted += adopted.len() as u64;
