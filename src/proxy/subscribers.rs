@@ -12,6 +12,9 @@ use std::collections::{HashMap, HashSet};
 pub struct Subscribers {
     by_key: HashMap<PublicKey, Vec<Name>>,
     names: HashSet<Name>,
+    /// (name, key) pairs, counted once when the snapshot is built: the
+    /// metrics snapshot reads it after every received batch.
+    pairs: usize,
 }
 
 impl Subscribers {
@@ -24,6 +27,7 @@ impl Subscribers {
             if !names.contains(&name) {
                 names.push(name);
                 names.sort();
+                s.pairs += 1;
             }
         }
         s
@@ -51,11 +55,25 @@ impl Subscribers {
 
     /// Number of (name, key) pairs.
     pub fn len(&self) -> usize {
-        self.by_key.values().map(Vec::len).sum()
+        self.pairs
     }
 
     /// True when no key is authorised.
     pub fn is_empty(&self) -> bool {
         self.by_key.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn len_counts_distinct_name_key_pairs() {
+        let (a, b) = (PublicKey([1; 32]), PublicKey([2; 32]));
+        let n = |s: &str| Name::new(s).unwrap();
+        let s = Subscribers::new([(n("bob"), a), (n("bob"), a), (n("b2"), a), (n("bob"), b)]);
+        assert_eq!(s.len(), 3);
+        assert_eq!(Subscribers::default().len(), 0);
     }
 }
