@@ -29,6 +29,9 @@
 //! ```
 
 mod source;
+mod sync;
+
+pub use sync::{PeerConfig, SyncConfig, NODE_KEY_FILE};
 
 use std::fmt::Display;
 use std::ops::{Range, RangeInclusive};
@@ -173,7 +176,21 @@ pub struct Config {
     pub reuse_port: bool,
     /// Denial-of-service protection limits.
     pub dos: DosConfig,
+    /// Threads of the proxy's own runtime (UDP relay, peer links, sync).
+    pub worker_threads: usize,
+    /// A file created when the proxy is ready (serving, and synced with its
+    /// peers or past the startup timeout) and removed when it stops: the
+    /// anycast route may be announced while it exists.
+    pub ready_file: Option<PathBuf>,
+    /// Membership of an anypsp network; `None`: this proxy runs alone.
+    pub sync: Option<SyncConfig>,
 }
+
+/// Default of [`Config::worker_threads`]: small, since the data path is
+/// syscall-bound and the host may be shared (an Asterisk module).
+pub const DEFAULT_WORKER_THREADS: usize = 2;
+/// Valid range of `worker_threads`.
+const WORKER_RANGE: RangeInclusive<i64> = 1..=64;
 
 /// Denial-of-service limits, the `[dos]` table (the same type the core uses).
 pub use crate::handshake::dos::DosConfig;
@@ -196,6 +213,9 @@ impl Default for Config {
             subscriber_reload_ms: DEFAULT_SUBSCRIBER_RELOAD_MS,
             reuse_port: false,
             dos: DosConfig::default(),
+            worker_threads: DEFAULT_WORKER_THREADS,
+            ready_file: None,
+            sync: None,
         }
     }
 }
@@ -267,6 +287,9 @@ struct RawConfig {
     subscriber_reload_ms: Option<Spanned<Value>>,
     reuse_port: Option<Spanned<Value>>,
     dos: Option<RawDos>,
+    worker_threads: Option<Spanned<Value>>,
+    ready_file: Option<Spanned<Value>>,
+    sync: Option<Spanned<sync::RawSync>>,
 }
 
 #[derive(Deserialize)]
@@ -434,6 +457,24 @@ impl RawConfig {
             None => defaults.dos,
         };
 
+        let (worker_threads, _) = src.number(
+            "worker_threads",
+            self.worker_threads,
+            WORKER_RANGE,
+            defaults.worker_threads,
+        )?;
+        let ready_file = match self.ready_file {
+            Some(p) => Some(src.resolve("ready_file", p)?),
+            None => None,
+        };
+        let sync = match self.sync {
+            Some(raw) => {
+                let span = raw.span();
+                Some(raw.into_inner().check(src, span, proxy_id, &network_key)?)
+            }
+            None => None,
+        };
+
         Ok(Config {
             proxy_id,
             listen,
@@ -447,6 +488,9 @@ impl RawConfig {
             subscriber_reload_ms,
             reuse_port,
             dos,
+            worker_threads,
+            ready_file,
+            sync,
         })
     }
 }

@@ -24,6 +24,21 @@ pub(super) fn expected(key: &str) -> &'static str {
         }
         "subscriber_reload_ms" => "a whole number of milliseconds in 1..=86400000",
         "reuse_port" => "true or false",
+        "worker_threads" => "a whole number of threads in 1..=64",
+        "sync" => "a table ([sync])",
+        "ready_file" => "a file path in quotes",
+        "sync.node_key" | "sync.ready_file" => "a file path in quotes",
+        "sync.listen" => "a socket address in quotes, e.g. \"192.0.2.1:7476\"",
+        "sync.startup_timeout_ms" => "a whole number of milliseconds in 0..=600000",
+        "sync.peer_detect_ms" => "a whole number of milliseconds in 0..=600000",
+        "sync.keepalive_ms" => "a whole number of milliseconds in 100..=60000",
+        "sync.idle_timeout_ms" => {
+            "a whole number of milliseconds in 300..=600000, more than keepalive_ms"
+        }
+        "sync.peers" => "a list of tables ([[sync.peers]])",
+        "sync.peers.id" => "a whole number in 1..=65534 (the peer's proxy_id)",
+        "sync.peers.address" => "a socket address in quotes, e.g. \"192.0.2.2:7476\"",
+        "sync.peers.public_key" => "the peer's node public key in quotes (anytund --node-key)",
         "dos" => "a table ([dos])",
         "under_load_handshakes_per_s" | "per_ip_rate_per_s" | "per_ip_burst" => {
             "a whole number in 0..=4294967295"
@@ -233,10 +248,10 @@ impl Source<'_> {
         key: &str,
         value: &Spanned<String>,
     ) -> Result<(), ConfigError> {
-        let example = if key == "metrics_listen" {
-            "\"127.0.0.1:9475\" or \"[::1]:9475\""
-        } else {
-            "\"0.0.0.0:7475\" or \"[::]:7475\""
+        let example = match key {
+            "metrics_listen" | "sync.health_listen" => "\"127.0.0.1:9475\" or \"[::1]:9475\"",
+            "sync.listen" | "sync.peers.address" => "\"192.0.2.1:7476\" or \"[2001:db8::1]:7476\"",
+            _ => "\"0.0.0.0:7475\" or \"[::]:7475\"",
         };
         value
             .get_ref()

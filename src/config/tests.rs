@@ -88,6 +88,7 @@ per_ip_burst = 1
                 per_ip_rate_per_s: 3,
                 per_ip_burst: 1,
             },
+            ..Config::default()
         }
     );
 }
@@ -411,4 +412,86 @@ fn locate_uses_the_named_file_and_makes_its_paths_absolute() {
     // The defaults' paths are absolute whatever the working directory.
     let d = Config::default();
     assert!(d.subscribers.is_absolute() && d.network_key.is_absolute());
+}
+
+const PEER_KEY: &str = "AQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQE=";
+const PEER_KEY2: &str = "AgICAgICAgICAgICAgICAgICAgICAgICAgICAgICAgI=";
+
+#[test]
+fn sync_table_is_read_with_defaults_and_relative_paths() {
+    let text = format!(
+        "proxy_id = 1\nnetwork_key = \"keys/net.key\"\nworker_threads = 3\nready_file = \"run/ready\"\n\
+         [sync]\nlisten = \"127.0.0.1:7476\"\n\
+         [[sync.peers]]\nid = 2\naddress = \"127.0.0.1:7477\"\npublic_key = \"{PEER_KEY}\"\n"
+    );
+    let c = parse(&text, origin()).unwrap();
+    assert_eq!(c.worker_threads, 3);
+    assert_eq!(
+        c.ready_file.as_deref(),
+        Some(Path::new("/etc/anytun/run/ready"))
+    );
+    let s = c.sync.unwrap();
+    // The node key defaults to a file next to the network key.
+    assert_eq!(s.node_key, Path::new("/etc/anytun/keys/node.key"));
+    assert_eq!(s.listen, "127.0.0.1:7476".parse().unwrap());
+    assert_eq!(s.startup_timeout, std::time::Duration::from_secs(3));
+    assert_eq!(s.peer_detect, std::time::Duration::from_secs(1));
+    assert_eq!(s.peers.len(), 1);
+    assert_eq!(s.peers[0].id, 2);
+    assert_eq!(s.peers[0].public_key.to_base64(), PEER_KEY);
+    // Without [sync] the proxy runs alone.
+    assert_eq!(parse("", origin()).unwrap().sync, None);
+}
+
+#[test]
+fn sync_errors_name_line_and_column() {
+    let head = "proxy_id = 1\n[sync]\nlisten = \"127.0.0.1:7476\"\n";
+    let peer = |id: &str, key: &str| {
+        format!("[[sync.peers]]\nid = {id}\naddress = \"127.0.0.1:7477\"\npublic_key = \"{key}\"\n")
+    };
+    // Its own id as a peer.
+    let (l, c, m) = invalid(&format!("{head}{}", peer("1", PEER_KEY)));
+    assert_eq!((l, c), (5, 6), "{m}");
+    assert!(m.contains("own proxy_id"), "{m}");
+    // The same peer twice, and one key for two peers.
+    let (l, _, m) = invalid(&format!(
+        "{head}{}{}",
+        peer("2", PEER_KEY),
+        peer("2", PEER_KEY2)
+    ));
+    assert_eq!(l, 9, "{m}");
+    assert!(m.contains("appears twice"), "{m}");
+    let (l, _, m) = invalid(&format!(
+        "{head}{}{}",
+        peer("2", PEER_KEY),
+        peer("3", PEER_KEY)
+    ));
+    assert_eq!(l, 11, "{m}");
+    assert!(m.contains("same public key"), "{m}");
+    // A private key pasted as a public key is refused and not quoted.
+    let private = crate::crypto::SecretKey::generate().to_base64();
+    let (l, _, m) = invalid(&format!("{head}{}", peer("2", &private)));
+    assert_eq!(l, 7, "{m}");
+    assert!(m.contains("private key") && !m.contains(&private), "{m}");
+    // A missing listen, a bad address, an unknown key.
+    let (l, _, m) = invalid("[sync]\n");
+    assert_eq!(l, 1, "{m}");
+    assert!(m.contains("listen is missing"), "{m}");
+    let (l, c, m) = invalid("[sync]\nlisten = \"nowhere\"\n");
+    assert_eq!((l, c), (2, 10), "{m}");
+    let (l, _, m) = invalid("[sync]\nlisten = \"127.0.0.1:1\"\npeer = 3\n");
+    assert_eq!(l, 3, "{m}");
+    // A peer without an address.
+    let (l, _, m) = invalid(&format!(
+        "{head}[[sync.peers]]\nid = 2\npublic_key = \"{PEER_KEY}\"\n"
+    ));
+    assert_eq!(l, 4, "{m}");
+    assert!(m.contains("needs address"), "{m}");
+    // idle timeout not above keepalive.
+    let (l, _, m) = invalid(&format!(
+        "{head}keepalive_ms = 1000\nidle_timeout_ms = 1000\n"
+    ));
+    assert_eq!(l, 5, "{m}");
+    let (_, _, m) = invalid("worker_threads = 0\n");
+    assert!(m.contains("out of range"), "{m}");
 }
