@@ -275,6 +275,11 @@ impl Proxy {
         }
     }
 
+    /// This proxy's id (its sender id, and its node id in anypsp).
+    pub fn proxy_id(&self) -> ProxyId {
+        self.cfg.proxy_id
+    }
+
     /// The network's public key (what clients must be configured with).
     pub fn network_public(&self) -> PublicKey {
         self.cfg.network_key.public()

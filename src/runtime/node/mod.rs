@@ -21,7 +21,7 @@ use super::proxy::{AfterLock, BoundSockets, ProxyRuntime, SharedCore};
 use super::udp::BindOptions;
 use super::RuntimeError;
 use crate::crypto::SecretKey;
-use crate::proxy::{Proxy, ProxyEvent};
+use crate::proxy::Proxy;
 use crate::session::ProxyId;
 use crate::sync::link::{LinkConfig, LocalNode};
 use crate::sync::members::{Member, Membership, MembershipError};
@@ -97,10 +97,9 @@ pub const FP_KEY_LABEL: &[u8] = b"anypsp/1 fingerprint key";
 /// it apart from every other use of the key, and it reveals nothing of it.
 pub fn fingerprint_key(network_key: &SecretKey) -> [u8; 32] {
     use blake2::digest::{Mac, Update};
-    let mut mac = <blake2::Blake2sMac256 as blake2::digest::KeyInit>::new_from_slice(
-        network_key.as_bytes(),
-    )
-    .expect("32-byte key fits BLAKE2s");
+    let mut mac =
+        <blake2::Blake2sMac256 as blake2::digest::KeyInit>::new_from_slice(network_key.as_bytes())
+            .expect("32-byte key fits BLAKE2s");
     Update::update(&mut mac, FP_KEY_LABEL);
     mac.finalize().into_bytes().into()
 }
@@ -274,7 +273,12 @@ impl Node {
     /// is given), UDP once synced or after the startup timeout. The node
     /// id is the core's proxy id. Returns once the links are listening;
     /// watch [`readiness`](Self::readiness) for the rest.
-    pub fn start(&mut self, core: Proxy, udp: Udp, sync: Option<SyncSetup>) -> Result<(), NodeError> {
+    pub fn start(
+        &mut self,
+        core: Proxy,
+        udp: Udp,
+        sync: Option<SyncSetup>,
+    ) -> Result<(), NodeError> {
         if self.main.is_some() {
             return Err(NodeError::AlreadyStarted);
         }
@@ -331,7 +335,10 @@ impl Node {
 
     /// The UDP addresses served, once serving.
     pub fn local_addrs(&self) -> Vec<SocketAddr> {
-        self.serving.get().map(|r| r.local_addrs()).unwrap_or_default()
+        self.serving
+            .get()
+            .map(|r| r.local_addrs())
+            .unwrap_or_default()
     }
 
     /// Readiness now; `subscribe` it to wait for changes.
@@ -378,7 +385,10 @@ impl Node {
                 Ok(Ok(n)) => link_tasks = n,
                 Ok(Err(_)) => log::error!("node task panicked"),
                 Err(_) => {
-                    log::error!("node tasks did not stop within {:?}", self.opts.stop_timeout);
+                    log::error!(
+                        "node tasks did not stop within {:?}",
+                        self.opts.stop_timeout
+                    );
                     joined = false;
                 }
             }
@@ -411,7 +421,7 @@ impl Drop for Node {
 /// links. Runs under the core lock: nothing in it waits.
 fn after_lock(
     peers: PeersHandle,
-    events: mpsc::Sender<ProxyEvent>,
+    events: mpsc::Sender<psp::Local>,
     resync: Arc<ResyncFlag>,
     stats: Arc<NodeStats>,
 ) -> AfterLock {
@@ -420,14 +430,23 @@ fn after_lock(
             // The core's own queue overflowed: events are missing.
             resync.raise();
         }
-        while let Some(e) = p.poll_event() {
-            if events.try_send(e).is_err() {
+        let push = |l| {
+            if events.try_send(l).is_err() {
                 stats.events_overflowed.fetch_add(1, Ordering::Relaxed);
                 resync.raise();
             }
+        };
+        while let Some(e) = p.poll_event() {
+            push(psp::Local::Event(e));
+        }
+        while let Some((k, ts)) = p.poll_handshake_change() {
+            push(psp::Local::Handshake(k, ts));
         }
         while let Some((to, bytes)) = p.poll_peer_transmit() {
-            if peers.send(to, mux::wrap(mux::Channel::Proxy, &bytes)).is_err() {
+            if peers
+                .send(to, mux::wrap(mux::Channel::Proxy, &bytes))
+                .is_err()
+            {
                 stats.peer_send_failed.fetch_add(1, Ordering::Relaxed);
             }
         }

@@ -68,7 +68,10 @@ mod tests {
             let m = wrap(c, b"abc");
             assert_eq!(split(&m), Ok((c, &b"abc"[..])));
         }
-        assert_eq!(split(&wrap(Channel::Sync, b"")), Ok((Channel::Sync, &b""[..])));
+        assert_eq!(
+            split(&wrap(Channel::Sync, b"")),
+            Ok((Channel::Sync, &b""[..]))
+        );
         assert_eq!(split(&[]), Err(MuxError::Empty));
         assert_eq!(split(&[0, 1]), Err(MuxError::Unknown(0)));
         assert_eq!(split(&[0x7f]), Err(MuxError::Unknown(0x7f)));
