@@ -208,7 +208,8 @@ impl Metrics {
     pub fn render(&self) -> String {
         let mut out = String::with_capacity(8192);
         // Writing to a String cannot fail, and our collector does not.
-        if let Err(e) = prometheus_client::encoding::prometheus_text::encode(&mut out, &self.registry)
+        if let Err(e) =
+            prometheus_client::encoding::prometheus_text::encode(&mut out, &self.registry)
         {
             log::error!("metrics encoding failed: {e}");
         }
@@ -620,18 +621,8 @@ fn encode_sync(enc: &mut DescriptorEncoder, sync: Option<&SyncSnapshot>) -> fmt:
         "scope",
         s.entries.iter().map(|(k, v)| (k.as_str(), *v)),
     )?;
-    counter(
-        enc,
-        "sync_applied",
-        "Remote changes applied.",
-        s.applied,
-    )?;
-    counter(
-        enc,
-        "sync_refused",
-        "Remote changes refused.",
-        s.refused,
-    )?;
+    counter(enc, "sync_applied", "Remote changes applied.", s.applied)?;
+    counter(enc, "sync_refused", "Remote changes refused.", s.refused)?;
     family(
         enc,
         "sync_dropped",

@@ -78,9 +78,10 @@ impl Status {
             "PEER", "ADDRESS", "STATE", "QUEUE_B", "MSGS", "LAG", "LAST HEARD / ERROR"
         );
         for p in peers {
-            let lag = self
-                .lag_ms(p)
-                .map_or_else(|| "-".to_owned(), |ms| format!("{:.1}s", ms as f64 / 1000.0));
+            let lag = self.lag_ms(p).map_or_else(
+                || "-".to_owned(),
+                |ms| format!("{:.1}s", ms as f64 / 1000.0),
+            );
             let heard = match p.last_heard_ms {
                 Some(t) => format!("{} ms ago", self.now_ms.saturating_sub(t)),
                 None => "never".to_owned(),

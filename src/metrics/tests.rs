@@ -66,7 +66,10 @@ fn keeps_the_documented_names() {
         "anytun_sync_synced 1",
         "anytun_sync_peers 0",
     ] {
-        assert!(text.contains(&format!("{name}\n")), "{name} missing:\n{text}");
+        assert!(
+            text.contains(&format!("{name}\n")),
+            "{name} missing:\n{text}"
+        );
     }
 }
 
@@ -119,8 +122,14 @@ fn per_peer_sync_metrics_come_from_the_sync_snapshot() {
     let text = m.render();
     assert_eq!(sample(&text, "anytun_sync_peer_up{peer=\"2\"}"), 1.0);
     assert_eq!(sample(&text, "anytun_sync_peer_up{peer=\"3\"}"), 0.0);
-    assert_eq!(sample(&text, "anytun_sync_peer_queue_bytes{peer=\"3\"}"), 3702.0);
-    assert_eq!(sample(&text, "anytun_sync_peer_queue_messages{peer=\"2\"}"), 2.0);
+    assert_eq!(
+        sample(&text, "anytun_sync_peer_queue_bytes{peer=\"3\"}"),
+        3702.0
+    );
+    assert_eq!(
+        sample(&text, "anytun_sync_peer_queue_messages{peer=\"2\"}"),
+        2.0
+    );
     let lag = sample(&text, "anytun_sync_peer_lag_seconds{peer=\"2\"}");
     assert!((1.5..60.0).contains(&lag), "lag {lag}");
     assert_eq!(
@@ -128,13 +137,25 @@ fn per_peer_sync_metrics_come_from_the_sync_snapshot() {
         f64::INFINITY,
         "never heard"
     );
-    assert_eq!(sample(&text, "anytun_sync_peer_connects_total{peer=\"2\"}"), 3.0);
-    assert_eq!(sample(&text, "anytun_sync_entries{scope=\"sessions\"}"), 10.0);
+    assert_eq!(
+        sample(&text, "anytun_sync_peer_connects_total{peer=\"2\"}"),
+        3.0
+    );
+    assert_eq!(
+        sample(&text, "anytun_sync_entries{scope=\"sessions\"}"),
+        10.0
+    );
     assert_eq!(sample(&text, "anytun_sync_applied_total"), 7.0);
     assert_eq!(sample(&text, "anytun_sync_refused_total"), 2.0);
-    assert_eq!(sample(&text, "anytun_sync_dropped_total{reason=\"bad_entry\"}"), 5.0);
     assert_eq!(
-        sample(&text, "anytun_sync_links_refused_total{reason=\"unknown_peer\"}"),
+        sample(&text, "anytun_sync_dropped_total{reason=\"bad_entry\"}"),
+        5.0
+    );
+    assert_eq!(
+        sample(
+            &text,
+            "anytun_sync_links_refused_total{reason=\"unknown_peer\"}"
+        ),
         1.0
     );
     assert_eq!(sample(&text, "anytun_sync_synced"), 0.0);
@@ -157,13 +178,23 @@ fn status_lists_peers_and_says_alone_without_them() {
     let table = s.peer_table();
     let rows: Vec<&str> = table.lines().collect();
     assert_eq!(rows.len(), 3, "{table}");
-    assert!(rows[1].starts_with("2 ") && rows[1].contains(" up "), "{table}");
-    assert!(rows[2].starts_with("3 ") && rows[2].contains(" down "), "{table}");
+    assert!(
+        rows[1].starts_with("2 ") && rows[1].contains(" up "),
+        "{table}"
+    );
+    assert!(
+        rows[2].starts_with("3 ") && rows[2].contains(" down "),
+        "{table}"
+    );
     assert!(rows[2].contains("never; connection refused"), "{table}");
     assert!(rows[1].contains("127.0.0.1:7002"), "{table}");
     let lag = s.lag_ms(&s.sync.as_ref().unwrap().peers[0]).unwrap();
     assert!((1500..60_000).contains(&lag), "{lag}");
-    assert!(s.summary().contains("pulling tables, 1 of 2 peer(s) up"), "{}", s.summary());
+    assert!(
+        s.summary().contains("pulling tables, 1 of 2 peer(s) up"),
+        "{}",
+        s.summary()
+    );
     // What the CLI reads back is what was sent.
     let json = serde_json::to_string(&s).unwrap();
     assert_eq!(serde_json::from_str::<Status>(&json).unwrap(), s);
@@ -196,18 +227,26 @@ mod http_server {
     async fn serves_metrics_status_and_health_over_tcp() {
         let m = Arc::new(Metrics::new(9));
         let (addr, server) = start(m.clone()).await;
-        let r = tokio::task::spawn_blocking(move || get(addr, "/metrics")).await.unwrap();
+        let r = tokio::task::spawn_blocking(move || get(addr, "/metrics"))
+            .await
+            .unwrap();
         assert!(r.starts_with("HTTP/1.1 200 OK\r\n"), "{r}");
         assert!(r.contains("text/plain; version=0.0.4"), "{r}");
         assert!(r.contains("\r\n\r\n# HELP anytun_"), "{r}");
         assert!(r.contains("anytun_sessions 0\n"), "{r}");
 
-        let r = tokio::task::spawn_blocking(move || get(addr, "/health")).await.unwrap();
+        let r = tokio::task::spawn_blocking(move || get(addr, "/health"))
+            .await
+            .unwrap();
         assert!(r.starts_with("HTTP/1.1 503 "), "{r}");
         m.set_ready(true);
-        let r = tokio::task::spawn_blocking(move || get(addr, "/health")).await.unwrap();
+        let r = tokio::task::spawn_blocking(move || get(addr, "/health"))
+            .await
+            .unwrap();
         assert!(r.starts_with("HTTP/1.1 200 OK"), "{r}");
-        let r = tokio::task::spawn_blocking(move || get(addr, "/nope")).await.unwrap();
+        let r = tokio::task::spawn_blocking(move || get(addr, "/nope"))
+            .await
+            .unwrap();
         assert!(r.starts_with("HTTP/1.1 404 "), "{r}");
 
         let sync = two_peers();
@@ -240,7 +279,9 @@ mod http_server {
                 .map(|_| std::net::TcpStream::connect(addr).unwrap())
                 .collect();
             let mut extra = std::net::TcpStream::connect(addr).unwrap();
-            extra.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+            extra
+                .set_read_timeout(Some(Duration::from_secs(5)))
+                .unwrap();
             let _ = extra.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n");
             let mut out = Vec::new();
             let _ = extra.read_to_end(&mut out);
@@ -254,7 +295,9 @@ mod http_server {
         // The idle connections' slots come back (they closed).
         let mut served = false;
         for _ in 0..100 {
-            let r = tokio::task::spawn_blocking(move || get(addr, "/health")).await.unwrap();
+            let r = tokio::task::spawn_blocking(move || get(addr, "/health"))
+                .await
+                .unwrap();
             if r.starts_with("HTTP/1.1 503") {
                 served = true;
                 break;
