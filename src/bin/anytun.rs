@@ -63,6 +63,17 @@ enum Cmd {
         #[arg(long, global = true, env = "ANYTUN_DB")]
         db: Option<PathBuf>,
     },
+    /// Show a running anytund's sync peers (state, queue, lag, last heard)
+    /// and its sync state, read from its metrics listener (`/status`).
+    Peers {
+        #[command(flatten)]
+        target: StatusArgs,
+    },
+    /// Show a running anytund's state: ready, sessions, calls, sync, peers.
+    Status {
+        #[command(flatten)]
+        target: StatusArgs,
+    },
     /// Register NAME and stay reachable (Ctrl-C to stop). Incoming calls are
     /// refused as busy: use `anytun answer` to take them.
     Register {
@@ -156,6 +167,21 @@ enum UserCmd {
         /// Only this key.
         key: Option<String>,
     },
+}
+
+/// Which daemon `peers` and `status` ask.
+#[derive(Args, Clone)]
+struct StatusArgs {
+    /// The daemon's metrics address (HOST:PORT). Without it, the
+    /// `metrics_listen` of the config file (see `user --config`).
+    #[arg(long, value_name = "ADDR")]
+    metrics: Option<String>,
+    /// The daemon's config file, to find its metrics address.
+    #[arg(long, short, env = config::CONFIG_ENV)]
+    config: Option<PathBuf>,
+    /// Print the status document (JSON) as the daemon sent it.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Args, Clone)]
@@ -926,6 +952,37 @@ fn cmd_user(cmd: UserCmd, config: Option<&Path>, db: Option<&Path>) -> CliResult
     Ok(())
 }
 
+/// `anytun peers` (`peers_only`) and `anytun status`: reads `/status` from
+/// the daemon's metrics listener and prints it.
+async fn cmd_status(args: StatusArgs, peers_only: bool) -> CliResult {
+    let addr = match args.metrics {
+        Some(a) => a,
+        None => {
+            let (cfg, origin) =
+                config::locate(args.config.as_deref()).map_err(|e| e.to_string())?;
+            cfg.metrics_listen.ok_or_else(|| {
+                format!("metrics are off in {origin} (metrics_listen = \"\"); give --metrics ADDR")
+            })?
+        }
+    };
+    let status = anytun::metrics::fetch_status(&addr)
+        .await
+        .map_err(|e| e.to_string())?;
+    if args.json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&status).map_err(|e| e.to_string())?
+        );
+    } else if peers_only {
+        print!("{}", status.peer_table());
+        println!("{}", status.summary());
+    } else {
+        println!("{}", status.summary());
+        print!("{}", status.peer_table());
+    }
+    Ok(())
+}
+
 async fn cmd_demo(json: bool, seconds: f64, codec: String) -> Result<bool, String> {
     let codec = Codec::from_name(&codec);
     if codec.frame_bytes().is_none() {
@@ -977,6 +1034,8 @@ async fn run(cli: Cli) -> Result<bool, String> {
             println!("{}", k.public());
         }
         Cmd::User { cmd, config, db } => cmd_user(cmd, config.as_deref(), db.as_deref())?,
+        Cmd::Peers { target } => cmd_status(target, true).await?,
+        Cmd::Status { target } => cmd_status(target, false).await?,
         Cmd::Register {
             name,
             expires,

@@ -270,20 +270,14 @@ async fn run(args: Args) -> Result<(), String> {
         })
     };
 
-    let metrics = match metrics_listener {
-        Some((l, addr)) => {
-            log::info!("metrics on http://{addr}/metrics");
-            let rt = rt.clone();
-            Some(tokio::spawn(async move {
-                while let Ok((s, _)) = l.accept().await {
-                    let rt = rt.clone();
-                    // A scrape reads the runtime's snapshot, not the core.
-                    tokio::spawn(anytun::metrics::serve_one(s, move || rt.metrics()));
-                }
-            }))
-        }
-        None => None,
-    };
+    // A proxy without peers serves as soon as its sockets do (/health).
+    let board = rt.metrics_board();
+    board.set_ready(true);
+    let metrics = metrics_listener.map(|(l, addr)| {
+        log::info!("metrics on http://{addr}/metrics (and /status, /health)");
+        // A scrape reads the runtime's board, not the core.
+        tokio::spawn(anytun::metrics::http::serve(l, board))
+    });
 
     let status = {
         let rt = rt.clone();

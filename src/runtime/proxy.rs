@@ -8,11 +8,12 @@
 //! [`TIMER_SESSIONS`] sessions' retransmissions.
 //!
 //! Metrics never take the core lock: whoever holds it publishes a
-//! [`Snapshot`] of the counters before releasing it, and a scrape reads that.
+//! [`Snapshot`] of the counters to the runtime's [`Metrics`] board before
+//! releasing it, and a scrape reads that.
 
 use super::udp::{BindOptions, RecvBatch, SendBatch, UdpEndpoint};
 use super::RuntimeError;
-use crate::metrics::Snapshot;
+use crate::metrics::{Metrics, Snapshot};
 use crate::proxy::{Proxy, Transmit};
 use crate::session::ProxyId;
 use crate::wire::{DropReason, MAX_DATAGRAM};
@@ -42,8 +43,9 @@ pub type AfterLock = Box<dyn Fn(&mut Proxy) + Send + Sync>;
 /// its peers first.
 pub struct SharedCore {
     core: Mutex<Proxy>,
-    /// Counters as of the last time someone held `core`.
-    snapshot: Mutex<Snapshot>,
+    /// Counters as of the last time someone held `core`, and whatever the
+    /// other shells (sync, readiness) put there.
+    metrics: Arc<Metrics>,
     /// Wakes the timer task: a deadline may have moved earlier.
     wake: Notify,
     after: Option<AfterLock>,
@@ -52,8 +54,10 @@ pub struct SharedCore {
 impl SharedCore {
     /// Wraps `core`; `after` (if any) runs at the end of every lock hold.
     pub fn new(core: Proxy, after: Option<AfterLock>) -> Arc<Self> {
+        let metrics = Metrics::new(core.epochs().me().get());
+        metrics.publish(Snapshot::of(&core));
         Arc::new(Self {
-            snapshot: Mutex::new(Snapshot::of(&core)),
+            metrics: Arc::new(metrics),
             core: Mutex::new(core),
             wake: Notify::new(),
             after,
@@ -76,7 +80,14 @@ impl SharedCore {
     /// The proxy's counters as of the last lock hold, without taking the
     /// core lock.
     pub fn snapshot(&self) -> Snapshot {
-        lock(&self.snapshot).clone()
+        self.metrics.snapshot()
+    }
+
+    /// The board the core's counters are published to (serve it with
+    /// [`metrics::http::serve`](crate::metrics::http::serve); the node
+    /// sets the sync state and readiness on it).
+    pub fn metrics_board(&self) -> Arc<Metrics> {
+        self.metrics.clone()
     }
 
     /// What every lock hold ends with, the core still locked.
@@ -84,8 +95,7 @@ impl SharedCore {
         if let Some(after) = &self.after {
             after(core);
         }
-        let snap = Snapshot::of(core);
-        *lock(&self.snapshot) = snap;
+        self.metrics.publish(Snapshot::of(core));
     }
 }
 
@@ -216,7 +226,14 @@ impl ProxyRuntime {
     /// the last batch or timer run. Does not take the core lock: a scrape
     /// never waits for (or delays) the data path.
     pub fn metrics(&self) -> String {
-        crate::metrics::render_snapshot(&self.snapshot())
+        self.shared.core.metrics.render()
+    }
+
+    /// The board this runtime publishes to: serve it with
+    /// [`metrics::http::serve`](crate::metrics::http::serve), and set the
+    /// sync state and readiness on it.
+    pub fn metrics_board(&self) -> Arc<Metrics> {
+        self.shared.core.metrics_board()
     }
 
     /// The proxy's counters and gauges as of the last batch or timer run,
