@@ -363,6 +363,16 @@ fn user_commands_find_the_daemons_store_from_any_directory() {
     let said = format!("{}{}", text(&out.stdout), text(&out.stderr));
     assert!(said.contains(&store.display().to_string()), "{said}");
     wait_for_metric(metrics, "anytun_subscribers 0");
+    // The removal is kept (for replication): listed with --removed only.
+    let out = ok(anytun(&elsewhere)
+        .env("ANYTUN_CONFIG", &config)
+        .args(["user", "list"]));
+    assert!(!text(&out.stdout).contains("alice"), "{}", text(&out.stdout));
+    let out = ok(anytun(&elsewhere)
+        .env("ANYTUN_CONFIG", &config)
+        .args(["user", "list", "--removed"]));
+    let listed = text(&out.stdout);
+    assert!(listed.starts_with(&format!("alice\t{key}\t")), "{listed}");
 }
 
 #[test]

@@ -159,7 +159,12 @@ enum UserCmd {
         key: String,
     },
     /// List names and keys.
-    List,
+    List {
+        /// List removed (revoked) keys instead, kept as tombstones so that
+        /// peers cannot bring them back, with when they were removed.
+        #[arg(long)]
+        removed: bool,
+    },
     /// Remove a name's key (or all its keys).
     Remove {
         /// The name.
@@ -932,11 +937,18 @@ fn cmd_user(cmd: UserCmd, config: Option<&Path>, db: Option<&Path>) -> CliResult
                 println!("{name} {key} was already in {store_name}");
             }
         }
-        UserCmd::List => {
+        UserCmd::List { removed: false } => {
             // stdout stays one "name<TAB>key" line per pair, for scripts.
             eprintln!("subscribers in {store_name} ({from}):");
             for s in store.list().map_err(|e| e.to_string())? {
                 println!("{}\t{}", s.name, PublicKey(s.public_key));
+            }
+        }
+        UserCmd::List { removed: true } => {
+            // "name<TAB>key<TAB>removed-at ms since the Unix epoch".
+            eprintln!("removed keys kept as tombstones in {store_name} ({from}):");
+            for s in store.list_removed().map_err(|e| e.to_string())? {
+                println!("{}\t{}\t{}", s.name, PublicKey(s.public_key), s.changed_ms);
             }
         }
         UserCmd::Remove { name, .. } => {

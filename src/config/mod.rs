@@ -21,6 +21,7 @@
 //! media_timeout_s = 15                        # 0 disables
 //! metrics_listen = "127.0.0.1:9475"            # "" disables metrics
 //! subscriber_reload_ms = 1000
+//! subscriber_tombstone_days = 7                # keep removals this long
 //!
 //! [dos]
 //! under_load_handshakes_per_s = 500
@@ -143,6 +144,9 @@ pub const DEFAULT_MEDIA_TIMEOUT_S: u32 = 15;
 pub const DEFAULT_METRICS_LISTEN: &str = "127.0.0.1:9475";
 /// Default for [`Config::subscriber_reload_ms`].
 pub const DEFAULT_SUBSCRIBER_RELOAD_MS: u64 = 1000;
+/// Default for [`Config::subscriber_tombstone_days`] (the store's
+/// [`DEFAULT_TOMBSTONE_HORIZON`](crate::store::DEFAULT_TOMBSTONE_HORIZON)).
+pub const DEFAULT_SUBSCRIBER_TOMBSTONE_DAYS: u32 = 7;
 
 /// Configuration of the proxy daemon.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -171,6 +175,9 @@ pub struct Config {
     pub metrics_listen: Option<String>,
     /// How often the subscriber store is polled for changes, in milliseconds.
     pub subscriber_reload_ms: u64,
+    /// How long a removed subscriber key is kept as a tombstone, in days, so
+    /// that a peer that missed the removal cannot bring the key back.
+    pub subscriber_tombstone_days: u32,
     /// Set `SO_REUSEPORT` on every listen socket, so that several daemons
     /// share one port on purpose. Without it a port in use is an error.
     pub reuse_port: bool,
@@ -211,6 +218,7 @@ impl Default for Config {
             media_timeout_s: DEFAULT_MEDIA_TIMEOUT_S,
             metrics_listen: Some(DEFAULT_METRICS_LISTEN.to_owned()),
             subscriber_reload_ms: DEFAULT_SUBSCRIBER_RELOAD_MS,
+            subscriber_tombstone_days: DEFAULT_SUBSCRIBER_TOMBSTONE_DAYS,
             reuse_port: false,
             dos: DosConfig::default(),
             worker_threads: DEFAULT_WORKER_THREADS,
@@ -285,6 +293,7 @@ struct RawConfig {
     media_timeout_s: Option<Spanned<Value>>,
     metrics_listen: Option<Spanned<Value>>,
     subscriber_reload_ms: Option<Spanned<Value>>,
+    subscriber_tombstone_days: Option<Spanned<Value>>,
     reuse_port: Option<Spanned<Value>>,
     dos: Option<RawDos>,
     worker_threads: Option<Spanned<Value>>,
@@ -312,6 +321,8 @@ const ANY_U32: RangeInclusive<i64> = 0..=u32::MAX as i64;
 const MEDIA_TIMEOUT_RANGE: RangeInclusive<i64> = 0..=86_400;
 /// Valid range of `subscriber_reload_ms`: up to a day.
 const RELOAD_MS_RANGE: RangeInclusive<i64> = 1..=86_400_000;
+/// Valid range of `subscriber_tombstone_days`: up to ten years.
+const TOMBSTONE_DAYS_RANGE: RangeInclusive<i64> = 1..=3650;
 
 impl RawConfig {
     fn check(self, src: &Source<'_>) -> Result<Config, ConfigError> {
@@ -424,6 +435,12 @@ impl RawConfig {
             RELOAD_MS_RANGE,
             defaults.subscriber_reload_ms,
         )?;
+        let (subscriber_tombstone_days, _) = src.number(
+            "subscriber_tombstone_days",
+            self.subscriber_tombstone_days,
+            TOMBSTONE_DAYS_RANGE,
+            defaults.subscriber_tombstone_days,
+        )?;
 
         let reuse_port = src
             .bool("reuse_port", self.reuse_port)?
@@ -486,6 +503,7 @@ impl RawConfig {
             media_timeout_s,
             metrics_listen,
             subscriber_reload_ms,
+            subscriber_tombstone_days,
             reuse_port,
             dos,
             worker_threads,

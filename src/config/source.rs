@@ -23,6 +23,7 @@ pub(super) fn expected(key: &str) -> &'static str {
             "a socket address in quotes, e.g. \"127.0.0.1:9475\", or \"\" for no metrics"
         }
         "subscriber_reload_ms" => "a whole number of milliseconds in 1..=86400000",
+        "subscriber_tombstone_days" => "a whole number of days in 1..=3650",
         "reuse_port" => "true or false",
         "worker_threads" => "a whole number of threads in 1..=64",
         "sync" => "a table ([sync])",

@@ -61,6 +61,7 @@ max_register_expires_s = 600
 media_timeout_s = 30
 metrics_listen = "[::1]:9100"
 subscriber_reload_ms = 250
+subscriber_tombstone_days = 30
 reuse_port = true
 
 [dos]
@@ -82,6 +83,7 @@ per_ip_burst = 1
             media_timeout_s: 30,
             metrics_listen: Some("[::1]:9100".to_owned()),
             subscriber_reload_ms: 250,
+            subscriber_tombstone_days: 30,
             reuse_port: true,
             dos: DosConfig {
                 under_load_handshakes_per_s: 100,
@@ -356,6 +358,11 @@ fn keepalive_and_session_timeout_ranges() {
 fn zero_intervals_are_refused() {
     let (_, _, message) = invalid("subscriber_reload_ms = 0");
     assert!(message.contains("subscriber_reload_ms"), "{message}");
+    let (_, _, message) = invalid("subscriber_tombstone_days = 0");
+    assert!(
+        message.contains("subscriber_tombstone_days") && message.contains("1..=3650"),
+        "{message}"
+    );
     let (_, _, message) = invalid("max_register_expires_s = 0");
     assert!(message.contains("max_register_expires_s"), "{message}");
 }
