@@ -85,7 +85,13 @@ pub struct SyncSetup {
     pub peer_detect: Duration,
     /// Link timers.
     pub link: LinkConfig,
+    /// Where subscriber changes replicated from peers go (the host writes
+    /// them into its store, then hands the proxy its new `Subscribers`);
+    /// `None`: they are dropped (logged).
+    pub subscribers: Option<mpsc::Sender<psp::RemoteSubscriber>>,
 }
+
+pub use psp::RemoteSubscriber;
 
 /// Label of the fingerprint key's derivation (docs/anypsp-protocol.md 16.2).
 pub const FP_KEY_LABEL: &[u8] = b"anypsp/1 fingerprint key";
@@ -211,6 +217,26 @@ impl ResyncFlag {
     }
 }
 
+/// Reports the host's subscriber changes to the node's sync task.
+#[derive(Clone)]
+pub struct LocalSubscribers(mpsc::Sender<psp::Local>);
+
+impl LocalSubscribers {
+    /// A subscriber (name, key) was added (`live`) or revoked in the
+    /// host's store: replicate it. False if the sync task's channel is full
+    /// (report it again later) or the node stopped.
+    pub fn changed(
+        &self,
+        name: crate::call::Name,
+        key: crate::crypto::PublicKey,
+        live: bool,
+    ) -> bool {
+        self.0
+            .try_send(psp::Local::Subscriber(name, key, live))
+            .is_ok()
+    }
+}
+
 /// One proxy and its threads.
 pub struct Node {
     rt: Option<tokio::runtime::Runtime>,
@@ -223,6 +249,8 @@ pub struct Node {
     peer_addr: Option<SocketAddr>,
     stop_tx: watch::Sender<bool>,
     main: Option<tokio::task::JoinHandle<usize>>,
+    /// Local changes into the sync task (members only).
+    locals: Option<mpsc::Sender<psp::Local>>,
 }
 
 impl Node {
@@ -247,6 +275,7 @@ impl Node {
             peer_addr: None,
             stop_tx: watch::channel(false).0,
             main: None,
+            locals: None,
         })
     }
 
@@ -286,6 +315,7 @@ impl Node {
         let id = core.proxy_id();
         let resync = Arc::new(ResyncFlag::default());
         let mut psp_parts = None;
+        let mut subscribers = None;
         let core = match sync {
             None => SharedCore::new(core, None),
             Some(s) => {
@@ -304,6 +334,8 @@ impl Node {
                 let (peers, link_events) =
                     Peers::start(&handle, LocalNode::new(id, s.node_key.clone()), members, pc)?;
                 let (ev_tx, ev_rx) = mpsc::channel(EVENT_CHANNEL);
+                self.locals = Some(ev_tx.clone());
+                subscribers = s.subscribers.clone();
                 let after = after_lock(peers.handle(), ev_tx, resync.clone(), self.stats.clone());
                 let mut core = core;
                 core.set_peers(s.peers.iter().map(|m| m.node));
@@ -323,9 +355,26 @@ impl Node {
             serving: self.serving.clone(),
             stop: self.stop_tx.subscribe(),
             resync,
+            subscribers,
         };
         self.main = Some(handle.spawn(psp::main(ctx, udp, psp_parts)));
         Ok(())
+    }
+
+    /// Where the host reports its store's subscriber changes, to be
+    /// replicated; `None` for a node without peers.
+    pub fn local_subscribers(&self) -> Option<LocalSubscribers> {
+        self.locals.clone().map(LocalSubscribers)
+    }
+
+    /// The core, shared (for host tasks: subscriber updates, status).
+    pub fn shared_core(&self) -> Option<Arc<SharedCore>> {
+        self.core.clone()
+    }
+
+    /// Whether the node replicates (it has a `[sync]` membership).
+    pub fn is_member(&self) -> bool {
+        self.locals.is_some()
     }
 
     /// The address peer links are accepted on (with the real port).
@@ -355,6 +404,13 @@ impl Node {
     /// The core's counters as of its last lock hold (no lock taken).
     pub fn snapshot(&self) -> Option<crate::metrics::Snapshot> {
         self.core.as_ref().map(|c| c.snapshot())
+    }
+
+    /// The metrics board (serve it with
+    /// [`metrics::http::serve`](crate::metrics::http::serve)): the core's
+    /// counters, the sync state, readiness.
+    pub fn metrics_board(&self) -> Option<Arc<crate::metrics::Metrics>> {
+        self.core.as_ref().map(|c| c.metrics_board())
     }
 
     /// The UDP runtime, once serving (for metrics).

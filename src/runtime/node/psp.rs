@@ -6,7 +6,9 @@
 
 use super::mux::{self, Channel};
 use super::{unix_ms, NodeStats, Readiness, ResyncFlag, SyncSetup, Udp, APPLY_BATCH};
+use crate::call::Name;
 use crate::crypto::PublicKey;
+use crate::metrics::{Metrics, PeerSnapshot, SyncSnapshot};
 use crate::proxy::{Proxy, ProxyEvent};
 use crate::runtime::peers::{PeerEvent, Peers, PeersHandle};
 use crate::runtime::proxy::{ProxyRuntime, SharedCore};
@@ -24,6 +26,20 @@ pub(super) enum Local {
     Event(ProxyEvent),
     /// A client key's newest handshake time stamp grew here.
     Handshake(PublicKey, [u8; 12]),
+    /// A subscriber was added (`live`) or revoked in this proxy's store.
+    Subscriber(Name, PublicKey, bool),
+}
+
+/// A subscriber change replicated from a peer, for the host to write into
+/// its store (and then hand the proxy its new `Subscribers`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RemoteSubscriber {
+    /// The name.
+    pub name: Name,
+    /// The client key.
+    pub key: PublicKey,
+    /// Authorised (true) or revoked (false).
+    pub live: bool,
 }
 
 /// What the node's main task shares with [`super::Node`].
@@ -35,6 +51,8 @@ pub(super) struct Ctx {
     pub serving: Arc<OnceLock<Arc<ProxyRuntime>>>,
     pub stop: watch::Receiver<bool>,
     pub resync: Arc<ResyncFlag>,
+    /// Where replicated subscriber changes go (the host's store).
+    pub subscribers: Option<mpsc::Sender<RemoteSubscriber>>,
 }
 
 /// The parts of a member node.
@@ -58,8 +76,9 @@ pub(super) async fn main(ctx: Ctx, udp: Udp, member: Option<Member>) -> usize {
     let Some((setup, peers, links, locals)) = member else {
         // Alone: nothing to wait for.
         ctx.ready.send_modify(|r| r.synced = true);
-        if let Err(e) = serve(&ctx, udp) {
-            fail(&ctx, e);
+        match serve(&ctx, udp) {
+            Ok(()) => ctx.core.metrics_board().set_ready(true),
+            Err(e) => fail(&ctx, e),
         }
         let _ = stop.wait_for(|s| *s).await;
         return 0;
@@ -99,6 +118,12 @@ struct Psp {
     down_since: BTreeMap<ProxyId, Instant>,
     detect: Duration,
     startup_timeout: Duration,
+    /// Addresses of the configured peers (for status).
+    addrs: BTreeMap<ProxyId, std::net::SocketAddr>,
+    /// Wall ms of the last message heard per peer, across reconnects.
+    heard: BTreeMap<ProxyId, u64>,
+    board: Arc<Metrics>,
+    next_board: Instant,
 }
 
 impl Psp {
@@ -108,6 +133,7 @@ impl Psp {
         cfg.seed = crate::crypto::random_u64();
         let mut rep = Replicator::new(cfg, now);
         let configured: BTreeSet<ProxyId> = setup.peers.iter().map(|m| m.node).collect();
+        let addrs = setup.peers.iter().map(|m| (m.node, m.address)).collect();
         for p in &configured {
             if let Err(e) = rep.add_peer(p.get()) {
                 log::error!("anypsp: peer {p} not added to the sync engine: {e:?}");
@@ -124,6 +150,10 @@ impl Psp {
             down_since: BTreeMap::new(),
             detect: setup.peer_detect,
             startup_timeout: setup.startup_timeout,
+            addrs,
+            heard: BTreeMap::new(),
+            board: ctx.core.metrics_board(),
+            next_board: Instant::now(),
         }
     }
 
@@ -238,7 +268,13 @@ impl Psp {
         )
     }
 
-    fn publish(&self, ctx: &Ctx) {
+    fn publish(&mut self, ctx: &Ctx) {
+        let ready = ctx.ready.borrow().ready();
+        self.board.set_ready(ready);
+        if Instant::now() >= self.next_board {
+            self.next_board = Instant::now() + Duration::from_millis(500);
+            self.board.set_sync(Some(self.sync_snapshot(ctx)));
+        }
         let synced_peers = self
             .up
             .iter()
@@ -256,6 +292,76 @@ impl Psp {
         });
     }
 
+    /// The sync state for `/status` and the per-peer gauges.
+    fn sync_snapshot(&self, ctx: &Ctx) -> SyncSnapshot {
+        let shell: BTreeMap<ProxyId, _> = self
+            .peers
+            .status()
+            .into_iter()
+            .map(|p| (p.node, p))
+            .collect();
+        let engine = self.rep.engine();
+        let peers = self
+            .configured
+            .iter()
+            .map(|id| {
+                let st = engine.peer_status(id.get());
+                let sh = shell.get(id);
+                PeerSnapshot {
+                    node: id.get(),
+                    addr: self.addrs[id],
+                    connected: self.up.contains(id),
+                    ready: st.as_ref().is_some_and(|s| s.ready),
+                    queued_bytes: st.as_ref().map_or(0, |s| s.queued_bytes)
+                        + sh.map_or(0, |s| s.queue_bytes),
+                    queued_messages: sh.map_or(0, |s| s.queue_depth),
+                    last_heard_ms: self.heard.get(id).copied(),
+                    last_error: sh.and_then(|s| s.last_error.clone()),
+                    connects: sh.map_or(0, |s| s.connects),
+                    overflows: sh.map_or(0, |s| s.overflows),
+                }
+            })
+            .collect();
+        let names = [
+            "",
+            "sessions",
+            "registrations",
+            "calls",
+            "handshakes",
+            "subscribers",
+        ];
+        let entries = engine
+            .scopes()
+            .map(|sc| {
+                let name = names.get(usize::from(sc.0)).copied().unwrap_or("other");
+                let n = engine.table(sc).map_or(0, |t| t.len() as u64);
+                (name.to_owned(), n)
+            })
+            .collect();
+        let stats = engine.stats();
+        let drops = crate::sync::SyncDrop::ALL
+            .iter()
+            .map(|d| (d.label().to_owned(), stats.drops(*d)))
+            .filter(|(_, n)| *n > 0)
+            .collect();
+        let links_refused = self
+            .peers
+            .refused()
+            .into_iter()
+            .filter(|(_, n)| *n > 0)
+            .map(|(e, n)| (e.to_string(), n))
+            .collect();
+        SyncSnapshot {
+            synced: self.rep.synced(),
+            peers,
+            entries,
+            applied: ctx.stats.applied.load(Ordering::Relaxed),
+            refused: ctx.core.with_core(|p| p.psp_stats().apply_refused),
+            drops,
+            links_refused,
+        }
+    }
+
     fn next_deadline(&self, serving: bool, startup: Instant, progress: Instant) -> Option<Instant> {
         let now_ms = unix_ms();
         let engine = self
@@ -264,10 +370,16 @@ impl Psp {
             .map(|t| Instant::now() + Duration::from_millis(t.saturating_sub(now_ms)));
         let detect = self.down_since.values().min().map(|t| *t + self.detect);
         let startup = (!serving).then_some(startup.min(progress));
-        [engine, detect, startup].into_iter().flatten().min()
+        [engine, detect, startup, Some(self.next_board)]
+            .into_iter()
+            .flatten()
+            .min()
     }
 
     fn on_link(&mut self, ctx: &Ctx, ev: PeerEvent, proxy_msgs: &mut Vec<(ProxyId, Vec<u8>)>) {
+        if let PeerEvent::Message { node, .. } = &ev {
+            self.heard.insert(*node, unix_ms());
+        }
         match ev {
             PeerEvent::Up { node, .. } => {
                 log::info!("anypsp: link to peer {node} up");
@@ -300,6 +412,7 @@ impl Psp {
         match l {
             Local::Event(e) => self.rep.on_proxy_event(now, &e),
             Local::Handshake(k, ts) => self.rep.on_handshake(now, &k, ts),
+            Local::Subscriber(name, key, live) => self.rep.on_subscriber(now, &name, &key, live),
         }
     }
 
@@ -364,15 +477,29 @@ impl Psp {
         loop {
             batch.clear();
             let mut resync = false;
+            let mut subs = Vec::new();
             while batch.len() < APPLY_BATCH {
                 match self.rep.poll_apply() {
                     Some(Apply::Resync) => resync = true,
+                    Some(Apply::Subscriber { name, key, live }) => {
+                        subs.push(RemoteSubscriber { name, key, live })
+                    }
                     Some(a) => batch.push(a),
                     None => break,
                 }
             }
-            if batch.is_empty() && !resync {
+            if batch.is_empty() && !resync && subs.is_empty() {
                 return;
+            }
+            for s in subs {
+                match &ctx.subscribers {
+                    // Waits for the store when it lags: back-pressure on
+                    // replication, never on the voice path.
+                    Some(tx) => {
+                        let _ = tx.send(s).await;
+                    }
+                    None => log::debug!("anypsp: subscriber {} from a peer: no store", s.name),
+                }
             }
             if !batch.is_empty() {
                 let n = batch.len() as u64;
@@ -404,12 +531,8 @@ fn apply_one(p: &mut Proxy, now: Instant, a: Apply) {
             let wall = crate::runtime::unix_nanos();
             p.replay_table_mut().merge(&[0; 12], [(key, ts)], wall);
         }
-        Apply::Subscriber { name, key, live } => {
-            // Wired to the subscriber store by the host (see
-            // `Node::set_subscriber_sink`); without one, logged only.
-            log::debug!("anypsp: subscriber {name} live={live} from a peer ({key})");
-        }
-        Apply::Resync => {}
+        // Taken out of the batch before (they go to the host's store).
+        Apply::Subscriber { .. } | Apply::Resync => {}
     }
 }
 
