@@ -85,6 +85,9 @@ pub struct SyncSetup {
     pub peer_detect: Duration,
     /// Link timers.
     pub link: LinkConfig,
+    /// Most replicated items applied per hold of the core lock
+    /// ([`APPLY_BATCH`] by default).
+    pub apply_batch: usize,
     /// Where subscriber changes replicated from peers go (the host writes
     /// them into its store, then hands the proxy its new `Subscribers`);
     /// `None`: they are dropped (logged).
@@ -154,6 +157,9 @@ pub struct NodeStats {
     pub peers_declared_down: AtomicU64,
     /// Replicated items applied to the core.
     pub applied: AtomicU64,
+    /// Replicated sessions held back because the send-epoch lease was
+    /// spent (applied once it is renewed).
+    pub apply_waited_for_lease: AtomicU64,
     /// Lock holds used to apply them.
     pub apply_batches: AtomicU64,
 }
@@ -194,8 +200,9 @@ pub struct StopReport {
 /// it events are dropped and the sync task rescans (resync).
 pub const EVENT_CHANNEL: usize = 65_536;
 
-/// Most replicated items applied per hold of the core lock, so that a bulk
-/// sync never holds the voice path for long.
+/// Default of [`SyncSetup::apply_batch`]: most replicated items applied per
+/// hold of the core lock, so that a bulk sync never holds the voice path
+/// for long.
 pub const APPLY_BATCH: usize = 256;
 
 /// Set when proxy events were lost on the way to the sync task (or in the

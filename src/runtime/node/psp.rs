@@ -5,11 +5,11 @@
 //! timeout). docs/anypsp-protocol.md section 16.
 
 use super::mux::{self, Channel};
-use super::{unix_ms, NodeStats, Readiness, ResyncFlag, SyncSetup, Udp, APPLY_BATCH};
+use super::{unix_ms, NodeStats, Readiness, ResyncFlag, SyncSetup, Udp};
 use crate::call::Name;
 use crate::crypto::PublicKey;
 use crate::metrics::{Metrics, PeerSnapshot, SyncSnapshot};
-use crate::proxy::{Proxy, ProxyEvent};
+use crate::proxy::{ApplyError, Proxy, ProxyEvent};
 use crate::runtime::peers::{PeerEvent, Peers, PeersHandle};
 use crate::runtime::proxy::{ProxyRuntime, SharedCore};
 use crate::session::ProxyId;
@@ -124,6 +124,11 @@ struct Psp {
     heard: BTreeMap<ProxyId, u64>,
     board: Arc<Metrics>,
     next_board: Instant,
+    apply_batch: usize,
+    /// Items held back, in order, until the epoch lease is renewed.
+    held: std::collections::VecDeque<Apply>,
+    /// When held items are tried again.
+    retry_at: Option<Instant>,
 }
 
 impl Psp {
@@ -154,6 +159,9 @@ impl Psp {
             heard: BTreeMap::new(),
             board: ctx.core.metrics_board(),
             next_board: Instant::now(),
+            apply_batch: setup.apply_batch.max(1),
+            held: std::collections::VecDeque::new(),
+            retry_at: None,
         }
     }
 
@@ -370,7 +378,7 @@ impl Psp {
             .map(|t| Instant::now() + Duration::from_millis(t.saturating_sub(now_ms)));
         let detect = self.down_since.values().min().map(|t| *t + self.detect);
         let startup = (!serving).then_some(startup.min(progress));
-        [engine, detect, startup, Some(self.next_board)]
+        [engine, detect, startup, Some(self.next_board), self.retry_at]
             .into_iter()
             .flatten()
             .min()
@@ -469,17 +477,28 @@ impl Psp {
         }
     }
 
-    /// Applies what the engine replicated, at most [`APPLY_BATCH`] items per
+    /// Applies what the engine replicated, at most `apply_batch` items per
     /// hold of the core lock, yielding between holds so the voice path and
-    /// the links run in between.
+    /// the links run in between. A session that cannot be imported because
+    /// the send-epoch lease is spent is held back with everything after it
+    /// (order matters: a registration follows its session) and tried again
+    /// shortly, once the host has renewed the lease.
     async fn apply(&mut self, ctx: &Ctx) {
-        let mut batch = Vec::with_capacity(APPLY_BATCH);
+        if self.retry_at.is_some_and(|t| Instant::now() < t) {
+            return;
+        }
+        self.retry_at = None;
+        let mut batch = Vec::with_capacity(self.apply_batch);
         loop {
             batch.clear();
             let mut resync = false;
             let mut subs = Vec::new();
-            while batch.len() < APPLY_BATCH {
-                match self.rep.poll_apply() {
+            while batch.len() < self.apply_batch {
+                let next = match self.held.pop_front() {
+                    Some(a) => Some(a),
+                    None => self.rep.poll_apply(),
+                };
+                match next {
                     Some(Apply::Resync) => resync = true,
                     Some(Apply::Subscriber { name, key, live }) => {
                         subs.push(RemoteSubscriber { name, key, live })
@@ -502,15 +521,34 @@ impl Psp {
                 }
             }
             if !batch.is_empty() {
-                let n = batch.len() as u64;
-                ctx.core.with_core(|p| {
+                let (done, rest) = ctx.core.with_core(|p| {
                     let now = Instant::now();
-                    for a in batch.drain(..) {
-                        apply_one(p, now, a);
+                    let mut done = 0u64;
+                    let mut it = batch.drain(..);
+                    for a in it.by_ref() {
+                        if let Err(a) = apply_one(p, now, a) {
+                            // Everything from here waits for the lease.
+                            let mut rest = vec![a];
+                            rest.extend(it.by_ref());
+                            return (done, rest);
+                        }
+                        done += 1;
                     }
+                    (done, Vec::new())
                 });
-                ctx.stats.applied.fetch_add(n, Ordering::Relaxed);
+                ctx.stats.applied.fetch_add(done, Ordering::Relaxed);
                 ctx.stats.apply_batches.fetch_add(1, Ordering::Relaxed);
+                if !rest.is_empty() {
+                    ctx.stats
+                        .apply_waited_for_lease
+                        .fetch_add(1, Ordering::Relaxed);
+                    for a in rest.into_iter().rev() {
+                        self.held.push_front(a);
+                    }
+                    self.retry_at = Some(Instant::now() + LEASE_RETRY);
+                    log::debug!("anypsp: epoch lease spent; {} item(s) wait", self.held.len());
+                    return;
+                }
             }
             if resync {
                 self.resync(ctx);
@@ -521,11 +559,17 @@ impl Psp {
     }
 }
 
-/// One replicated item into the core.
-fn apply_one(p: &mut Proxy, now: Instant, a: Apply) {
+/// How soon items held back for the epoch lease are tried again.
+const LEASE_RETRY: Duration = Duration::from_millis(100);
+
+/// One replicated item into the core; the item back if it must wait for
+/// the epoch lease.
+fn apply_one(p: &mut Proxy, now: Instant, a: Apply) -> Result<(), Apply> {
     match a {
         Apply::Proxy(e) => {
-            let _ = p.apply_remote(now, &e);
+            if let Err(ApplyError::Epochs(_)) = p.apply_remote(now, &e) {
+                return Err(Apply::Proxy(e));
+            }
         }
         Apply::Handshake { key, ts } => {
             let wall = crate::runtime::unix_nanos();
@@ -534,6 +578,7 @@ fn apply_one(p: &mut Proxy, now: Instant, a: Apply) {
         // Taken out of the batch before (they go to the host's store).
         Apply::Subscriber { .. } | Apply::Resync => {}
     }
+    Ok(())
 }
 
 async fn sleep_until(t: Option<Instant>) {
