@@ -124,7 +124,7 @@ impl Proxy {
                     SessionCrypto::proxy(id, epoch, keys.client_to_proxy, keys.proxy_to_client);
                 self.sessions.insert(
                     id,
-                    ClientSession {
+                    Box::new(ClientSession {
                         crypto,
                         client_key: client,
                         addr: src,
@@ -134,7 +134,7 @@ impl Proxy {
                         received: ReliableReceiver::new(),
                         serving: self.cfg.proxy_id,
                         adopted: false,
-                    },
+                    }),
                 );
                 self.by_key.insert(client, id);
                 self.arm_expiry(id, now);

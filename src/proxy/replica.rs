@@ -548,7 +548,7 @@ impl Proxy {
         }
         self.sessions.insert(
             id,
-            ClientSession {
+            Box::new(ClientSession {
                 crypto,
                 client_key: r.state.client_key,
                 addr: r.addr,
@@ -558,7 +558,7 @@ impl Proxy {
                 received: ReliableReceiver::new(),
                 serving: r.serving,
                 adopted: false,
-            },
+            }),
         );
         self.by_key.insert(r.state.client_key, id);
         Ok(())

@@ -162,6 +162,11 @@ pub struct NodeStats {
     pub apply_waited_for_lease: AtomicU64,
     /// Lock holds used to apply them.
     pub apply_batches: AtomicU64,
+    /// Longest hold of the core lock to apply a batch, microseconds.
+    pub apply_hold_max_us: AtomicU64,
+    /// Longest turn of the sync task without yielding, microseconds (the
+    /// time one worker thread was taken from the voice path).
+    pub turn_max_us: AtomicU64,
 }
 
 /// Why a node could not start.

@@ -64,8 +64,9 @@ pub(super) type Member = (
 );
 
 /// Most link events or local changes taken per loop turn, so that neither
-/// source starves the other or the timers.
-const TURN: usize = 256;
+/// source starves the other or the timers, and the task yields its worker
+/// thread often (a sync message can hold hundreds of entries).
+const TURN: usize = 32;
 
 /// How often progress is logged while waiting for peers.
 const PROGRESS_EVERY: Duration = Duration::from_secs(1);
@@ -214,9 +215,11 @@ impl Psp {
             }
             self.publish(ctx);
             let wake = self.next_deadline(serving, startup_deadline, next_progress);
+            let turn;
             tokio::select! {
                 _ = stop.wait_for(|s| *s) => break,
                 n = links.recv() => {
+                    turn = Instant::now();
                     let Some(ev) = n else { break };
                     self.on_link(ctx, ev, &mut proxy_msgs);
                     for _ in 1..TURN {
@@ -227,6 +230,7 @@ impl Psp {
                     }
                 }
                 n = locals.recv() => {
+                    turn = Instant::now();
                     let Some(l) = n else { break };
                     let now = unix_ms();
                     self.on_local(now, l);
@@ -237,8 +241,8 @@ impl Psp {
                         }
                     }
                 }
-                _ = ctx.resync.notify.notified() => {}
-                _ = sleep_until(wake) => {}
+                _ = ctx.resync.notify.notified() => turn = Instant::now(),
+                _ = sleep_until(wake) => turn = Instant::now(),
             }
             if ctx.resync.take() {
                 self.resync(ctx);
@@ -256,8 +260,12 @@ impl Psp {
                 proxy_msgs.clear();
             }
             self.transmit();
+            let us = turn.elapsed().as_micros() as u64;
+            ctx.stats.turn_max_us.fetch_max(us, Ordering::Relaxed);
             self.apply(ctx).await;
             self.transmit();
+            // Let the UDP tasks have this worker between turns.
+            tokio::task::yield_now().await;
         }
     }
 
@@ -378,10 +386,16 @@ impl Psp {
             .map(|t| Instant::now() + Duration::from_millis(t.saturating_sub(now_ms)));
         let detect = self.down_since.values().min().map(|t| *t + self.detect);
         let startup = (!serving).then_some(startup.min(progress));
-        [engine, detect, startup, Some(self.next_board), self.retry_at]
-            .into_iter()
-            .flatten()
-            .min()
+        [
+            engine,
+            detect,
+            startup,
+            Some(self.next_board),
+            self.retry_at,
+        ]
+        .into_iter()
+        .flatten()
+        .min()
     }
 
     fn on_link(&mut self, ctx: &Ctx, ev: PeerEvent, proxy_msgs: &mut Vec<(ProxyId, Vec<u8>)>) {
@@ -488,7 +502,7 @@ impl Psp {
             return;
         }
         self.retry_at = None;
-        let mut batch = Vec::with_capacity(self.apply_batch);
+        let mut batch = Vec::with_capacity(self.apply_batch.min(4096));
         loop {
             batch.clear();
             let mut resync = false;
@@ -521,8 +535,10 @@ impl Psp {
                 }
             }
             if !batch.is_empty() {
+                let mut held_from = Instant::now();
                 let (done, rest) = ctx.core.with_core(|p| {
                     let now = Instant::now();
+                    held_from = now;
                     let mut done = 0u64;
                     let mut it = batch.drain(..);
                     for a in it.by_ref() {
@@ -536,6 +552,8 @@ impl Psp {
                     }
                     (done, Vec::new())
                 });
+                let us = held_from.elapsed().as_micros() as u64;
+                ctx.stats.apply_hold_max_us.fetch_max(us, Ordering::Relaxed);
                 ctx.stats.applied.fetch_add(done, Ordering::Relaxed);
                 ctx.stats.apply_batches.fetch_add(1, Ordering::Relaxed);
                 if !rest.is_empty() {
@@ -546,7 +564,10 @@ impl Psp {
                         self.held.push_front(a);
                     }
                     self.retry_at = Some(Instant::now() + LEASE_RETRY);
-                    log::debug!("anypsp: epoch lease spent; {} item(s) wait", self.held.len());
+                    log::debug!(
+                        "anypsp: epoch lease spent; {} item(s) wait",
+                        self.held.len()
+                    );
                     return;
                 }
             }
