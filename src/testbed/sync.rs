@@ -4,12 +4,17 @@
 use super::{name, xorshift, Bed, Packet};
 use crate::crypto::PublicKey;
 use crate::proxy::{Proxy, ProxyConfig, Subscribers};
+use crate::session::epoch::MAX_EPOCH;
 use crate::session::{EpochLease, ProxyId};
 use crate::sync::bridge::codec::SCOPES;
 use crate::sync::bridge::{Apply, Replicator};
 use crate::sync::msg::MsgType;
 use crate::sync::{Config, WallMs};
 use std::time::{Duration, Instant};
+
+/// The link generation of an injected message: delivered whatever the
+/// links.
+pub(super) const INJECTED: u64 = u64::MAX;
 
 /// The fingerprint key of the bed's mesh.
 const FP_KEY: [u8; 32] = [0x3c; 32];
@@ -35,7 +40,15 @@ impl Bed {
         (self.tune)(&mut cfg);
         let subs = Subscribers::new(self.stores[i].iter().cloned());
         let mut p = Proxy::with_wall_clock(cfg, subs, self.now, self.wall());
-        p.epochs().grant(EpochLease::ephemeral());
+        // A restarted proxy continues its durable lease past every epoch
+        // its earlier life took (docs/anytun-protocol.md 8.7): the
+        // replicated records name only the send floors of the proxies that
+        // served a session, not of every proxy that sent on it.
+        let lease = match self.lease_next[i] {
+            0 => EpochLease::ephemeral(),
+            next => EpochLease::durable(u32::try_from(next).unwrap_or(u32::MAX), MAX_EPOCH + 1),
+        };
+        p.epochs().grant(lease);
         p.set_peers((1..=n as u16).filter_map(ProxyId::new));
         let mut scfg = Config::new(id.get(), FP_KEY);
         scfg.seed = self.rng ^ (i as u64 + 1);
@@ -104,11 +117,12 @@ impl Bed {
         }
     }
 
-    /// Sends `data` to proxy `to`'s replicator as if from proxy `from`
-    /// over their link (a hostile or broken peer), after the peer latency.
+    /// Hands `data` to proxy `to`'s replicator as the message of peer
+    /// index `from` (node id `from + 1`, which may be no proxy of the bed),
+    /// after the peer latency, whatever the links: a hostile or broken
+    /// peer, or a link that misreports who sent it.
     pub fn inject_sync(&mut self, from: usize, to: usize, data: Vec<u8>) {
-        let key = (from.min(to), from.max(to));
-        let link = self.links.get(&key).copied().unwrap_or(0);
+        let link = INJECTED;
         self.schedule(
             self.peer_latency,
             Packet::SyncMsg {
@@ -219,6 +233,9 @@ impl Bed {
             }
             self.sync_messages += 1;
             self.sync_bytes += data.len() as u64;
+            if self.keep_sync {
+                self.sync_log.push((p, q, data.clone()));
+            }
             self.schedule(
                 self.peer_latency,
                 Packet::SyncMsg {
