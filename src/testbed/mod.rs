@@ -16,8 +16,8 @@
 
 use crate::call::Name;
 use crate::client::{Client, ClientConfig, Event};
-use crate::crypto::SecretKey;
 use crate::crypto::PublicKey;
+use crate::crypto::SecretKey;
 use crate::proxy::{Proxy, ProxyConfig};
 use crate::session::{CallId, ProxyId, SenderId, SessionId};
 use crate::sync::bridge::Replicator;

@@ -84,7 +84,10 @@ impl Bed {
 
     /// (count, fingerprint) of each scope of the proxy core, at proxy `i`.
     pub fn digests(&self, i: usize) -> Vec<(u64, u128)> {
-        SCOPES.iter().map(|s| self.rep(i).engine().digest(*s)).collect()
+        SCOPES
+            .iter()
+            .map(|s| self.rep(i).engine().digest(*s))
+            .collect()
     }
 
     /// Revokes site `who`'s key for its name on proxy `p`, as its operator
