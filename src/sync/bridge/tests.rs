@@ -71,7 +71,10 @@ fn values_round_trip_and_malformed_ones_are_refused() {
     for n in 0..v.len() {
         assert_eq!(decode_session(r.state.id, &v[..n]), None, "prefix {n}");
     }
-    assert_eq!(decode_session(r.state.id, &[v.clone(), vec![0]].concat()), None);
+    assert_eq!(
+        decode_session(r.state.id, &[v.clone(), vec![0]].concat()),
+        None
+    );
     let mut bad = v.clone();
     bad[0] = 2;
     assert_eq!(decode_session(r.state.id, &bad), None);
@@ -93,7 +96,10 @@ fn values_round_trip_and_malformed_ones_are_refused() {
     assert_eq!(decode_subscriber(&s), Some((nm("alice"), false)));
     assert_eq!(decode_subscriber(&[1, 2, b'a']), None);
     let k = registration_key(sid(1, 9), &nm("bob"));
-    assert_eq!(registration_of_key(&k), Some((sid(1, 9), name_hash(&nm("bob")))));
+    assert_eq!(
+        registration_of_key(&k),
+        Some((sid(1, 9), name_hash(&nm("bob"))))
+    );
 }
 
 /// A registration that reaches a node before its session waits and is
@@ -140,7 +146,8 @@ fn a_registration_before_its_session_is_parked_then_applied_after_it() {
     assert_eq!(r.poll_apply(), None, "applied before its session");
     assert_eq!(r.stats().parked, 1);
     let sess = entry(session_key(s), encode_session(&record(s, 1)), T0 + 1);
-    r.handle_message(T0, 1, &push(SCOPE_SESSIONS, sess)).unwrap();
+    r.handle_message(T0, 1, &push(SCOPE_SESSIONS, sess))
+        .unwrap();
     assert!(matches!(
         r.poll_apply(),
         Some(Apply::Proxy(ProxyEvent::SessionUp(x))) if x.state.id == s
@@ -165,12 +172,18 @@ fn handshake_stamps_converge_to_the_maximum_whatever_the_write_order() {
     let mut reps = vec![rep(1, &[2]), rep(2, &[1])];
     settle(&mut reps, T0);
     let k = PublicKey([4; 32]);
-    let (hi, lo) = ([0, 0, 0, 9, 0, 0, 0, 0, 0, 0, 0, 0], [0, 0, 0, 3, 0, 0, 0, 0, 0, 0, 0, 0]);
+    let (hi, lo) = (
+        [0, 0, 0, 9, 0, 0, 0, 0, 0, 0, 0, 0],
+        [0, 0, 0, 3, 0, 0, 0, 0, 0, 0, 0, 0],
+    );
     reps[0].on_handshake(T0 + 1, &k, hi);
     reps[1].on_handshake(T0 + 2, &k, lo);
     let applied = settle(&mut reps, T0 + 3);
     for r in &reps {
-        let v = r.engine().get(SCOPE_HANDSHAKES, &handshake_key(&k)).unwrap();
+        let v = r
+            .engine()
+            .get(SCOPE_HANDSHAKES, &handshake_key(&k))
+            .unwrap();
         assert_eq!(decode_handshake(v.value.as_ref().unwrap()), Some(hi));
     }
     assert!(reps[0].stats().rewrites >= 1);
@@ -252,7 +265,10 @@ fn a_session_down_deletes_its_registrations() {
         );
         settle(&mut reps, T0 + 2);
     }
-    assert_eq!(reps[1].engine().table(SCOPE_REGISTRATIONS).unwrap().len(), 2);
+    assert_eq!(
+        reps[1].engine().table(SCOPE_REGISTRATIONS).unwrap().len(),
+        2
+    );
     reps[0].on_proxy_event(
         T0 + 3,
         &ProxyEvent::SessionDown {
