@@ -466,3 +466,61 @@ fn figures_new_session_visible_everywhere_and_sync_bytes_per_setup() {
         bytes / N as u64 / 2
     );
 }
+
+/// A proxy restarted empty takes back the sessions it served before (their
+/// records outlived it in the other proxies' tables, naming it as serving):
+/// its clients, whose route comes back to it, go on with no new handshake
+/// and no nonce reused.
+#[test]
+fn a_restarted_proxy_takes_back_its_clients_without_a_new_handshake() {
+    let mut bed = Bed::new(3, &["alice", "bob"], 27);
+    bed.connect_all();
+    bed.register("alice", "alice");
+    bed.register("bob", "bob");
+    bed.run_for(Duration::from_secs(1));
+    let sid = bed.site("alice").client.session().unwrap();
+    // alice's proxy dies and comes back 1.5 s later; her route never moves.
+    // The others adopt her session meanwhile (peer down after 1 s).
+    bed.kill(0);
+    bed.run_for(Duration::from_millis(1500));
+    bed.restart(0);
+    run_until_true(
+        &mut bed,
+        Duration::from_millis(1),
+        Duration::from_secs(30),
+        |b| b.synced(0),
+    )
+    .expect("synced");
+    let p1 = ProxyId::new(1).unwrap();
+    assert_eq!(bed.proxy(0).serving_proxy(sid), Some(p1), "not taken back");
+    // Idle (keepalives only) for longer than the session timeout: the
+    // proxies that adopted her must have let her go, not judge her
+    // silence and end her session.
+    bed.run_for(Duration::from_secs(240));
+    for i in 0..3 {
+        assert_eq!(
+            bed.proxy(i).serving_proxy(sid),
+            Some(p1),
+            "view of proxy {}",
+            i + 1
+        );
+    }
+    // alice calls bob (on proxy 2) through her restarted proxy.
+    let call = bed.establish_call("alice", "bob");
+    bed.talk("alice", "bob", call, 0..50, |_, _| {});
+    bed.run_for(Duration::from_millis(100));
+    for (from, to) in [(0, 1), (1, 0)] {
+        let heard = &bed.sites[to].heard;
+        let missing: Vec<u32> = (0..50)
+            .filter(|s| !heard.iter().any(|f| f.seq == *s))
+            .collect();
+        assert!(missing.is_empty(), "{from} -> {to}: {missing:?}");
+    }
+    assert_eq!(
+        connected(&mut bed, "alice"),
+        1,
+        "alice repeated her handshake"
+    );
+    assert_eq!(bed.proxy(0).stats().handshakes_accepted, 0);
+    assert_eq!(bed.nonce_reuses, 0);
+}
