@@ -524,3 +524,31 @@ fn a_restarted_proxy_takes_back_its_clients_without_a_new_handshake() {
     assert_eq!(bed.proxy(0).stats().handshakes_accepted, 0);
     assert_eq!(bed.nonce_reuses, 0);
 }
+
+/// Seeded loss on the peer links applies to replication too: lost pushes
+/// are repaired by anti-entropy, and every proxy ends with every session
+/// and registration.
+#[test]
+fn replication_over_lossy_peer_links_converges() {
+    let names = ["a1", "a2", "a3", "a4", "a5", "a6"];
+    let mut bed = Bed::new(3, &names, 28);
+    bed.peer_loss_permille = 300;
+    bed.connect_all();
+    for n in names {
+        bed.register(n, n);
+    }
+    let lost_some = !(0..3).all(|i| bed.proxy(i).registration_count() == names.len());
+    let t = run_until_true(
+        &mut bed,
+        Duration::from_millis(100),
+        Duration::from_secs(120),
+        |b| same_digests(b) && (0..3).all(|i| b.proxy(i).registration_count() == names.len()),
+    )
+    .expect("converges despite 30 % loss");
+    assert!(lost_some, "the seed lost no push: the test shows nothing");
+    println!("30 % loss on peer links: converged {} ms after the last change (lost pushes seen: {lost_some})", t.as_millis());
+    for i in 0..3 {
+        assert_eq!(bed.proxy(i).session_count(), names.len());
+    }
+    assert_eq!(bed.nonce_reuses, 0);
+}
