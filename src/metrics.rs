@@ -62,6 +62,12 @@ impl Snapshot {
 }
 
 /// One sync peer's state, as the sync shell sees it (docs/anypsp-protocol.md).
+///
+/// The shell fills it from the link runtime's
+/// [`PeerStatus`](crate::runtime::peers::PeerStatus) (`node`, `address`,
+/// `link.is_some()`, `queue_bytes`, `queue_depth`, `last_error`, `connects`,
+/// `overflows`) and the sync engine's [`PeerStatus`](crate::sync::PeerStatus)
+/// (`ready`, `last_heard_ms`).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PeerSnapshot {
     /// The peer's node id (its proxy id).
@@ -281,7 +287,7 @@ fn gauge<N: prometheus_client::encoding::EncodeGaugeValue>(
 }
 
 /// Writes a family with one label, one sample per `(label value, v)`.
-fn family<'a, N: Copy + 'a>(
+fn family<'a, N>(
     enc: &mut DescriptorEncoder,
     name: &str,
     help: &str,

@@ -367,10 +367,15 @@ fn user_commands_find_the_daemons_store_from_any_directory() {
     let out = ok(anytun(&elsewhere)
         .env("ANYTUN_CONFIG", &config)
         .args(["user", "list"]));
-    assert!(!text(&out.stdout).contains("alice"), "{}", text(&out.stdout));
-    let out = ok(anytun(&elsewhere)
-        .env("ANYTUN_CONFIG", &config)
-        .args(["user", "list", "--removed"]));
+    assert!(
+        !text(&out.stdout).contains("alice"),
+        "{}",
+        text(&out.stdout)
+    );
+    let out =
+        ok(anytun(&elsewhere)
+            .env("ANYTUN_CONFIG", &config)
+            .args(["user", "list", "--removed"]));
     let listed = text(&out.stdout);
     assert!(listed.starts_with(&format!("alice\t{key}\t")), "{listed}");
 }

@@ -188,7 +188,9 @@ fn status_lists_peers_and_says_alone_without_them() {
     );
     assert!(rows[2].contains("never; connection refused"), "{table}");
     assert!(rows[1].contains("127.0.0.1:7002"), "{table}");
-    let lag = s.lag_ms(&s.sync.as_ref().unwrap().peers[0]).unwrap();
+    assert_eq!(s.peer(3).map(PeerSnapshot::state), Some("down"));
+    assert!(s.peer(4).is_none());
+    let lag = s.lag_ms(s.peer(2).unwrap()).unwrap();
     assert!((1500..60_000).contains(&lag), "{lag}");
     assert!(
         s.summary().contains("pulling tables, 1 of 2 peer(s) up"),
