@@ -669,17 +669,39 @@ fn an_old_client_packet_replayed_to_another_proxy_is_refused() {
     }
 }
 
-/// Review R1: the forward-to-home bound is per source address only. Forged
+/// Review R1: the forward-to-home bound was per source address only. Forged
 /// transport packets (unauthenticated: the forwarding proxy lacks the keys)
-/// from spoofed sources, one each, are all forwarded: the aggregate is
-/// unbounded, and they fill the peer-bound queue, which then refuses the
-/// legitimate peer traffic (control hand-over, relayed media).
+/// from spoofed sources, one each, were all forwarded: the aggregate was
+/// unbounded, and they filled the peer-bound queue, which then refused the
+/// legitimate peer traffic (control hand-over, relayed media). Now a
+/// network-wide bucket bounds the forwards and they have a queue of their
+/// own, drained after the authenticated one: a Control message handed over
+/// after the flood is queued, and leaves first.
 #[test]
-#[ignore = "open (anypsp spec 15.13): forward to home is limited per source only; not live in anytund yet"]
 fn forged_packets_from_spoofed_sources_do_not_fill_the_peer_queue() {
-    let mut net = Net::new(&["alice"]);
+    let mut net = Net::new(&["alice", "bob"]);
+    net.connect_all();
+    net.register("bob", "bob");
     let home = ProxyId::new(9).unwrap();
-    let (now, ip) = (net.now, net.proxy_ip());
+    // bob is served by proxy 9 (a replicated record says so): a control
+    // message for him is handed over to 9 as a Control peer message.
+    let bob = net.session_info("bob").id;
+    let record = drain(&mut net)
+        .into_iter()
+        .find_map(|e| match e {
+            ProxyEvent::SessionUp(r) if r.state.id == bob => Some(r),
+            _ => None,
+        })
+        .unwrap();
+    let now = net.now;
+    let moved = anytun::proxy::SessionRecord {
+        serving: home,
+        ..record
+    };
+    net.proxy
+        .apply_remote(now, &ProxyEvent::SessionUpdated(moved))
+        .unwrap();
+    let ip = net.proxy_ip();
     let mut out = [0u8; anytun::wire::MAX_DATAGRAM];
     net.proxy.set_peers([home]);
     for i in 0..5000u32 {
@@ -699,5 +721,34 @@ fn forged_packets_from_spoofed_sources_do_not_fill_the_peer_queue() {
         s.forwarded_to_home,
         net.proxy.peer_queue_len(),
         s.peer_queue_full
+    );
+    assert_eq!(
+        s.forwarded_to_home,
+        u64::from(anytun::proxy::replica::FORWARD_TOTAL_BURST)
+    );
+    assert_eq!(s.forward_limited, 5000 - s.forwarded_to_home);
+    // alice calls bob: the Invite is handed to proxy 9, queued, and leaves
+    // before every forged forward.
+    let call = net
+        .node("alice")
+        .client
+        .call(now, anytun::sim::name("bob"), None, vec!["ulaw".into()])
+        .unwrap();
+    let _ = call;
+    let mut buf = [0u8; anytun::wire::MAX_DATAGRAM];
+    let n = net.node("alice").client.poll_transmit(&mut buf).unwrap();
+    let src = net.node("alice").addr;
+    net.proxy
+        .handle_datagram(now, src, Some(ip), &mut buf[..n], &mut out);
+    let s = net.proxy.psp_stats().clone();
+    assert_eq!((s.control_to_peer, s.peer_queue_full), (1, 0), "{s:?}");
+    let (to, first) = net.proxy.poll_peer_transmit().unwrap();
+    assert_eq!(to, home);
+    assert!(
+        matches!(
+            anytun::proxy::PeerMessage::parse(&first),
+            Some(anytun::proxy::PeerMessage::Control { to, .. }) if to == bob
+        ),
+        "the hand-over leaves first"
     );
 }

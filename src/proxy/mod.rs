@@ -29,7 +29,7 @@ use crate::call::reliable::{ReliableReceiver, ReliableSender};
 use crate::call::{Cause, Name};
 use crate::crypto::mac::{CookieSecret, NetworkMacs};
 use crate::crypto::{PublicKey, SecretKey};
-use crate::handshake::dos::{DosConfig, LoadMeter, RateLimiter};
+use crate::handshake::dos::{DosConfig, LoadMeter, RateLimiter, TokenBucket};
 use crate::handshake::replay::{ReplayTable, WallClock};
 use crate::session::{
     CallId, Epochs, EpochsExhausted, ProxyId, SessionCrypto, SessionId, SessionState,
@@ -216,15 +216,19 @@ pub struct Proxy {
     summary: timers::Summary,
     /// State changes for replication (bounded).
     events: events::EventQueue,
-    /// Messages for peer proxies (bounded).
+    /// Authenticated messages for peer proxies (Control, Media; bounded by
+    /// `max_peer_queue`).
     peer_out: VecDeque<(ProxyId, Vec<u8>)>,
+    /// Forwarded client packets for their home (unauthenticated; bounded by
+    /// [`replica::MAX_FORWARD_QUEUE`], drained after `peer_out`).
+    forward_out: VecDeque<(ProxyId, Vec<u8>)>,
     /// anypsp counters.
     psp: PspStats,
-    /// Sessions whose serving proxy went down, served here until a proxy
-    /// (this one or another) takes them over (see [`Proxy::peer_down`]).
     /// Per-source limit on packets forwarded to their home (they cannot be
     /// authenticated here).
     forward_limiter: RateLimiter,
+    /// Limit on packets forwarded to their home, all sources together.
+    forward_total: TokenBucket,
     /// The peer proxies this one may send peer messages to (see
     /// [`Proxy::set_peers`]); none by default (a proxy alone).
     peers: std::collections::HashSet<ProxyId>,
@@ -269,9 +273,14 @@ impl Proxy {
             summary: timers::Summary::default(),
             events: events::EventQueue::new(cfg_max_events),
             peer_out: VecDeque::new(),
+            forward_out: VecDeque::new(),
             psp: PspStats::default(),
             peers: Default::default(),
             forward_limiter: RateLimiter::new(replica::FORWARD_RATE_PER_S, replica::FORWARD_BURST),
+            forward_total: TokenBucket::new(
+                replica::FORWARD_TOTAL_RATE_PER_S,
+                replica::FORWARD_TOTAL_BURST,
+            ),
         }
     }
 

@@ -33,6 +33,23 @@ pub const FORWARD_BURST: u32 = 64;
 /// per second.
 pub const FORWARD_RATE_PER_S: u32 = 50;
 
+/// Packets forwarded to their home by this proxy, all sources together:
+/// bucket size. Per-source buckets bound nothing against a forger who
+/// spoofs many sources; this one does. Honest forwarding (a client whose
+/// route moved in the tens of milliseconds before its new session
+/// replicated) stays far below it.
+pub const FORWARD_TOTAL_BURST: u32 = 256;
+
+/// Packets forwarded to their home, all sources together: sustained rate
+/// per second.
+pub const FORWARD_TOTAL_RATE_PER_S: u32 = 500;
+
+/// Most forwarded packets waiting for the peer links. They have a queue of
+/// their own, drained after the authenticated peer traffic (Control,
+/// Media), so forged forwards can neither delay nor crowd out a control
+/// message.
+pub const MAX_FORWARD_QUEUE: usize = 1024;
+
 /// The serving proxy reports a client's counter floor (in
 /// `SessionUpdated`) each time the client's newest counter crosses a
 /// multiple of this: a replica accepts a replayed client packet only if it is
@@ -53,8 +70,12 @@ pub struct PspStats {
     /// Transport packets for a session not held here forwarded to its home.
     pub forwarded_to_home: u64,
     /// Packets not forwarded to their home: their source was over
-    /// [`FORWARD_RATE_PER_S`] / [`FORWARD_BURST`].
+    /// [`FORWARD_RATE_PER_S`] / [`FORWARD_BURST`], or all sources together
+    /// over [`FORWARD_TOTAL_RATE_PER_S`] / [`FORWARD_TOTAL_BURST`].
     pub forward_limited: u64,
+    /// Packets not forwarded to their home: the forward queue
+    /// ([`MAX_FORWARD_QUEUE`]) was full.
+    pub forward_queue_full: u64,
     /// Forwarded packets received and handled as if from the client.
     pub forwarded_in: u64,
     /// Forwarded packets whose session the home does not hold either.
@@ -279,8 +300,12 @@ impl Proxy {
 
     /// The next message for a peer proxy: (peer, bytes of a
     /// [`PeerMessage`]). The shell sends it over the anypsp link.
+    /// Authenticated peer traffic (Control, Media) leaves first; forwarded
+    /// client packets (unauthenticated) only when none is waiting.
     pub fn poll_peer_transmit(&mut self) -> Option<(ProxyId, Vec<u8>)> {
-        self.peer_out.pop_front()
+        self.peer_out
+            .pop_front()
+            .or_else(|| self.forward_out.pop_front())
     }
 
     /// Sets the peer proxies (the membership): peer messages go only to
@@ -291,9 +316,9 @@ impl Proxy {
         self.peers = peers.into_iter().filter(|p| *p != me).collect();
     }
 
-    /// Messages waiting for peers.
+    /// Messages waiting for peers (both queues).
     pub fn peer_queue_len(&self) -> usize {
-        self.peer_out.len()
+        self.peer_out.len() + self.forward_out.len()
     }
 
     /// Queues a message for `to`; false (and counted) if the queue is full.
@@ -333,8 +358,14 @@ impl Proxy {
             self.psp.not_a_peer += 1;
             return;
         }
-        if !self.forward_limiter.allow(now, src.ip()) {
+        // Per source first, so one source over its own limit spends none
+        // of the network-wide tokens.
+        if !self.forward_limiter.allow(now, src.ip()) || !self.forward_total.allow(now) {
             self.psp.forward_limited += 1;
+            return;
+        }
+        if self.forward_out.len() >= MAX_FORWARD_QUEUE {
+            self.psp.forward_queue_full += 1;
             return;
         }
         let msg = PeerMessage::Forward {
@@ -342,9 +373,8 @@ impl Proxy {
             dst_ip,
             datagram: d.to_vec(),
         };
-        if self.send_peer(home, &msg) {
-            self.psp.forwarded_to_home += 1;
-        }
+        self.forward_out.push_back((home, msg.encode()));
+        self.psp.forwarded_to_home += 1;
     }
 
     /// Handles a message from peer proxy `from` (already authenticated by
@@ -616,6 +646,7 @@ impl Proxy {
             self.arm_expiry(*id, now);
         }
         self.psp.adopted += adopted.len() as u64;
+        self.forward_out.retain(|(to, _)| *to != peer);
         let queued = std::mem::take(&mut self.peer_out);
         for (to, bytes) in queued {
             if to != peer {
