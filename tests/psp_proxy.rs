@@ -379,6 +379,9 @@ fn the_serving_proxy_killed_mid_call_the_call_goes_on() {
     assert!(gap_a <= 20 && gap_b <= 20);
     let p3 = ProxyId::new(3).unwrap();
     assert_eq!(bed.proxy(2).psp_stats().takeovers, 1);
+    // Its probes to the dead proxy went unanswered: that is what let it
+    // take alice over (spec 15.9), PROBE_TIMEOUT after her first packet.
+    assert_eq!(bed.proxy(2).psp_stats().probes_unanswered, 1);
     assert!(bed.serving_views("alice").values().all(|v| *v == Some(p3)));
     // Control after the kill: DTMF and hangup through the new serving proxy.
     let now = bed.now;
@@ -751,4 +754,66 @@ fn forged_packets_from_spoofed_sources_do_not_fill_the_peer_queue() {
         ),
         "the hand-over leaves first"
     );
+}
+
+/// Review: a client packet replayed to a proxy that does not serve the
+/// client, within the replay bound of the replica (its counter at or above
+/// the last floor the serving proxy reported, i.e. among the client's last
+/// FLOOR_STEP packets), was the newest that proxy saw: it took the session
+/// over and moved its address to the attacker's source. Now such a packet
+/// moves nothing unless the serving proxy confirms that it never saw that
+/// counter (spec 15.9).
+#[test]
+fn a_recent_client_packet_replayed_to_another_proxy_moves_nothing() {
+    let (mut bed, call) = two_proxy_call(11);
+    bed.talk("alice", "bob", call, 0..40, |_, _| {});
+    bed.run_for(Duration::from_millis(100));
+    let p1 = ProxyId::new(1).unwrap();
+    let sid = bed.site("alice").client.session().unwrap();
+    // Ten frames old: well within the band above the replicas' floor.
+    let recent = bed
+        .site("alice")
+        .sent
+        .iter()
+        .rev()
+        .nth(10)
+        .cloned()
+        .unwrap();
+    let attacker: std::net::SocketAddr = "192.0.2.98:6666".parse().unwrap();
+    for p in [1, 2] {
+        bed.inject(p, attacker, recent.clone());
+    }
+    bed.run_for(Duration::from_millis(300));
+    for p in [1, 2] {
+        assert_eq!(
+            bed.proxy(p).psp_stats().takeovers,
+            0,
+            "proxy {p} took alice over on a replay"
+        );
+    }
+    assert!(bed.serving_views("alice").values().all(|v| *v == Some(p1)));
+    for p in 0..3 {
+        let s = bed
+            .proxy(p)
+            .sessions()
+            .into_iter()
+            .find(|s| s.id == sid)
+            .unwrap();
+        assert_ne!(s.addr, attacker, "proxy {p} moved alice to the attacker");
+    }
+    // The serving proxy refused to confirm both.
+    assert_eq!(bed.proxy(0).psp_stats().probes_refused, 2);
+    // The call goes on; a later honest move of alice's route still takes
+    // her over (the serving proxy confirms her new packets).
+    bed.set_route("alice", Some(1));
+    bed.talk("alice", "bob", call, 40..60, |_, _| {});
+    bed.run_for(Duration::from_millis(100));
+    assert_eq!(
+        heard_all(&mut bed, "alice", "bob", 0..60),
+        Vec::<u32>::new()
+    );
+    let p2 = ProxyId::new(2).unwrap();
+    assert_eq!(bed.proxy(1).psp_stats().takeovers, 1);
+    assert!(bed.serving_views("alice").values().all(|v| *v == Some(p2)));
+    assert_eq!(bed.nonce_reuses, 0);
 }

@@ -158,6 +158,12 @@ pub(crate) struct ClientSession {
     /// Served here only provisionally, because its serving proxy went down
     /// (`peer_down`): the client's next newest packet takes it over for good.
     pub(crate) adopted: bool,
+    /// The highest client counter floor a replicated record reported (the
+    /// serving proxy had seen every client counter below it; spec 15.9).
+    pub(crate) floor: u64,
+    /// A newest client packet that would take this replica over, waiting for
+    /// the serving proxy to confirm it never saw its counter (spec 15.9).
+    pub(crate) pending_move: Option<replica::PendingMove>,
 }
 
 #[derive(Debug)]
@@ -423,6 +429,8 @@ impl Proxy {
             received: ReliableReceiver::new(),
             serving: self.cfg.proxy_id,
             adopted: false,
+            floor: state.client_counter_floor,
+            pending_move: None,
         };
         self.by_key.insert(state.client_key, state.id);
         if self.sessions.insert(state.id, session).is_some() {
@@ -496,6 +504,38 @@ impl Proxy {
         };
         let floor_before = session.crypto.client_floor();
         let opened = session.crypto.open(&header, d)?;
+        // A replica takes over (and moves the address) only on a packet the
+        // serving proxy never saw: a replay of a recent packet is the newest
+        // here too. Confirmed by the serving proxy (Probe/Confirm), or by
+        // its death (adopted), or by a counter a FLOOR_STEP past the last
+        // floor it reported (spec 15.9).
+        let mut unconfirmed = opened.newest
+            && session.serving != me
+            && !session.adopted
+            && header.counter < session.floor.saturating_add(replica::FLOOR_STEP);
+        let mut probe = None;
+        if unconfirmed {
+            let m = session.pending_move.get_or_insert(replica::PendingMove {
+                src,
+                dst_ip,
+                counter: header.counter,
+                probed: None,
+                unanswered: None,
+            });
+            (m.src, m.dst_ip, m.counter) = (src, dst_ip, header.counter);
+            if m.unanswered
+                .is_some_and(|t| now >= t + replica::PROBE_TIMEOUT)
+            {
+                // The serving proxy answers no more: dead or cut off.
+                unconfirmed = false;
+                self.psp.probes_unanswered += 1;
+            } else if m.probed.is_none_or(|t| now >= t + replica::PROBE_RETRY) {
+                m.probed = Some(now);
+                m.unanswered.get_or_insert(now);
+                probe = Some(session.serving);
+            }
+        }
+        let newest = opened.newest && !unconfirmed;
         // The serving proxy reports the client's counter floor every
         // FLOOR_STEP packets, so a replica refuses what it saw (spec 15.9).
         let floor_due = session.serving == me
@@ -504,7 +544,7 @@ impl Proxy {
         // The address is learned only from an authenticated packet that is
         // the newest so far: a replayed or delayed packet cannot move it.
         let mut changed = false;
-        if opened.newest && (session.addr != src || session.local_ip != dst_ip) {
+        if newest && (session.addr != src || session.local_ip != dst_ip) {
             if session.addr != src {
                 log::debug!("session {sid} moved {} -> {src}", session.addr);
                 self.stats.address_changes += 1;
@@ -516,9 +556,10 @@ impl Proxy {
         // Take-over (anypsp): the client now reaches this proxy, so this
         // proxy serves it. Only the newest packet counts, so a delayed copy
         // cannot pull a session back and forth.
-        let take_over = opened.newest && (session.serving != me || session.adopted);
+        let take_over = newest && (session.serving != me || session.adopted);
         if take_over {
             session.adopted = false;
+            session.pending_move = None;
             log::debug!("session {sid}: taken over from proxy {}", session.serving);
             session.serving = me;
         }
@@ -529,6 +570,15 @@ impl Proxy {
         }
         if changed || take_over || floor_due {
             self.emit_session(now, sid, false);
+        }
+        if let Some(serving) = probe {
+            let msg = PeerMessage::Probe {
+                to: sid,
+                counter: header.counter,
+            };
+            if self.send_peer(serving, &msg) {
+                self.psp.probes_sent += 1;
+            }
         }
         self.on_opened(now, sid, opened.plaintext, out)
     }

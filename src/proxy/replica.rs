@@ -56,6 +56,33 @@ pub const MAX_FORWARD_QUEUE: usize = 1024;
 /// among about this many newest (about 5 s of voice at 50 packets/s).
 pub const FLOOR_STEP: u64 = 256;
 
+/// A replica that got a newest client packet it may not take over on yet
+/// asks the serving proxy again after this long (at most), while the
+/// client's packets keep coming and no answer came.
+pub const PROBE_RETRY: Duration = Duration::from_millis(100);
+
+/// A probe the serving proxy leaves unanswered this long means it is dead
+/// or cut off (a live one answers every probe, confirming or refusing):
+/// the client's next newest packet takes the session over. Several
+/// proxy-to-proxy round trips; the peer link is reliable (TCP).
+pub const PROBE_TIMEOUT: Duration = Duration::from_millis(250);
+
+/// A newest client packet at a replica, waiting for the serving proxy to
+/// confirm that it never saw its counter (spec 15.9).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct PendingMove {
+    /// Where it came from (the address the session moves to).
+    pub(crate) src: SocketAddr,
+    /// The local address it was sent to.
+    pub(crate) dst_ip: Option<IpAddr>,
+    /// Its client counter.
+    pub(crate) counter: u64,
+    /// When the serving proxy was last asked.
+    pub(crate) probed: Option<Instant>,
+    /// When the oldest probe still unanswered was sent.
+    pub(crate) unanswered: Option<Instant>,
+}
+
 /// A control message for a client served elsewhere crosses at most this
 /// many proxies (views of who serves a client may differ for a moment
 /// during a take-over; the limit ends any loop).
@@ -95,6 +122,18 @@ pub struct PspStats {
     pub peer_queue_full: u64,
     /// Peer messages that did not parse (dropped).
     pub peer_malformed: u64,
+    /// Probes sent: a newest client packet for a session another proxy
+    /// serves, to be confirmed by it before this proxy takes over.
+    pub probes_sent: u64,
+    /// Probes this proxy, serving the session, confirmed (it never saw the
+    /// counter: the client moved).
+    pub probes_confirmed: u64,
+    /// Probes this proxy refused (it saw that counter or a newer one: a
+    /// replay or a delayed copy; or it does not serve the session).
+    pub probes_refused: u64,
+    /// Sessions taken over because their serving proxy left a probe
+    /// unanswered for [`PROBE_TIMEOUT`] (dead or cut off).
+    pub probes_unanswered: u64,
     /// Replicated changes installed.
     pub applied: u64,
     /// Replicated changes refused (see [`ApplyError`]).
@@ -124,6 +163,32 @@ pub enum PeerMessage {
         /// The datagram, unchanged.
         datagram: Vec<u8>,
     },
+    /// "Did you see client counter `counter` of session `to`?": the sender
+    /// got it as the newest packet of a session the receiver serves and
+    /// takes the session over only if the receiver confirms.
+    Probe {
+        /// The session.
+        to: SessionId,
+        /// The client counter of the packet.
+        counter: u64,
+    },
+    /// The answer to a [`PeerMessage::Probe`] when the serving proxy never
+    /// saw that counter (nor any newer): the client moved, take it over.
+    Confirm {
+        /// The session.
+        to: SessionId,
+        /// The client counter probed.
+        counter: u64,
+    },
+    /// The answer to a [`PeerMessage::Probe`] whose counter the receiver
+    /// saw (a replay or a delayed copy), or about a session it does not
+    /// serve: do not take over.
+    Refuse {
+        /// The session.
+        to: SessionId,
+        /// The client counter probed.
+        counter: u64,
+    },
     /// A voice frame for client session `to`, which the receiver serves
     /// (relay-via-serving mode only, for strict uRPF networks): the
     /// receiver seals it for `to` and sends it.
@@ -140,6 +205,9 @@ pub enum PeerMessage {
 const TAG_CONTROL: u8 = 1;
 const TAG_FORWARD: u8 = 2;
 const TAG_MEDIA: u8 = 3;
+const TAG_PROBE: u8 = 4;
+const TAG_CONFIRM: u8 = 5;
+const TAG_REFUSE: u8 = 6;
 
 fn put_ip(v: &mut Vec<u8>, ip: Option<IpAddr>) {
     match ip {
@@ -203,6 +271,18 @@ impl PeerMessage {
                 put_ip(&mut v, *dst_ip);
                 v.extend_from_slice(datagram);
             }
+            Self::Probe { to, counter }
+            | Self::Confirm { to, counter }
+            | Self::Refuse { to, counter } => {
+                let tag = match self {
+                    Self::Probe { .. } => TAG_PROBE,
+                    Self::Confirm { .. } => TAG_CONFIRM,
+                    _ => TAG_REFUSE,
+                };
+                v.push(tag);
+                v.extend_from_slice(&to.raw().to_be_bytes());
+                v.extend_from_slice(&counter.to_be_bytes());
+            }
             Self::Media { to, call, e2e } => {
                 v.push(TAG_MEDIA);
                 v.extend_from_slice(&to.raw().to_be_bytes());
@@ -254,6 +334,19 @@ impl PeerMessage {
                     to,
                     call: crate::session::CallId(call),
                     e2e: b.to_vec(),
+                })
+            }
+            tag @ (TAG_PROBE | TAG_CONFIRM | TAG_REFUSE) => {
+                let to = u64::from_be_bytes(take(b, 8)?.try_into().ok()?);
+                let to = SessionId::from_raw(to)?;
+                let counter = u64::from_be_bytes(take(b, 8)?.try_into().ok()?);
+                if !b.is_empty() {
+                    return None;
+                }
+                Some(match tag {
+                    TAG_PROBE => Self::Probe { to, counter },
+                    TAG_CONFIRM => Self::Confirm { to, counter },
+                    _ => Self::Refuse { to, counter },
                 })
             }
             _ => None,
@@ -423,6 +516,41 @@ impl Proxy {
                 }
                 None
             }
+            PeerMessage::Probe { to, counter } => {
+                let me = self.cfg.proxy_id;
+                // Only the proxy that really serves the client knows what it
+                // saw (an adopter does not).
+                let unseen = self.sessions.get(&to).is_some_and(|s| {
+                    s.serving == me && !s.adopted && counter >= s.crypto.client_floor()
+                });
+                let reply = if unseen {
+                    self.psp.probes_confirmed += 1;
+                    PeerMessage::Confirm { to, counter }
+                } else {
+                    self.psp.probes_refused += 1;
+                    PeerMessage::Refuse { to, counter }
+                };
+                self.send_peer(from, &reply);
+                None
+            }
+            PeerMessage::Confirm { to, counter } => {
+                self.confirmed_move(now, from, to, counter);
+                None
+            }
+            PeerMessage::Refuse { to, counter } => {
+                let s = self.sessions.get_mut(&to)?;
+                if s.serving == from {
+                    // Alive and answering: no take-over on silence. A newer
+                    // packet waiting is asked about at its next packet.
+                    if s.pending_move.is_some_and(|m| m.counter <= counter) {
+                        s.pending_move = None;
+                    } else if let Some(m) = &mut s.pending_move {
+                        m.probed = None;
+                        m.unanswered = None;
+                    }
+                }
+                None
+            }
             PeerMessage::Media { to, call, e2e } => {
                 let me = self.cfg.proxy_id;
                 let s = self.sessions.get_mut(&to).filter(|s| s.serving == me)?;
@@ -451,6 +579,36 @@ impl Proxy {
                 self.handle_datagram(now, src, dst_ip, &mut datagram, out)
             }
         }
+    }
+
+    /// The serving proxy `from` confirmed that it never saw client counter
+    /// `counter` of session `to`: the client moved here, so this proxy
+    /// takes it over, at the address of its newest packet here.
+    fn confirmed_move(&mut self, now: Instant, from: ProxyId, to: SessionId, counter: u64) {
+        let me = self.cfg.proxy_id;
+        let Some(s) = self.sessions.get_mut(&to) else {
+            return;
+        };
+        // Only the proxy serving it may confirm, and only what was asked.
+        if s.serving != from || s.serving == me {
+            return;
+        }
+        let Some(m) = s.pending_move.take_if(|m| m.counter >= counter) else {
+            return;
+        };
+        if s.addr != m.src {
+            log::debug!("session {to} moved {} -> {}", s.addr, m.src);
+            self.stats.address_changes += 1;
+        }
+        log::debug!("session {to}: taken over from proxy {from} (confirmed)");
+        s.addr = m.src;
+        s.local_ip = m.dst_ip;
+        s.serving = me;
+        s.adopted = false;
+        s.last_seen = now;
+        self.psp.takeovers += 1;
+        self.arm_expiry(to, now);
+        self.emit_session(now, to, false);
     }
 
     /// Installs a change another proxy reported (its [`ProxyEvent`]). A
@@ -542,7 +700,12 @@ impl Proxy {
             s.local_ip = r.local_ip;
             s.last_seen = now;
             s.crypto.raise_client_floor(r.state.client_counter_floor);
+            s.floor = s.floor.max(r.state.client_counter_floor);
             s.adopted = false;
+            if s.serving != r.serving {
+                // A probe asked the previous serving proxy: moot now.
+                s.pending_move = None;
+            }
             if s.serving == me {
                 // Another proxy took the client over: it serves it now. What
                 // we had not delivered goes to it, so the client gets it.
@@ -593,6 +756,8 @@ impl Proxy {
                 received: ReliableReceiver::new(),
                 serving: r.serving,
                 adopted: false,
+                floor: r.state.client_counter_floor,
+                pending_move: None,
             },
         );
         self.by_key.insert(r.state.client_key, id);
@@ -690,6 +855,18 @@ mod tests {
                 to: sid,
                 call: CallId(99),
                 e2e: vec![5; 60],
+            },
+            PeerMessage::Probe {
+                to: sid,
+                counter: 1 << 40,
+            },
+            PeerMessage::Confirm {
+                to: sid,
+                counter: 7,
+            },
+            PeerMessage::Refuse {
+                to: sid,
+                counter: 8,
             },
         ]
     }
