@@ -804,16 +804,24 @@ impl Proxy {
         // The end of a call may use the reserve beyond the queue's bound, so
         // a party that filled the other's queue cannot hide it.
         let ends_call = matches!(msg, ControlMsg::Hangup { .. } | ControlMsg::Reject { .. });
+        // It also waits behind the call's earlier unacknowledged messages
+        // (digits sent just before a Hangup), so they arrive before it.
         let pushed = if ends_call {
-            s.reliable.push_final(now, body.clone(), msg.call())
+            s.reliable.push_after(now, body.clone(), msg.call())
         } else {
-            s.reliable.push(now, body.clone(), msg.call())
+            s.reliable
+                .push(now, body.clone(), msg.call())
+                .map(|id| (id, true))
         };
-        let Some(msg_id) = pushed else {
+        let Some((msg_id, send_now)) = pushed else {
             log::debug!("control message to {to} not queued: its queue is full");
             self.stats.control_not_queued += 1;
             return false;
         };
+        if !send_now {
+            self.rearm(to);
+            return true;
+        }
         queue_sealed(
             &mut self.queue,
             s,
