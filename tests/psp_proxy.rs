@@ -817,3 +817,83 @@ fn a_recent_client_packet_replayed_to_another_proxy_moves_nothing() {
     assert!(bed.serving_views("alice").values().all(|v| *v == Some(p2)));
     assert_eq!(bed.nonce_reuses, 0);
 }
+
+/// Review (spec 15.13): a call's replication lost on the way to the
+/// callee's proxy (its start and ringing pushed while sync messages to it
+/// were lost). The callee rings (its Invite came as a peer message), but its
+/// Ringing and Answer reach a proxy that does not hold the call: they were
+/// dropped as `unknown_call`, and the caller never heard them. Now that proxy
+/// forwards them to the call's owner (the proxy that handed it the Invite),
+/// which handles them as if from the callee.
+#[test]
+fn a_callees_answer_reaching_a_proxy_without_the_call_is_handled_by_its_owner() {
+    let mut bed = Bed::new(3, &["alice", "bob"], 12);
+    bed.connect_all();
+    bed.register("bob", "bob");
+    // From now on proxy 2 (bob's) receives no replication.
+    bed.sync_lost_to.insert(1);
+    let now = bed.now;
+    let call = bed
+        .site("alice")
+        .client
+        .call(now, anytun::testbed::name("bob"), None, vec!["ulaw".into()])
+        .unwrap();
+    bed.run_for(Duration::from_millis(200));
+    assert_eq!(
+        count(&mut bed, "bob", |e| matches!(e, Event::IncomingCall { .. })),
+        1
+    );
+    assert_eq!(bed.proxy(1).call_count(), 0, "the call did not replicate");
+    assert_eq!(
+        count(&mut bed, "alice", |e| matches!(e, Event::Ringing { .. })),
+        1,
+        "bob's Ringing reached alice"
+    );
+    // Replication flows again, but what was lost is not repaired before
+    // the next anti-entropy round: bob answers on a proxy without the call.
+    bed.sync_lost_to.clear();
+    let now = bed.now;
+    bed.site("bob").client.answer(now, call, "ulaw").unwrap();
+    bed.run_for(Duration::from_millis(200));
+    assert_eq!(
+        count(&mut bed, "alice", |e| matches!(e, Event::Answered { .. })),
+        1,
+        "bob's Answer reached alice"
+    );
+    assert!(bed.proxy(1).psp_stats().requests_to_owner >= 2);
+    assert!(bed.proxy(0).psp_stats().requests_from_peer >= 2);
+    // The answer replicated to bob's proxy: voice both ways.
+    bed.talk("alice", "bob", call, 0..50, |_, _| {});
+    bed.run_for(Duration::from_millis(100));
+    assert!(heard_all(&mut bed, "alice", "bob", 0..50).is_empty());
+    assert!(heard_all(&mut bed, "bob", "alice", 0..50).is_empty());
+    // bob's digit and hangup, on a proxy that now holds the call.
+    let now = bed.now;
+    bed.site("bob")
+        .client
+        .send_dtmf(now, call, '4', 100)
+        .unwrap();
+    bed.run_for(Duration::from_millis(200));
+    let now = bed.now;
+    bed.site("bob")
+        .client
+        .hangup(now, call, Cause::Normal)
+        .unwrap();
+    bed.run_for(Duration::from_millis(300));
+    assert_eq!(
+        count(&mut bed, "alice", |e| matches!(
+            e,
+            Event::Dtmf { digit: '4', .. }
+        )),
+        1
+    );
+    assert_eq!(
+        count(&mut bed, "alice", |e| matches!(e, Event::CallEnded { .. })),
+        1
+    );
+    for p in 0..3 {
+        assert_eq!(bed.proxy(p).call_count(), 0, "proxy {p} holds the call");
+    }
+    assert_eq!(connected(&mut bed, "alice") + connected(&mut bed, "bob"), 2);
+    assert_eq!(bed.nonce_reuses, 0);
+}

@@ -235,6 +235,10 @@ pub struct Proxy {
     forward_limiter: RateLimiter,
     /// Limit on packets forwarded to their home, all sources together.
     forward_total: TokenBucket,
+    /// The owner of each call whose Invite a peer handed here (bounded by
+    /// [`replica::MAX_CALL_OWNERS`], oldest first in `call_owner_order`).
+    call_owners: HashMap<CallId, ProxyId>,
+    call_owner_order: VecDeque<CallId>,
     /// The peer proxies this one may send peer messages to (see
     /// [`Proxy::set_peers`]); none by default (a proxy alone).
     peers: std::collections::HashSet<ProxyId>,
@@ -280,6 +284,8 @@ impl Proxy {
             events: events::EventQueue::new(cfg_max_events),
             peer_out: VecDeque::new(),
             forward_out: VecDeque::new(),
+            call_owners: HashMap::new(),
+            call_owner_order: VecDeque::new(),
             psp: PspStats::default(),
             peers: Default::default(),
             forward_limiter: RateLimiter::new(replica::FORWARD_RATE_PER_S, replica::FORWARD_BURST),
@@ -700,6 +706,16 @@ impl Proxy {
     }
 
     fn on_control(&mut self, now: Instant, from: SessionId, msg: ControlMsg) {
+        // A call whose replication has not arrived: its owner handles it.
+        if self.request_to_owner(from, &msg) {
+            return;
+        }
+        self.handle_control(now, from, msg);
+    }
+
+    /// Acts on a client's control message (received here, or handed here by
+    /// a peer as a `Request`).
+    fn handle_control(&mut self, now: Instant, from: SessionId, msg: ControlMsg) {
         match msg {
             ControlMsg::Register { expires_s, name } => {
                 self.on_register(now, from, name, expires_s)

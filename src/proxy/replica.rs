@@ -134,6 +134,11 @@ pub struct PspStats {
     /// Sessions taken over because their serving proxy left a probe
     /// unanswered for [`PROBE_TIMEOUT`] (dead or cut off).
     pub probes_unanswered: u64,
+    /// Client call requests (Ringing, Answer, Reject, Hangup, CallData) for
+    /// a call not held here, handed to the call's owner (spec 15.4).
+    pub requests_to_owner: u64,
+    /// Call requests handed here by a peer, handled as if from the client.
+    pub requests_from_peer: u64,
     /// Replicated changes installed.
     pub applied: u64,
     /// Replicated changes refused (see [`ApplyError`]).
@@ -189,6 +194,16 @@ pub enum PeerMessage {
         /// The client counter probed.
         counter: u64,
     },
+    /// A client's call request (Ringing, Answer, Reject, Hangup, CallData)
+    /// for a call the sender does not hold (its replication was lost on the
+    /// way), sent to the call's owner, which handles it as if `from` had
+    /// sent it there (the sender acknowledged it to the client).
+    Request {
+        /// The client's session.
+        from: SessionId,
+        /// The encoded [`ControlMsg`].
+        body: Vec<u8>,
+    },
     /// A voice frame for client session `to`, which the receiver serves
     /// (relay-via-serving mode only, for strict uRPF networks): the
     /// receiver seals it for `to` and sends it.
@@ -208,6 +223,12 @@ const TAG_MEDIA: u8 = 3;
 const TAG_PROBE: u8 = 4;
 const TAG_CONFIRM: u8 = 5;
 const TAG_REFUSE: u8 = 6;
+const TAG_REQUEST: u8 = 7;
+
+/// Most (call, owner) pairs remembered from Invites handed over by peers
+/// (oldest forgotten first): the owner of a call whose replication has not
+/// arrived, for [`PeerMessage::Request`].
+pub const MAX_CALL_OWNERS: usize = 1 << 16;
 
 fn put_ip(v: &mut Vec<u8>, ip: Option<IpAddr>) {
     match ip {
@@ -283,6 +304,11 @@ impl PeerMessage {
                 v.extend_from_slice(&to.raw().to_be_bytes());
                 v.extend_from_slice(&counter.to_be_bytes());
             }
+            Self::Request { from, body } => {
+                v.push(TAG_REQUEST);
+                v.extend_from_slice(&from.raw().to_be_bytes());
+                v.extend_from_slice(body);
+            }
             Self::Media { to, call, e2e } => {
                 v.push(TAG_MEDIA);
                 v.extend_from_slice(&to.raw().to_be_bytes());
@@ -334,6 +360,17 @@ impl PeerMessage {
                     to,
                     call: crate::session::CallId(call),
                     e2e: b.to_vec(),
+                })
+            }
+            TAG_REQUEST => {
+                let from = u64::from_be_bytes(take(b, 8)?.try_into().ok()?);
+                let from = SessionId::from_raw(from)?;
+                if b.is_empty() || b.len() > MAX_DATAGRAM {
+                    return None;
+                }
+                Some(Self::Request {
+                    from,
+                    body: b.to_vec(),
                 })
             }
             tag @ (TAG_PROBE | TAG_CONFIRM | TAG_REFUSE) => {
@@ -492,6 +529,10 @@ impl Proxy {
                     self.psp.peer_malformed += 1;
                     return None;
                 };
+                if let (ControlMsg::Invite { call, .. }, 0) = (&msg, hops) {
+                    // The sender handled the Invite: it owns the call.
+                    self.note_call_owner(*call, from);
+                }
                 let me = self.cfg.proxy_id;
                 match self.sessions.get(&to) {
                     None => {}
@@ -513,6 +554,22 @@ impl Proxy {
                         log::debug!("control message for {to} out of hops, dropped");
                         self.psp.control_lost += 1;
                     }
+                }
+                None
+            }
+            PeerMessage::Request { from: sid, body } => {
+                let Ok(msg) = ControlMsg::parse(&body) else {
+                    self.psp.peer_malformed += 1;
+                    return None;
+                };
+                if self.sessions.contains_key(&sid) {
+                    self.psp.requests_from_peer += 1;
+                    self.handle_control(now, sid, msg);
+                } else {
+                    log::debug!("request from unknown session {sid} via peer {from}, dropped");
+                    self.stats
+                        .drops
+                        .add(crate::wire::DropReason::UnknownSession);
                 }
                 None
             }
@@ -579,6 +636,53 @@ impl Proxy {
                 self.handle_datagram(now, src, dst_ip, &mut datagram, out)
             }
         }
+    }
+
+    /// Remembers that `owner` handled the Invite of `call` (bounded, oldest
+    /// forgotten first).
+    fn note_call_owner(&mut self, call: crate::session::CallId, owner: ProxyId) {
+        if self.call_owners.contains_key(&call) {
+            return;
+        }
+        while self.call_owner_order.len() >= MAX_CALL_OWNERS {
+            if let Some(old) = self.call_owner_order.pop_front() {
+                self.call_owners.remove(&old);
+            }
+        }
+        self.call_owners.insert(call, owner);
+        self.call_owner_order.push_back(call);
+    }
+
+    /// A client's request about a call this proxy does not hold, whose
+    /// owner handed it the Invite: handed to that owner (spec 15.4). False
+    /// if it is not such a request.
+    pub(super) fn request_to_owner(&mut self, from: SessionId, msg: &ControlMsg) -> bool {
+        let call = match msg {
+            ControlMsg::Ringing { call }
+            | ControlMsg::Answer { call, .. }
+            | ControlMsg::Reject { call, .. }
+            | ControlMsg::Hangup { call, .. }
+            | ControlMsg::CallData { call, .. } => *call,
+            _ => return false,
+        };
+        if self.calls.get(&call).is_some() {
+            return false;
+        }
+        let Some(owner) = self.call_owners.get(&call).copied() else {
+            return false;
+        };
+        if owner == self.cfg.proxy_id {
+            return false;
+        }
+        let mut body = vec![0u8; MAX_DATAGRAM];
+        let Some(n) = msg.encode(&mut body) else {
+            return false;
+        };
+        body.truncate(n);
+        if self.send_peer(owner, &PeerMessage::Request { from, body }) {
+            self.psp.requests_to_owner += 1;
+        }
+        true
     }
 
     /// The serving proxy `from` confirmed that it never saw client counter
