@@ -803,18 +803,31 @@ fn a_recent_client_packet_replayed_to_another_proxy_moves_nothing() {
     }
     // The serving proxy refused to confirm both.
     assert_eq!(bed.proxy(0).psp_stats().probes_refused, 2);
-    // The call goes on; a later honest move of alice's route still takes
-    // her over (the serving proxy confirms her new packets).
+    // The call goes on; a later honest move of alice's route, with a new
+    // NAT binding too, still takes her over at her new address (the
+    // serving proxy confirms her new packets).
+    let moved: std::net::SocketAddr = "198.51.100.77:41000".parse().unwrap();
     bed.set_route("alice", Some(1));
+    bed.site("alice").addr = moved;
     bed.talk("alice", "bob", call, 40..60, |_, _| {});
     bed.run_for(Duration::from_millis(100));
     assert_eq!(
         heard_all(&mut bed, "alice", "bob", 0..60),
         Vec::<u32>::new()
     );
+    // Frames to alice sent to her old binding before the take-over was
+    // confirmed (one peer round trip) are lost with it.
+    let lost = heard_all(&mut bed, "bob", "alice", 40..60);
+    println!("bob->alice frames lost to a route and address move: {lost:?}");
+    assert!(lost.len() <= 2, "{lost:?}");
     let p2 = ProxyId::new(2).unwrap();
     assert_eq!(bed.proxy(1).psp_stats().takeovers, 1);
+    assert_eq!(bed.proxy(0).psp_stats().probes_confirmed, 1);
     assert!(bed.serving_views("alice").values().all(|v| *v == Some(p2)));
+    for p in 0..3 {
+        let s = bed.proxy(p).sessions().into_iter().find(|s| s.id == sid);
+        assert_eq!(s.unwrap().addr, moved, "proxy {p}");
+    }
     assert_eq!(bed.nonce_reuses, 0);
 }
 
