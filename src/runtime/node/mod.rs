@@ -348,7 +348,7 @@ impl Node {
                 let (ev_tx, ev_rx) = mpsc::channel(EVENT_CHANNEL);
                 self.locals = Some(ev_tx.clone());
                 subscribers = s.subscribers.clone();
-                let after = after_lock(peers.handle(), ev_tx, resync.clone(), self.stats.clone());
+                let after = after_lock(ev_tx, resync.clone(), self.stats.clone());
                 let mut core = core;
                 core.set_peers(s.peers.iter().map(|m| m.node));
                 let shared = SharedCore::new(core, Some(after));
@@ -484,11 +484,11 @@ impl Drop for Node {
     }
 }
 
-/// The after-lock hook of a member: proxy events go to the sync task
-/// (when its channel is full, a resync instead), peer messages onto the
-/// links. Runs under the core lock: nothing in it waits.
+/// The after-lock hook of a member: proxy events and peer messages go to
+/// the sync task in the order the core made them (when its channel is
+/// full: a resync for events; a peer message is lost and counted). Runs
+/// under the core lock: nothing in it waits.
 fn after_lock(
-    peers: PeersHandle,
     events: mpsc::Sender<psp::Local>,
     resync: Arc<ResyncFlag>,
     stats: Arc<NodeStats>,
@@ -510,11 +510,10 @@ fn after_lock(
         while let Some((k, ts)) = p.poll_handshake_change() {
             push(psp::Local::Handshake(k, ts));
         }
+        // After the events of this hold: a peer learns a change before the
+        // peer message it caused (a call before the Invite handed to it).
         while let Some((to, bytes)) = p.poll_peer_transmit() {
-            if peers
-                .send(to, mux::wrap(mux::Channel::Proxy, &bytes))
-                .is_err()
-            {
+            if events.try_send(psp::Local::Peer(to, bytes)).is_err() {
                 stats.peer_send_failed.fetch_add(1, Ordering::Relaxed);
             }
         }

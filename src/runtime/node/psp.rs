@@ -28,6 +28,10 @@ pub(super) enum Local {
     Handshake(PublicKey, [u8; 12]),
     /// A subscriber was added (`live`) or revoked in this proxy's store.
     Subscriber(Name, PublicKey, bool),
+    /// A proxy peer message (`Proxy::poll_peer_transmit`): it goes out
+    /// after the sync messages of the changes before it, so a peer learns
+    /// a call before the Invite handed to it (docs/anypsp-protocol.md 16.8).
+    Peer(ProxyId, Vec<u8>),
 }
 
 /// A subscriber change replicated from a peer, for the host to write into
@@ -126,6 +130,8 @@ struct Psp {
     board: Arc<Metrics>,
     next_board: Instant,
     apply_batch: usize,
+    /// Proxy peer messages the link shell refused (not yet published).
+    peer_send_failed: u64,
     /// Items held back, in order, until the epoch lease is renewed.
     held: std::collections::VecDeque<Apply>,
     /// When held items are tried again.
@@ -161,6 +167,7 @@ impl Psp {
             board: ctx.core.metrics_board(),
             next_board: Instant::now(),
             apply_batch: setup.apply_batch.max(1),
+            peer_send_failed: 0,
             held: std::collections::VecDeque::new(),
             retry_at: None,
         }
@@ -260,6 +267,12 @@ impl Psp {
                 proxy_msgs.clear();
             }
             self.transmit();
+            if self.peer_send_failed > 0 {
+                ctx.stats.peer_send_failed.fetch_add(
+                    std::mem::take(&mut self.peer_send_failed),
+                    Ordering::Relaxed,
+                );
+            }
             let us = turn.elapsed().as_micros() as u64;
             ctx.stats.turn_max_us.fetch_max(us, Ordering::Relaxed);
             self.apply(ctx).await;
@@ -432,6 +445,13 @@ impl Psp {
 
     fn on_local(&mut self, now: u64, l: Local) {
         match l {
+            Local::Peer(to, bytes) => {
+                self.transmit();
+                if let Err(e) = self.peers.send(to, mux::wrap(Channel::Proxy, &bytes)) {
+                    log::debug!("anypsp: peer message to {to} not queued: {e}");
+                    self.peer_send_failed += 1;
+                }
+            }
             Local::Event(e) => self.rep.on_proxy_event(now, &e),
             Local::Handshake(k, ts) => self.rep.on_handshake(now, &k, ts),
             Local::Subscriber(name, key, live) => self.rep.on_subscriber(now, &name, &key, live),
