@@ -102,6 +102,9 @@ extern "C" {
 #define ANYTUN_MAX_CODECS 16
 /** Largest voice frame payload, in bytes (40 ms of slin). */
 #define ANYTUN_MAX_VOICE_PAYLOAD 640
+/** anytun_client_config.handshake_attempts: keep trying to connect, every
+ *  4 s, until stopped. */
+#define ANYTUN_RETRY_FOREVER 0xFFFFFFFFu
 /** Buffer size that holds any key's text form with its NUL
  *  ("private:" + 44 base64 characters + NUL). */
 #define ANYTUN_KEY_TEXT_SIZE 64
@@ -311,8 +314,10 @@ typedef struct anytun_client_config {
      *  0: 16. */
     uint32_t max_calls;
     /** Handshake attempts before the first connection gives up (on_session
-     *  DISCONNECTED); 0: 4 (1, 2, 4 s apart). After a lost session the
-     *  client retries without limit. */
+     *  DISCONNECTED); 0: 4 (1, 2, 4 s apart, then every 4 s);
+     *  ANYTUN_RETRY_FOREVER: never give up (a PBX that starts while the
+     *  network is unreachable). After a lost session the client retries
+     *  without limit whatever this says. */
     uint32_t handshake_attempts;
     /** How long anytun_client_stop waits for the proxy to acknowledge the
      *  hangups and unregistrations, milliseconds; 0: 2000. */

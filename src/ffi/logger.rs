@@ -14,7 +14,7 @@
 //! The core logs while the library holds a client's lock. A log callback
 //! that calls back into the library (a status query, as a PBX's CLI does)
 //! would then deadlock, so records made while a thread holds such a lock
-//! ([`Deferred`]) wait in a bounded per-thread queue and are passed on
+//! (`Deferred`) wait in a bounded per-thread queue and are passed on
 //! when the lock is released.
 
 use super::errors::{guard, FfiError};

@@ -293,6 +293,34 @@ fn bad_configs_are_refused_with_the_reason() {
     assert_eq!((r, c), (sys::ANYTUN_ERR_STRUCT_SIZE, null_mut()));
 }
 
+/// ANYTUN_RETRY_FOREVER: the first connection never gives up (driven
+/// through 1000 silent retries in simulated time); other values are
+/// bounded.
+#[test]
+fn retry_forever_never_gives_up_and_other_attempt_counts_are_bounded() {
+    let mut keys = Vec::new();
+    let mut cfg = config(c"127.0.0.1:9", &mut keys);
+    cfg.handshake_attempts = 101;
+    let (mut c, cb) = (null_mut(), callbacks());
+    // SAFETY: valid structs.
+    let r = unsafe { anytun_client_new(&cfg, &cb, &mut c) };
+    assert_eq!(r, sys::ANYTUN_ERR_INVALID, "{}", last_error());
+    cfg.handshake_attempts = sys::ANYTUN_RETRY_FOREVER;
+    // SAFETY: the strings of cfg are live.
+    let s = unsafe { client::settings_for_test(&cfg) }.unwrap();
+    assert_eq!(s.handshake_attempts, u32::MAX);
+    let mut core = crate::client::Client::new(s);
+    let mut now = std::time::Instant::now();
+    core.connect(now, 0);
+    for _ in 0..1000 {
+        now = core.poll_timeout().expect("still trying");
+        core.handle_timeout(now, 0);
+        while let Some(e) = core.poll_event() {
+            panic!("gave up: {e:?}");
+        }
+    }
+}
+
 #[test]
 fn a_handle_refuses_calls_before_start_and_after_stop() {
     let mut keys = Vec::new();
