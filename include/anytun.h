@@ -54,7 +54,7 @@
  *   anytun_client_send_voice(c, call, seq, ts, frame, 160);  every 20 ms
  *   -> on_voice(call, ...), on_dtmf(call, '5', 100)
  *   anytun_client_hangup(c, call, ANYTUN_CAUSE_NORMAL);
- *   -> on_call_state(call, ENDED, cause 16)
+ *   -> the other side: on_call_state(call, ENDED, cause 16)
  *   anytun_client_stop(c);   hangs up, unregisters, joins its thread
  *   anytun_client_free(c);
  *
@@ -69,7 +69,9 @@
  * DTMF, query status), except anytun_client_stop and anytun_client_free on
  * its own handle, which return ANYTUN_ERR_IN_CALLBACK there (they would
  * join the thread the callback runs on). Callbacks should return quickly:
- * voice of every call of the client waits while one runs.
+ * voice of every call of the client waits while one runs. An event for a
+ * call may already be on its way when another thread ends that call: a host
+ * ignores call ids it no longer knows.
  * anytun_client_stop returns only after the thread has ended: after it, no
  * callback of that client runs any more, so the host may unload its code.
  *
