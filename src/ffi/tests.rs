@@ -764,11 +764,37 @@ mod call {
                 ..Default::default()
             };
             // SAFETY (all): the live handle this callback belongs to.
+            let mut info = [sys::anytun_call_info::default(); 2];
+            let mut n = 0usize;
+            // SAFETY (all): the live handle this callback belongs to.
             unsafe {
                 h.inside("status", anytun_client_get_status(c, &mut st));
+                h.inside(
+                    "calls",
+                    anytun_client_calls(c, info.as_mut_ptr(), 2, &mut n),
+                );
                 h.inside("dtmf", anytun_client_send_dtmf(c, call, b'7' as c_char, 80));
                 h.inside("hangup", anytun_client_hangup(c, call, 16));
             }
+            let observed = text(st.observed.as_ptr());
+            h.push(format!(
+                "status state {} proxy {} session {} names {} observed {} frames in {}",
+                st.state,
+                st.proxy_id,
+                st.session_id != 0,
+                st.names,
+                observed.starts_with("127.0.0.1:"),
+                st.frames_received > 0
+            ));
+            let i = &info[0];
+            h.push(format!(
+                "calls {n}: {} dir {} state {} peer {} codec {}",
+                i.call == call,
+                i.direction,
+                i.state,
+                text(i.peer.as_ptr()),
+                text(i.codec.as_ptr())
+            ));
             h.push(format!("hung up {call} with {} calls", st.calls));
         }
     }
@@ -873,12 +899,22 @@ mod call {
             ));
             alice.wait_for(&format!("dtmf {call} 7 80"));
             bob.wait_for(&format!("hung up {call} with 1 calls"));
+            bob.wait_for(&format!(
+                "status state {} proxy 1 session true names 1 observed true frames in true",
+                sys::ANYTUN_SESSION_CONNECTED
+            ));
+            bob.wait_for(&format!(
+                "calls 1: true dir {} state {} peer alice codec slin",
+                sys::ANYTUN_CALL_INCOMING,
+                sys::ANYTUN_PHASE_ACTIVE
+            ));
             let inside = bob.inside.lock().unwrap().clone();
             let expect = [
                 ("answer", 0),
                 ("stop", sys::ANYTUN_ERR_IN_CALLBACK),
                 ("free", sys::ANYTUN_ERR_IN_CALLBACK),
                 ("status", 0),
+                ("calls", 0),
                 ("dtmf", 0),
                 ("hangup", 0),
             ];
