@@ -195,11 +195,17 @@ uint32_t anytun_abi_version(void);
 /** Log levels, most severe first (a message at level L is passed when
  *  L <= the max_level given to anytun_set_logger). */
 typedef enum anytun_log_level {
+    /** As max_level: nothing. */
     ANYTUN_LOG_OFF = 0,
+    /** Something failed (Asterisk: LOG_ERROR). */
     ANYTUN_LOG_ERROR = 1,
+    /** An operator should look (a refused key, a clock off). */
     ANYTUN_LOG_WARN = 2,
+    /** What happened (connected, a call refused as busy). */
     ANYTUN_LOG_INFO = 3,
+    /** Detail for debugging. */
     ANYTUN_LOG_DEBUG = 4,
+    /** Per-packet detail. */
     ANYTUN_LOG_TRACE = 5
 } anytun_log_level;
 
