@@ -23,7 +23,9 @@
  *   to a callback are valid only during that callback.
  * - Output buffers are supplied by the caller with their capacity. A buffer
  *   too small is ANYTUN_ERR_BUFFER_TOO_SMALL, with the size needed written
- *   to *needed (when not NULL); nothing is ever silently truncated.
+ *   to *needed (when not NULL); nothing is ever silently truncated. A NULL
+ *   buffer with capacity 0 asks for the size (ANYTUN_ERR_BUFFER_TOO_SMALL
+ *   and *needed); a NULL buffer with a capacity is ANYTUN_ERR_NULL.
  * - Structs passed in or out start with a struct_size field: set it to
  *   sizeof(the struct) (the *_init functions do). Structs carry reserved
  *   room, so later versions add fields without changing their size; reserved

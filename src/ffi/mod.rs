@@ -90,10 +90,11 @@ pub(crate) unsafe fn write_bytes(
         // SAFETY: writable by the caller's promise.
         unsafe { *needed = bytes.len() };
     }
-    if buf.is_null() {
+    // NULL with length 0 is a size query: answered as too small.
+    if buf.is_null() && len > 0 {
         return Err(FfiError::Null("buf"));
     }
-    if len < bytes.len() {
+    if len < bytes.len() || buf.is_null() {
         return Err(FfiError::BufferTooSmall {
             what: "the text",
             needed: bytes.len(),

@@ -197,6 +197,10 @@ fn small_buffers_are_errors_with_the_size_needed() {
         assert_eq!(r, sys::ANYTUN_ERR_BUFFER_TOO_SMALL);
         assert_eq!(needed, 45);
         assert!(buf.iter().all(|b| *b == 0x55), "nothing written");
+        // NULL with capacity 0 asks for the size.
+        needed = 0;
+        let r = anytun_client_public_key(c, null_mut(), 0, &mut needed);
+        assert_eq!((r, needed), (sys::ANYTUN_ERR_BUFFER_TOO_SMALL, 45));
         let r = anytun_client_public_key(c, buf.as_mut_ptr(), 45, &mut needed);
         assert_eq!(r, sys::ANYTUN_OK);
         assert_eq!(text(buf.as_ptr()).len(), 44);
