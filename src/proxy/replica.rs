@@ -12,6 +12,7 @@
 //! sends it straight to that party. Remote entries never cause control
 //! traffic by themselves: applying a change sends nothing.
 
+use super::handed::MAX_ACKS_PER_MESSAGE;
 use super::{ClientSession, Proxy, ProxyEvent, SessionRecord, Transmit};
 use crate::call::reliable::{ReliableReceiver, ReliableSender};
 use crate::session::{EpochsExhausted, ProxyId, SessionCrypto, SessionId};
@@ -139,6 +140,21 @@ pub struct PspStats {
     pub requests_to_owner: u64,
     /// Call requests handed here by a peer, handled as if from the client.
     pub requests_from_peer: u64,
+    /// Control messages handed to a serving proxy that did not acknowledge
+    /// them (it died, or a take-over replaced it), handled again here (spec
+    /// 15.5).
+    pub control_rehandled: u64,
+    /// Acknowledgements received for control messages handed to peers.
+    pub control_acks_in: u64,
+    /// Acknowledgements sent for control messages handed here.
+    pub control_acks_out: u64,
+    /// Acknowledgements not sent: more than
+    /// [`MAX_ACKS_OWED`](super::handed::MAX_ACKS_OWED) owed to one peer.
+    pub acks_not_owed: u64,
+    /// Handed control messages forgotten unacknowledged, beyond
+    /// [`MAX_HANDED_PER_PEER`](super::handed::MAX_HANDED_PER_PEER) for one
+    /// peer.
+    pub handed_forgotten: u64,
     /// Replicated changes installed.
     pub applied: u64,
     /// Replicated changes refused (see [`ApplyError`]).
@@ -155,8 +171,18 @@ pub enum PeerMessage {
         to: SessionId,
         /// Proxies it crossed so far (at most [`MAX_CONTROL_HOPS`]).
         hops: u8,
+        /// The sender's number for it, acknowledged in [`PeerMessage::Acks`]
+        /// (never 0; unique per sender life).
+        seq: u64,
         /// The encoded [`ControlMsg`].
         body: Vec<u8>,
+    },
+    /// The receiver's `Control` messages numbered `seqs` arrived here: the
+    /// receiver forgets them (it keeps each until then, to hand it again if
+    /// this proxy dies or is replaced as the serving one; spec 15.5).
+    Acks {
+        /// Their numbers (1 to [`MAX_ACKS_PER_MESSAGE`]).
+        seqs: Vec<u64>,
     },
     /// A client's transport packet for a session the sender does not hold,
     /// sent to the session's home, which handles it as if received.
@@ -224,6 +250,7 @@ const TAG_PROBE: u8 = 4;
 const TAG_CONFIRM: u8 = 5;
 const TAG_REFUSE: u8 = 6;
 const TAG_REQUEST: u8 = 7;
+const TAG_ACKS: u8 = 8;
 
 /// Most (call, owner) pairs remembered from Invites handed over by peers
 /// (oldest forgotten first): the owner of a call whose replication has not
@@ -275,11 +302,23 @@ impl PeerMessage {
     pub fn encode(&self) -> Vec<u8> {
         let mut v = Vec::with_capacity(MAX_DATAGRAM + 32);
         match self {
-            Self::Control { to, hops, body } => {
+            Self::Control {
+                to,
+                hops,
+                seq,
+                body,
+            } => {
                 v.push(TAG_CONTROL);
                 v.extend_from_slice(&to.raw().to_be_bytes());
                 v.push(*hops);
+                v.extend_from_slice(&seq.to_be_bytes());
                 v.extend_from_slice(body);
+            }
+            Self::Acks { seqs } => {
+                v.push(TAG_ACKS);
+                for s in seqs {
+                    v.extend_from_slice(&s.to_be_bytes());
+                }
             }
             Self::Forward {
                 src,
@@ -327,14 +366,27 @@ impl PeerMessage {
                 let to = u64::from_be_bytes(take(b, 8)?.try_into().ok()?);
                 let to = SessionId::from_raw(to)?;
                 let hops = take(b, 1)?[0];
-                if b.is_empty() || b.len() > MAX_DATAGRAM {
+                let seq = u64::from_be_bytes(take(b, 8)?.try_into().ok()?);
+                if seq == 0 || b.is_empty() || b.len() > MAX_DATAGRAM {
                     return None;
                 }
                 Some(Self::Control {
                     to,
                     hops,
+                    seq,
                     body: b.to_vec(),
                 })
+            }
+            TAG_ACKS => {
+                let n = b.len() / 8;
+                if b.len() % 8 != 0 || n == 0 || n > MAX_ACKS_PER_MESSAGE {
+                    return None;
+                }
+                let seqs = b
+                    .chunks_exact(8)
+                    .filter_map(|c| c.try_into().ok().map(u64::from_be_bytes))
+                    .collect();
+                Some(Self::Acks { seqs })
             }
             TAG_FORWARD => {
                 let ip = get_ip(b)??;
@@ -432,7 +484,13 @@ impl Proxy {
     /// [`PeerMessage`]). The shell sends it over the anypsp link.
     /// Authenticated peer traffic (Control, Media) leaves first; forwarded
     /// client packets (unauthenticated) only when none is waiting.
+    /// Acknowledgements of handed control messages leave first, all those
+    /// owed to a peer at this moment in one message (spec 15.5).
     pub fn poll_peer_transmit(&mut self) -> Option<(ProxyId, Vec<u8>)> {
+        if let Some((peer, seqs)) = self.handed.next_acks() {
+            self.psp.control_acks_out += seqs.len() as u64;
+            return Some((peer, PeerMessage::Acks { seqs }.encode()));
+        }
         self.peer_out
             .pop_front()
             .or_else(|| self.forward_out.pop_front())
@@ -449,6 +507,62 @@ impl Proxy {
     /// Messages waiting for peers (both queues).
     pub fn peer_queue_len(&self) -> usize {
         self.peer_out.len() + self.forward_out.len()
+    }
+
+    /// Control messages handed to serving proxies and not acknowledged by
+    /// them yet (spec 15.5).
+    pub fn handed_unacked(&self) -> usize {
+        self.handed.len()
+    }
+
+    /// Hands control message `body` for session `to` to its serving proxy
+    /// `peer`, and keeps it until `peer` acknowledges it. False if not
+    /// queued (counted in [`Proxy::send_peer`]).
+    pub(super) fn hand_control(
+        &mut self,
+        peer: ProxyId,
+        to: SessionId,
+        hops: u8,
+        body: Vec<u8>,
+    ) -> bool {
+        let seq = self.handed.next_seq();
+        let msg = PeerMessage::Control {
+            to,
+            hops,
+            seq,
+            body,
+        };
+        if !self.send_peer(peer, &msg) {
+            return false;
+        }
+        let PeerMessage::Control { body, .. } = msg else {
+            return true;
+        };
+        if self.handed.keep(peer, seq, to, body) {
+            self.psp.handed_forgotten += 1;
+        }
+        true
+    }
+
+    /// Handles again control messages that a serving proxy did not
+    /// acknowledge (dead, or replaced by a take-over): sent from here if
+    /// this proxy serves their client now, else handed to the one that does.
+    fn rehandle(&mut self, now: Instant, msgs: Vec<super::handed::HandedMsg>) {
+        for m in msgs {
+            let Ok(msg) = ControlMsg::parse(&m.body) else {
+                continue;
+            };
+            if self.send_control(now, m.to, msg) {
+                self.psp.control_rehandled += 1;
+            }
+        }
+    }
+
+    /// Session `sid` is no longer served by `old` (a take-over): what was
+    /// handed to `old` for it and not acknowledged is handled again.
+    pub(super) fn rehand_session(&mut self, now: Instant, sid: SessionId, old: ProxyId) {
+        let msgs = self.handed.take_session(sid, old);
+        self.rehandle(now, msgs);
     }
 
     /// Queues a message for `to`; false (and counted) if the queue is full.
@@ -524,7 +638,16 @@ impl Proxy {
             return None;
         };
         match msg {
-            PeerMessage::Control { to, hops, body } => {
+            PeerMessage::Control {
+                to,
+                hops,
+                seq,
+                body,
+            } => {
+                // Taken: the sender may forget it, whatever becomes of it here.
+                if !self.handed.owe(from, seq) {
+                    self.psp.acks_not_owed += 1;
+                }
                 let Ok(msg) = ControlMsg::parse(&body) else {
                     self.psp.peer_malformed += 1;
                     return None;
@@ -539,12 +662,7 @@ impl Proxy {
                     Some(s) if s.serving != me && hops < MAX_CONTROL_HOPS => {
                         // Our views differ (a take-over in flight): pass it on.
                         let next = s.serving;
-                        let fwd = PeerMessage::Control {
-                            to,
-                            hops: hops + 1,
-                            body,
-                        };
-                        self.send_peer(next, &fwd);
+                        self.hand_control(next, to, hops + 1, body);
                     }
                     Some(s) if s.serving == me => {
                         self.psp.control_from_peer += 1;
@@ -553,6 +671,14 @@ impl Proxy {
                     Some(_) => {
                         log::debug!("control message for {to} out of hops, dropped");
                         self.psp.control_lost += 1;
+                    }
+                }
+                None
+            }
+            PeerMessage::Acks { seqs } => {
+                for seq in seqs {
+                    if self.handed.remove(from, seq) {
+                        self.psp.control_acks_in += 1;
                     }
                 }
                 None
@@ -818,15 +944,14 @@ impl Proxy {
                 self.timers.set(id, None);
                 self.expiry.set(id, None);
                 for body in pending {
-                    let msg = PeerMessage::Control {
-                        to: id,
-                        hops: 0,
-                        body,
-                    };
-                    self.send_peer(r.serving, &msg);
+                    self.hand_control(r.serving, id, 0, body);
                 }
-            } else {
-                s.serving = r.serving;
+            } else if s.serving != r.serving {
+                // A third proxy took the client over from the one we handed
+                // messages to, perhaps because it died with them: they go
+                // to the new one (at least once, spec 15.5).
+                let old = std::mem::replace(&mut s.serving, r.serving);
+                self.rehand_session(now, id, old);
             }
             return Ok(());
         }
@@ -916,18 +1041,12 @@ impl Proxy {
         }
         self.psp.adopted += adopted.len() as u64;
         self.forward_out.retain(|(to, _)| *to != peer);
-        let queued = std::mem::take(&mut self.peer_out);
-        for (to, bytes) in queued {
-            if to != peer {
-                self.peer_out.push_back((to, bytes));
-                continue;
-            }
-            if let Some(PeerMessage::Control { to, body, .. }) = PeerMessage::parse(&bytes) {
-                if let Ok(msg) = ControlMsg::parse(&body) {
-                    self.send_control(now, to, msg);
-                }
-            }
-        }
+        // Control messages still queued for it are among those it did not
+        // acknowledge: all of these are handled again, oldest first.
+        self.peer_out.retain(|(to, _)| *to != peer);
+        self.handed.forget_owed(peer);
+        let msgs = self.handed.take_peer(peer);
+        self.rehandle(now, msgs);
         adopted.len()
     }
 }
@@ -943,7 +1062,11 @@ mod tests {
             PeerMessage::Control {
                 to: sid,
                 hops: 1,
+                seq: 1 << 33,
                 body: vec![1, 2, 3],
+            },
+            PeerMessage::Acks {
+                seqs: vec![1, u64::MAX, 7],
             },
             PeerMessage::Forward {
                 src: "198.51.100.7:4000".parse().unwrap(),
@@ -997,6 +1120,22 @@ mod tests {
         }
         assert_eq!(PeerMessage::parse(&[]), None);
         assert_eq!(PeerMessage::parse(&[TAG_FORWARD, 5, 0, 0]), None);
+        // Acks: whole numbers only, 1 to MAX_ACKS_PER_MESSAGE of them.
+        assert_eq!(PeerMessage::parse(&[TAG_ACKS]), None);
+        assert_eq!(
+            PeerMessage::parse(&[TAG_ACKS, 0, 0, 0, 0, 0, 0, 0, 1, 2]),
+            None
+        );
+        let too_many = [vec![TAG_ACKS], vec![1; 8 * (MAX_ACKS_PER_MESSAGE + 1)]].concat();
+        assert_eq!(PeerMessage::parse(&too_many), None);
+        // A Control numbered 0 (never assigned) is malformed.
+        let zero = PeerMessage::Control {
+            to: SessionId::new(ProxyId::new(7).unwrap(), 1),
+            hops: 0,
+            seq: 0,
+            body: vec![1],
+        };
+        assert_eq!(PeerMessage::parse(&zero.encode()), None);
         let sid = SessionId::new(ProxyId::new(7).unwrap(), 1)
             .raw()
             .to_be_bytes();
