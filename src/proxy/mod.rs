@@ -14,6 +14,7 @@ mod accept;
 pub mod calls;
 pub mod events;
 pub mod handed;
+mod peer_msg;
 pub mod registry;
 pub mod replica;
 mod served;
