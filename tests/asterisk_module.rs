@@ -136,10 +136,13 @@ fn call_both_ways(codecs: &str, expect_codec: &str) {
         assert!((hz - tone).abs() <= 5.0, "{who} heard {hz} Hz, sent {tone}: {a:?}");
         assert!(a.tone_seconds >= 0.9, "{who} heard the tone for {} s of 1.0: {a:?}", a.tone_seconds);
         assert_eq!(a.digits, digits, "in-band digits {who} heard: {a:?}");
+        assert!(a.seconds >= 2.0, "{who}'s recording is {} s long", a.seconds);
     }
     let log = p.a.log() + &p.b.log();
     assert!(!log.contains("ERROR"), "errors in the PBXs' logs:\n{log}");
-    drop(p.net);
+    // `core stop gracefully` runs the module's unload.
+    let Pair { net, mut a, mut b, .. } = p;
+    assert!(a.stop() && b.stop(), "a PBX did not stop by itself:\n{}", net.stderr());
 }
 
 #[test]
@@ -157,4 +160,183 @@ fn dial_anytun_bob_slin_tone_and_dtmf_both_ways() {
 #[test]
 fn dial_anytun_bob_alaw_tone_and_dtmf_both_ways() {
     call_both_ways("alaw", "alaw");
+}
+
+/// A number from a line of `anytun show status` ("  Frames sent:  123").
+fn status_number(pbx: &Pbx, label: &str) -> u64 {
+    let out = pbx.rx("anytun show status");
+    out.lines()
+        .find_map(|l| l.trim().strip_prefix(label))
+        .and_then(|v| v.trim().split_whitespace().next()?.parse().ok())
+        .unwrap_or_else(|| panic!("{}: no {label:?} in:\n{out}", pbx.name))
+}
+
+/// Originates `n` calls from alice's PBX to the name echo at bob's PBX
+/// (Echo()), each playing 8 s of tone, and waits until all are up.
+fn originate_echo_calls(p: &Pair, n: usize) -> Duration {
+    for _ in 0..n {
+        let out = p.a.rx("channel originate ANYTUN/echo extension s@load");
+        assert!(!out.contains("rror"), "originate: {out}");
+    }
+    wait_until(&format!("{n} ANYTUN calls up"), Duration::from_secs(30), || {
+        p.a.anytun_calls_up() == n
+    })
+}
+
+/// Test 4: 50 concurrent ANYTUN calls through one Asterisk, no frame lost
+/// from alice's PBX to bob's; prints Asterisk's CPU per call.
+#[test]
+fn fifty_concurrent_calls_lose_no_frame() {
+    let _g = serial();
+    let p = pair("ulaw");
+    let cpu0 = cpu_seconds(p.a.pid());
+    let t0 = Instant::now();
+    let setup = originate_echo_calls(&p, 50);
+    assert_eq!(p.b.anytun_calls_up(), 50, "bob's PBX: {}", p.b.rx("anytun show calls"));
+    wait_until("the 50 calls to end", Duration::from_secs(60), || {
+        p.a.channels() == 0 && p.b.channels() == 0
+    });
+    let secs = t0.elapsed().as_secs_f64();
+    let cpu = cpu_seconds(p.a.pid()) - cpu0;
+    let a_sent = status_number(&p.a, "Frames sent:");
+    let b_received = status_number(&p.b, "Frames received:");
+    let b_sent = status_number(&p.b, "Frames sent:");
+    let a_received = status_number(&p.a, "Frames received:");
+    println!(
+        "50 calls: all up in {:.2} s; alice's PBX sent {a_sent} frames, bob's received \
+         {b_received}; bob's echoed {b_sent}, alice's received {a_received}; alice's Asterisk \
+         used {cpu:.2} s CPU in {secs:.1} s = {:.2} % of a core per call",
+        setup.as_secs_f64(),
+        cpu / secs / 50.0 * 100.0
+    );
+    // 8.2 s of tone at 50 frames/s on each of 50 calls.
+    assert!(a_sent >= 50 * 400, "alice's PBX sent only {a_sent} frames");
+    assert_eq!(b_received, a_sent, "frames lost from alice's PBX to bob's");
+    // The echo of the last frames may be in flight when alice hangs up.
+    assert!(a_received + 50 * 5 >= b_sent && a_received <= b_sent, "echo: {a_received} of {b_sent}");
+    let log = p.a.log() + &p.b.log();
+    assert!(!log.contains("ERROR"), "errors in the PBXs' logs:\n{log}");
+}
+
+/// Test 4: 50 unload/load cycles of res_anytun.so with calls up (on
+/// alice's PBX, then bob's, alternately); Asterisk keeps running and calls
+/// work afterwards.
+#[test]
+fn fifty_unload_load_cycles_with_calls_up() {
+    let _g = serial();
+    let p = pair("ulaw");
+    let t0 = Instant::now();
+    for cycle in 0..50 {
+        originate_echo_calls(&p, 2);
+        let pbx = if cycle % 2 == 0 { &p.a } else { &p.b };
+        let out = pbx.rx("module unload -h res_anytun.so");
+        assert!(out.contains("Unloaded res_anytun.so"), "cycle {cycle}: unload: {out}");
+        assert!(p.a.running() && p.b.running(), "cycle {cycle}: an Asterisk died");
+        assert_eq!(pbx.channels(), 0, "cycle {cycle}: channels left after unload");
+        let out = pbx.rx("module load res_anytun.so");
+        assert!(out.contains("Loaded res_anytun.so"), "cycle {cycle}: load: {out}");
+        wait_until(&format!("cycle {cycle}: reconnected"), Duration::from_secs(10), || {
+            pbx.rx("anytun show status").contains("Session:          connected")
+        });
+        wait_until(&format!("cycle {cycle}: calls gone"), Duration::from_secs(15), || {
+            p.a.channels() == 0 && p.b.channels() == 0
+        });
+        wait_until(&format!("cycle {cycle}: names back"), Duration::from_secs(10), || {
+            p.b.rx("anytun show status").contains("Names registered: 2 of")
+        });
+    }
+    println!("50 unload/load cycles with 2 calls up: {:.1} s", t0.elapsed().as_secs_f64());
+    assert!(p.a.running() && p.b.running());
+    originate_echo_calls(&p, 3);
+    let log = p.a.log() + &p.b.log();
+    assert!(!log.contains("ERROR"), "errors in the PBXs' logs:\n{log}");
+}
+
+/// Test 4: `module reload` with calls up drops none; a connection change
+/// waits for them; a broken file is refused and changes nothing.
+#[test]
+fn reload_with_calls_up_drops_none() {
+    let _g = serial();
+    let p = pair("ulaw,alaw");
+    originate_echo_calls(&p, 5);
+    let conf = p.a.dir.join("etc/anytun.conf");
+    let good = std::fs::read_to_string(&conf).unwrap();
+    // A broken file: refused, with the line and the reason.
+    std::fs::write(&conf, format!("{good}bogus = 1\n")).unwrap();
+    p.a.rx("module reload res_anytun.so");
+    wait_until("the refusal in the log", Duration::from_secs(5), || {
+        p.a.log().contains("unknown setting 'bogus'")
+    });
+    assert_eq!(p.a.anytun_calls_up(), 5, "calls after a refused reload");
+    // Live settings (codecs) and a connection setting (keepalive).
+    std::fs::write(&conf, good.replace("codecs = ulaw,alaw", "codecs = alaw,ulaw") + "keepalive = 5\n")
+        .unwrap();
+    let before = status_number(&p.a, "Frames received:");
+    p.a.rx("module reload res_anytun.so");
+    wait_until("the reload in the log", Duration::from_secs(5), || {
+        p.a.log().contains("the new connection settings start once no call is up")
+    });
+    std::thread::sleep(Duration::from_secs(1));
+    assert_eq!(p.a.anytun_calls_up(), 5, "alice's calls after the reload");
+    assert_eq!(p.b.anytun_calls_up(), 5, "bob's calls after alice's reload");
+    assert!(
+        status_number(&p.a, "Frames received:") > before + 5 * 40,
+        "voice stopped flowing after the reload"
+    );
+    assert!(p.a.rx("anytun show status").contains("new connection settings, waiting"));
+    // Once the calls end, the new session replaces the old one.
+    wait_until("the calls to end", Duration::from_secs(30), || p.a.channels() == 0);
+    wait_until("the new session", Duration::from_secs(10), || {
+        p.a.log().contains("new connection settings in use")
+            && p.a.rx("anytun show status").contains("Session:          connected")
+    });
+    assert!(p.a.rx("anytun show status").contains("Codecs:           alaw,ulaw"));
+    originate_echo_calls(&p, 1);
+    let log = p.a.log() + &p.b.log();
+    assert!(!log.contains("ERROR"), "errors in the PBXs' logs:\n{log}");
+}
+
+/// A bad anytun.conf: the module declines to load with a clear error and
+/// Asterisk keeps running; fixed, it loads.
+#[test]
+fn bad_config_refuses_to_load_and_never_crashes() {
+    let _g = serial();
+    let net = Net::start(&[("alice.key", "alice")]);
+    let conf = net.pbx_conf("alice.key", "alice", "", "[general]\n[from-anytun]\n", &[]);
+    let good = std::fs::read_to_string(conf.path().join("anytun.conf")).unwrap();
+    let cases = [
+        (good.replace("network_key", ";network_key"), "needs key_file (this PBX's anytun key), network_key and proxy"),
+        (good.replace("register = alice", "register = al ice"), "'al ice' is not an anytun name"),
+        (good.clone() + "max_calls = lots\n", "max_calls = 'lots': expected a whole number"),
+        (good.clone() + "codecs = opus\n", "codec 'opus' is not supported"),
+        (good.replace("key_file = anytun.key", "key_file = missing.key"), "missing.key: No such file"),
+        (good.clone() + "[proxy]\nnode_id = 3\n", "proxy mode is not available in this version"),
+    ];
+    std::fs::write(conf.path().join("anytun.conf"), &cases[0].0).unwrap();
+    let pbx = Pbx::start("c", conf.path());
+    let etc = pbx.dir.join("etc/anytun.conf");
+    for (i, (text, why)) in cases.iter().enumerate() {
+        std::fs::write(&etc, text).unwrap();
+        pbx.rx("module load res_anytun.so");
+        wait_until(&format!("case {i}: {why:?} in the log"), Duration::from_secs(5), || {
+            pbx.log().contains(why)
+        });
+        assert!(pbx.running(), "case {i}: Asterisk died");
+        let shown = pbx.rx("module show like res_anytun");
+        assert!(shown.contains("0 modules loaded"), "case {i}: loaded anyway: {shown}");
+    }
+    // A network key that is not a key: the library refuses it.
+    std::fs::write(&etc, good.replace(&net.network, "not-a-key")).unwrap();
+    pbx.rx("module load res_anytun.so");
+    wait_until("the library's refusal", Duration::from_secs(5), || {
+        pbx.log().contains("the anytun client refuses these settings")
+    });
+    assert!(pbx.rx("module show like res_anytun").contains("0 modules loaded"));
+    std::fs::write(&etc, &good).unwrap();
+    let out = pbx.rx("module load res_anytun.so");
+    assert!(out.contains("Loaded res_anytun.so"), "{out}");
+    wait_until("connected", Duration::from_secs(10), || {
+        pbx.rx("anytun show status").contains("Session:          connected")
+    });
+    drop(net);
 }

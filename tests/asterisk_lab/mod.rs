@@ -56,7 +56,6 @@ pub fn wait_until(what: &str, limit: Duration, mut f: impl FnMut() -> bool) -> D
 
 /// The chroot and res_anytun.so built for it, once per test process.
 pub struct Lab {
-    pub root: PathBuf,
     /// res_anytun.so on the host.
     pub module: PathBuf,
     /// Unique per test process: instance names and the library's directory.
@@ -115,7 +114,6 @@ impl Lab {
             .arg(format!("OUT={}", build.path().display())));
         Lab {
             module: build.path().join("res_anytun.so"),
-            root,
             tag,
             _build: build,
         }
@@ -131,8 +129,6 @@ pub struct Pbx {
     pub name: String,
     /// The instance's directory on the host.
     pub dir: PathBuf,
-    /// The same directory inside the chroot.
-    pub inner: String,
     stopped: bool,
 }
 
@@ -147,11 +143,9 @@ impl Pbx {
             .arg(MODULES)
             .arg(&lab.module));
         let dir = PathBuf::from(out.trim());
-        let inner = format!("/var/lib/anytun-instances/{name}");
         Pbx {
             name,
             dir,
-            inner,
             stopped: false,
         }
     }
