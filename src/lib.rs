@@ -11,6 +11,8 @@
 //!   call is routed.
 //! - [`client`]: the client state machine.
 //! - [`runtime`]: tokio shells that drive the cores over UDP sockets.
+//! - [`ffi`]: the C ABI (`include/anytun.h`), the client library for
+//!   phones and Asterisk.
 //! - [`sync`]: anypsp, between proxies: membership, the peer link and the
 //!   table sync engine.
 //! - [`store`], [`config`], [`audio`], [`demo`]: the subscriber store, the
@@ -28,6 +30,7 @@ pub mod client;
 pub mod config;
 pub mod crypto;
 pub mod demo;
+pub mod ffi;
 pub mod handshake;
 pub mod media;
 pub mod metrics;
