@@ -7,9 +7,10 @@
 #
 #   asterisk-instance.sh start NAME CONFDIR "mod1.so mod2.so ..." [MODULE.so ...]
 #       CONFDIR holds the instance's own configs (extensions.conf, anytun.conf,
-#       ...); asterisk.conf, modules.conf and logger.conf are written here.
-#       Extra MODULE.so files (res_anytun.so) go into the instance's own module
-#       directory beside links to the chroot's modules. Waits until
+#       ...); asterisk.conf, modules.conf and logger.conf are written here, and
+#       the core's other configs come from Debian's defaults. Extra MODULE.so
+#       files (res_anytun.so) go into the instance's own module directory
+#       beside links to the chroot's modules, and are loaded too. Waits until
 #       `core waitfullybooted` says so (at most 20 s) and prints the
 #       instance's directory as seen from the host.
 #   asterisk-instance.sh rx NAME "cli command"   prints the output (asterisk -rx
@@ -84,7 +85,13 @@ EOF
         echo "[modules]"
         echo "autoload = no"
         for m in $modules; do echo "load => $m"; done
+        for m in "$@"; do echo "load => ${m##*/}"; done
     } >"$host/etc/modules.conf"
+    # The core's own configs, from Debian's defaults unless CONFDIR has
+    # them (without them the core logs an ERROR for each at start).
+    for f in acl.conf ccss.conf cdr.conf cel.conf features.conf indications.conf udptl.conf stasis.conf; do
+        [ -e "$host/etc/$f" ] || [ ! -e "$ROOT/etc/asterisk/$f" ] || cp "$ROOT/etc/asterisk/$f" "$host/etc/$f"
+    done
     [ -f "$host/etc/logger.conf" ] || cat >"$host/etc/logger.conf" <<EOF
 [general]
 [logfiles]

@@ -121,7 +121,7 @@ fn call_both_ways(codecs: &str, expect_codec: &str) {
         p.a.channels() == 0 && p.b.channels() == 0
     });
     let caller = std::fs::read_to_string(p.b.spool("b-caller.txt")).unwrap();
-    assert_eq!(caller, format!("alice|alice|bob|{expect_codec}"), "caller id, extension and codec at bob's PBX");
+    assert_eq!(caller, format!("alice|alice|bob|({expect_codec})"), "caller id, extension and codec at bob's PBX");
     let read = |f: &str, pbx: &Pbx| std::fs::read_to_string(pbx.spool(f)).unwrap_or_default();
     assert_eq!(read("b-digits.txt", &p.b), "4821", "DTMF alice -> bob (Read at bob's PBX)");
     assert_eq!(read("a-digits.txt", &p.a), "7306", "DTMF bob -> alice (Read at alice's PBX)");

@@ -24,7 +24,7 @@ const REPO: &str = env!("CARGO_MANIFEST_DIR");
 pub const MODULES: &str = "pbx_config.so app_dial.so app_playback.so app_read.so \
     app_senddtmf.so app_mixmonitor.so app_echo.so app_verbose.so app_milliwatt.so \
     func_env.so func_callerid.so func_channel.so func_strings.so format_wav.so format_pcm.so \
-    format_sln.so format_g722.so codec_ulaw.so codec_alaw.so codec_g722.so \
+    format_sln.so codec_ulaw.so codec_alaw.so codec_g722.so \
     res_timing_timerfd.so bridge_simple.so res_clioriginate.so";
 
 /// One Asterisk test at a time in this process: each runs two PBXs and a
@@ -80,15 +80,17 @@ impl Lab {
         let root = run(&mut Command::new(format!("{REPO}/scripts/asterisk-chroot.sh")));
         let root = PathBuf::from(root.trim());
         let tag = format!("t{}", std::process::id());
-        // The cdylib that cargo built beside this test's binary.
+        // The cdylib that cargo built with this test's binary (in deps/;
+        // target/debug/ holds one only after a `cargo build`, maybe older).
         let exe = std::env::current_exe().unwrap();
-        let target = exe.parent().unwrap().parent().unwrap();
-        let lib = target.join("libanytun.so");
+        let deps = exe.parent().unwrap();
+        let lib = deps.join("libanytun.so");
         assert!(
             lib.exists(),
             "{} is missing: the crate's cdylib must be built with the tests",
             lib.display()
         );
+        let target = deps;
         // asterisk.h and asterisk/ only (the chroot's whole /usr/include
         // would mix two glibcs).
         let build = tempfile::tempdir().unwrap();
