@@ -19,6 +19,7 @@
 //! session_timeout_s = 180
 //! max_register_expires_s = 3600
 //! media_timeout_s = 15                        # 0 disables
+//! max_calls_per_session = 16                  # a PBX trunk needs more
 //! metrics_listen = "127.0.0.1:9475"            # "" disables metrics
 //! subscriber_reload_ms = 1000
 //!
@@ -133,6 +134,8 @@ pub const DEFAULT_SESSION_TIMEOUT_S: u32 = 180;
 pub const DEFAULT_MAX_REGISTER_EXPIRES_S: u32 = 3600;
 /// Default for [`Config::media_timeout_s`].
 pub const DEFAULT_MEDIA_TIMEOUT_S: u32 = 15;
+/// Default for [`Config::max_calls_per_session`] (`ProxyConfig`'s).
+pub const DEFAULT_MAX_CALLS_PER_SESSION: u32 = 16;
 /// Default for [`Config::metrics_listen`]: loopback only, since metrics are
 /// not authenticated.
 pub const DEFAULT_METRICS_LISTEN: &str = "127.0.0.1:9475";
@@ -161,6 +164,9 @@ pub struct Config {
     /// An answered call with no media from one side for this many seconds
     /// ends with cause 102; 0 disables (`ProxyConfig::media_timeout`).
     pub media_timeout_s: u32,
+    /// Most calls one session is part of at once (a PBX is one session:
+    /// its concurrent calls); `ProxyConfig::max_calls_per_session`.
+    pub max_calls_per_session: u32,
     /// Address of the metrics HTTP endpoint, or `None` for no metrics
     /// (written as `metrics_listen = ""`, since TOML has no null).
     pub metrics_listen: Option<String>,
@@ -190,6 +196,7 @@ impl Default for Config {
             session_timeout_s: DEFAULT_SESSION_TIMEOUT_S,
             max_register_expires_s: DEFAULT_MAX_REGISTER_EXPIRES_S,
             media_timeout_s: DEFAULT_MEDIA_TIMEOUT_S,
+            max_calls_per_session: DEFAULT_MAX_CALLS_PER_SESSION,
             metrics_listen: Some(DEFAULT_METRICS_LISTEN.to_owned()),
             subscriber_reload_ms: DEFAULT_SUBSCRIBER_RELOAD_MS,
             reuse_port: false,
@@ -261,6 +268,7 @@ struct RawConfig {
     session_timeout_s: Option<Spanned<Value>>,
     max_register_expires_s: Option<Spanned<Value>>,
     media_timeout_s: Option<Spanned<Value>>,
+    max_calls_per_session: Option<Spanned<Value>>,
     metrics_listen: Option<Spanned<Value>>,
     subscriber_reload_ms: Option<Spanned<Value>>,
     reuse_port: Option<Spanned<Value>>,
@@ -285,6 +293,8 @@ const POSITIVE_U32: RangeInclusive<i64> = 1..=u32::MAX as i64;
 const ANY_U32: RangeInclusive<i64> = 0..=u32::MAX as i64;
 /// Valid range of `media_timeout_s` (0 disables): up to a day.
 const MEDIA_TIMEOUT_RANGE: RangeInclusive<i64> = 0..=86_400;
+/// Valid range of `max_calls_per_session`.
+const CALLS_PER_SESSION_RANGE: RangeInclusive<i64> = 1..=65_535;
 /// Valid range of `subscriber_reload_ms`: up to a day.
 const RELOAD_MS_RANGE: RangeInclusive<i64> = 1..=86_400_000;
 
@@ -299,6 +309,7 @@ fn expected(key: &str) -> &'static str {
         "session_timeout_s" => "a whole number of seconds, more than twice keepalive_s",
         "max_register_expires_s" => "a whole number of seconds in 1..=4294967295",
         "media_timeout_s" => "a whole number of seconds in 0..=86400 (0 turns it off)",
+        "max_calls_per_session" => "a whole number in 1..=65535",
         "metrics_listen" => {
             "a socket address in quotes, e.g. \"127.0.0.1:9475\", or \"\" for no metrics"
         }
@@ -667,6 +678,12 @@ impl RawConfig {
             MEDIA_TIMEOUT_RANGE,
             defaults.media_timeout_s,
         )?;
+        let (max_calls_per_session, _) = src.number(
+            "max_calls_per_session",
+            self.max_calls_per_session,
+            CALLS_PER_SESSION_RANGE,
+            defaults.max_calls_per_session,
+        )?;
 
         let metrics_listen = match self.metrics_listen {
             Some(addr) => {
@@ -730,6 +747,7 @@ impl RawConfig {
             session_timeout_s,
             max_register_expires_s,
             media_timeout_s,
+            max_calls_per_session,
             metrics_listen,
             subscriber_reload_ms,
             reuse_port,
@@ -815,6 +833,7 @@ keepalive_s = 20
 session_timeout_s = 41
 max_register_expires_s = 600
 media_timeout_s = 30
+max_calls_per_session = 100
 metrics_listen = "[::1]:9100"
 subscriber_reload_ms = 250
 reuse_port = true
@@ -836,6 +855,7 @@ per_ip_burst = 1
                 session_timeout_s: 41,
                 max_register_expires_s: 600,
                 media_timeout_s: 30,
+                max_calls_per_session: 100,
                 metrics_listen: Some("[::1]:9100".to_owned()),
                 subscriber_reload_ms: 250,
                 reuse_port: true,

@@ -213,6 +213,7 @@ async fn run(args: Args) -> Result<(), String> {
     pc.session_timeout = Duration::from_secs(u64::from(cfg.session_timeout_s));
     pc.max_register_expires_s = cfg.max_register_expires_s;
     pc.media_timeout = Duration::from_secs(u64::from(cfg.media_timeout_s));
+    pc.max_calls_per_session = cfg.max_calls_per_session as usize;
     pc.dos = cfg.dos.clone();
     let count = subscribers.len();
     let core = Proxy::new(pc, subscribers, Instant::now());

@@ -257,7 +257,8 @@ impl Net {
             format!(
                 "listen = [\"127.0.0.1:{port}\"]\nmetrics_listen = \"127.0.0.1:{metrics}\"\n\
                  network_key = \"state/network.key\"\nsubscribers = \"state/subscribers.db\"\n\
-                 subscriber_reload_ms = 100\nproxy_id = 7\n"
+                 subscriber_reload_ms = 100\nproxy_id = 7\n\
+                 max_calls_per_session = 100\n"
             ),
         )
         .unwrap();
@@ -318,7 +319,7 @@ impl Net {
     pub fn anytun_conf(&self, names: &str, extra: &str) -> String {
         format!(
             "[general]\nkey_file = anytun.key\nnetwork_key = {}\nproxy = 127.0.0.1:{}\n\
-             register = {names}\ncontext = from-anytun\n{extra}",
+             register = {names}\ncontext = from-anytun\nmax_calls = 64\n{extra}",
             self.network, self.port
         )
     }
