@@ -182,14 +182,17 @@ fn status_number(pbx: &Pbx, label: &str) -> u64 {
 
 /// Originates `n` calls from alice's PBX to the name echo at bob's PBX
 /// (Echo()), each playing 8 s of tone, and waits until all are up.
+/// Returns how long from the first originate until all were up.
 fn originate_echo_calls(p: &Pair, n: usize) -> Duration {
+    let t = Instant::now();
     for _ in 0..n {
         let out = p.a.rx("channel originate ANYTUN/echo extension s@load");
         assert!(!out.contains("rror"), "originate: {out}");
     }
     wait_until(&format!("{n} ANYTUN calls up"), Duration::from_secs(30), || {
         p.a.anytun_calls_up() == n
-    })
+    });
+    t.elapsed()
 }
 
 /// Test 4: 50 concurrent ANYTUN calls through one Asterisk, no frame lost
