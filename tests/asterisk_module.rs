@@ -11,7 +11,8 @@ mod asterisk_lab;
 
 use anytun::audio::read_wav;
 use asterisk_lab::tones::{analyse, tone_and_digits};
-use asterisk_lab::{cpu_seconds, serial, wait_until, wav_bytes, Net, Pbx};
+use asterisk_lab::{cpu_seconds, serial, wait_until, wav_bytes, Net, Pbx, ANYTUN};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 const ALICE_TONE: f64 = 1000.0;
@@ -31,6 +32,13 @@ fn alice_extensions(inner: &str) -> String {
          same => n,SendDTMF(4821,120)\n \
          same => n,Read(DIG,,4,,,10)\n \
          same => n,Set(FILE({inner}/spool/a-digits.txt)=${{DIG}})\n \
+         same => n,Hangup()\n\
+         [tx-cli]\n\
+         exten => s,1,MixMonitor({inner}/spool/a-mix.wav,r({inner}/spool/a-rx.wav))\n \
+         same => n,Wait(0.3)\n \
+         same => n,Playback({inner}/etc/tone-a)\n \
+         same => n,SendDTMF(4821,120)\n \
+         same => n,Wait(2)\n \
          same => n,Hangup()\n\
          [load]\n\
          exten => s,1,Playback({inner}/etc/long)\n \
@@ -67,7 +75,12 @@ struct Pair {
 
 /// anytund, and alice's and bob's PBXs registered (both sessions up).
 fn pair(codecs: &str) -> Pair {
-    let net = Net::start(&[("alice.key", "alice"), ("bob.key", "bob"), ("bob.key", "echo")]);
+    let net = Net::start(&[
+        ("alice.key", "alice"),
+        ("bob.key", "bob"),
+        ("bob.key", "echo"),
+        ("carol.key", "carol"),
+    ]);
     let (ia, ib) = (Pbx::inner_dir("a"), Pbx::inner_dir("b"));
     let extra = format!("codecs = {codecs}\n");
     let tone_a = wav_bytes(&tone_and_digits(ALICE_TONE, 1.0, "159"));
@@ -357,4 +370,71 @@ fn bad_config_refuses_to_load_and_never_crashes() {
         pbx.rx("anytun show status").contains("Session:          connected")
     });
     drop(net);
+}
+
+/// Interoperation with the reference client (`anytun` CLI) in slin, whose
+/// byte order on the wire (big-endian) differs from Asterisk's: alice's PBX
+/// calls carol (`anytun answer`), and carol (`anytun call`) calls bob's PBX;
+/// tone and DTMF checked each way.
+#[test]
+fn asterisk_and_the_cli_client_slin_both_ways() {
+    let _g = serial();
+    let p = pair("slin");
+    let d = p.net.dir.path();
+    let mut carol_play = tone_and_digits(BOB_TONE, 1.0, "2*#");
+    carol_play.extend(std::iter::repeat_n(0, 8000 * 5));
+    anytun::audio::write_wav(&d.join("carol.wav"), &carol_play).unwrap();
+    let client = |args: &[&str]| {
+        let mut c = Command::new(ANYTUN);
+        c.args(args)
+            .args(["--key", "carol.key", "--codecs", "slin", "--network-key", &p.net.network])
+            .args(["--proxy", &format!("127.0.0.1:{}", p.net.port)])
+            .current_dir(d);
+        c
+    };
+    // Asterisk calls the CLI.
+    let answer = client(&["answer", "carol", "--play", "carol.wav", "--record", "heard-a.wav"])
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_until("carol registered", Duration::from_secs(10), || {
+        p.a.rx("channel originate ANYTUN/carol extension s@tx-cli");
+        p.a.spool("a-rx.wav").exists()
+    });
+    let out = answer.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let heard = analyse(&read_wav(&d.join("heard-a.wav")).unwrap());
+    println!("carol heard from alice's PBX: {heard:?}");
+    assert_eq!(heard.tone_hz.map(|f| (f - ALICE_TONE).abs() <= 5.0), Some(true), "{heard:?}\n{stderr}");
+    assert_eq!(heard.digits, "159", "{heard:?}");
+    let dtmf: String = stderr.lines().filter_map(|l| l.strip_prefix("DTMF ")).collect();
+    assert_eq!(dtmf, "4821", "DTMF alice's PBX -> carol:\n{stderr}");
+    wait_until("alice's call to end", Duration::from_secs(10), || p.a.channels() == 0);
+    let heard = analyse(&read_wav(&p.a.spool("a-rx.wav")).unwrap());
+    println!("alice's PBX heard from carol: {heard:?}");
+    assert_eq!(heard.tone_hz.map(|f| (f - BOB_TONE).abs() <= 5.0), Some(true), "{heard:?}");
+    assert_eq!(heard.digits, "2*#", "{heard:?}");
+    // The CLI calls Asterisk.
+    let out = client(&["call", "bob", "--play", "carol.wav", "--record", "heard-b.wav", "--dtmf", "4821"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(
+        std::fs::read_to_string(p.b.spool("b-digits.txt")).unwrap_or_default(),
+        "4821",
+        "DTMF carol -> bob's PBX:\n{stderr}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(p.b.spool("b-caller.txt")).unwrap(),
+        "carol|carol|bob|(slin)"
+    );
+    let heard = analyse(&read_wav(&d.join("heard-b.wav")).unwrap());
+    println!("carol heard from bob's PBX: {heard:?}");
+    assert_eq!(heard.tone_hz.map(|f| (f - BOB_TONE).abs() <= 5.0), Some(true), "{heard:?}\n{stderr}");
+    assert_eq!(heard.digits, "2*#", "{heard:?}");
+    let dtmf: String = stderr.lines().filter_map(|l| l.strip_prefix("DTMF ")).collect();
+    assert_eq!(dtmf, "7306", "DTMF bob's PBX -> carol:\n{stderr}");
+    let heard = analyse(&read_wav(&p.b.spool("b-rx.wav")).unwrap());
+    assert_eq!(heard.tone_hz.map(|f| (f - BOB_TONE).abs() <= 5.0), Some(true), "bob's PBX heard {heard:?}");
+    assert_no_errors(&p, &[]);
 }
