@@ -7,9 +7,9 @@
  * (include/anytun.h): Dial(ANYTUN/bob) places a call by name through the
  * anycast network; calls to this PBX's names start in the configured
  * context with the called name as the extension and the caller's name as
- * caller id. Configuration, CLI and the status tables live in
- * res_anytun_config.c; this file holds the channels and the library's
- * callbacks.
+ * caller id. This file holds the channels; the library's callbacks are in
+ * res_anytun_events.c, configuration, load and unload in
+ * res_anytun_config.c, the CLI in res_anytun_cli.c.
  *
  * Locking (why it cannot deadlock): the library never holds a lock of its
  * own while it runs a callback. Callbacks take the pvt container's lock and
@@ -96,7 +96,7 @@ int at_tech_caps(struct ast_format_cap *cap)
 }
 
 /*! \brief Asterisk samples in \a bytes of \a format (g722: 16 kHz audio). */
-static int frame_samples(const struct ast_format *format, size_t bytes)
+int at_frame_samples(const struct ast_format *format, size_t bytes)
 {
 	if (format == ast_format_slin) {
 		return bytes / 2;
@@ -114,7 +114,7 @@ static uint32_t frame_ticks(const struct ast_format *format, size_t bytes)
 }
 
 /*! \brief The library's slin is big-endian; Asterisk's is host order. */
-static void swap16(uint8_t *dst, const uint8_t *src, size_t len)
+void at_swap16(uint8_t *dst, const uint8_t *src, size_t len)
 {
 	size_t i;
 
@@ -160,7 +160,7 @@ static void pvt_destroy(void *obj)
 }
 
 /*! \brief The pvt of \a call of \a client, with a reference, or NULL. */
-static struct at_pvt *pvt_find(struct at_client *client, uint64_t call)
+struct at_pvt *at_pvt_find(struct at_client *client, uint64_t call)
 {
 	struct at_key key = { .client = client, .call = call };
 
@@ -171,7 +171,7 @@ static struct at_pvt *pvt_find(struct at_client *client, uint64_t call)
 }
 
 /*! \brief The pvt's channel, with a reference, or NULL once hung up. */
-static struct ast_channel *pvt_chan(struct at_pvt *p)
+struct ast_channel *at_pvt_chan(struct at_pvt *p)
 {
 	struct ast_channel *chan;
 
@@ -215,7 +215,7 @@ struct ast_channel_tech at_tech = {
  * \brief A new ANYTUN channel for \a p, returned locked, holding a module
  * reference and a reference to \a p (its tech_pvt). NULL on failure.
  */
-static struct ast_channel *new_channel(struct at_pvt *p, int state, const char *cid,
+struct ast_channel *at_new_channel(struct at_pvt *p, int state, const char *cid,
 	const char *exten, const char *context, const struct ast_assigned_ids *assignedids,
 	const struct ast_channel *requestor)
 {
@@ -251,7 +251,7 @@ static struct ast_channel *new_channel(struct at_pvt *p, int state, const char *
 	return chan;
 }
 
-static struct at_pvt *pvt_alloc(struct at_client *client, const char *peer, struct ast_format *format,
+struct at_pvt *at_pvt_alloc(struct at_client *client, const char *peer, struct ast_format *format,
 	int outgoing)
 {
 	struct at_pvt *p = ao2_alloc(sizeof(*p), pvt_destroy);
@@ -281,7 +281,7 @@ static struct at_client *bind_client(void)
 	return c;
 }
 
-static void unbind_client(struct at_client *c)
+void at_unbind_client(struct at_client *c)
 {
 	ast_mutex_lock(&at.lock);
 	c->calls--;
@@ -328,16 +328,16 @@ static struct ast_channel *at_request(const char *type, struct ast_format_cap *c
 		*cause = AST_CAUSE_NETWORK_OUT_OF_ORDER;
 		return NULL;
 	}
-	p = pvt_alloc(client, addr, format, 1);
+	p = at_pvt_alloc(client, addr, format, 1);
 	ao2_ref(format, -1);
 	if (!p) {
-		unbind_client(client);
+		at_unbind_client(client);
 		*cause = AST_CAUSE_SWITCH_CONGESTION;
 		return NULL;
 	}
-	chan = new_channel(p, AST_STATE_DOWN, NULL, addr, "", assignedids, requestor);
+	chan = at_new_channel(p, AST_STATE_DOWN, NULL, addr, "", assignedids, requestor);
 	if (!chan) {
-		unbind_client(client);
+		at_unbind_client(client);
 		ao2_ref(p, -1);
 		*cause = AST_CAUSE_SWITCH_CONGESTION;
 		return NULL;
@@ -425,7 +425,7 @@ static int at_hangup(struct ast_channel *chan)
 	p->chan = NULL;
 	ao2_unlock(p);
 	ao2_unlink(at.pvts, p);
-	unbind_client(p->key.client);
+	at_unbind_client(p->key.client);
 	ast_channel_tech_pvt_set(chan, NULL);
 	ao2_ref(p, -1);
 	ast_module_unref(AST_MODULE_SELF);
@@ -484,7 +484,7 @@ static int at_write(struct ast_channel *chan, struct ast_frame *f)
 			if (!len) {
 				break;
 			}
-			swap16(swapped, chunk, len);
+			at_swap16(swapped, chunk, len);
 			chunk = swapped;
 		}
 		rc = anytun_client_send_voice(p->key.client->h, p->key.call, p->seq++, p->ts, chunk, len);
@@ -582,219 +582,11 @@ static int at_fixup(struct ast_channel *oldchan, struct ast_channel *newchan)
 	return 0;
 }
 
-/* ---- library callbacks (on the library's thread) ----------------------- */
-
-void at_on_incoming_call(void *user, uint64_t call, const char *from, const char *to,
-	const char *const *codecs, size_t n_codecs)
-{
-	struct at_client *client = user;
-	char context[AST_MAX_CONTEXT] = "";
-	struct ast_format *format = NULL;
-	struct ast_channel *chan;
-	struct at_pvt *p;
-	size_t i, j;
-	int refuse = 0;
-
-	/* The caller's first offered codec that this PBX accepts. */
-	ast_mutex_lock(&at.lock);
-	if (at.stopping || at.cur != client || !at.cfg) {
-		refuse = AST_CAUSE_NORMAL_TEMPORARY_FAILURE;
-	} else {
-		ast_copy_string(context, at.cfg->context, sizeof(context));
-		for (i = 0; !format && i < n_codecs; i++) {
-			struct ast_format *f = at_codec_format(codecs[i]);
-
-			for (j = 0; f && j < at.cfg->n_codecs; j++) {
-				if (at.cfg->codecs[j] == f) {
-					format = ao2_bump(f);
-					break;
-				}
-			}
-		}
-		if (!format) {
-			refuse = AST_CAUSE_INCOMPATIBLE_DESTINATION;
-		} else {
-			client->calls++;
-		}
-	}
-	ast_mutex_unlock(&at.lock);
-	if (!refuse && !ast_exists_extension(NULL, context, to, 1, from)) {
-		ast_log(LOG_NOTICE, "anytun: call from %s to %s: no extension %s in context %s\n",
-			from, to, to, context);
-		refuse = AST_CAUSE_UNALLOCATED;
-	}
-	if (refuse) {
-		if (format) {
-			unbind_client(client);
-		}
-		ao2_cleanup(format);
-		anytun_client_reject(client->h, call, refuse);
-		return;
-	}
-	p = pvt_alloc(client, from, format, 0);
-	ao2_ref(format, -1);
-	if (p) {
-		p->key.call = call;
-	}
-	chan = p ? new_channel(p, AST_STATE_RING, from, to, context, NULL, NULL) : NULL;
-	if (!chan) {
-		unbind_client(client);
-		ao2_cleanup(p);
-		anytun_client_reject(client->h, call, AST_CAUSE_SWITCH_CONGESTION);
-		return;
-	}
-	ao2_link(at.pvts, p);
-	ao2_ref(p, -1);
-	ast_channel_unlock(chan);
-	if (ast_pbx_start(chan)) {
-		ast_log(LOG_WARNING, "anytun: could not start the dialplan for %s\n", ast_channel_name(chan));
-		ast_channel_hangupcause_set(chan, AST_CAUSE_SWITCH_CONGESTION);
-		ast_hangup(chan);
-	}
-}
-
-/*! \brief The codec chosen by the callee differs from the one we set: the
- * channel's native format follows it (the core rebuilds its translators). */
-static void change_format(struct ast_channel *chan, struct at_pvt *p, struct ast_format *format)
-{
-	struct ast_format_cap *native = ast_format_cap_alloc(AST_FORMAT_CAP_FLAG_DEFAULT);
-
-	if (!native || ast_format_cap_append(native, format, 0)) {
-		ao2_cleanup(native);
-		return;
-	}
-	ao2_lock(p);
-	ao2_replace(p->format, format);
-	ao2_unlock(p);
-	ast_channel_lock(chan);
-	ast_channel_nativeformats_set(chan, native);
-	ast_channel_set_rawwriteformat(chan, format);
-	ast_channel_set_rawreadformat(chan, format);
-	ast_set_write_format(chan, ast_channel_writeformat(chan));
-	ast_set_read_format(chan, ast_channel_readformat(chan));
-	ast_channel_unlock(chan);
-	ao2_ref(native, -1);
-}
-
-/*! \brief Causes that tell a caller the network could not carry the call. */
-static int congestion_cause(int cause)
-{
-	switch (cause) {
-	case AST_CAUSE_SWITCH_CONGESTION:
-	case AST_CAUSE_NETWORK_OUT_OF_ORDER:
-	case AST_CAUSE_NORMAL_TEMPORARY_FAILURE:
-	case AST_CAUSE_REQUESTED_CHAN_UNAVAIL:
-	case AST_CAUSE_NORMAL_CIRCUIT_CONGESTION:
-	case AST_CAUSE_INCOMPATIBLE_DESTINATION:
-	case AST_CAUSE_RECOVERY_ON_TIMER_EXPIRE:
-		return 1;
-	default:
-		return 0;
-	}
-}
-
-void at_on_call_state(void *user, uint64_t call, int event, int cause, const char *codec)
-{
-	struct at_pvt *p = pvt_find(user, call);
-	struct ast_channel *chan;
-
-	if (!p) {
-		return;
-	}
-	chan = pvt_chan(p);
-	if (!chan) {
-		ao2_ref(p, -1);
-		return;
-	}
-	switch (event) {
-	case ANYTUN_CALL_RINGING:
-		ast_queue_control(chan, AST_CONTROL_RINGING);
-		break;
-	case ANYTUN_CALL_ANSWERED: {
-		struct ast_format *f = at_codec_format(codec);
-
-		if (f && f != p->format) {
-			change_format(chan, p, f);
-		}
-		ao2_lock(p);
-		p->answered = 1;
-		ao2_unlock(p);
-		ast_queue_control(chan, AST_CONTROL_ANSWER);
-		break;
-	}
-	case ANYTUN_CALL_ENDED:
-	case ANYTUN_CALL_REFUSED:
-		ao2_lock(p);
-		p->ended = 1;
-		ao2_unlock(p);
-		if (p->outgoing && !p->answered) {
-			if (cause == AST_CAUSE_BUSY) {
-				ast_queue_control(chan, AST_CONTROL_BUSY);
-			} else if (congestion_cause(cause)) {
-				ast_queue_control(chan, AST_CONTROL_CONGESTION);
-			}
-		}
-		ast_queue_hangup_with_cause(chan, cause > 0 ? cause : AST_CAUSE_NORMAL_CLEARING);
-		break;
-	}
-	ast_channel_unref(chan);
-	ao2_ref(p, -1);
-}
-
-void at_on_voice(void *user, uint64_t call, uint32_t seq, uint32_t timestamp,
-	const uint8_t *payload, size_t len)
-{
-	struct at_pvt *p = pvt_find(user, call);
-	uint8_t swapped[ANYTUN_MAX_VOICE_PAYLOAD];
-	struct ast_channel *chan;
-	struct ast_frame f = { .frametype = AST_FRAME_VOICE, .src = "anytun" };
-
-	if (!p) {
-		return;
-	}
-	chan = pvt_chan(p);
-	if (chan && len <= sizeof(swapped)) {
-		f.subclass.format = p->format;
-		f.datalen = len;
-		f.samples = frame_samples(p->format, len);
-		f.seqno = seq;
-		if (p->format == ast_format_slin) {
-			swap16(swapped, payload, len);
-			f.data.ptr = swapped;
-		} else {
-			f.data.ptr = (void *) payload;
-		}
-		ast_queue_frame(chan, &f);
-		ast_atomic_fetchadd_int(&p->frames_in, 1);
-	}
-	ast_channel_cleanup(chan);
-	ao2_ref(p, -1);
-}
-
-void at_on_dtmf(void *user, uint64_t call, char digit, uint16_t duration_ms)
-{
-	struct at_pvt *p = pvt_find(user, call);
-	struct ast_channel *chan;
-	struct ast_frame f = { .frametype = AST_FRAME_DTMF_END, .src = "anytun" };
-
-	if (!p) {
-		return;
-	}
-	chan = pvt_chan(p);
-	if (chan) {
-		f.subclass.integer = digit;
-		f.len = duration_ms;
-		ast_queue_frame(chan, &f);
-		ast_channel_unref(chan);
-	}
-	ao2_ref(p, -1);
-}
-
 /* ---- unload ---------------------------------------------------------------- */
 
 static int softhangup_cb(void *obj, void *arg, int flags)
 {
-	struct ast_channel *chan = pvt_chan(obj);
+	struct ast_channel *chan = at_pvt_chan(obj);
 
 	if (chan) {
 		ast_softhangup(chan, AST_SOFTHANGUP_APPUNLOAD);

@@ -91,12 +91,24 @@ struct at_globals {
 extern struct at_globals at;
 extern struct ast_channel_tech at_tech;
 
-/* res_anytun.c: channels and the library's callbacks. */
+/* res_anytun.c: the ANYTUN channels. */
 struct ast_format *at_codec_format(const char *name);
 const char *at_format_codec(const struct ast_format *format);
 int at_tech_caps(struct ast_format_cap *cap);
 struct ao2_container *at_pvts_alloc(void);
 int at_hangup_all(int wait_ms);
+struct at_pvt *at_pvt_find(struct at_client *client, uint64_t call);
+struct ast_channel *at_pvt_chan(struct at_pvt *p);
+struct at_pvt *at_pvt_alloc(struct at_client *client, const char *peer, struct ast_format *format,
+	int outgoing);
+struct ast_channel *at_new_channel(struct at_pvt *p, int state, const char *cid,
+	const char *exten, const char *context, const struct ast_assigned_ids *assignedids,
+	const struct ast_channel *requestor);
+void at_unbind_client(struct at_client *c);
+void at_swap16(uint8_t *dst, const uint8_t *src, size_t len);
+int at_frame_samples(const struct ast_format *format, size_t bytes);
+
+/* res_anytun_events.c: the library's callbacks (on its thread). */
 void at_on_incoming_call(void *user, uint64_t call, const char *from, const char *to,
 	const char *const *codecs, size_t n_codecs);
 void at_on_call_state(void *user, uint64_t call, int event, int cause, const char *codec);
