@@ -34,6 +34,9 @@ fn stamp_commit() {
         .filter(|s| !s.is_empty())
         .unwrap_or_else(|| "unknown".to_owned());
     println!("cargo:rustc-env=ANYTUN_COMMIT={commit}");
+    // For tests/c_abi.rs, which compiles C with the `cc` crate at run time.
+    let target = std::env::var("TARGET").unwrap_or_default();
+    println!("cargo:rustc-env=ANYTUN_BUILD_TARGET={target}");
     println!("cargo:rerun-if-changed=.git/HEAD");
     println!("cargo:rerun-if-changed=.git/refs/heads");
 }
