@@ -97,6 +97,9 @@ EOF
 [logfiles]
 messages.log => notice,warning,error,verbose(3),debug(1)
 EOF
+    # Asterisk looks up this host's name (e.g. for SIP): the host's hosts
+    # file answers without DNS.
+    [ -s "$ROOT/etc/hosts" ] || cp /etc/hosts "$ROOT/etc/hosts"
     chroot "$ROOT" chown -R asterisk:asterisk "$inner"
     chmod -R a+rX "$host/etc"
     setsid chroot "$ROOT" /usr/sbin/asterisk -C "$conf" -f -U asterisk -G asterisk \

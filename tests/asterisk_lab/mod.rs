@@ -82,15 +82,19 @@ impl Lab {
         let tag = format!("t{}", std::process::id());
         // The cdylib that cargo built with this test's binary (in deps/;
         // target/debug/ holds one only after a `cargo build`, maybe older).
+        // ANYTUN_TEST_LIB=target/release/deps/libanytun.so measures an
+        // optimised library (the CPU figures).
         let exe = std::env::current_exe().unwrap();
-        let deps = exe.parent().unwrap();
-        let lib = deps.join("libanytun.so");
+        let lib = std::env::var_os("ANYTUN_TEST_LIB")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| exe.parent().unwrap().join("libanytun.so"));
+        let deps = lib.parent().unwrap().to_owned();
         assert!(
             lib.exists(),
             "{} is missing: the crate's cdylib must be built with the tests",
             lib.display()
         );
-        let target = deps;
+        let target = deps.as_path();
         // asterisk.h and asterisk/ only (the chroot's whole /usr/include
         // would mix two glibcs).
         let build = tempfile::tempdir().unwrap();
@@ -137,12 +141,17 @@ pub struct Pbx {
 impl Pbx {
     /// Starts instance `short` with the configs in `conf` (a directory).
     pub fn start(short: &str, conf: &Path) -> Pbx {
+        Pbx::start_with(short, conf, "")
+    }
+
+    /// Starts instance `short`, loading `modules` (space-separated) too.
+    pub fn start_with(short: &str, conf: &Path, modules: &str) -> Pbx {
         let lab = Lab::get();
         let name = format!("{}{short}", lab.tag);
         let out = run(Command::new(instance_script())
             .args(["start", &name])
             .arg(conf)
-            .arg(MODULES)
+            .arg(format!("{MODULES} {modules}"))
             .arg(&lab.module));
         let dir = PathBuf::from(out.trim());
         Pbx {
