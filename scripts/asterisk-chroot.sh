@@ -16,21 +16,16 @@ set -euo pipefail
 ROOT=${ANYTUN_ASTERISK_CHROOT:-/var/cache/anytun/asterisk-sid}
 STAMP=$ROOT/.anytun-stamp
 # What the tests need inside: Asterisk and its headers, a compiler for the
-# module, sox to make and analyse the test audio.
-PACKAGES="asterisk asterisk-dev asterisk-modules gcc libc6-dev make sox"
+# module, sox for audio, SIPp (sip-tester) as the SIP phones of test 3.
+PACKAGES="asterisk asterisk-dev asterisk-modules gcc libc6-dev make sox sip-tester"
 
 die() { echo "asterisk-chroot: $*" >&2; exit 1; }
 [ "$(id -u)" = 0 ] || die "needs root (debootstrap and chroot); run as root"
 
 healthy() {
     [ -s "$STAMP" ] && chroot "$ROOT" /usr/sbin/asterisk -V >/dev/null 2>&1 &&
-        [ -f "$ROOT/usr/include/asterisk.h" ] && chroot "$ROOT" sh -c 'command -v sox gcc' >/dev/null 2>&1
+        [ -f "$ROOT/usr/include/asterisk.h" ]
 }
-
-if [ "${1:-}" != --force ] && healthy; then
-    echo "$ROOT"
-    exit 0
-fi
 
 mounted=()
 cleanup() {
@@ -41,6 +36,39 @@ cleanup() {
     done
 }
 trap cleanup EXIT
+
+# apt-get install in chroot $1 with proc/sys/dev mounted for the
+# maintainer scripts, unmounted afterwards.
+install_in() {
+    local dir=$1 fs
+    shift
+    for fs in proc sys dev; do
+        mount --bind "/$fs" "$dir/$fs"
+        mounted+=("$dir/$fs")
+    done
+    chroot "$dir" env DEBIAN_FRONTEND=noninteractive apt-get update -qq >&2
+    chroot "$dir" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$@" >&2 ||
+        die "apt-get install $* in the chroot failed"
+    chroot "$dir" apt-get clean
+    cleanup
+    mounted=()
+}
+
+if [ "${1:-}" != --force ] && healthy; then
+    # A package added to PACKAGES since the chroot was built.
+    missing=
+    for p in $PACKAGES; do
+        chroot "$ROOT" dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q ' installed$' ||
+            missing="$missing $p"
+    done
+    if [ -n "${missing// /}" ]; then
+        echo "asterisk-chroot: adding $missing to $ROOT" >&2
+        # shellcheck disable=SC2086
+        install_in "$ROOT" $missing
+    fi
+    echo "$ROOT"
+    exit 0
+fi
 
 # The host's own Debian mirror (deb822 or one-line sources).
 mirror() {
@@ -69,17 +97,8 @@ chmod 755 "$tmp/usr/sbin/policy-rc.d"
 printf 'Acquire::Check-Valid-Until "false";\nAcquire::Check-Date "false";\n' >"$tmp/etc/apt/apt.conf.d/99anytun"
 cp /etc/resolv.conf "$tmp/etc/resolv.conf" 2>/dev/null || true
 
-for fs in proc sys dev; do
-    mount --bind "/$fs" "$tmp/$fs"
-    mounted+=("$tmp/$fs")
-done
-chroot "$tmp" env DEBIAN_FRONTEND=noninteractive apt-get update -qq >&2
 # shellcheck disable=SC2086
-chroot "$tmp" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $PACKAGES >&2 ||
-    die "apt-get install in the chroot failed"
-chroot "$tmp" apt-get clean
-cleanup
-mounted=()
+install_in "$tmp" $PACKAGES
 
 version=$(chroot "$tmp" /usr/sbin/asterisk -V) || die "asterisk -V fails in the new chroot"
 mv "$tmp" "$ROOT"

@@ -7,23 +7,12 @@
 mod asterisk_lab;
 
 use asterisk_lab::tones::tone_and_digits;
-use asterisk_lab::{cpu_seconds, serial, wait_until, wav_bytes, Net, Pbx};
+use asterisk_lab::{
+    cpu_seconds, free_port, serial, wait_until, wav_bytes, Net, Pbx, PJSIP_MODULES,
+};
 use std::time::{Duration, Instant};
 
 const CALLS: usize = 30;
-
-const PJSIP_MODULES: &str = "res_pjproject.so res_sorcery_config.so res_sorcery_memory.so \
-    res_sorcery_astdb.so res_pjsip.so res_pjsip_session.so chan_pjsip.so res_pjsip_pubsub.so \
-    res_pjsip_sdp_rtp.so res_rtp_asterisk.so res_pjsip_endpoint_identifier_ip.so \
-    res_pjsip_dtmf_info.so";
-
-fn free_udp_port() -> u16 {
-    std::net::UdpSocket::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 fn pjsip_conf(me: u16, peer: &str, peer_port: u16) -> String {
     format!(
@@ -44,9 +33,17 @@ fn measure(a: &Pbx, b: &Pbx, dial: &str) -> (f64, f64, f64) {
         let out = a.rx(&format!("channel originate {dial} extension s@load"));
         assert!(!out.contains("rror"), "originate {dial}: {out}");
     }
-    wait_until(&format!("{CALLS} calls up at bob's PBX ({dial})"), Duration::from_secs(30), || {
-        b.rx("core show channels").lines().filter(|l| l.contains("Echo(")).count() == CALLS
-    });
+    wait_until(
+        &format!("{CALLS} calls up at bob's PBX ({dial})"),
+        Duration::from_secs(30),
+        || {
+            b.rx("core show channels")
+                .lines()
+                .filter(|l| l.contains("Echo("))
+                .count()
+                == CALLS
+        },
+    );
     wait_until("the calls to end", Duration::from_secs(60), || {
         a.channels() == 0 && b.channels() == 0
     });
@@ -61,31 +58,51 @@ fn measure(a: &Pbx, b: &Pbx, dial: &str) -> (f64, f64, f64) {
 fn cpu_per_call_anytun_beside_pjsip() {
     let _g = serial();
     let net = Net::start(&[("alice.key", "alice"), ("bob.key", "echo")]);
-    let (pa, pb) = (free_udp_port(), free_udp_port());
+    let (pa, pb) = (free_port(), free_port());
     let inner_a = Pbx::inner_dir("ca");
     let long = wav_bytes(&tone_and_digits(1000.0, 8.0, ""));
     let ext_a = format!(
         "[general]\n[from-anytun]\n[load]\nexten => s,1,Playback({inner_a}/etc/long)\n same => n,Hangup()\n"
     );
     let ext_b = "[general]\n[from-anytun]\nexten => echo,1,Answer()\n same => n,Echo()\n";
-    let ca = net.pbx_conf("alice.key", "alice", "codecs = ulaw\n", &ext_a, &[
-        ("long.wav", long),
-        ("pjsip.conf", pjsip_conf(pa, "b", pb).into_bytes()),
-        ("rtp.conf", b"[general]\nrtpstart=20000\nrtpend=24999\n".to_vec()),
-    ]);
-    let cb = net.pbx_conf("bob.key", "echo", "codecs = ulaw\n", ext_b, &[
-        ("pjsip.conf", pjsip_conf(pb, "a", pa).into_bytes()),
-        ("rtp.conf", b"[general]\nrtpstart=25000\nrtpend=29999\n".to_vec()),
-    ]);
+    let ca = net.pbx_conf(
+        "alice.key",
+        "alice",
+        "codecs = ulaw\n",
+        &ext_a,
+        &[
+            ("long.wav", long),
+            ("pjsip.conf", pjsip_conf(pa, "b", pb).into_bytes()),
+            (
+                "rtp.conf",
+                b"[general]\nrtpstart=20000\nrtpend=24999\n".to_vec(),
+            ),
+        ],
+    );
+    let cb = net.pbx_conf(
+        "bob.key",
+        "echo",
+        "codecs = ulaw\n",
+        ext_b,
+        &[
+            ("pjsip.conf", pjsip_conf(pb, "a", pa).into_bytes()),
+            (
+                "rtp.conf",
+                b"[general]\nrtpstart=25000\nrtpend=29999\n".to_vec(),
+            ),
+        ],
+    );
     let a = Pbx::start_with("ca", ca.path(), PJSIP_MODULES);
     let b = Pbx::start_with("cb", cb.path(), PJSIP_MODULES);
     for p in [&a, &b] {
         wait_until("anytun session connected", Duration::from_secs(10), || {
-            p.rx("anytun show status").contains("Session:          connected")
+            p.rx("anytun show status")
+                .contains("Session:          connected")
         });
     }
     wait_until("echo registered", Duration::from_secs(10), || {
-        b.rx("anytun show status").contains("Names registered: 1 of")
+        b.rx("anytun show status")
+            .contains("Names registered: 1 of")
     });
     let anytun = measure(&a, &b, "ANYTUN/echo");
     let sip = measure(&a, &b, "PJSIP/echo@b");
@@ -112,6 +129,9 @@ fn cpu_per_call_anytun_beside_pjsip() {
         .find_map(|l| l.trim().strip_prefix("Frames received:"))
         .and_then(|v| v.trim().parse().ok())
         .unwrap();
-    assert!(received >= CALLS as u64 * 400, "ANYTUN calls carried {received} frames");
+    assert!(
+        received >= CALLS as u64 * 400,
+        "ANYTUN calls carried {received} frames"
+    );
     drop(net);
 }

@@ -106,11 +106,15 @@ fn pair(codecs: &str) -> Pair {
         wait_until(
             &format!("{}: anytun session connected", p.name),
             Duration::from_secs(10),
-            || p.rx("anytun show status").contains("Session:          connected"),
+            || {
+                p.rx("anytun show status")
+                    .contains("Session:          connected")
+            },
         );
     }
     wait_until("bob's names registered", Duration::from_secs(10), || {
-        b.rx("anytun show status").contains("Names registered: 2 of")
+        b.rx("anytun show status")
+            .contains("Names registered: 2 of")
     });
     Pair {
         net,
@@ -130,14 +134,28 @@ fn call_both_ways(codecs: &str, expect_codec: &str) {
     wait_until("the call to start", Duration::from_secs(10), || {
         p.b.spool("b-caller.txt").exists()
     });
-    wait_until("the call to end on both PBXs", Duration::from_secs(40), || {
-        p.a.channels() == 0 && p.b.channels() == 0
-    });
+    wait_until(
+        "the call to end on both PBXs",
+        Duration::from_secs(40),
+        || p.a.channels() == 0 && p.b.channels() == 0,
+    );
     let caller = std::fs::read_to_string(p.b.spool("b-caller.txt")).unwrap();
-    assert_eq!(caller, format!("alice|alice|bob|({expect_codec})"), "caller id, extension and codec at bob's PBX");
+    assert_eq!(
+        caller,
+        format!("alice|alice|bob|({expect_codec})"),
+        "caller id, extension and codec at bob's PBX"
+    );
     let read = |f: &str, pbx: &Pbx| std::fs::read_to_string(pbx.spool(f)).unwrap_or_default();
-    assert_eq!(read("b-digits.txt", &p.b), "4821", "DTMF alice -> bob (Read at bob's PBX)");
-    assert_eq!(read("a-digits.txt", &p.a), "7306", "DTMF bob -> alice (Read at alice's PBX)");
+    assert_eq!(
+        read("b-digits.txt", &p.b),
+        "4821",
+        "DTMF alice -> bob (Read at bob's PBX)"
+    );
+    assert_eq!(
+        read("a-digits.txt", &p.a),
+        "7306",
+        "DTMF bob -> alice (Read at alice's PBX)"
+    );
     let heard_by_bob = analyse(&read_wav(&p.b.spool("b-rx.wav")).unwrap());
     let heard_by_alice = analyse(&read_wav(&p.a.spool("a-rx.wav")).unwrap());
     println!("{codecs}: bob heard {heard_by_bob:?}; alice heard {heard_by_alice:?}");
@@ -145,16 +163,35 @@ fn call_both_ways(codecs: &str, expect_codec: &str) {
         (&heard_by_bob, ALICE_TONE, "159", "bob"),
         (&heard_by_alice, BOB_TONE, "2*#", "alice"),
     ] {
-        let hz = a.tone_hz.unwrap_or_else(|| panic!("{who} heard no tone: {a:?}"));
-        assert!((hz - tone).abs() <= 5.0, "{who} heard {hz} Hz, sent {tone}: {a:?}");
-        assert!(a.tone_seconds >= 0.9, "{who} heard the tone for {} s of 1.0: {a:?}", a.tone_seconds);
+        let hz = a
+            .tone_hz
+            .unwrap_or_else(|| panic!("{who} heard no tone: {a:?}"));
+        assert!(
+            (hz - tone).abs() <= 5.0,
+            "{who} heard {hz} Hz, sent {tone}: {a:?}"
+        );
+        assert!(
+            a.tone_seconds >= 0.9,
+            "{who} heard the tone for {} s of 1.0: {a:?}",
+            a.tone_seconds
+        );
         assert_eq!(a.digits, digits, "in-band digits {who} heard: {a:?}");
-        assert!(a.seconds >= 2.0, "{who}'s recording is {} s long", a.seconds);
+        assert!(
+            a.seconds >= 2.0,
+            "{who}'s recording is {} s long",
+            a.seconds
+        );
     }
     assert_no_errors(&p, &[]);
     // `core stop gracefully` runs the module's unload.
-    let Pair { net, mut a, mut b, .. } = p;
-    assert!(a.stop() && b.stop(), "a PBX did not stop by itself:\n{}", net.stderr());
+    let Pair {
+        net, mut a, mut b, ..
+    } = p;
+    assert!(
+        a.stop() && b.stop(),
+        "a PBX did not stop by itself:\n{}",
+        net.stderr()
+    );
 }
 
 #[test]
@@ -181,7 +218,11 @@ fn assert_no_errors(p: &Pair, expected: &[&str]) {
         .lines()
         .filter(|l| l.contains("ERROR[") && !expected.iter().any(|e| l.contains(e)))
         .collect();
-    assert!(errors.is_empty(), "errors in the PBXs' logs:\n{}", errors.join("\n"));
+    assert!(
+        errors.is_empty(),
+        "errors in the PBXs' logs:\n{}",
+        errors.join("\n")
+    );
 }
 
 /// A number from a line of `anytun show status` ("  Frames sent:  123").
@@ -189,7 +230,7 @@ fn status_number(pbx: &Pbx, label: &str) -> u64 {
     let out = pbx.rx("anytun show status");
     out.lines()
         .find_map(|l| l.trim().strip_prefix(label))
-        .and_then(|v| v.trim().split_whitespace().next()?.parse().ok())
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
         .unwrap_or_else(|| panic!("{}: no {label:?} in:\n{out}", pbx.name))
 }
 
@@ -202,9 +243,11 @@ fn originate_echo_calls(p: &Pair, n: usize) -> Duration {
         let out = p.a.rx("channel originate ANYTUN/echo extension s@load");
         assert!(!out.contains("rror"), "originate: {out}");
     }
-    wait_until(&format!("{n} ANYTUN calls up"), Duration::from_secs(30), || {
-        p.a.anytun_calls_up() == n
-    });
+    wait_until(
+        &format!("{n} ANYTUN calls up"),
+        Duration::from_secs(30),
+        || p.a.anytun_calls_up() == n,
+    );
     t.elapsed()
 }
 
@@ -217,7 +260,12 @@ fn fifty_concurrent_calls_lose_no_frame() {
     let cpu0 = cpu_seconds(p.a.pid());
     let t0 = Instant::now();
     let setup = originate_echo_calls(&p, 50);
-    assert_eq!(p.b.anytun_calls_up(), 50, "bob's PBX: {}", p.b.rx("anytun show calls"));
+    assert_eq!(
+        p.b.anytun_calls_up(),
+        50,
+        "bob's PBX: {}",
+        p.b.rx("anytun show calls")
+    );
     wait_until("the 50 calls to end", Duration::from_secs(60), || {
         p.a.channels() == 0 && p.b.channels() == 0
     });
@@ -238,7 +286,10 @@ fn fifty_concurrent_calls_lose_no_frame() {
     assert!(a_sent >= 50 * 400, "alice's PBX sent only {a_sent} frames");
     assert_eq!(b_received, a_sent, "frames lost from alice's PBX to bob's");
     // The echo of the last frames may be in flight when alice hangs up.
-    assert!(a_received + 50 * 5 >= b_sent && a_received <= b_sent, "echo: {a_received} of {b_sent}");
+    assert!(
+        a_received + 50 * 5 >= b_sent && a_received <= b_sent,
+        "echo: {a_received} of {b_sent}"
+    );
     assert_no_errors(&p, &[]);
 }
 
@@ -254,22 +305,50 @@ fn fifty_unload_load_cycles_with_calls_up() {
         originate_echo_calls(&p, 2);
         let pbx = if cycle % 2 == 0 { &p.a } else { &p.b };
         let out = pbx.rx("module unload -h res_anytun.so");
-        assert!(out.contains("Unloaded res_anytun.so"), "cycle {cycle}: unload: {out}");
-        assert!(p.a.running() && p.b.running(), "cycle {cycle}: an Asterisk died");
-        assert_eq!(pbx.channels(), 0, "cycle {cycle}: channels left after unload");
+        assert!(
+            out.contains("Unloaded res_anytun.so"),
+            "cycle {cycle}: unload: {out}"
+        );
+        assert!(
+            p.a.running() && p.b.running(),
+            "cycle {cycle}: an Asterisk died"
+        );
+        assert_eq!(
+            pbx.channels(),
+            0,
+            "cycle {cycle}: channels left after unload"
+        );
         let out = pbx.rx("module load res_anytun.so");
-        assert!(out.contains("Loaded res_anytun.so"), "cycle {cycle}: load: {out}");
-        wait_until(&format!("cycle {cycle}: reconnected"), Duration::from_secs(10), || {
-            pbx.rx("anytun show status").contains("Session:          connected")
-        });
-        wait_until(&format!("cycle {cycle}: calls gone"), Duration::from_secs(15), || {
-            p.a.channels() == 0 && p.b.channels() == 0
-        });
-        wait_until(&format!("cycle {cycle}: names back"), Duration::from_secs(10), || {
-            p.b.rx("anytun show status").contains("Names registered: 2 of")
-        });
+        assert!(
+            out.contains("Loaded res_anytun.so"),
+            "cycle {cycle}: load: {out}"
+        );
+        wait_until(
+            &format!("cycle {cycle}: reconnected"),
+            Duration::from_secs(10),
+            || {
+                pbx.rx("anytun show status")
+                    .contains("Session:          connected")
+            },
+        );
+        wait_until(
+            &format!("cycle {cycle}: calls gone"),
+            Duration::from_secs(15),
+            || p.a.channels() == 0 && p.b.channels() == 0,
+        );
+        wait_until(
+            &format!("cycle {cycle}: names back"),
+            Duration::from_secs(10),
+            || {
+                p.b.rx("anytun show status")
+                    .contains("Names registered: 2 of")
+            },
+        );
     }
-    println!("50 unload/load cycles with 2 calls up: {:.1} s", t0.elapsed().as_secs_f64());
+    println!(
+        "50 unload/load cycles with 2 calls up: {:.1} s",
+        t0.elapsed().as_secs_f64()
+    );
     assert!(p.a.running() && p.b.running());
     originate_echo_calls(&p, 3);
     assert_no_errors(&p, &[]);
@@ -292,12 +371,16 @@ fn reload_with_calls_up_drops_none() {
     });
     assert_eq!(p.a.anytun_calls_up(), 5, "calls after a refused reload");
     // Live settings (codecs) and a connection setting (keepalive).
-    std::fs::write(&conf, good.replace("codecs = ulaw,alaw", "codecs = alaw,ulaw") + "keepalive = 5\n")
-        .unwrap();
+    std::fs::write(
+        &conf,
+        good.replace("codecs = ulaw,alaw", "codecs = alaw,ulaw") + "keepalive = 5\n",
+    )
+    .unwrap();
     let before = status_number(&p.a, "Frames received:");
     p.a.rx("module reload res_anytun.so");
     wait_until("the reload in the log", Duration::from_secs(5), || {
-        p.a.log().contains("the new connection settings start once no call is up")
+        p.a.log()
+            .contains("the new connection settings start once no call is up")
     });
     std::thread::sleep(Duration::from_secs(1));
     assert_eq!(p.a.anytun_calls_up(), 5, "alice's calls after the reload");
@@ -306,14 +389,24 @@ fn reload_with_calls_up_drops_none() {
         status_number(&p.a, "Frames received:") > before + 5 * 40,
         "voice stopped flowing after the reload"
     );
-    assert!(p.a.rx("anytun show status").contains("new connection settings, waiting"));
+    assert!(p
+        .a
+        .rx("anytun show status")
+        .contains("new connection settings, waiting"));
     // Once the calls end, the new session replaces the old one.
-    wait_until("the calls to end", Duration::from_secs(30), || p.a.channels() == 0);
+    wait_until("the calls to end", Duration::from_secs(30), || {
+        p.a.channels() == 0
+    });
     wait_until("the new session", Duration::from_secs(10), || {
         p.a.log().contains("new connection settings in use")
-            && p.a.rx("anytun show status").contains("Session:          connected")
+            && p.a
+                .rx("anytun show status")
+                .contains("Session:          connected")
     });
-    assert!(p.a.rx("anytun show status").contains("Codecs:           alaw,ulaw"));
+    assert!(p
+        .a
+        .rx("anytun show status")
+        .contains("Codecs:           alaw,ulaw"));
     originate_echo_calls(&p, 1);
     assert_no_errors(&p, &["unknown setting 'bogus'", "reload refused"]);
 }
@@ -322,9 +415,9 @@ fn reload_with_calls_up_drops_none() {
 /// "Not Running").
 fn module_running(pbx: &Pbx) -> bool {
     let shown = pbx.rx("module show like res_anytun");
-    shown
-        .lines()
-        .any(|l| l.starts_with("res_anytun.so") && l.contains(" Running") && !l.contains("Not Running"))
+    shown.lines().any(|l| {
+        l.starts_with("res_anytun.so") && l.contains(" Running") && !l.contains("Not Running")
+    })
 }
 
 /// A bad anytun.conf: the module declines to load with a clear error and
@@ -336,12 +429,30 @@ fn bad_config_refuses_to_load_and_never_crashes() {
     let conf = net.pbx_conf("alice.key", "alice", "", "[general]\n[from-anytun]\n", &[]);
     let good = std::fs::read_to_string(conf.path().join("anytun.conf")).unwrap();
     let cases = [
-        (good.replace("network_key", ";network_key"), "needs key_file (this PBX's anytun key), network_key and proxy"),
-        (good.replace("register = alice", "register = al ice"), "'al ice' is not an anytun name"),
-        (good.clone() + "max_calls = lots\n", "max_calls = 'lots': expected a whole number"),
-        (good.clone() + "codecs = opus\n", "codec 'opus' is not supported"),
-        (good.replace("key_file = anytun.key", "key_file = missing.key"), "missing.key: No such file"),
-        (good.clone() + "[proxy]\nnode_id = 3\n", "proxy mode is not available in this version"),
+        (
+            good.replace("network_key", ";network_key"),
+            "needs key_file (this PBX's anytun key), network_key and proxy",
+        ),
+        (
+            good.replace("register = alice", "register = al ice"),
+            "'al ice' is not an anytun name",
+        ),
+        (
+            good.clone() + "max_calls = lots\n",
+            "max_calls = 'lots': expected a whole number",
+        ),
+        (
+            good.clone() + "codecs = opus\n",
+            "codec 'opus' is not supported",
+        ),
+        (
+            good.replace("key_file = anytun.key", "key_file = missing.key"),
+            "missing.key: No such file",
+        ),
+        (
+            good.clone() + "[proxy]\nnode_id = 3\n",
+            "proxy mode is not available in this version",
+        ),
     ];
     std::fs::write(conf.path().join("anytun.conf"), &cases[0].0).unwrap();
     let pbx = Pbx::start("c", conf.path());
@@ -349,9 +460,11 @@ fn bad_config_refuses_to_load_and_never_crashes() {
     for (i, (text, why)) in cases.iter().enumerate() {
         std::fs::write(&etc, text).unwrap();
         pbx.rx("module load res_anytun.so");
-        wait_until(&format!("case {i}: {why:?} in the log"), Duration::from_secs(5), || {
-            pbx.log().contains(why)
-        });
+        wait_until(
+            &format!("case {i}: {why:?} in the log"),
+            Duration::from_secs(5),
+            || pbx.log().contains(why),
+        );
         assert!(pbx.running(), "case {i}: Asterisk died");
         assert!(!module_running(&pbx), "case {i}: running anyway");
     }
@@ -359,7 +472,8 @@ fn bad_config_refuses_to_load_and_never_crashes() {
     std::fs::write(&etc, good.replace(&net.network, "not-a-key")).unwrap();
     pbx.rx("module load res_anytun.so");
     wait_until("the library's refusal", Duration::from_secs(5), || {
-        pbx.log().contains("the anytun client refuses these settings")
+        pbx.log()
+            .contains("the anytun client refuses these settings")
     });
     assert!(!module_running(&pbx), "running with a bad network key");
     std::fs::write(&etc, &good).unwrap();
@@ -367,7 +481,8 @@ fn bad_config_refuses_to_load_and_never_crashes() {
     assert!(out.contains("Loaded res_anytun.so"), "{out}");
     assert!(module_running(&pbx));
     wait_until("connected", Duration::from_secs(10), || {
-        pbx.rx("anytun show status").contains("Session:          connected")
+        pbx.rx("anytun show status")
+            .contains("Session:          connected")
     });
     drop(net);
 }
@@ -387,16 +502,30 @@ fn asterisk_and_the_cli_client_slin_both_ways() {
     let client = |args: &[&str]| {
         let mut c = Command::new(ANYTUN);
         c.args(args)
-            .args(["--key", "carol.key", "--codecs", "slin", "--network-key", &p.net.network])
+            .args([
+                "--key",
+                "carol.key",
+                "--codecs",
+                "slin",
+                "--network-key",
+                &p.net.network,
+            ])
             .args(["--proxy", &format!("127.0.0.1:{}", p.net.port)])
             .current_dir(d);
         c
     };
     // Asterisk calls the CLI.
-    let answer = client(&["answer", "carol", "--play", "carol.wav", "--record", "heard-a.wav"])
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
+    let answer = client(&[
+        "answer",
+        "carol",
+        "--play",
+        "carol.wav",
+        "--record",
+        "heard-a.wav",
+    ])
+    .stderr(std::process::Stdio::piped())
+    .spawn()
+    .unwrap();
     wait_until("carol registered", Duration::from_secs(10), || {
         p.a.rx("channel originate ANYTUN/carol extension s@tx-cli");
         p.a.spool("a-rx.wav").exists()
@@ -405,19 +534,41 @@ fn asterisk_and_the_cli_client_slin_both_ways() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     let heard = analyse(&read_wav(&d.join("heard-a.wav")).unwrap());
     println!("carol heard from alice's PBX: {heard:?}");
-    assert_eq!(heard.tone_hz.map(|f| (f - ALICE_TONE).abs() <= 5.0), Some(true), "{heard:?}\n{stderr}");
+    assert_eq!(
+        heard.tone_hz.map(|f| (f - ALICE_TONE).abs() <= 5.0),
+        Some(true),
+        "{heard:?}\n{stderr}"
+    );
     assert_eq!(heard.digits, "159", "{heard:?}");
-    let dtmf: String = stderr.lines().filter_map(|l| l.strip_prefix("DTMF ")).collect();
+    let dtmf: String = stderr
+        .lines()
+        .filter_map(|l| l.strip_prefix("DTMF "))
+        .collect();
     assert_eq!(dtmf, "4821", "DTMF alice's PBX -> carol:\n{stderr}");
-    wait_until("alice's call to end", Duration::from_secs(10), || p.a.channels() == 0);
+    wait_until("alice's call to end", Duration::from_secs(10), || {
+        p.a.channels() == 0
+    });
     let heard = analyse(&read_wav(&p.a.spool("a-rx.wav")).unwrap());
     println!("alice's PBX heard from carol: {heard:?}");
-    assert_eq!(heard.tone_hz.map(|f| (f - BOB_TONE).abs() <= 5.0), Some(true), "{heard:?}");
+    assert_eq!(
+        heard.tone_hz.map(|f| (f - BOB_TONE).abs() <= 5.0),
+        Some(true),
+        "{heard:?}"
+    );
     assert_eq!(heard.digits, "2*#", "{heard:?}");
     // The CLI calls Asterisk.
-    let out = client(&["call", "bob", "--play", "carol.wav", "--record", "heard-b.wav", "--dtmf", "4821"])
-        .output()
-        .unwrap();
+    let out = client(&[
+        "call",
+        "bob",
+        "--play",
+        "carol.wav",
+        "--record",
+        "heard-b.wav",
+        "--dtmf",
+        "4821",
+    ])
+    .output()
+    .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(
         std::fs::read_to_string(p.b.spool("b-digits.txt")).unwrap_or_default(),
@@ -430,11 +581,22 @@ fn asterisk_and_the_cli_client_slin_both_ways() {
     );
     let heard = analyse(&read_wav(&d.join("heard-b.wav")).unwrap());
     println!("carol heard from bob's PBX: {heard:?}");
-    assert_eq!(heard.tone_hz.map(|f| (f - BOB_TONE).abs() <= 5.0), Some(true), "{heard:?}\n{stderr}");
+    assert_eq!(
+        heard.tone_hz.map(|f| (f - BOB_TONE).abs() <= 5.0),
+        Some(true),
+        "{heard:?}\n{stderr}"
+    );
     assert_eq!(heard.digits, "2*#", "{heard:?}");
-    let dtmf: String = stderr.lines().filter_map(|l| l.strip_prefix("DTMF ")).collect();
+    let dtmf: String = stderr
+        .lines()
+        .filter_map(|l| l.strip_prefix("DTMF "))
+        .collect();
     assert_eq!(dtmf, "7306", "DTMF bob's PBX -> carol:\n{stderr}");
     let heard = analyse(&read_wav(&p.b.spool("b-rx.wav")).unwrap());
-    assert_eq!(heard.tone_hz.map(|f| (f - BOB_TONE).abs() <= 5.0), Some(true), "bob's PBX heard {heard:?}");
+    assert_eq!(
+        heard.tone_hz.map(|f| (f - BOB_TONE).abs() <= 5.0),
+        Some(true),
+        "bob's PBX heard {heard:?}"
+    );
     assert_no_errors(&p, &[]);
 }

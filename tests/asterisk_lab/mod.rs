@@ -7,6 +7,9 @@
 //! Needs root and the chroot: without them a test FAILS saying so (the
 //! chroot is built here when missing; scripts/test.sh runs as root).
 
+// Shared by several test crates, each using a part.
+#![allow(dead_code)]
+
 pub mod tones;
 
 use std::io::Read;
@@ -26,6 +29,12 @@ pub const MODULES: &str = "pbx_config.so app_dial.so app_playback.so app_read.so
     func_env.so func_callerid.so func_channel.so func_strings.so format_wav.so format_pcm.so \
     format_sln.so codec_ulaw.so codec_alaw.so codec_g722.so \
     res_timing_timerfd.so bridge_simple.so res_clioriginate.so";
+
+/// What chan_pjsip needs with autoload = no (tests 3 and the CPU figure).
+pub const PJSIP_MODULES: &str = "res_pjproject.so res_sorcery_config.so res_sorcery_memory.so \
+    res_sorcery_astdb.so res_pjsip.so res_pjsip_session.so chan_pjsip.so res_pjsip_pubsub.so \
+    res_pjsip_sdp_rtp.so res_rtp_asterisk.so res_pjsip_endpoint_identifier_ip.so \
+    res_pjsip_dtmf_info.so";
 
 /// One Asterisk test at a time in this process: each runs two PBXs and a
 /// proxy, and the machine has 2 cores.
@@ -56,6 +65,8 @@ pub fn wait_until(what: &str, limit: Duration, mut f: impl FnMut() -> bool) -> D
 
 /// The chroot and res_anytun.so built for it, once per test process.
 pub struct Lab {
+    /// The chroot.
+    pub root: PathBuf,
     /// res_anytun.so on the host.
     pub module: PathBuf,
     /// Unique per test process: instance names and the library's directory.
@@ -77,7 +88,9 @@ impl Lab {
             "the Asterisk tests need root (chroot, debootstrap): run them as root \
              (scripts/test.sh does)"
         );
-        let root = run(&mut Command::new(format!("{REPO}/scripts/asterisk-chroot.sh")));
+        let root = run(&mut Command::new(format!(
+            "{REPO}/scripts/asterisk-chroot.sh"
+        )));
         let root = PathBuf::from(root.trim());
         let tag = format!("t{}", std::process::id());
         // The cdylib that cargo built with this test's binary (in deps/;
@@ -120,6 +133,7 @@ impl Lab {
             .arg(format!("OUT={}", build.path().display())));
         Lab {
             module: build.path().join("res_anytun.so"),
+            root,
             tag,
             _build: build,
         }
@@ -188,7 +202,10 @@ impl Pbx {
     pub fn channels(&self) -> usize {
         let out = self.rx("core show channels count");
         out.lines()
-            .find_map(|l| l.strip_suffix(" active channels").or(l.strip_suffix(" active channel")))
+            .find_map(|l| {
+                l.strip_suffix(" active channels")
+                    .or(l.strip_suffix(" active channel"))
+            })
             .and_then(|n| n.trim().parse().ok())
             .unwrap_or_else(|| panic!("{}: no channel count in {out:?}", self.name))
     }
@@ -233,7 +250,8 @@ impl Drop for Pbx {
     }
 }
 
-fn free_port() -> u16 {
+/// A UDP port free on loopback right now.
+pub fn free_port() -> u16 {
     UdpSocket::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -344,7 +362,11 @@ impl Net {
         files: &[(&str, Vec<u8>)],
     ) -> tempfile::TempDir {
         let d = tempfile::tempdir().unwrap();
-        std::fs::write(d.path().join("anytun.conf"), self.anytun_conf(names, extra_conf)).unwrap();
+        std::fs::write(
+            d.path().join("anytun.conf"),
+            self.anytun_conf(names, extra_conf),
+        )
+        .unwrap();
         std::fs::copy(self.path(key), d.path().join("anytun.key")).unwrap();
         std::fs::write(d.path().join("extensions.conf"), extensions).unwrap();
         for (f, data) in files {

@@ -105,7 +105,10 @@ pub fn analyse(samples: &[i16]) -> Analysis {
         // Longest run of blocks with a pure tone near the coarse estimate.
         let (mut run, mut longest, mut end) = (0, 0, 0);
         for (i, b) in blocks.iter().enumerate() {
-            if (-50..=50).step_by(10).any(|d| is_tone(b, best.0 + d as f64)) {
+            if (-50..=50)
+                .step_by(10)
+                .any(|d| is_tone(b, best.0 + d as f64))
+            {
                 run += 1;
                 if run > longest {
                     longest = run;
@@ -142,10 +145,10 @@ pub fn analyse(samples: &[i16]) -> Analysis {
         let (ci, cp) = max_of(&col);
         let n2 = b.len() as f64 / 2.0;
         let key = (e > 1e6 && (rp + cp) / e > 0.5 * n2).then(|| KEYS[ri][ci]);
-        if key.is_some() && key == current {
+        if let (Some(k), true) = (key, key == current) {
             count += 1;
             if count == 2 {
-                digits.push(key.unwrap());
+                digits.push(k);
             }
         } else {
             current = key;
