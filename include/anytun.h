@@ -201,8 +201,11 @@ typedef enum anytun_log_level {
 /** Receives one log line. level is an anytun_log_level; target names the
  *  library module ("anytun::client"); message has no trailing newline.
  *  Both strings are valid during the call only. May be called from any
- *  thread, also concurrently from several. Logging from inside the log
- *  callback (through another anytun call) is dropped, not recursed. */
+ *  thread, also concurrently from several, and never while the library
+ *  holds a lock of a client: the callback may call any anytun function
+ *  (e.g. anytun_client_get_status) except anytun_set_logger. Logging from
+ *  inside the log callback (through another anytun call) is dropped, not
+ *  recursed. */
 typedef void (*anytun_log_fn)(void *user, int level, const char *target,
                               const char *message);
 

@@ -22,6 +22,7 @@
 //! max_calls_per_session = 16                  # a PBX trunk needs more
 //! metrics_listen = "127.0.0.1:9475"            # "" disables metrics
 //! subscriber_reload_ms = 1000
+//! subscriber_tombstone_days = 7                # keep removals this long
 //!
 //! [dos]
 //! under_load_handshakes_per_s = 500
@@ -141,6 +142,9 @@ pub const DEFAULT_MAX_CALLS_PER_SESSION: u32 = 16;
 pub const DEFAULT_METRICS_LISTEN: &str = "127.0.0.1:9475";
 /// Default for [`Config::subscriber_reload_ms`].
 pub const DEFAULT_SUBSCRIBER_RELOAD_MS: u64 = 1000;
+/// Default for [`Config::subscriber_tombstone_days`] (the store's
+/// [`DEFAULT_TOMBSTONE_HORIZON`](crate::store::DEFAULT_TOMBSTONE_HORIZON)).
+pub const DEFAULT_SUBSCRIBER_TOMBSTONE_DAYS: u32 = 7;
 
 /// Configuration of the proxy daemon.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -172,6 +176,9 @@ pub struct Config {
     pub metrics_listen: Option<String>,
     /// How often the subscriber store is polled for changes, in milliseconds.
     pub subscriber_reload_ms: u64,
+    /// How long a removed subscriber key is kept as a tombstone, in days, so
+    /// that a peer that missed the removal cannot bring the key back.
+    pub subscriber_tombstone_days: u32,
     /// Set `SO_REUSEPORT` on every listen socket, so that several daemons
     /// share one port on purpose. Without it a port in use is an error.
     pub reuse_port: bool,
@@ -199,6 +206,7 @@ impl Default for Config {
             max_calls_per_session: DEFAULT_MAX_CALLS_PER_SESSION,
             metrics_listen: Some(DEFAULT_METRICS_LISTEN.to_owned()),
             subscriber_reload_ms: DEFAULT_SUBSCRIBER_RELOAD_MS,
+            subscriber_tombstone_days: DEFAULT_SUBSCRIBER_TOMBSTONE_DAYS,
             reuse_port: false,
             dos: DosConfig::default(),
         }
@@ -271,6 +279,7 @@ struct RawConfig {
     max_calls_per_session: Option<Spanned<Value>>,
     metrics_listen: Option<Spanned<Value>>,
     subscriber_reload_ms: Option<Spanned<Value>>,
+    subscriber_tombstone_days: Option<Spanned<Value>>,
     reuse_port: Option<Spanned<Value>>,
     dos: Option<RawDos>,
 }
@@ -297,6 +306,8 @@ const MEDIA_TIMEOUT_RANGE: RangeInclusive<i64> = 0..=86_400;
 const CALLS_PER_SESSION_RANGE: RangeInclusive<i64> = 1..=65_535;
 /// Valid range of `subscriber_reload_ms`: up to a day.
 const RELOAD_MS_RANGE: RangeInclusive<i64> = 1..=86_400_000;
+/// Valid range of `subscriber_tombstone_days`: up to ten years.
+const TOMBSTONE_DAYS_RANGE: RangeInclusive<i64> = 1..=3650;
 
 /// What each key expects, in words, for error messages (a key missing here
 /// gets a generic "a value").
@@ -314,6 +325,7 @@ fn expected(key: &str) -> &'static str {
             "a socket address in quotes, e.g. \"127.0.0.1:9475\", or \"\" for no metrics"
         }
         "subscriber_reload_ms" => "a whole number of milliseconds in 1..=86400000",
+        "subscriber_tombstone_days" => "a whole number of days in 1..=3650",
         "reuse_port" => "true or false",
         "dos" => "a table ([dos])",
         "under_load_handshakes_per_s" | "per_ip_rate_per_s" | "per_ip_burst" => {
@@ -705,6 +717,12 @@ impl RawConfig {
             RELOAD_MS_RANGE,
             defaults.subscriber_reload_ms,
         )?;
+        let (subscriber_tombstone_days, _) = src.number(
+            "subscriber_tombstone_days",
+            self.subscriber_tombstone_days,
+            TOMBSTONE_DAYS_RANGE,
+            defaults.subscriber_tombstone_days,
+        )?;
 
         let reuse_port = src
             .bool("reuse_port", self.reuse_port)?
@@ -750,6 +768,7 @@ impl RawConfig {
             max_calls_per_session,
             metrics_listen,
             subscriber_reload_ms,
+            subscriber_tombstone_days,
             reuse_port,
             dos,
         })
@@ -836,6 +855,7 @@ media_timeout_s = 30
 max_calls_per_session = 100
 metrics_listen = "[::1]:9100"
 subscriber_reload_ms = 250
+subscriber_tombstone_days = 30
 reuse_port = true
 
 [dos]
@@ -858,6 +878,7 @@ per_ip_burst = 1
                 max_calls_per_session: 100,
                 metrics_listen: Some("[::1]:9100".to_owned()),
                 subscriber_reload_ms: 250,
+                subscriber_tombstone_days: 30,
                 reuse_port: true,
                 dos: DosConfig {
                     under_load_handshakes_per_s: 100,
@@ -1132,6 +1153,11 @@ per_ip_burst = 1
     fn zero_intervals_are_refused() {
         let (_, _, message) = invalid("subscriber_reload_ms = 0");
         assert!(message.contains("subscriber_reload_ms"), "{message}");
+        let (_, _, message) = invalid("subscriber_tombstone_days = 0");
+        assert!(
+            message.contains("subscriber_tombstone_days") && message.contains("1..=3650"),
+            "{message}"
+        );
         let (_, _, message) = invalid("max_register_expires_s = 0");
         assert!(message.contains("max_register_expires_s"), "{message}");
     }

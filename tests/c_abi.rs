@@ -15,11 +15,12 @@ use std::time::{Duration, Instant};
 const ANYTUN: &str = env!("CARGO_BIN_EXE_anytun");
 const ANYTUND: &str = env!("CARGO_BIN_EXE_anytund");
 
-/// The directory holding the library cargo built with this test
-/// (`target/<profile>`; the test runs from `target/<profile>/deps`).
+/// The directory holding the library cargo built with this test:
+/// `target/<profile>/deps`, where the test runs from. (`cargo test` does
+/// not copy the cdylib up to `target/<profile>`, so one there may be old.)
 fn lib_dir() -> PathBuf {
     let exe = std::env::current_exe().unwrap();
-    let dir = exe.parent().unwrap().parent().unwrap().to_path_buf();
+    let dir = exe.parent().unwrap().to_path_buf();
     assert!(
         dir.join("libanytun.so").exists(),
         "no libanytun.so in {} (the [lib] crate-type must include cdylib)",
@@ -52,6 +53,9 @@ fn compile(out: &Path) {
         .arg("-o")
         .arg(out)
         .arg(format!("-L{}", lib.display()))
+        // cargo test sets LD_LIBRARY_PATH (target/<profile> first, where an
+        // old copy of the cdylib may lie); the runs remove it, so this
+        // rpath picks the library.
         .arg(format!("-Wl,-rpath,{}", lib.display()))
         .args(["-lanytun", "-lpthread", "-lm"]);
     let r = cmd
@@ -203,6 +207,7 @@ fn call(
         .args([
             "answer", "bob.key", &d.network, &proxy, "bob", codec, &frames,
         ])
+        .env_remove("LD_LIBRARY_PATH")
         .current_dir(dir)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -238,6 +243,7 @@ fn call(
     args.extend_from_slice(offer);
     let caller = Command::new(exe)
         .args(&args)
+        .env_remove("LD_LIBRARY_PATH")
         .current_dir(dir)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -326,7 +332,14 @@ fn the_c_abi_error_paths_from_c() {
     let dir = tempfile::tempdir().unwrap();
     let exe = dir.path().join("call_test");
     compile(&exe);
-    let out = Command::new(&exe).arg("errors").output().unwrap();
+    let child = Command::new(&exe)
+        .arg("errors")
+        .env_remove("LD_LIBRARY_PATH")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let out = wait_output(child, Duration::from_secs(30), "call_test errors");
     let stderr = String::from_utf8_lossy(&out.stderr);
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{stdout}\n{stderr}");

@@ -237,10 +237,22 @@ async fn run(args: Args) -> Result<(), String> {
     let reload = {
         let rt = rt.clone();
         let every = Duration::from_millis(cfg.subscriber_reload_ms);
+        let horizon = Duration::from_secs(u64::from(cfg.subscriber_tombstone_days) * 86_400);
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(every);
+            let mut purged: Option<Instant> = None;
             loop {
                 tick.tick().await;
+                // Removals are kept as tombstones for replication; the old
+                // ones go at start and hourly (bounded per call).
+                if purged.is_none_or(|t| t.elapsed() >= Duration::from_secs(3600)) {
+                    purged = Some(Instant::now());
+                    match store.purge_tombstones(horizon) {
+                        Ok(0) => {}
+                        Ok(n) => log::info!("purged {n} subscriber tombstone(s) past {horizon:?}"),
+                        Err(e) => log::warn!("cannot purge subscriber tombstones: {e}"),
+                    }
+                }
                 let apply = |subs| rt.with_core(|p| p.set_subscribers(Instant::now(), subs));
                 match watch.poll(&store, apply) {
                     ReloadOutcome::Unchanged => {}
@@ -271,20 +283,14 @@ async fn run(args: Args) -> Result<(), String> {
         })
     };
 
-    let metrics = match metrics_listener {
-        Some((l, addr)) => {
-            log::info!("metrics on http://{addr}/metrics");
-            let rt = rt.clone();
-            Some(tokio::spawn(async move {
-                while let Ok((s, _)) = l.accept().await {
-                    let rt = rt.clone();
-                    // A scrape reads the runtime's snapshot, not the core.
-                    tokio::spawn(anytun::metrics::serve_one(s, move || rt.metrics()));
-                }
-            }))
-        }
-        None => None,
-    };
+    // A proxy without peers serves as soon as its sockets do (/health).
+    let board = rt.metrics_board();
+    board.set_ready(true);
+    let metrics = metrics_listener.map(|(l, addr)| {
+        log::info!("metrics on http://{addr}/metrics (and /status, /health)");
+        // A scrape reads the runtime's board, not the core.
+        tokio::spawn(anytun::metrics::http::serve(l, board))
+    });
 
     let status = {
         let rt = rt.clone();

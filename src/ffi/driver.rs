@@ -10,6 +10,7 @@
 //! so it re-reads the timers. Callbacks run on this thread only, with no
 //! lock held: a callback may call back into the library.
 
+use super::logger::Deferred;
 use super::sys;
 use crate::client::{Client, ClientConfig, Event};
 use crate::session::CallId;
@@ -141,9 +142,34 @@ impl Shared {
         }
     }
 
-    /// The core; a panic elsewhere does not lock the host out.
-    pub fn lock(&self) -> MutexGuard<'_, Core> {
-        self.core.lock().unwrap_or_else(|e| e.into_inner())
+    /// The core; a panic elsewhere does not lock the host out. What the
+    /// core logs meanwhile reaches the host's logger once it is released.
+    pub fn lock(&self) -> CoreGuard<'_> {
+        let defer = Deferred::new();
+        CoreGuard {
+            guard: self.core.lock().unwrap_or_else(|e| e.into_inner()),
+            _defer: defer,
+        }
+    }
+}
+
+/// The locked core. Fields drop in order: the lock is released before
+/// the log records held meanwhile are passed on.
+pub(crate) struct CoreGuard<'a> {
+    guard: MutexGuard<'a, Core>,
+    _defer: Deferred,
+}
+
+impl std::ops::Deref for CoreGuard<'_> {
+    type Target = Core;
+    fn deref(&self) -> &Core {
+        &self.guard
+    }
+}
+
+impl std::ops::DerefMut for CoreGuard<'_> {
+    fn deref_mut(&mut self) -> &mut Core {
+        &mut self.guard
     }
 }
 

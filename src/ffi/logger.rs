@@ -10,11 +10,17 @@
 //! once-only cell holding host state. Removal takes the write lock: it
 //! returns only once no call of the old callback is running, after which
 //! the host may unload the callback's code.
+//!
+//! The core logs while the library holds a client's lock. A log callback
+//! that calls back into the library (a status query, as a PBX's CLI does)
+//! would then deadlock, so records made while a thread holds such a lock
+//! ([`Deferred`]) wait in a bounded per-thread queue and are passed on
+//! when the lock is released.
 
 use super::errors::{guard, FfiError};
 use super::sys;
 use log::{LevelFilter, Log, Metadata, Record};
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
 use std::ffi::{c_int, c_void, CString};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::RwLock;
@@ -36,10 +42,77 @@ static SINK: RwLock<Option<Sink>> = RwLock::new(None);
 /// Whether the facade's logger is ours (set on the first install).
 static FACADE_OURS: AtomicBool = AtomicBool::new(false);
 
+/// Most records held back on one thread while it holds a library lock;
+/// beyond, they are counted and reported as one line.
+const MAX_DEFERRED: usize = 256;
+
+/// A record held back: level, target, message.
+type Held = (log::Level, CString, CString);
+
 thread_local! {
     /// Set while this thread runs the host's log callback: logging from
     /// inside it is dropped (no recursion, no re-entrant lock).
     static IN_LOG: Cell<bool> = const { Cell::new(false) };
+    /// How many library locks this thread holds (see [`Deferred`]).
+    static DEFER: Cell<u32> = const { Cell::new(0) };
+    /// Records made while holding one, and how many did not fit.
+    static HELD: RefCell<(Vec<Held>, u64)> = const { RefCell::new((Vec::new(), 0)) };
+}
+
+/// Held while a thread holds a library lock: the records it logs meanwhile
+/// reach the host's callback when the last `Deferred` of the thread is
+/// dropped. Drop it after the lock (declare it after the guard in a
+/// struct), so the callback runs with the lock released.
+pub(crate) struct Deferred(());
+
+impl Deferred {
+    /// Starts holding records back on this thread.
+    pub fn new() -> Self {
+        DEFER.with(|d| d.set(d.get() + 1));
+        Deferred(())
+    }
+}
+
+impl Drop for Deferred {
+    fn drop(&mut self) {
+        let left = DEFER.with(|d| {
+            d.set(d.get().saturating_sub(1));
+            d.get()
+        });
+        if left > 0 {
+            return;
+        }
+        let (held, lost) = HELD
+            .try_with(|h| std::mem::take(&mut *h.borrow_mut()))
+            .unwrap_or_default();
+        for (level, target, message) in held {
+            deliver(level, &target, &message);
+        }
+        if lost > 0 {
+            let text = format!("{lost} log lines dropped (more than {MAX_DEFERRED} at once)");
+            deliver(log::Level::Warn, c"anytun::ffi", &clean(text));
+        }
+    }
+}
+
+fn clean(s: String) -> CString {
+    CString::new(s.replace('\0', " ")).unwrap_or_default()
+}
+
+/// Passes one record to the host's callback, if one is installed.
+fn deliver(level: log::Level, target: &std::ffi::CStr, message: &std::ffi::CStr) {
+    if IN_LOG.with(Cell::get) {
+        return;
+    }
+    let sink = SINK.read().unwrap_or_else(|e| e.into_inner());
+    let Some(sink) = sink.as_ref() else {
+        return;
+    };
+    IN_LOG.with(|f| f.set(true));
+    // SAFETY: the host installed this callback for exactly these
+    // arguments; the strings live until it returns.
+    unsafe { (sink.f)(sink.user, level as c_int, target.as_ptr(), message.as_ptr()) };
+    IN_LOG.with(|f| f.set(false));
 }
 
 /// Forwards the facade's records to the host's callback.
@@ -56,25 +129,20 @@ impl Log for Forwarder {
         if !self.enabled(record.metadata()) || IN_LOG.with(Cell::get) {
             return;
         }
-        let sink = SINK.read().unwrap_or_else(|e| e.into_inner());
-        let Some(sink) = sink.as_ref() else {
-            return;
-        };
-        let clean = |s: String| CString::new(s.replace('\0', " ")).unwrap_or_default();
         let target = clean(record.target().to_owned());
         let message = clean(record.args().to_string());
-        IN_LOG.with(|f| f.set(true));
-        // SAFETY: the host installed this callback for exactly these
-        // arguments; the strings live until it returns.
-        unsafe {
-            (sink.f)(
-                sink.user,
-                record.level() as c_int,
-                target.as_ptr(),
-                message.as_ptr(),
-            )
-        };
-        IN_LOG.with(|f| f.set(false));
+        if DEFER.with(Cell::get) > 0 {
+            let _ = HELD.try_with(|h| {
+                let mut h = h.borrow_mut();
+                if h.0.len() < MAX_DEFERRED {
+                    h.0.push((record.level(), target, message));
+                } else {
+                    h.1 += 1;
+                }
+            });
+            return;
+        }
+        deliver(record.level(), &target, &message);
     }
 
     fn flush(&self) {}

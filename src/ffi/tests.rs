@@ -505,6 +505,10 @@ proptest! {
 struct LogSeen {
     lines: std::sync::Mutex<Vec<String>>,
     reentered: std::sync::Mutex<Option<c_int>>,
+    /// The callback, on "ffi-logger-test block": says it entered, then
+    /// waits until released.
+    entered: std::sync::mpsc::SyncSender<()>,
+    release: std::sync::Mutex<std::sync::mpsc::Receiver<()>>,
 }
 
 unsafe extern "C" fn test_log(
@@ -516,6 +520,12 @@ unsafe extern "C" fn test_log(
     // SAFETY: user is the LogSeen of the test, alive while installed.
     let seen = unsafe { &*(user as *const LogSeen) };
     let msg = text(msg);
+    if msg.contains("ffi-logger-test block") {
+        seen.entered.send(()).unwrap();
+        seen.release.lock().unwrap().recv().unwrap();
+        seen.lines.lock().unwrap().push("released".into());
+        return;
+    }
     if msg.contains("ffi-logger-test") {
         seen.lines.lock().unwrap().push(format!("{level} {msg}"));
         // Re-entering: logging is dropped, re-installing is refused.
@@ -528,9 +538,13 @@ unsafe extern "C" fn test_log(
 
 #[test]
 fn the_logger_installs_removes_and_reinstalls() {
+    let (entered, entered_rx) = std::sync::mpsc::sync_channel(1);
+    let (release_tx, release) = std::sync::mpsc::sync_channel(1);
     let seen = Box::new(LogSeen {
         lines: std::sync::Mutex::new(Vec::new()),
         reentered: std::sync::Mutex::new(None),
+        entered,
+        release: std::sync::Mutex::new(release),
     });
     let user = &*seen as *const LogSeen as *mut c_void;
     let mine = |s: &LogSeen| s.lines.lock().unwrap().clone();
@@ -563,6 +577,35 @@ fn the_logger_installs_removes_and_reinstalls() {
         *seen.reentered.lock().unwrap(),
         Some(sys::ANYTUN_ERR_IN_CALLBACK)
     );
+
+    // Removal waits for a call of the callback that is running: after it
+    // returns, the host may unload the callback's code.
+    // SAFETY: as above.
+    let r = unsafe { anytun_set_logger(Some(test_log), user, sys::ANYTUN_LOG_INFO as c_int) };
+    assert_eq!(r, 0);
+    let logging = std::thread::spawn(|| log::info!("ffi-logger-test block"));
+    entered_rx.recv().unwrap();
+    let removed = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let remover = {
+        let removed = removed.clone();
+        std::thread::spawn(move || {
+            // SAFETY: removing takes no pointer.
+            let r = unsafe { anytun_set_logger(None, null_mut(), 0) };
+            removed.store(true, std::sync::atomic::Ordering::SeqCst);
+            r
+        })
+    };
+    // Time for a removal that does not wait to show itself.
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    assert!(
+        !removed.load(std::sync::atomic::Ordering::SeqCst),
+        "removal returned while the callback ran"
+    );
+    seen.lines.lock().unwrap().clear();
+    release_tx.send(()).unwrap();
+    assert_eq!(remover.join().unwrap(), 0);
+    logging.join().unwrap();
+    assert_eq!(mine(&seen), ["released"]);
 }
 
 #[cfg(feature = "daemon")]

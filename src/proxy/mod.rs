@@ -15,6 +15,7 @@ pub mod calls;
 pub mod events;
 pub mod registry;
 pub mod replica;
+mod served;
 pub mod stats;
 pub mod subscribers;
 mod timers;

@@ -427,7 +427,8 @@ impl Proxy {
     /// session is imported in a fresh send epoch (nonce-safe by
     /// construction) and kept ready to take over, but this proxy runs no
     /// timers and no expiry for it while another serves it. Nothing is sent
-    /// and no event is emitted (no echo).
+    /// and no event is emitted (no echo), but for a session taken back after
+    /// a restart (spec 15.3), which emits `SessionUpdated`.
     pub fn apply_remote(&mut self, now: Instant, change: &ProxyEvent) -> Result<(), ApplyError> {
         let r = self.apply(now, change);
         match r {
@@ -532,9 +533,13 @@ impl Proxy {
             }
             return Ok(());
         }
-        if r.serving == me {
-            // We do not hold it (restart): the client's next packet reaches
-            // its home or is forwarded there.
+        // Not held, yet named as served here: this proxy served it before a
+        // restart (its record outlived it in the other proxies' tables).
+        // It takes the session back, imported in a fresh epoch of its
+        // durable lease, so the client's next packet is served here with
+        // no new handshake; unless the record says it has expired.
+        let ours = r.serving == me;
+        if ours && r.expires_unix_ms <= self.wall_ms(now) {
             return Err(ApplyError::UnknownSession(id));
         }
         if self.sessions.len() >= self.cfg.max_sessions {
@@ -561,6 +566,14 @@ impl Proxy {
             },
         );
         self.by_key.insert(r.state.client_key, id);
+        if ours {
+            // Its silence is judged here again, and the proxies that
+            // adopted it while we were down (`peer_down`) must learn that
+            // we serve it, or they would judge its silence too and end it:
+            // the one event `apply_remote` emits.
+            self.arm_expiry(id, now);
+            self.emit_session(now, id, false);
+        }
         Ok(())
     }
 

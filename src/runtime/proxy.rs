@@ -8,11 +8,12 @@
 //! [`TIMER_SESSIONS`] sessions' retransmissions.
 //!
 //! Metrics never take the core lock: whoever holds it publishes a
-//! [`Snapshot`] of the counters before releasing it, and a scrape reads that.
+//! [`Snapshot`] of the counters to the runtime's [`Metrics`] board before
+//! releasing it, and a scrape reads that.
 
 use super::udp::{BindOptions, RecvBatch, SendBatch, UdpEndpoint};
 use super::RuntimeError;
-use crate::metrics::Snapshot;
+use crate::metrics::{Metrics, Snapshot};
 use crate::proxy::{Proxy, Transmit};
 use crate::wire::{DropReason, MAX_DATAGRAM};
 use std::net::{IpAddr, SocketAddr};
@@ -33,8 +34,9 @@ const TIMER_SESSIONS: usize = 64;
 
 struct Shared {
     core: Mutex<Proxy>,
-    /// Counters as of the last time someone held `core`.
-    snapshot: Mutex<Snapshot>,
+    /// Counters as of the last time someone held `core`, and whatever the
+    /// other shells (sync, readiness) put there.
+    metrics: Arc<Metrics>,
     endpoints: Vec<UdpEndpoint>,
     /// The endpoints' bound addresses, read once at start.
     addrs: Vec<SocketAddr>,
@@ -98,8 +100,10 @@ impl ProxyRuntime {
     /// inside a tokio runtime.
     pub fn serve(core: Proxy, sockets: BoundSockets) -> Self {
         let BoundSockets { endpoints, addrs } = sockets;
+        let metrics = Metrics::new(core.epochs().me().get());
+        metrics.publish(Snapshot::of(&core));
         let shared = Arc::new(Shared {
-            snapshot: Mutex::new(Snapshot::of(&core)),
+            metrics: Arc::new(metrics),
             core: Mutex::new(core),
             endpoints,
             addrs,
@@ -135,13 +139,20 @@ impl ProxyRuntime {
     /// the last batch or timer run. Does not take the core lock: a scrape
     /// never waits for (or delays) the data path.
     pub fn metrics(&self) -> String {
-        crate::metrics::render_snapshot(&self.snapshot())
+        self.shared.metrics.render()
+    }
+
+    /// The board this runtime publishes to: serve it with
+    /// [`metrics::http::serve`](crate::metrics::http::serve), and set the
+    /// sync state and readiness on it.
+    pub fn metrics_board(&self) -> Arc<Metrics> {
+        self.shared.metrics.clone()
     }
 
     /// The proxy's counters and gauges as of the last batch or timer run,
     /// without taking the core lock.
     pub fn snapshot(&self) -> Snapshot {
-        lock(&self.shared.snapshot).clone()
+        self.shared.metrics.snapshot()
     }
 
     /// Stops every task.
@@ -169,8 +180,7 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 /// Copies the core's counters for scrapes; called with the core locked,
 /// before it is released. The snapshot lock is held only for a copy.
 fn publish(shared: &Shared, core: &Proxy) {
-    let snap = Snapshot::of(core);
-    *lock(&shared.snapshot) = snap;
+    shared.metrics.publish(Snapshot::of(core));
 }
 
 /// Which socket a datagram leaves from: same family as its destination, and

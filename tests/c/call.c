@@ -491,18 +491,36 @@ struct log_count {
     pthread_mutex_t lock;
     int lines;
     int warned;
+    /* The log callback calls into this client: the library must not log
+     * while holding a lock of the client's. */
+    anytun_client *client;
+    int status_calls, status_failures;
 };
 
 static void count_log(void *user, int level, const char *target,
                       const char *msg)
 {
     struct log_count *l = user;
+    anytun_client *c;
     (void)target;
     pthread_mutex_lock(&l->lock);
     l->lines++;
     if (level == ANYTUN_LOG_WARN && strstr(msg, "no authenticated answer"))
         l->warned = 1;
+    c = l->client;
     pthread_mutex_unlock(&l->lock);
+    if (c) {
+        anytun_client_status st;
+        int r;
+        memset(&st, 0, sizeof st);
+        st.struct_size = sizeof st;
+        r = anytun_client_get_status(c, &st);
+        pthread_mutex_lock(&l->lock);
+        l->status_calls++;
+        if (r != ANYTUN_OK)
+            l->status_failures++;
+        pthread_mutex_unlock(&l->lock);
+    }
 }
 
 struct session_seen {
@@ -536,7 +554,7 @@ static int run_errors(void)
     anytun_client *c = NULL;
     anytun_client_status st;
     anytun_call_info info[2];
-    struct log_count logs = { PTHREAD_MUTEX_INITIALIZER, 0, 0 };
+    struct log_count logs = { PTHREAD_MUTEX_INITIALIZER, 0, 0, NULL, 0, 0 };
     struct session_seen seen = { PTHREAD_MUTEX_INITIALIZER, 0, 0 };
     double t0;
 
@@ -626,6 +644,7 @@ static int run_errors(void)
 
     /* Started towards a silent address: the logger hears the give-up. */
     EXPECT_CODE(anytun_set_logger(count_log, &logs, 99), ANYTUN_ERR_INVALID);
+    logs.client = c;
     EXPECT_CODE(anytun_set_logger(count_log, &logs, ANYTUN_LOG_INFO), ANYTUN_OK);
     before = count_threads();
     EXPECT_CODE(anytun_client_start(c), ANYTUN_OK);
@@ -661,6 +680,9 @@ static int run_errors(void)
     EXPECT(seen.disconnected && seen.error == ANYTUN_ERR_NOT_CONNECTED,
            "no DISCONNECTED after one silent attempt (%d)", seen.error);
     EXPECT(logs.warned, "the give-up was not logged (%d lines)", logs.lines);
+    EXPECT(logs.status_calls > 0 && logs.status_failures == 0,
+           "status from inside the log callback: %d calls, %d failed",
+           logs.status_calls, logs.status_failures);
     EXPECT_CODE(anytun_set_logger(NULL, NULL, ANYTUN_LOG_OFF), ANYTUN_OK);
 
     /* Stopped. */
