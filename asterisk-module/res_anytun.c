@@ -520,7 +520,8 @@ static int at_indicate(struct ast_channel *chan, int cond, const void *data, siz
 	case AST_CONTROL_BUSY:
 		return reject_incoming(chan, p, AST_CAUSE_BUSY);
 	case AST_CONTROL_CONGESTION:
-		return reject_incoming(chan, p, AST_CAUSE_SWITCH_CONGESTION);
+		/* 34, as Asterisk's own channels signal congestion. */
+		return reject_incoming(chan, p, AST_CAUSE_CONGESTION);
 	case AST_CONTROL_RINGING:
 	case AST_CONTROL_PROGRESS:
 	case AST_CONTROL_PROCEEDING:

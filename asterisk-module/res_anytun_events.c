@@ -168,6 +168,11 @@ void at_on_call_state(void *user, uint64_t call, int event, int cause, const cha
 		p->ended = 1;
 		ao2_unlock(p);
 		if (p->outgoing && !p->answered) {
+			/* Dial() copies the cause when it reads the control that
+			 * follows: set it first, or the caller sees HANGUPCAUSE 0. */
+			ast_channel_lock(chan);
+			ast_channel_hangupcause_set(chan, cause > 0 ? cause : AST_CAUSE_NORMAL_CLEARING);
+			ast_channel_unlock(chan);
 			if (cause == AST_CAUSE_BUSY) {
 				ast_queue_control(chan, AST_CONTROL_BUSY);
 			} else if (congestion_cause(cause)) {

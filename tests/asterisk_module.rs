@@ -600,3 +600,73 @@ fn asterisk_and_the_cli_client_slin_both_ways() {
     );
     assert_no_errors(&p, &[]);
 }
+
+/// Causes both ways: bob's PBX refuses as busy or congested, lets a call
+/// ring out, or the name is unknown or unregistered; alice's Dial() reports
+/// the matching DIALSTATUS and HANGUPCAUSE, and a ringing callee shows as
+/// ringing.
+#[test]
+fn dial_status_follows_the_far_end() {
+    let _g = serial();
+    let net = Net::start(&[
+        ("alice.key", "alice"),
+        ("bob.key", "busy"),
+        ("bob.key", "congested"),
+        ("bob.key", "slow"),
+        ("bob.key", "offline"),
+    ]);
+    let ia = Pbx::inner_dir("da");
+    let ext_a = format!(
+        "[general]\n[from-anytun]\n[dialtest]\n\
+         exten => _[a-z].,1,Dial(ANYTUN/${{EXTEN}},3)\n \
+         same => n,Set(FILE({ia}/spool/${{EXTEN}}.txt)=${{DIALSTATUS}}|${{HANGUPCAUSE}})\n \
+         same => n,Hangup()\n"
+    );
+    let ext_b = "[general]\n[from-anytun]\n\
+                 exten => busy,1,Busy(5)\n\
+                 exten => congested,1,Congestion(5)\n\
+                 exten => slow,1,Ringing()\n same => n,Wait(20)\n";
+    let ca = net.pbx_conf("alice.key", "alice", "", &ext_a, &[]);
+    let cb = net.pbx_conf("bob.key", "busy,congested,slow", "", ext_b, &[]);
+    let a = Pbx::start("da", ca.path());
+    let b = Pbx::start("db", cb.path());
+    wait_until("bob's names registered", Duration::from_secs(10), || {
+        b.rx("anytun show status")
+            .contains("Names registered: 3 of")
+    });
+    let mut seen = Vec::new();
+    for name in ["busy", "congested", "slow", "offline", "nobody"] {
+        a.rx(&format!(
+            "channel originate Local/{name}@dialtest application Wait 1"
+        ));
+        let f = a.spool(&format!("{name}.txt"));
+        wait_until(
+            &format!("Dial(ANYTUN/{name}) to end"),
+            Duration::from_secs(15),
+            || f.exists(),
+        );
+        seen.push((name, std::fs::read_to_string(&f).unwrap()));
+    }
+    println!("{seen:?}");
+    let status = |n: &str| seen.iter().find(|(k, _)| *k == n).unwrap().1.clone();
+    assert_eq!(status("busy"), "BUSY|17");
+    assert_eq!(status("congested"), "CONGESTION|34");
+    assert!(
+        status("slow").starts_with("NOANSWER|"),
+        "{}",
+        status("slow")
+    );
+    assert!(
+        a.log().contains("ANYTUN/slow-") && a.log().contains("is ringing"),
+        "no ringing seen"
+    );
+    // A subscriber name with no device, and a name the network does not know.
+    assert_eq!(status("offline"), "CHANUNAVAIL|20");
+    assert!(
+        status("nobody").starts_with("CHANUNAVAIL|1")
+            || status("nobody").starts_with("CHANUNAVAIL|20"),
+        "{}",
+        status("nobody")
+    );
+    drop(net);
+}
