@@ -484,6 +484,23 @@ fn bad_config_refuses_to_load_and_never_crashes() {
         pbx.rx("anytun show status")
             .contains("Session:          connected")
     });
+    // The library's own log lines reach Asterisk's logger at their level:
+    // a name this key may not register is refused by the proxy.
+    std::fs::write(
+        &etc,
+        good.replace("register = alice", "register = alice,mallory"),
+    )
+    .unwrap();
+    pbx.rx("module reload res_anytun.so");
+    wait_until(
+        "the library's warning in Asterisk's log",
+        Duration::from_secs(10),
+        || {
+            pbx.log().lines().any(|l| {
+                l.contains("WARNING[") && l.contains(": anytun::") && l.contains("mallory")
+            })
+        },
+    );
     drop(net);
 }
 

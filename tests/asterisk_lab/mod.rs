@@ -93,6 +93,7 @@ impl Lab {
         )));
         let root = PathBuf::from(root.trim());
         let tag = format!("t{}", std::process::id());
+        sweep(&root);
         // The cdylib that cargo built with this test's binary (in deps/;
         // target/debug/ holds one only after a `cargo build`, maybe older).
         // ANYTUN_TEST_LIB=target/release/deps/libanytun.so measures an
@@ -136,6 +137,38 @@ impl Lab {
             root,
             tag,
             _build: build,
+        }
+    }
+}
+
+/// Removes what earlier test processes left in the chroot (their library
+/// copies and instance directories, named t<pid>...), once they are gone.
+fn sweep(root: &Path) {
+    for dir in ["opt/anytun-test", "var/lib/anytun-instances"] {
+        let Ok(entries) = std::fs::read_dir(root.join(dir)) else {
+            continue;
+        };
+        for e in entries.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let pid: String = name
+                .strip_prefix('t')
+                .unwrap_or("")
+                .chars()
+                .take_while(|c| c.is_ascii_digit())
+                .collect();
+            if !pid.is_empty() && !Path::new(&format!("/proc/{pid}")).exists() {
+                // An Asterisk its test left running (killed before its Drop):
+                // only that process, recognised by its own config path.
+                if let Ok(a) = std::fs::read_to_string(e.path().join("asterisk.pid")) {
+                    let cmdline =
+                        std::fs::read(format!("/proc/{}/cmdline", a.trim())).unwrap_or_default();
+                    let conf = format!("/var/lib/anytun-instances/{name}/etc/asterisk.conf");
+                    if String::from_utf8_lossy(&cmdline).contains(&conf) {
+                        let _ = Command::new("kill").args(["-KILL", a.trim()]).status();
+                    }
+                }
+                let _ = std::fs::remove_dir_all(e.path());
+            }
         }
     }
 }
