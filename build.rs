@@ -23,22 +23,32 @@ fn main() {
     check_c_abi();
 }
 
-fn stamp_commit() {
-    let commit = Command::new("git")
-        .args(["rev-parse", "--short=12", "HEAD"])
+/// The trimmed output of a git command, if it succeeds.
+fn git(args: &[&str]) -> Option<String> {
+    Command::new("git")
+        .args(args)
         .output()
         .ok()
         .filter(|o| o.status.success())
         .and_then(|o| String::from_utf8(o.stdout).ok())
         .map(|s| s.trim().to_owned())
         .filter(|s| !s.is_empty())
-        .unwrap_or_else(|| "unknown".to_owned());
+}
+
+fn stamp_commit() {
+    let commit = git(&["rev-parse", "--short=12", "HEAD"]).unwrap_or_else(|| "unknown".to_owned());
     println!("cargo:rustc-env=ANYTUN_COMMIT={commit}");
     // For tests/c_abi.rs, which compiles C with the `cc` crate at run time.
     let target = std::env::var("TARGET").unwrap_or_default();
     println!("cargo:rustc-env=ANYTUN_BUILD_TARGET={target}");
-    println!("cargo:rerun-if-changed=.git/HEAD");
-    println!("cargo:rerun-if-changed=.git/refs/heads");
+    // Where HEAD and the branches live: `.git` in a checkout, elsewhere in
+    // a worktree (whose `.git` is a file). A path that does not exist makes
+    // cargo rerun this script, and rebuild the crate, on every build.
+    for (arg, path) in [("--git-dir", "HEAD"), ("--git-common-dir", "refs/heads")] {
+        if let Some(dir) = git(&["rev-parse", arg]) {
+            println!("cargo:rerun-if-changed={dir}/{path}");
+        }
+    }
 }
 
 fn check_c_abi() {

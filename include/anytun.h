@@ -23,7 +23,9 @@
  *   to a callback are valid only during that callback.
  * - Output buffers are supplied by the caller with their capacity. A buffer
  *   too small is ANYTUN_ERR_BUFFER_TOO_SMALL, with the size needed written
- *   to *needed (when not NULL); nothing is ever silently truncated.
+ *   to *needed (when not NULL); nothing is ever silently truncated. A NULL
+ *   buffer with capacity 0 asks for the size (ANYTUN_ERR_BUFFER_TOO_SMALL
+ *   and *needed); a NULL buffer with a capacity is ANYTUN_ERR_NULL.
  * - Structs passed in or out start with a struct_size field: set it to
  *   sizeof(the struct) (the *_init functions do). Structs carry reserved
  *   room, so later versions add fields without changing their size; reserved
@@ -54,7 +56,7 @@
  *   anytun_client_send_voice(c, call, seq, ts, frame, 160);  every 20 ms
  *   -> on_voice(call, ...), on_dtmf(call, '5', 100)
  *   anytun_client_hangup(c, call, ANYTUN_CAUSE_NORMAL);
- *   -> on_call_state(call, ENDED, cause 16)
+ *   -> the other side: on_call_state(call, ENDED, cause 16)
  *   anytun_client_stop(c);   hangs up, unregisters, joins its thread
  *   anytun_client_free(c);
  *
@@ -69,7 +71,9 @@
  * DTMF, query status), except anytun_client_stop and anytun_client_free on
  * its own handle, which return ANYTUN_ERR_IN_CALLBACK there (they would
  * join the thread the callback runs on). Callbacks should return quickly:
- * voice of every call of the client waits while one runs.
+ * voice of every call of the client waits while one runs. An event for a
+ * call may already be on its way when another thread ends that call: a host
+ * ignores call ids it no longer knows.
  * anytun_client_stop returns only after the thread has ended: after it, no
  * callback of that client runs any more, so the host may unload its code.
  *
@@ -102,6 +106,9 @@ extern "C" {
 #define ANYTUN_MAX_CODECS 16
 /** Largest voice frame payload, in bytes (40 ms of slin). */
 #define ANYTUN_MAX_VOICE_PAYLOAD 640
+/** anytun_client_config.handshake_attempts: keep trying to connect, every
+ *  4 s, until stopped. */
+#define ANYTUN_RETRY_FOREVER 0xFFFFFFFFu
 /** Buffer size that holds any key's text form with its NUL
  *  ("private:" + 44 base64 characters + NUL). */
 #define ANYTUN_KEY_TEXT_SIZE 64
@@ -190,11 +197,17 @@ uint32_t anytun_abi_version(void);
 /** Log levels, most severe first (a message at level L is passed when
  *  L <= the max_level given to anytun_set_logger). */
 typedef enum anytun_log_level {
+    /** As max_level: nothing. */
     ANYTUN_LOG_OFF = 0,
+    /** Something failed (Asterisk: LOG_ERROR). */
     ANYTUN_LOG_ERROR = 1,
+    /** An operator should look (a refused key, a clock off). */
     ANYTUN_LOG_WARN = 2,
+    /** What happened (connected, a call refused as busy). */
     ANYTUN_LOG_INFO = 3,
+    /** Detail for debugging. */
     ANYTUN_LOG_DEBUG = 4,
+    /** Per-packet detail. */
     ANYTUN_LOG_TRACE = 5
 } anytun_log_level;
 
@@ -311,8 +324,10 @@ typedef struct anytun_client_config {
      *  0: 16. */
     uint32_t max_calls;
     /** Handshake attempts before the first connection gives up (on_session
-     *  DISCONNECTED); 0: 4 (1, 2, 4 s apart). After a lost session the
-     *  client retries without limit. */
+     *  DISCONNECTED); 0: 4 (1, 2, 4 s apart, then every 4 s);
+     *  ANYTUN_RETRY_FOREVER: never give up (a PBX that starts while the
+     *  network is unreachable). After a lost session the client retries
+     *  without limit whatever this says. */
     uint32_t handshake_attempts;
     /** How long anytun_client_stop waits for the proxy to acknowledge the
      *  hangups and unregistrations, milliseconds; 0: 2000. */

@@ -470,8 +470,43 @@ fn encode_psp(enc: &mut DescriptorEncoder, p: &PspStats) -> fmt::Result {
         ),
         (
             "psp_forward_limited",
-            "Packets not forwarded to their home: source over the rate limit.",
+            "Packets not forwarded to their home: source, or all sources, over the rate limit.",
             p.forward_limited,
+        ),
+        (
+            "psp_forward_queue_full",
+            "Packets not forwarded to their home: the forward queue was full.",
+            p.forward_queue_full,
+        ),
+        (
+            "psp_probes_sent",
+            "Take-over probes sent to a client's serving proxy.",
+            p.probes_sent,
+        ),
+        (
+            "psp_probes_confirmed",
+            "Take-over probes confirmed: the client moved.",
+            p.probes_confirmed,
+        ),
+        (
+            "psp_probes_refused",
+            "Take-over probes refused: a replayed or delayed client packet.",
+            p.probes_refused,
+        ),
+        (
+            "psp_probes_unanswered",
+            "Sessions taken over because their serving proxy answered no probe.",
+            p.probes_unanswered,
+        ),
+        (
+            "psp_requests_to_owner",
+            "Call requests for a call not held here, handed to its owner.",
+            p.requests_to_owner,
+        ),
+        (
+            "psp_requests_from_peer",
+            "Call requests handed here by a peer.",
+            p.requests_from_peer,
         ),
         (
             "psp_forwarded_in",

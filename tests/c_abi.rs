@@ -31,6 +31,12 @@ fn lib_dir() -> PathBuf {
 
 /// Compiles tests/c/call.c into `out`, linked with libanytun.so.
 fn compile(out: &Path) {
+    compile_c("tests/c/call.c", out, true);
+}
+
+/// Compiles `source` into `out`, linked with libanytun.so or (`link`
+/// false) only able to dlopen it.
+fn compile_c(source: &str, out: &Path, link: bool) {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let target = env!("ANYTUN_BUILD_TARGET");
     let lib = lib_dir();
@@ -49,21 +55,22 @@ fn compile(out: &Path) {
         .include(root.join("include"))
         .get_compiler()
         .to_command();
-    cmd.arg(root.join("tests/c/call.c"))
-        .arg("-o")
-        .arg(out)
-        .arg(format!("-L{}", lib.display()))
-        // cargo test sets LD_LIBRARY_PATH (target/<profile> first, where an
-        // old copy of the cdylib may lie); the runs remove it, so this
-        // rpath picks the library.
-        .arg(format!("-Wl,-rpath,{}", lib.display()))
-        .args(["-lanytun", "-lpthread", "-lm"]);
+    cmd.arg(root.join(source)).arg("-o").arg(out);
+    if link {
+        cmd.arg(format!("-L{}", lib.display()))
+            // cargo test sets LD_LIBRARY_PATH (target/<profile> first, where
+            // an old copy of the cdylib may lie); the runs remove it, so this
+            // rpath picks the library.
+            .arg(format!("-Wl,-rpath,{}", lib.display()))
+            .arg("-lanytun");
+    }
+    cmd.args(["-ldl", "-lpthread", "-lm"]);
     let r = cmd
         .output()
         .expect("the C compiler runs (apt-get install build-essential)");
     assert!(
         r.status.success(),
-        "compiling tests/c/call.c failed:\n{}",
+        "compiling {source} failed:\n{}",
         String::from_utf8_lossy(&r.stderr)
     );
 }
@@ -350,4 +357,37 @@ fn the_c_abi_error_paths_from_c() {
         .map(|x| x.parse().unwrap())
         .collect();
     assert_eq!(t[0], t[1], "stop joined the client's thread");
+}
+
+/// A module unloaded and loaded again (Asterisk's `module unload` and
+/// `load`): dlopen, logger, a client run to its give-up, stop, logger
+/// removed, dlclose; five rounds, each hearing only its own logger, none
+/// leaving a thread behind.
+#[test]
+fn the_library_unloads_and_loads_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let exe = dir.path().join("reload_test");
+    compile_c("tests/c/reload.c", &exe, false);
+    let lib = lib_dir().join("libanytun.so");
+    let child = Command::new(&exe)
+        .arg(&lib)
+        .arg("5")
+        .env_remove("LD_LIBRARY_PATH")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let out = wait_output(child, Duration::from_secs(60), "reload_test");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let rounds = stdout
+        .lines()
+        .filter(|l| l.starts_with("RESULT round="))
+        .count();
+    assert_eq!(rounds, 5, "{stdout}");
+    println!("{stdout}");
 }

@@ -456,9 +456,11 @@ fn concurrent_take_overs_agree_on_who_serves() {
         p.epochs().grant(EpochLease::ephemeral());
         p
     };
-    let (a, b) = (mk(&net, 2), mk(&net, 3));
+    let (mut a, mut b) = (mk(&net, 2), mk(&net, 3));
     let [p1, p2, p3] = [1, 2, 3].map(|i| ProxyId::new(i).unwrap());
     net.proxy.set_peers([p2, p3]);
+    a.set_peers([p1, p3]);
+    b.set_peers([p1, p2]);
     let wall = 1_800_000_000_000;
     let mut reps: Vec<Replicator> = (1..=3u16)
         .map(|n| {
@@ -493,7 +495,6 @@ fn concurrent_take_overs_agree_on_who_serves() {
             }
         }
     }
-    let (mut a, mut b) = (a, b);
     while let Some(e) = net.proxy.poll_event() {
         reps[0].on_proxy_event(wall, &e);
     }
@@ -512,6 +513,19 @@ fn concurrent_take_overs_agree_on_who_serves() {
     let second = buf[..n].to_vec();
     a.handle_datagram(now, addr, None, &mut first.clone(), &mut out);
     b.handle_datagram(now, addr, None, &mut second.clone(), &mut out);
+    // Each asks proxy 1, which serves the client and saw neither packet:
+    // both take-overs are confirmed (spec 15.9).
+    for (id, p) in [(p2, &mut a), (p3, &mut b)] {
+        while let Some((to, m)) = p.poll_peer_transmit() {
+            assert_eq!(to, p1);
+            net.proxy.handle_peer_message(now, id, &m, &mut out);
+        }
+    }
+    while let Some((to, m)) = net.proxy.poll_peer_transmit() {
+        let p = if to == p2 { &mut a } else { &mut b };
+        p.handle_peer_message(now, p1, &m, &mut out);
+    }
+    assert_eq!(net.proxy.psp_stats().probes_confirmed, 2);
     let mut took = 0;
     for (i, p) in [(1, &mut a), (2, &mut b)] {
         while let Some(e) = p.poll_event() {

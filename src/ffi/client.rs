@@ -157,12 +157,10 @@ unsafe fn settings(c: &sys::anytun_client_config) -> Result<Settings, FfiError> 
         client.call_keepalive = client.call_keepalive.min(client.media_timeout / 3);
     }
     client.max_calls = nonzero_or(c.max_calls, 16, MAX_CALLS_LIMIT, "max_calls")? as usize;
-    client.handshake_attempts = nonzero_or(
-        c.handshake_attempts,
-        4,
-        MAX_HANDSHAKE_ATTEMPTS,
-        "handshake_attempts",
-    )?;
+    client.handshake_attempts = match c.handshake_attempts {
+        sys::ANYTUN_RETRY_FOREVER => u32::MAX,
+        n => nonzero_or(n, 4, MAX_HANDSHAKE_ATTEMPTS, "handshake_attempts")?,
+    };
     let stop_ms = nonzero_or(
         c.stop_timeout_ms,
         2000,
@@ -175,6 +173,18 @@ unsafe fn settings(c: &sys::anytun_client_config) -> Result<Settings, FfiError> 
         bind,
         stop_timeout: Duration::from_millis(u64::from(stop_ms)),
     })
+}
+
+/// The core config `anytun_client_new` makes of `c`, for tests.
+///
+/// # Safety
+/// As [`settings`].
+#[cfg(test)]
+pub(crate) unsafe fn settings_for_test(
+    c: &sys::anytun_client_config,
+) -> Result<ClientConfig, FfiError> {
+    // SAFETY: forwarded.
+    unsafe { settings(c) }.map(|s| s.client)
 }
 
 fn check_callbacks(cb: &sys::anytun_client_callbacks) -> Result<(), FfiError> {

@@ -181,7 +181,7 @@ thread_local! {
 
 /// Whether the calling thread is `shared`'s own (inside its callbacks).
 pub(crate) fn on_own_thread(shared: &Arc<Shared>) -> bool {
-    CURRENT.with(Cell::get) == Arc::as_ptr(shared) as usize
+    CURRENT.try_with(Cell::get).unwrap_or(0) == Arc::as_ptr(shared) as usize
 }
 
 /// Everything the core queued for the proxy.

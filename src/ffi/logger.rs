@@ -14,7 +14,7 @@
 //! The core logs while the library holds a client's lock. A log callback
 //! that calls back into the library (a status query, as a PBX's CLI does)
 //! would then deadlock, so records made while a thread holds such a lock
-//! ([`Deferred`]) wait in a bounded per-thread queue and are passed on
+//! (`Deferred`) wait in a bounded per-thread queue and are passed on
 //! when the lock is released.
 
 use super::errors::{guard, FfiError};
@@ -68,17 +68,19 @@ pub(crate) struct Deferred(());
 impl Deferred {
     /// Starts holding records back on this thread.
     pub fn new() -> Self {
-        DEFER.with(|d| d.set(d.get() + 1));
+        let _ = DEFER.try_with(|d| d.set(d.get() + 1));
         Deferred(())
     }
 }
 
 impl Drop for Deferred {
     fn drop(&mut self) {
-        let left = DEFER.with(|d| {
-            d.set(d.get().saturating_sub(1));
-            d.get()
-        });
+        let left = DEFER
+            .try_with(|d| {
+                d.set(d.get().saturating_sub(1));
+                d.get()
+            })
+            .unwrap_or(0);
         if left > 0 {
             return;
         }
@@ -101,18 +103,24 @@ fn clean(s: String) -> CString {
 
 /// Passes one record to the host's callback, if one is installed.
 fn deliver(level: log::Level, target: &std::ffi::CStr, message: &std::ffi::CStr) {
-    if IN_LOG.with(Cell::get) {
+    if in_log() {
         return;
     }
     let sink = SINK.read().unwrap_or_else(|e| e.into_inner());
     let Some(sink) = sink.as_ref() else {
         return;
     };
-    IN_LOG.with(|f| f.set(true));
+    let _ = IN_LOG.try_with(|f| f.set(true));
     // SAFETY: the host installed this callback for exactly these
     // arguments; the strings live until it returns.
     unsafe { (sink.f)(sink.user, level as c_int, target.as_ptr(), message.as_ptr()) };
-    IN_LOG.with(|f| f.set(false));
+    let _ = IN_LOG.try_with(|f| f.set(false));
+}
+
+/// Whether this thread runs the host's log callback now (or is being torn
+/// down, when its thread-locals are gone: nothing is logged then).
+fn in_log() -> bool {
+    IN_LOG.try_with(Cell::get).unwrap_or(true)
 }
 
 /// Forwards the facade's records to the host's callback.
@@ -126,12 +134,12 @@ impl Log for Forwarder {
     }
 
     fn log(&self, record: &Record<'_>) {
-        if !self.enabled(record.metadata()) || IN_LOG.with(Cell::get) {
+        if !self.enabled(record.metadata()) || in_log() {
             return;
         }
         let target = clean(record.target().to_owned());
         let message = clean(record.args().to_string());
-        if DEFER.with(Cell::get) > 0 {
+        if DEFER.try_with(Cell::get).unwrap_or(0) > 0 {
             let _ = HELD.try_with(|h| {
                 let mut h = h.borrow_mut();
                 if h.0.len() < MAX_DEFERRED {
@@ -162,7 +170,7 @@ fn level_filter(level: c_int) -> Option<LevelFilter> {
 
 /// Installs (or with `f == None` removes) the host's logger.
 fn set(f: sys::anytun_log_fn, user: *mut c_void, max_level: c_int) -> Result<(), FfiError> {
-    if IN_LOG.with(Cell::get) {
+    if in_log() {
         return Err(FfiError::InCallback("anytun_set_logger"));
     }
     let level = level_filter(max_level).ok_or_else(|| {

@@ -33,6 +33,14 @@ use std::ffi::{c_char, CStr};
 // Assigns every export to a function pointer of the header's type.
 include!(concat!(env!("OUT_DIR"), "/anytun_check.rs"));
 
+// The header's limits are the protocol's.
+const _: () = {
+    assert!(sys::ANYTUN_MAX_NAME as usize == crate::call::name::MAX_NAME_LEN);
+    assert!(sys::ANYTUN_MAX_CODEC_NAME as usize == crate::wire::control::MAX_CODEC_NAME);
+    assert!(sys::ANYTUN_MAX_CODECS as usize == crate::wire::control::MAX_CODECS);
+    assert!(sys::ANYTUN_MAX_VOICE_PAYLOAD as usize == crate::wire::e2e::MAX_VOICE_PAYLOAD);
+};
+
 /// Reads a required C string argument as UTF-8.
 ///
 /// # Safety
@@ -82,10 +90,11 @@ pub(crate) unsafe fn write_bytes(
         // SAFETY: writable by the caller's promise.
         unsafe { *needed = bytes.len() };
     }
-    if buf.is_null() {
+    // NULL with length 0 is a size query: answered as too small.
+    if buf.is_null() && len > 0 {
         return Err(FfiError::Null("buf"));
     }
-    if len < bytes.len() {
+    if len < bytes.len() || buf.is_null() {
         return Err(FfiError::BufferTooSmall {
             what: "the text",
             needed: bytes.len(),

@@ -197,6 +197,10 @@ fn small_buffers_are_errors_with_the_size_needed() {
         assert_eq!(r, sys::ANYTUN_ERR_BUFFER_TOO_SMALL);
         assert_eq!(needed, 45);
         assert!(buf.iter().all(|b| *b == 0x55), "nothing written");
+        // NULL with capacity 0 asks for the size.
+        needed = 0;
+        let r = anytun_client_public_key(c, null_mut(), 0, &mut needed);
+        assert_eq!((r, needed), (sys::ANYTUN_ERR_BUFFER_TOO_SMALL, 45));
         let r = anytun_client_public_key(c, buf.as_mut_ptr(), 45, &mut needed);
         assert_eq!(r, sys::ANYTUN_OK);
         assert_eq!(text(buf.as_ptr()).len(), 44);
@@ -291,6 +295,34 @@ fn bad_configs_are_refused_with_the_reason() {
     // SAFETY: valid structs.
     let r = unsafe { anytun_client_new(&good, &cbr, &mut c) };
     assert_eq!((r, c), (sys::ANYTUN_ERR_STRUCT_SIZE, null_mut()));
+}
+
+/// ANYTUN_RETRY_FOREVER: the first connection never gives up (driven
+/// through 1000 silent retries in simulated time); other values are
+/// bounded.
+#[test]
+fn retry_forever_never_gives_up_and_other_attempt_counts_are_bounded() {
+    let mut keys = Vec::new();
+    let mut cfg = config(c"127.0.0.1:9", &mut keys);
+    cfg.handshake_attempts = 101;
+    let (mut c, cb) = (null_mut(), callbacks());
+    // SAFETY: valid structs.
+    let r = unsafe { anytun_client_new(&cfg, &cb, &mut c) };
+    assert_eq!(r, sys::ANYTUN_ERR_INVALID, "{}", last_error());
+    cfg.handshake_attempts = sys::ANYTUN_RETRY_FOREVER;
+    // SAFETY: the strings of cfg are live.
+    let s = unsafe { client::settings_for_test(&cfg) }.unwrap();
+    assert_eq!(s.handshake_attempts, u32::MAX);
+    let mut core = crate::client::Client::new(s);
+    let mut now = std::time::Instant::now();
+    core.connect(now, 0);
+    for _ in 0..1000 {
+        now = core.poll_timeout().expect("still trying");
+        core.handle_timeout(now, 0);
+        if let Some(e) = core.poll_event() {
+            panic!("gave up: {e:?}");
+        }
+    }
 }
 
 #[test]
@@ -736,11 +768,37 @@ mod call {
                 ..Default::default()
             };
             // SAFETY (all): the live handle this callback belongs to.
+            let mut info = [sys::anytun_call_info::default(); 2];
+            let mut n = 0usize;
+            // SAFETY (all): the live handle this callback belongs to.
             unsafe {
                 h.inside("status", anytun_client_get_status(c, &mut st));
+                h.inside(
+                    "calls",
+                    anytun_client_calls(c, info.as_mut_ptr(), 2, &mut n),
+                );
                 h.inside("dtmf", anytun_client_send_dtmf(c, call, b'7' as c_char, 80));
                 h.inside("hangup", anytun_client_hangup(c, call, 16));
             }
+            let observed = text(st.observed.as_ptr());
+            h.push(format!(
+                "status state {} proxy {} session {} names {} observed {} frames in {}",
+                st.state,
+                st.proxy_id,
+                st.session_id != 0,
+                st.names,
+                observed.starts_with("127.0.0.1:"),
+                st.frames_received > 0
+            ));
+            let i = &info[0];
+            h.push(format!(
+                "calls {n}: {} dir {} state {} peer {} codec {}",
+                i.call == call,
+                i.direction,
+                i.state,
+                text(i.peer.as_ptr()),
+                text(i.codec.as_ptr())
+            ));
             h.push(format!("hung up {call} with {} calls", st.calls));
         }
     }
@@ -845,12 +903,22 @@ mod call {
             ));
             alice.wait_for(&format!("dtmf {call} 7 80"));
             bob.wait_for(&format!("hung up {call} with 1 calls"));
+            bob.wait_for(&format!(
+                "status state {} proxy 1 session true names 1 observed true frames in true",
+                sys::ANYTUN_SESSION_CONNECTED
+            ));
+            bob.wait_for(&format!(
+                "calls 1: true dir {} state {} peer alice codec slin",
+                sys::ANYTUN_CALL_INCOMING,
+                sys::ANYTUN_PHASE_ACTIVE
+            ));
             let inside = bob.inside.lock().unwrap().clone();
             let expect = [
                 ("answer", 0),
                 ("stop", sys::ANYTUN_ERR_IN_CALLBACK),
                 ("free", sys::ANYTUN_ERR_IN_CALLBACK),
                 ("status", 0),
+                ("calls", 0),
                 ("dtmf", 0),
                 ("hangup", 0),
             ];

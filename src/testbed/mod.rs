@@ -149,6 +149,10 @@ pub struct Bed {
     tune: Box<dyn Fn(&mut ProxyConfig)>,
     /// Client packets that reached a dead or cut proxy.
     pub lost_upstream: u64,
+    /// Proxy indexes whose incoming sync messages are lost (but Hello),
+    /// while the links stay up: replication lost on the way, for a moment
+    /// (anti-entropy repairs it later). Peer messages still arrive.
+    pub sync_lost_to: HashSet<usize>,
 }
 
 fn xorshift(s: &mut u64) -> u64 {
@@ -227,6 +231,7 @@ impl Bed {
             keep_sync: false,
             sync_log: Vec::new(),
             lost_upstream: 0,
+            sync_lost_to: HashSet::new(),
             reps: (0..n).map(|_| None).collect(),
             stores: vec![store; n],
             lease_next: vec![0; n],

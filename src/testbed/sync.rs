@@ -234,6 +234,9 @@ impl Bed {
             if !hello && xorshift(&mut self.rng) % 1000 < u64::from(self.peer_loss_permille) {
                 continue;
             }
+            if !hello && self.sync_lost_to.contains(&q) {
+                continue;
+            }
             self.sync_messages += 1;
             self.sync_bytes += data.len() as u64;
             if self.keep_sync {
