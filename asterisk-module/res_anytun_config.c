@@ -378,6 +378,8 @@ static struct at_client *client_new(const struct at_settings *s)
 	cfg.keepalive_s = s->keepalive_s;
 	cfg.media_timeout_ms = s->media_timeout_ms;
 	cfg.max_calls = s->max_calls;
+	/* A PBX may start before the network is reachable: keep trying. */
+	cfg.handshake_attempts = ANYTUN_RETRY_FOREVER;
 	anytun_client_callbacks_init(&cb);
 	cb.user = c;
 	cb.on_session = on_session;

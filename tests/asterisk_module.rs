@@ -687,3 +687,36 @@ fn dial_status_follows_the_far_end() {
     );
     drop(net);
 }
+
+/// A PBX that starts while the network is unreachable keeps trying and
+/// connects (and registers) once the proxy answers.
+#[test]
+fn pbx_started_before_the_network_connects_later() {
+    let _g = serial();
+    let mut net = Net::start(&[("alice.key", "alice")]);
+    net.stop_daemon();
+    let conf = net.pbx_conf("alice.key", "alice", "", "[general]\n[from-anytun]\n", &[]);
+    let pbx = Pbx::start("n", conf.path());
+    assert!(
+        module_running(&pbx),
+        "res_anytun must load without a reachable proxy"
+    );
+    // Longer than the library's default attempts (0, 1, 3 and 7 s).
+    std::thread::sleep(Duration::from_secs(12));
+    assert!(!pbx
+        .rx("anytun show status")
+        .contains("Session:          connected"));
+    net.start_daemon();
+    let took = wait_until(
+        "connected once the proxy is up",
+        Duration::from_secs(15),
+        || {
+            pbx.rx("anytun show status")
+                .contains("Names registered: 1 of")
+        },
+    );
+    println!(
+        "connected and registered {:.1} s after the proxy started",
+        took.as_secs_f64()
+    );
+}

@@ -371,6 +371,24 @@ impl Net {
         self.dir.path().join(f)
     }
 
+    /// Stops `anytund` (the network unreachable); `start_daemon` brings it
+    /// back on the same port with the same keys.
+    pub fn stop_daemon(&mut self) {
+        let _ = self.daemon.kill();
+        let _ = self.daemon.wait();
+    }
+
+    /// See `stop_daemon`.
+    pub fn start_daemon(&mut self) {
+        self.daemon = Command::new(ANYTUND)
+            .args(["--config", "anytund.toml"])
+            .current_dir(self.dir.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+    }
+
     pub fn stderr(&self) -> String {
         self.err.lock().unwrap().clone()
     }
