@@ -720,3 +720,9 @@ fn pbx_started_before_the_network_connects_later() {
         took.as_secs_f64()
     );
 }
+
+#[test]
+fn dial_anytun_bob_g722_tone_and_dtmf_both_ways() {
+    // 16 kHz audio in 160-byte frames on an 8000 Hz timestamp clock.
+    call_both_ways("g722", "g722");
+}
