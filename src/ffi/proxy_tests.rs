@@ -129,11 +129,12 @@ fn bad_settings_are_refused_with_the_reason() {
     let mut s = Strings::default();
     let state = s.s(dir.path().to_str().unwrap());
     let sync = s.s("127.0.0.1:7001");
-    type Case = (&'static str, c_int, &'static str);
-    let cases: Vec<(
-        Case,
+    /// (what, code, text in the detail), and how the config is spoiled.
+    type Case = (
+        (&'static str, c_int, &'static str),
         Box<dyn Fn(&mut sys::anytun_proxy_config, &mut Strings)>,
-    )> = vec![
+    );
+    let cases: Vec<Case> = vec![
         (
             ("no file, no state", sys::ANYTUN_ERR_INVALID, "state_dir"),
             Box::new(|c, _| c.state_dir = null()),
@@ -440,7 +441,7 @@ fn null_and_short_structs_are_errors() {
         assert_eq!(anytun_proxy_config_init(null_mut()), sys::ANYTUN_ERR_NULL);
         assert_eq!(anytun_proxy_status_init(null_mut()), sys::ANYTUN_ERR_NULL);
         assert_eq!(anytun_proxy_new(null(), null_mut()), sys::ANYTUN_ERR_NULL);
-        let mut p = 1 as *mut sys::anytun_proxy;
+        let mut p = std::ptr::dangling_mut::<sys::anytun_proxy>();
         assert_eq!(anytun_proxy_new(null(), &mut p), sys::ANYTUN_ERR_NULL);
         assert!(p.is_null());
         for code in [
