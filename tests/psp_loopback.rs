@@ -595,3 +595,98 @@ fn new_sessions_are_visible_on_all_three_proxies() {
     );
     assert_eq!(lat.len(), 200);
 }
+
+#[test]
+fn a_subscriber_added_or_revoked_on_one_proxy_reaches_every_store_and_ends_sessions() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let net = Net::start(&["alice"]);
+    let store = |i: usize| {
+        let dir = net.configs[i].parent().unwrap().to_owned();
+        SubscriberStore::open(&dir.join(format!("subs{}.db", i + 1))).unwrap()
+    };
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        // Added on proxy 1 (as `anytun user add` does: another connection).
+        let carol = SecretKey::generate();
+        let t0 = Instant::now();
+        store(0).add("carol", &carol.public().0).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        for i in 1..3 {
+            while store(i)
+                .get("carol", &carol.public().0)
+                .unwrap()
+                .map(|(live, _)| live)
+                != Some(true)
+            {
+                assert!(
+                    Instant::now() < deadline,
+                    "carol never reached proxy {}",
+                    i + 1
+                );
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+        println!(
+            "a subscriber added on proxy 1 is in every store after {} ms",
+            t0.elapsed().as_millis()
+        );
+        // Alice connects (to whichever proxy); revoking her key on another
+        // proxy's store ends her session everywhere.
+        let before = net.handshakes();
+        let mut alice = phone(&net, "alice").await;
+        let served_by = net.who_accepted(&before).expect("alice's handshake seen");
+        let other = (served_by + 1) % 3;
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while net
+            .per_proxy("anytun_sessions")
+            .iter()
+            .any(|s| s.unwrap_or(0) < 1)
+        {
+            assert!(
+                Instant::now() < deadline,
+                "alice's session never reached every proxy"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let t1 = Instant::now();
+        let alice_key = net.key("alice").public().0;
+        assert_eq!(store(other).remove("alice", Some(&alice_key)).unwrap(), 1);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while net
+            .per_proxy("anytun_sessions")
+            .iter()
+            .any(|s| s.unwrap_or(1) != 0)
+        {
+            assert!(
+                Instant::now() < deadline,
+                "sessions still held: {:?}",
+                net.per_proxy("anytun_sessions")
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        println!(
+            "alice revoked on proxy {} (served by proxy {}): her session gone from all three \
+             after {} ms",
+            other + 1,
+            served_by + 1,
+            t1.elapsed().as_millis()
+        );
+        for i in 0..3 {
+            assert_eq!(
+                store(i)
+                    .get("alice", &alice_key)
+                    .unwrap()
+                    .map(|(live, _)| live),
+                Some(false),
+                "proxy {} keeps alice live",
+                i + 1
+            );
+        }
+        alice.drain();
+        alice.rt.shutdown();
+    });
+}

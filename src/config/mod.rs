@@ -33,7 +33,10 @@
 mod source;
 mod sync;
 
-pub use sync::{PeerConfig, SyncConfig, NODE_KEY_FILE};
+pub use sync::{
+    PeerConfig, SyncConfig, DEFAULT_IDLE_TIMEOUT_MS, DEFAULT_KEEPALIVE_MS, DEFAULT_PEER_DETECT_MS,
+    DEFAULT_STARTUP_TIMEOUT_MS, NODE_KEY_FILE,
+};
 
 use std::fmt::Display;
 use std::ops::{Range, RangeInclusive};

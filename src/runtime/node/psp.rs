@@ -562,7 +562,7 @@ impl Psp {
                     let mut done = 0u64;
                     let mut it = batch.drain(..);
                     for a in it.by_ref() {
-                        if let Err(a) = apply_one(p, now, a) {
+                        if !apply_one(p, now, &a) {
                             // Everything from here waits for the lease.
                             let mut rest = vec![a];
                             rest.extend(it.by_ref());
@@ -603,23 +603,23 @@ impl Psp {
 /// How soon items held back for the epoch lease are tried again.
 const LEASE_RETRY: Duration = Duration::from_millis(100);
 
-/// One replicated item into the core; the item back if it must wait for
-/// the epoch lease.
-fn apply_one(p: &mut Proxy, now: Instant, a: Apply) -> Result<(), Apply> {
+/// One replicated item into the core; false if it must wait for the
+/// epoch lease.
+fn apply_one(p: &mut Proxy, now: Instant, a: &Apply) -> bool {
     match a {
         Apply::Proxy(e) => {
-            if let Err(ApplyError::Epochs(_)) = p.apply_remote(now, &e) {
-                return Err(Apply::Proxy(e));
+            if let Err(ApplyError::Epochs(_)) = p.apply_remote(now, e) {
+                return false;
             }
         }
         Apply::Handshake { key, ts } => {
             let wall = crate::runtime::unix_nanos();
-            p.replay_table_mut().merge(&[0; 12], [(key, ts)], wall);
+            p.replay_table_mut().merge(&[0; 12], [(*key, *ts)], wall);
         }
         // Taken out of the batch before (they go to the host's store).
         Apply::Subscriber { .. } | Apply::Resync => {}
     }
-    Ok(())
+    true
 }
 
 async fn sleep_until(t: Option<Instant>) {
