@@ -498,9 +498,11 @@ fn a_proxy_hosted_through_the_c_abi_syncs_with_anytund_and_carries_a_call() {
         .collect();
     assert_eq!(t[2], t[0], "stop joined every thread: {t:?}");
     println!(
-        "hosted proxy: ready in {} s, threads before/running/after {t:?} ({} of its own)",
+        "hosted proxy: ready in {} s, threads before/running/after {t:?} ({} of its own; \
+         {} in the process during the call)",
         get(&r, "ready_s"),
-        t[1] - t[0]
+        t[1] - t[0],
+        get(&r, "threads_in_call")
     );
 }
 

@@ -172,6 +172,7 @@ static int run_host(char **argv)
                     break;
                 sleep_ms(10);
             } while (now_s() - t < 30);
+            printf("RESULT threads_in_call=%d\n", count_threads());
             printf("RESULT calls=%u\n", st.calls);
             printf("RESULT sessions=%u\n", st.sessions);
             printf("RESULT registrations=%u\n", st.registrations);
