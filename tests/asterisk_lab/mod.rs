@@ -26,7 +26,7 @@ const REPO: &str = env!("CARGO_MANIFEST_DIR");
 /// The Asterisk modules every test PBX loads (autoload = no).
 pub const MODULES: &str = "pbx_config.so app_dial.so app_playback.so app_read.so \
     app_senddtmf.so app_mixmonitor.so app_echo.so app_verbose.so app_milliwatt.so \
-    func_env.so func_callerid.so func_channel.so func_strings.so format_wav.so format_pcm.so \
+    func_env.so func_callerid.so func_channel.so func_strings.so func_logic.so format_wav.so format_pcm.so \
     format_sln.so codec_ulaw.so codec_alaw.so codec_g722.so \
     res_timing_timerfd.so bridge_simple.so res_clioriginate.so";
 
