@@ -727,8 +727,8 @@ fn an_idle_pair_of_linked_daemons_shows_its_peer_up_and_synced() {
     }
     // Idle from here on: the board still says so a while later.
     std::thread::sleep(Duration::from_millis(1200));
-    for i in 0..2 {
-        let s = status(metrics[i]).expect("status");
+    for (i, &port) in metrics.iter().enumerate() {
+        let s = status(port).expect("status");
         assert!(
             s.ready && s.sync.as_ref().is_some_and(|y| y.synced),
             "{s:?}"
