@@ -36,6 +36,9 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 use toml::{Spanned, Value};
 
+pub mod announce;
+pub use announce::AnnounceConfig;
+
 /// Default for [`Config::proxy_id`].
 pub const DEFAULT_PROXY_ID: u16 = 1;
 /// Default for [`Config::listen`]: every IPv4 and IPv6 address.
@@ -171,6 +174,9 @@ pub struct Config {
     pub reuse_port: bool,
     /// Denial-of-service protection limits.
     pub dos: DosConfig,
+    /// The routing daemon announcing the anycast prefixes while healthy
+    /// (`[announce]`); `None`: this daemon announces nothing.
+    pub announce: Option<AnnounceConfig>,
 }
 
 /// Denial-of-service limits, the `[dos]` table (the same type the core uses).
@@ -194,6 +200,7 @@ impl Default for Config {
             subscriber_reload_ms: DEFAULT_SUBSCRIBER_RELOAD_MS,
             reuse_port: false,
             dos: DosConfig::default(),
+            announce: None,
         }
     }
 }
@@ -265,6 +272,7 @@ struct RawConfig {
     subscriber_reload_ms: Option<Spanned<Value>>,
     reuse_port: Option<Spanned<Value>>,
     dos: Option<RawDos>,
+    announce: Option<announce::RawAnnounce>,
 }
 
 #[derive(Deserialize)]
@@ -721,6 +729,14 @@ impl RawConfig {
             None => defaults.dos,
         };
 
+        let announce = match self.announce {
+            Some(raw) => Some(
+                raw.check(src.origin)
+                    .map_err(|(message, span)| src.error(span, message))?,
+            ),
+            None => None,
+        };
+
         Ok(Config {
             proxy_id,
             listen,
@@ -734,6 +750,7 @@ impl RawConfig {
             subscriber_reload_ms,
             reuse_port,
             dos,
+            announce,
         })
     }
 }
@@ -844,6 +861,7 @@ per_ip_burst = 1
                     per_ip_rate_per_s: 3,
                     per_ip_burst: 1,
                 },
+                announce: None,
             }
         );
     }

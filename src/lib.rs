@@ -13,6 +13,7 @@
 //! - [`runtime`]: tokio shells that drive the cores over UDP sockets.
 //! - [`sync`]: anypsp, between proxies: membership, the peer link and the
 //!   table sync engine.
+//! - [`lab`]: the anycast lab of network namespaces (`anytun lab`).
 //! - [`store`], [`config`], [`audio`], [`demo`]: the subscriber store, the
 //!   daemon's configuration, audio files and codecs, the built-in demo.
 //!
@@ -39,3 +40,4 @@ pub mod store;
 pub mod sync;
 pub mod testbed;
 pub mod wire;
+pub mod lab;

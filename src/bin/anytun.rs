@@ -134,6 +134,14 @@ enum Cmd {
         #[arg(long, default_value = "ulaw")]
         codec: String,
     },
+    /// The anycast lab: proxies, a router and NATed sites in network
+    /// namespaces, with knobs that break the proxies (root only).
+    Lab {
+        #[command(subcommand)]
+        cmd: anytun::lab::cli::LabCmd,
+        #[command(flatten)]
+        opts: anytun::lab::cli::LabOpts,
+    },
 }
 
 #[derive(Subcommand)]
@@ -1006,6 +1014,13 @@ async fn run(cli: Cli) -> Result<bool, String> {
             seconds,
             codec,
         } => return cmd_demo(json, seconds, codec).await,
+        Cmd::Lab { cmd, opts } => {
+            let out = tokio::task::spawn_blocking(move || anytun::lab::cli::run(cmd, opts))
+                .await
+                .map_err(|e| e.to_string())?
+                .map_err(|e| e.to_string())?;
+            print!("{out}");
+        }
     }
     Ok(true)
 }

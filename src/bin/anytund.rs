@@ -7,6 +7,7 @@
 use anytun::config::{self, Config};
 use anytun::crypto::SecretKey;
 use anytun::proxy::{Proxy, ProxyConfig};
+use anytun::runtime::announce;
 use anytun::runtime::proxy::{BoundSockets, ProxyRuntime};
 use anytun::runtime::udp::BindOptions;
 use anytun::runtime::RuntimeError;
@@ -306,13 +307,30 @@ async fn run(args: Args) -> Result<(), String> {
         })
     };
 
+    // Announcement follows health (docs/anycast-lab.md): BIRD runs as our
+    // child and the anycast routes are enabled only while we are ready.
+    let announcer = match cfg.announce.clone() {
+        Some(a) => Some(announce::start(a)?),
+        None => None,
+    };
+    if let Some(a) = &announcer {
+        // Serving now; with peers, ready will also wait for the table.
+        a.update(|h| h.ready = true);
+    }
+
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .map_err(|e| e.to_string())?;
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term.recv() => {}
-    }
+    announce::serve_signals(announcer.as_ref(), async {
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+    })
+    .await?;
     log::info!("shutting down");
+    if let Some(a) = announcer {
+        announce::drain_and_stop(a).await;
+    }
     reload.abort();
     status.abort();
     lease.abort();

@@ -6,7 +6,10 @@
 //! - [`proxy`]: runs a [`crate::proxy::Proxy`] on one or more sockets.
 //! - [`client`]: runs a [`crate::client::Client`] against one proxy address.
 //! - [`peers`]: runs the anypsp peer links ([`crate::sync::link`]) over TCP.
+//! - [`announce`]: runs the routing daemon (BIRD) and announces the anycast
+//!   routes only while the proxy is ready.
 
+pub mod announce;
 pub mod client;
 pub mod peers;
 pub mod proxy;

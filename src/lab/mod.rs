@@ -1,0 +1,271 @@
+//! `anytun lab`: a small Internet of network namespaces on one machine.
+//!
+//! Three proxies announce one anycast address (IPv4 and IPv6) to a router
+//! over BGP with BFD; two client sites sit behind their own NAT (nftables
+//! masquerade with fully random ports); the router gives each site its own
+//! nearest proxy. Knobs break the proxies in the ways a real network does.
+//! Everything runs real: `ip`, `nft`, `bird`, `anytund`, driven here as
+//! processes. Design and figures: docs/anycast-lab.md.
+//!
+//! - [`topo`]: names and addresses.
+//! - [`build`]: namespaces, links, addresses, NAT, routing.
+//! - [`conf`]: BIRD and anytund configs (from the samples in docs/bird/).
+//! - [`procs`]: the processes and their pids.
+//! - [`netns`]: running a client of this process inside a site.
+
+pub mod build;
+pub mod cli;
+pub mod conf;
+pub mod knobs;
+pub mod netns;
+pub mod procs;
+mod sh;
+pub mod topo;
+
+use crate::crypto::{PublicKey, SecretKey};
+use crate::store::SubscriberStore;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+pub use topo::{Names, Site, P};
+
+/// Why a lab command failed.
+#[derive(Debug, thiserror::Error)]
+pub enum LabError {
+    /// Namespaces, NAT and routing daemons need root.
+    #[error("the lab needs root (network namespaces, nftables, BIRD): run it as root")]
+    NotRoot,
+    /// A tool is missing.
+    #[error("{tool} is not installed; install {package} (scripts/test.sh does: apt-get install bird2 nftables conntrack iproute2)")]
+    Missing {
+        /// The program.
+        tool: &'static str,
+        /// Its Debian package.
+        package: &'static str,
+    },
+    /// A tool failed.
+    #[error("{command}: {why}")]
+    Tool {
+        /// The command line.
+        command: String,
+        /// Its error output.
+        why: String,
+    },
+    /// A file of the run folder.
+    #[error("{path}: {why}")]
+    Io {
+        /// The file.
+        path: String,
+        /// What went wrong.
+        why: String,
+    },
+    /// A signal could not be sent.
+    #[error("cannot signal pid {pid}: {why}")]
+    Signal {
+        /// The process.
+        pid: i32,
+        /// Why.
+        why: String,
+    },
+    /// The lab is not up (or this proxy is not running).
+    #[error("{0}")]
+    NotUp(String),
+    /// Something did not happen in time.
+    #[error("timed out after {ms} ms waiting for {what}")]
+    Timeout {
+        /// What.
+        what: String,
+        /// How long.
+        ms: u128,
+    },
+}
+
+/// One lab: its namespaces (by prefix), its run folder, its binaries.
+#[derive(Debug, Clone)]
+pub struct Lab {
+    /// Namespace names.
+    pub names: Names,
+    /// State: configs, keys, pid files, logs, control sockets.
+    pub run: PathBuf,
+    /// The anytund binary the proxies run.
+    pub anytund: PathBuf,
+    /// Appended to every proxy's anytund.toml (a `[sync]` table).
+    pub sync_toml: Option<fn(P) -> String>,
+}
+
+/// The default namespace prefix.
+pub const DEFAULT_PREFIX: &str = "atl";
+
+fn io_err(path: &Path) -> impl Fn(std::io::Error) -> LabError + '_ {
+    move |e| LabError::Io {
+        path: path.display().to_string(),
+        why: e.to_string(),
+    }
+}
+
+/// Checks that this process is root and the lab's tools are installed.
+pub fn preflight() -> Result<(), LabError> {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        return Err(LabError::NotRoot);
+    }
+    for (tool, package) in [
+        ("ip", "iproute2"),
+        ("nft", "nftables"),
+        ("bird", "bird2"),
+        ("birdc", "bird2"),
+        ("conntrack", "conntrack"),
+    ] {
+        if !sh::have(tool) {
+            return Err(LabError::Missing { tool, package });
+        }
+    }
+    Ok(())
+}
+
+impl Lab {
+    /// A lab with namespace prefix `prefix` (at most 8 characters, so
+    /// every name fits), state in `run` (default
+    /// `/run/anytun-lab/PREFIX`), proxies running `anytund` (default: the
+    /// `anytund` beside this executable).
+    pub fn new(
+        prefix: &str,
+        run: Option<PathBuf>,
+        anytund: Option<PathBuf>,
+    ) -> Result<Self, LabError> {
+        if prefix.is_empty()
+            || prefix.len() > 8
+            || !prefix.chars().all(|c| c.is_ascii_alphanumeric())
+        {
+            return Err(LabError::NotUp(format!(
+                "prefix {prefix:?}: 1 to 8 letters or digits"
+            )));
+        }
+        let anytund = match anytund {
+            Some(p) => p,
+            None => std::env::current_exe()
+                .map_err(io_err(Path::new("current_exe")))?
+                .with_file_name("anytund"),
+        };
+        Ok(Self {
+            names: Names {
+                prefix: prefix.to_owned(),
+            },
+            run: run.unwrap_or_else(|| Path::new("/run/anytun-lab").join(prefix)),
+            anytund,
+            sync_toml: None,
+        })
+    }
+
+    /// Proxy `p`'s folder in the run folder.
+    pub fn proxy_dir(&self, p: P) -> PathBuf {
+        self.run.join(p.name())
+    }
+
+    /// Proxy `p`'s anytund pid, if it runs (alive or stopped).
+    pub fn anytund_pid(&self, p: P) -> Option<i32> {
+        procs::read_pid(&self.proxy_dir(p).join("anytund.pid")).filter(|&pid| procs::alive(pid))
+    }
+
+    /// Proxy `p`'s BIRD pid (a child of its anytund), if it runs.
+    pub fn bird_pid(&self, p: P) -> Option<i32> {
+        let pid = self.anytund_pid(p)?;
+        procs::children(pid).into_iter().find(|&c| {
+            std::fs::read_to_string(format!("/proc/{c}/comm")).is_ok_and(|s| s.trim() == "bird")
+        })
+    }
+
+    /// The network's public key (clients need it).
+    pub fn network_public(&self) -> Result<PublicKey, LabError> {
+        let path = self.run.join("network.key");
+        SecretKey::read_file(&path)
+            .map(|k| k.public())
+            .map_err(|e| LabError::Io {
+                path: path.display().to_string(),
+                why: e.to_string(),
+            })
+    }
+
+    /// Adds a subscriber `name` with a new key (kept in `keys/NAME.key`)
+    /// to the lab's shared store; the proxies reload it within 200 ms.
+    pub fn add_user(&self, name: &str) -> Result<SecretKey, LabError> {
+        let dir = self.run.join("keys");
+        std::fs::create_dir_all(&dir).map_err(io_err(&dir))?;
+        let path = dir.join(format!("{name}.key"));
+        let key = if path.exists() {
+            SecretKey::read_file(&path)
+        } else {
+            let k = SecretKey::generate();
+            k.write_new_file(&path).map(|()| k)
+        }
+        .map_err(|e| LabError::Io {
+            path: path.display().to_string(),
+            why: e.to_string(),
+        })?;
+        let db = self.run.join("subscribers.db");
+        let store = SubscriberStore::open(&db).map_err(|e| LabError::Io {
+            path: db.display().to_string(),
+            why: e.to_string(),
+        })?;
+        store
+            .add(name, &key.public().0)
+            .map_err(|e| LabError::Io {
+                path: db.display().to_string(),
+                why: e.to_string(),
+            })?;
+        Ok(key)
+    }
+
+    /// The proxy the router now sends `site`'s packets for the anycast
+    /// address to (IPv4 or IPv6); `None`: no route (nobody announces).
+    pub fn route(&self, site: Site, v6: bool) -> Result<Option<P>, LabError> {
+        let (fam, dst) = if v6 {
+            ("-6", format!("{}/128", topo::ANYCAST6))
+        } else {
+            ("-4", format!("{}/32", topo::ANYCAST4))
+        };
+        let out = match sh::ip(
+            &self.names.router(),
+            &format!("{fam} route show table {} {dst}", site.table()),
+        ) {
+            Ok(out) => out,
+            // The kernel makes a table with its first route.
+            Err(LabError::Tool { why, .. }) if why.contains("does not exist") => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        Ok(P::all().find(|p| {
+            let via = if v6 {
+                p.up6().to_string()
+            } else {
+                p.up4().to_string()
+            };
+            out.split_whitespace().any(|w| w == via)
+        }))
+    }
+
+    /// Waits until the router sends `site`'s packets to `want` (both
+    /// families when `both`, else IPv4); returns how long that took.
+    pub fn wait_route(
+        &self,
+        site: Site,
+        want: Option<P>,
+        limit: Duration,
+    ) -> Result<Duration, LabError> {
+        let t0 = Instant::now();
+        loop {
+            if self.route(site, false)? == want && self.route(site, true)? == want {
+                return Ok(t0.elapsed());
+            }
+            if t0.elapsed() > limit {
+                return Err(LabError::Timeout {
+                    what: format!(
+                        "site {}'s route to be {}",
+                        site.letter(),
+                        want.map_or("none".into(), |p| p.name())
+                    ),
+                    ms: limit.as_millis(),
+                });
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+}
