@@ -14,6 +14,7 @@
 //! - [`netns`]: running a client of this process inside a site.
 
 pub mod build;
+pub mod call;
 pub mod cli;
 pub mod conf;
 pub mod knobs;

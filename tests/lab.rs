@@ -1,0 +1,284 @@
+//! The anycast lab (issue 8), for real: network namespaces, nftables NAT,
+//! BIRD 2 with BFD, the shipped anytund and the project's own client.
+//!
+//! These tests need root and bird2, nftables, conntrack, iproute2
+//! (scripts/test.sh installs them); without them they FAIL saying so.
+//! They run one at a time (one lock), each in its own namespace prefix,
+//! and tear their lab down even when they fail.
+
+use anytun::lab::call::{frames_for, run_call, Party};
+use anytun::lab::knobs::Knob;
+use anytun::lab::{preflight, Lab, Site, P};
+use std::sync::Mutex;
+use std::time::Duration;
+
+static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
+
+/// A lab that is taken down when the test ends, however it ends.
+struct Up(Lab);
+
+impl Drop for Up {
+    fn drop(&mut self) {
+        if let Err(e) = self.0.down() {
+            eprintln!("lab down failed: {e}");
+        }
+    }
+}
+
+fn lab(prefix: &str) -> (std::sync::MutexGuard<'static, ()>, Up) {
+    let guard = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    if let Err(e) = preflight() {
+        panic!("the lab tests need root and the lab's tools: {e}");
+    }
+    let lab = Lab::new(prefix, None, Some(env!("CARGO_BIN_EXE_anytund").into())).unwrap();
+    lab.down().unwrap();
+    let up = lab.up().unwrap();
+    eprintln!(
+        "lab {prefix} up: both sites routed after {} ms",
+        up.ready_after.as_millis()
+    );
+    (guard, Up(lab))
+}
+
+fn rt() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+fn median_worst(mut v: Vec<f64>) -> (f64, f64) {
+    v.sort_by(f64::total_cmp);
+    (v[v.len() / 2], v[v.len() - 1])
+}
+
+#[test]
+fn lab_up_again_changes_nothing_and_down_removes_everything() {
+    let (_g, up) = lab("atlud");
+    let lab = &up.0;
+    let pids: Vec<i32> = P::all().map(|p| lab.anytund_pid(p).unwrap()).collect();
+    let birds: Vec<i32> = P::all().map(|p| lab.bird_pid(p).unwrap()).collect();
+    let again = lab.up().unwrap();
+    assert!(!again.built, "a lab that is up is not rebuilt");
+    assert!(again.started.is_empty(), "nothing restarted: {:?}", again.started);
+    assert_eq!(pids, P::all().map(|p| lab.anytund_pid(p).unwrap()).collect::<Vec<_>>());
+    // A crash: the CLI's state is gone but the processes run; down still
+    // finds them through the namespaces.
+    std::fs::remove_file(lab.proxy_dir(P(1)).join("anytund.pid")).unwrap();
+    lab.down().unwrap();
+    for pid in pids.iter().chain(&birds) {
+        assert!(!anytun::lab::procs::alive(*pid), "pid {pid} survived lab down");
+    }
+    for ns in lab.names.all() {
+        assert!(
+            !std::path::Path::new("/run/netns").join(&ns).exists(),
+            "namespace {ns} survived lab down"
+        );
+    }
+    assert!(!lab.run.exists(), "run folder survived lab down");
+}
+
+#[test]
+fn each_site_reaches_its_nearest_proxy_over_v4_and_v6_through_its_nat() {
+    let (_g, up) = lab("atlnear");
+    let lab = &up.0;
+    rt().block_on(async {
+        for v6 in [false, true] {
+            for site in Site::ALL {
+                let name = format!("{}{}", site.letter().to_ascii_lowercase(), u8::from(v6));
+                let p = Party::connect(lab, site, v6, &name, 1).await.unwrap();
+                let want = site.preference()[0];
+                assert_eq!(p.proxy, u16::from(want.0), "site {site:?} v6={v6}");
+                // The proxy sees the NAT's outside address, not the host's.
+                let nat: std::net::IpAddr = if v6 {
+                    site.nat6().into()
+                } else {
+                    site.nat4().into()
+                };
+                assert_eq!(p.observed.ip(), nat, "site {site:?} v6={v6}");
+                eprintln!(
+                    "site {} over IPv{}: served by proxy {}, seen as {}",
+                    site.letter(),
+                    if v6 { 6 } else { 4 },
+                    p.proxy,
+                    p.observed
+                );
+            }
+        }
+    });
+}
+
+#[test]
+fn a_call_through_the_lab_carries_voice_both_ways_sample_for_sample() {
+    let (_g, up) = lab("atlcall");
+    let lab = &up.0;
+    rt().block_on(async {
+        for v6 in [false, true] {
+            let tag = u8::from(v6);
+            // Both ends in site A (served by p1): a call across proxies
+            // needs anypsp in anytund.
+            let mut a = Party::connect(lab, Site::A, v6, &format!("alice{tag}"), 100).await.unwrap();
+            let mut b = Party::connect(lab, Site::A, v6, &format!("bob{tag}"), 100).await.unwrap();
+            let r = run_call(&mut a, &mut b, frames_for(2.0), None, || {}).await.unwrap();
+            eprintln!("IPv{}: {r:?}", if v6 { 6 } else { 4 });
+            assert!(r.intact(), "{r:?}");
+            assert_eq!(r.handshakes_repeated, 0);
+        }
+    });
+}
+
+#[test]
+fn nat_rebinding_mid_call_the_call_continues() {
+    let (_g, up) = lab("atlnat");
+    let lab = up.0.clone();
+    rt().block_on(async {
+        let mut a = Party::connect(&lab, Site::A, false, "alice", 100).await.unwrap();
+        let mut b = Party::connect(&lab, Site::A, false, "bob", 100).await.unwrap();
+        let l = lab.clone();
+        let r = run_call(&mut a, &mut b, frames_for(3.0), Some(Duration::from_secs(1)), move || {
+            l.rebind(Site::A).unwrap();
+        })
+        .await
+        .unwrap();
+        eprintln!("NAT rebinding mid-call: {r:?}");
+        assert!(r.action_at.is_some());
+        assert!(r.ended_early.is_none(), "{r:?}");
+        assert_eq!(r.handshakes_repeated, 0, "{r:?}");
+        assert_eq!(r.a_to_b.corrupted + r.b_to_a.corrupted, 0, "{r:?}");
+        // The proxy learns the new mapping from the next authenticated
+        // packet; what was in flight at the flush may be lost.
+        assert!(r.a_to_b.lost <= 2 && r.b_to_a.lost <= 2, "{r:?}");
+    });
+}
+
+/// Turns `k` on p1 and measures until site A's route is on p3 (its next
+/// nearest), then undoes it and waits for p1 again.
+fn route_move(lab: &Lab, k: Knob, undo: Knob) -> Duration {
+    let t0 = std::time::Instant::now();
+    lab.knob(k, P(1)).unwrap();
+    lab.wait_route(Site::A, Some(P(3)), Duration::from_secs(5))
+        .unwrap();
+    let moved = t0.elapsed();
+    // Site B never moves: per-site preferences, not ECMP.
+    assert_eq!(lab.route(Site::B, false).unwrap(), Some(P(2)));
+    lab.knob(undo, P(1)).unwrap();
+    lab.wait_route(Site::A, Some(P(1)), Duration::from_secs(15))
+        .unwrap();
+    moved
+}
+
+#[test]
+fn announcement_follows_health_route_moves_on_kill_freeze_blackhole_withdraw() {
+    let (_g, up) = lab("atlfail");
+    let lab = &up.0;
+    let runs = 5;
+    let mut report = String::new();
+    for (k, undo) in [
+        (Knob::Kill, Knob::Restart),
+        (Knob::Freeze, Knob::Thaw),
+        (Knob::Blackhole, Knob::Heal),
+        (Knob::Withdraw, Knob::Announce),
+    ] {
+        let mut times = Vec::new();
+        for _ in 0..runs {
+            let bird = lab.bird_pid(P(1)).unwrap();
+            let t = route_move(lab, k, undo);
+            if k == Knob::Kill {
+                // BIRD died with its anytund (PR_SET_PDEATHSIG).
+                assert!(!anytun::lab::procs::alive(bird), "p1's bird outlived anytund");
+            }
+            times.push(ms(t));
+        }
+        let (med, worst) = median_worst(times.clone());
+        report.push_str(&format!(
+            "{k:?}: site A's route moved p1 -> p3 after median {med:.1} ms, worst {worst:.1} ms ({times:.1?})\n"
+        ));
+    }
+    eprint!("route failover, {runs} runs each (knob to kernel route change, 1 ms polling):\n{report}");
+}
+
+#[test]
+fn a_bird_started_without_anytund_announces_nothing() {
+    let (_g, up) = lab("atlbird");
+    let lab = &up.0;
+    lab.knob(Knob::Kill, P(1)).unwrap();
+    lab.wait_route(Site::A, Some(P(3)), Duration::from_secs(5)).unwrap();
+    // p1's BIRD alone, with the shipped config: BGP comes up, nothing is
+    // announced until an anytund says it is ready.
+    let dir = lab.proxy_dir(P(1));
+    let sock = dir.join("manual.ctl");
+    let pidfile = dir.join("manual.pid");
+    let out = std::process::Command::new("ip")
+        .args(["netns", "exec", &lab.names.proxy(P(1)), "bird", "-c"])
+        .arg(dir.join("bird.conf"))
+        .arg("-s")
+        .arg(&sock)
+        .arg("-P")
+        .arg(&pidfile)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let established = || {
+        let o = std::process::Command::new("birdc")
+            .arg("-s")
+            .arg(&sock)
+            .args(["show", "protocols", "up4"])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&o.stdout).contains("Established")
+    };
+    let t0 = std::time::Instant::now();
+    while !established() {
+        assert!(t0.elapsed() < Duration::from_secs(10), "p1's BGP session never came up");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(lab.route(Site::A, false).unwrap(), Some(P(3)));
+    assert_eq!(lab.route(Site::A, true).unwrap(), Some(P(3)));
+    let pid = anytun::lab::procs::read_pid(&pidfile).unwrap();
+    anytun::lab::procs::stop(pid, Duration::from_secs(2));
+}
+
+#[test]
+fn a_withdrawn_proxy_keeps_serving_what_still_arrives() {
+    let (_g, up) = lab("atldrain");
+    let lab = &up.0;
+    // Added first: the proxies reload the store within 200 ms.
+    let key = lab.add_user("dave").unwrap();
+    lab.knob(Knob::Withdraw, P(2)).unwrap();
+    lab.wait_route(Site::B, Some(P(3)), Duration::from_secs(5)).unwrap();
+    assert!(lab.anytund_pid(P(2)).is_some());
+    // Site B now reaches p3 at the anycast address ...
+    rt().block_on(async {
+        let p = Party::connect(lab, Site::B, false, "carol", 1).await.unwrap();
+        assert_eq!(p.proxy, 3);
+    });
+    // ... and p2 still serves: a handshake to its unicast address works.
+    let network = lab.network_public().unwrap();
+    rt().block_on(async {
+        let addr = std::net::SocketAddr::new(P(2).unicast4().into(), anytun::lab::topo::PORT);
+        let cfg = anytun::client::ClientConfig::new(key, network);
+        let (_c, mut ev) = anytun::lab::netns::within(&lab.names.site(Site::B), || {
+            anytun::runtime::client::ClientRuntime::start(cfg, addr, Box::new(|_| {}))
+        })
+        .unwrap()
+        .unwrap();
+        let proxy = tokio::time::timeout(Duration::from_secs(10), async {
+            loop {
+                match ev.recv().await {
+                    Some(anytun::client::Event::Connected { proxy, .. }) => return proxy.get(),
+                    other => eprintln!("client event: {other:?}"),
+                }
+            }
+        })
+        .await
+        .expect("the withdrawn proxy did not answer");
+        assert_eq!(proxy, 2);
+    });
+    lab.knob(Knob::Announce, P(2)).unwrap();
+    lab.wait_route(Site::B, Some(P(2)), Duration::from_secs(5)).unwrap();
+}
