@@ -169,6 +169,8 @@ fn route_move(lab: &Lab, k: Knob, undo: Knob) -> Duration {
     lab.knob(undo, P(1)).unwrap();
     lab.wait_route(Site::A, Some(P(1)), Duration::from_secs(15))
         .unwrap();
+    // The next run's freeze must meet a live BFD session, as in service.
+    lab.wait_bfd(P(1), Duration::from_secs(10)).unwrap();
     moved
 }
 

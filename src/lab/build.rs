@@ -61,6 +61,9 @@ impl Lab {
         for site in Site::ALL {
             self.wait_route(site, Some(site.preference()[0]), Duration::from_secs(20))?;
         }
+        for p in P::all() {
+            self.wait_bfd(p, Duration::from_secs(10))?;
+        }
         Ok(UpReport {
             built: !complete,
             started,

@@ -269,4 +269,38 @@ impl Lab {
             std::thread::sleep(Duration::from_millis(1));
         }
     }
+
+    /// Whether the router's BFD sessions with proxy `p` (IPv4 and IPv6)
+    /// are up with their 60 ms detection time: only then does a frozen or silent `p` get noticed in 60 ms
+    /// (until then only BGP's hold timer would, in seconds).
+    pub fn bfd_up(&self, p: P) -> Result<bool, LabError> {
+        let sock = self.run.join("router/bird.ctl").display().to_string();
+        let out = sh::run("birdc", &["-s", &sock, "show", "bfd", "sessions"])?;
+        let up = |addr: String| {
+            out.lines().any(|l| {
+                let mut w = l.split_whitespace();
+                // Up, and past the slow start: BFD begins at its idle
+                // interval (1 s) and moves to 20 ms x 3 with a poll sequence.
+                w.next() == Some(addr.as_str())
+                    && l.contains(" Up ")
+                    && w.last().and_then(|t| t.parse::<f64>().ok()).is_some_and(|t| t <= 0.1)
+            })
+        };
+        Ok(up(p.up4().to_string()) && up(p.up6().to_string()))
+    }
+
+    /// Waits until [`Lab::bfd_up`] for `p`.
+    pub fn wait_bfd(&self, p: P, limit: Duration) -> Result<Duration, LabError> {
+        let t0 = Instant::now();
+        while !self.bfd_up(p)? {
+            if t0.elapsed() > limit {
+                return Err(LabError::Timeout {
+                    what: format!("the router's BFD sessions with {p}"),
+                    ms: limit.as_millis(),
+                });
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        Ok(t0.elapsed())
+    }
 }
