@@ -65,14 +65,26 @@ fn lab_up_again_changes_nothing_and_down_removes_everything() {
     let birds: Vec<i32> = P::all().map(|p| lab.bird_pid(p).unwrap()).collect();
     let again = lab.up().unwrap();
     assert!(!again.built, "a lab that is up is not rebuilt");
-    assert!(again.started.is_empty(), "nothing restarted: {:?}", again.started);
-    assert_eq!(pids, P::all().map(|p| lab.anytund_pid(p).unwrap()).collect::<Vec<_>>());
+    assert!(
+        again.started.is_empty(),
+        "nothing restarted: {:?}",
+        again.started
+    );
+    assert_eq!(
+        pids,
+        P::all()
+            .map(|p| lab.anytund_pid(p).unwrap())
+            .collect::<Vec<_>>()
+    );
     // A crash: the CLI's state is gone but the processes run; down still
     // finds them through the namespaces.
     std::fs::remove_file(lab.proxy_dir(P(1)).join("anytund.pid")).unwrap();
     lab.down().unwrap();
     for pid in pids.iter().chain(&birds) {
-        assert!(!anytun::lab::procs::alive(*pid), "pid {pid} survived lab down");
+        assert!(
+            !anytun::lab::procs::alive(*pid),
+            "pid {pid} survived lab down"
+        );
     }
     for ns in lab.names.all() {
         assert!(
@@ -122,9 +134,15 @@ fn a_call_through_the_lab_carries_voice_both_ways_sample_for_sample() {
             let tag = u8::from(v6);
             // Both ends in site A (served by p1): a call across proxies
             // needs anypsp in anytund.
-            let mut a = Party::connect(lab, Site::A, v6, &format!("alice{tag}"), 100).await.unwrap();
-            let mut b = Party::connect(lab, Site::A, v6, &format!("bob{tag}"), 100).await.unwrap();
-            let r = run_call(&mut a, &mut b, frames_for(2.0), None, || {}).await.unwrap();
+            let mut a = Party::connect(lab, Site::A, v6, &format!("alice{tag}"), 100)
+                .await
+                .unwrap();
+            let mut b = Party::connect(lab, Site::A, v6, &format!("bob{tag}"), 100)
+                .await
+                .unwrap();
+            let r = run_call(&mut a, &mut b, frames_for(2.0), None, || {})
+                .await
+                .unwrap();
             eprintln!("IPv{}: {r:?}", if v6 { 6 } else { 4 });
             assert!(r.intact(), "{r:?}");
             assert_eq!(r.handshakes_repeated, 0);
@@ -137,12 +155,22 @@ fn nat_rebinding_mid_call_the_call_continues() {
     let (_g, up) = lab("atlnat");
     let lab = up.0.clone();
     rt().block_on(async {
-        let mut a = Party::connect(&lab, Site::A, false, "alice", 100).await.unwrap();
-        let mut b = Party::connect(&lab, Site::A, false, "bob", 100).await.unwrap();
+        let mut a = Party::connect(&lab, Site::A, false, "alice", 100)
+            .await
+            .unwrap();
+        let mut b = Party::connect(&lab, Site::A, false, "bob", 100)
+            .await
+            .unwrap();
         let l = lab.clone();
-        let r = run_call(&mut a, &mut b, frames_for(3.0), Some(Duration::from_secs(1)), move || {
-            l.rebind(Site::A).unwrap();
-        })
+        let r = run_call(
+            &mut a,
+            &mut b,
+            frames_for(3.0),
+            Some(Duration::from_secs(1)),
+            move || {
+                l.rebind(Site::A).unwrap();
+            },
+        )
         .await
         .unwrap();
         eprintln!("NAT rebinding mid-call: {r:?}");
@@ -192,7 +220,10 @@ fn announcement_follows_health_route_moves_on_kill_freeze_blackhole_withdraw() {
             let t = route_move(lab, k, undo);
             if k == Knob::Kill {
                 // BIRD died with its anytund (PR_SET_PDEATHSIG).
-                assert!(!anytun::lab::procs::alive(bird), "p1's bird outlived anytund");
+                assert!(
+                    !anytun::lab::procs::alive(bird),
+                    "p1's bird outlived anytund"
+                );
             }
             times.push(ms(t));
         }
@@ -201,7 +232,9 @@ fn announcement_follows_health_route_moves_on_kill_freeze_blackhole_withdraw() {
             "{k:?}: site A's route moved p1 -> p3 after median {med:.1} ms, worst {worst:.1} ms ({times:.1?})\n"
         ));
     }
-    eprint!("route failover, {runs} runs each (knob to kernel route change, 1 ms polling):\n{report}");
+    eprint!(
+        "route failover, {runs} runs each (knob to kernel route change, 1 ms polling):\n{report}"
+    );
 }
 
 #[test]
@@ -209,7 +242,8 @@ fn a_bird_started_without_anytund_announces_nothing() {
     let (_g, up) = lab("atlbird");
     let lab = &up.0;
     lab.knob(Knob::Kill, P(1)).unwrap();
-    lab.wait_route(Site::A, Some(P(3)), Duration::from_secs(5)).unwrap();
+    lab.wait_route(Site::A, Some(P(3)), Duration::from_secs(5))
+        .unwrap();
     // p1's BIRD alone, with the shipped config: BGP comes up, nothing is
     // announced until an anytund says it is ready.
     let dir = lab.proxy_dir(P(1));
@@ -224,7 +258,11 @@ fn a_bird_started_without_anytund_announces_nothing() {
         .arg(&pidfile)
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let established = || {
         let o = std::process::Command::new("birdc")
             .arg("-s")
@@ -236,7 +274,10 @@ fn a_bird_started_without_anytund_announces_nothing() {
     };
     let t0 = std::time::Instant::now();
     while !established() {
-        assert!(t0.elapsed() < Duration::from_secs(10), "p1's BGP session never came up");
+        assert!(
+            t0.elapsed() < Duration::from_secs(10),
+            "p1's BGP session never came up"
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
     assert_eq!(lab.route(Site::A, false).unwrap(), Some(P(3)));
@@ -252,11 +293,14 @@ fn a_withdrawn_proxy_keeps_serving_what_still_arrives() {
     // Added first: the proxies reload the store within 200 ms.
     let key = lab.add_user("dave").unwrap();
     lab.knob(Knob::Withdraw, P(2)).unwrap();
-    lab.wait_route(Site::B, Some(P(3)), Duration::from_secs(5)).unwrap();
+    lab.wait_route(Site::B, Some(P(3)), Duration::from_secs(5))
+        .unwrap();
     assert!(lab.anytund_pid(P(2)).is_some());
     // Site B now reaches p3 at the anycast address ...
     rt().block_on(async {
-        let p = Party::connect(lab, Site::B, false, "carol", 1).await.unwrap();
+        let p = Party::connect(lab, Site::B, false, "carol", 1)
+            .await
+            .unwrap();
         assert_eq!(p.proxy, 3);
     });
     // ... and p2 still serves: a handshake to its unicast address works.
@@ -282,5 +326,188 @@ fn a_withdrawn_proxy_keeps_serving_what_still_arrives() {
         assert_eq!(proxy, 2);
     });
     lab.knob(Knob::Announce, P(2)).unwrap();
-    lab.wait_route(Site::B, Some(P(2)), Duration::from_secs(5)).unwrap();
+    lab.wait_route(Site::B, Some(P(2)), Duration::from_secs(5))
+        .unwrap();
+}
+
+// ---- The issue's scenarios that need calls across proxies (anypsp in
+// anytund). Each is one test; figures are printed (median and worst).
+
+fn sync_lab(prefix: &str) -> (std::sync::MutexGuard<'static, ()>, Up) {
+    let guard = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    if let Err(e) = preflight() {
+        panic!("the lab tests need root and the lab's tools: {e}");
+    }
+    let mut lab = Lab::new(prefix, None, Some(env!("CARGO_BIN_EXE_anytund").into())).unwrap();
+    lab.sync = true;
+    lab.down().unwrap();
+    let up = lab.up().unwrap();
+    eprintln!(
+        "lab {prefix} (anypsp) up after {} ms",
+        up.ready_after.as_millis()
+    );
+    (guard, Up(lab))
+}
+
+async fn pair(lab: &Lab, v6: bool, tag: &str) -> (Party, Party) {
+    let a = Party::connect(lab, Site::A, v6, &format!("alice{tag}"), 100)
+        .await
+        .unwrap();
+    let b = Party::connect(lab, Site::B, v6, &format!("bob{tag}"), 100)
+        .await
+        .unwrap();
+    assert_eq!((a.proxy, b.proxy), (1, 2), "each site on its nearest proxy");
+    (a, b)
+}
+
+#[test]
+#[ignore = "needs anypsp wired into anytund ([sync] in anytund.toml, branch s5-b)"]
+fn scenario1_call_between_sites_each_on_its_nearest_proxy_v4_and_v6() {
+    let (_g, up) = sync_lab("atls1");
+    rt().block_on(async {
+        for v6 in [false, true] {
+            let (mut a, mut b) = pair(&up.0, v6, if v6 { "6" } else { "4" }).await;
+            let r = run_call(&mut a, &mut b, frames_for(3.0), None, || {})
+                .await
+                .unwrap();
+            eprintln!("IPv{}: {r:?}", if v6 { 6 } else { 4 });
+            assert!(r.intact(), "{r:?}");
+            assert_eq!(r.handshakes_repeated, 0);
+        }
+    });
+}
+
+/// Runs `runs` calls site A -> site B, turning `k` on p1 (serving the
+/// caller) 1 s in and `undo` after the call; prints the gaps.
+fn failover_calls(lab: &Lab, k: Knob, undo: Knob, runs: usize, max_lost: usize) {
+    let mut gaps = Vec::new();
+    for i in 0..runs {
+        let lab2 = lab.clone();
+        let r = rt().block_on(async {
+            let (mut a, mut b) = pair(lab, false, &format!("{k:?}{i}")).await;
+            run_call(
+                &mut a,
+                &mut b,
+                frames_for(4.0),
+                Some(Duration::from_secs(1)),
+                move || {
+                    lab2.knob(k, P(1)).unwrap();
+                },
+            )
+            .await
+            .unwrap()
+        });
+        eprintln!("{k:?} run {i}: {r:?}");
+        assert!(r.ended_early.is_none(), "the call ended: {r:?}");
+        assert_eq!(r.handshakes_repeated, 0, "{r:?}");
+        assert_eq!(r.a_to_b.corrupted + r.b_to_a.corrupted, 0, "{r:?}");
+        assert!(r.a_to_b.lost + r.b_to_a.lost <= max_lost, "{r:?}");
+        gaps.push(r.gap_at_a_ms.max(r.gap_at_b_ms));
+        lab.knob(undo, P(1)).unwrap();
+        lab.wait_route(Site::A, Some(P(1)), Duration::from_secs(15))
+            .unwrap();
+        lab.wait_bfd(P(1), Duration::from_secs(10)).unwrap();
+    }
+    let (med, worst) = median_worst(gaps.clone());
+    eprintln!("{k:?} mid-call: gap in received voice (worse end) median {med:.1} ms, worst {worst:.1} ms ({gaps:.1?})");
+}
+
+#[test]
+#[ignore = "needs anypsp wired into anytund ([sync] in anytund.toml, branch s5-b)"]
+fn scenario2_sigkill_of_the_serving_anytund_mid_call() {
+    let (_g, up) = sync_lab("atls2");
+    failover_calls(&up.0, Knob::Kill, Knob::Restart, 5, usize::MAX);
+}
+
+#[test]
+#[ignore = "needs anypsp wired into anytund ([sync] in anytund.toml, branch s5-b)"]
+fn scenario3_sigstop_of_the_serving_proxy_mid_call() {
+    let (_g, up) = sync_lab("atls3");
+    failover_calls(&up.0, Knob::Freeze, Knob::Thaw, 5, usize::MAX);
+}
+
+#[test]
+#[ignore = "needs anypsp wired into anytund ([sync] in anytund.toml, branch s5-b)"]
+fn scenario4_graceful_drain_loses_no_frame() {
+    let (_g, up) = sync_lab("atls4");
+    failover_calls(&up.0, Knob::Withdraw, Knob::Announce, 3, 0);
+}
+
+#[test]
+#[ignore = "needs anypsp wired into anytund ([sync] in anytund.toml, branch s5-b)"]
+fn scenario7_nat_rebinding_mid_call_across_sites() {
+    let (_g, up) = sync_lab("atls7");
+    let lab = up.0.clone();
+    rt().block_on(async {
+        let (mut a, mut b) = pair(&lab, false, "r").await;
+        let l = lab.clone();
+        let r = run_call(
+            &mut a,
+            &mut b,
+            frames_for(3.0),
+            Some(Duration::from_secs(1)),
+            move || {
+                l.rebind(Site::A).unwrap();
+                l.rebind(Site::B).unwrap();
+            },
+        )
+        .await
+        .unwrap();
+        eprintln!("NAT rebinding at both sites mid-call: {r:?}");
+        assert!(r.ended_early.is_none(), "{r:?}");
+        assert_eq!(r.handshakes_repeated, 0, "{r:?}");
+        assert_eq!(r.a_to_b.corrupted + r.b_to_a.corrupted, 0, "{r:?}");
+    });
+}
+
+#[test]
+#[ignore = "needs anypsp wired into anytund ([sync] in anytund.toml, branch s5-b)"]
+fn scenario8_twenty_calls_while_a_proxy_is_killed_and_restarted_for_a_minute() {
+    let (_g, up) = sync_lab("atls8");
+    let lab = up.0.clone();
+    let calls = 20;
+    let seconds = 60.0;
+    let reports = rt().block_on(async {
+        let mut tasks = Vec::new();
+        for i in 0..calls {
+            let (mut a, mut b) = pair(&lab, i % 2 == 1, &format!("c{i}")).await;
+            tasks.push(tokio::spawn(async move {
+                run_call(&mut a, &mut b, frames_for(seconds), None, || {}).await
+            }));
+        }
+        let l = lab.clone();
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let s = stop.clone();
+        let chaos = tokio::task::spawn_blocking(move || {
+            let mut cycles = 0;
+            while !s.load(std::sync::atomic::Ordering::Relaxed) {
+                std::thread::sleep(Duration::from_secs(3));
+                let p = P(1 + (cycles % 3) as u8);
+                l.knob(Knob::Kill, p).unwrap();
+                std::thread::sleep(Duration::from_secs(2));
+                l.knob(Knob::Restart, p).unwrap();
+                cycles += 1;
+            }
+            cycles
+        });
+        let mut out = Vec::new();
+        for t in tasks {
+            out.push(t.await.unwrap().unwrap());
+        }
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        let cycles = chaos.await.unwrap();
+        eprintln!("{cycles} kill/restart cycles");
+        out
+    });
+    let dropped = reports.iter().filter(|r| r.ended_early.is_some()).count();
+    let gaps: Vec<f64> = reports
+        .iter()
+        .map(|r| r.gap_at_a_ms.max(r.gap_at_b_ms))
+        .collect();
+    let (med, worst) = median_worst(gaps);
+    eprintln!("{calls} calls: {dropped} dropped; gap median {med:.1} ms, worst {worst:.1} ms");
+    assert_eq!(dropped, 0);
+    for r in &reports {
+        assert_eq!(r.a_to_b.corrupted + r.b_to_a.corrupted, 0, "{r:?}");
+    }
 }

@@ -133,6 +133,10 @@ enum Cmd {
         /// Codec of the call (ulaw, alaw or slin).
         #[arg(long, default_value = "ulaw")]
         codec: String,
+        /// Run on loopback even as root (root runs the anycast lab:
+        /// three proxies, two NATed sites, the serving proxy killed mid-call).
+        #[arg(long)]
+        loopback: bool,
     },
     /// The anycast lab: proxies, a router and NATed sites in network
     /// namespaces, with knobs that break the proxies (root only).
@@ -964,6 +968,32 @@ async fn cmd_demo(json: bool, seconds: f64, codec: String) -> Result<bool, Strin
     Ok(report.ok)
 }
 
+/// `anytun demo` as root: the anycast lab demo (src/demo/lab.rs).
+async fn cmd_lab_demo(json: bool, seconds: f64) -> Result<bool, String> {
+    if !(1.0..=3600.0).contains(&seconds) {
+        return Err("--seconds must be between 1 and 3600 for the lab demo".into());
+    }
+    if !json {
+        eprintln!(
+            "bringing up the anycast lab (namespaces atldemo-*); a call from site A to site B \
+             carries {seconds:.1} s of audio each way, and the proxy serving the caller is killed \
+             a third of the way in..."
+        );
+    }
+    let (report, story) = demo::lab::run(seconds, None)
+        .await
+        .map_err(|e| e.to_string())?;
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string(&report).map_err(|e| e.to_string())?
+        );
+    } else {
+        print!("{}", demo::lab::human(&report, &story));
+    }
+    Ok(report.ok)
+}
+
 async fn run(cli: Cli) -> Result<bool, String> {
     match cli.cmd {
         Cmd::Keygen { out } => {
@@ -1013,7 +1043,26 @@ async fn run(cli: Cli) -> Result<bool, String> {
             json,
             seconds,
             codec,
-        } => return cmd_demo(json, seconds, codec).await,
+            loopback,
+        } => {
+            if !loopback {
+                // As root, missing lab tools are installed (Debian packages).
+                let ready = match anytun::lab::preflight() {
+                    Err(anytun::lab::LabError::Missing { .. }) => {
+                        eprintln!("installing the lab's tools (bird2, nftables, conntrack)...");
+                        anytun::lab::install_tools().and_then(|()| anytun::lab::preflight())
+                    }
+                    other => other,
+                };
+                match ready {
+                    Ok(()) => return cmd_lab_demo(json, seconds).await,
+                    Err(e) => {
+                        eprintln!("not running the anycast lab demo: {e}; running on loopback")
+                    }
+                }
+            }
+            return cmd_demo(json, seconds, codec).await;
+        }
         Cmd::Lab { cmd, opts } => {
             let out = tokio::task::spawn_blocking(move || anytun::lab::cli::run(cmd, opts))
                 .await

@@ -40,8 +40,8 @@ impl Lab {
     pub fn up(&self) -> Result<UpReport, LabError> {
         super::preflight()?;
         let t0 = Instant::now();
-        let complete = self.names.all().iter().all(|n| ns_exists(n))
-            && self.run.join("network.key").exists();
+        let complete =
+            self.names.all().iter().all(|n| ns_exists(n)) && self.run.join("network.key").exists();
         if !complete {
             // A half-built lab (a crash mid-way) is rebuilt from nothing.
             self.down()?;
@@ -81,7 +81,10 @@ impl Lab {
                 continue;
             }
             let pids = sh::run("ip", &["netns", "pids", &ns]).unwrap_or_default();
-            for pid in pids.split_whitespace().filter_map(|p| p.parse::<i32>().ok()) {
+            for pid in pids
+                .split_whitespace()
+                .filter_map(|p| p.parse::<i32>().ok())
+            {
                 let _ = procs::signal(pid, libc::SIGKILL);
             }
         }
@@ -129,7 +132,10 @@ impl Lab {
                 ],
             )?;
             let rtif = format!("rt-{}", p.name());
-            sh::ip(&ns, &format!("link add up0 type veth peer name {rtif} netns {rt}"))?;
+            sh::ip(
+                &ns,
+                &format!("link add up0 type veth peer name {rtif} netns {rt}"),
+            )?;
             for a in [
                 format!("{ANYCAST4}/32"),
                 format!("{ANYCAST6}/128"),
@@ -147,14 +153,26 @@ impl Lab {
             sh::ip(&rt, &format!("addr add {}/64 dev {rtif} nodad", p.rt6()))?;
             sh::ip(&rt, &format!("link set {rtif} up"))?;
             // Peers reach each other at their unicast addresses.
-            sh::ip(&rt, &format!("route add {}/32 via {}", p.unicast4(), p.up4()))?;
-            sh::ip(&rt, &format!("-6 route add {}/128 via {}", p.unicast6(), p.up6()))?;
+            sh::ip(
+                &rt,
+                &format!("route add {}/32 via {}", p.unicast4(), p.up4()),
+            )?;
+            sh::ip(
+                &rt,
+                &format!("-6 route add {}/128 via {}", p.unicast6(), p.up6()),
+            )?;
         }
         for s in Site::ALL {
             let (nat, site) = (n.nat(s), n.site(s));
             let rtif = format!("rt-n{}", s.letter());
-            sh::ip(&nat, &format!("link add up0 type veth peer name {rtif} netns {rt}"))?;
-            sh::ip(&nat, &format!("link add in0 type veth peer name up0 netns {site}"))?;
+            sh::ip(
+                &nat,
+                &format!("link add up0 type veth peer name {rtif} netns {rt}"),
+            )?;
+            sh::ip(
+                &nat,
+                &format!("link add in0 type veth peer name up0 netns {site}"),
+            )?;
             sh::ip(&nat, &format!("addr add {}/24 dev up0", s.nat4()))?;
             sh::ip(&nat, &format!("addr add {}/64 dev up0 nodad", s.nat6()))?;
             sh::ip(&nat, &format!("addr add {}/24 dev in0", s.gw4()))?;
@@ -197,26 +215,45 @@ impl Lab {
     fn write_files(&self) -> Result<(), LabError> {
         let key_path = self.run.join("network.key");
         let network = SecretKey::generate();
-        network.write_new_file(&key_path).map_err(|e| LabError::Io {
-            path: key_path.display().to_string(),
-            why: e.to_string(),
-        })?;
+        network
+            .write_new_file(&key_path)
+            .map_err(|e| LabError::Io {
+                path: key_path.display().to_string(),
+                why: e.to_string(),
+            })?;
         let pub_path = self.run.join("network.pub");
         fs::write(&pub_path, format!("{}\n", network.public())).map_err(io_err(&pub_path))?;
         let rt = self.run.join("router");
         fs::create_dir_all(&rt).map_err(io_err(&rt))?;
         let conf = rt.join("bird.conf");
         fs::write(&conf, conf::router_bird(&rt.join("bird.log"))).map_err(io_err(&conf))?;
+        let mut node_public = std::collections::HashMap::new();
         for p in P::all() {
             let dir = self.proxy_dir(p);
             fs::create_dir_all(&dir).map_err(io_err(&dir))?;
+            if self.sync {
+                let k = SecretKey::generate();
+                let path = dir.join("node.key");
+                k.write_new_file(&path).map_err(|e| LabError::Io {
+                    path: path.display().to_string(),
+                    why: e.to_string(),
+                })?;
+                node_public.insert(p, k.public().to_string());
+            }
+        }
+        for p in P::all() {
+            let dir = self.proxy_dir(p);
             // Each proxy keeps its own copy (its send-epoch lease lives
             // beside it).
             let k = dir.join("network.key");
             fs::copy(&key_path, &k).map_err(io_err(&k))?;
             let b = dir.join("bird.conf");
             fs::write(&b, conf::proxy_bird(p, &dir.join("bird.log"))).map_err(io_err(&b))?;
-            let extra = self.sync_toml.map(|f| f(p)).unwrap_or_default();
+            let extra = if self.sync {
+                conf::sync_toml(p, |q| node_public[&q].clone())
+            } else {
+                String::new()
+            };
             let t = dir.join("anytund.toml");
             fs::write(&t, conf::anytund_toml(p, &extra)).map_err(io_err(&t))?;
         }
@@ -269,7 +306,11 @@ impl Lab {
         if !missing.is_empty() {
             s.push_str(&format!("missing namespaces: {}\n", missing.join(" ")));
         }
-        s.push_str(&format!("lab {} (run folder {})\n", self.names.prefix, self.run.display()));
+        s.push_str(&format!(
+            "lab {} (run folder {})\n",
+            self.names.prefix,
+            self.run.display()
+        ));
         for p in P::all() {
             let state = match self.anytund_pid(p) {
                 None => "anytund not running".to_owned(),
@@ -279,7 +320,10 @@ impl Lab {
             let bird = self
                 .bird_pid(p)
                 .map_or("no bird".into(), |b| format!("bird {b}"));
-            s.push_str(&format!("  {p} ({}): {state}, {bird}\n", self.names.proxy(p)));
+            s.push_str(&format!(
+                "  {p} ({}): {state}, {bird}\n",
+                self.names.proxy(p)
+            ));
         }
         for site in Site::ALL {
             let show = |v6| match self.route(site, v6) {

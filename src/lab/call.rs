@@ -122,18 +122,22 @@ impl Party {
                 let rec = rec.clone();
                 Box::new(move |f: &crate::client::VoiceFrame<'_>| {
                     let now = Instant::now();
-                    rec.lock().unwrap_or_else(|e| e.into_inner()).on_frame(f, now);
+                    rec.lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .on_frame(f, now);
                 }) as crate::runtime::client::VoiceSink
             };
-            let mut cfg = ClientConfig::new(key.clone(), network.clone());
+            let mut cfg = ClientConfig::new(key.clone(), network);
             cfg.max_calls = 4;
-            let (rt, mut events) = netns::within(&ns, || {
-                ClientRuntime::start(cfg, anycast(v6), sink)
-            })?
-            .map_err(|e| CallError::Lab(LabError::Io {
-                path: ns.clone(),
-                why: e.to_string(),
-            }))?;
+            let (rt, mut events) =
+                netns::within(&ns, || ClientRuntime::start(cfg, anycast(v6), sink))?.map_err(
+                    |e| {
+                        CallError::Lab(LabError::Io {
+                            path: ns.clone(),
+                            why: e.to_string(),
+                        })
+                    },
+                )?;
             let connected = next(name, "session", &mut events, |e| match e {
                 Event::Connected {
                     proxy, observed, ..
@@ -253,21 +257,19 @@ pub async fn run_call(
     let codec = Codec::Ulaw;
     let b_name = Name::new(&b.name).map_err(|_| LabError::NotUp("bad name".into()))?;
     let t0 = Instant::now();
-    let call = a
-        .rt
-        .call(b_name, None, vec!["ulaw".into()])
-        .await
-        .map_err(|source| CallError::Client {
-            who: a.name.clone(),
-            source,
-        })?;
+    let call =
+        a.rt.call(b_name, None, vec!["ulaw".into()])
+            .await
+            .map_err(|source| CallError::Client {
+                who: a.name.clone(),
+                source,
+            })?;
     let incoming = next(&b.name, "incoming call", &mut b.events, |e| match e {
         Event::IncomingCall { call, .. } => Some(*call),
         _ => None,
     })
     .await?;
-    b.rt
-        .answer(incoming, "ulaw")
+    b.rt.answer(incoming, "ulaw")
         .await
         .map_err(|source| CallError::Client {
             who: b.name.clone(),

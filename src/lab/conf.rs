@@ -105,3 +105,25 @@ pub fn anytund_toml(p: P, extra: &str) -> String {
         id = p.0
     )
 }
+
+/// Proxy `p`'s `[sync]` table: its node key, its peer-link listener on
+/// its unicast address (so `partition` can cut it), and every other proxy
+/// as a peer with its node public key (`node_public(q)`).
+pub fn sync_toml(p: P, node_public: impl Fn(P) -> String) -> String {
+    let mut s = format!(
+        "\n[sync]\nnode_key = \"node.key\"\nlisten = \"{}:{SYNC_PORT}\"\npeer_detect_ms = 300\n",
+        p.unicast4()
+    );
+    for q in P::all().filter(|&q| q != p) {
+        s.push_str(&format!(
+            "\n[[sync.peers]]\nid = {}\naddress = \"{}:{SYNC_PORT}\"\npublic_key = \"{}\"\n",
+            q.0,
+            q.unicast4(),
+            node_public(q)
+        ));
+    }
+    s
+}
+
+/// TCP port of the proxies' peer links.
+pub const SYNC_PORT: u16 = 7476;

@@ -89,9 +89,13 @@ pub struct Lab {
     pub run: PathBuf,
     /// The anytund binary the proxies run.
     pub anytund: PathBuf,
-    /// Appended to every proxy's anytund.toml (a `[sync]` table).
-    pub sync_toml: Option<fn(P) -> String>,
+    /// Whether the proxies run anypsp with each other (a `[sync]` table in
+    /// each anytund.toml, node keys made by the lab).
+    pub sync: bool,
 }
+
+/// Whether labs run anypsp between their proxies unless told otherwise.
+pub const SYNC_DEFAULT: bool = false;
 
 /// The default namespace prefix.
 pub const DEFAULT_PREFIX: &str = "atl";
@@ -109,18 +113,53 @@ pub fn preflight() -> Result<(), LabError> {
     if unsafe { libc::geteuid() } != 0 {
         return Err(LabError::NotRoot);
     }
-    for (tool, package) in [
-        ("ip", "iproute2"),
-        ("nft", "nftables"),
-        ("bird", "bird2"),
-        ("birdc", "bird2"),
-        ("conntrack", "conntrack"),
-    ] {
+    for (tool, package) in TOOLS {
         if !sh::have(tool) {
             return Err(LabError::Missing { tool, package });
         }
     }
     Ok(())
+}
+
+/// The lab's tools as (program, Debian package).
+const TOOLS: [(&str, &str); 5] = [
+    ("ip", "iproute2"),
+    ("nft", "nftables"),
+    ("bird", "bird2"),
+    ("birdc", "bird2"),
+    ("conntrack", "conntrack"),
+];
+
+/// Installs the lab's missing tools from Debian's packages (root, apt):
+/// with a `policy-rc.d` that refuses to start services, so no host BIRD
+/// starts (it would hold port 179); removed again if this put it there.
+pub fn install_tools() -> Result<(), LabError> {
+    let missing: Vec<&str> = TOOLS
+        .iter()
+        .filter(|(t, _)| !sh::have(t))
+        .map(|(_, p)| *p)
+        .collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    if !sh::have("apt-get") {
+        return preflight();
+    }
+    let policy = Path::new("/usr/sbin/policy-rc.d");
+    let ours = !policy.exists();
+    if ours {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::write(policy, "#!/bin/sh\nexit 101\n").map_err(io_err(policy))?;
+        std::fs::set_permissions(policy, std::fs::Permissions::from_mode(0o755))
+            .map_err(io_err(policy))?;
+    }
+    let mut args = vec!["install", "-y", "-qq", "--no-install-recommends"];
+    args.extend(missing.iter().copied());
+    let r = sh::run("apt-get", &["update", "-qq"]).and_then(|_| sh::run("apt-get", &args));
+    if ours {
+        let _ = std::fs::remove_file(policy);
+    }
+    r.map(drop)
 }
 
 impl Lab {
@@ -153,7 +192,7 @@ impl Lab {
             },
             run: run.unwrap_or_else(|| Path::new("/run/anytun-lab").join(prefix)),
             anytund,
-            sync_toml: None,
+            sync: SYNC_DEFAULT,
         })
     }
 
@@ -207,12 +246,10 @@ impl Lab {
             path: db.display().to_string(),
             why: e.to_string(),
         })?;
-        store
-            .add(name, &key.public().0)
-            .map_err(|e| LabError::Io {
-                path: db.display().to_string(),
-                why: e.to_string(),
-            })?;
+        store.add(name, &key.public().0).map_err(|e| LabError::Io {
+            path: db.display().to_string(),
+            why: e.to_string(),
+        })?;
         Ok(key)
     }
 
@@ -283,7 +320,9 @@ impl Lab {
                 // interval (1 s) and moves to 20 ms x 3 with a poll sequence.
                 w.next() == Some(addr.as_str())
                     && l.contains(" Up ")
-                    && w.last().and_then(|t| t.parse::<f64>().ok()).is_some_and(|t| t <= 0.1)
+                    && w.last()
+                        .and_then(|t| t.parse::<f64>().ok())
+                        .is_some_and(|t| t <= 0.1)
             })
         };
         Ok(up(p.up4().to_string()) && up(p.up6().to_string()))

@@ -100,7 +100,12 @@ pub fn spawn_in(ns: &str, prog: &Path, args: &[&str], log: &Path) -> Result<i32,
 }
 
 /// Starts the router's BIRD (it daemonizes and writes its pid file).
-pub fn start_router_bird(ns: &str, conf: &Path, sock: &Path, pidfile: &Path) -> Result<i32, LabError> {
+pub fn start_router_bird(
+    ns: &str,
+    conf: &Path,
+    sock: &Path,
+    pidfile: &Path,
+) -> Result<i32, LabError> {
     sh::in_ns(
         ns,
         "bird",

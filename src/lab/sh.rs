@@ -85,7 +85,6 @@ pub fn nft(ns: &str, ruleset: &str) -> Result<(), LabError> {
 
 /// Whether a tool is installed (on PATH).
 pub fn have(tool: &str) -> bool {
-    std::env::var_os("PATH").is_some_and(|paths| {
-        std::env::split_paths(&paths).any(|d| d.join(tool).is_file())
-    })
+    std::env::var_os("PATH")
+        .is_some_and(|paths| std::env::split_paths(&paths).any(|d| d.join(tool).is_file()))
 }

@@ -290,7 +290,10 @@ async fn reconcile(
                         failing = false;
                     }
                     if want {
-                        log::info!("announcing the anycast routes ({})", cfg.protocols.join(", "));
+                        log::info!(
+                            "announcing the anycast routes ({})",
+                            cfg.protocols.join(", ")
+                        );
                     } else {
                         log::info!("withdrew the anycast routes ({})", cfg.protocols.join(", "));
                     }
