@@ -5,6 +5,17 @@
 //! when [`SubscriberStore::data_version`] changes) and the CLI (which edits
 //! it), so it is opened in WAL mode with a busy timeout: readers never block
 //! the writer and short write contention waits instead of failing.
+//!
+//! For replication between proxies (docs/anypsp-protocol.md), every (name,
+//! key) row carries the wall-clock time of its last change (`changed_ms`),
+//! and a removal leaves a tombstone (`live = 0`) with its time instead of
+//! deleting the row. A proxy that was down while a key was removed elsewhere
+//! can then tell that removal from an add: changes are ordered by time, last
+//! writer wins ([`SubscriberStore::apply_remote`]), and tombstones are
+//! purged once older than a horizon ([`SubscriberStore::purge_tombstones`],
+//! default [`DEFAULT_TOMBSTONE_HORIZON`]). Every change, local or applied
+//! from a peer, takes the next value of a local sequence, so the daemon
+//! reads what changed with [`SubscriberStore::changes_since`].
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -14,19 +25,69 @@ use rusqlite::{params, Connection, TransactionBehavior};
 pub use crate::call::name::{validate_name, NameError, MAX_NAME_LEN};
 
 /// Schema version this code writes and understands (`PRAGMA user_version`).
-pub const SCHEMA_VERSION: i64 = 1;
+/// Version 1 had no times or tombstones; it is upgraded on open.
+pub const SCHEMA_VERSION: i64 = 2;
+
+/// How long a tombstone is kept by default: 7 days. A proxy out of contact
+/// for longer may resurrect a removal it missed (as the sync engine's own
+/// horizon, docs/anypsp-protocol.md Section 4.5).
+pub const DEFAULT_TOMBSTONE_HORIZON: Duration = Duration::from_secs(7 * 24 * 3600);
+
+/// Most rows one [`SubscriberStore::changes_since`] call returns.
+pub const MAX_CHANGES_PAGE: usize = 1000;
+
+/// Most tombstones one [`SubscriberStore::purge_tombstones`] call deletes.
+pub const MAX_PURGE: usize = 10_000;
+
+/// A remote change stamped further ahead of our wall clock than this is
+/// refused ([`RemoteOutcome::TooFarAhead`]): a peer with a clock years ahead
+/// would otherwise win every later change. The sync engine's default drift
+/// bound.
+pub const MAX_AHEAD_MS: u64 = 60_000;
 
 /// How long a statement waits for another process's lock before failing.
 /// CLI edits are single short statements, so a few seconds is plenty.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// `live = 0` is a tombstone. `seq` orders changes for
+/// [`SubscriberStore::changes_since`]; `meta.last_seq` is the last one given
+/// out, kept apart so that purging the newest row never hands its number
+/// out again.
 const CREATE_SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS subscribers (
     name TEXT NOT NULL,
     public_key BLOB NOT NULL CHECK(length(public_key) = 32),
     added_unix INTEGER NOT NULL,
+    changed_ms INTEGER NOT NULL CHECK(changed_ms >= 0),
+    live INTEGER NOT NULL CHECK(live IN (0, 1)),
+    seq INTEGER NOT NULL UNIQUE,
     PRIMARY KEY (name, public_key)
-);";
+);
+CREATE INDEX IF NOT EXISTS subscribers_tombstones ON subscribers(live, changed_ms);
+CREATE TABLE IF NOT EXISTS meta (
+    key TEXT PRIMARY KEY,
+    value INTEGER NOT NULL
+);
+INSERT OR IGNORE INTO meta (key, value)
+    SELECT 'last_seq', COALESCE(MAX(seq), 0) FROM subscribers;";
+
+/// Version 1 to 2: every row stays authorised, changed when it was added,
+/// numbered in insertion order.
+const MIGRATE_1_TO_2: &str = "
+ALTER TABLE subscribers RENAME TO subscribers_v1;
+CREATE TABLE subscribers (
+    name TEXT NOT NULL,
+    public_key BLOB NOT NULL CHECK(length(public_key) = 32),
+    added_unix INTEGER NOT NULL,
+    changed_ms INTEGER NOT NULL CHECK(changed_ms >= 0),
+    live INTEGER NOT NULL CHECK(live IN (0, 1)),
+    seq INTEGER NOT NULL UNIQUE,
+    PRIMARY KEY (name, public_key)
+);
+INSERT INTO subscribers (name, public_key, added_unix, changed_ms, live, seq)
+    SELECT name, public_key, added_unix, MAX(added_unix, 0) * 1000, 1, rowid
+    FROM subscribers_v1;
+DROP TABLE subscribers_v1;";
 
 /// What went wrong in the subscriber store.
 #[derive(Debug, thiserror::Error)]
@@ -113,15 +174,66 @@ fn sqlite_error(path: PathBuf, op: &'static str, source: rusqlite::Error) -> Sto
     }
 }
 
-/// One authorised (name, public key) pair.
+/// One authorised (name, public key) pair, or a revoked one (a tombstone)
+/// in [`SubscriberStore::list_removed`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Subscriber {
     /// The subscriber's name, valid per [`validate_name`].
     pub name: String,
     /// The client's static X25519 public key.
     pub public_key: [u8; 32],
-    /// When the pair was added, in seconds since the Unix epoch.
+    /// When the pair was (last) added, in seconds since the Unix epoch.
     pub added_unix: i64,
+    /// When the pair last changed (added, or removed for a tombstone), in
+    /// wall-clock ms since the Unix epoch, here or on the peer it came from.
+    pub changed_ms: u64,
+}
+
+/// One row as it changed, for replication ([`SubscriberStore::changes_since`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Change {
+    /// Its place in this store's order of changes (local, never sent as a
+    /// time): pass the last one seen to the next `changes_since`.
+    pub seq: u64,
+    /// The name.
+    pub name: String,
+    /// The key.
+    pub public_key: [u8; 32],
+    /// Authorised (`true`) or revoked (`false`, a tombstone).
+    pub live: bool,
+    /// When it changed, wall-clock ms since the Unix epoch.
+    pub changed_ms: u64,
+}
+
+/// What [`SubscriberStore::apply_remote`] did with a peer's change.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RemoteOutcome {
+    /// Stored: it was newer than the row here, or there was none.
+    Applied,
+    /// Ignored: the row here is as new or newer (last writer wins; at
+    /// equal times a removal beats an add).
+    Stale,
+    /// Refused: stamped more than [`MAX_AHEAD_MS`] ahead of our clock.
+    TooFarAhead,
+}
+
+/// Wall-clock ms since the Unix epoch (0 before it).
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+/// `ms` as SQLite's signed integer (times beyond year 292 million clamp).
+fn sql_ms(ms: u64) -> i64 {
+    i64::try_from(ms).unwrap_or(i64::MAX)
+}
+
+/// True when a change `(at, live)` beats the row's `(t, row_live)`: later
+/// wins, and at the same ms a removal wins, so that every store orders the
+/// same two changes the same way.
+fn beats(at: u64, live: bool, t: u64, row_live: bool) -> bool {
+    at > t || (at == t && !live && row_live)
 }
 
 /// Handle on the subscriber database.
@@ -196,6 +308,10 @@ impl SubscriberStore {
                 supported: SCHEMA_VERSION,
             });
         }
+        if found == 1 {
+            tx.execute_batch(MIGRATE_1_TO_2)
+                .map_err(err("upgrade schema 1 to 2"))?;
+        }
         if found < SCHEMA_VERSION {
             tx.execute_batch(CREATE_SCHEMA)
                 .map_err(err("create schema"))?;
@@ -211,43 +327,188 @@ impl SubscriberStore {
     }
 
     /// Authorises `key` for `name`. Returns `false` if the pair was already
-    /// there (its `added_unix` is then left unchanged).
+    /// authorised (it is then left unchanged). A pair removed before is
+    /// authorised again, changed now (at least 1 ms after its removal, so
+    /// that the add wins over it everywhere even if the clock stepped back).
     pub fn add(&self, name: &str, key: &[u8; 32]) -> Result<bool, StoreError> {
         validate_name(name).map_err(|source| StoreError::InvalidName {
             name: name.to_owned(),
             source,
         })?;
-        let now = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
-        let inserted = self
-            .conn
-            .execute(
-                "INSERT OR IGNORE INTO subscribers (name, public_key, added_unix)
-                 VALUES (?1, ?2, ?3)",
-                params![name, key, now],
-            )
-            .map_err(self.sqlite_err("add subscriber"))?;
-        Ok(inserted == 1)
+        self.write("add subscriber", |tx| {
+            let row = Self::row_in(tx, name, key)?;
+            if row.is_some_and(|(live, _)| live) {
+                return Ok(false);
+            }
+            let at = row.map_or(now_ms(), |(_, t)| now_ms().max(t.saturating_add(1)));
+            Self::put(tx, name, key, true, at)?;
+            Ok(true)
+        })
     }
 
     /// Revokes `key` for `name`, or every key of `name` if `key` is `None`.
-    /// Returns how many pairs were removed.
+    /// Returns how many authorised pairs were revoked. Each leaves a
+    /// tombstone changed now (at least 1 ms after the add it undoes).
     ///
     /// The name is not validated, so a row put in by other means with a bad
     /// name can still be removed.
     pub fn remove(&self, name: &str, key: Option<&[u8; 32]>) -> Result<usize, StoreError> {
-        let removed = match key {
-            Some(key) => self.conn.execute(
-                "DELETE FROM subscribers WHERE name = ?1 AND public_key = ?2",
-                params![name, key],
-            ),
-            None => self
-                .conn
-                .execute("DELETE FROM subscribers WHERE name = ?1", params![name]),
+        self.write("remove subscriber", |tx| {
+            let keys: Vec<([u8; 32], u64)> = {
+                let mut stmt = tx.prepare_cached(
+                    "SELECT public_key, changed_ms FROM subscribers
+                     WHERE name = ?1 AND live = 1 AND (?2 IS NULL OR public_key = ?2)",
+                )?;
+                let rows = stmt.query_map(params![name, key], |r| {
+                    Ok((r.get(0)?, r.get::<_, i64>(1)?.max(0) as u64))
+                })?;
+                rows.collect::<Result<_, _>>()?
+            };
+            for (k, t) in &keys {
+                Self::put(tx, name, k, false, now_ms().max(t.saturating_add(1)))?;
+            }
+            Ok(keys.len())
+        })
+    }
+
+    /// Applies a change made on a peer: `key` authorised (`live`) or revoked
+    /// for `name` at `at_ms` (wall-clock ms since the Unix epoch, as that
+    /// peer's [`Change::changed_ms`]). Last writer wins: a change older than
+    /// the row here does not undo it ([`RemoteOutcome::Stale`]); a removal
+    /// for a row this store never had is kept as a tombstone, so that an
+    /// older add arriving later stays undone.
+    pub fn apply_remote(
+        &self,
+        name: &str,
+        key: &[u8; 32],
+        live: bool,
+        at_ms: u64,
+    ) -> Result<RemoteOutcome, StoreError> {
+        validate_name(name).map_err(|source| StoreError::InvalidName {
+            name: name.to_owned(),
+            source,
+        })?;
+        if at_ms > now_ms().saturating_add(MAX_AHEAD_MS) {
+            return Ok(RemoteOutcome::TooFarAhead);
         }
-        .map_err(self.sqlite_err("remove subscriber"))?;
-        Ok(removed)
+        self.write("apply remote subscriber change", |tx| {
+            match Self::row_in(tx, name, key)? {
+                Some((row_live, t)) if !beats(at_ms, live, t, row_live) => Ok(RemoteOutcome::Stale),
+                _ => {
+                    Self::put(tx, name, key, live, at_ms)?;
+                    Ok(RemoteOutcome::Applied)
+                }
+            }
+        })
+    }
+
+    /// Every row (authorised or tombstone) changed after `after` (a
+    /// [`Change::seq`]; 0 for all), in the order of change, at most
+    /// `limit` (capped at [`MAX_CHANGES_PAGE`]). Changes applied from peers
+    /// are included: handing one back to the sync engine changes nothing,
+    /// since its time is not newer than what the engine holds. An empty
+    /// answer means the caller is up to date.
+    pub fn changes_since(&self, after: u64, limit: usize) -> Result<Vec<Change>, StoreError> {
+        let limit = limit.min(MAX_CHANGES_PAGE);
+        let mut stmt = self
+            .conn
+            .prepare_cached(
+                "SELECT seq, name, public_key, live, changed_ms FROM subscribers
+                 WHERE seq > ?1 ORDER BY seq LIMIT ?2",
+            )
+            .map_err(self.sqlite_err("read changes"))?;
+        let rows = stmt
+            .query_map(params![sql_ms(after), limit as i64], |r| {
+                Ok(Change {
+                    seq: r.get::<_, i64>(0)?.max(0) as u64,
+                    name: r.get(1)?,
+                    public_key: r.get(2)?,
+                    live: r.get(3)?,
+                    changed_ms: r.get::<_, i64>(4)?.max(0) as u64,
+                })
+            })
+            .map_err(self.sqlite_err("read changes"))?;
+        rows.collect::<Result<_, _>>()
+            .map_err(self.sqlite_err("read changes"))
+    }
+
+    /// Deletes tombstones changed more than `horizon` ago, at most
+    /// [`MAX_PURGE`] per call (call again while it returns that many).
+    /// Returns how many were deleted. Authorised rows are never purged.
+    pub fn purge_tombstones(&self, horizon: Duration) -> Result<usize, StoreError> {
+        let horizon_ms = u64::try_from(horizon.as_millis()).unwrap_or(u64::MAX);
+        let before = now_ms().saturating_sub(horizon_ms);
+        self.conn
+            .execute(
+                "DELETE FROM subscribers WHERE rowid IN (
+                     SELECT rowid FROM subscribers WHERE live = 0 AND changed_ms < ?1 LIMIT ?2)",
+                params![sql_ms(before), MAX_PURGE as i64],
+            )
+            .map_err(self.sqlite_err("purge tombstones"))
+    }
+
+    /// The row of (`name`, `key`): `Some((live, changed_ms))`, or `None` if
+    /// there is none (never added, or its tombstone was purged).
+    pub fn get(&self, name: &str, key: &[u8; 32]) -> Result<Option<(bool, u64)>, StoreError> {
+        Self::row_in(&self.conn, name, key).map_err(self.sqlite_err("read subscriber"))
+    }
+
+    fn row_in(
+        conn: &Connection,
+        name: &str,
+        key: &[u8; 32],
+    ) -> rusqlite::Result<Option<(bool, u64)>> {
+        use rusqlite::OptionalExtension;
+        conn.prepare_cached(
+            "SELECT live, changed_ms FROM subscribers WHERE name = ?1 AND public_key = ?2",
+        )?
+        .query_row(params![name, key], |r| {
+            Ok((r.get(0)?, r.get::<_, i64>(1)?.max(0) as u64))
+        })
+        .optional()
+    }
+
+    /// Writes the row's new state with the next sequence number. Within
+    /// the caller's write transaction.
+    fn put(
+        tx: &Connection,
+        name: &str,
+        key: &[u8; 32],
+        live: bool,
+        at_ms: u64,
+    ) -> rusqlite::Result<()> {
+        let seq: i64 = tx.query_row(
+            "UPDATE meta SET value = value + 1 WHERE key = 'last_seq' RETURNING value",
+            [],
+            |r| r.get(0),
+        )?;
+        let added_unix = sql_ms(at_ms / 1000);
+        tx.execute(
+            "INSERT INTO subscribers (name, public_key, added_unix, changed_ms, live, seq)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+             ON CONFLICT (name, public_key) DO UPDATE SET
+                 added_unix = CASE WHEN excluded.live AND NOT live
+                                   THEN excluded.added_unix ELSE added_unix END,
+                 changed_ms = excluded.changed_ms,
+                 live = excluded.live,
+                 seq = excluded.seq",
+            params![name, key, added_unix, sql_ms(at_ms), live, seq],
+        )?;
+        Ok(())
+    }
+
+    /// Runs `f` in an IMMEDIATE transaction (the write lock taken up front,
+    /// so a read-then-write never races another process's write).
+    fn write<R>(
+        &self,
+        op: &'static str,
+        f: impl FnOnce(&Connection) -> rusqlite::Result<R>,
+    ) -> Result<R, StoreError> {
+        let tx = rusqlite::Transaction::new_unchecked(&self.conn, TransactionBehavior::Immediate)
+            .map_err(self.sqlite_err(op))?;
+        let r = f(&tx).map_err(self.sqlite_err(op))?;
+        tx.commit().map_err(self.sqlite_err(op))?;
+        Ok(r)
     }
 
     /// The store as the proxy core's in-memory [`Subscribers`](crate::proxy::Subscribers) snapshot.
@@ -268,19 +529,30 @@ impl SubscriberStore {
 
     /// Lists every authorised pair, sorted by name, then by key bytes.
     pub fn list(&self) -> Result<Vec<Subscriber>, StoreError> {
+        self.list_where(true)
+    }
+
+    /// Lists every revoked pair still kept as a tombstone (its
+    /// `changed_ms` is when it was removed), sorted as [`list`](Self::list).
+    pub fn list_removed(&self) -> Result<Vec<Subscriber>, StoreError> {
+        self.list_where(false)
+    }
+
+    fn list_where(&self, live: bool) -> Result<Vec<Subscriber>, StoreError> {
         let mut stmt = self
             .conn
             .prepare_cached(
-                "SELECT name, public_key, added_unix FROM subscribers
-                 ORDER BY name, public_key",
+                "SELECT name, public_key, added_unix, changed_ms FROM subscribers
+                 WHERE live = ?1 ORDER BY name, public_key",
             )
             .map_err(self.sqlite_err("list subscribers"))?;
         let rows = stmt
-            .query_map([], |row| {
+            .query_map([live], |row| {
                 Ok(Subscriber {
                     name: row.get(0)?,
                     public_key: row.get(1)?,
                     added_unix: row.get(2)?,
+                    changed_ms: row.get::<_, i64>(3)?.max(0) as u64,
                 })
             })
             .map_err(self.sqlite_err("list subscribers"))?;
@@ -301,434 +573,8 @@ impl SubscriberStore {
     }
 }
 
-/// What the daemon polls: the store, or a stand-in that fails on demand in
-/// tests.
-pub trait SnapshotSource {
-    /// See [`SubscriberStore::data_version`].
-    fn data_version(&self) -> Result<i64, StoreError>;
-    /// See [`SubscriberStore::snapshot`].
-    fn snapshot(&self) -> Result<crate::proxy::Subscribers, StoreError>;
-}
-
-impl SnapshotSource for SubscriberStore {
-    fn data_version(&self) -> Result<i64, StoreError> {
-        SubscriberStore::data_version(self)
-    }
-    fn snapshot(&self) -> Result<crate::proxy::Subscribers, StoreError> {
-        SubscriberStore::snapshot(self)
-    }
-}
-
-/// What one [`ReloadWatch::poll`] did.
-#[derive(Debug)]
-pub enum ReloadOutcome {
-    /// The store has not changed since the last applied snapshot.
-    Unchanged,
-    /// A new snapshot was read and applied.
-    Applied {
-        /// Subscriber keys in the snapshot.
-        keys: usize,
-        /// Failed polls just before this one (0 if none): the daemon says
-        /// the store is readable again.
-        after_failures: u32,
-    },
-    /// Reading the store failed; the change is retried on the next poll.
-    Failed {
-        /// Why.
-        error: StoreError,
-        /// True for the first failure of a streak, so the daemon logs a
-        /// streak once, not once per poll.
-        first: bool,
-    },
-}
-
-/// The daemon's reload logic: remembers the store's `data_version` whose
-/// snapshot is in force, and records a new one only once its snapshot was
-/// read and applied, so a failed read (a busy or locked database) is retried
-/// on the next poll instead of being forgotten (a lost revocation would
-/// leave the revoked key its session).
-#[derive(Debug, Default)]
-pub struct ReloadWatch {
-    /// The `data_version` of the snapshot in force (`None`: none yet).
-    applied: Option<i64>,
-    /// Consecutive failed polls.
-    failures: u32,
-}
-
-impl ReloadWatch {
-    /// A watch whose snapshot in force was read at `version`. Read the
-    /// version BEFORE that snapshot: a change committed between the two
-    /// is then reloaded, not missed.
-    pub fn new(version: Option<i64>) -> Self {
-        Self {
-            applied: version,
-            failures: 0,
-        }
-    }
-
-    /// Checks `src` for a change and, if there is one, reads the snapshot
-    /// and hands it to `apply`.
-    pub fn poll(
-        &mut self,
-        src: &impl SnapshotSource,
-        apply: impl FnOnce(crate::proxy::Subscribers),
-    ) -> ReloadOutcome {
-        // The version is read before the snapshot: a commit in between is
-        // then in the snapshot AND changes the version again, so it costs one
-        // extra reload, never a missed one.
-        let result = src.data_version().and_then(|version| {
-            if Some(version) == self.applied {
-                return Ok(None);
-            }
-            Ok(Some((version, src.snapshot()?)))
-        });
-        match result {
-            Ok(None) => {
-                self.failures = 0;
-                ReloadOutcome::Unchanged
-            }
-            Ok(Some((version, subs))) => {
-                let keys = subs.len();
-                apply(subs);
-                // Only now is this version's snapshot in force.
-                self.applied = Some(version);
-                ReloadOutcome::Applied {
-                    keys,
-                    after_failures: std::mem::take(&mut self.failures),
-                }
-            }
-            Err(error) => {
-                self.failures = self.failures.saturating_add(1);
-                ReloadOutcome::Failed {
-                    error,
-                    first: self.failures == 1,
-                }
-            }
-        }
-    }
-}
+mod reload;
+pub use reload::{ReloadOutcome, ReloadWatch, SnapshotSource};
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn key(b: u8) -> [u8; 32] {
-        [b; 32]
-    }
-
-    fn pairs(store: &SubscriberStore) -> Vec<(String, [u8; 32])> {
-        store
-            .list()
-            .unwrap()
-            .into_iter()
-            .map(|s| (s.name, s.public_key))
-            .collect()
-    }
-
-    #[test]
-    fn add_list_remove() {
-        let store = SubscriberStore::open_in_memory().unwrap();
-        assert!(store.list().unwrap().is_empty());
-        assert!(store.add("bob", &key(2)).unwrap());
-        assert!(store.add("alice", &key(1)).unwrap());
-        let list = store.list().unwrap();
-        assert_eq!(list.len(), 2);
-        // Sorted by name, whatever the insertion order.
-        assert_eq!(list[0].name, "alice");
-        assert_eq!(list[0].public_key, key(1));
-        assert_eq!(list[1].name, "bob");
-        assert!(
-            list[0].added_unix > 1_600_000_000,
-            "added_unix is a real time"
-        );
-
-        assert_eq!(store.remove("alice", Some(&key(1))).unwrap(), 1);
-        assert_eq!(store.remove("alice", Some(&key(1))).unwrap(), 0);
-        assert_eq!(store.remove("nobody", None).unwrap(), 0);
-        assert_eq!(pairs(&store), vec![("bob".to_owned(), key(2))]);
-    }
-
-    #[test]
-    fn duplicate_add_is_reported_and_not_duplicated() {
-        let store = SubscriberStore::open_in_memory().unwrap();
-        assert!(store.add("alice", &key(1)).unwrap());
-        assert!(!store.add("alice", &key(1)).unwrap());
-        assert_eq!(store.list().unwrap().len(), 1);
-    }
-
-    #[test]
-    fn several_keys_per_name_and_names_per_key() {
-        let store = SubscriberStore::open_in_memory().unwrap();
-        assert!(store.add("alice", &key(9)).unwrap());
-        assert!(store.add("alice", &key(3)).unwrap());
-        assert!(store.add("alice", &key(5)).unwrap());
-        assert!(store.add("shared", &key(3)).unwrap());
-        assert_eq!(
-            pairs(&store),
-            vec![
-                ("alice".to_owned(), key(3)),
-                ("alice".to_owned(), key(5)),
-                ("alice".to_owned(), key(9)),
-                ("shared".to_owned(), key(3)),
-            ]
-        );
-        // Removing one key leaves the others, and the other name's use of it.
-        assert_eq!(store.remove("alice", Some(&key(3))).unwrap(), 1);
-        assert_eq!(store.list().unwrap().len(), 3);
-        // None removes every key of the name, and only of that name.
-        assert_eq!(store.remove("alice", None).unwrap(), 2);
-        assert_eq!(pairs(&store), vec![("shared".to_owned(), key(3))]);
-    }
-
-    #[test]
-    fn reopen_persists_and_creates_parent_dir() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("state/sub/subscribers.db");
-        {
-            let store = SubscriberStore::open(&path).unwrap();
-            store.add("alice", &key(1)).unwrap();
-            store.add("bob", &key(2)).unwrap();
-        }
-        assert!(path.exists());
-        let store = SubscriberStore::open(&path).unwrap();
-        assert_eq!(
-            pairs(&store),
-            vec![("alice".to_owned(), key(1)), ("bob".to_owned(), key(2))]
-        );
-        let conn = Connection::open(&path).unwrap();
-        let version: i64 = conn
-            .pragma_query_value(None, "user_version", |r| r.get(0))
-            .unwrap();
-        assert_eq!(version, SCHEMA_VERSION);
-        let mode: String = conn
-            .pragma_query_value(None, "journal_mode", |r| r.get(0))
-            .unwrap();
-        assert_eq!(mode, "wal");
-    }
-
-    #[test]
-    fn two_connections_see_each_others_changes() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("subscribers.db");
-        let daemon = SubscriberStore::open(&path).unwrap();
-        let cli = SubscriberStore::open(&path).unwrap();
-
-        let v0 = daemon.data_version().unwrap();
-        assert_eq!(daemon.data_version().unwrap(), v0, "stable without changes");
-
-        cli.add("alice", &key(1)).unwrap();
-        let v1 = daemon.data_version().unwrap();
-        assert_ne!(v1, v0, "another connection's commit changes data_version");
-        assert_eq!(pairs(&daemon), vec![("alice".to_owned(), key(1))]);
-
-        let cli_v = cli.data_version().unwrap();
-        daemon.add("bob", &key(2)).unwrap();
-        assert_ne!(cli.data_version().unwrap(), cli_v);
-        assert_eq!(cli.list().unwrap().len(), 2);
-
-        cli.remove("alice", None).unwrap();
-        assert_ne!(daemon.data_version().unwrap(), v1);
-        assert_eq!(pairs(&daemon), vec![("bob".to_owned(), key(2))]);
-    }
-
-    #[test]
-    fn bad_names_are_refused() {
-        let store = SubscriberStore::open_in_memory().unwrap();
-        for name in ["", ".hidden", "-opt", "a b", "ünï", "a/b", &"x".repeat(65)] {
-            let err = store.add(name, &key(1)).unwrap_err();
-            assert!(
-                matches!(err, StoreError::InvalidName { name: ref n, .. } if n == name),
-                "{name:?}: {err}"
-            );
-        }
-        assert!(store.list().unwrap().is_empty());
-    }
-
-    #[test]
-    fn validate_name_rules() {
-        assert_eq!(validate_name(""), Err(NameError::Empty));
-        assert_eq!(
-            validate_name(&"a".repeat(65)),
-            Err(NameError::TooLong { len: 65 })
-        );
-        assert_eq!(validate_name(".a"), Err(NameError::BadStart));
-        assert_eq!(validate_name("-a"), Err(NameError::BadStart));
-        assert_eq!(
-            validate_name("ab c"),
-            Err(NameError::BadChar { ch: ' ', pos: 2 })
-        );
-        assert_eq!(
-            validate_name("abé"),
-            Err(NameError::BadChar { ch: 'é', pos: 2 })
-        );
-        assert_eq!(validate_name(&"a".repeat(64)), Ok(()));
-        assert_eq!(validate_name("Alice.B_c+d-2"), Ok(()));
-        assert_eq!(validate_name("_x"), Ok(()));
-    }
-
-    #[test]
-    fn newer_schema_is_refused() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("subscribers.db");
-        {
-            let conn = Connection::open(&path).unwrap();
-            conn.pragma_update(None, "user_version", SCHEMA_VERSION + 1)
-                .unwrap();
-        }
-        let err = SubscriberStore::open(&path).unwrap_err();
-        assert!(
-            matches!(err, StoreError::SchemaTooNew { found, supported, .. }
-                if found == SCHEMA_VERSION + 1 && supported == SCHEMA_VERSION),
-            "{err}"
-        );
-        let msg = err.to_string();
-        assert!(
-            msg.contains("subscribers.db") && msg.contains("newer"),
-            "{msg}"
-        );
-    }
-
-    #[test]
-    fn wrong_key_length_is_refused_by_the_schema() {
-        // The CHECK guards the file against other writers (e.g. the sqlite3
-        // shell); list() could not represent such a row.
-        let store = SubscriberStore::open_in_memory().unwrap();
-        let res = store.conn.execute(
-            "INSERT INTO subscribers VALUES ('alice', ?1, 0)",
-            params![vec![0u8; 31]],
-        );
-        assert!(res.is_err());
-    }
-
-    #[test]
-    fn errors_name_path_and_operation() {
-        let dir = tempfile::tempdir().unwrap();
-        let blocker = dir.path().join("file");
-        std::fs::write(&blocker, b"").unwrap();
-        let err = SubscriberStore::open(&blocker.join("subscribers.db")).unwrap_err();
-        assert!(matches!(err, StoreError::CreateDir { .. }), "{err}");
-        assert!(err.to_string().contains("cannot create directory"), "{err}");
-
-        let store = SubscriberStore::open_in_memory().unwrap();
-        store.conn.execute_batch("DROP TABLE subscribers").unwrap();
-        let err = store.list().unwrap_err();
-        let msg = err.to_string();
-        assert!(
-            msg.contains(":memory:") && msg.contains("list subscribers"),
-            "{msg}"
-        );
-    }
-
-    /// A store this process may not write (SQLite opened it read-only, as
-    /// it does for an ordinary user on root's file) says so, naming the
-    /// file and who can write it, not "attempt to write a readonly database".
-    #[test]
-    fn a_store_without_write_permission_says_so() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("subscribers.db");
-        drop(SubscriberStore::open(&path).unwrap());
-        let conn =
-            Connection::open_with_flags(&path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY).unwrap();
-        let store = SubscriberStore {
-            conn,
-            path: path.clone(),
-        };
-        let err = store.add("alice", &[7; 32]).unwrap_err();
-        assert!(matches!(err, StoreError::NoPermission { .. }), "{err:?}");
-        let msg = err.to_string();
-        assert!(
-            msg.contains("permission denied")
-                && msg.contains(&path.display().to_string())
-                && msg.contains("as root or as the user the daemon runs as"),
-            "{msg}"
-        );
-    }
-
-    /// A store stand-in whose reads can be made to fail, as a busy or
-    /// locked database does.
-    struct Flaky {
-        version: std::cell::Cell<i64>,
-        fail: std::cell::Cell<bool>,
-        subs: std::cell::RefCell<Vec<(&'static str, [u8; 32])>>,
-    }
-
-    impl SnapshotSource for Flaky {
-        fn data_version(&self) -> Result<i64, StoreError> {
-            Ok(self.version.get())
-        }
-        fn snapshot(&self) -> Result<crate::proxy::Subscribers, StoreError> {
-            if self.fail.get() {
-                return Err(StoreError::Sqlite {
-                    path: PathBuf::from("flaky.db"),
-                    op: "list subscribers",
-                    source: rusqlite::Error::SqliteFailure(
-                        rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_BUSY),
-                        None,
-                    ),
-                });
-            }
-            Ok(crate::proxy::Subscribers::new(
-                self.subs.borrow().iter().map(|(n, k)| {
-                    (
-                        crate::call::Name::new(n).unwrap(),
-                        crate::crypto::PublicKey(*k),
-                    )
-                }),
-            ))
-        }
-    }
-
-    #[test]
-    fn a_failed_reload_is_retried_until_applied() {
-        let src = Flaky {
-            version: 1.into(),
-            fail: false.into(),
-            subs: vec![("alice", key(1)), ("bob", key(2))].into(),
-        };
-        let mut watch = ReloadWatch::new(Some(1));
-        let mut in_force = None;
-        assert!(matches!(
-            watch.poll(&src, |s| in_force = Some(s)),
-            ReloadOutcome::Unchanged
-        ));
-
-        // bob is revoked, but the store is busy when the daemon reads it.
-        src.subs.borrow_mut().pop();
-        src.version.set(2);
-        src.fail.set(true);
-        let out = watch.poll(&src, |s| in_force = Some(s));
-        assert!(
-            matches!(out, ReloadOutcome::Failed { first: true, .. }),
-            "{out:?}"
-        );
-        // Still busy: still failing, and not the first of the streak.
-        let out = watch.poll(&src, |s| in_force = Some(s));
-        assert!(
-            matches!(out, ReloadOutcome::Failed { first: false, .. }),
-            "{out:?}"
-        );
-        assert!(in_force.is_none());
-
-        // Released: the very next poll applies the revocation.
-        src.fail.set(false);
-        let out = watch.poll(&src, |s| in_force = Some(s));
-        assert!(
-            matches!(
-                out,
-                ReloadOutcome::Applied {
-                    keys: 1,
-                    after_failures: 2
-                }
-            ),
-            "{out:?}"
-        );
-        let subs = in_force.take().expect("the revocation is applied");
-        assert!(subs.is_authorized(&crate::crypto::PublicKey(key(1))));
-        assert!(!subs.is_authorized(&crate::crypto::PublicKey(key(2))));
-        assert!(matches!(
-            watch.poll(&src, |s| in_force = Some(s)),
-            ReloadOutcome::Unchanged
-        ));
-        assert!(in_force.is_none());
-    }
-}
+mod tests;

@@ -363,6 +363,21 @@ fn user_commands_find_the_daemons_store_from_any_directory() {
     let said = format!("{}{}", text(&out.stdout), text(&out.stderr));
     assert!(said.contains(&store.display().to_string()), "{said}");
     wait_for_metric(metrics, "anytun_subscribers 0");
+    // The removal is kept (for replication): listed with --removed only.
+    let out = ok(anytun(&elsewhere)
+        .env("ANYTUN_CONFIG", &config)
+        .args(["user", "list"]));
+    assert!(
+        !text(&out.stdout).contains("alice"),
+        "{}",
+        text(&out.stdout)
+    );
+    let out =
+        ok(anytun(&elsewhere)
+            .env("ANYTUN_CONFIG", &config)
+            .args(["user", "list", "--removed"]));
+    let listed = text(&out.stdout);
+    assert!(listed.starts_with(&format!("alice\t{key}\t")), "{listed}");
 }
 
 #[test]
@@ -565,5 +580,73 @@ fn an_unusable_store_refuses_the_start_before_epochs_are_leased() {
     assert!(
         !d.join("state/send-epoch").exists() && !d.join("state/network.key").exists(),
         "a refused start wrote state: {err}"
+    );
+}
+
+/// One HTTP GET of `path` on the daemon's metrics port, as a scraper sends
+/// it; the whole answer (status line, headers, body).
+fn http_get(port: u16, path: &str) -> Option<String> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    write!(s, "GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").ok()?;
+    let mut out = String::new();
+    s.read_to_string(&mut out).ok()?;
+    Some(out)
+}
+
+/// `anytun status` and `anytun peers` read a running daemon's `/status`:
+/// a daemon without peers is ready and alone, `/health` says 200, and a
+/// daemon that is gone is an error that says where it looked.
+#[test]
+fn status_and_peers_read_a_running_daemon() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let metrics = free_tcp_port();
+    let addr = format!("127.0.0.1:{metrics}");
+    let config = write_config(
+        d,
+        free_udp_port(),
+        &format!("proxy_id = 7\nmetrics_listen = \"{addr}\"\n"),
+    );
+    let mut daemon = Daemon::start(&config, d);
+    daemon.wait_for("network public key");
+    wait_for_metric(metrics, "anytun_ready 1");
+
+    let out = ok(anytun(d).args(["status", "--metrics", &addr]));
+    let said = text(&out.stdout);
+    assert!(
+        said.contains("proxy 7 (") && said.contains("): ready, 0 session(s)"),
+        "{said}"
+    );
+    assert!(said.contains("sync: alone (no peers configured)"), "{said}");
+    assert!(said.contains("no peers: this proxy is alone"), "{said}");
+
+    // The address from the config file, as `user` finds its store.
+    let out = ok(anytun(d).arg("peers").arg("--config").arg(&config));
+    let said = text(&out.stdout);
+    assert!(
+        said.starts_with("no peers: this proxy is alone\n"),
+        "{said}"
+    );
+
+    let out = ok(anytun(d).args(["peers", "--json", "--metrics", &addr]));
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(json["proxy_id"], 7, "{json}");
+    assert_eq!(json["ready"], true, "{json}");
+    assert!(json["sync"].is_null(), "{json}");
+
+    let health = http_get(metrics, "/health").expect("health answers");
+    assert!(health.starts_with("HTTP/1.1 200 OK\r\n"), "{health}");
+
+    drop(daemon);
+    let out = anytun(d)
+        .args(["peers", "--metrics", &addr])
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "succeeded without a daemon");
+    let err = text(&out.stderr);
+    assert!(
+        err.contains(&format!("cannot reach anytund's metrics at {addr}")),
+        "{err}"
     );
 }

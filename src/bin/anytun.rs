@@ -63,6 +63,17 @@ enum Cmd {
         #[arg(long, global = true, env = "ANYTUN_DB")]
         db: Option<PathBuf>,
     },
+    /// Show a running anytund's sync peers (state, queue, lag, last heard)
+    /// and its sync state, read from its metrics listener (`/status`).
+    Peers {
+        #[command(flatten)]
+        target: StatusArgs,
+    },
+    /// Show a running anytund's state: ready, sessions, calls, sync, peers.
+    Status {
+        #[command(flatten)]
+        target: StatusArgs,
+    },
     /// Register NAME and stay reachable (Ctrl-C to stop). Incoming calls are
     /// refused as busy: use `anytun answer` to take them.
     Register {
@@ -160,7 +171,12 @@ enum UserCmd {
         key: String,
     },
     /// List names and keys.
-    List,
+    List {
+        /// List removed (revoked) keys instead, kept as tombstones so that
+        /// peers cannot bring them back, with when they were removed.
+        #[arg(long)]
+        removed: bool,
+    },
     /// Remove a name's key (or all its keys).
     Remove {
         /// The name.
@@ -168,6 +184,21 @@ enum UserCmd {
         /// Only this key.
         key: Option<String>,
     },
+}
+
+/// Which daemon `peers` and `status` ask.
+#[derive(Args, Clone)]
+struct StatusArgs {
+    /// The daemon's metrics address (HOST:PORT). Without it, the
+    /// `metrics_listen` of the config file (see `user --config`).
+    #[arg(long, value_name = "ADDR")]
+    metrics: Option<String>,
+    /// The daemon's config file, to find its metrics address.
+    #[arg(long, short, env = config::CONFIG_ENV)]
+    config: Option<PathBuf>,
+    /// Print the status document (JSON) as the daemon sent it.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Args, Clone)]
@@ -918,11 +949,18 @@ fn cmd_user(cmd: UserCmd, config: Option<&Path>, db: Option<&Path>) -> CliResult
                 println!("{name} {key} was already in {store_name}");
             }
         }
-        UserCmd::List => {
+        UserCmd::List { removed: false } => {
             // stdout stays one "name<TAB>key" line per pair, for scripts.
             eprintln!("subscribers in {store_name} ({from}):");
             for s in store.list().map_err(|e| e.to_string())? {
                 println!("{}\t{}", s.name, PublicKey(s.public_key));
+            }
+        }
+        UserCmd::List { removed: true } => {
+            // "name<TAB>key<TAB>removed-at ms since the Unix epoch".
+            eprintln!("removed keys kept as tombstones in {store_name} ({from}):");
+            for s in store.list_removed().map_err(|e| e.to_string())? {
+                println!("{}\t{}\t{}", s.name, PublicKey(s.public_key), s.changed_ms);
             }
         }
         UserCmd::Remove { name, .. } => {
@@ -934,6 +972,37 @@ fn cmd_user(cmd: UserCmd, config: Option<&Path>, db: Option<&Path>) -> CliResult
             }
             println!("removed {n} key(s) of {name} from {store_name}");
         }
+    }
+    Ok(())
+}
+
+/// `anytun peers` (`peers_only`) and `anytun status`: reads `/status` from
+/// the daemon's metrics listener and prints it.
+async fn cmd_status(args: StatusArgs, peers_only: bool) -> CliResult {
+    let addr = match args.metrics {
+        Some(a) => a,
+        None => {
+            let (cfg, origin) =
+                config::locate(args.config.as_deref()).map_err(|e| e.to_string())?;
+            cfg.metrics_listen.ok_or_else(|| {
+                format!("metrics are off in {origin} (metrics_listen = \"\"); give --metrics ADDR")
+            })?
+        }
+    };
+    let status = anytun::metrics::fetch_status(&addr)
+        .await
+        .map_err(|e| e.to_string())?;
+    if args.json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&status).map_err(|e| e.to_string())?
+        );
+    } else if peers_only {
+        print!("{}", status.peer_table());
+        println!("{}", status.summary());
+    } else {
+        println!("{}", status.summary());
+        print!("{}", status.peer_table());
     }
     Ok(())
 }
@@ -1015,6 +1084,8 @@ async fn run(cli: Cli) -> Result<bool, String> {
             println!("{}", k.public());
         }
         Cmd::User { cmd, config, db } => cmd_user(cmd, config.as_deref(), db.as_deref())?,
+        Cmd::Peers { target } => cmd_status(target, true).await?,
+        Cmd::Status { target } => cmd_status(target, false).await?,
         Cmd::Register {
             name,
             expires,

@@ -185,6 +185,10 @@ pub struct ReplayTable {
     entries: HashMap<PublicKey, Entry>,
     /// Entries in order of expiry: expiry and eviction are O(log n).
     by_expiry: BTreeSet<(u128, PublicKey)>,
+    /// Keys whose newest time stamp grew here (not by a merge) since
+    /// [`ReplayTable::take_changed`] last took them: what the sync bridge
+    /// replicates. A subset of `entries`, so bounded by `max_keys`.
+    changed: BTreeSet<PublicKey>,
 }
 
 impl ReplayTable {
@@ -199,6 +203,7 @@ impl ReplayTable {
             raised: 0,
             entries: HashMap::new(),
             by_expiry: BTreeSet::new(),
+            changed: BTreeSet::new(),
         }
     }
 
@@ -251,6 +256,9 @@ impl ReplayTable {
             e.answered_stale = ts;
             Verdict::Stale { hint }
         };
+        if e.newest > old.newest {
+            self.changed.insert(*key);
+        }
         self.store(key, e, now);
         verdict
     }
@@ -285,6 +293,7 @@ impl ReplayTable {
     /// made ahead of `now` is then no longer refused: spec 13.3.)
     fn evict_first(&mut self, now: u128) {
         if let Some((_, key)) = self.by_expiry.pop_first() {
+            self.changed.remove(&key);
             if let Some(e) = self.entries.remove(&key) {
                 self.raise(e.newest.min(now));
             }
@@ -311,6 +320,7 @@ impl ReplayTable {
             }
             self.by_expiry.pop_first();
             self.entries.remove(&key);
+            self.changed.remove(&key);
         }
     }
 
@@ -372,6 +382,20 @@ impl ReplayTable {
             e.refuse_up_to(ts);
             self.store(&key, e, now);
         }
+    }
+
+    /// Takes one key whose newest time stamp grew here since it was last
+    /// taken, with that stamp (TAI64N): the sync bridge replicates it
+    /// (docs/anypsp-protocol.md Section 16.5). Growth by
+    /// [`ReplayTable::merge`] is not reported (it came from a peer).
+    /// O(log n).
+    pub fn take_changed(&mut self) -> Option<(PublicKey, [u8; 12])> {
+        while let Some(k) = self.changed.pop_first() {
+            if let Some(e) = self.entries.get(&k).filter(|e| e.newest > 0) {
+                return Some((k, tai64n(e.newest)));
+            }
+        }
+        None
     }
 
     /// Client keys held.

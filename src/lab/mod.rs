@@ -95,7 +95,7 @@ pub struct Lab {
 }
 
 /// Whether labs run anypsp between their proxies unless told otherwise.
-pub const SYNC_DEFAULT: bool = false;
+pub const SYNC_DEFAULT: bool = true;
 
 /// The default namespace prefix.
 pub const DEFAULT_PREFIX: &str = "atl";

@@ -838,6 +838,31 @@ impl Proxy {
     pub(super) fn apply_call_ended(&mut self, call: CallId) {
         self.calls.remove(call);
     }
+
+    /// The calls this proxy owns (set up here, not replicas), as the
+    /// events that would replicate them now (`at` for their times). Scans
+    /// every call: for a resync, never for what a client sends.
+    pub(super) fn owned_call_events(&self, at_unix_ms: u64) -> Vec<ProxyEvent> {
+        self.calls
+            .calls
+            .iter()
+            .filter(|(_, c)| !c.remote)
+            .map(|(id, c)| match &c.legs {
+                Legs::Offering { legs, .. } => ProxyEvent::CallStarted {
+                    call: *id,
+                    caller: c.caller,
+                    callees: legs.iter().map(|l| l.session).collect(),
+                    at_unix_ms,
+                },
+                Legs::Answered { callee, .. } => ProxyEvent::CallAnswered {
+                    call: *id,
+                    caller: c.caller,
+                    callee: *callee,
+                    at_unix_ms,
+                },
+            })
+            .collect()
+    }
 }
 
 /// Sizes of the call-routing tables, to check that they stay bounded.

@@ -15,6 +15,7 @@ pub mod calls;
 pub mod events;
 pub mod registry;
 pub mod replica;
+mod served;
 pub mod stats;
 pub mod subscribers;
 mod timers;
@@ -272,6 +273,11 @@ impl Proxy {
             peers: Default::default(),
             forward_limiter: RateLimiter::new(replica::FORWARD_RATE_PER_S, replica::FORWARD_BURST),
         }
+    }
+
+    /// This proxy's id (its sender id, and its node id in anypsp).
+    pub fn proxy_id(&self) -> ProxyId {
+        self.cfg.proxy_id
     }
 
     /// The network's public key (what clients must be configured with).

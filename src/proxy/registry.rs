@@ -128,6 +128,18 @@ impl Registry {
         })
     }
 
+    /// The names `session` is bound to, with their expiry.
+    pub fn bindings_of(&self, session: SessionId) -> Vec<(Name, Instant)> {
+        let names = self.by_session.get(&session).map_or(&[][..], Vec::as_slice);
+        names
+            .iter()
+            .filter_map(|n| {
+                let b = self.by_name.get(n)?.iter().find(|b| b.session == session)?;
+                Some((n.clone(), b.expires))
+            })
+            .collect()
+    }
+
     /// Removes every binding of a session.
     pub fn remove_session(&mut self, session: SessionId) {
         for name in self.by_session.remove(&session).unwrap_or_default() {

@@ -365,32 +365,46 @@ pub fn start(cfg: AnnounceConfig) -> Result<Announcer, String> {
     Ok(a)
 }
 
-/// Runs until `until` completes, handling SIGUSR1 (drain: withdraw the
-/// anycast routes, keep serving) and SIGUSR2 (announce again).
-pub async fn serve_signals(
-    announcer: Option<&Announcer>,
-    until: impl std::future::Future<Output = ()>,
-) -> Result<(), String> {
-    use tokio::signal::unix::{signal, SignalKind};
-    let e = |e: std::io::Error| format!("cannot handle signals: {e}");
-    let mut usr1 = signal(SignalKind::user_defined1()).map_err(e)?;
-    let mut usr2 = signal(SignalKind::user_defined2()).map_err(e)?;
-    tokio::pin!(until);
-    loop {
+/// SIGUSR1 (drain: withdraw the anycast routes, keep serving) and
+/// SIGUSR2 (announce again), for the daemon's main loop.
+pub struct DrainSignals {
+    usr1: tokio::signal::unix::Signal,
+    usr2: tokio::signal::unix::Signal,
+}
+
+impl DrainSignals {
+    /// Installs the handlers (inside a tokio runtime).
+    pub fn new() -> Result<Self, String> {
+        use tokio::signal::unix::{signal, SignalKind};
+        let e = |e: std::io::Error| format!("cannot handle signals: {e}");
+        Ok(Self {
+            usr1: signal(SignalKind::user_defined1()).map_err(e)?,
+            usr2: signal(SignalKind::user_defined2()).map_err(e)?,
+        })
+    }
+
+    /// The next signal: `true` for drain (SIGUSR1), `false` for announce
+    /// again (SIGUSR2).
+    pub async fn recv(&mut self) -> bool {
         tokio::select! {
-            _ = &mut until => return Ok(()),
-            _ = usr1.recv() => match announcer {
-                Some(a) => {
-                    log::info!("SIGUSR1: draining (withdrawing the anycast routes, still serving)");
-                    a.update(|h| h.drained = true);
-                }
-                None => log::warn!("SIGUSR1 (drain) ignored: no [announce] in the config"),
-            },
-            _ = usr2.recv() => if let Some(a) = announcer {
-                log::info!("SIGUSR2: announcing again (when ready)");
-                a.update(|h| h.drained = false);
-            },
+            _ = self.usr1.recv() => true,
+            _ = self.usr2.recv() => false,
         }
+    }
+}
+
+/// Acts on a [`DrainSignals`] signal.
+pub fn on_drain_signal(announcer: Option<&Announcer>, drain: bool) {
+    match (announcer, drain) {
+        (Some(a), true) => {
+            log::info!("SIGUSR1: draining (withdrawing the anycast routes, still serving)");
+            a.update(|h| h.drained = true);
+        }
+        (Some(a), false) => {
+            log::info!("SIGUSR2: announcing again (when ready)");
+            a.update(|h| h.drained = false);
+        }
+        (None, _) => log::warn!("SIGUSR1/SIGUSR2 (drain) ignored: no [announce] in the config"),
     }
 }
 

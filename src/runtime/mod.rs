@@ -8,11 +8,17 @@
 //! - [`peers`]: runs the anypsp peer links ([`crate::sync::link`]) over TCP.
 //! - [`announce`]: runs the routing daemon (BIRD) and announces the anycast
 //!   routes only while the proxy is ready.
+//! - [`node`]: one proxy on a thread pool of its own: UDP, peer links and
+//!   replication, started and stopped as a whole.
+//! - [`subscribers`]: the subscriber store beside a proxy: reloads, and
+//!   replication of its changes.
 
 pub mod announce;
 pub mod client;
+pub mod node;
 pub mod peers;
 pub mod proxy;
+pub mod subscribers;
 pub mod udp;
 
 use std::net::SocketAddr;

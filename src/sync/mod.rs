@@ -26,6 +26,7 @@
 //! reply budget and a continuation so no message grows with the table.
 //! The encrypted link that carries the messages is `docs/anypsp-link.md`.
 
+pub mod bridge;
 pub mod link;
 pub mod members;
 pub mod msg;
@@ -358,6 +359,15 @@ struct PeerScope {
     next_round: WallMs,
     /// Set when a push was lost (queue overflow): reconcile soon.
     due: bool,
+    /// A full-range comparison with the peer found the scope equal on the
+    /// current link (Hello digests equal, or an in-sync Digest either way).
+    /// Until then every reconciliation message of the scope from the peer
+    /// (re)schedules a confirming round shortly after the last one, so the
+    /// end of a repair is observed (Section 7.4).
+    synced: bool,
+    /// While not `synced`: the latest time the confirming round may be
+    /// put off to (continuous pushes must not put it off for ever).
+    confirm_cap: WallMs,
 }
 
 #[derive(Debug, Default)]
@@ -553,6 +563,17 @@ impl Engine {
     /// Bytes queued for `peer` (the metric "queue depth").
     pub fn queue_depth(&self, peer: NodeId) -> usize {
         self.peers.get(&peer).map_or(0, Peer::queued)
+    }
+
+    /// True once, on the current link, every scope shared with `peer` was
+    /// found equal by a full-range comparison since the link came up
+    /// (docs/anypsp-protocol.md Section 7.4): a node restarted empty has
+    /// then pulled the peer's whole table. False for an unknown or
+    /// disconnected peer, or before its Hello.
+    pub fn peer_synced(&self, peer: NodeId) -> bool {
+        self.peers.get(&peer).is_some_and(|p| {
+            p.connected && p.caps.is_some() && p.scopes.values().all(|ps| ps.synced)
+        })
     }
 
     /// Count and fingerprint of `scope` (zero when absent).
@@ -988,6 +1009,7 @@ impl Engine {
                 if let Some(t) = self.tables.get_mut(&scope) {
                     t.synced_ms = now;
                 }
+                self.mark_peer_synced(peer, scope);
             } else if h.caps & caps::RECONCILE != 0 {
                 if self.cfg.node < peer {
                     self.start_round(peer, scope);
@@ -1018,6 +1040,34 @@ impl Engine {
         }
     }
 
+    /// A full-range comparison of `scope` with `peer` found it equal.
+    fn mark_peer_synced(&mut self, peer: NodeId, scope: Scope) {
+        if let Some(p) = self.peers.get_mut(&peer) {
+            p.scopes.entry(scope).or_default().synced = true;
+        }
+    }
+
+    /// Reconciliation traffic of `scope` from a peer not yet found equal:
+    /// confirm with a full-range round shortly after the last such message
+    /// (a debounce, so one repair in flight is not doubled).
+    fn confirm_later(&mut self, peer: NodeId, scope: Scope) {
+        let now = self.now;
+        let at = now + (self.cfg.ae_interval_ms / 50).max(1);
+        let cap = now + self.cfg.ae_interval_ms;
+        if let Some(ps) = self
+            .peers
+            .get_mut(&peer)
+            .and_then(|p| p.scopes.get_mut(&scope))
+        {
+            if !ps.synced {
+                if ps.confirm_cap == 0 || now >= ps.confirm_cap {
+                    ps.confirm_cap = cap;
+                }
+                ps.next_round = at.min(ps.confirm_cap);
+            }
+        }
+    }
+
     fn on_push(&mut self, peer: NodeId, p: Push) -> Result<(), SyncDrop> {
         if let Some(req) = p.req {
             if self.requests.get(&req).is_some_and(|r| r.0 == peer) {
@@ -1026,6 +1076,7 @@ impl Engine {
         }
         let mut first = Ok(());
         for (scope, e) in p.entries {
+            self.confirm_later(peer, scope);
             if let Err(d) = self.apply_remote(peer, scope, e) {
                 if first.is_ok() {
                     first = Err(d);
@@ -1118,6 +1169,7 @@ impl Engine {
             if let Some(t) = self.tables.get_mut(&scope) {
                 t.synced_ms = now;
             }
+            self.mark_peer_synced(peer, scope);
             return Ok(());
         }
         if d.ranges.is_empty() {
@@ -1125,9 +1177,11 @@ impl Engine {
         }
         if !self.tables.contains_key(&scope) && d.ranges.iter().all(|r| r.count == 0) {
             // Both empty: in sync.
+            self.mark_peer_synced(peer, scope);
             self.enqueue(peer, in_sync(scope));
             return Ok(());
         }
+        self.confirm_later(peer, scope);
         let budget = self.budget(peer);
         self.table_mut(scope)?;
         let t = &self.tables[&scope];
@@ -1181,6 +1235,7 @@ impl Engine {
         if all_equal {
             if full {
                 self.tables.get_mut(&scope).expect("created").synced_ms = now;
+                self.mark_peer_synced(peer, scope);
                 self.enqueue(peer, in_sync(scope));
             }
             return Ok(());
@@ -1195,6 +1250,7 @@ impl Engine {
         }
         let scope = ri.scope;
         self.mark_contact(scope);
+        self.confirm_later(peer, scope);
         if ri.ranges.is_empty() {
             return Ok(());
         }
