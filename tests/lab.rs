@@ -6,7 +6,7 @@
 //! They run one at a time (one lock), each in its own namespace prefix,
 //! and tear their lab down even when they fail.
 
-use anytun::lab::call::{frames_for, run_call, Party};
+use anytun::lab::call::{connect_pair, frames_for, run_call, Party};
 use anytun::lab::knobs::Knob;
 use anytun::lab::{preflight, Lab, Site, P};
 use std::sync::Mutex;
@@ -350,10 +350,7 @@ fn sync_lab(prefix: &str) -> (std::sync::MutexGuard<'static, ()>, Up) {
 }
 
 async fn pair(lab: &Lab, v6: bool, tag: &str) -> (Party, Party) {
-    let a = Party::connect(lab, Site::A, v6, &format!("alice{tag}"), 100)
-        .await
-        .unwrap();
-    let b = Party::connect(lab, Site::B, v6, &format!("bob{tag}"), 100)
+    let (a, b) = connect_pair(lab, v6, &format!("alice{tag}"), &format!("bob{tag}"), 100)
         .await
         .unwrap();
     assert_eq!((a.proxy, b.proxy), (1, 2), "each site on its nearest proxy");
@@ -361,7 +358,6 @@ async fn pair(lab: &Lab, v6: bool, tag: &str) -> (Party, Party) {
 }
 
 #[test]
-#[ignore = "needs anypsp wired into anytund ([sync] in anytund.toml, branch s5-b)"]
 fn scenario1_call_between_sites_each_on_its_nearest_proxy_v4_and_v6() {
     let (_g, up) = sync_lab("atls1");
     rt().block_on(async {
@@ -413,28 +409,24 @@ fn failover_calls(lab: &Lab, k: Knob, undo: Knob, runs: usize, max_lost: usize) 
 }
 
 #[test]
-#[ignore = "needs anypsp wired into anytund ([sync] in anytund.toml, branch s5-b)"]
 fn scenario2_sigkill_of_the_serving_anytund_mid_call() {
     let (_g, up) = sync_lab("atls2");
     failover_calls(&up.0, Knob::Kill, Knob::Restart, 5, usize::MAX);
 }
 
 #[test]
-#[ignore = "needs anypsp wired into anytund ([sync] in anytund.toml, branch s5-b)"]
 fn scenario3_sigstop_of_the_serving_proxy_mid_call() {
     let (_g, up) = sync_lab("atls3");
     failover_calls(&up.0, Knob::Freeze, Knob::Thaw, 5, usize::MAX);
 }
 
 #[test]
-#[ignore = "needs anypsp wired into anytund ([sync] in anytund.toml, branch s5-b)"]
 fn scenario4_graceful_drain_loses_no_frame() {
     let (_g, up) = sync_lab("atls4");
     failover_calls(&up.0, Knob::Withdraw, Knob::Announce, 3, 0);
 }
 
 #[test]
-#[ignore = "needs anypsp wired into anytund ([sync] in anytund.toml, branch s5-b)"]
 fn scenario7_nat_rebinding_mid_call_across_sites() {
     let (_g, up) = sync_lab("atls7");
     let lab = up.0.clone();
@@ -461,7 +453,6 @@ fn scenario7_nat_rebinding_mid_call_across_sites() {
 }
 
 #[test]
-#[ignore = "needs anypsp wired into anytund ([sync] in anytund.toml, branch s5-b)"]
 fn scenario8_twenty_calls_while_a_proxy_is_killed_and_restarted_for_a_minute() {
     let (_g, up) = sync_lab("atls8");
     let lab = up.0.clone();

@@ -3,7 +3,7 @@
 //! killed mid-call, and a report of what happened.
 
 use super::DemoReport;
-use crate::lab::call::{frames_for, run_call, CallError, Party};
+use crate::lab::call::{connect_pair, frames_for, run_call, CallError};
 use crate::lab::knobs::Knob;
 use crate::lab::{Lab, LabError, Site, P};
 use serde::Serialize;
@@ -86,8 +86,7 @@ async fn story(
     up_ms: u128,
 ) -> Result<(DemoReport, LabStory), LabDemoError> {
     let frames = frames_for(seconds);
-    let mut alice = Party::connect(lab, Site::A, false, "alice", frames).await?;
-    let mut bob = Party::connect(lab, Site::B, false, "bob", frames).await?;
+    let (mut alice, mut bob) = connect_pair(lab, false, "alice", "bob", frames).await?;
     let victim = P(alice.proxy as u8);
     let moved: Arc<Mutex<Option<RouteMove>>> = Arc::default();
     let (l, m) = (lab.clone(), moved.clone());

@@ -342,3 +342,42 @@ pub async fn run_call(
         action_at: action_ran,
     })
 }
+
+/// Connects `a_name` in site A and `b_name` in site B, and waits until the
+/// caller's proxy knows the callee's registration (anypsp replicates it
+/// from the callee's proxy), so a call placed now finds it.
+pub async fn connect_pair(
+    lab: &Lab,
+    v6: bool,
+    a_name: &str,
+    b_name: &str,
+    frames: usize,
+) -> Result<(Party, Party), CallError> {
+    let a = Party::connect(lab, Site::A, v6, a_name, frames).await?;
+    let home = super::P(a.proxy as u8);
+    let l = lab.clone();
+    let before = tokio::task::spawn_blocking(move || l.proxy_status(home))
+        .await
+        .map_err(|e| LabError::NotUp(e.to_string()))??
+        .registrations;
+    let b = Party::connect(lab, Site::B, v6, b_name, frames).await?;
+    let l = lab.clone();
+    tokio::task::spawn_blocking(move || {
+        let t0 = Instant::now();
+        loop {
+            if l.proxy_status(home)?.registrations > before {
+                return Ok(t0.elapsed());
+            }
+            if t0.elapsed() > WAIT {
+                return Err(LabError::Timeout {
+                    what: format!("{home} to learn the callee's registration"),
+                    ms: WAIT.as_millis(),
+                });
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    })
+    .await
+    .map_err(|e| LabError::NotUp(e.to_string()))??;
+    Ok((a, b))
+}

@@ -21,6 +21,7 @@ pub mod knobs;
 pub mod netns;
 pub mod procs;
 mod sh;
+pub mod status;
 pub mod topo;
 
 use crate::crypto::{PublicKey, SecretKey};
