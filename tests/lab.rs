@@ -391,7 +391,7 @@ fn failover_calls(lab: &Lab, k: Knob, undo: Knob, runs: usize, max_lost: usize) 
                 },
             )
             .await
-            .unwrap()
+            .unwrap_or_else(|e| panic!("{k:?} run {i}: {e}"))
         });
         eprintln!("{k:?} run {i}: {r:?}");
         assert!(r.ended_early.is_none(), "the call ended: {r:?}");

@@ -58,12 +58,7 @@ impl Lab {
                 started.push(p);
             }
         }
-        for site in Site::ALL {
-            self.wait_route(site, Some(site.preference()[0]), Duration::from_secs(20))?;
-        }
-        for p in P::all() {
-            self.wait_bfd(p, Duration::from_secs(10))?;
-        }
+        self.wait_settled(Duration::from_secs(20))?;
         Ok(UpReport {
             built: !complete,
             started,

@@ -32,6 +32,14 @@ pub enum CallError {
         /// What failed.
         source: ClientError,
     },
+    /// The call ended before it was answered.
+    #[error("{who}: the call ended before the answer: {cause}")]
+    Ended {
+        /// Which client.
+        who: String,
+        /// Why.
+        cause: Cause,
+    },
     /// Something did not come in time.
     #[error("{who}: no {what} within {secs} s")]
     Timeout {
@@ -265,20 +273,33 @@ pub async fn run_call(
                 source,
             })?;
     let incoming = next(&b.name, "incoming call", &mut b.events, |e| match e {
-        Event::IncomingCall { call, .. } => Some(*call),
+        Event::IncomingCall { call, .. } => Some(Ok(*call)),
+        Event::CallEnded { cause, .. } => Some(Err(*cause)),
         _ => None,
     })
-    .await?;
+    .await?
+    .map_err(|cause| CallError::Ended {
+        who: b.name.clone(),
+        cause,
+    })?;
     b.rt.answer(incoming, "ulaw")
         .await
         .map_err(|source| CallError::Client {
             who: b.name.clone(),
             source,
         })?;
-    next(&a.name, "answer", &mut a.events, |e| {
-        matches!(e, Event::Answered { .. }).then_some(())
+    let answered = next(&a.name, "answer", &mut a.events, |e| match e {
+        Event::Answered { .. } => Some(None),
+        Event::CallEnded { cause, .. } => Some(Some(*cause)),
+        _ => None,
     })
     .await?;
+    if let Some(cause) = answered {
+        return Err(CallError::Ended {
+            who: a.name.clone(),
+            cause,
+        });
+    }
     let setup = t0.elapsed();
     for p in [&*a, &*b] {
         *p.rec.lock().unwrap_or_else(|e| e.into_inner()) = Recording::new(codec.clone(), frames);
