@@ -250,7 +250,19 @@ impl Lab {
                 String::new()
             };
             let t = dir.join("anytund.toml");
-            fs::write(&t, conf::anytund_toml(p, &extra)).map_err(io_err(&t))?;
+            fs::write(
+                &t,
+                conf::anytund_toml(
+                    p,
+                    if self.sync {
+                        "subscribers.db"
+                    } else {
+                        "../subscribers.db"
+                    },
+                    &extra,
+                ),
+            )
+            .map_err(io_err(&t))?;
         }
         // Create the store now, so the proxies find it.
         self.add_user("lab")?;

@@ -120,7 +120,20 @@ impl Party {
         name: &str,
         frames: usize,
     ) -> Result<Party, CallError> {
-        let key = lab.add_user(name)?;
+        lab.add_user(name)?;
+        Self::connect_to(lab, site, anycast(v6), name, frames).await
+    }
+
+    /// As [`Party::connect`], to `proxy` (e.g. one proxy's unicast
+    /// address), for a `name` already in the stores.
+    pub async fn connect_to(
+        lab: &Lab,
+        site: Site,
+        proxy: SocketAddr,
+        name: &str,
+        frames: usize,
+    ) -> Result<Party, CallError> {
+        let key = lab.user_key(name)?;
         let network = lab.network_public()?;
         let ns = lab.names.site(site);
         let t0 = Instant::now();
@@ -137,15 +150,13 @@ impl Party {
             };
             let mut cfg = ClientConfig::new(key.clone(), network);
             cfg.max_calls = 4;
-            let (rt, mut events) =
-                netns::within(&ns, || ClientRuntime::start(cfg, anycast(v6), sink))?.map_err(
-                    |e| {
-                        CallError::Lab(LabError::Io {
-                            path: ns.clone(),
-                            why: e.to_string(),
-                        })
-                    },
-                )?;
+            let (rt, mut events) = netns::within(&ns, || ClientRuntime::start(cfg, proxy, sink))?
+                .map_err(|e| {
+                CallError::Lab(LabError::Io {
+                    path: ns.clone(),
+                    why: e.to_string(),
+                })
+            })?;
             let connected = next(name, "session", &mut events, |e| match e {
                 Event::Connected {
                     proxy, observed, ..

@@ -87,13 +87,13 @@ pub fn router_bird(log: &Path) -> String {
 
 /// Proxy `p`'s anytund.toml (paths relative to its own folder); `extra`
 /// is appended (a `[sync]` table, when the lab runs anypsp).
-pub fn anytund_toml(p: P, extra: &str) -> String {
+pub fn anytund_toml(p: P, store: &str, extra: &str) -> String {
     format!(
         "# anytun lab: proxy {p}\n\
          proxy_id = {id}\n\
          listen = [\"0.0.0.0:{PORT}\", \"[::]:{PORT}\"]\n\
          network_key = \"network.key\"\n\
-         subscribers = \"../subscribers.db\"\n\
+         subscribers = \"{store}\"\n\
          metrics_listen = \"127.0.0.1:9475\"\n\
          subscriber_reload_ms = 200\n\
          \n\
@@ -111,7 +111,8 @@ pub fn anytund_toml(p: P, extra: &str) -> String {
 /// as a peer with its node public key (`node_public(q)`).
 pub fn sync_toml(p: P, node_public: impl Fn(P) -> String) -> String {
     let mut s = format!(
-        "\n[sync]\nnode_key = \"node.key\"\nlisten = \"{}:{SYNC_PORT}\"\npeer_detect_ms = 300\n",
+        "\n[sync]\nnode_key = \"node.key\"\nlisten = \"{}:{SYNC_PORT}\"\npeer_detect_ms = 300\n\
+         keepalive_ms = 300\nidle_timeout_ms = 1500\n",
         p.unicast4()
     );
     for q in P::all().filter(|&q| q != p) {

@@ -95,16 +95,19 @@ impl Lab {
                 ),
             ),
             Knob::Heal => delete_table(&ns, BLACKHOLE),
+            // The peer links are TCP on SYNC_PORT; their sources may be
+            // the uplink addresses, so the port is what tells them apart.
             Knob::Partition => sh::nft(
                 &ns,
                 &format!(
                     "table inet {PARTITION} {{\n\
                      \tchain in {{ type filter hook input priority 0;\n\
-                     \t\tiifname \"up0\" ip saddr 10.201.0.0/24 drop\n\
-                     \t\tiifname \"up0\" ip6 saddr fd00:201::/64 drop }}\n\
+                     \t\tiifname \"up0\" tcp dport {port} drop;\n\
+                     \t\tiifname \"up0\" tcp sport {port} drop; }}\n\
                      \tchain out {{ type filter hook output priority 0;\n\
-                     \t\toifname \"up0\" ip daddr 10.201.0.0/24 drop\n\
-                     \t\toifname \"up0\" ip6 daddr fd00:201::/64 drop }}\n}}\n"
+                     \t\toifname \"up0\" tcp dport {port} drop;\n\
+                     \t\toifname \"up0\" tcp sport {port} drop; }}\n}}\n",
+                    port = super::conf::SYNC_PORT
                 ),
             ),
             Knob::Unpartition => delete_table(&ns, PARTITION),

@@ -226,9 +226,42 @@ impl Lab {
             })
     }
 
-    /// Adds a subscriber `name` with a new key (kept in `keys/NAME.key`)
-    /// to the lab's shared store; the proxies reload it within 200 ms.
+    /// The subscriber stores: one per proxy when they run anypsp (which
+    /// replicates changes between them), else one shared file.
+    pub fn stores(&self) -> Vec<std::path::PathBuf> {
+        if self.sync {
+            P::all()
+                .map(|p| self.proxy_dir(p).join("subscribers.db"))
+                .collect()
+        } else {
+            vec![self.run.join("subscribers.db")]
+        }
+    }
+
+    /// Adds a subscriber `name` with its key (made once, kept in
+    /// `keys/NAME.key`) to every proxy's store; they reload within 200 ms.
     pub fn add_user(&self, name: &str) -> Result<SecretKey, LabError> {
+        self.add_user_at(name, None)
+    }
+
+    /// Adds `name` to proxy `at`'s store only (anypsp carries it to the
+    /// others), or to every store (`None`).
+    pub fn add_user_at(&self, name: &str, at: Option<P>) -> Result<SecretKey, LabError> {
+        let key = self.user_key(name)?;
+        for db in self.store_paths(at) {
+            self.open_store(&db)?
+                .add(name, &key.public().0)
+                .map_err(|e| LabError::Io {
+                    path: db.display().to_string(),
+                    why: e.to_string(),
+                })?;
+        }
+        Ok(key)
+    }
+
+    /// `name`'s private key (`keys/NAME.key`), made on first use; no store
+    /// is touched.
+    pub fn user_key(&self, name: &str) -> Result<SecretKey, LabError> {
         let dir = self.run.join("keys");
         std::fs::create_dir_all(&dir).map_err(io_err(&dir))?;
         let path = dir.join(format!("{name}.key"));
@@ -242,16 +275,36 @@ impl Lab {
             path: path.display().to_string(),
             why: e.to_string(),
         })?;
-        let db = self.run.join("subscribers.db");
-        let store = SubscriberStore::open(&db).map_err(|e| LabError::Io {
-            path: db.display().to_string(),
-            why: e.to_string(),
-        })?;
-        store.add(name, &key.public().0).map_err(|e| LabError::Io {
-            path: db.display().to_string(),
-            why: e.to_string(),
-        })?;
         Ok(key)
+    }
+
+    /// Revokes `name` (every key) in proxy `at`'s store only.
+    pub fn remove_user_at(&self, name: &str, at: P) -> Result<usize, LabError> {
+        let mut n = 0;
+        for db in self.store_paths(Some(at)) {
+            n += self
+                .open_store(&db)?
+                .remove(name, None)
+                .map_err(|e| LabError::Io {
+                    path: db.display().to_string(),
+                    why: e.to_string(),
+                })?;
+        }
+        Ok(n)
+    }
+
+    fn store_paths(&self, at: Option<P>) -> Vec<std::path::PathBuf> {
+        match at {
+            Some(p) if self.sync => vec![self.proxy_dir(p).join("subscribers.db")],
+            _ => self.stores(),
+        }
+    }
+
+    fn open_store(&self, db: &Path) -> Result<SubscriberStore, LabError> {
+        SubscriberStore::open(db).map_err(|e| LabError::Io {
+            path: db.display().to_string(),
+            why: e.to_string(),
+        })
     }
 
     /// The proxy the router now sends `site`'s packets for the anycast

@@ -74,17 +74,23 @@ impl Lab {
     /// long that took.
     pub fn wait_settled(&self, limit: Duration) -> Result<Duration, LabError> {
         let t0 = Instant::now();
-        let running: Vec<P> = P::all().filter(|&p| self.anytund_pid(p).is_some()).collect();
-        self.wait_status("every proxy ready, synced and linked to its peers", limit, |s| {
-            s.ready
-                && s.sync.as_ref().is_none_or(|y| {
-                    y.synced
-                        && y.peers
-                            .iter()
-                            .filter(|q| running.contains(&P(q.node as u8)))
-                            .all(|q| q.state() == "up")
-                })
-        })?;
+        let running: Vec<P> = P::all()
+            .filter(|&p| self.anytund_pid(p).is_some())
+            .collect();
+        self.wait_status(
+            "every proxy ready, synced and linked to its peers",
+            limit,
+            |s| {
+                s.ready
+                    && s.sync.as_ref().is_none_or(|y| {
+                        y.synced
+                            && y.peers
+                                .iter()
+                                .filter(|q| running.contains(&P(q.node as u8)))
+                                .all(|q| q.state() == "up")
+                    })
+            },
+        )?;
         for site in super::Site::ALL {
             let nearest = site.preference().into_iter().find(|p| running.contains(p));
             self.wait_route(site, nearest, limit.saturating_sub(t0.elapsed()))?;
