@@ -62,6 +62,12 @@ impl Snapshot {
 }
 
 /// One sync peer's state, as the sync shell sees it (docs/anypsp-protocol.md).
+///
+/// The shell fills it from the link runtime's
+/// [`PeerStatus`](crate::runtime::peers::PeerStatus) (`node`, `address`,
+/// `link.is_some()`, `queue_bytes`, `queue_depth`, `last_error`, `connects`,
+/// `overflows`) and the sync engine's [`PeerStatus`](crate::sync::PeerStatus)
+/// (`ready`, `last_heard_ms`).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PeerSnapshot {
     /// The peer's node id (its proxy id).
@@ -281,7 +287,7 @@ fn gauge<N: prometheus_client::encoding::EncodeGaugeValue>(
 }
 
 /// Writes a family with one label, one sample per `(label value, v)`.
-fn family<'a, N: Copy + 'a>(
+fn family<'a, N>(
     enc: &mut DescriptorEncoder,
     name: &str,
     help: &str,
@@ -464,8 +470,43 @@ fn encode_psp(enc: &mut DescriptorEncoder, p: &PspStats) -> fmt::Result {
         ),
         (
             "psp_forward_limited",
-            "Packets not forwarded to their home: source over the rate limit.",
+            "Packets not forwarded to their home: source, or all sources, over the rate limit.",
             p.forward_limited,
+        ),
+        (
+            "psp_forward_queue_full",
+            "Packets not forwarded to their home: the forward queue was full.",
+            p.forward_queue_full,
+        ),
+        (
+            "psp_probes_sent",
+            "Take-over probes sent to a client's serving proxy.",
+            p.probes_sent,
+        ),
+        (
+            "psp_probes_confirmed",
+            "Take-over probes confirmed: the client moved.",
+            p.probes_confirmed,
+        ),
+        (
+            "psp_probes_refused",
+            "Take-over probes refused: a replayed or delayed client packet.",
+            p.probes_refused,
+        ),
+        (
+            "psp_probes_unanswered",
+            "Sessions taken over because their serving proxy answered no probe.",
+            p.probes_unanswered,
+        ),
+        (
+            "psp_requests_to_owner",
+            "Call requests for a call not held here, handed to its owner.",
+            p.requests_to_owner,
+        ),
+        (
+            "psp_requests_from_peer",
+            "Call requests handed here by a peer.",
+            p.requests_from_peer,
         ),
         (
             "psp_forwarded_in",

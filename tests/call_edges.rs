@@ -236,8 +236,10 @@ fn a_callee_stopping_while_ringing_is_not_normal_clearing() {
 /// makes her client (and the proxy, for what it relays) forget the
 /// unacknowledged digit `1`, so bob never gets it although DTMF is sent
 /// reliably. Digits sent before a Hangup should arrive before it.
+/// Fixed: the Hangup waits in the sender's reliable queue behind the call's
+/// unacknowledged messages (bounded by `HANGUP_HOLD`), at the client and at
+/// the proxy.
 #[test]
-#[ignore = "R2 finding, not fixed: Hangup forgets unacknowledged DTMF of the call (client and proxy forget_call)"]
 fn digits_sent_before_a_hangup_all_arrive() {
     let mut net = Net::new(&["alice", "bob"]);
     net.connect_all();
@@ -264,6 +266,50 @@ fn digits_sent_before_a_hangup_all_arrive() {
     net.pump();
     net.advance(Duration::from_secs(3));
     assert_eq!(digits(&mut net, "bob"), "123");
+}
+
+/// The proxy's side of the same: alice's digit `1` reaches the proxy, but
+/// the proxy's CallData to bob is lost on its first trip; alice then sends
+/// `2` and `3` and hangs up. The proxy dropped the unacknowledged `1` to bob
+/// when the call ended (`forget_call`), so bob never got it. Now its Hangup
+/// to bob waits behind it.
+#[test]
+fn digits_relayed_before_a_hangup_all_arrive() {
+    let mut net = Net::new(&["alice", "bob"]);
+    net.connect_all();
+    net.register("bob", "bob");
+    let call = net.establish_call("alice", "bob");
+    let now = net.now;
+    net.node("alice")
+        .client
+        .send_dtmf(now, call, '1', 100)
+        .unwrap();
+    let mut buf = [0u8; MAX_DATAGRAM];
+    let n = net.node("alice").client.poll_transmit(&mut buf).unwrap();
+    let src = net.node("alice").addr;
+    net.deliver_to_proxy(src, &buf[..n]); // the ack goes back to alice
+    let mut out = [0u8; MAX_DATAGRAM];
+    assert!(net.proxy.poll_transmit(&mut out).is_some()); // `1` to bob: lost
+    for d in ['2', '3'] {
+        net.node("alice")
+            .client
+            .send_dtmf(now, call, d, 100)
+            .unwrap();
+        net.pump();
+    }
+    net.node("alice")
+        .client
+        .hangup(now, call, anytun::call::Cause::Normal)
+        .unwrap();
+    net.pump();
+    net.advance(Duration::from_secs(3));
+    assert_eq!(digits(&mut net, "bob"), "123");
+    assert!(net
+        .node("bob")
+        .events
+        .iter()
+        .any(|e| matches!(e, Event::CallEnded { .. })));
+    assert_eq!(net.proxy.call_count(), 0);
 }
 
 /// alice has two calls with bob and floods the second with DTMF while bob's

@@ -436,16 +436,18 @@ fn reconnecting_clients_do_not_consume_leased_epochs() {
 
 /// Review R1 (anypsp): two proxies that each take a session over from a
 /// third at about the same time (the client's packets reach both, an ECMP
-/// or route flap) exchange their `SessionUpdated`s, and each applies the
-/// other's as the newer view: each then believes the OTHER serves the
-/// client. Neither runs its timers; control messages for the client bounce
-/// between them until `MAX_CONTROL_HOPS` and are lost, until the client's
-/// next packet. The record carries the client counter floor, which orders
-/// the two views; it is not used.
+/// or route flap). Applied in arrival order, each took the other's
+/// `SessionUpdated` as the newer view and believed the OTHER served the
+/// client (control messages bounced until `MAX_CONTROL_HOPS`). Through the
+/// sync engine each take-over is `Engine::take_over` at the next owner
+/// epoch; the two concurrent ones are ordered by version the same way on
+/// every node, and the loser, told so (`OwnershipLost` and the winner's
+/// record), hands the client over: all agree (spec 16.3).
 #[test]
-#[ignore = "open (anypsp spec 15.13): views of the serving proxy are not ordered by the client counter floor yet"]
 fn concurrent_take_overs_agree_on_who_serves() {
     use anytun::proxy::ProxyEvent;
+    use anytun::sync::bridge::{codec::SCOPES, Apply, Replicator};
+    use anytun::sync::Config;
     let (mut net, sid) = connected();
     let now = net.now;
     let addr = net.node("alice").addr;
@@ -459,15 +461,46 @@ fn concurrent_take_overs_agree_on_who_serves() {
     net.proxy.set_peers([p2, p3]);
     a.set_peers([p1, p3]);
     b.set_peers([p1, p2]);
-    let record = std::iter::from_fn(|| net.proxy.poll_event())
-        .filter(|e| {
-            matches!(e, ProxyEvent::SessionUp(r) | ProxyEvent::SessionUpdated(r) if r.state.id == sid)
+    let wall = 1_800_000_000_000;
+    let mut reps: Vec<Replicator> = (1..=3u16)
+        .map(|n| {
+            let mut r = Replicator::new(Config::new(n, [7; 32]), wall);
+            for q in (1..=3u16).filter(|q| *q != n) {
+                r.add_peer(q).unwrap();
+                r.peer_connected(wall, q);
+            }
+            r
         })
-        .last()
-        .expect("the session's record");
-    a.apply_remote(now, &record).unwrap();
-    b.apply_remote(now, &record).unwrap();
+        .collect();
+    // Every message delivered at once (same ms), until the mesh is quiet;
+    // what the replicators report goes into proxies 2 and 3.
+    fn settle(reps: &mut [Replicator], px: &mut [&mut Proxy], wall: u64, now: Instant) {
+        loop {
+            let mut moved = false;
+            for i in 0..reps.len() {
+                while let Some((to, m)) = reps[i].poll_transmit() {
+                    moved = true;
+                    let _ = reps[usize::from(to) - 1].handle_message(wall, i as u16 + 1, &m);
+                }
+            }
+            for (i, p) in px.iter_mut().enumerate() {
+                while let Some(a) = reps[i + 1].poll_apply() {
+                    if let Apply::Proxy(ev) = a {
+                        let _ = p.apply_remote(now, &ev);
+                    }
+                }
+            }
+            if !moved {
+                break;
+            }
+        }
+    }
+    while let Some(e) = net.proxy.poll_event() {
+        reps[0].on_proxy_event(wall, &e);
+    }
+    settle(&mut reps, &mut [&mut a, &mut b], wall, now);
     assert_eq!(a.serving_proxy(sid), Some(p1));
+    assert_eq!(b.serving_proxy(sid), Some(p1));
     // Two client packets, the first reaches A, the second B.
     let client = &mut net.nodes[0].client;
     let mut buf = [0u8; MAX_DATAGRAM];
@@ -480,20 +513,35 @@ fn concurrent_take_overs_agree_on_who_serves() {
     let second = buf[..n].to_vec();
     a.handle_datagram(now, addr, None, &mut first.clone(), &mut out);
     b.handle_datagram(now, addr, None, &mut second.clone(), &mut out);
-    let update = |p: &mut Proxy| {
-        std::iter::from_fn(|| p.poll_event())
-            .filter(|e| matches!(e, ProxyEvent::SessionUpdated(r) if r.state.id == sid))
-            .last()
-            .expect("a take-over is replicated")
-    };
-    let (from_a, from_b) = (update(&mut a), update(&mut b));
-    let _ = a.apply_remote(now, &from_b);
-    let _ = b.apply_remote(now, &from_a);
-    assert_eq!(
-        (a.serving_proxy(sid), b.serving_proxy(sid)),
-        (Some(p3), Some(p3)),
-        "A and B must agree (B saw the newer packet)"
-    );
+    // Each asks proxy 1, which serves the client and saw neither packet:
+    // both take-overs are confirmed (spec 15.9).
+    for (id, p) in [(p2, &mut a), (p3, &mut b)] {
+        while let Some((to, m)) = p.poll_peer_transmit() {
+            assert_eq!(to, p1);
+            net.proxy.handle_peer_message(now, id, &m, &mut out);
+        }
+    }
+    while let Some((to, m)) = net.proxy.poll_peer_transmit() {
+        let p = if to == p2 { &mut a } else { &mut b };
+        p.handle_peer_message(now, p1, &m, &mut out);
+    }
+    assert_eq!(net.proxy.psp_stats().probes_confirmed, 2);
+    let mut took = 0;
+    for (i, p) in [(1, &mut a), (2, &mut b)] {
+        while let Some(e) = p.poll_event() {
+            took += usize::from(matches!(&e, ProxyEvent::SessionUpdated(r) if r.state.id == sid));
+            reps[i].on_proxy_event(wall, &e);
+        }
+    }
+    assert!(took >= 2, "both took the client over");
+    settle(&mut reps, &mut [&mut a, &mut b], wall, now);
+    let (va, vb) = (a.serving_proxy(sid), b.serving_proxy(sid));
+    assert_eq!(va, vb, "A and B must agree on who serves the client");
+    assert!(va == Some(p2) || va == Some(p3), "{va:?}");
+    for s in SCOPES {
+        let d = reps[0].engine().digest(s);
+        assert!(reps.iter().all(|r| r.engine().digest(s) == d), "{s:?}");
+    }
 }
 
 /// The other side of keying the client's duplicate filter by send epoch: a

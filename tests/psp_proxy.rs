@@ -379,6 +379,9 @@ fn the_serving_proxy_killed_mid_call_the_call_goes_on() {
     assert!(gap_a <= 20 && gap_b <= 20);
     let p3 = ProxyId::new(3).unwrap();
     assert_eq!(bed.proxy(2).psp_stats().takeovers, 1);
+    // Its probes to the dead proxy went unanswered: that is what let it
+    // take alice over (spec 15.9), PROBE_TIMEOUT after her first packet.
+    assert_eq!(bed.proxy(2).psp_stats().probes_unanswered, 1);
     assert!(bed.serving_views("alice").values().all(|v| *v == Some(p3)));
     // Control after the kill: DTMF and hangup through the new serving proxy.
     let now = bed.now;
@@ -669,17 +672,39 @@ fn an_old_client_packet_replayed_to_another_proxy_is_refused() {
     }
 }
 
-/// Review R1: the forward-to-home bound is per source address only. Forged
+/// Review R1: the forward-to-home bound was per source address only. Forged
 /// transport packets (unauthenticated: the forwarding proxy lacks the keys)
-/// from spoofed sources, one each, are all forwarded: the aggregate is
-/// unbounded, and they fill the peer-bound queue, which then refuses the
-/// legitimate peer traffic (control hand-over, relayed media).
+/// from spoofed sources, one each, were all forwarded: the aggregate was
+/// unbounded, and they filled the peer-bound queue, which then refused the
+/// legitimate peer traffic (control hand-over, relayed media). Now a
+/// network-wide bucket bounds the forwards and they have a queue of their
+/// own, drained after the authenticated one: a Control message handed over
+/// after the flood is queued, and leaves first.
 #[test]
-#[ignore = "open (anypsp spec 15.13): forward to home is limited per source only; not live in anytund yet"]
 fn forged_packets_from_spoofed_sources_do_not_fill_the_peer_queue() {
-    let mut net = Net::new(&["alice"]);
+    let mut net = Net::new(&["alice", "bob"]);
+    net.connect_all();
+    net.register("bob", "bob");
     let home = ProxyId::new(9).unwrap();
-    let (now, ip) = (net.now, net.proxy_ip());
+    // bob is served by proxy 9 (a replicated record says so): a control
+    // message for him is handed over to 9 as a Control peer message.
+    let bob = net.session_info("bob").id;
+    let record = drain(&mut net)
+        .into_iter()
+        .find_map(|e| match e {
+            ProxyEvent::SessionUp(r) if r.state.id == bob => Some(r),
+            _ => None,
+        })
+        .unwrap();
+    let now = net.now;
+    let moved = anytun::proxy::SessionRecord {
+        serving: home,
+        ..record
+    };
+    net.proxy
+        .apply_remote(now, &ProxyEvent::SessionUpdated(moved))
+        .unwrap();
+    let ip = net.proxy_ip();
     let mut out = [0u8; anytun::wire::MAX_DATAGRAM];
     net.proxy.set_peers([home]);
     for i in 0..5000u32 {
@@ -700,4 +725,188 @@ fn forged_packets_from_spoofed_sources_do_not_fill_the_peer_queue() {
         net.proxy.peer_queue_len(),
         s.peer_queue_full
     );
+    assert_eq!(
+        s.forwarded_to_home,
+        u64::from(anytun::proxy::replica::FORWARD_TOTAL_BURST)
+    );
+    assert_eq!(s.forward_limited, 5000 - s.forwarded_to_home);
+    // alice calls bob: the Invite is handed to proxy 9, queued, and leaves
+    // before every forged forward.
+    let call = net
+        .node("alice")
+        .client
+        .call(now, anytun::sim::name("bob"), None, vec!["ulaw".into()])
+        .unwrap();
+    let _ = call;
+    let mut buf = [0u8; anytun::wire::MAX_DATAGRAM];
+    let n = net.node("alice").client.poll_transmit(&mut buf).unwrap();
+    let src = net.node("alice").addr;
+    net.proxy
+        .handle_datagram(now, src, Some(ip), &mut buf[..n], &mut out);
+    let s = net.proxy.psp_stats().clone();
+    assert_eq!((s.control_to_peer, s.peer_queue_full), (1, 0), "{s:?}");
+    let (to, first) = net.proxy.poll_peer_transmit().unwrap();
+    assert_eq!(to, home);
+    assert!(
+        matches!(
+            anytun::proxy::PeerMessage::parse(&first),
+            Some(anytun::proxy::PeerMessage::Control { to, .. }) if to == bob
+        ),
+        "the hand-over leaves first"
+    );
+}
+
+/// Review: a client packet replayed to a proxy that does not serve the
+/// client, within the replay bound of the replica (its counter at or above
+/// the last floor the serving proxy reported, i.e. among the client's last
+/// FLOOR_STEP packets), was the newest that proxy saw: it took the session
+/// over and moved its address to the attacker's source. Now such a packet
+/// moves nothing unless the serving proxy confirms that it never saw that
+/// counter (spec 15.9).
+#[test]
+fn a_recent_client_packet_replayed_to_another_proxy_moves_nothing() {
+    let (mut bed, call) = two_proxy_call(11);
+    bed.talk("alice", "bob", call, 0..40, |_, _| {});
+    bed.run_for(Duration::from_millis(100));
+    let p1 = ProxyId::new(1).unwrap();
+    let sid = bed.site("alice").client.session().unwrap();
+    // Ten frames old: well within the band above the replicas' floor.
+    let recent = bed
+        .site("alice")
+        .sent
+        .iter()
+        .rev()
+        .nth(10)
+        .cloned()
+        .unwrap();
+    let attacker: std::net::SocketAddr = "192.0.2.98:6666".parse().unwrap();
+    for p in [1, 2] {
+        bed.inject(p, attacker, recent.clone());
+    }
+    bed.run_for(Duration::from_millis(300));
+    for p in [1, 2] {
+        assert_eq!(
+            bed.proxy(p).psp_stats().takeovers,
+            0,
+            "proxy {p} took alice over on a replay"
+        );
+    }
+    assert!(bed.serving_views("alice").values().all(|v| *v == Some(p1)));
+    for p in 0..3 {
+        let s = bed
+            .proxy(p)
+            .sessions()
+            .into_iter()
+            .find(|s| s.id == sid)
+            .unwrap();
+        assert_ne!(s.addr, attacker, "proxy {p} moved alice to the attacker");
+    }
+    // The serving proxy refused to confirm both.
+    assert_eq!(bed.proxy(0).psp_stats().probes_refused, 2);
+    // The call goes on; a later honest move of alice's route, with a new
+    // NAT binding too, still takes her over at her new address (the
+    // serving proxy confirms her new packets).
+    let moved: std::net::SocketAddr = "198.51.100.77:41000".parse().unwrap();
+    bed.set_route("alice", Some(1));
+    bed.site("alice").addr = moved;
+    bed.talk("alice", "bob", call, 40..60, |_, _| {});
+    bed.run_for(Duration::from_millis(100));
+    assert_eq!(
+        heard_all(&mut bed, "alice", "bob", 0..60),
+        Vec::<u32>::new()
+    );
+    // Frames to alice sent to her old binding before the take-over was
+    // confirmed (one peer round trip) are lost with it.
+    let lost = heard_all(&mut bed, "bob", "alice", 40..60);
+    println!("bob->alice frames lost to a route and address move: {lost:?}");
+    assert!(lost.len() <= 2, "{lost:?}");
+    let p2 = ProxyId::new(2).unwrap();
+    assert_eq!(bed.proxy(1).psp_stats().takeovers, 1);
+    assert_eq!(bed.proxy(0).psp_stats().probes_confirmed, 1);
+    assert!(bed.serving_views("alice").values().all(|v| *v == Some(p2)));
+    for p in 0..3 {
+        let s = bed.proxy(p).sessions().into_iter().find(|s| s.id == sid);
+        assert_eq!(s.unwrap().addr, moved, "proxy {p}");
+    }
+    assert_eq!(bed.nonce_reuses, 0);
+}
+
+/// Review (spec 15.13): a call's replication lost on the way to the
+/// callee's proxy (its start and ringing pushed while sync messages to it
+/// were lost). The callee rings (its Invite came as a peer message), but its
+/// Ringing and Answer reach a proxy that does not hold the call: they were
+/// dropped as `unknown_call`, and the caller never heard them. Now that proxy
+/// forwards them to the call's owner (the proxy that handed it the Invite),
+/// which handles them as if from the callee.
+#[test]
+fn a_callees_answer_reaching_a_proxy_without_the_call_is_handled_by_its_owner() {
+    let mut bed = Bed::new(3, &["alice", "bob"], 12);
+    bed.connect_all();
+    bed.register("bob", "bob");
+    // From now on proxy 2 (bob's) receives no replication.
+    bed.sync_lost_to.insert(1);
+    let now = bed.now;
+    let call = bed
+        .site("alice")
+        .client
+        .call(now, anytun::testbed::name("bob"), None, vec!["ulaw".into()])
+        .unwrap();
+    bed.run_for(Duration::from_millis(200));
+    assert_eq!(
+        count(&mut bed, "bob", |e| matches!(e, Event::IncomingCall { .. })),
+        1
+    );
+    assert_eq!(bed.proxy(1).call_count(), 0, "the call did not replicate");
+    assert_eq!(
+        count(&mut bed, "alice", |e| matches!(e, Event::Ringing { .. })),
+        1,
+        "bob's Ringing reached alice"
+    );
+    // Replication flows again, but what was lost is not repaired before
+    // the next anti-entropy round: bob answers on a proxy without the call.
+    bed.sync_lost_to.clear();
+    let now = bed.now;
+    bed.site("bob").client.answer(now, call, "ulaw").unwrap();
+    bed.run_for(Duration::from_millis(200));
+    assert_eq!(
+        count(&mut bed, "alice", |e| matches!(e, Event::Answered { .. })),
+        1,
+        "bob's Answer reached alice"
+    );
+    assert!(bed.proxy(1).psp_stats().requests_to_owner >= 2);
+    assert!(bed.proxy(0).psp_stats().requests_from_peer >= 2);
+    // The answer replicated to bob's proxy: voice both ways.
+    bed.talk("alice", "bob", call, 0..50, |_, _| {});
+    bed.run_for(Duration::from_millis(100));
+    assert!(heard_all(&mut bed, "alice", "bob", 0..50).is_empty());
+    assert!(heard_all(&mut bed, "bob", "alice", 0..50).is_empty());
+    // bob's digit and hangup, on a proxy that now holds the call.
+    let now = bed.now;
+    bed.site("bob")
+        .client
+        .send_dtmf(now, call, '4', 100)
+        .unwrap();
+    bed.run_for(Duration::from_millis(200));
+    let now = bed.now;
+    bed.site("bob")
+        .client
+        .hangup(now, call, Cause::Normal)
+        .unwrap();
+    bed.run_for(Duration::from_millis(300));
+    assert_eq!(
+        count(&mut bed, "alice", |e| matches!(
+            e,
+            Event::Dtmf { digit: '4', .. }
+        )),
+        1
+    );
+    assert_eq!(
+        count(&mut bed, "alice", |e| matches!(e, Event::CallEnded { .. })),
+        1
+    );
+    for p in 0..3 {
+        assert_eq!(bed.proxy(p).call_count(), 0, "proxy {p} holds the call");
+    }
+    assert_eq!(connected(&mut bed, "alice") + connected(&mut bed, "bob"), 2);
+    assert_eq!(bed.nonce_reuses, 0);
 }

@@ -649,7 +649,11 @@ fn dead_and_stalled_peers_overflow_their_own_queue_only() {
         a.handle.send(id(2), i.to_be_bytes().to_vec()).unwrap();
     }
     let queued = t.elapsed();
-    assert!(queued < Duration::from_secs(2), "send blocked: {queued:?}");
+    // `send` is synchronous: one that waited for the stalled or dead peer
+    // would never return (their queues never drain), so any finite time
+    // shows it did not block. The bound only stops a hung test; the
+    // 240 MB of copies take about a second on a busy 2-core machine.
+    assert!(queued < Duration::from_secs(30), "send blocked: {queued:?}");
     for i in 0..2000u32 {
         let ev = b.wait(&rt, "message", |e| matches!(e, PeerEvent::Message { .. }));
         expect_message(ev, 1, &i.to_be_bytes());

@@ -31,6 +31,13 @@ pub const MAX_PENDING: usize = 32;
 /// `MAX_PENDING + FINAL_RESERVE` messages.
 pub const FINAL_RESERVE: usize = 8;
 
+/// Longest a message that ends a call (Hangup, Reject) waits behind the
+/// call's earlier unacknowledged messages (DTMF, say) before it is sent
+/// anyway and they are dropped: long enough for four transmissions of a
+/// message whose first copy was lost (0, 0.25, 0.75, 1.75 s; the fifth
+/// leaves at 3.75 s).
+pub const HANGUP_HOLD: Duration = Duration::from_secs(4);
+
 #[derive(Debug)]
 struct Pending {
     body: Vec<u8>,
@@ -38,6 +45,11 @@ struct Pending {
     due: Instant,
     rto: Duration,
     sent: u8,
+    /// Not sent yet: waits behind earlier messages of its call (see
+    /// [`ReliableSender::push_after`]); `due` is the end of its hold.
+    held: bool,
+    /// When it was queued.
+    since: Instant,
 }
 
 /// A control message the sender gave up on.
@@ -86,6 +98,67 @@ impl ReliableSender {
         Some(self.insert(now, body, call))
     }
 
+    /// Like [`push_final`](Self::push_final), for the message that ends a
+    /// call, which must arrive after what was sent before it about that call
+    /// (digits sent just before a Hangup, whose first copy was lost). If
+    /// earlier messages of `call` are unacknowledged it is held: not sent
+    /// now (the second value is false: the caller must not send it), and
+    /// released (due at once, sent by [`poll`](Self::poll)) when the last of
+    /// them is acknowledged or given up, or after [`HANGUP_HOLD`] at the
+    /// latest, when those still unacknowledged are dropped. Otherwise it is
+    /// sent now (true), like `push_final`.
+    pub fn push_after(
+        &mut self,
+        now: Instant,
+        body: Vec<u8>,
+        call: CallIdOpt,
+    ) -> Option<(u32, bool)> {
+        if self.pending.len() >= MAX_PENDING + FINAL_RESERVE {
+            return None;
+        }
+        let id = self.insert(now, body, call);
+        let behind = call.is_some_and(|c| self.earlier_of(c, id));
+        if behind {
+            let p = self.pending.get_mut(&id).expect("just inserted");
+            self.by_due.remove(&(p.due, id));
+            p.held = true;
+            p.sent = 0;
+            p.due = now + HANGUP_HOLD;
+            self.by_due.insert((p.due, id));
+        }
+        Some((id, !behind))
+    }
+
+    /// Whether a message of `call` other than `id` and not held is pending.
+    /// O(pending), which `MAX_PENDING + FINAL_RESERVE` bounds.
+    fn earlier_of(&self, call: crate::session::CallId, id: u32) -> bool {
+        self.pending
+            .iter()
+            .any(|(i, p)| *i != id && !p.held && p.call == Some(call))
+    }
+
+    /// After a message of `call` left the queue: the messages held behind
+    /// it are due at once if nothing else of the call is pending.
+    fn release(&mut self, call: CallIdOpt) {
+        let Some(call) = call else {
+            return;
+        };
+        if self
+            .pending
+            .values()
+            .any(|p| !p.held && p.call == Some(call))
+        {
+            return;
+        }
+        for (id, p) in &mut self.pending {
+            if p.held && p.call == Some(call) && p.due != p.since {
+                self.by_due.remove(&(p.due, *id));
+                p.due = p.since;
+                self.by_due.insert((p.due, *id));
+            }
+        }
+    }
+
     fn insert(&mut self, now: Instant, body: Vec<u8>, call: CallIdOpt) -> u32 {
         let id = self.take_id();
         let due = now + INITIAL_RTO;
@@ -97,6 +170,8 @@ impl ReliableSender {
                 due,
                 rto: INITIAL_RTO,
                 sent: 1,
+                held: false,
+                since: now,
             },
         );
         self.by_due.insert((due, id));
@@ -122,6 +197,7 @@ impl ReliableSender {
         match self.pending.remove(&id) {
             Some(p) => {
                 self.by_due.remove(&(p.due, id));
+                self.release(p.call);
                 true
             }
             None => false,
@@ -165,9 +241,36 @@ impl ReliableSender {
             let Some(p) = self.pending.get_mut(&id) else {
                 continue;
             };
+            if p.held {
+                // Released, or its hold is over: what is still ahead of it
+                // about its call is dropped (it would arrive after the end).
+                p.held = false;
+                let call = p.call;
+                if let Some(c) = call {
+                    let by_due = &mut self.by_due;
+                    self.pending.retain(|i, q| {
+                        let keep = *i == id || q.call != Some(c);
+                        if !keep {
+                            by_due.remove(&(q.due, *i));
+                        }
+                        keep
+                    });
+                }
+                let Some(p) = self.pending.get_mut(&id) else {
+                    continue;
+                };
+                resend(id, &p.body);
+                p.sent = 1;
+                p.rto = INITIAL_RTO;
+                p.due = now + p.rto;
+                self.by_due.insert((p.due, id));
+                continue;
+            }
             if p.sent >= MAX_TRANSMISSIONS {
-                gone.push(Undelivered { id, call: p.call });
+                let call = p.call;
+                gone.push(Undelivered { id, call });
                 self.pending.remove(&id);
+                self.release(call);
                 continue;
             }
             resend(id, &p.body);
@@ -297,6 +400,40 @@ mod tests {
         );
         assert!(s.ack(b));
         assert_eq!(s.next_due(), None);
+    }
+
+    #[test]
+    fn the_end_of_a_call_waits_behind_its_earlier_messages() {
+        let t0 = Instant::now();
+        let mut s = ReliableSender::new();
+        let (call, other) = (crate::session::CallId(9), crate::session::CallId(8));
+        let digit = s.push(t0, vec![1], Some(call)).unwrap();
+        let unrelated = s.push(t0, vec![2], Some(other)).unwrap();
+        // Held: not to be sent now.
+        let (hangup, now) = s.push_after(t0, vec![3], Some(call)).unwrap();
+        assert!(!now);
+        // Another call's end is not held.
+        let (_, now) = s.push_after(t0, vec![4], Some(other)).unwrap();
+        assert!(!now, "behind `unrelated`");
+        let (_, now) = s
+            .push_after(t0, vec![5], Some(crate::session::CallId(7)))
+            .unwrap();
+        assert!(now);
+        let mut sent = Vec::new();
+        s.poll(t0 + Duration::from_millis(100), |i, _| sent.push(i));
+        assert!(sent.is_empty(), "nothing due, the hangup is held");
+        // The digit is acknowledged: the hangup is due at once.
+        assert!(s.ack(digit));
+        assert!(s.next_due() <= Some(t0));
+        s.poll(t0 + Duration::from_millis(100), |i, _| sent.push(i));
+        assert_eq!(sent, vec![hangup]);
+        // The other hold ends at HANGUP_HOLD with `unrelated` still
+        // unacknowledged: sent, and `unrelated` dropped.
+        let mut sent = Vec::new();
+        let end = t0 + HANGUP_HOLD;
+        s.poll(end, |i, b| sent.push((i, b.to_vec())));
+        assert!(sent.iter().any(|(_, b)| b == &vec![4]));
+        assert!(!s.ack(unrelated), "dropped at the end of the hold");
     }
 
     #[test]

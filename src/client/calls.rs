@@ -260,12 +260,19 @@ impl Client {
         self.send_control(now, ControlMsg::Reject { call, cause })
     }
 
-    /// Ends a call in any state (cancels an unanswered outgoing one).
+    /// Ends a call in any state (cancels an unanswered outgoing one). The
+    /// Hangup of an answered call waits behind the call's unacknowledged
+    /// messages (digits), so they arrive before it (at most
+    /// [`HANGUP_HOLD`](crate::call::reliable::HANGUP_HOLD)); an unanswered
+    /// call's pending Invite or Ringing is dropped.
     pub fn hangup(&mut self, now: Instant, call: CallId, cause: Cause) -> Result<(), ClientError> {
-        self.calls
+        let state = self
+            .calls
             .remove(&call)
             .ok_or(ClientError::UnknownCall(call))?;
-        self.forget_pending(call);
+        if !matches!(state, CallState::Active(_)) {
+            self.forget_pending(call);
+        }
         self.send_control(now, ControlMsg::Hangup { call, cause })
     }
 

@@ -409,11 +409,21 @@ impl Client {
         let mut body = vec![0u8; MAX_DATAGRAM];
         let n = msg.encode(&mut body).ok_or(ClientError::TooLarge)?;
         body.truncate(n);
-        let msg_id = est
-            .reliable
-            .push(now, body.clone(), msg.call())
-            .ok_or(ClientError::Backlog)?;
+        // The end of a call waits behind the call's earlier unacknowledged
+        // messages (`push_after`), so they arrive before it.
+        let ends_call = matches!(msg, ControlMsg::Hangup { .. } | ControlMsg::Reject { .. });
+        let (msg_id, send_now) = if ends_call {
+            est.reliable.push_after(now, body.clone(), msg.call())
+        } else {
+            est.reliable
+                .push(now, body.clone(), msg.call())
+                .map(|id| (id, true))
+        }
+        .ok_or(ClientError::Backlog)?;
         self.unanswered_since.get_or_insert(now);
+        if !send_now {
+            return Ok(());
+        }
         let mut pkt = vec![0u8; MAX_DATAGRAM];
         let inner = Inner::Control {
             msg_id,

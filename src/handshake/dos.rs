@@ -90,6 +90,44 @@ struct Bucket {
     last: Instant,
 }
 
+/// One token bucket for everything (all sources together): the bound a
+/// forger spoofing many sources cannot spread out of, where per-source
+/// buckets are no bound at all.
+#[derive(Debug, Clone)]
+pub struct TokenBucket {
+    rate: f64,
+    burst: f64,
+    tokens: f64,
+    last: Option<Instant>,
+}
+
+impl TokenBucket {
+    /// A full bucket of `burst` tokens, refilled at `rate` per second.
+    pub fn new(rate: u32, burst: u32) -> Self {
+        let burst = f64::from(burst.max(1));
+        Self {
+            rate: f64::from(rate),
+            burst,
+            tokens: burst,
+            last: None,
+        }
+    }
+
+    /// Takes a token; false if none is left.
+    pub fn allow(&mut self, now: Instant) -> bool {
+        let last = *self.last.get_or_insert(now);
+        let dt = now.saturating_duration_since(last).as_secs_f64();
+        self.tokens = (self.tokens + dt * self.rate).min(self.burst);
+        self.last = Some(now.max(last));
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+}
+
 /// Per-source token buckets.
 #[derive(Debug)]
 pub struct RateLimiter {
@@ -173,6 +211,20 @@ mod tests {
         assert!(m.record(t + Duration::from_millis(1500)));
         // After a quiet second it is not.
         assert!(!m.record(t + Duration::from_millis(3600)));
+    }
+
+    #[test]
+    fn one_bucket_for_all_sources() {
+        let t = Instant::now();
+        let mut b = TokenBucket::new(100, 3);
+        assert!(b.allow(t) && b.allow(t) && b.allow(t));
+        assert!(!b.allow(t));
+        // 10 ms at 100/s gives one token; never more than the burst.
+        assert!(b.allow(t + Duration::from_millis(10)));
+        assert!(!b.allow(t + Duration::from_millis(10)));
+        let later = t + Duration::from_secs(60);
+        assert!((0..3).all(|_| b.allow(later)));
+        assert!(!b.allow(later));
     }
 
     #[test]

@@ -726,4 +726,28 @@ mod review_r1 {
             "a captured initiation answered as ahead at X is accepted at Y"
         );
     }
+
+    #[test]
+    fn take_changed_reports_local_growth_once_not_merges_nor_evicted_keys() {
+        let mut t = ReplayTable::new(T0, 2);
+        let (a, b, c) = (key(1), key(2), key(3));
+        assert_eq!(t.check(&a, &tai64n(T0 + 1), T0 + 1), Verdict::Fresh);
+        assert_eq!(t.check(&a, &tai64n(T0 + 2), T0 + 2), Verdict::Fresh);
+        // A replay changes nothing.
+        assert_eq!(t.check(&a, &tai64n(T0 + 2), T0 + 2), Verdict::Replay);
+        // Grown by a peer: not ours to report.
+        t.merge(&t.floor(), [(b, tai64n(T0 + 5))], T0 + 3);
+        assert_eq!(t.take_changed(), Some((a, tai64n(T0 + 2))));
+        assert_eq!(t.take_changed(), None);
+        assert_eq!(t.check(&b, &tai64n(T0 + 6), T0 + 6), Verdict::Fresh);
+        // A third key evicts the oldest entry (a): b and c are reported,
+        // the set never outgrows the table.
+        assert_eq!(t.check(&a, &tai64n(T0 + 7), T0 + 7), Verdict::Fresh);
+        assert_eq!(t.check(&c, &tai64n(T0 + 8), T0 + 8), Verdict::Fresh);
+        assert!(t.changed.len() <= t.len());
+        let got: Vec<_> = std::iter::from_fn(|| t.take_changed())
+            .map(|x| x.0)
+            .collect();
+        assert!(got.contains(&c) && got.len() == t.len(), "{got:?}");
+    }
 }

@@ -38,6 +38,11 @@ impl Status {
         peer.last_heard_ms.map(|t| self.now_ms.saturating_sub(t))
     }
 
+    /// The peer with node id `node`, if configured.
+    pub fn peer(&self, node: u16) -> Option<&PeerSnapshot> {
+        self.sync.as_ref()?.peers.iter().find(|p| p.node == node)
+    }
+
     /// One line on the proxy and its sync state, e.g. `proxy 1 (0.1.0):
     /// ready, 3 sessions, 1 call, 2 registrations, 5 subscribers; sync:
     /// alone (no peers configured)`.

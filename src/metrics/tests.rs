@@ -188,7 +188,9 @@ fn status_lists_peers_and_says_alone_without_them() {
     );
     assert!(rows[2].contains("never; connection refused"), "{table}");
     assert!(rows[1].contains("127.0.0.1:7002"), "{table}");
-    let lag = s.lag_ms(&s.sync.as_ref().unwrap().peers[0]).unwrap();
+    assert_eq!(s.peer(3).map(PeerSnapshot::state), Some("down"));
+    assert!(s.peer(4).is_none());
+    let lag = s.lag_ms(s.peer(2).unwrap()).unwrap();
     assert!((1500..60_000).contains(&lag), "{lag}");
     assert!(
         s.summary().contains("pulling tables, 1 of 2 peer(s) up"),
@@ -266,6 +268,33 @@ mod http_server {
         let e = fetch_status(&addr).await.unwrap_err();
         assert!(matches!(e, StatusError::Connect { .. }), "{e:?}");
         assert!(e.to_string().contains(&addr), "{e}");
+    }
+
+    /// Something else listening there (another HTTP server, or not HTTP at
+    /// all) is an error that says so, not a panic or a hang.
+    #[tokio::test]
+    async fn a_status_from_something_else_is_an_error() {
+        async fn canned(answer: &'static [u8]) -> String {
+            let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let addr = l.local_addr().unwrap().to_string();
+            tokio::spawn(async move {
+                use tokio::io::{AsyncReadExt, AsyncWriteExt};
+                let (mut s, _) = l.accept().await.unwrap();
+                let mut buf = [0u8; 1024];
+                let _ = s.read(&mut buf).await;
+                let _ = s.write_all(answer).await;
+            });
+            addr
+        }
+        let addr = canned(b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n").await;
+        let e = fetch_status(&addr).await.unwrap_err();
+        assert!(matches!(e, StatusError::Code { code: 404, .. }), "{e:?}");
+        let addr = canned(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}").await;
+        let e = fetch_status(&addr).await.unwrap_err();
+        assert!(matches!(e, StatusError::Json { .. }), "{e:?}");
+        let addr = canned(b"SSH-2.0-OpenSSH\r\n").await;
+        let e = fetch_status(&addr).await.unwrap_err();
+        assert!(matches!(e, StatusError::Http { .. }), "{e:?}");
     }
 
     /// Connections beyond the limit are closed and counted; once the

@@ -134,6 +134,8 @@ impl Proxy {
                         received: ReliableReceiver::new(),
                         serving: self.cfg.proxy_id,
                         adopted: false,
+                        floor: 0,
+                        pending_move: None,
                     },
                 );
                 self.by_key.insert(client, id);

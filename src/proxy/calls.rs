@@ -582,8 +582,16 @@ impl Proxy {
             cause,
             at_unix_ms: self.wall_ms(now),
         });
+        // The two parties of an answered call still get what was sent to
+        // them about it (digits sent just before the Hangup): the Hangup
+        // waits behind it in their queue (`push_after`). What was pending
+        // to an offered device (its Invite) or to the one who ended the
+        // call is moot.
+        let answered = matches!(c.legs, Legs::Answered { .. });
         for s in c.parties() {
-            self.forget_call(s, call);
+            if !answered || Some(s) == by {
+                self.forget_call(s, call);
+            }
             if Some(s) != by {
                 self.send_control(now, s, ControlMsg::Hangup { call, cause });
             }

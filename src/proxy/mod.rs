@@ -29,7 +29,7 @@ use crate::call::reliable::{ReliableReceiver, ReliableSender};
 use crate::call::{Cause, Name};
 use crate::crypto::mac::{CookieSecret, NetworkMacs};
 use crate::crypto::{PublicKey, SecretKey};
-use crate::handshake::dos::{DosConfig, LoadMeter, RateLimiter};
+use crate::handshake::dos::{DosConfig, LoadMeter, RateLimiter, TokenBucket};
 use crate::handshake::replay::{ReplayTable, WallClock};
 use crate::session::{
     CallId, Epochs, EpochsExhausted, ProxyId, SessionCrypto, SessionId, SessionState,
@@ -158,6 +158,12 @@ pub(crate) struct ClientSession {
     /// Served here only provisionally, because its serving proxy went down
     /// (`peer_down`): the client's next newest packet takes it over for good.
     pub(crate) adopted: bool,
+    /// The highest client counter floor a replicated record reported (the
+    /// serving proxy had seen every client counter below it; spec 15.9).
+    pub(crate) floor: u64,
+    /// A newest client packet that would take this replica over, waiting for
+    /// the serving proxy to confirm it never saw its counter (spec 15.9).
+    pub(crate) pending_move: Option<replica::PendingMove>,
 }
 
 #[derive(Debug)]
@@ -216,15 +222,23 @@ pub struct Proxy {
     summary: timers::Summary,
     /// State changes for replication (bounded).
     events: events::EventQueue,
-    /// Messages for peer proxies (bounded).
+    /// Authenticated messages for peer proxies (Control, Media; bounded by
+    /// `max_peer_queue`).
     peer_out: VecDeque<(ProxyId, Vec<u8>)>,
+    /// Forwarded client packets for their home (unauthenticated; bounded by
+    /// [`replica::MAX_FORWARD_QUEUE`], drained after `peer_out`).
+    forward_out: VecDeque<(ProxyId, Vec<u8>)>,
     /// anypsp counters.
     psp: PspStats,
-    /// Sessions whose serving proxy went down, served here until a proxy
-    /// (this one or another) takes them over (see [`Proxy::peer_down`]).
     /// Per-source limit on packets forwarded to their home (they cannot be
     /// authenticated here).
     forward_limiter: RateLimiter,
+    /// Limit on packets forwarded to their home, all sources together.
+    forward_total: TokenBucket,
+    /// The owner of each call whose Invite a peer handed here (bounded by
+    /// [`replica::MAX_CALL_OWNERS`], oldest first in `call_owner_order`).
+    call_owners: HashMap<CallId, ProxyId>,
+    call_owner_order: VecDeque<CallId>,
     /// The peer proxies this one may send peer messages to (see
     /// [`Proxy::set_peers`]); none by default (a proxy alone).
     peers: std::collections::HashSet<ProxyId>,
@@ -269,9 +283,16 @@ impl Proxy {
             summary: timers::Summary::default(),
             events: events::EventQueue::new(cfg_max_events),
             peer_out: VecDeque::new(),
+            forward_out: VecDeque::new(),
+            call_owners: HashMap::new(),
+            call_owner_order: VecDeque::new(),
             psp: PspStats::default(),
             peers: Default::default(),
             forward_limiter: RateLimiter::new(replica::FORWARD_RATE_PER_S, replica::FORWARD_BURST),
+            forward_total: TokenBucket::new(
+                replica::FORWARD_TOTAL_RATE_PER_S,
+                replica::FORWARD_TOTAL_BURST,
+            ),
         }
     }
 
@@ -419,6 +440,8 @@ impl Proxy {
             received: ReliableReceiver::new(),
             serving: self.cfg.proxy_id,
             adopted: false,
+            floor: state.client_counter_floor,
+            pending_move: None,
         };
         self.by_key.insert(state.client_key, state.id);
         if self.sessions.insert(state.id, session).is_some() {
@@ -492,6 +515,38 @@ impl Proxy {
         };
         let floor_before = session.crypto.client_floor();
         let opened = session.crypto.open(&header, d)?;
+        // A replica takes over (and moves the address) only on a packet the
+        // serving proxy never saw: a replay of a recent packet is the newest
+        // here too. Confirmed by the serving proxy (Probe/Confirm), or by
+        // its death (adopted), or by a counter a FLOOR_STEP past the last
+        // floor it reported (spec 15.9).
+        let mut unconfirmed = opened.newest
+            && session.serving != me
+            && !session.adopted
+            && header.counter < session.floor.saturating_add(replica::FLOOR_STEP);
+        let mut probe = None;
+        if unconfirmed {
+            let m = session.pending_move.get_or_insert(replica::PendingMove {
+                src,
+                dst_ip,
+                counter: header.counter,
+                probed: None,
+                unanswered: None,
+            });
+            (m.src, m.dst_ip, m.counter) = (src, dst_ip, header.counter);
+            if m.unanswered
+                .is_some_and(|t| now >= t + replica::PROBE_TIMEOUT)
+            {
+                // The serving proxy answers no more: dead or cut off.
+                unconfirmed = false;
+                self.psp.probes_unanswered += 1;
+            } else if m.probed.is_none_or(|t| now >= t + replica::PROBE_RETRY) {
+                m.probed = Some(now);
+                m.unanswered.get_or_insert(now);
+                probe = Some(session.serving);
+            }
+        }
+        let newest = opened.newest && !unconfirmed;
         // The serving proxy reports the client's counter floor every
         // FLOOR_STEP packets, so a replica refuses what it saw (spec 15.9).
         let floor_due = session.serving == me
@@ -500,7 +555,7 @@ impl Proxy {
         // The address is learned only from an authenticated packet that is
         // the newest so far: a replayed or delayed packet cannot move it.
         let mut changed = false;
-        if opened.newest && (session.addr != src || session.local_ip != dst_ip) {
+        if newest && (session.addr != src || session.local_ip != dst_ip) {
             if session.addr != src {
                 log::debug!("session {sid} moved {} -> {src}", session.addr);
                 self.stats.address_changes += 1;
@@ -512,9 +567,10 @@ impl Proxy {
         // Take-over (anypsp): the client now reaches this proxy, so this
         // proxy serves it. Only the newest packet counts, so a delayed copy
         // cannot pull a session back and forth.
-        let take_over = opened.newest && (session.serving != me || session.adopted);
+        let take_over = newest && (session.serving != me || session.adopted);
         if take_over {
             session.adopted = false;
+            session.pending_move = None;
             log::debug!("session {sid}: taken over from proxy {}", session.serving);
             session.serving = me;
         }
@@ -525,6 +581,15 @@ impl Proxy {
         }
         if changed || take_over || floor_due {
             self.emit_session(now, sid, false);
+        }
+        if let Some(serving) = probe {
+            let msg = PeerMessage::Probe {
+                to: sid,
+                counter: header.counter,
+            };
+            if self.send_peer(serving, &msg) {
+                self.psp.probes_sent += 1;
+            }
         }
         self.on_opened(now, sid, opened.plaintext, out)
     }
@@ -646,6 +711,16 @@ impl Proxy {
     }
 
     fn on_control(&mut self, now: Instant, from: SessionId, msg: ControlMsg) {
+        // A call whose replication has not arrived: its owner handles it.
+        if self.request_to_owner(from, &msg) {
+            return;
+        }
+        self.handle_control(now, from, msg);
+    }
+
+    /// Acts on a client's control message (received here, or handed here by
+    /// a peer as a `Request`).
+    fn handle_control(&mut self, now: Instant, from: SessionId, msg: ControlMsg) {
         match msg {
             ControlMsg::Register { expires_s, name } => {
                 self.on_register(now, from, name, expires_s)
@@ -750,16 +825,24 @@ impl Proxy {
         // The end of a call may use the reserve beyond the queue's bound, so
         // a party that filled the other's queue cannot hide it.
         let ends_call = matches!(msg, ControlMsg::Hangup { .. } | ControlMsg::Reject { .. });
+        // It also waits behind the call's earlier unacknowledged messages
+        // (digits sent just before a Hangup), so they arrive before it.
         let pushed = if ends_call {
-            s.reliable.push_final(now, body.clone(), msg.call())
+            s.reliable.push_after(now, body.clone(), msg.call())
         } else {
-            s.reliable.push(now, body.clone(), msg.call())
+            s.reliable
+                .push(now, body.clone(), msg.call())
+                .map(|id| (id, true))
         };
-        let Some(msg_id) = pushed else {
+        let Some((msg_id, send_now)) = pushed else {
             log::debug!("control message to {to} not queued: its queue is full");
             self.stats.control_not_queued += 1;
             return false;
         };
+        if !send_now {
+            self.rearm(to);
+            return true;
+        }
         queue_sealed(
             &mut self.queue,
             s,

@@ -33,11 +33,55 @@ pub const FORWARD_BURST: u32 = 64;
 /// per second.
 pub const FORWARD_RATE_PER_S: u32 = 50;
 
+/// Packets forwarded to their home by this proxy, all sources together:
+/// bucket size. Per-source buckets bound nothing against a forger who
+/// spoofs many sources; this one does. Honest forwarding (a client whose
+/// route moved in the tens of milliseconds before its new session
+/// replicated) stays far below it.
+pub const FORWARD_TOTAL_BURST: u32 = 256;
+
+/// Packets forwarded to their home, all sources together: sustained rate
+/// per second.
+pub const FORWARD_TOTAL_RATE_PER_S: u32 = 500;
+
+/// Most forwarded packets waiting for the peer links. They have a queue of
+/// their own, drained after the authenticated peer traffic (Control,
+/// Media), so forged forwards can neither delay nor crowd out a control
+/// message.
+pub const MAX_FORWARD_QUEUE: usize = 1024;
+
 /// The serving proxy reports a client's counter floor (in
 /// `SessionUpdated`) each time the client's newest counter crosses a
 /// multiple of this: a replica accepts a replayed client packet only if it is
 /// among about this many newest (about 5 s of voice at 50 packets/s).
 pub const FLOOR_STEP: u64 = 256;
+
+/// A replica that got a newest client packet it may not take over on yet
+/// asks the serving proxy again after this long (at most), while the
+/// client's packets keep coming and no answer came.
+pub const PROBE_RETRY: Duration = Duration::from_millis(100);
+
+/// A probe the serving proxy leaves unanswered this long means it is dead
+/// or cut off (a live one answers every probe, confirming or refusing):
+/// the client's next newest packet takes the session over. Several
+/// proxy-to-proxy round trips; the peer link is reliable (TCP).
+pub const PROBE_TIMEOUT: Duration = Duration::from_millis(250);
+
+/// A newest client packet at a replica, waiting for the serving proxy to
+/// confirm that it never saw its counter (spec 15.9).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct PendingMove {
+    /// Where it came from (the address the session moves to).
+    pub(crate) src: SocketAddr,
+    /// The local address it was sent to.
+    pub(crate) dst_ip: Option<IpAddr>,
+    /// Its client counter.
+    pub(crate) counter: u64,
+    /// When the serving proxy was last asked.
+    pub(crate) probed: Option<Instant>,
+    /// When the oldest probe still unanswered was sent.
+    pub(crate) unanswered: Option<Instant>,
+}
 
 /// A control message for a client served elsewhere crosses at most this
 /// many proxies (views of who serves a client may differ for a moment
@@ -53,8 +97,12 @@ pub struct PspStats {
     /// Transport packets for a session not held here forwarded to its home.
     pub forwarded_to_home: u64,
     /// Packets not forwarded to their home: their source was over
-    /// [`FORWARD_RATE_PER_S`] / [`FORWARD_BURST`].
+    /// [`FORWARD_RATE_PER_S`] / [`FORWARD_BURST`], or all sources together
+    /// over [`FORWARD_TOTAL_RATE_PER_S`] / [`FORWARD_TOTAL_BURST`].
     pub forward_limited: u64,
+    /// Packets not forwarded to their home: the forward queue
+    /// ([`MAX_FORWARD_QUEUE`]) was full.
+    pub forward_queue_full: u64,
     /// Forwarded packets received and handled as if from the client.
     pub forwarded_in: u64,
     /// Forwarded packets whose session the home does not hold either.
@@ -74,6 +122,23 @@ pub struct PspStats {
     pub peer_queue_full: u64,
     /// Peer messages that did not parse (dropped).
     pub peer_malformed: u64,
+    /// Probes sent: a newest client packet for a session another proxy
+    /// serves, to be confirmed by it before this proxy takes over.
+    pub probes_sent: u64,
+    /// Probes this proxy, serving the session, confirmed (it never saw the
+    /// counter: the client moved).
+    pub probes_confirmed: u64,
+    /// Probes this proxy refused (it saw that counter or a newer one: a
+    /// replay or a delayed copy; or it does not serve the session).
+    pub probes_refused: u64,
+    /// Sessions taken over because their serving proxy left a probe
+    /// unanswered for [`PROBE_TIMEOUT`] (dead or cut off).
+    pub probes_unanswered: u64,
+    /// Client call requests (Ringing, Answer, Reject, Hangup, CallData) for
+    /// a call not held here, handed to the call's owner (spec 15.4).
+    pub requests_to_owner: u64,
+    /// Call requests handed here by a peer, handled as if from the client.
+    pub requests_from_peer: u64,
     /// Replicated changes installed.
     pub applied: u64,
     /// Replicated changes refused (see [`ApplyError`]).
@@ -103,6 +168,42 @@ pub enum PeerMessage {
         /// The datagram, unchanged.
         datagram: Vec<u8>,
     },
+    /// "Did you see client counter `counter` of session `to`?": the sender
+    /// got it as the newest packet of a session the receiver serves and
+    /// takes the session over only if the receiver confirms.
+    Probe {
+        /// The session.
+        to: SessionId,
+        /// The client counter of the packet.
+        counter: u64,
+    },
+    /// The answer to a [`PeerMessage::Probe`] when the serving proxy never
+    /// saw that counter (nor any newer): the client moved, take it over.
+    Confirm {
+        /// The session.
+        to: SessionId,
+        /// The client counter probed.
+        counter: u64,
+    },
+    /// The answer to a [`PeerMessage::Probe`] whose counter the receiver
+    /// saw (a replay or a delayed copy), or about a session it does not
+    /// serve: do not take over.
+    Refuse {
+        /// The session.
+        to: SessionId,
+        /// The client counter probed.
+        counter: u64,
+    },
+    /// A client's call request (Ringing, Answer, Reject, Hangup, CallData)
+    /// for a call the sender does not hold (its replication was lost on the
+    /// way), sent to the call's owner, which handles it as if `from` had
+    /// sent it there (the sender acknowledged it to the client).
+    Request {
+        /// The client's session.
+        from: SessionId,
+        /// The encoded [`ControlMsg`].
+        body: Vec<u8>,
+    },
     /// A voice frame for client session `to`, which the receiver serves
     /// (relay-via-serving mode only, for strict uRPF networks): the
     /// receiver seals it for `to` and sends it.
@@ -119,6 +220,15 @@ pub enum PeerMessage {
 const TAG_CONTROL: u8 = 1;
 const TAG_FORWARD: u8 = 2;
 const TAG_MEDIA: u8 = 3;
+const TAG_PROBE: u8 = 4;
+const TAG_CONFIRM: u8 = 5;
+const TAG_REFUSE: u8 = 6;
+const TAG_REQUEST: u8 = 7;
+
+/// Most (call, owner) pairs remembered from Invites handed over by peers
+/// (oldest forgotten first): the owner of a call whose replication has not
+/// arrived, for [`PeerMessage::Request`].
+pub const MAX_CALL_OWNERS: usize = 1 << 16;
 
 fn put_ip(v: &mut Vec<u8>, ip: Option<IpAddr>) {
     match ip {
@@ -182,6 +292,23 @@ impl PeerMessage {
                 put_ip(&mut v, *dst_ip);
                 v.extend_from_slice(datagram);
             }
+            Self::Probe { to, counter }
+            | Self::Confirm { to, counter }
+            | Self::Refuse { to, counter } => {
+                let tag = match self {
+                    Self::Probe { .. } => TAG_PROBE,
+                    Self::Confirm { .. } => TAG_CONFIRM,
+                    _ => TAG_REFUSE,
+                };
+                v.push(tag);
+                v.extend_from_slice(&to.raw().to_be_bytes());
+                v.extend_from_slice(&counter.to_be_bytes());
+            }
+            Self::Request { from, body } => {
+                v.push(TAG_REQUEST);
+                v.extend_from_slice(&from.raw().to_be_bytes());
+                v.extend_from_slice(body);
+            }
             Self::Media { to, call, e2e } => {
                 v.push(TAG_MEDIA);
                 v.extend_from_slice(&to.raw().to_be_bytes());
@@ -235,6 +362,30 @@ impl PeerMessage {
                     e2e: b.to_vec(),
                 })
             }
+            TAG_REQUEST => {
+                let from = u64::from_be_bytes(take(b, 8)?.try_into().ok()?);
+                let from = SessionId::from_raw(from)?;
+                if b.is_empty() || b.len() > MAX_DATAGRAM {
+                    return None;
+                }
+                Some(Self::Request {
+                    from,
+                    body: b.to_vec(),
+                })
+            }
+            tag @ (TAG_PROBE | TAG_CONFIRM | TAG_REFUSE) => {
+                let to = u64::from_be_bytes(take(b, 8)?.try_into().ok()?);
+                let to = SessionId::from_raw(to)?;
+                let counter = u64::from_be_bytes(take(b, 8)?.try_into().ok()?);
+                if !b.is_empty() {
+                    return None;
+                }
+                Some(match tag {
+                    TAG_PROBE => Self::Probe { to, counter },
+                    TAG_CONFIRM => Self::Confirm { to, counter },
+                    _ => Self::Refuse { to, counter },
+                })
+            }
             _ => None,
         }
     }
@@ -279,8 +430,12 @@ impl Proxy {
 
     /// The next message for a peer proxy: (peer, bytes of a
     /// [`PeerMessage`]). The shell sends it over the anypsp link.
+    /// Authenticated peer traffic (Control, Media) leaves first; forwarded
+    /// client packets (unauthenticated) only when none is waiting.
     pub fn poll_peer_transmit(&mut self) -> Option<(ProxyId, Vec<u8>)> {
-        self.peer_out.pop_front()
+        self.peer_out
+            .pop_front()
+            .or_else(|| self.forward_out.pop_front())
     }
 
     /// Sets the peer proxies (the membership): peer messages go only to
@@ -291,9 +446,9 @@ impl Proxy {
         self.peers = peers.into_iter().filter(|p| *p != me).collect();
     }
 
-    /// Messages waiting for peers.
+    /// Messages waiting for peers (both queues).
     pub fn peer_queue_len(&self) -> usize {
-        self.peer_out.len()
+        self.peer_out.len() + self.forward_out.len()
     }
 
     /// Queues a message for `to`; false (and counted) if the queue is full.
@@ -333,8 +488,14 @@ impl Proxy {
             self.psp.not_a_peer += 1;
             return;
         }
-        if !self.forward_limiter.allow(now, src.ip()) {
+        // Per source first, so one source over its own limit spends none
+        // of the network-wide tokens.
+        if !self.forward_limiter.allow(now, src.ip()) || !self.forward_total.allow(now) {
             self.psp.forward_limited += 1;
+            return;
+        }
+        if self.forward_out.len() >= MAX_FORWARD_QUEUE {
+            self.psp.forward_queue_full += 1;
             return;
         }
         let msg = PeerMessage::Forward {
@@ -342,9 +503,8 @@ impl Proxy {
             dst_ip,
             datagram: d.to_vec(),
         };
-        if self.send_peer(home, &msg) {
-            self.psp.forwarded_to_home += 1;
-        }
+        self.forward_out.push_back((home, msg.encode()));
+        self.psp.forwarded_to_home += 1;
     }
 
     /// Handles a message from peer proxy `from` (already authenticated by
@@ -369,6 +529,10 @@ impl Proxy {
                     self.psp.peer_malformed += 1;
                     return None;
                 };
+                if let (ControlMsg::Invite { call, .. }, 0) = (&msg, hops) {
+                    // The sender handled the Invite: it owns the call.
+                    self.note_call_owner(*call, from);
+                }
                 let me = self.cfg.proxy_id;
                 match self.sessions.get(&to) {
                     None => {}
@@ -389,6 +553,57 @@ impl Proxy {
                     Some(_) => {
                         log::debug!("control message for {to} out of hops, dropped");
                         self.psp.control_lost += 1;
+                    }
+                }
+                None
+            }
+            PeerMessage::Request { from: sid, body } => {
+                let Ok(msg) = ControlMsg::parse(&body) else {
+                    self.psp.peer_malformed += 1;
+                    return None;
+                };
+                if self.sessions.contains_key(&sid) {
+                    self.psp.requests_from_peer += 1;
+                    self.handle_control(now, sid, msg);
+                } else {
+                    log::debug!("request from unknown session {sid} via peer {from}, dropped");
+                    self.stats
+                        .drops
+                        .add(crate::wire::DropReason::UnknownSession);
+                }
+                None
+            }
+            PeerMessage::Probe { to, counter } => {
+                let me = self.cfg.proxy_id;
+                // Only the proxy that really serves the client knows what it
+                // saw (an adopter does not).
+                let unseen = self.sessions.get(&to).is_some_and(|s| {
+                    s.serving == me && !s.adopted && counter >= s.crypto.client_floor()
+                });
+                let reply = if unseen {
+                    self.psp.probes_confirmed += 1;
+                    PeerMessage::Confirm { to, counter }
+                } else {
+                    self.psp.probes_refused += 1;
+                    PeerMessage::Refuse { to, counter }
+                };
+                self.send_peer(from, &reply);
+                None
+            }
+            PeerMessage::Confirm { to, counter } => {
+                self.confirmed_move(now, from, to, counter);
+                None
+            }
+            PeerMessage::Refuse { to, counter } => {
+                let s = self.sessions.get_mut(&to)?;
+                if s.serving == from {
+                    // Alive and answering: no take-over on silence. A newer
+                    // packet waiting is asked about at its next packet.
+                    if s.pending_move.is_some_and(|m| m.counter <= counter) {
+                        s.pending_move = None;
+                    } else if let Some(m) = &mut s.pending_move {
+                        m.probed = None;
+                        m.unanswered = None;
                     }
                 }
                 None
@@ -423,11 +638,89 @@ impl Proxy {
         }
     }
 
+    /// Remembers that `owner` handled the Invite of `call` (bounded, oldest
+    /// forgotten first).
+    fn note_call_owner(&mut self, call: crate::session::CallId, owner: ProxyId) {
+        if self.call_owners.contains_key(&call) {
+            return;
+        }
+        while self.call_owner_order.len() >= MAX_CALL_OWNERS {
+            if let Some(old) = self.call_owner_order.pop_front() {
+                self.call_owners.remove(&old);
+            }
+        }
+        self.call_owners.insert(call, owner);
+        self.call_owner_order.push_back(call);
+    }
+
+    /// A client's request about a call this proxy does not hold, whose
+    /// owner handed it the Invite: handed to that owner (spec 15.4). False
+    /// if it is not such a request.
+    pub(super) fn request_to_owner(&mut self, from: SessionId, msg: &ControlMsg) -> bool {
+        let call = match msg {
+            ControlMsg::Ringing { call }
+            | ControlMsg::Answer { call, .. }
+            | ControlMsg::Reject { call, .. }
+            | ControlMsg::Hangup { call, .. }
+            | ControlMsg::CallData { call, .. } => *call,
+            _ => return false,
+        };
+        if self.calls.get(&call).is_some() {
+            return false;
+        }
+        let Some(owner) = self.call_owners.get(&call).copied() else {
+            return false;
+        };
+        if owner == self.cfg.proxy_id {
+            return false;
+        }
+        let mut body = vec![0u8; MAX_DATAGRAM];
+        let Some(n) = msg.encode(&mut body) else {
+            return false;
+        };
+        body.truncate(n);
+        if self.send_peer(owner, &PeerMessage::Request { from, body }) {
+            self.psp.requests_to_owner += 1;
+        }
+        true
+    }
+
+    /// The serving proxy `from` confirmed that it never saw client counter
+    /// `counter` of session `to`: the client moved here, so this proxy
+    /// takes it over, at the address of its newest packet here.
+    fn confirmed_move(&mut self, now: Instant, from: ProxyId, to: SessionId, counter: u64) {
+        let me = self.cfg.proxy_id;
+        let Some(s) = self.sessions.get_mut(&to) else {
+            return;
+        };
+        // Only the proxy serving it may confirm, and only what was asked.
+        if s.serving != from || s.serving == me {
+            return;
+        }
+        let Some(m) = s.pending_move.take_if(|m| m.counter >= counter) else {
+            return;
+        };
+        if s.addr != m.src {
+            log::debug!("session {to} moved {} -> {}", s.addr, m.src);
+            self.stats.address_changes += 1;
+        }
+        log::debug!("session {to}: taken over from proxy {from} (confirmed)");
+        s.addr = m.src;
+        s.local_ip = m.dst_ip;
+        s.serving = me;
+        s.adopted = false;
+        s.last_seen = now;
+        self.psp.takeovers += 1;
+        self.arm_expiry(to, now);
+        self.emit_session(now, to, false);
+    }
+
     /// Installs a change another proxy reported (its [`ProxyEvent`]). A
     /// session is imported in a fresh send epoch (nonce-safe by
     /// construction) and kept ready to take over, but this proxy runs no
     /// timers and no expiry for it while another serves it. Nothing is sent
-    /// and no event is emitted (no echo).
+    /// and no event is emitted (no echo), but for a session taken back after
+    /// a restart (spec 15.3), which emits `SessionUpdated`.
     pub fn apply_remote(&mut self, now: Instant, change: &ProxyEvent) -> Result<(), ApplyError> {
         let r = self.apply(now, change);
         match r {
@@ -511,7 +804,12 @@ impl Proxy {
             s.local_ip = r.local_ip;
             s.last_seen = now;
             s.crypto.raise_client_floor(r.state.client_counter_floor);
+            s.floor = s.floor.max(r.state.client_counter_floor);
             s.adopted = false;
+            if s.serving != r.serving {
+                // A probe asked the previous serving proxy: moot now.
+                s.pending_move = None;
+            }
             if s.serving == me {
                 // Another proxy took the client over: it serves it now. What
                 // we had not delivered goes to it, so the client gets it.
@@ -532,9 +830,13 @@ impl Proxy {
             }
             return Ok(());
         }
-        if r.serving == me {
-            // We do not hold it (restart): the client's next packet reaches
-            // its home or is forwarded there.
+        // Not held, yet named as served here: this proxy served it before a
+        // restart (its record outlived it in the other proxies' tables).
+        // It takes the session back, imported in a fresh epoch of its
+        // durable lease, so the client's next packet is served here with
+        // no new handshake; unless the record says it has expired.
+        let ours = r.serving == me;
+        if ours && r.expires_unix_ms <= self.wall_ms(now) {
             return Err(ApplyError::UnknownSession(id));
         }
         if self.sessions.len() >= self.cfg.max_sessions {
@@ -558,9 +860,19 @@ impl Proxy {
                 received: ReliableReceiver::new(),
                 serving: r.serving,
                 adopted: false,
+                floor: r.state.client_counter_floor,
+                pending_move: None,
             },
         );
         self.by_key.insert(r.state.client_key, id);
+        if ours {
+            // Its silence is judged here again, and the proxies that
+            // adopted it while we were down (`peer_down`) must learn that
+            // we serve it, or they would judge its silence too and end it:
+            // the one event `apply_remote` emits.
+            self.arm_expiry(id, now);
+            self.emit_session(now, id, false);
+        }
         Ok(())
     }
 
@@ -603,6 +915,7 @@ impl Proxy {
             self.arm_expiry(*id, now);
         }
         self.psp.adopted += adopted.len() as u64;
+        self.forward_out.retain(|(to, _)| *to != peer);
         let queued = std::mem::take(&mut self.peer_out);
         for (to, bytes) in queued {
             if to != peer {
@@ -646,6 +959,18 @@ mod tests {
                 to: sid,
                 call: CallId(99),
                 e2e: vec![5; 60],
+            },
+            PeerMessage::Probe {
+                to: sid,
+                counter: 1 << 40,
+            },
+            PeerMessage::Confirm {
+                to: sid,
+                counter: 7,
+            },
+            PeerMessage::Refuse {
+                to: sid,
+                counter: 8,
             },
         ]
     }

@@ -68,6 +68,15 @@ impl ReloadWatch {
         }
     }
 
+    /// Makes the next [`poll`](Self::poll) reload whatever the version says.
+    /// Call it after writing the store through the connection the watch
+    /// polls (e.g. [`SubscriberStore::apply_remote`] of a peer's change):
+    /// SQLite's `data_version` does not change for a connection's own
+    /// writes, so without this such a change would not reach the core.
+    pub fn changed_here(&mut self) {
+        self.applied = None;
+    }
+
     /// Checks `src` for a change and, if there is one, reads the snapshot
     /// and hands it to `apply`.
     pub fn poll(

@@ -585,3 +585,37 @@ fn a_version_1_store_is_upgraded_on_open() {
     assert_eq!((last[1].name.as_str(), last[1].live), ("bob", false));
     assert!(last[1].seq > last[0].seq);
 }
+
+/// A peer's change applied through the daemon's own connection does not
+/// move that connection's data_version; `changed_here` makes the next poll
+/// reload it all the same.
+#[test]
+fn a_change_written_through_the_watched_connection_is_reloaded_when_marked() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SubscriberStore::open(&dir.path().join("subscribers.db")).unwrap();
+    let mut watch = ReloadWatch::new(Some(store.data_version().unwrap()));
+    let mut in_force = None;
+    let t = now_ms() - 1000;
+    assert_eq!(
+        store.apply_remote("alice", &key(1), true, t).unwrap(),
+        RemoteOutcome::Applied
+    );
+    // Unmarked, the own write goes unseen: the reason for changed_here.
+    assert!(matches!(
+        watch.poll(&store, |s| in_force = Some(s)),
+        ReloadOutcome::Unchanged
+    ));
+    watch.changed_here();
+    let out = watch.poll(&store, |s| in_force = Some(s));
+    assert!(
+        matches!(out, ReloadOutcome::Applied { keys: 1, .. }),
+        "{out:?}"
+    );
+    assert!(in_force
+        .unwrap()
+        .is_authorized(&crate::crypto::PublicKey(key(1))));
+    assert!(matches!(
+        watch.poll(&store, |_| {}),
+        ReloadOutcome::Unchanged
+    ));
+}

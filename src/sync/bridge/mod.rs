@@ -478,3 +478,6 @@ impl Replicator {
         Cause::NetworkFailure
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -5,22 +5,27 @@
 //! that jumps to the next deadline any core asks for (so a wrong
 //! `poll_timeout` shows as a stalled scenario). Randomness (loss) is seeded.
 //!
-//! Replication here is a STAND-IN for the anypsp sync engine (helper G's
-//! `src/sync/` engine replaces it): every [`ProxyEvent`] a proxy emits is
-//! carried, in order, to every live peer it is not partitioned from and
-//! installed there with [`Proxy::apply_remote`]. Peer messages
-//! ([`Proxy::poll_peer_transmit`]) travel the same links.
+//! Replication runs on the real sync engine: each proxy has a
+//! [`Replicator`] (docs/anypsp-protocol.md Section 16) fed with its events;
+//! the engines' messages travel the peer links (latency, seeded loss,
+//! partitions: a partition takes the link down, healing brings it up with
+//! a new Hello) and what they report is applied to the proxies. Peer
+//! messages ([`Proxy::poll_peer_transmit`]) travel the same links.
 //!
 //! Support code for tests; it panics on misuse.
 
 use crate::call::Name;
 use crate::client::{Client, ClientConfig, Event};
+use crate::crypto::PublicKey;
 use crate::crypto::SecretKey;
-use crate::proxy::{Proxy, ProxyConfig, ProxyEvent, Subscribers};
-use crate::session::{CallId, EpochLease, ProxyId, SenderId, SessionId};
+use crate::proxy::{Proxy, ProxyConfig};
+use crate::session::{CallId, ProxyId, SenderId, SessionId};
+use crate::sync::bridge::Replicator;
 use crate::wire::transport::TransportHeader;
 use crate::wire::{classify, MessageType, MAX_DATAGRAM};
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+
+mod sync;
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
@@ -73,9 +78,13 @@ enum Packet {
         to: usize,
         data: Vec<u8>,
     },
-    PeerEvent {
+    SyncMsg {
+        from: usize,
         to: usize,
-        event: ProxyEvent,
+        /// The link's generation when sent: a message of a link that went
+        /// down is not delivered on its successor.
+        link: u64,
+        data: Vec<u8>,
     },
     PeerDown {
         to: usize,
@@ -100,8 +109,8 @@ pub struct Bed {
     pub access_latency: Duration,
     /// One-way proxy <-> proxy latency.
     pub peer_latency: Duration,
-    /// Probability that a peer message (not a replicated event: the
-    /// stand-in has no anti-entropy to repair it) is lost, in 1/1000.
+    /// Probability that a peer or sync message is lost, in 1/1000 (the
+    /// sync engine repairs lost replication by anti-entropy).
     pub peer_loss_permille: u32,
     /// How long after a kill the other proxies' links report it dead
     /// ([`Proxy::peer_down`]).
@@ -117,10 +126,33 @@ pub struct Bed {
     pub nonce_reuses: u64,
     /// Peer messages sent (all kinds).
     pub peer_messages: u64,
-    /// Replicated events carried.
-    pub events_carried: u64,
+    /// Sync messages sent between the replicators (not lost).
+    pub sync_messages: u64,
+    /// Bytes of those sync messages.
+    pub sync_bytes: u64,
+    /// Keep every sync message sent in `sync_log` (for replay tests).
+    pub keep_sync: bool,
+    /// (from, to, bytes) of every sync message sent while `keep_sync`.
+    pub sync_log: Vec<(usize, usize, Vec<u8>)>,
+    /// The replicator of each proxy (`None` once killed).
+    pub reps: Vec<Option<Replicator>>,
+    /// Each proxy's subscriber store (name, key): what the shell would keep
+    /// in SQLite.
+    pub stores: Vec<BTreeSet<(Name, PublicKey)>>,
+    /// Per proxy: the first send epoch its next life may use (its durable
+    /// lease, as anytund persists it; 0 = never killed).
+    lease_next: Vec<u64>,
+    /// Pairs (a < b) whose sync link is up, with its generation.
+    links: BTreeMap<(usize, usize), u64>,
+    link_gen: u64,
+    network: SecretKey,
+    tune: Box<dyn Fn(&mut ProxyConfig)>,
     /// Client packets that reached a dead or cut proxy.
     pub lost_upstream: u64,
+    /// Proxy indexes whose incoming sync messages are lost (but Hello),
+    /// while the links stay up: replication lost on the way, for a moment
+    /// (anti-entropy repairs it later). Peer messages still arrive.
+    pub sync_lost_to: HashSet<usize>,
 }
 
 fn xorshift(s: &mut u64) -> u64 {
@@ -148,28 +180,19 @@ impl Bed {
         proxies: usize,
         names: &[&'static str],
         seed: u64,
-        tune: impl Fn(&mut ProxyConfig),
+        tune: impl Fn(&mut ProxyConfig) + 'static,
     ) -> Self {
         let network = SecretKey::generate();
         let now = Instant::now();
         let unix_start = 1_800_000_000_000_000_000;
         let keys: Vec<SecretKey> = names.iter().map(|_| SecretKey::generate()).collect();
-        let subs = Subscribers::new(names.iter().zip(&keys).map(|(n, k)| (name(n), k.public())));
-        let proxies = (0..proxies)
-            .map(|i| {
-                let id = ProxyId::new(i as u16 + 1).unwrap();
-                let mut cfg = ProxyConfig::new(id, network.clone());
-                tune(&mut cfg);
-                let p = Proxy::with_wall_clock(cfg, subs.clone(), now, unix_start);
-                p.epochs().grant(EpochLease::ephemeral());
-                Some(p)
-            })
-            .collect::<Vec<_>>();
-        let n = proxies.len();
-        let mut proxies = proxies;
-        for p in proxies.iter_mut().flatten() {
-            p.set_peers((1..=n as u16).filter_map(ProxyId::new));
-        }
+        let store: BTreeSet<(Name, PublicKey)> = names
+            .iter()
+            .zip(&keys)
+            .map(|(n, k)| (name(n), k.public()))
+            .collect();
+        let n = proxies;
+        let tune: Box<dyn Fn(&mut ProxyConfig)> = Box::new(tune);
         let sites = names
             .iter()
             .zip(keys)
@@ -185,8 +208,8 @@ impl Bed {
                 sent: Vec::new(),
             })
             .collect();
-        Self {
-            proxies,
+        let mut bed = Self {
+            proxies: (0..n).map(|_| None).collect(),
             sites,
             route: (0..names.len()).map(|i| Some(i % n)).collect(),
             now,
@@ -203,9 +226,25 @@ impl Bed {
             nonces: HashSet::new(),
             nonce_reuses: 0,
             peer_messages: 0,
-            events_carried: 0,
+            sync_messages: 0,
+            sync_bytes: 0,
+            keep_sync: false,
+            sync_log: Vec::new(),
             lost_upstream: 0,
+            sync_lost_to: HashSet::new(),
+            reps: (0..n).map(|_| None).collect(),
+            stores: vec![store; n],
+            lease_next: vec![0; n],
+            links: BTreeMap::new(),
+            link_gen: 0,
+            network,
+            tune,
+        };
+        for i in 0..n {
+            bed.start_proxy(i);
         }
+        bed.sync_links();
+        bed
     }
 
     /// Index of the site called `n`.
@@ -236,7 +275,12 @@ impl Bed {
     /// Kills proxy `i` as SIGKILL would: it sends nothing more and what
     /// arrives for it is lost.
     pub fn kill(&mut self, i: usize) {
+        if let Some(p) = &self.proxies[i] {
+            // What anytund's lease file keeps across a restart.
+            self.lease_next[i] = p.epochs().next();
+        }
         self.proxies[i] = None;
+        self.reps[i] = None;
         let peer = ProxyId::new(i as u16 + 1).unwrap();
         for to in 0..self.proxies.len() {
             if self.proxies[to].is_some() {
@@ -303,36 +347,27 @@ impl Bed {
     fn flush_proxy(&mut self, p: usize) {
         let mut buf = [0u8; MAX_DATAGRAM];
         let mut out = Vec::new();
-        let mut events = Vec::new();
         let mut peer = Vec::new();
-        if let Some(px) = self.proxies[p].as_mut() {
-            while let Some(t) = px.poll_transmit(&mut buf) {
-                out.push((t, buf[..t.len].to_vec()));
+        // Until both are quiet: applying a revocation makes events.
+        loop {
+            if let Some(px) = self.proxies[p].as_mut() {
+                while let Some(t) = px.poll_transmit(&mut buf) {
+                    out.push((t, buf[..t.len].to_vec()));
+                }
+                while let Some(m) = px.poll_peer_transmit() {
+                    peer.push(m);
+                }
             }
-            while let Some(e) = px.poll_event() {
-                events.push(e);
-            }
-            while let Some(m) = px.poll_peer_transmit() {
-                peer.push(m);
+            if !self.feed_replicator(p) {
+                break;
             }
         }
         for (t, data) in out {
             self.proxy_sent(t, data);
         }
-        // Events go before the peer messages they explain (a call's start
-        // before the Invite handed to the callee's proxy).
-        for e in events {
-            for q in 0..self.proxies.len() {
-                if self.linked(p, q) {
-                    self.events_carried += 1;
-                    let ev = Packet::PeerEvent {
-                        to: q,
-                        event: e.clone(),
-                    };
-                    self.schedule(self.peer_latency, ev);
-                }
-            }
-        }
+        // Sync messages go before the peer messages they explain (a call's
+        // start before the Invite handed to the callee's proxy).
+        self.send_sync(p);
         for (to, data) in peer {
             let q = usize::from(to.get()) - 1;
             self.peer_messages += 1;
@@ -414,12 +449,23 @@ impl Bed {
                     self.flush_proxy(to);
                 }
             }
-            Packet::PeerEvent { to, event } => {
-                let Some(px) = self.proxies[to].as_mut() else {
+            Packet::SyncMsg {
+                from,
+                to,
+                link,
+                data,
+            } => {
+                let key = (from.min(to), from.max(to));
+                if link != sync::INJECTED && self.links.get(&key) != Some(&link) {
+                    return;
+                }
+                let wall = self.wall_ms();
+                let from_id = from as u16 + 1;
+                let Some(rep) = self.reps[to].as_mut() else {
                     return;
                 };
-                // Refusals are counted in the proxy's PspStats.
-                let _ = px.apply_remote(now, &event);
+                // Refusals are counted in the engine's stats.
+                let _ = rep.handle_message(wall, from_id, &data);
                 self.flush_proxy(to);
             }
         }
@@ -435,6 +481,12 @@ impl Bed {
         }
         for s in &self.sites {
             if let Some(d) = s.client.poll_timeout() {
+                t = Some(t.map_or(d, |x| x.min(d)));
+            }
+        }
+        for r in self.reps.iter().flatten() {
+            if let Some(ms) = r.poll_timeout() {
+                let d = self.instant_of_ms(ms);
                 t = Some(t.map_or(d, |x| x.min(d)));
             }
         }
@@ -468,12 +520,22 @@ impl Bed {
                 self.deliver(pkt);
             }
             let now = self.now;
+            self.sync_links();
             for p in 0..self.proxies.len() {
                 let due = self.proxies[p]
                     .as_ref()
                     .is_some_and(|x| x.poll_timeout() <= now);
                 if due {
                     self.proxies[p].as_mut().unwrap().handle_timeout(now);
+                    self.flush_proxy(p);
+                }
+                let wall = self.wall_ms();
+                let due = self.reps[p]
+                    .as_ref()
+                    .and_then(Replicator::poll_timeout)
+                    .is_some_and(|t| t <= wall);
+                if due {
+                    self.reps[p].as_mut().unwrap().handle_timeout(wall);
                     self.flush_proxy(p);
                 }
             }
