@@ -65,6 +65,7 @@ fn stop_joins_every_thread_the_nodes_started() {
             startup_timeout: Duration::from_secs(20),
             peer_detect: Duration::from_secs(1),
             link: LinkConfig::default(),
+            apply_batch: anytun::runtime::node::APPLY_BATCH,
             subscribers: None,
         };
         let udp = Udp::Deferred {

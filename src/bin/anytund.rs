@@ -219,6 +219,7 @@ fn sync_setup(
         startup_timeout: s.startup_timeout,
         peer_detect: s.peer_detect,
         link,
+        apply_batch: anytun::runtime::node::APPLY_BATCH,
         subscribers: Some(subscribers),
     })
 }

@@ -85,6 +85,9 @@ pub struct SyncSetup {
     pub peer_detect: Duration,
     /// Link timers.
     pub link: LinkConfig,
+    /// Most replicated items applied per hold of the core lock
+    /// ([`APPLY_BATCH`] by default).
+    pub apply_batch: usize,
     /// Where subscriber changes replicated from peers go (the host writes
     /// them into its store, then hands the proxy its new `Subscribers`);
     /// `None`: they are dropped (logged).
@@ -154,8 +157,16 @@ pub struct NodeStats {
     pub peers_declared_down: AtomicU64,
     /// Replicated items applied to the core.
     pub applied: AtomicU64,
+    /// Replicated sessions held back because the send-epoch lease was
+    /// spent (applied once it is renewed).
+    pub apply_waited_for_lease: AtomicU64,
     /// Lock holds used to apply them.
     pub apply_batches: AtomicU64,
+    /// Longest hold of the core lock to apply a batch, microseconds.
+    pub apply_hold_max_us: AtomicU64,
+    /// Longest turn of the sync task without yielding, microseconds (the
+    /// time one worker thread was taken from the voice path).
+    pub turn_max_us: AtomicU64,
 }
 
 /// Why a node could not start.
@@ -194,8 +205,9 @@ pub struct StopReport {
 /// it events are dropped and the sync task rescans (resync).
 pub const EVENT_CHANNEL: usize = 65_536;
 
-/// Most replicated items applied per hold of the core lock, so that a bulk
-/// sync never holds the voice path for long.
+/// Default of [`SyncSetup::apply_batch`]: most replicated items applied per
+/// hold of the core lock, so that a bulk sync never holds the voice path
+/// for long.
 pub const APPLY_BATCH: usize = 256;
 
 /// Set when proxy events were lost on the way to the sync task (or in the
@@ -336,7 +348,7 @@ impl Node {
                 let (ev_tx, ev_rx) = mpsc::channel(EVENT_CHANNEL);
                 self.locals = Some(ev_tx.clone());
                 subscribers = s.subscribers.clone();
-                let after = after_lock(peers.handle(), ev_tx, resync.clone(), self.stats.clone());
+                let after = after_lock(ev_tx, resync.clone(), self.stats.clone());
                 let mut core = core;
                 core.set_peers(s.peers.iter().map(|m| m.node));
                 let shared = SharedCore::new(core, Some(after));
@@ -472,11 +484,11 @@ impl Drop for Node {
     }
 }
 
-/// The after-lock hook of a member: proxy events go to the sync task
-/// (when its channel is full, a resync instead), peer messages onto the
-/// links. Runs under the core lock: nothing in it waits.
+/// The after-lock hook of a member: proxy events and peer messages go to
+/// the sync task in the order the core made them (when its channel is
+/// full: a resync for events; a peer message is lost and counted). Runs
+/// under the core lock: nothing in it waits.
 fn after_lock(
-    peers: PeersHandle,
     events: mpsc::Sender<psp::Local>,
     resync: Arc<ResyncFlag>,
     stats: Arc<NodeStats>,
@@ -498,11 +510,10 @@ fn after_lock(
         while let Some((k, ts)) = p.poll_handshake_change() {
             push(psp::Local::Handshake(k, ts));
         }
+        // After the events of this hold: a peer learns a change before the
+        // peer message it caused (a call before the Invite handed to it).
         while let Some((to, bytes)) = p.poll_peer_transmit() {
-            if peers
-                .send(to, mux::wrap(mux::Channel::Proxy, &bytes))
-                .is_err()
-            {
+            if events.try_send(psp::Local::Peer(to, bytes)).is_err() {
                 stats.peer_send_failed.fetch_add(1, Ordering::Relaxed);
             }
         }

@@ -5,11 +5,11 @@
 //! timeout). docs/anypsp-protocol.md section 16.
 
 use super::mux::{self, Channel};
-use super::{unix_ms, NodeStats, Readiness, ResyncFlag, SyncSetup, Udp, APPLY_BATCH};
+use super::{unix_ms, NodeStats, Readiness, ResyncFlag, SyncSetup, Udp};
 use crate::call::Name;
 use crate::crypto::PublicKey;
 use crate::metrics::{Metrics, PeerSnapshot, SyncSnapshot};
-use crate::proxy::{Proxy, ProxyEvent};
+use crate::proxy::{ApplyError, Proxy, ProxyEvent};
 use crate::runtime::peers::{PeerEvent, Peers, PeersHandle};
 use crate::runtime::proxy::{ProxyRuntime, SharedCore};
 use crate::session::ProxyId;
@@ -28,6 +28,10 @@ pub(super) enum Local {
     Handshake(PublicKey, [u8; 12]),
     /// A subscriber was added (`live`) or revoked in this proxy's store.
     Subscriber(Name, PublicKey, bool),
+    /// A proxy peer message (`Proxy::poll_peer_transmit`): it goes out
+    /// after the sync messages of the changes before it, so a peer learns
+    /// a call before the Invite handed to it (docs/anypsp-protocol.md 16.8).
+    Peer(ProxyId, Vec<u8>),
 }
 
 /// A subscriber change replicated from a peer, for the host to write into
@@ -64,8 +68,9 @@ pub(super) type Member = (
 );
 
 /// Most link events or local changes taken per loop turn, so that neither
-/// source starves the other or the timers.
-const TURN: usize = 256;
+/// source starves the other or the timers, and the task yields its worker
+/// thread often (a sync message can hold hundreds of entries).
+const TURN: usize = 32;
 
 /// How often progress is logged while waiting for peers.
 const PROGRESS_EVERY: Duration = Duration::from_secs(1);
@@ -124,6 +129,13 @@ struct Psp {
     heard: BTreeMap<ProxyId, u64>,
     board: Arc<Metrics>,
     next_board: Instant,
+    apply_batch: usize,
+    /// Proxy peer messages the link shell refused (not yet published).
+    peer_send_failed: u64,
+    /// Items held back, in order, until the epoch lease is renewed.
+    held: std::collections::VecDeque<Apply>,
+    /// When held items are tried again.
+    retry_at: Option<Instant>,
 }
 
 impl Psp {
@@ -154,6 +166,10 @@ impl Psp {
             heard: BTreeMap::new(),
             board: ctx.core.metrics_board(),
             next_board: Instant::now(),
+            apply_batch: setup.apply_batch.max(1),
+            peer_send_failed: 0,
+            held: std::collections::VecDeque::new(),
+            retry_at: None,
         }
     }
 
@@ -206,9 +222,11 @@ impl Psp {
             }
             self.publish(ctx);
             let wake = self.next_deadline(serving, startup_deadline, next_progress);
+            let turn;
             tokio::select! {
                 _ = stop.wait_for(|s| *s) => break,
                 n = links.recv() => {
+                    turn = Instant::now();
                     let Some(ev) = n else { break };
                     self.on_link(ctx, ev, &mut proxy_msgs);
                     for _ in 1..TURN {
@@ -219,6 +237,7 @@ impl Psp {
                     }
                 }
                 n = locals.recv() => {
+                    turn = Instant::now();
                     let Some(l) = n else { break };
                     let now = unix_ms();
                     self.on_local(now, l);
@@ -229,8 +248,8 @@ impl Psp {
                         }
                     }
                 }
-                _ = ctx.resync.notify.notified() => {}
-                _ = sleep_until(wake) => {}
+                _ = ctx.resync.notify.notified() => turn = Instant::now(),
+                _ = sleep_until(wake) => turn = Instant::now(),
             }
             if ctx.resync.take() {
                 self.resync(ctx);
@@ -248,8 +267,18 @@ impl Psp {
                 proxy_msgs.clear();
             }
             self.transmit();
+            if self.peer_send_failed > 0 {
+                ctx.stats.peer_send_failed.fetch_add(
+                    std::mem::take(&mut self.peer_send_failed),
+                    Ordering::Relaxed,
+                );
+            }
+            let us = turn.elapsed().as_micros() as u64;
+            ctx.stats.turn_max_us.fetch_max(us, Ordering::Relaxed);
             self.apply(ctx).await;
             self.transmit();
+            // Let the UDP tasks have this worker between turns.
+            tokio::task::yield_now().await;
         }
     }
 
@@ -370,10 +399,16 @@ impl Psp {
             .map(|t| Instant::now() + Duration::from_millis(t.saturating_sub(now_ms)));
         let detect = self.down_since.values().min().map(|t| *t + self.detect);
         let startup = (!serving).then_some(startup.min(progress));
-        [engine, detect, startup, Some(self.next_board)]
-            .into_iter()
-            .flatten()
-            .min()
+        [
+            engine,
+            detect,
+            startup,
+            Some(self.next_board),
+            self.retry_at,
+        ]
+        .into_iter()
+        .flatten()
+        .min()
     }
 
     fn on_link(&mut self, ctx: &Ctx, ev: PeerEvent, proxy_msgs: &mut Vec<(ProxyId, Vec<u8>)>) {
@@ -410,6 +445,13 @@ impl Psp {
 
     fn on_local(&mut self, now: u64, l: Local) {
         match l {
+            Local::Peer(to, bytes) => {
+                self.transmit();
+                if let Err(e) = self.peers.send(to, mux::wrap(Channel::Proxy, &bytes)) {
+                    log::debug!("anypsp: peer message to {to} not queued: {e}");
+                    self.peer_send_failed += 1;
+                }
+            }
             Local::Event(e) => self.rep.on_proxy_event(now, &e),
             Local::Handshake(k, ts) => self.rep.on_handshake(now, &k, ts),
             Local::Subscriber(name, key, live) => self.rep.on_subscriber(now, &name, &key, live),
@@ -469,17 +511,28 @@ impl Psp {
         }
     }
 
-    /// Applies what the engine replicated, at most [`APPLY_BATCH`] items per
+    /// Applies what the engine replicated, at most `apply_batch` items per
     /// hold of the core lock, yielding between holds so the voice path and
-    /// the links run in between.
+    /// the links run in between. A session that cannot be imported because
+    /// the send-epoch lease is spent is held back with everything after it
+    /// (order matters: a registration follows its session) and tried again
+    /// shortly, once the host has renewed the lease.
     async fn apply(&mut self, ctx: &Ctx) {
-        let mut batch = Vec::with_capacity(APPLY_BATCH);
+        if self.retry_at.is_some_and(|t| Instant::now() < t) {
+            return;
+        }
+        self.retry_at = None;
+        let mut batch = Vec::with_capacity(self.apply_batch.min(4096));
         loop {
             batch.clear();
             let mut resync = false;
             let mut subs = Vec::new();
-            while batch.len() < APPLY_BATCH {
-                match self.rep.poll_apply() {
+            while batch.len() < self.apply_batch {
+                let next = match self.held.pop_front() {
+                    Some(a) => Some(a),
+                    None => self.rep.poll_apply(),
+                };
+                match next {
                     Some(Apply::Resync) => resync = true,
                     Some(Apply::Subscriber { name, key, live }) => {
                         subs.push(RemoteSubscriber { name, key, live })
@@ -502,15 +555,41 @@ impl Psp {
                 }
             }
             if !batch.is_empty() {
-                let n = batch.len() as u64;
-                ctx.core.with_core(|p| {
+                let mut held_from = Instant::now();
+                let (done, rest) = ctx.core.with_core(|p| {
                     let now = Instant::now();
-                    for a in batch.drain(..) {
-                        apply_one(p, now, a);
+                    held_from = now;
+                    let mut done = 0u64;
+                    let mut it = batch.drain(..);
+                    for a in it.by_ref() {
+                        if !apply_one(p, now, &a) {
+                            // Everything from here waits for the lease.
+                            let mut rest = vec![a];
+                            rest.extend(it.by_ref());
+                            return (done, rest);
+                        }
+                        done += 1;
                     }
+                    (done, Vec::new())
                 });
-                ctx.stats.applied.fetch_add(n, Ordering::Relaxed);
+                let us = held_from.elapsed().as_micros() as u64;
+                ctx.stats.apply_hold_max_us.fetch_max(us, Ordering::Relaxed);
+                ctx.stats.applied.fetch_add(done, Ordering::Relaxed);
                 ctx.stats.apply_batches.fetch_add(1, Ordering::Relaxed);
+                if !rest.is_empty() {
+                    ctx.stats
+                        .apply_waited_for_lease
+                        .fetch_add(1, Ordering::Relaxed);
+                    for a in rest.into_iter().rev() {
+                        self.held.push_front(a);
+                    }
+                    self.retry_at = Some(Instant::now() + LEASE_RETRY);
+                    log::debug!(
+                        "anypsp: epoch lease spent; {} item(s) wait",
+                        self.held.len()
+                    );
+                    return;
+                }
             }
             if resync {
                 self.resync(ctx);
@@ -521,19 +600,26 @@ impl Psp {
     }
 }
 
-/// One replicated item into the core.
-fn apply_one(p: &mut Proxy, now: Instant, a: Apply) {
+/// How soon items held back for the epoch lease are tried again.
+const LEASE_RETRY: Duration = Duration::from_millis(100);
+
+/// One replicated item into the core; false if it must wait for the
+/// epoch lease.
+fn apply_one(p: &mut Proxy, now: Instant, a: &Apply) -> bool {
     match a {
         Apply::Proxy(e) => {
-            let _ = p.apply_remote(now, &e);
+            if let Err(ApplyError::Epochs(_)) = p.apply_remote(now, e) {
+                return false;
+            }
         }
         Apply::Handshake { key, ts } => {
             let wall = crate::runtime::unix_nanos();
-            p.replay_table_mut().merge(&[0; 12], [(key, ts)], wall);
+            p.replay_table_mut().merge(&[0; 12], [(*key, *ts)], wall);
         }
         // Taken out of the batch before (they go to the host's store).
         Apply::Subscriber { .. } | Apply::Resync => {}
     }
+    true
 }
 
 async fn sleep_until(t: Option<Instant>) {
