@@ -104,3 +104,52 @@ impl RawAnnounce {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::{parse, ConfigError};
+    use std::path::{Path, PathBuf};
+
+    fn origin() -> &'static Path {
+        Path::new("/etc/anytun/anytund.toml")
+    }
+
+    #[test]
+    fn announce_defaults_and_relative_paths() {
+        let c = parse("[announce]\nbird_config = \"bird.conf\"\n", origin()).unwrap();
+        let a = c.announce.unwrap();
+        assert_eq!(a.bird_config, PathBuf::from("/etc/anytun/bird.conf"));
+        assert_eq!(a.bird_socket, PathBuf::from("/etc/anytun/bird.ctl"));
+        assert_eq!(a.protocols, ["anycast4", "anycast6"]);
+        assert_eq!(a.bird, PathBuf::from("bird"));
+        assert_eq!(a.birdc, PathBuf::from("birdc"));
+        assert!(parse("", origin()).unwrap().announce.is_none());
+    }
+
+    #[test]
+    fn announce_refuses_what_bird_could_not_take() {
+        for (text, says) in [
+            ("[announce]\nbird_socket = \"x\"\n", "needs bird_config"),
+            (
+                "[announce]\nbird_config = \"b\"\nprotocols = []\n",
+                "at least one",
+            ),
+            (
+                "[announce]\nbird_config = \"b\"\nprotocols = [\"any; cast\"]\n",
+                "not a BIRD protocol name",
+            ),
+            ("[announce]\nbird_config = \"\"\n", "path is empty"),
+            (
+                "[announce]\nbird_config = \"b\"\ncolour = 1\n",
+                "unknown field",
+            ),
+        ] {
+            match parse(text, origin()) {
+                Err(ConfigError::Invalid { message, .. }) => {
+                    assert!(message.contains(says), "{text:?}: {message}")
+                }
+                other => panic!("{text:?}: {other:?}"),
+            }
+        }
+    }
+}

@@ -396,4 +396,34 @@ impl Lab {
         }
         Ok(t0.elapsed())
     }
+
+    /// Waits until the router has sent `site` to `want` (both families)
+    /// for `hold` without a change: a proxy coming back after a freeze
+    /// may have its BGP session closed once more by its own stale one.
+    pub fn wait_route_stable(
+        &self,
+        site: Site,
+        want: Option<P>,
+        hold: Duration,
+        limit: Duration,
+    ) -> Result<Duration, LabError> {
+        let t0 = Instant::now();
+        let mut since: Option<Instant> = None;
+        loop {
+            let ok = self.route(site, false)? == want && self.route(site, true)? == want;
+            match (ok, since) {
+                (true, Some(s)) if s.elapsed() >= hold => return Ok(t0.elapsed()),
+                (true, None) => since = Some(Instant::now()),
+                (false, _) => since = None,
+                _ => {}
+            }
+            if t0.elapsed() > limit {
+                return Err(LabError::Timeout {
+                    what: format!("site {}'s route to stay on {want:?}", site.letter()),
+                    ms: limit.as_millis(),
+                });
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
 }
