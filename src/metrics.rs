@@ -529,6 +529,31 @@ fn encode_psp(enc: &mut DescriptorEncoder, p: &PspStats) -> fmt::Result {
             p.control_from_peer,
         ),
         (
+            "psp_control_rehandled",
+            "Handed control messages not acknowledged by a dead or replaced serving proxy, handled again.",
+            p.control_rehandled,
+        ),
+        (
+            "psp_control_acks_in",
+            "Acknowledgements received for control messages handed to peers.",
+            p.control_acks_in,
+        ),
+        (
+            "psp_control_acks_out",
+            "Acknowledgements sent for control messages handed here.",
+            p.control_acks_out,
+        ),
+        (
+            "psp_acks_not_owed",
+            "Acknowledgements dropped: too many owed to one peer.",
+            p.acks_not_owed,
+        ),
+        (
+            "psp_handed_forgotten",
+            "Handed control messages forgotten unacknowledged: too many held for one peer.",
+            p.handed_forgotten,
+        ),
+        (
             "psp_adopted",
             "Sessions adopted because their serving proxy went down.",
             p.adopted,

@@ -213,7 +213,7 @@ fn route_move(lab: &Lab, k: Knob, undo: Knob) -> Duration {
     lab.wait_route_stable(
         Site::A,
         Some(P(1)),
-        Duration::from_secs(2),
+        hold_after(undo),
         Duration::from_secs(30),
     )
     .unwrap();
@@ -420,9 +420,14 @@ fn failover_calls(lab: &Lab, k: Knob, undo: Knob, runs: usize, max_lost: usize) 
         assert!(r.a_to_b.lost + r.b_to_a.lost <= max_lost, "{r:?}");
         gaps.push(r.gap_at_a_ms.max(r.gap_at_b_ms));
         lab.knob(undo, P(1)).unwrap();
-        lab.wait_route(Site::A, Some(P(1)), Duration::from_secs(15))
-            .unwrap();
-        lab.wait_bfd(P(1), Duration::from_secs(10)).unwrap();
+        lab.wait_settled(Duration::from_secs(20)).unwrap();
+        lab.wait_route_stable(
+            Site::A,
+            Some(P(1)),
+            hold_after(undo),
+            Duration::from_secs(30),
+        )
+        .unwrap();
     }
     let (med, worst) = median_worst(gaps.clone());
     eprintln!("{k:?} mid-call: gap in received voice (worse end) median {med:.1} ms, worst {worst:.1} ms ({gaps:.1?})");

@@ -161,7 +161,7 @@ fn a_peer_down_past_the_detect_time_has_its_clients_adopted() {
         after >= Duration::from_millis(300),
         "declared before the detect time"
     );
-    assert!(!nodes[0].readiness().borrow().failed.is_some());
+    assert!(nodes[0].readiness().borrow().failed.is_none());
     for n in nodes {
         assert!(n.stop().joined);
     }

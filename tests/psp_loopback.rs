@@ -690,3 +690,38 @@ fn a_subscriber_added_or_revoked_on_one_proxy_reaches_every_store_and_ends_sessi
         alice.rt.shutdown();
     });
 }
+
+#[test]
+fn demo_with_three_proxies_reports_the_failover_in_json() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let out = Command::new(env!("CARGO_BIN_EXE_anytun"))
+        .args([
+            "demo",
+            "--loopback",
+            "--proxies",
+            "3",
+            "--seconds",
+            "3",
+            "--json",
+        ])
+        .env_remove("ANYTUN_CONFIG")
+        .output()
+        .expect("run anytun demo");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_str(text.trim()).expect("one JSON object");
+    println!("{v}");
+    assert_eq!(v["proxies"], 3);
+    assert_eq!(v["ok"], true);
+    assert_ne!(
+        v["alice_proxy"], v["bob_proxy"],
+        "the two sides on different proxies"
+    );
+    assert_eq!(v["failover"]["calls_dropped"], 0);
+    assert_eq!(v["failover"]["handshakes_repeated"], 0);
+    assert!(v["failover"]["gap_ms"].as_u64().is_some());
+}

@@ -148,6 +148,11 @@ enum Cmd {
         /// three proxies, two NATed sites, the serving proxy killed mid-call).
         #[arg(long)]
         loopback: bool,
+        /// Proxies in one anypsp network on loopback (2..=8: the failover
+        /// demo, where the proxy serving one side of the call is stopped
+        /// mid-call).
+        #[arg(long, default_value_t = 1)]
+        proxies: usize,
     },
     /// The anycast lab: proxies, a router and NATed sites in network
     /// namespaces, with knobs that break the proxies (root only).
@@ -1063,6 +1068,31 @@ async fn cmd_lab_demo(json: bool, seconds: f64) -> Result<bool, String> {
     Ok(report.ok)
 }
 
+async fn cmd_demo_failover(json: bool, seconds: f64, proxies: usize) -> Result<bool, String> {
+    if !(2..=8).contains(&proxies) {
+        return Err("--proxies must be between 2 and 8".into());
+    }
+    if !(1.0..=3600.0).contains(&seconds) {
+        return Err("--seconds must be between 1 and 3600 for the failover demo".into());
+    }
+    if !json {
+        eprintln!(
+            "starting {proxies} proxies on one loopback port and two clients; the proxy \
+             serving one side is stopped a third into {seconds:.1} s of voice..."
+        );
+    }
+    let report = demo::failover::run(proxies, seconds).await?;
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string(&report).map_err(|e| e.to_string())?
+        );
+    } else {
+        print!("{}", report.human());
+    }
+    Ok(report.ok)
+}
+
 async fn run(cli: Cli) -> Result<bool, String> {
     match cli.cmd {
         Cmd::Keygen { out } => {
@@ -1113,8 +1143,15 @@ async fn run(cli: Cli) -> Result<bool, String> {
         Cmd::Demo {
             json,
             seconds,
+            proxies,
+            ..
+        } if proxies > 1 => return cmd_demo_failover(json, seconds, proxies).await,
+        Cmd::Demo {
+            json,
+            seconds,
             codec,
             loopback,
+            proxies: 1,
         } => {
             if !loopback {
                 // As root, missing lab tools are installed (Debian packages).
@@ -1141,6 +1178,12 @@ async fn run(cli: Cli) -> Result<bool, String> {
                 .map_err(|e| e.to_string())?;
             print!("{out}");
         }
+        Cmd::Demo {
+            json,
+            seconds,
+            proxies,
+            ..
+        } => return cmd_demo_failover(json, seconds, proxies).await,
     }
     Ok(true)
 }

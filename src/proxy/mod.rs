@@ -13,6 +13,8 @@
 mod accept;
 pub mod calls;
 pub mod events;
+pub mod handed;
+mod peer_msg;
 pub mod registry;
 pub mod replica;
 mod served;
@@ -243,6 +245,9 @@ pub struct Proxy {
     /// [`replica::MAX_CALL_OWNERS`], oldest first in `call_owner_order`).
     call_owners: HashMap<CallId, ProxyId>,
     call_owner_order: VecDeque<CallId>,
+    /// Control messages handed to peers, kept until acknowledged, and the
+    /// acknowledgements owed to peers (spec 15.5).
+    handed: handed::Handed,
     /// The peer proxies this one may send peer messages to (see
     /// [`Proxy::set_peers`]); none by default (a proxy alone).
     peers: std::collections::HashSet<ProxyId>,
@@ -290,6 +295,7 @@ impl Proxy {
             forward_out: VecDeque::new(),
             call_owners: HashMap::new(),
             call_owner_order: VecDeque::new(),
+            handed: handed::Handed::default(),
             psp: PspStats::default(),
             peers: Default::default(),
             forward_limiter: RateLimiter::new(replica::FORWARD_RATE_PER_S, replica::FORWARD_BURST),
@@ -572,6 +578,10 @@ impl Proxy {
         // proxy serves it. Only the newest packet counts, so a delayed copy
         // cannot pull a session back and forth.
         let take_over = newest && (session.serving != me || session.adopted);
+        // Taken from a live serving proxy without its confirmation (its probe
+        // unanswered, or a counter far past its floor): what was handed to
+        // it and not acknowledged may be lost with it (spec 15.5).
+        let replaced = (take_over && session.serving != me).then_some(session.serving);
         if take_over {
             session.adopted = false;
             session.pending_move = None;
@@ -585,6 +595,9 @@ impl Proxy {
         }
         if changed || take_over || floor_due {
             self.emit_session(now, sid, false);
+        }
+        if let Some(old) = replaced {
+            self.rehand_session(now, sid, old);
         }
         if let Some(serving) = probe {
             let msg = PeerMessage::Probe {
@@ -823,8 +836,7 @@ impl Proxy {
             // anypsp: the serving proxy sends a client its control messages
             // (and retransmits them); this one hands the message over.
             let serving = s.serving;
-            let msg = PeerMessage::Control { to, hops: 0, body };
-            return self.send_peer(serving, &msg);
+            return self.hand_control(serving, to, 0, body);
         }
         // The end of a call may use the reserve beyond the queue's bound, so
         // a party that filled the other's queue cannot hide it.

@@ -12,12 +12,13 @@
 //! sends it straight to that party. Remote entries never cause control
 //! traffic by themselves: applying a change sends nothing.
 
+pub use super::peer_msg::PeerMessage;
 use super::{ClientSession, Proxy, ProxyEvent, SessionRecord, Transmit};
 use crate::call::reliable::{ReliableReceiver, ReliableSender};
 use crate::session::{EpochsExhausted, ProxyId, SessionCrypto, SessionId};
 use crate::wire::control::ControlMsg;
 use crate::wire::MAX_DATAGRAM;
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
 /// Default bound of the peer-bound queue (messages).
@@ -139,257 +140,31 @@ pub struct PspStats {
     pub requests_to_owner: u64,
     /// Call requests handed here by a peer, handled as if from the client.
     pub requests_from_peer: u64,
+    /// Control messages handed to a serving proxy that did not acknowledge
+    /// them (it died, or a take-over replaced it), handled again here (spec
+    /// 15.5).
+    pub control_rehandled: u64,
+    /// Acknowledgements received for control messages handed to peers.
+    pub control_acks_in: u64,
+    /// Acknowledgements sent for control messages handed here.
+    pub control_acks_out: u64,
+    /// Acknowledgements not sent: more than
+    /// [`MAX_ACKS_OWED`](super::handed::MAX_ACKS_OWED) owed to one peer.
+    pub acks_not_owed: u64,
+    /// Handed control messages forgotten unacknowledged, beyond
+    /// [`MAX_HANDED_PER_PEER`](super::handed::MAX_HANDED_PER_PEER) for one
+    /// peer.
+    pub handed_forgotten: u64,
     /// Replicated changes installed.
     pub applied: u64,
     /// Replicated changes refused (see [`ApplyError`]).
     pub apply_refused: u64,
 }
 
-/// A message from one proxy to another, carried over the anypsp link.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum PeerMessage {
-    /// A control message for client session `to`, which the receiver
-    /// serves: it sends it (reliably) as if it had made it.
-    Control {
-        /// The client's session.
-        to: SessionId,
-        /// Proxies it crossed so far (at most [`MAX_CONTROL_HOPS`]).
-        hops: u8,
-        /// The encoded [`ControlMsg`].
-        body: Vec<u8>,
-    },
-    /// A client's transport packet for a session the sender does not hold,
-    /// sent to the session's home, which handles it as if received.
-    Forward {
-        /// The client's address.
-        src: SocketAddr,
-        /// The (anycast) address it was sent to.
-        dst_ip: Option<IpAddr>,
-        /// The datagram, unchanged.
-        datagram: Vec<u8>,
-    },
-    /// "Did you see client counter `counter` of session `to`?": the sender
-    /// got it as the newest packet of a session the receiver serves and
-    /// takes the session over only if the receiver confirms.
-    Probe {
-        /// The session.
-        to: SessionId,
-        /// The client counter of the packet.
-        counter: u64,
-    },
-    /// The answer to a [`PeerMessage::Probe`] when the serving proxy never
-    /// saw that counter (nor any newer): the client moved, take it over.
-    Confirm {
-        /// The session.
-        to: SessionId,
-        /// The client counter probed.
-        counter: u64,
-    },
-    /// The answer to a [`PeerMessage::Probe`] whose counter the receiver
-    /// saw (a replay or a delayed copy), or about a session it does not
-    /// serve: do not take over.
-    Refuse {
-        /// The session.
-        to: SessionId,
-        /// The client counter probed.
-        counter: u64,
-    },
-    /// A client's call request (Ringing, Answer, Reject, Hangup, CallData)
-    /// for a call the sender does not hold (its replication was lost on the
-    /// way), sent to the call's owner, which handles it as if `from` had
-    /// sent it there (the sender acknowledged it to the client).
-    Request {
-        /// The client's session.
-        from: SessionId,
-        /// The encoded [`ControlMsg`].
-        body: Vec<u8>,
-    },
-    /// A voice frame for client session `to`, which the receiver serves
-    /// (relay-via-serving mode only, for strict uRPF networks): the
-    /// receiver seals it for `to` and sends it.
-    Media {
-        /// The receiving client's session.
-        to: SessionId,
-        /// The call.
-        call: crate::session::CallId,
-        /// The end-to-end blob, still sealed end to end.
-        e2e: Vec<u8>,
-    },
-}
-
-const TAG_CONTROL: u8 = 1;
-const TAG_FORWARD: u8 = 2;
-const TAG_MEDIA: u8 = 3;
-const TAG_PROBE: u8 = 4;
-const TAG_CONFIRM: u8 = 5;
-const TAG_REFUSE: u8 = 6;
-const TAG_REQUEST: u8 = 7;
-
 /// Most (call, owner) pairs remembered from Invites handed over by peers
 /// (oldest forgotten first): the owner of a call whose replication has not
 /// arrived, for [`PeerMessage::Request`].
 pub const MAX_CALL_OWNERS: usize = 1 << 16;
-
-fn put_ip(v: &mut Vec<u8>, ip: Option<IpAddr>) {
-    match ip {
-        None => v.push(0),
-        Some(IpAddr::V4(a)) => {
-            v.push(4);
-            v.extend_from_slice(&a.octets());
-        }
-        Some(IpAddr::V6(a)) => {
-            v.push(6);
-            v.extend_from_slice(&a.octets());
-        }
-    }
-}
-
-fn take<'a>(b: &mut &'a [u8], n: usize) -> Option<&'a [u8]> {
-    if b.len() < n {
-        return None;
-    }
-    let (h, t) = b.split_at(n);
-    *b = t;
-    Some(h)
-}
-
-fn get_ip(b: &mut &[u8]) -> Option<Option<IpAddr>> {
-    let fam = take(b, 1)?[0];
-    Some(match fam {
-        0 => None,
-        4 => Some(IpAddr::V4(Ipv4Addr::from(
-            <[u8; 4]>::try_from(take(b, 4)?).ok()?,
-        ))),
-        6 => Some(IpAddr::V6(Ipv6Addr::from(
-            <[u8; 16]>::try_from(take(b, 16)?).ok()?,
-        ))),
-        _ => return None,
-    })
-}
-
-impl PeerMessage {
-    /// Encodes: a tag byte, then for `Control` the session id (8 bytes, big
-    /// endian), the hop count and the body; for `Forward` the source
-    /// address (family 4/6, address, port), the destination address
-    /// (family 0/4/6, address) and the datagram.
-    pub fn encode(&self) -> Vec<u8> {
-        let mut v = Vec::with_capacity(MAX_DATAGRAM + 32);
-        match self {
-            Self::Control { to, hops, body } => {
-                v.push(TAG_CONTROL);
-                v.extend_from_slice(&to.raw().to_be_bytes());
-                v.push(*hops);
-                v.extend_from_slice(body);
-            }
-            Self::Forward {
-                src,
-                dst_ip,
-                datagram,
-            } => {
-                v.push(TAG_FORWARD);
-                put_ip(&mut v, Some(src.ip()));
-                v.extend_from_slice(&src.port().to_be_bytes());
-                put_ip(&mut v, *dst_ip);
-                v.extend_from_slice(datagram);
-            }
-            Self::Probe { to, counter }
-            | Self::Confirm { to, counter }
-            | Self::Refuse { to, counter } => {
-                let tag = match self {
-                    Self::Probe { .. } => TAG_PROBE,
-                    Self::Confirm { .. } => TAG_CONFIRM,
-                    _ => TAG_REFUSE,
-                };
-                v.push(tag);
-                v.extend_from_slice(&to.raw().to_be_bytes());
-                v.extend_from_slice(&counter.to_be_bytes());
-            }
-            Self::Request { from, body } => {
-                v.push(TAG_REQUEST);
-                v.extend_from_slice(&from.raw().to_be_bytes());
-                v.extend_from_slice(body);
-            }
-            Self::Media { to, call, e2e } => {
-                v.push(TAG_MEDIA);
-                v.extend_from_slice(&to.raw().to_be_bytes());
-                v.extend_from_slice(&call.0.to_be_bytes());
-                v.extend_from_slice(e2e);
-            }
-        }
-        v
-    }
-
-    /// Parses what [`PeerMessage::encode`] wrote; `None` if malformed.
-    pub fn parse(mut b: &[u8]) -> Option<Self> {
-        let b = &mut b;
-        match take(b, 1)?[0] {
-            TAG_CONTROL => {
-                let to = u64::from_be_bytes(take(b, 8)?.try_into().ok()?);
-                let to = SessionId::from_raw(to)?;
-                let hops = take(b, 1)?[0];
-                if b.is_empty() || b.len() > MAX_DATAGRAM {
-                    return None;
-                }
-                Some(Self::Control {
-                    to,
-                    hops,
-                    body: b.to_vec(),
-                })
-            }
-            TAG_FORWARD => {
-                let ip = get_ip(b)??;
-                let port = u16::from_be_bytes(take(b, 2)?.try_into().ok()?);
-                let dst_ip = get_ip(b)?;
-                if b.is_empty() || b.len() > MAX_DATAGRAM {
-                    return None;
-                }
-                Some(Self::Forward {
-                    src: SocketAddr::new(ip, port),
-                    dst_ip,
-                    datagram: b.to_vec(),
-                })
-            }
-            TAG_MEDIA => {
-                let to = u64::from_be_bytes(take(b, 8)?.try_into().ok()?);
-                let to = SessionId::from_raw(to)?;
-                let call = u64::from_be_bytes(take(b, 8)?.try_into().ok()?);
-                if b.len() > MAX_DATAGRAM {
-                    return None;
-                }
-                Some(Self::Media {
-                    to,
-                    call: crate::session::CallId(call),
-                    e2e: b.to_vec(),
-                })
-            }
-            TAG_REQUEST => {
-                let from = u64::from_be_bytes(take(b, 8)?.try_into().ok()?);
-                let from = SessionId::from_raw(from)?;
-                if b.is_empty() || b.len() > MAX_DATAGRAM {
-                    return None;
-                }
-                Some(Self::Request {
-                    from,
-                    body: b.to_vec(),
-                })
-            }
-            tag @ (TAG_PROBE | TAG_CONFIRM | TAG_REFUSE) => {
-                let to = u64::from_be_bytes(take(b, 8)?.try_into().ok()?);
-                let to = SessionId::from_raw(to)?;
-                let counter = u64::from_be_bytes(take(b, 8)?.try_into().ok()?);
-                if !b.is_empty() {
-                    return None;
-                }
-                Some(match tag {
-                    TAG_PROBE => Self::Probe { to, counter },
-                    TAG_CONFIRM => Self::Confirm { to, counter },
-                    _ => Self::Refuse { to, counter },
-                })
-            }
-            _ => None,
-        }
-    }
-}
 
 /// Why a replicated change was not installed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -432,7 +207,13 @@ impl Proxy {
     /// [`PeerMessage`]). The shell sends it over the anypsp link.
     /// Authenticated peer traffic (Control, Media) leaves first; forwarded
     /// client packets (unauthenticated) only when none is waiting.
+    /// Acknowledgements of handed control messages leave first, all those
+    /// owed to a peer at this moment in one message (spec 15.5).
     pub fn poll_peer_transmit(&mut self) -> Option<(ProxyId, Vec<u8>)> {
+        if let Some((peer, seqs)) = self.handed.next_acks() {
+            self.psp.control_acks_out += seqs.len() as u64;
+            return Some((peer, PeerMessage::Acks { seqs }.encode()));
+        }
         self.peer_out
             .pop_front()
             .or_else(|| self.forward_out.pop_front())
@@ -449,6 +230,62 @@ impl Proxy {
     /// Messages waiting for peers (both queues).
     pub fn peer_queue_len(&self) -> usize {
         self.peer_out.len() + self.forward_out.len()
+    }
+
+    /// Control messages handed to serving proxies and not acknowledged by
+    /// them yet (spec 15.5).
+    pub fn handed_unacked(&self) -> usize {
+        self.handed.len()
+    }
+
+    /// Hands control message `body` for session `to` to its serving proxy
+    /// `peer`, and keeps it until `peer` acknowledges it. False if not
+    /// queued (counted in [`Proxy::send_peer`]).
+    pub(super) fn hand_control(
+        &mut self,
+        peer: ProxyId,
+        to: SessionId,
+        hops: u8,
+        body: Vec<u8>,
+    ) -> bool {
+        let seq = self.handed.next_seq();
+        let msg = PeerMessage::Control {
+            to,
+            hops,
+            seq,
+            body,
+        };
+        if !self.send_peer(peer, &msg) {
+            return false;
+        }
+        let PeerMessage::Control { body, .. } = msg else {
+            return true;
+        };
+        if self.handed.keep(peer, seq, to, body) {
+            self.psp.handed_forgotten += 1;
+        }
+        true
+    }
+
+    /// Handles again control messages that a serving proxy did not
+    /// acknowledge (dead, or replaced by a take-over): sent from here if
+    /// this proxy serves their client now, else handed to the one that does.
+    fn rehandle(&mut self, now: Instant, msgs: Vec<super::handed::HandedMsg>) {
+        for m in msgs {
+            let Ok(msg) = ControlMsg::parse(&m.body) else {
+                continue;
+            };
+            if self.send_control(now, m.to, msg) {
+                self.psp.control_rehandled += 1;
+            }
+        }
+    }
+
+    /// Session `sid` is no longer served by `old` (a take-over): what was
+    /// handed to `old` for it and not acknowledged is handled again.
+    pub(super) fn rehand_session(&mut self, now: Instant, sid: SessionId, old: ProxyId) {
+        let msgs = self.handed.take_session(sid, old);
+        self.rehandle(now, msgs);
     }
 
     /// Queues a message for `to`; false (and counted) if the queue is full.
@@ -524,7 +361,16 @@ impl Proxy {
             return None;
         };
         match msg {
-            PeerMessage::Control { to, hops, body } => {
+            PeerMessage::Control {
+                to,
+                hops,
+                seq,
+                body,
+            } => {
+                // Taken: the sender may forget it, whatever becomes of it here.
+                if !self.handed.owe(from, seq) {
+                    self.psp.acks_not_owed += 1;
+                }
                 let Ok(msg) = ControlMsg::parse(&body) else {
                     self.psp.peer_malformed += 1;
                     return None;
@@ -539,12 +385,7 @@ impl Proxy {
                     Some(s) if s.serving != me && hops < MAX_CONTROL_HOPS => {
                         // Our views differ (a take-over in flight): pass it on.
                         let next = s.serving;
-                        let fwd = PeerMessage::Control {
-                            to,
-                            hops: hops + 1,
-                            body,
-                        };
-                        self.send_peer(next, &fwd);
+                        self.hand_control(next, to, hops + 1, body);
                     }
                     Some(s) if s.serving == me => {
                         self.psp.control_from_peer += 1;
@@ -553,6 +394,14 @@ impl Proxy {
                     Some(_) => {
                         log::debug!("control message for {to} out of hops, dropped");
                         self.psp.control_lost += 1;
+                    }
+                }
+                None
+            }
+            PeerMessage::Acks { seqs } => {
+                for seq in seqs {
+                    if self.handed.remove(from, seq) {
+                        self.psp.control_acks_in += 1;
                     }
                 }
                 None
@@ -818,15 +667,14 @@ impl Proxy {
                 self.timers.set(id, None);
                 self.expiry.set(id, None);
                 for body in pending {
-                    let msg = PeerMessage::Control {
-                        to: id,
-                        hops: 0,
-                        body,
-                    };
-                    self.send_peer(r.serving, &msg);
+                    self.hand_control(r.serving, id, 0, body);
                 }
-            } else {
-                s.serving = r.serving;
+            } else if s.serving != r.serving {
+                // A third proxy took the client over from the one we handed
+                // messages to, perhaps because it died with them: they go
+                // to the new one (at least once, spec 15.5).
+                let old = std::mem::replace(&mut s.serving, r.serving);
+                self.rehand_session(now, id, old);
             }
             return Ok(());
         }
@@ -916,99 +764,12 @@ impl Proxy {
         }
         self.psp.adopted += adopted.len() as u64;
         self.forward_out.retain(|(to, _)| *to != peer);
-        let queued = std::mem::take(&mut self.peer_out);
-        for (to, bytes) in queued {
-            if to != peer {
-                self.peer_out.push_back((to, bytes));
-                continue;
-            }
-            if let Some(PeerMessage::Control { to, body, .. }) = PeerMessage::parse(&bytes) {
-                if let Ok(msg) = ControlMsg::parse(&body) {
-                    self.send_control(now, to, msg);
-                }
-            }
-        }
+        // Control messages still queued for it are among those it did not
+        // acknowledge: all of these are handled again, oldest first.
+        self.peer_out.retain(|(to, _)| *to != peer);
+        self.handed.forget_owed(peer);
+        let msgs = self.handed.take_peer(peer);
+        self.rehandle(now, msgs);
         adopted.len()
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::session::CallId;
-
-    fn samples() -> Vec<PeerMessage> {
-        let sid = SessionId::new(ProxyId::new(7).unwrap(), 0x1234_5678_9abc);
-        vec![
-            PeerMessage::Control {
-                to: sid,
-                hops: 1,
-                body: vec![1, 2, 3],
-            },
-            PeerMessage::Forward {
-                src: "198.51.100.7:4000".parse().unwrap(),
-                dst_ip: Some("203.0.113.1".parse().unwrap()),
-                datagram: vec![4; 40],
-            },
-            PeerMessage::Forward {
-                src: "[2001:db8::1]:4000".parse().unwrap(),
-                dst_ip: None,
-                datagram: vec![4; 40],
-            },
-            PeerMessage::Media {
-                to: sid,
-                call: CallId(99),
-                e2e: vec![5; 60],
-            },
-            PeerMessage::Probe {
-                to: sid,
-                counter: 1 << 40,
-            },
-            PeerMessage::Confirm {
-                to: sid,
-                counter: 7,
-            },
-            PeerMessage::Refuse {
-                to: sid,
-                counter: 8,
-            },
-        ]
-    }
-
-    #[test]
-    fn peer_messages_round_trip() {
-        for m in samples() {
-            assert_eq!(PeerMessage::parse(&m.encode()), Some(m));
-        }
-    }
-
-    #[test]
-    fn truncated_or_garbage_peer_messages_are_refused_without_panic() {
-        for m in samples() {
-            let b = m.encode();
-            for n in 0..b.len() {
-                // Every strict prefix that cuts a fixed field is refused;
-                // none panics.
-                let _ = PeerMessage::parse(&b[..n]);
-            }
-            let mut bad = b.clone();
-            bad[0] = 0xEE;
-            assert_eq!(PeerMessage::parse(&bad), None);
-        }
-        assert_eq!(PeerMessage::parse(&[]), None);
-        assert_eq!(PeerMessage::parse(&[TAG_FORWARD, 5, 0, 0]), None);
-        let sid = SessionId::new(ProxyId::new(7).unwrap(), 1)
-            .raw()
-            .to_be_bytes();
-        let ok = [
-            vec![TAG_MEDIA],
-            sid.to_vec(),
-            vec![0; 8],
-            vec![0; MAX_DATAGRAM],
-        ]
-        .concat();
-        assert!(PeerMessage::parse(&ok).is_some());
-        let oversized = [ok, vec![0]].concat();
-        assert_eq!(PeerMessage::parse(&oversized), None);
     }
 }

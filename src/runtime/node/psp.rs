@@ -423,7 +423,12 @@ impl Psp {
                 self.rep.peer_connected(unix_ms(), node.get());
             }
             PeerEvent::Down { node, reason } => {
-                log::warn!("anypsp: link to peer {node} down ({reason})");
+                // A peer stopping in order says so; anything else is news.
+                if reason == crate::sync::link::LinkError::Shutdown {
+                    log::info!("anypsp: link to peer {node} down ({reason})");
+                } else {
+                    log::warn!("anypsp: link to peer {node} down ({reason})");
+                }
                 self.up.remove(&node);
                 self.down_since.entry(node).or_insert_with(Instant::now);
                 self.rep.peer_disconnected(node.get());
@@ -477,7 +482,13 @@ impl Psp {
             ctx.stats
                 .peers_declared_down
                 .fetch_add(1, Ordering::Relaxed);
-            log::warn!(
+            let level = if adopted > 0 {
+                log::Level::Warn
+            } else {
+                log::Level::Info
+            };
+            log::log!(
+                level,
                 "anypsp: peer {peer} down for {} ms: serving its {adopted} client(s) provisionally",
                 self.detect.as_millis()
             );
