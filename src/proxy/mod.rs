@@ -14,6 +14,7 @@ mod accept;
 pub mod calls;
 pub mod events;
 pub mod handed;
+mod keys;
 mod peer_msg;
 pub mod registry;
 pub mod replica;
@@ -41,6 +42,7 @@ use crate::wire::inner::Inner;
 use crate::wire::transport::TransportHeader;
 use crate::wire::{classify, DropReason, MessageType, MAX_DATAGRAM};
 use calls::CallTable;
+use keys::Keys;
 use registry::Registry;
 use std::collections::{HashMap, VecDeque};
 use std::net::{IpAddr, SocketAddr};
@@ -144,7 +146,9 @@ pub struct Transmit {
 /// One client's session at this proxy.
 #[derive(Debug)]
 pub(crate) struct ClientSession {
-    pub(crate) crypto: SessionCrypto,
+    /// Whole if served here or used here; compact for a replica never used
+    /// here (spec 16.9).
+    pub(crate) crypto: Keys,
     pub(crate) client_key: PublicKey,
     /// Where the client's newest authenticated packet came from.
     pub(crate) addr: SocketAddr,
@@ -152,7 +156,9 @@ pub(crate) struct ClientSession {
     pub(crate) local_ip: Option<IpAddr>,
     pub(crate) last_seen: Instant,
     pub(crate) reliable: ReliableSender,
-    pub(crate) received: ReliableReceiver,
+    /// The client's control messages seen here; made on the first one (a
+    /// replica's stays `None`, spec 16.9).
+    pub(crate) received: Option<Box<ReliableReceiver>>,
     /// The proxy serving the client now (this one, or another whose state
     /// was replicated here: then this proxy runs no timers for it and sends
     /// it no control message itself).
@@ -432,13 +438,13 @@ impl Proxy {
             }
         }
         let session = ClientSession {
-            crypto,
+            crypto: Keys::whole(crypto),
             client_key: state.client_key,
             addr,
             local_ip: None,
             last_seen: now,
             reliable: ReliableSender::new(),
-            received: ReliableReceiver::new(),
+            received: None,
             serving: self.cfg.proxy_id,
             adopted: false,
             floor: state.client_counter_floor,
@@ -458,8 +464,12 @@ impl Proxy {
     /// epoch (see [`SessionCrypto::skip_seq_for_test`]).
     #[doc(hidden)]
     pub fn skip_seq_for_test(&mut self, id: SessionId, seq: u32) {
-        if let Some(s) = self.sessions.get_mut(&id) {
-            s.crypto.skip_seq_for_test(seq);
+        if let Some(c) = self
+            .sessions
+            .get_mut(&id)
+            .and_then(|s| s.crypto.whole_mut())
+        {
+            c.skip_seq_for_test(seq);
         }
     }
 
@@ -514,8 +524,13 @@ impl Proxy {
             self.forward_to_home(now, sid, src, dst_ip, d);
             return Err(DropReason::UnknownSession);
         };
-        let floor_before = session.crypto.client_floor();
-        let opened = session.crypto.open(&header, d)?;
+        // A compact replica is made whole on its client's first packet here.
+        let crypto = session
+            .crypto
+            .get(&self.epochs)
+            .map_err(|_| DropReason::CannotAnswer)?;
+        let floor_before = crypto.client_floor();
+        let opened = crypto.open(&header, d)?;
         // A replica takes over (and moves the address) only on a packet the
         // serving proxy never saw: a replay of a recent packet is the newest
         // here too. Confirmed by the serving proxy (Probe/Confirm), or by
@@ -639,7 +654,7 @@ impl Proxy {
                 // acknowledged nor marked seen: an honest client retransmits
                 // it after acknowledging what it was sent; a client that
                 // acknowledges nothing gets nothing more.
-                let new = !session.received.seen(msg_id);
+                let new = !session.received.as_ref().is_some_and(|r| r.seen(msg_id));
                 if session.reliable.room() == 0 && new {
                     return Err(DropReason::ControlBacklog);
                 }
@@ -653,7 +668,10 @@ impl Proxy {
                         return Err(DropReason::AnswerPending);
                     }
                 }
-                let first = session.received.first_time(msg_id);
+                let first = session
+                    .received
+                    .get_or_insert_with(Box::default)
+                    .first_time(msg_id);
                 let len = session
                     .crypto
                     .seal(out, |b| Inner::Ack { msg_id }.encode(b))
@@ -706,9 +724,12 @@ impl Proxy {
             self.send_peer(serving, &msg);
             return Ok(None);
         }
+        // Shortest path: a compact replica is made whole on its first frame.
         let len = peer
             .crypto
-            .seal(out, |b| Inner::Media { call, e2e }.encode(b))
+            .get(&self.epochs)
+            .ok()
+            .and_then(|c| c.seal(out, |b| Inner::Media { call, e2e }.encode(b)))
             .ok_or(DropReason::CannotAnswer)?;
         self.stats.media_relayed += 1;
         Ok(Some(Transmit {

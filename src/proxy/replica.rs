@@ -13,8 +13,8 @@
 //! traffic by themselves: applying a change sends nothing.
 
 pub use super::peer_msg::PeerMessage;
-use super::{ClientSession, Proxy, ProxyEvent, SessionRecord, Transmit};
-use crate::call::reliable::{ReliableReceiver, ReliableSender};
+use super::{ClientSession, Keys, Proxy, ProxyEvent, SessionRecord, Transmit};
+use crate::call::reliable::ReliableSender;
 use crate::session::{EpochsExhausted, ProxyId, SessionCrypto, SessionId};
 use crate::wire::control::ControlMsg;
 use crate::wire::MAX_DATAGRAM;
@@ -196,6 +196,13 @@ impl Proxy {
     /// anypsp counters.
     pub fn psp_stats(&self) -> &PspStats {
         &self.psp
+    }
+
+    /// Whether this proxy holds session `id` with whole keys (served or used
+    /// here), not in the compact replica form (spec 16.9). `None` if not
+    /// held.
+    pub fn session_is_whole(&self, id: SessionId) -> Option<bool> {
+        self.sessions.get(&id).map(|s| s.crypto.is_whole())
     }
 
     /// The proxy serving session `id` as this proxy sees it.
@@ -565,8 +572,9 @@ impl Proxy {
     }
 
     /// Installs a change another proxy reported (its [`ProxyEvent`]). A
-    /// session is imported in a fresh send epoch (nonce-safe by
-    /// construction) and kept ready to take over, but this proxy runs no
+    /// session is kept as a compact replica, imported in a fresh send epoch
+    /// (nonce-safe by construction) on its first use here, ready to take
+    /// over (spec 15.2), but this proxy runs no
     /// timers and no expiry for it while another serves it. Nothing is sent
     /// and no event is emitted (no echo), but for a session taken back after
     /// a restart (spec 15.3), which emits `SessionUpdated`.
@@ -652,7 +660,7 @@ impl Proxy {
             s.addr = r.addr;
             s.local_ip = r.local_ip;
             s.last_seen = now;
-            s.crypto.raise_client_floor(r.state.client_counter_floor);
+            s.crypto.update(&r.state);
             s.floor = s.floor.max(r.state.client_counter_floor);
             s.adopted = false;
             if s.serving != r.serving {
@@ -690,7 +698,13 @@ impl Proxy {
         if self.sessions.len() >= self.cfg.max_sessions {
             return Err(ApplyError::Full);
         }
-        let crypto = SessionCrypto::import(&r.state, &self.epochs).map_err(ApplyError::Epochs)?;
+        // A replica stays compact until first used here (spec 16.9); one
+        // taken back is served at once.
+        let crypto = if ours {
+            Keys::whole(SessionCrypto::import(&r.state, &self.epochs).map_err(ApplyError::Epochs)?)
+        } else {
+            Keys::compact(&r.state)
+        };
         if let Some(old) = self.by_key.get(&r.state.client_key).copied() {
             if old != id && self.sessions.get(&old).is_some_and(|s| s.serving != me) {
                 self.forget_session(old);
@@ -705,7 +719,7 @@ impl Proxy {
                 local_ip: r.local_ip,
                 last_seen: now,
                 reliable: ReliableSender::new(),
-                received: ReliableReceiver::new(),
+                received: None,
                 serving: r.serving,
                 adopted: false,
                 floor: r.state.client_counter_floor,
@@ -753,7 +767,9 @@ impl Proxy {
         }
         let mut adopted = Vec::new();
         for (id, s) in &mut self.sessions {
-            if s.serving == peer {
+            // Served from here: made whole (an epoch each), or left to the
+            // proxy that takes it over if the lease has none left.
+            if s.serving == peer && s.crypto.get(&self.epochs).is_ok() {
                 s.serving = me;
                 s.adopted = true;
                 adopted.push(*id);
