@@ -15,6 +15,10 @@ if ! command -v cc >/dev/null || ! command -v c++ >/dev/null; then
     # rusqlite builds SQLite from source; cargo-fuzz builds libFuzzer (C++).
     apt-get update -qq && apt-get install -y -qq build-essential
 fi
+if ! ls /usr/lib/llvm-*/lib/libclang.so >/dev/null 2>&1; then
+    # build.rs runs bindgen on include/anytun.h, which needs libclang.
+    apt-get update -qq && apt-get install -y -qq libclang-dev
+fi
 if ! command -v faketime >/dev/null; then
     # The CLI test of a client whose clock is wrong runs it under faketime.
     apt-get update -qq && apt-get install -y -qq faketime

@@ -11,6 +11,8 @@
 //!   call is routed.
 //! - [`client`]: the client state machine.
 //! - [`runtime`]: tokio shells that drive the cores over UDP sockets.
+//! - [`ffi`]: the C ABI (`include/anytun.h`), the client library for
+//!   phones and Asterisk.
 //! - [`sync`]: anypsp, between proxies: membership, the peer link and the
 //!   table sync engine.
 //! - [`store`], [`config`], [`audio`], [`demo`]: the subscriber store, the
@@ -25,17 +27,26 @@
 pub mod audio;
 pub mod call;
 pub mod client;
+#[cfg(feature = "daemon")]
 pub mod config;
 pub mod crypto;
+#[cfg(feature = "daemon")]
 pub mod demo;
+pub mod ffi;
 pub mod handshake;
+#[cfg(feature = "daemon")]
 pub mod media;
+#[cfg(feature = "daemon")]
 pub mod metrics;
 pub mod proxy;
+#[cfg(feature = "daemon")]
 pub mod runtime;
 pub mod session;
 pub mod sim;
+#[cfg(feature = "daemon")]
 pub mod store;
+#[cfg(feature = "daemon")]
 pub mod sync;
+#[cfg(feature = "daemon")]
 pub mod testbed;
 pub mod wire;

@@ -11,6 +11,7 @@
 pub mod codec;
 pub mod g711;
 pub mod signal;
+#[cfg(feature = "daemon")]
 pub mod wav;
 
 pub use codec::{negotiate, Codec, CodecError, FRAME_MS, FRAME_SAMPLES, SAMPLE_RATE};
@@ -19,4 +20,5 @@ pub use g711::{
     ulaw_encode, ulaw_encode_slice,
 };
 pub use signal::{frames, pad_to_frames, test_signal};
+#[cfg(feature = "daemon")]
 pub use wav::{read_wav, write_wav, WavError, WavFormat};
