@@ -905,6 +905,9 @@ impl Proxy {
     /// retransmitted: the session is gone.
     pub(super) fn replace_session(&mut self, now: Instant, old: SessionId) {
         if let Some(s) = self.sessions.get_mut(&old) {
+            // A compact replica is made whole to be told (spec 15.2); without
+            // an epoch left it is not told.
+            let _ = s.crypto.get(&self.epochs);
             let mut body = [0u8; 1];
             if let Some(n) = ControlMsg::SessionReplaced.encode(&mut body) {
                 // Never retransmitted: an id, not a place in the (bounded)
