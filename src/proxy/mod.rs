@@ -848,7 +848,7 @@ impl Proxy {
             // anypsp: the serving proxy sends a client its control messages
             // (and retransmits them); this one hands the message over.
             let serving = s.serving;
-            return self.hand_control(serving, to, 0, body);
+            return self.hand_control(now, serving, to, 0, body);
         }
         // The end of a call may use the reserve beyond the queue's bound, so
         // a party that filled the other's queue cannot hide it.

@@ -250,6 +250,7 @@ impl Proxy {
     /// queued (counted in [`Proxy::send_peer`]).
     pub(super) fn hand_control(
         &mut self,
+        now: Instant,
         peer: ProxyId,
         to: SessionId,
         hops: u8,
@@ -268,7 +269,7 @@ impl Proxy {
         let PeerMessage::Control { body, .. } = msg else {
             return true;
         };
-        if self.handed.keep(peer, seq, to, body) {
+        if self.handed.keep(now, peer, seq, to, body) {
             self.psp.handed_forgotten += 1;
         }
         true
@@ -291,7 +292,7 @@ impl Proxy {
     /// Session `sid` is no longer served by `old` (a take-over): what was
     /// handed to `old` for it and not acknowledged is handled again.
     pub(super) fn rehand_session(&mut self, now: Instant, sid: SessionId, old: ProxyId) {
-        let msgs = self.handed.take_session(sid, old);
+        let msgs = self.handed.take_session(now, sid, old);
         self.rehandle(now, msgs);
     }
 
@@ -392,7 +393,7 @@ impl Proxy {
                     Some(s) if s.serving != me && hops < MAX_CONTROL_HOPS => {
                         // Our views differ (a take-over in flight): pass it on.
                         let next = s.serving;
-                        self.hand_control(next, to, hops + 1, body);
+                        self.hand_control(now, next, to, hops + 1, body);
                     }
                     Some(s) if s.serving == me => {
                         self.psp.control_from_peer += 1;
@@ -675,7 +676,7 @@ impl Proxy {
                 self.timers.set(id, None);
                 self.expiry.set(id, None);
                 for body in pending {
-                    self.hand_control(r.serving, id, 0, body);
+                    self.hand_control(now, r.serving, id, 0, body);
                 }
             } else if s.serving != r.serving {
                 // A third proxy took the client over from the one we handed
@@ -784,7 +785,7 @@ impl Proxy {
         // acknowledge: all of these are handled again, oldest first.
         self.peer_out.retain(|(to, _)| *to != peer);
         self.handed.forget_owed(peer);
-        let msgs = self.handed.take_peer(peer);
+        let msgs = self.handed.take_peer(now, peer);
         self.rehandle(now, msgs);
         adopted.len()
     }
