@@ -144,6 +144,14 @@ enum Cmd {
         /// Codec of the call (ulaw, alaw or slin).
         #[arg(long, default_value = "ulaw")]
         codec: String,
+        /// Run on loopback (the default today; the namespace lab will be
+        /// the other choice).
+        #[arg(long)]
+        loopback: bool,
+        /// Proxies in one anypsp network (2..=8: the failover demo, where
+        /// the proxy serving one side of the call is stopped mid-call).
+        #[arg(long, default_value_t = 1)]
+        proxies: usize,
     },
 }
 
@@ -1025,6 +1033,31 @@ async fn cmd_demo(json: bool, seconds: f64, codec: String) -> Result<bool, Strin
     Ok(report.ok)
 }
 
+async fn cmd_demo_failover(json: bool, seconds: f64, proxies: usize) -> Result<bool, String> {
+    if !(2..=8).contains(&proxies) {
+        return Err("--proxies must be between 2 and 8".into());
+    }
+    if !(1.0..=3600.0).contains(&seconds) {
+        return Err("--seconds must be between 1 and 3600 for the failover demo".into());
+    }
+    if !json {
+        eprintln!(
+            "starting {proxies} proxies on one loopback port and two clients; the proxy \
+             serving one side is stopped a third into {seconds:.1} s of voice..."
+        );
+    }
+    let report = demo::failover::run(proxies, seconds).await?;
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string(&report).map_err(|e| e.to_string())?
+        );
+    } else {
+        print!("{}", report.human());
+    }
+    Ok(report.ok)
+}
+
 async fn run(cli: Cli) -> Result<bool, String> {
     match cli.cmd {
         Cmd::Keygen { out } => {
@@ -1075,7 +1108,14 @@ async fn run(cli: Cli) -> Result<bool, String> {
         Cmd::Demo {
             json,
             seconds,
+            proxies,
+            ..
+        } if proxies > 1 => return cmd_demo_failover(json, seconds, proxies).await,
+        Cmd::Demo {
+            json,
+            seconds,
             codec,
+            ..
         } => return cmd_demo(json, seconds, codec).await,
     }
     Ok(true)

@@ -3,22 +3,28 @@
 //! Reads a TOML config (built-in defaults without one), creates the network
 //! key on first start, serves clients on every listen address, reloads the
 //! subscriber store when it changes, and exports metrics for Prometheus.
+//! With a `[sync]` table it is a member of an anypsp network: it links to
+//! its peers, pulls their tables before it serves, and replicates. The
+//! proxy runs on a [`Node`] (its own threads); this file is the thin host:
+//! files, keys, signals.
 
 use anytun::config::{self, Config};
 use anytun::crypto::SecretKey;
 use anytun::proxy::{Proxy, ProxyConfig};
-use anytun::runtime::proxy::{BoundSockets, ProxyRuntime};
+use anytun::runtime::node::{fingerprint_key, Node, NodeOptions, RemoteSubscriber, SyncSetup, Udp};
+use anytun::runtime::subscribers::{Replication, StoreTask};
 use anytun::runtime::udp::BindOptions;
 use anytun::runtime::RuntimeError;
 use anytun::session::epoch::LeaseFile;
 use anytun::session::{EpochLease, Epochs, ProxyId};
-use anytun::store::{ReloadOutcome, ReloadWatch, SubscriberStore};
+use anytun::store::{ReloadWatch, SubscriberStore};
+use anytun::sync::link::LinkConfig;
+use anytun::sync::members::Member;
 use clap::Parser;
 use std::io::ErrorKind;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 #[derive(Parser)]
@@ -31,6 +37,11 @@ struct Args {
     /// Check the config, print what it resolves to, and exit.
     #[arg(long)]
     check_config: bool,
+    /// Print this proxy's node public key (for its peers' `[[sync.peers]]`),
+    /// creating the node key on first use, and exit. The private key is
+    /// never printed.
+    #[arg(long)]
+    node_key: bool,
 }
 
 /// Loads the network key, creating it on first start.
@@ -148,40 +159,83 @@ fn metrics_bind_error(addr: &str, e: &std::io::Error) -> String {
     )
 }
 
-async fn run(args: Args) -> Result<(), String> {
-    let (cfg, origin) = config::locate(args.config.as_deref()).map_err(|e| e.to_string())?;
-    log::info!("using {origin}");
-    let listen = addrs(&cfg)?;
-    let proxy_id = ProxyId::new(cfg.proxy_id)
-        .ok_or_else(|| format!("proxy_id {} is reserved", cfg.proxy_id))?;
-    if args.check_config {
-        println!(
-            "config ok, {origin}: proxy_id {proxy_id}, listen {:?}{}, network key {}, \
-             subscribers {}",
-            cfg.listen,
-            if cfg.reuse_port { " (reuse_port)" } else { "" },
-            cfg.network_key.display(),
-            cfg.subscribers.display()
-        );
-        return Ok(());
+/// Loads the node key for peer links, creating it on first start. Only its
+/// public key is ever printed.
+fn node_key(path: &Path) -> Result<SecretKey, String> {
+    if path.exists() {
+        return SecretKey::read_file(path).map_err(|e| e.to_string());
     }
-    // Bound before anything is created or announced: a daemon that cannot
-    // start must not print a ready line, make a key or lease epochs (8.8).
-    let metrics_listener = match &cfg.metrics_listen {
-        Some(addr) => Some((
-            tokio::net::TcpListener::bind(addr)
-                .await
-                .map_err(|e| metrics_bind_error(addr, &e))?,
-            addr,
-        )),
-        None => None,
+    let key = SecretKey::generate();
+    key.write_new_file(path).map_err(|e| e.to_string())?;
+    log::warn!(
+        "created a new node key at {}; peers need its public key {}",
+        path.display(),
+        key.public()
+    );
+    Ok(key)
+}
+
+/// Where the node key is: `[sync] node_key`, or next to the network key.
+fn node_key_path(cfg: &Config) -> PathBuf {
+    match &cfg.sync {
+        Some(s) => s.node_key.clone(),
+        None => cfg.network_key.with_file_name(config::NODE_KEY_FILE),
+    }
+}
+
+/// The `[sync]` table as the node takes it.
+fn sync_setup(
+    s: &config::SyncConfig,
+    key: SecretKey,
+    network: &SecretKey,
+    subscribers: tokio::sync::mpsc::Sender<RemoteSubscriber>,
+) -> Result<SyncSetup, String> {
+    let peers = s
+        .peers
+        .iter()
+        .map(|p| {
+            Ok(Member {
+                node: ProxyId::new(p.id).ok_or_else(|| format!("peer id {} is reserved", p.id))?,
+                address: p.address,
+                public_key: p.public_key,
+                region: String::new(),
+                failure_domain: String::new(),
+                failover: Vec::new(),
+                revoked: false,
+            })
+        })
+        .collect::<Result<Vec<_>, String>>()?;
+    let link = LinkConfig {
+        keepalive_interval: s.keepalive,
+        idle_timeout: s.idle_timeout,
+        ..LinkConfig::default()
     };
+    Ok(SyncSetup {
+        node_key: key,
+        listen: s.listen,
+        peers,
+        fp_key: fingerprint_key(network),
+        startup_timeout: s.startup_timeout,
+        peer_detect: s.peer_detect,
+        link,
+        apply_batch: anytun::runtime::node::APPLY_BATCH,
+        subscribers: Some(subscribers),
+    })
+}
+
+/// The UDP sockets: bound now (a taken port costs no key and no lease), or
+/// deferred until the node has synced when it shares its port with other
+/// proxies (`reuse_port` and peers), so the kernel sends it no client
+/// before it holds the tables.
+fn udp(cfg: &Config, node: &Node, listen: Vec<SocketAddr>) -> Result<Udp, String> {
     let bind = BindOptions {
         reuse_port: cfg.reuse_port,
     };
+    if cfg.sync.is_some() && cfg.reuse_port {
+        return Ok(Udp::Deferred { listen, opts: bind });
+    }
     let explicit_listen = cfg.listen != Config::default().listen;
-    // The UDP sockets too: a taken port must not cost a key or a lease.
-    let sockets = match BoundSockets::bind(&listen, bind) {
+    Ok(Udp::Bound(match node.bind_udp(&listen, bind) {
         Ok(s) => s,
         // A port in use is never a reason to carry on with fewer addresses.
         Err(e @ RuntimeError::Bind { .. }) if port_in_use(&e).is_some() => {
@@ -193,10 +247,61 @@ async fn run(args: Args) -> Result<(), String> {
         Err(RuntimeError::Bind { addr, source }) if addr.is_ipv6() && !explicit_listen => {
             log::warn!("cannot listen on {addr} ({source}); continuing on IPv4 only");
             let v4: Vec<SocketAddr> = listen.iter().copied().filter(SocketAddr::is_ipv4).collect();
-            BoundSockets::bind(&v4, bind).map_err(bind_error)?
+            node.bind_udp(&v4, bind).map_err(bind_error)?
         }
         Err(e) => return Err(e.to_string()),
+    }))
+}
+
+fn run(args: Args) -> Result<(), String> {
+    let (cfg, origin) = config::locate(args.config.as_deref()).map_err(|e| e.to_string())?;
+    log::info!("using {origin}");
+    let listen = addrs(&cfg)?;
+    let proxy_id = ProxyId::new(cfg.proxy_id)
+        .ok_or_else(|| format!("proxy_id {} is reserved", cfg.proxy_id))?;
+    if args.node_key {
+        let path = node_key_path(&cfg);
+        println!("{}", node_key(&path)?.public());
+        return Ok(());
+    }
+    if args.check_config {
+        let sync = match &cfg.sync {
+            None => "no [sync]: runs alone".to_owned(),
+            Some(s) => format!(
+                "peers {:?} (links on {}, node key {})",
+                s.peers.iter().map(|p| p.id).collect::<Vec<_>>(),
+                s.listen,
+                s.node_key.display()
+            ),
+        };
+        println!(
+            "config ok, {origin}: proxy_id {proxy_id}, listen {:?}{}, network key {}, \
+             subscribers {}, {sync}",
+            cfg.listen,
+            if cfg.reuse_port { " (reuse_port)" } else { "" },
+            cfg.network_key.display(),
+            cfg.subscribers.display()
+        );
+        return Ok(());
+    }
+    let mut node = Node::new(NodeOptions {
+        worker_threads: cfg.worker_threads,
+        thread_name: format!("anytund-{proxy_id}"),
+        ..NodeOptions::default()
+    })
+    .map_err(|e| e.to_string())?;
+    // Bound before anything is created or announced: a daemon that cannot
+    // start must not print a ready line, make a key or lease epochs (8.8).
+    let metrics_listener = match &cfg.metrics_listen {
+        Some(addr) => {
+            let l = std::net::TcpListener::bind(addr).map_err(|e| metrics_bind_error(addr, &e))?;
+            l.set_nonblocking(true).map_err(|e| e.to_string())?;
+            Some((l, addr.clone()))
+        }
+        None => None,
     };
+    // The UDP sockets too: a taken port must not cost a key or a lease.
+    let udp = udp(&cfg, &node, listen)?;
     // The store before the key and the lease: a store this daemon cannot
     // open or read must not cost a lease either.
     let store = SubscriberStore::open(&cfg.subscribers).map_err(|e| e.to_string())?;
@@ -205,9 +310,13 @@ async fn run(args: Args) -> Result<(), String> {
     let version = store.data_version().map_err(|e| e.to_string())?;
     let subscribers = store.snapshot().map_err(|e| e.to_string())?;
     let key = network_key(&cfg.network_key)?;
+    let (remote_tx, remote_rx) = tokio::sync::mpsc::channel(1024);
+    let sync = match &cfg.sync {
+        Some(s) => Some(sync_setup(s, node_key(&s.node_key)?, &key, remote_tx)?),
+        None => None,
+    };
     let (lease_file, first_lease) = first_epoch_lease(&cfg.network_key)?;
     let network_public = key.public();
-    let mut watch = ReloadWatch::new(Some(version));
     let mut pc = ProxyConfig::new(proxy_id, key);
     pc.keepalive_s = cfg.keepalive_s;
     pc.session_timeout = Duration::from_secs(u64::from(cfg.session_timeout_s));
@@ -216,89 +325,51 @@ async fn run(args: Args) -> Result<(), String> {
     pc.dos = cfg.dos.clone();
     let count = subscribers.len();
     let core = Proxy::new(pc, subscribers, Instant::now());
-    let rt = ProxyRuntime::serve(core, sockets);
-    let rt = Arc::new(rt);
     // Granted only now, to the one core that runs (spec 8.8).
-    let epochs = rt.with_core(|p| p.epochs().clone());
+    let epochs = core.epochs().clone();
     epochs.grant(first_lease);
-    let lease = tokio::spawn(renew_epoch_lease(epochs, lease_file));
-    log::info!(
-        "proxy {proxy_id} listening on {:?}; network public key {network_public}; {count} subscriber key(s) from {}",
-        rt.local_addrs(),
-        cfg.subscribers.display()
+    let member = sync.is_some();
+    node.start(core, udp, sync).map_err(|e| e.to_string())?;
+    if let Some(a) = node.peer_addr() {
+        log::info!("anypsp: peer links on {a}");
+    }
+    let h = node.handle();
+    let core = node.shared_core().expect("started");
+    h.spawn(renew_epoch_lease(epochs, lease_file));
+    // The store: reloads, tombstone purges, replication.
+    h.spawn(
+        StoreTask {
+            store,
+            watch: ReloadWatch::new(Some(version)),
+            core: core.clone(),
+            every: Duration::from_millis(cfg.subscriber_reload_ms),
+            tombstone_horizon: Duration::from_secs(
+                u64::from(cfg.subscriber_tombstone_days) * 86_400,
+            ),
+            replication: node.local_subscribers().map(|local| Replication {
+                local,
+                remote: remote_rx,
+                feed: node.readiness(),
+            }),
+        }
+        .run(),
     );
-    eprintln!(
-        "anytund: proxy {proxy_id} on {:?}, network public key {network_public}",
-        rt.local_addrs()
-    );
-
-    // Reload the store when another process (anytun user ...) changes it.
-    let reload = {
-        let rt = rt.clone();
-        let every = Duration::from_millis(cfg.subscriber_reload_ms);
-        let horizon = Duration::from_secs(u64::from(cfg.subscriber_tombstone_days) * 86_400);
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(every);
-            let mut purged: Option<Instant> = None;
-            loop {
-                tick.tick().await;
-                // Removals are kept as tombstones for replication; the old
-                // ones go at start and hourly (bounded per call).
-                if purged.is_none_or(|t| t.elapsed() >= Duration::from_secs(3600)) {
-                    purged = Some(Instant::now());
-                    match store.purge_tombstones(horizon) {
-                        Ok(0) => {}
-                        Ok(n) => log::info!("purged {n} subscriber tombstone(s) past {horizon:?}"),
-                        Err(e) => log::warn!("cannot purge subscriber tombstones: {e}"),
-                    }
-                }
-                let apply = |subs| rt.with_core(|p| p.set_subscribers(Instant::now(), subs));
-                match watch.poll(&store, apply) {
-                    ReloadOutcome::Unchanged => {}
-                    ReloadOutcome::Applied {
-                        keys,
-                        after_failures: 0,
-                    } => log::info!("subscriber store changed: {keys} key(s)"),
-                    ReloadOutcome::Applied {
-                        keys,
-                        after_failures,
-                    } => log::warn!(
-                        "subscriber store readable again after {after_failures} failed \
-                         attempt(s): {keys} key(s)"
-                    ),
-                    // Logged once per failure streak; retried every tick.
-                    ReloadOutcome::Failed { error, first: true } => log::error!(
-                        "cannot reload subscribers (retrying every {} ms): {error}",
-                        every.as_millis()
-                    ),
-                    ReloadOutcome::Failed {
-                        error,
-                        first: false,
-                    } => {
-                        log::debug!("cannot reload subscribers: {error}")
-                    }
-                }
-            }
-        })
-    };
-
-    // A proxy without peers serves as soon as its sockets do (/health).
-    let board = rt.metrics_board();
-    board.set_ready(true);
-    let metrics = metrics_listener.map(|(l, addr)| {
+    if let Some((l, addr)) = metrics_listener {
+        let board = node.metrics_board().expect("started");
+        let _guard = h.enter();
+        let l = tokio::net::TcpListener::from_std(l).map_err(|e| e.to_string())?;
         log::info!("metrics on http://{addr}/metrics (and /status, /health)");
-        // A scrape reads the runtime's board, not the core.
-        tokio::spawn(anytun::metrics::http::serve(l, board))
-    });
-
-    let status = {
-        let rt = rt.clone();
-        tokio::spawn(async move {
+        // A scrape reads the board, not the core.
+        h.spawn(anytun::metrics::http::serve(l, board));
+    }
+    h.spawn({
+        let core = core.clone();
+        async move {
             let mut tick = tokio::time::interval(Duration::from_secs(60));
             tick.tick().await;
             loop {
                 tick.tick().await;
-                let (s, c, r, relayed, drops) = rt.with_core(|p| {
+                let (s, c, r, relayed, drops) = core.with_core(|p| {
                     (
                         p.session_count(),
                         p.call_count(),
@@ -309,39 +380,103 @@ async fn run(args: Args) -> Result<(), String> {
                 });
                 log::info!("status: {s} sessions, {c} calls, {r} registrations, {relayed} frames relayed, {drops} drops");
             }
-        })
-    };
-
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        }
+    });
+    // The ready line, the ready file, and the end on a failure to serve.
+    let mut ready = node.readiness();
+    let ready_file = cfg.ready_file.clone();
+    let waiter = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
         .map_err(|e| e.to_string())?;
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term.recv() => {}
-    }
+    let outcome = waiter.block_on(async {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .map_err(|e| e.to_string())?;
+        let mut announced = false;
+        let mut file_ready = false;
+        loop {
+            let r = ready.borrow_and_update().clone();
+            if let Some(e) = &r.failed {
+                return Err(bind_failure(e));
+            }
+            if r.serving && !announced {
+                announced = true;
+                let addrs = node.local_addrs();
+                log::info!(
+                    "proxy {proxy_id} listening on {addrs:?}; network public key \
+                     {network_public}; {count} subscriber key(s) from {}{}",
+                    cfg.subscribers.display(),
+                    if member {
+                        "; member of an anypsp network"
+                    } else {
+                        ""
+                    }
+                );
+                eprintln!(
+                    "anytund: proxy {proxy_id} on {addrs:?}, network public key {network_public}"
+                );
+            }
+            if let Some(f) = &ready_file {
+                if r.ready() != file_ready {
+                    file_ready = r.ready();
+                    set_ready_file(f, file_ready, proxy_id);
+                }
+            }
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => return Ok(()),
+                _ = term.recv() => return Ok(()),
+                c = ready.changed() => if c.is_err() { return Ok(()) },
+            }
+        }
+    });
     log::info!("shutting down");
-    reload.abort();
-    status.abort();
-    lease.abort();
-    if let Some(m) = metrics {
-        m.abort();
+    if let Some(f) = &ready_file {
+        set_ready_file(f, false, proxy_id);
     }
-    Ok(())
+    let report = node.stop();
+    if !report.joined {
+        log::warn!("some tasks did not stop in time");
+    }
+    outcome
+}
+
+/// A failure to serve, in the operator's words.
+fn bind_failure(e: &str) -> String {
+    if e.contains("Address already in use") || e.contains("in use") {
+        format!("{e}; to share the port on purpose, set reuse_port = true in every daemon's config")
+    } else {
+        e.to_owned()
+    }
+}
+
+/// Creates (ready) or removes (not ready) the ready file.
+fn set_ready_file(path: &Path, ready: bool, id: ProxyId) {
+    let r = if ready {
+        std::fs::write(path, format!("proxy {id} ready\n"))
+    } else {
+        match std::fs::remove_file(path) {
+            Err(e) if e.kind() == ErrorKind::NotFound => Ok(()),
+            r => r,
+        }
+    };
+    match r {
+        Ok(()) => log::info!(
+            "{} {}",
+            if ready {
+                "ready: created"
+            } else {
+                "not ready: removed"
+            },
+            path.display()
+        ),
+        Err(e) => log::error!("ready file {}: {e}", path.display()),
+    }
 }
 
 fn main() -> ExitCode {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
     let args = Args::parse();
-    let rt = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("anytund: cannot start the runtime: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    match rt.block_on(run(args)) {
+    match run(args) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("anytund: error: {e}");

@@ -124,7 +124,7 @@ impl Proxy {
                     SessionCrypto::proxy(id, epoch, keys.client_to_proxy, keys.proxy_to_client);
                 self.sessions.insert(
                     id,
-                    ClientSession {
+                    Box::new(ClientSession {
                         crypto: Keys::whole(crypto),
                         client_key: client,
                         addr: src,
@@ -136,7 +136,7 @@ impl Proxy {
                         adopted: false,
                         floor: 0,
                         pending_move: None,
-                    },
+                    }),
                 );
                 self.by_key.insert(client, id);
                 self.arm_expiry(id, now);

@@ -713,7 +713,7 @@ impl Proxy {
         }
         self.sessions.insert(
             id,
-            ClientSession {
+            Box::new(ClientSession {
                 crypto,
                 client_key: r.state.client_key,
                 addr: r.addr,
@@ -725,7 +725,7 @@ impl Proxy {
                 adopted: false,
                 floor: r.state.client_counter_floor,
                 pending_move: None,
-            },
+            }),
         );
         self.by_key.insert(r.state.client_key, id);
         if ours {

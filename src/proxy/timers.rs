@@ -139,7 +139,7 @@ impl Proxy {
             addr,
             local_ip,
             ..
-        } = s;
+        } = &mut **s;
         let mut resent = 0;
         let queue = &mut self.queue;
         let gone = reliable.poll(now, |msg_id, body| {

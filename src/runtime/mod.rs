@@ -6,10 +6,16 @@
 //! - [`proxy`]: runs a [`crate::proxy::Proxy`] on one or more sockets.
 //! - [`client`]: runs a [`crate::client::Client`] against one proxy address.
 //! - [`peers`]: runs the anypsp peer links ([`crate::sync::link`]) over TCP.
+//! - [`node`]: one proxy on a thread pool of its own: UDP, peer links and
+//!   replication, started and stopped as a whole.
+//! - [`subscribers`]: the subscriber store beside a proxy: reloads, and
+//!   replication of its changes.
 
 pub mod client;
+pub mod node;
 pub mod peers;
 pub mod proxy;
+pub mod subscribers;
 pub mod udp;
 
 use std::net::SocketAddr;

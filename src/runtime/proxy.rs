@@ -15,6 +15,7 @@ use super::udp::{BindOptions, RecvBatch, SendBatch, UdpEndpoint};
 use super::RuntimeError;
 use crate::metrics::{Metrics, Snapshot};
 use crate::proxy::{Proxy, Transmit};
+use crate::session::ProxyId;
 use crate::wire::{DropReason, MAX_DATAGRAM};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -32,15 +33,77 @@ const SEND_BATCH: usize = 96;
 /// the round's datagrams sent before the next round.
 const TIMER_SESSIONS: usize = 64;
 
-struct Shared {
+/// Runs after every lock hold of the core, before the lock is released:
+/// drains what the core queued for others (events, peer messages).
+pub type AfterLock = Box<dyn Fn(&mut Proxy) + Send + Sync>;
+
+/// A proxy core behind its lock, shared by the UDP tasks, the timer task
+/// and whoever else drives it (the anypsp sync task). It can exist before
+/// the proxy serves UDP, so that a restarting proxy fills its tables from
+/// its peers first.
+pub struct SharedCore {
     core: Mutex<Proxy>,
     /// Counters as of the last time someone held `core`, and whatever the
     /// other shells (sync, readiness) put there.
     metrics: Arc<Metrics>,
+    /// Wakes the timer task: a deadline may have moved earlier.
+    wake: Notify,
+    after: Option<AfterLock>,
+}
+
+impl SharedCore {
+    /// Wraps `core`; `after` (if any) runs at the end of every lock hold.
+    pub fn new(core: Proxy, after: Option<AfterLock>) -> Arc<Self> {
+        let metrics = Metrics::new(core.epochs().me().get());
+        metrics.publish(Snapshot::of(&core));
+        Arc::new(Self {
+            metrics: Arc::new(metrics),
+            core: Mutex::new(core),
+            wake: Notify::new(),
+            after,
+        })
+    }
+
+    /// Runs `f` on the core, then the after-lock hook, publishes the
+    /// counters, and lets the timer task send whatever `f` queued.
+    pub fn with_core<R>(&self, f: impl FnOnce(&mut Proxy) -> R) -> R {
+        let r = {
+            let mut core = lock(&self.core);
+            let r = f(&mut core);
+            self.release(&mut core);
+            r
+        };
+        self.wake.notify_one();
+        r
+    }
+
+    /// The proxy's counters as of the last lock hold, without taking the
+    /// core lock.
+    pub fn snapshot(&self) -> Snapshot {
+        self.metrics.snapshot()
+    }
+
+    /// The board the core's counters are published to (serve it with
+    /// [`metrics::http::serve`](crate::metrics::http::serve); the node
+    /// sets the sync state and readiness on it).
+    pub fn metrics_board(&self) -> Arc<Metrics> {
+        self.metrics.clone()
+    }
+
+    /// What every lock hold ends with, the core still locked.
+    fn release(&self, core: &mut Proxy) {
+        if let Some(after) = &self.after {
+            after(core);
+        }
+        self.metrics.publish(Snapshot::of(core));
+    }
+}
+
+struct Shared {
+    core: Arc<SharedCore>,
     endpoints: Vec<UdpEndpoint>,
     /// The endpoints' bound addresses, read once at start.
     addrs: Vec<SocketAddr>,
-    wake: Notify,
 }
 
 /// UDP sockets bound for a proxy that does not serve yet: binding first
@@ -99,15 +162,17 @@ impl ProxyRuntime {
     /// can refuse a taken port before it writes any state). Must be called
     /// inside a tokio runtime.
     pub fn serve(core: Proxy, sockets: BoundSockets) -> Self {
+        Self::serve_shared(SharedCore::new(core, None), sockets)
+    }
+
+    /// Starts serving a core shared with other tasks (see [`SharedCore`]).
+    /// Must be called inside a tokio runtime.
+    pub fn serve_shared(core: Arc<SharedCore>, sockets: BoundSockets) -> Self {
         let BoundSockets { endpoints, addrs } = sockets;
-        let metrics = Metrics::new(core.epochs().me().get());
-        metrics.publish(Snapshot::of(&core));
         let shared = Arc::new(Shared {
-            metrics: Arc::new(metrics),
-            core: Mutex::new(core),
+            core,
             endpoints,
             addrs,
-            wake: Notify::new(),
         });
         let mut tasks = Vec::new();
         for i in 0..shared.endpoints.len() {
@@ -125,34 +190,56 @@ impl ProxyRuntime {
     /// Runs `f` on the core (for stats, subscriber updates, status), then
     /// lets the timer task send whatever `f` queued.
     pub fn with_core<R>(&self, f: impl FnOnce(&mut Proxy) -> R) -> R {
-        let r = {
-            let mut core = lock(&self.shared.core);
-            let r = f(&mut core);
-            publish(&self.shared, &core);
-            r
+        self.shared.core.with_core(f)
+    }
+
+    /// The core shared with this runtime's tasks.
+    pub fn core(&self) -> &Arc<SharedCore> {
+        &self.shared.core
+    }
+
+    /// Handles messages from peer proxies (`Proxy::handle_peer_message`)
+    /// under one lock hold, and sends the datagrams they cause to clients.
+    pub async fn handle_peer_messages(&self, msgs: &[(ProxyId, Vec<u8>)]) {
+        let shared = &self.shared;
+        let mut outbox = Outbox::new(shared);
+        let moved_earlier = {
+            let mut core = lock(&shared.core.core);
+            let before = core.poll_timeout();
+            let now = Instant::now();
+            for (from, bytes) in msgs {
+                if let Some(t) = core.handle_peer_message(now, *from, bytes, &mut outbox.out) {
+                    outbox.queue(shared, t);
+                }
+                outbox.drain(shared, &mut core);
+            }
+            shared.core.release(&mut core);
+            core.poll_timeout() < before
         };
-        self.shared.wake.notify_one();
-        r
+        if moved_earlier {
+            shared.core.wake.notify_one();
+        }
+        outbox.flush(shared).await;
     }
 
     /// The proxy's counters and gauges in the Prometheus text format, as of
     /// the last batch or timer run. Does not take the core lock: a scrape
     /// never waits for (or delays) the data path.
     pub fn metrics(&self) -> String {
-        self.shared.metrics.render()
+        self.shared.core.metrics.render()
     }
 
     /// The board this runtime publishes to: serve it with
     /// [`metrics::http::serve`](crate::metrics::http::serve), and set the
     /// sync state and readiness on it.
     pub fn metrics_board(&self) -> Arc<Metrics> {
-        self.shared.metrics.clone()
+        self.shared.core.metrics_board()
     }
 
     /// The proxy's counters and gauges as of the last batch or timer run,
     /// without taking the core lock.
     pub fn snapshot(&self) -> Snapshot {
-        self.shared.metrics.snapshot()
+        self.shared.core.snapshot()
     }
 
     /// Stops every task.
@@ -175,12 +262,6 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     // A panic while holding the lock would be a bug in the core; keep
     // serving with the state as it is rather than take the proxy down.
     m.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-/// Copies the core's counters for scrapes; called with the core locked,
-/// before it is released. The snapshot lock is held only for a copy.
-fn publish(shared: &Shared, core: &Proxy) {
-    shared.metrics.publish(Snapshot::of(core));
 }
 
 /// Which socket a datagram leaves from: same family as its destination, and
@@ -270,7 +351,7 @@ async fn serve(shared: Arc<Shared>, i: usize) {
             continue;
         }
         let moved_earlier = {
-            let mut core = lock(&shared.core);
+            let mut core = lock(&shared.core.core);
             // Datagrams larger than the receive buffer never reach the core
             // (they would arrive cut short); it counts them all the same.
             for _ in truncated..rx.truncated() {
@@ -285,14 +366,14 @@ async fn serve(shared: Arc<Shared>, i: usize) {
                 }
                 outbox.drain(&shared, &mut core);
             }
-            publish(&shared, &core);
+            shared.core.release(&mut core);
             core.poll_timeout() < before
         };
         // The timer task sleeps until the deadline it last saw; wake it only
         // if this batch made the next one earlier (a new retransmission),
         // not on every voice batch.
         if moved_earlier {
-            shared.wake.notify_one();
+            shared.core.wake.notify_one();
         }
         outbox.flush(&shared).await;
     }
@@ -301,10 +382,10 @@ async fn serve(shared: Arc<Shared>, i: usize) {
 async fn timers(shared: Arc<Shared>) {
     let mut outbox = Outbox::new(&shared);
     loop {
-        let deadline = lock(&shared.core).poll_timeout();
+        let deadline = lock(&shared.core.core).poll_timeout();
         tokio::select! {
             _ = tokio::time::sleep_until(deadline.into()) => {}
-            _ = shared.wake.notified() => {}
+            _ = shared.core.wake.notified() => {}
         }
         // Rounds of bounded work: a burst of due retransmissions never
         // holds the lock for long, and its datagrams leave between rounds.
@@ -312,13 +393,13 @@ async fn timers(shared: Arc<Shared>) {
         let unix = super::unix_nanos();
         loop {
             let more = {
-                let mut core = lock(&shared.core);
+                let mut core = lock(&shared.core.core);
                 // Follow steps of the system clock (NTP at boot) for handshake
                 // timestamps; the replay floor never moves back.
                 core.set_wall_clock(now, unix);
                 let more = core.handle_timeout_limited(now, TIMER_SESSIONS);
                 outbox.drain(&shared, &mut core);
-                publish(&shared, &core);
+                shared.core.release(&mut core);
                 more
             };
             outbox.flush(&shared).await;

@@ -5,6 +5,8 @@
 //! bob, sends generated audio both ways for a few seconds, and checks every
 //! frame that arrived sample for sample against what was sent.
 
+pub mod failover;
+
 use crate::audio::{test_signal, Codec, SAMPLE_RATE};
 use crate::call::{Cause, Name};
 use crate::client::{ClientConfig, ClientError, Event};

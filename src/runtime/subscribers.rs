@@ -1,0 +1,194 @@
+//! The subscriber store beside a running proxy (docs/anypsp-protocol.md
+//! section 16.6): reloads it when another process (`anytun user ...`)
+//! changes it, purges old tombstones, reports its changes to the node for
+//! replication, and writes the changes peers replicate into it.
+//!
+//! The store is the source of truth on each proxy; the proxy's
+//! `Subscribers` is always a snapshot of it. Every change, local or from a
+//! peer, reaches the proxy through a new snapshot (`Proxy::set_subscribers`,
+//! which ends the sessions of a revoked key).
+
+use super::node::{LocalSubscribers, Readiness, RemoteSubscriber};
+use super::proxy::SharedCore;
+use crate::call::Name;
+use crate::crypto::PublicKey;
+use crate::store::{ReloadOutcome, ReloadWatch, RemoteOutcome, SubscriberStore};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::{mpsc, watch};
+
+/// Local changes read per tick and handed to the node.
+const CHANGES_PAGE: usize = 512;
+/// How often old tombstones are purged.
+const PURGE_EVERY: Duration = Duration::from_secs(3600);
+
+/// What the store task needs.
+pub struct StoreTask {
+    /// The store (its own connection).
+    pub store: SubscriberStore,
+    /// The reload watch, set at the version of the snapshot in force.
+    pub watch: ReloadWatch,
+    /// The proxy.
+    pub core: Arc<SharedCore>,
+    /// How often the store is polled.
+    pub every: Duration,
+    /// Tombstones older than this are purged.
+    pub tombstone_horizon: Duration,
+    /// Replication: where local changes go, where peers' changes come
+    /// from, and a flag that says when to start feeding local changes
+    /// (once the node has pulled its peers' tables, so that an old row of
+    /// this store does not overwrite a newer change made elsewhere while
+    /// this proxy was down).
+    pub replication: Option<Replication>,
+}
+
+/// The replication side of [`StoreTask`].
+pub struct Replication {
+    /// Local changes to the node.
+    pub local: LocalSubscribers,
+    /// Peers' changes from the node.
+    pub remote: mpsc::Receiver<RemoteSubscriber>,
+    /// The node's readiness: local changes are fed once it serves.
+    pub feed: watch::Receiver<Readiness>,
+}
+
+impl StoreTask {
+    /// Runs until the task is aborted (the node's runtime stops).
+    pub async fn run(mut self) {
+        let mut tick = tokio::time::interval(self.every);
+        let mut purged: Option<Instant> = None;
+        // Local changes after this store sequence number are not fed yet.
+        let mut fed_seq = 0u64;
+        let mut repl = self.replication.take();
+        loop {
+            let remote = async {
+                match repl.as_mut() {
+                    Some(r) => r.remote.recv().await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                _ = tick.tick() => {}
+                Some(first) = remote => {
+                    let r = repl.as_mut().expect("checked");
+                    let mut changed = self.apply_remote(first);
+                    while let Ok(more) = r.remote.try_recv() {
+                        changed |= self.apply_remote(more);
+                    }
+                    if changed {
+                        self.reload_now();
+                    }
+                    continue;
+                }
+            }
+            if purged.is_none_or(|t| t.elapsed() >= PURGE_EVERY) {
+                purged = Some(Instant::now());
+                match self.store.purge_tombstones(self.tombstone_horizon) {
+                    Ok(0) => {}
+                    Ok(n) => log::info!("purged {n} subscriber tombstone(s)"),
+                    Err(e) => log::warn!("cannot purge subscriber tombstones: {e}"),
+                }
+            }
+            self.poll_reload();
+            if let Some(r) = &repl {
+                if r.feed.borrow().serving {
+                    fed_seq = self.feed(&r.local, fed_seq);
+                }
+            }
+        }
+    }
+
+    /// A peer's change into the store; true if it changed a row.
+    fn apply_remote(&self, c: RemoteSubscriber) -> bool {
+        // The engine has ordered the change already (last writer wins by
+        // its versions): the store takes it as of now.
+        let now = crate::metrics::wall_ms();
+        match self
+            .store
+            .apply_remote(c.name.as_str(), &c.key.0, c.live, now)
+        {
+            Ok(RemoteOutcome::Applied) => {
+                log::info!(
+                    "subscriber {} {} by a peer",
+                    c.name,
+                    if c.live { "added" } else { "revoked" }
+                );
+                true
+            }
+            Ok(_) => false,
+            Err(e) => {
+                log::error!("cannot store a replicated subscriber change: {e}");
+                false
+            }
+        }
+    }
+
+    /// Hands the proxy the store's current snapshot (after our own write,
+    /// which `data_version` does not show to this connection).
+    fn reload_now(&mut self) {
+        let version = self.store.data_version().ok();
+        match self.store.snapshot() {
+            Ok(subs) => {
+                let keys = subs.len();
+                self.core
+                    .with_core(|p| p.set_subscribers(Instant::now(), subs));
+                self.watch = ReloadWatch::new(version);
+                log::debug!("subscribers: {keys} key(s) after a replicated change");
+            }
+            Err(e) => log::error!("cannot read subscribers: {e}"),
+        }
+    }
+
+    fn poll_reload(&mut self) {
+        let core = &self.core;
+        let apply = |subs| core.with_core(|p| p.set_subscribers(Instant::now(), subs));
+        match self.watch.poll(&self.store, apply) {
+            ReloadOutcome::Unchanged => {}
+            ReloadOutcome::Applied {
+                keys,
+                after_failures: 0,
+            } => log::info!("subscriber store changed: {keys} key(s)"),
+            ReloadOutcome::Applied {
+                keys,
+                after_failures,
+            } => log::warn!(
+                "subscriber store readable again after {after_failures} failed attempt(s): \
+                 {keys} key(s)"
+            ),
+            // Logged once per failure streak; retried every tick.
+            ReloadOutcome::Failed { error, first: true } => log::error!(
+                "cannot reload subscribers (retrying every {} ms): {error}",
+                self.every.as_millis()
+            ),
+            ReloadOutcome::Failed {
+                error,
+                first: false,
+            } => log::debug!("cannot reload subscribers: {error}"),
+        }
+    }
+
+    /// Feeds the store's changes after `seq` to the node; returns the last
+    /// sequence number fed. A change the node cannot take now (its channel
+    /// is full) is fed again on the next tick.
+    fn feed(&self, local: &LocalSubscribers, mut seq: u64) -> u64 {
+        let changes = match self.store.changes_since(seq, CHANGES_PAGE) {
+            Ok(c) => c,
+            Err(e) => {
+                log::warn!("cannot read subscriber changes: {e}");
+                return seq;
+            }
+        };
+        for c in changes {
+            match Name::new(&c.name) {
+                Ok(name) => {
+                    if !local.changed(name, PublicKey(c.public_key), c.live) {
+                        return seq;
+                    }
+                }
+                Err(e) => log::warn!("subscriber {:?} not replicated: {e}", c.name),
+            }
+            seq = c.seq;
+        }
+        seq
+    }
+}

@@ -1,0 +1,168 @@
+//! Two `Node`s linked over loopback (the whole node: links, sync task,
+//! bridge, core): what the shell around the Replicator guarantees.
+
+use anytun::crypto::SecretKey;
+use anytun::proxy::{Proxy, ProxyConfig, Subscribers};
+use anytun::runtime::node::{fingerprint_key, Node, NodeOptions, SyncSetup, Udp, APPLY_BATCH};
+use anytun::runtime::udp::BindOptions;
+use anytun::session::{EpochLease, ProxyId, SessionId, SessionState};
+use anytun::sync::link::LinkConfig;
+use anytun::sync::members::Member;
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+fn member(id: u16, key: &SecretKey, addr: SocketAddr) -> Member {
+    Member {
+        node: ProxyId::new(id).unwrap(),
+        address: addr,
+        public_key: key.public(),
+        region: String::new(),
+        failure_domain: String::new(),
+        failover: Vec::new(),
+        revoked: false,
+    }
+}
+
+fn free_tcp() -> SocketAddr {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+}
+
+/// Two linked nodes; `lease[i]` is granted to node i's core.
+fn pair(leases: [EpochLease; 2]) -> Vec<Node> {
+    let network = SecretKey::generate();
+    let keys = [SecretKey::generate(), SecretKey::generate()];
+    let links = [free_tcp(), free_tcp()];
+    let mut nodes = Vec::new();
+    for (i, lease) in leases.into_iter().enumerate() {
+        let id = i as u16 + 1;
+        let mut node = Node::new(NodeOptions {
+            worker_threads: 1,
+            thread_name: format!("pair-{id}"),
+            ..NodeOptions::default()
+        })
+        .unwrap();
+        let core = Proxy::new(
+            ProxyConfig::new(ProxyId::new(id).unwrap(), network.clone()),
+            Subscribers::default(),
+            Instant::now(),
+        );
+        core.epochs().grant(lease);
+        let sync = SyncSetup {
+            node_key: keys[i].clone(),
+            listen: links[i],
+            peers: vec![member(2 - i as u16, &keys[1 - i], links[1 - i])],
+            fp_key: fingerprint_key(&network),
+            startup_timeout: Duration::from_secs(20),
+            peer_detect: Duration::from_millis(300),
+            link: LinkConfig::default(),
+            apply_batch: APPLY_BATCH,
+            subscribers: None,
+        };
+        let udp = Udp::Deferred {
+            listen: vec!["127.0.0.1:0".parse().unwrap()],
+            opts: BindOptions::default(),
+        };
+        node.start(core, udp, Some(sync)).unwrap();
+        nodes.push(node);
+    }
+    for n in &nodes {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !n.readiness().borrow().ready() {
+            assert!(Instant::now() < deadline, "never ready");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+    nodes
+}
+
+fn sessions(n: &Node) -> usize {
+    n.with_core(|p| p.session_count()).unwrap()
+}
+
+fn wait(what: &str, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !f() {
+        assert!(Instant::now() < deadline, "{what}");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+fn import(node: &Node, n: u64) {
+    node.with_core(|p| {
+        for i in 0..n {
+            let st = SessionState {
+                id: SessionId::new(ProxyId::new(1).unwrap(), 0x100 + i),
+                client_key: SecretKey::generate().public(),
+                client_to_proxy: [1; 32],
+                proxy_to_client: [2; 32],
+                client_counter_floor: 0,
+                proxy_counter_floors: Vec::new(),
+            };
+            let addr = format!("10.0.0.{}:4000", i % 250 + 1).parse().unwrap();
+            p.import_session(Instant::now(), &st, addr).unwrap();
+        }
+    })
+    .unwrap();
+}
+
+/// A replica takes a send epoch of the importer's lease. When the lease is
+/// spent, the replicas wait (in order) for the host to renew it instead of
+/// being refused and lost: the engine never delivers an entry twice.
+#[test]
+fn replicas_wait_for_a_renewed_epoch_lease_instead_of_being_lost() {
+    // Node 2 may import 10 sessions (epochs 1..=10), then it must wait.
+    let nodes = pair([EpochLease::ephemeral(), EpochLease::durable(1, 11)]);
+    import(&nodes[0], 40);
+    wait("node 2 never imported its 10", || sessions(&nodes[1]) == 10);
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(sessions(&nodes[1]), 10, "imported without a lease");
+    // The host renews the lease: the rest arrive, none lost.
+    nodes[1]
+        .with_core(|p| p.epochs().grant(EpochLease::durable(11, 1000)))
+        .unwrap();
+    wait("the waiting replicas never arrived", || {
+        sessions(&nodes[1]) == 40
+    });
+    let waited = nodes[1]
+        .stats()
+        .apply_waited_for_lease
+        .load(Ordering::Relaxed);
+    assert!(waited >= 1, "nothing waited for the lease");
+    for n in nodes {
+        assert!(n.stop().joined);
+    }
+}
+
+/// A peer whose link stays down past `peer_detect` has its clients adopted
+/// (`Proxy::peer_down`), once.
+#[test]
+fn a_peer_down_past_the_detect_time_has_its_clients_adopted() {
+    let mut nodes = pair([EpochLease::ephemeral(), EpochLease::ephemeral()]);
+    import(&nodes[0], 5);
+    wait("replicas never arrived", || sessions(&nodes[1]) == 5);
+    let first = nodes.remove(0);
+    let stopped = Instant::now();
+    assert!(first.stop().joined);
+    wait("peer never declared down", || {
+        nodes[0].stats().peers_declared_down.load(Ordering::Relaxed) == 1
+    });
+    let after = stopped.elapsed();
+    let adopted = nodes[0].with_core(|p| p.psp_stats().adopted).unwrap();
+    println!(
+        "peer declared down {} ms after it stopped (peer_detect 300 ms)",
+        after.as_millis()
+    );
+    assert_eq!(adopted, 5, "its 5 clients are served here provisionally");
+    assert!(
+        after >= Duration::from_millis(300),
+        "declared before the detect time"
+    );
+    assert!(nodes[0].readiness().borrow().failed.is_none());
+    for n in nodes {
+        assert!(n.stop().joined);
+    }
+}
