@@ -28,6 +28,9 @@ for c in clippy rustfmt; do
     rustup component list --installed 2>/dev/null | grep -q "^$c" || rustup component add "$c"
 done
 
+step "Asterisk 22 chroot (for tests/asterisk_module.rs; cached in /var/cache/anytun)"
+scripts/asterisk-chroot.sh
+
 step "format and lints"
 cargo fmt --all -- --check
 cargo clippy --all-targets -- -D warnings

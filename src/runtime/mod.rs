@@ -8,10 +8,13 @@
 //! - [`peers`]: runs the anypsp peer links ([`crate::sync::link`]) over TCP.
 //! - [`node`]: one proxy on a thread pool of its own: UDP, peer links and
 //!   replication, started and stopped as a whole.
+//! - [`host`]: a proxy booted from a config on a node (keys, store, epoch
+//!   lease, metrics): what `anytund` and the C ABI's hosted proxy share.
 //! - [`subscribers`]: the subscriber store beside a proxy: reloads, and
 //!   replication of its changes.
 
 pub mod client;
+pub mod host;
 pub mod node;
 pub mod peers;
 pub mod proxy;
