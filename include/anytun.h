@@ -687,9 +687,10 @@ typedef struct anytun_proxy_config {
      *  member of an anypsp network. NULL: the file's [sync] (or none: the
      *  proxy runs alone). */
     const char *sync_listen;
-    /** Its peers, each "ID ADDRESS PUBLIC_KEY" (separated by spaces or
-     *  commas: node id, the peer's sync_listen, its node public key as
-     *  `anytund --node-key` or anytun_proxy_node_key prints it);
+    /** Its peers, each "ID ADDRESS PUBLIC_KEY": the peer's node id, its
+     *  sync_listen, its node public key as `anytund --node-key` or
+     *  anytun_proxy_node_key prints it; separated by spaces or commas, or
+     *  "@" after the id ("3@192.0.2.3:7476 KEY");
      *  n_peers > 0 replaces the file's peers and needs a sync_listen (here
      *  or in the file). */
     const char *const *peers;

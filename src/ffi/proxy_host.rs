@@ -59,9 +59,12 @@ fn socket_addr(what: &'static str, s: &str) -> Result<SocketAddr, FfiError> {
     })
 }
 
-/// One peer entry, "ID ADDRESS PUBLIC_KEY".
+/// One peer entry, "ID ADDRESS PUBLIC_KEY" (also "ID@ADDRESS PUBLIC_KEY").
 fn peer(text: &str) -> Result<PeerConfig, String> {
-    let w: Vec<&str> = words(text).collect();
+    let w: Vec<&str> = text
+        .split(|c: char| c == ',' || c == '@' || c.is_whitespace())
+        .filter(|w| !w.is_empty())
+        .collect();
     let [id, address, key] = w[..] else {
         return Err(format!(
             "{text:?}: expected \"ID ADDRESS PUBLIC_KEY\" (3 fields, found {})",

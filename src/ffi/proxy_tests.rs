@@ -90,7 +90,7 @@ fn the_fields_make_a_config_and_override_a_file() {
     c.state_dir = s.s(dir.path().join("st").to_str().unwrap());
     c.peers = s.list(&[
         &format!("5 127.0.0.1:7005 {key2}"),
-        &format!("6,127.0.0.1:7006,{key2}"),
+        &format!("6@127.0.0.1:7006 {key2}"),
     ]);
     c.n_peers = 2;
     c.metrics_listen = s.s("");
