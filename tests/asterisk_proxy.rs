@@ -273,7 +273,7 @@ fn asterisk_hosts_a_proxy_synced_with_anytund_tone_and_dtmf_both_ways() {
     // The kernel picks a proxy per client flow: each PBX takes a new local
     // port until alice's session is at the anytund and bob's at the proxy
     // in bob's PBX, so that the call crosses them.
-    steer(&a, 7, |port| alice_conf(port));
+    steer(&a, 7, alice_conf);
     steer(&b, 2, |port| bob_conf(port, udp));
     // Each PBX's session is at its own proxy: the call must cross them.
     assert!(
