@@ -9,6 +9,7 @@
 //! is the thin host: arguments, signals, the ready file.
 
 use anytun::config;
+use anytun::runtime::announce;
 use anytun::runtime::host::{self, Booted};
 use anytun::session::ProxyId;
 use clap::Parser;
@@ -78,9 +79,16 @@ fn run(args: Args) -> Result<(), String> {
         .enable_all()
         .build()
         .map_err(|e| e.to_string())?;
+    // Announcement follows health (docs/anycast-lab.md): BIRD runs as our
+    // child and the anycast routes are enabled only while we are ready.
+    let announcer = match cfg.announce.clone() {
+        Some(a) => Some(waiter.block_on(async { announce::start(a) })?),
+        None => None,
+    };
     let outcome = waiter.block_on(async {
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
             .map_err(|e| e.to_string())?;
+        let mut drain = announce::DrainSignals::new()?;
         let mut announced = false;
         let mut file_ready = false;
         loop {
@@ -105,6 +113,9 @@ fn run(args: Args) -> Result<(), String> {
                     "anytund: proxy {proxy_id} on {addrs:?}, network public key {network_public}"
                 );
             }
+            if let Some(a) = &announcer {
+                a.update(|h| h.ready = r.ready());
+            }
             if let Some(f) = &ready_file {
                 if r.ready() != file_ready {
                     file_ready = r.ready();
@@ -115,10 +126,15 @@ fn run(args: Args) -> Result<(), String> {
                 _ = tokio::signal::ctrl_c() => return Ok(()),
                 _ = term.recv() => return Ok(()),
                 c = ready.changed() => if c.is_err() { return Ok(()) },
+                d = drain.recv() => announce::on_drain_signal(announcer.as_ref(), d),
             }
         }
     });
     log::info!("shutting down");
+    if let Some(a) = announcer {
+        // Withdraw first, serve what is still on its way, then stop.
+        waiter.block_on(announce::drain_and_stop(a));
+    }
     if let Some(f) = &ready_file {
         set_ready_file(f, false, proxy_id);
     }

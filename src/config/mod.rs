@@ -30,8 +30,11 @@
 //! per_ip_burst = 5
 //! ```
 
+pub mod announce;
 mod source;
 mod sync;
+
+pub use announce::AnnounceConfig;
 
 pub use sync::{
     PeerConfig, SyncConfig, DEFAULT_IDLE_TIMEOUT_MS, DEFAULT_KEEPALIVE_MS, DEFAULT_PEER_DETECT_MS,
@@ -200,6 +203,9 @@ pub struct Config {
     pub ready_file: Option<PathBuf>,
     /// Membership of an anypsp network; `None`: this proxy runs alone.
     pub sync: Option<SyncConfig>,
+    /// The routing daemon announcing the anycast prefixes while ready
+    /// (`[announce]`); `None`: this daemon announces nothing.
+    pub announce: Option<AnnounceConfig>,
 }
 
 /// Default of [`Config::worker_threads`]: small, since the data path is
@@ -234,6 +240,7 @@ impl Default for Config {
             worker_threads: DEFAULT_WORKER_THREADS,
             ready_file: None,
             sync: None,
+            announce: None,
         }
     }
 }
@@ -310,6 +317,7 @@ struct RawConfig {
     worker_threads: Option<Spanned<Value>>,
     ready_file: Option<Spanned<Value>>,
     sync: Option<Spanned<sync::RawSync>>,
+    announce: Option<announce::RawAnnounce>,
 }
 
 #[derive(Deserialize)]
@@ -510,6 +518,13 @@ impl RawConfig {
             }
             None => None,
         };
+        let announce = match self.announce {
+            Some(raw) => Some(
+                raw.check(src.origin)
+                    .map_err(|(message, span)| src.error(span, message))?,
+            ),
+            None => None,
+        };
 
         Ok(Config {
             proxy_id,
@@ -529,6 +544,7 @@ impl RawConfig {
             worker_threads,
             ready_file,
             sync,
+            announce,
         })
     }
 }

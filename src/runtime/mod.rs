@@ -6,6 +6,8 @@
 //! - [`proxy`]: runs a [`crate::proxy::Proxy`] on one or more sockets.
 //! - [`client`]: runs a [`crate::client::Client`] against one proxy address.
 //! - [`peers`]: runs the anypsp peer links ([`crate::sync::link`]) over TCP.
+//! - [`announce`]: runs the routing daemon (BIRD) and announces the anycast
+//!   routes only while the proxy is ready.
 //! - [`node`]: one proxy on a thread pool of its own: UDP, peer links and
 //!   replication, started and stopped as a whole.
 //! - [`host`]: a proxy booted from a config on a node (keys, store, epoch
@@ -13,6 +15,7 @@
 //! - [`subscribers`]: the subscriber store beside a proxy: reloads, and
 //!   replication of its changes.
 
+pub mod announce;
 pub mod client;
 pub mod host;
 pub mod node;
