@@ -5,11 +5,11 @@
 //! panics; an entry whose value does not parse is counted and nothing is
 //! applied for it. Last, the same bytes as a raw sync message.
 #![no_main]
+use anytun::session::{ProxyId, SessionId};
 use anytun::sync::bridge::codec::{self, kind, SCOPES};
 use anytun::sync::bridge::{Apply, Replicator};
 use anytun::sync::msg::{caps, Hello, Msg, Push};
 use anytun::sync::{Config, Entry, Key, Stamp, Version};
-use anytun::session::{ProxyId, SessionId};
 use libfuzzer_sys::fuzz_target;
 
 const T0: u64 = 1_800_000_000_000;
@@ -17,10 +17,16 @@ const T0: u64 = 1_800_000_000_000;
 fn codecs(v: &[u8]) {
     let id = SessionId::new(ProxyId::new(1).unwrap(), 1);
     if let Some(r) = codec::decode_session(id, v) {
-        assert_eq!(codec::decode_session(id, &codec::encode_session(&r)), Some(r));
+        assert_eq!(
+            codec::decode_session(id, &codec::encode_session(&r)),
+            Some(r)
+        );
     }
     if let Some((n, e)) = codec::decode_registration(v) {
-        assert_eq!(codec::decode_registration(&codec::encode_registration(&n, e)), Some((n, e)));
+        assert_eq!(
+            codec::decode_registration(&codec::encode_registration(&n, e)),
+            Some((n, e))
+        );
     }
     if let Some(h) = codec::decode_call(v) {
         assert_eq!(codec::decode_call(&codec::encode_call(&h)), Some(h));
@@ -29,10 +35,16 @@ fn codecs(v: &[u8]) {
         assert_eq!(codec::decode_leg(&codec::encode_leg(s)), Some(s));
     }
     if let Some(ts) = codec::decode_handshake(v) {
-        assert_eq!(codec::decode_handshake(&codec::encode_handshake(&ts)), Some(ts));
+        assert_eq!(
+            codec::decode_handshake(&codec::encode_handshake(&ts)),
+            Some(ts)
+        );
     }
     if let Some((n, live)) = codec::decode_subscriber(v) {
-        assert_eq!(codec::decode_subscriber(&codec::encode_subscriber(&n, live)), Some((n, live)));
+        assert_eq!(
+            codec::decode_subscriber(&codec::encode_subscriber(&n, live)),
+            Some((n, live))
+        );
     }
     let key = Key::new(kind::SESSION, &v[..v.len().min(64)]).unwrap();
     let _ = codec::session_of_key(&key);
@@ -46,8 +58,13 @@ fuzz_target!(|data: &[u8]| {
     let mut r = Replicator::new(Config::new(1, [9; 32]), T0);
     r.add_peer(2).unwrap();
     r.peer_connected(T0, 2);
-    let hello = Hello { node: 2, caps: caps::V1, scopes: vec![] };
-    r.handle_message(T0, 2, &Msg::Hello(hello).encode()).unwrap();
+    let hello = Hello {
+        node: 2,
+        caps: caps::V1,
+        scopes: vec![],
+    };
+    r.handle_message(T0, 2, &Msg::Hello(hello).encode())
+        .unwrap();
     while r.poll_apply().is_some() {}
     while r.poll_transmit().is_some() {}
     // Each entry: scope and kind (1), key length (1), value length (1:
@@ -68,19 +85,28 @@ fuzz_target!(|data: &[u8]| {
             }
         };
         rest = &after[vlen..];
-        let Ok(key) = Key::new(kind, key_bytes) else { continue };
+        let Ok(key) = Key::new(kind, key_bytes) else {
+            continue;
+        };
         logical += 1;
         let e = Entry {
             key,
             owner: 2,
             stamp: Stamp {
                 epoch: 1,
-                version: Version { ms: T0, logical, node: 2 },
+                version: Version {
+                    ms: T0,
+                    logical,
+                    node: 2,
+                },
             },
             value,
         };
         let bad = r.stats().bad_entries;
-        let push = Msg::Push(Push { req: None, entries: vec![(scope, e)] });
+        let push = Msg::Push(Push {
+            req: None,
+            entries: vec![(scope, e)],
+        });
         let _ = r.handle_message(T0, 2, &push.encode());
         let mut applied = Vec::new();
         while let Some(a) = r.poll_apply() {
