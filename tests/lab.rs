@@ -19,6 +19,20 @@ struct Up(Lab);
 
 impl Drop for Up {
     fn drop(&mut self) {
+        if std::thread::panicking() {
+            // A failed run keeps its evidence: the anytund and BIRD logs,
+            // configs and pids of every namespace (set ANYTUN_LAB_LOG=debug
+            // for the daemons' debug logs).
+            let keep = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
+                .join(format!("lab-failed-{}", self.0.names.prefix));
+            let _ = std::fs::remove_dir_all(&keep);
+            let copied = std::process::Command::new("cp")
+                .arg("-a")
+                .arg(&self.0.run)
+                .arg(&keep)
+                .status();
+            eprintln!("lab logs kept in {} ({copied:?})", keep.display());
+        }
         if let Err(e) = self.0.down() {
             eprintln!("lab down failed: {e}");
         }
