@@ -778,3 +778,24 @@ fn figure_a_new_session_is_visible_on_all_proxies() {
         s.len()
     );
 }
+
+#[test]
+fn the_demo_as_root_runs_the_lab_and_reports_the_failover_in_whole_ms() {
+    let _g = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    if let Err(e) = preflight() {
+        panic!("the lab tests need root and the lab's tools: {e}");
+    }
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_anytun"))
+        .args(["demo", "--json", "--seconds", "3"])
+        .output()
+        .expect("anytun runs");
+    let text = String::from_utf8_lossy(&out.stdout);
+    eprintln!("{}", String::from_utf8_lossy(&out.stderr));
+    let v: serde_json::Value = serde_json::from_str(text.trim()).expect("one JSON object");
+    eprintln!("{v}");
+    assert_eq!(v["proxies"], 3, "the lab demo, not loopback");
+    // One "failover" object for both demos (issue 8: gap_ms is N, whole ms).
+    assert!(v["failover"]["gap_ms"].is_u64(), "{v}");
+    assert_eq!(v["failover"]["calls_dropped"], 0, "{v}");
+    assert_eq!(v["failover"]["handshakes_repeated"], 0, "{v}");
+}
