@@ -17,8 +17,30 @@
 /*! Most names one PBX registers (anytun.conf "register"). */
 #define AT_MAX_NAMES 16
 
+/*! Most peers of a hosted proxy (anytun.conf [proxy] "peer"). */
+#define AT_MAX_PEERS 64
+
+/*! \brief anytun.conf [proxy]: a proxy node hosted in Asterisk. */
+struct at_proxy_settings {
+	int enabled; /*!< a [proxy] section is present */
+	uint32_t node_id;
+	uint32_t worker_threads;
+	int reuse_port;
+	int metrics_set;
+	char config_file[PATH_MAX];
+	char listen[256];
+	char state_dir[PATH_MAX];
+	char subscribers[PATH_MAX];
+	char sync_listen[128];
+	char metrics_listen[128];
+	char peers[AT_MAX_PEERS][ANYTUN_PROXY_MAX_PEER_TEXT];
+	size_t n_peers;
+};
+
 /*! \brief anytun.conf, parsed and checked. */
 struct at_settings {
+	/*! [proxy]; the client below is off when [general] has no proxy. */
+	struct at_proxy_settings proxy_mode;
 	/* The connection: a change needs a new session (see at_conn_equal). */
 	char private_key[ANYTUN_KEY_TEXT_SIZE * 2]; /*!< never logged or shown */
 	char key_file[PATH_MAX];
@@ -119,6 +141,15 @@ void at_on_dtmf(void *user, uint64_t call, char digit, uint16_t duration_ms);
 /* res_anytun_config.c: anytun.conf, clients, load/unload/reload. */
 int at_name_valid(const char *name);
 const char *at_session_state_name(int state);
+
+/* res_anytun_proxy.c: proxy mode ([proxy], anytun_proxy_*). */
+struct ast_variable;
+int at_proxy_parse(struct at_proxy_settings *p, struct ast_variable *v);
+int at_proxy_start(const struct at_proxy_settings *p);
+void at_proxy_stop(void);
+int at_proxy_reload(const struct at_proxy_settings *p);
+void at_proxy_cli_status(int fd);
+int at_proxy_cli_peers(int fd);
 
 /* res_anytun_cli.c: anytun show status|sessions|peers|calls. */
 int at_cli_register(void);

@@ -31,7 +31,7 @@ static void show_status(int fd)
 	char names[AT_MAX_NAMES * (ANYTUN_MAX_NAME + 2)] = "";
 	char codecs[ANYTUN_MAX_CODECS * 6] = "";
 	char detail[256] = "", proxy[256] = "", context[AST_MAX_CONTEXT] = "";
-	int have, state = -1, calls = 0, pending = 0;
+	int have, state = -1, calls = 0, pending = 0, have_proxy = 0;
 	size_t i;
 
 	ast_mutex_lock(&at.lock);
@@ -46,6 +46,7 @@ static void show_status(int fd)
 		}
 		ast_copy_string(proxy, at.cfg->proxy, sizeof(proxy));
 		ast_copy_string(context, at.cfg->context, sizeof(context));
+		have_proxy = at.cfg->proxy_mode.enabled;
 	}
 	if (at.cur) {
 		state = at.cur->state;
@@ -58,7 +59,7 @@ static void show_status(int fd)
 
 	ast_cli(fd, "anytun status\n");
 	ast_cli(fd, "  Library:          %s (ABI %u)\n", anytun_version(), anytun_abi_version());
-	ast_cli(fd, "  Mode:             client (proxy mode: not configured)\n");
+	ast_cli(fd, "  Mode:             %s\n", have_proxy ? (proxy[0] ? "client and proxy" : "proxy") : "client");
 	ast_cli(fd, "  Proxy:            %s\n", proxy);
 	ast_cli(fd, "  Session:          %s%s%s\n", state < 0 ? "none" : at_session_state_name(state),
 		detail[0] ? ": " : "", detail);
@@ -75,6 +76,7 @@ static void show_status(int fd)
 	ast_cli(fd, "  Channels:         %d\n", calls);
 	ast_cli(fd, "  Pending reload:   %s\n",
 		pending ? "new connection settings, waiting for the calls to end" : "none");
+	at_proxy_cli_status(fd);
 }
 
 #define SESSIONS_FORMAT "%-24.24s %-13.13s %-16.16s %-8.8s %-24.24s %-5.5s %-5.5s %s\n"
@@ -112,12 +114,17 @@ static void show_sessions(int fd)
 	}
 	ast_mutex_unlock(&at.lock);
 	ast_cli(fd, "%d anytun session%s\n", n, ESS(n));
+	/* The hosted proxy's own tables (its clients' sessions). */
+	at_proxy_cli_status(fd);
 }
 
 #define PEERS_FORMAT "%-10.10s %-40.40s %-12.12s %s\n"
 
 static void show_peers(int fd)
 {
+	if (!at_proxy_cli_peers(fd)) {
+		return;
+	}
 	ast_cli(fd, PEERS_FORMAT, "Node", "Address", "State", "Sessions");
 	ast_cli(fd, "0 anypsp peers (proxy mode is not configured: this PBX is an anytun client)\n");
 }

@@ -271,20 +271,17 @@ static struct at_settings *settings_load(void)
 		if (!strcasecmp(cat, "general")) {
 			res = parse_general(s, v);
 		} else if (!strcasecmp(cat, "proxy")) {
-			if (v) {
-				ast_log(LOG_ERROR, CONFIG_FILE " line %d: [proxy]: proxy mode is not available in this version of res_anytun (client mode only); remove the [proxy] settings\n",
-					v->lineno);
-				res = -1;
-			}
+			res = at_proxy_parse(&s->proxy_mode, v);
 		} else {
 			ast_log(LOG_ERROR, CONFIG_FILE ": unknown section [%s] (expected [general], [proxy])\n", cat);
 			res = -1;
 		}
 	}
 	ast_config_destroy(cfg);
+	/* Proxy mode alone: no client when [general] names no proxy. */
 	if (!res && (ast_strlen_zero(s->private_key) || ast_strlen_zero(s->network_key)
-		|| ast_strlen_zero(s->proxy))) {
-		ast_log(LOG_ERROR, CONFIG_FILE ": [general] needs key_file (this PBX's anytun key), network_key and proxy\n");
+		|| ast_strlen_zero(s->proxy)) && !(s->proxy_mode.enabled && ast_strlen_zero(s->proxy))) {
+		ast_log(LOG_ERROR, CONFIG_FILE ": [general] needs key_file (this PBX's anytun key), network_key and proxy (or a [proxy] section alone)\n");
 		res = -1;
 	}
 	if (!res && !s->n_codecs) {
@@ -545,6 +542,8 @@ static int unload_module(void)
 	/* Joins the library's thread: no callback runs after this. */
 	client_free(pending);
 	client_free(cur);
+	/* Joins every thread of the hosted proxy. */
+	at_proxy_stop();
 	settings_free(cfg);
 	anytun_set_logger(NULL, NULL, ANYTUN_LOG_OFF);
 	ao2_cleanup(at.pvts);
@@ -577,7 +576,15 @@ static int load_module(void)
 		return AST_MODULE_LOAD_DECLINE;
 	}
 	anytun_set_logger(log_cb, NULL, s->log_level);
-	if (!(c = client_new(s)) || client_start(c)) {
+	/* The proxy first: this PBX's own client may use it. */
+	if (at_proxy_start(&s->proxy_mode)) {
+		settings_free(s);
+		unload_module();
+		ast_log(LOG_ERROR, "anytun: res_anytun not loaded: fix " CONFIG_FILE " [proxy]\n");
+		return AST_MODULE_LOAD_DECLINE;
+	}
+	c = NULL;
+	if (!ast_strlen_zero(s->proxy) && (!(c = client_new(s)) || client_start(c))) {
 		client_free(c);
 		settings_free(s);
 		unload_module();
@@ -599,7 +606,9 @@ static int load_module(void)
 		unload_module();
 		return AST_MODULE_LOAD_DECLINE;
 	}
-	ast_verb(2, "anytun: %s, proxy %s, %zu names\n", anytun_version(), s->proxy, s->n_names);
+	ast_verb(2, "anytun: %s, proxy %s, %zu names%s\n", anytun_version(),
+		s->proxy[0] ? s->proxy : "(none: proxy mode only)", s->n_names,
+		s->proxy_mode.enabled ? ", hosting a proxy" : "");
 	return AST_MODULE_LOAD_SUCCESS;
 }
 
@@ -615,7 +624,18 @@ static int reload_module(void)
 	ast_mutex_lock(&at.lock);
 	old = at.cfg;
 	ast_mutex_unlock(&at.lock);
-	if (!conn_equal(old, s) && !(fresh = client_new(s))) {
+	if (ast_strlen_zero(old->proxy) != ast_strlen_zero(s->proxy)) {
+		ast_log(LOG_ERROR, "anytun: reload refused: turning client mode on or off needs unload and load; the running settings stay\n");
+		settings_free(s);
+		return -1;
+	}
+	/* Checked before anything changes: a refused [proxy] keeps it all. */
+	if (at_proxy_reload(&s->proxy_mode)) {
+		ast_log(LOG_ERROR, "anytun: reload refused; the running settings stay\n");
+		settings_free(s);
+		return -1;
+	}
+	if (!ast_strlen_zero(s->proxy) && !conn_equal(old, s) && !(fresh = client_new(s))) {
 		ast_log(LOG_ERROR, "anytun: reload refused; the running settings stay\n");
 		settings_free(s);
 		return -1;

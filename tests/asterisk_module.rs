@@ -10,61 +10,13 @@
 mod asterisk_lab;
 
 use anytun::audio::read_wav;
+use asterisk_lab::calls::{
+    alice_extensions, bob_extensions, check_call, tone_files, ALICE_TONE, BOB_TONE,
+};
 use asterisk_lab::tones::{analyse, tone_and_digits};
 use asterisk_lab::{cpu_seconds, serial, wait_until, wav_bytes, Net, Pbx, ANYTUN};
 use std::process::Command;
 use std::time::{Duration, Instant};
-
-const ALICE_TONE: f64 = 1000.0;
-const BOB_TONE: f64 = 440.0;
-
-/// Alice's PBX: `channel originate ANYTUN/bob extension s@tx` runs `tx` on
-/// the ANYTUN channel once bob answers: record what comes back, play a tone
-/// with in-band digits, send DTMF, read bob's DTMF.
-fn alice_extensions(inner: &str) -> String {
-    format!(
-        "[general]\n\
-         [from-anytun]\n\
-         [tx]\n\
-         exten => s,1,MixMonitor({inner}/spool/a-mix.wav,r({inner}/spool/a-rx.wav))\n \
-         same => n,Wait(0.3)\n \
-         same => n,Playback({inner}/etc/tone-a)\n \
-         same => n,SendDTMF(4821,120)\n \
-         same => n,Read(DIG,,4,,,10)\n \
-         same => n,Set(FILE({inner}/spool/a-digits.txt)=${{DIG}})\n \
-         same => n,Hangup()\n\
-         [tx-cli]\n\
-         exten => s,1,MixMonitor({inner}/spool/a-mix.wav,r({inner}/spool/a-rx.wav))\n \
-         same => n,Wait(0.3)\n \
-         same => n,Playback({inner}/etc/tone-a)\n \
-         same => n,SendDTMF(4821,120)\n \
-         same => n,Wait(2)\n \
-         same => n,Hangup()\n\
-         [load]\n\
-         exten => s,1,Playback({inner}/etc/long)\n \
-         same => n,Hangup()\n"
-    )
-}
-
-/// Bob's PBX: incoming calls to the name bob start at extension bob of
-/// from-anytun.
-fn bob_extensions(inner: &str) -> String {
-    format!(
-        "[general]\n\
-         [from-anytun]\n\
-         exten => bob,1,Answer()\n \
-         same => n,Set(FILE({inner}/spool/b-caller.txt)=${{CALLERID(num)}}|${{CALLERID(name)}}|${{EXTEN}}|${{CHANNEL(audionativeformat)}})\n \
-         same => n,MixMonitor({inner}/spool/b-mix.wav,r({inner}/spool/b-rx.wav))\n \
-         same => n,Read(DIG,,4,,,10)\n \
-         same => n,Set(FILE({inner}/spool/b-digits.txt)=${{DIG}})\n \
-         same => n,Playback({inner}/etc/tone-b)\n \
-         same => n,SendDTMF(7306,120)\n \
-         same => n,Wait(5)\n \
-         same => n,Hangup()\n\
-         exten => echo,1,Answer()\n \
-         same => n,Echo()\n"
-    )
-}
 
 struct Pair {
     net: Net,
@@ -83,8 +35,7 @@ fn pair(codecs: &str) -> Pair {
     ]);
     let (ia, ib) = (Pbx::inner_dir("a"), Pbx::inner_dir("b"));
     let extra = format!("codecs = {codecs}\n");
-    let tone_a = wav_bytes(&tone_and_digits(ALICE_TONE, 1.0, "159"));
-    let tone_b = wav_bytes(&tone_and_digits(BOB_TONE, 1.0, "2*#"));
+    let (tone_a, tone_b) = tone_files();
     let long: Vec<i16> = tone_and_digits(ALICE_TONE, 8.0, "");
     let ca = net.pbx_conf(
         "alice.key",
@@ -139,49 +90,7 @@ fn call_both_ways(codecs: &str, expect_codec: &str) {
         Duration::from_secs(40),
         || p.a.channels() == 0 && p.b.channels() == 0,
     );
-    let caller = std::fs::read_to_string(p.b.spool("b-caller.txt")).unwrap();
-    assert_eq!(
-        caller,
-        format!("alice|alice|bob|({expect_codec})"),
-        "caller id, extension and codec at bob's PBX"
-    );
-    let read = |f: &str, pbx: &Pbx| std::fs::read_to_string(pbx.spool(f)).unwrap_or_default();
-    assert_eq!(
-        read("b-digits.txt", &p.b),
-        "4821",
-        "DTMF alice -> bob (Read at bob's PBX)"
-    );
-    assert_eq!(
-        read("a-digits.txt", &p.a),
-        "7306",
-        "DTMF bob -> alice (Read at alice's PBX)"
-    );
-    let heard_by_bob = analyse(&read_wav(&p.b.spool("b-rx.wav")).unwrap());
-    let heard_by_alice = analyse(&read_wav(&p.a.spool("a-rx.wav")).unwrap());
-    println!("{codecs}: bob heard {heard_by_bob:?}; alice heard {heard_by_alice:?}");
-    for (a, tone, digits, who) in [
-        (&heard_by_bob, ALICE_TONE, "159", "bob"),
-        (&heard_by_alice, BOB_TONE, "2*#", "alice"),
-    ] {
-        let hz = a
-            .tone_hz
-            .unwrap_or_else(|| panic!("{who} heard no tone: {a:?}"));
-        assert!(
-            (hz - tone).abs() <= 5.0,
-            "{who} heard {hz} Hz, sent {tone}: {a:?}"
-        );
-        assert!(
-            a.tone_seconds >= 0.9,
-            "{who} heard the tone for {} s of 1.0: {a:?}",
-            a.tone_seconds
-        );
-        assert_eq!(a.digits, digits, "in-band digits {who} heard: {a:?}");
-        assert!(
-            a.seconds >= 2.0,
-            "{who}'s recording is {} s long",
-            a.seconds
-        );
-    }
+    check_call(&p.a, &p.b, codecs, expect_codec);
     assert_no_errors(&p, &[]);
     // `core stop gracefully` runs the module's unload.
     let Pair {
@@ -449,9 +358,24 @@ fn bad_config_refuses_to_load_and_never_crashes() {
             good.replace("key_file = anytun.key", "key_file = missing.key"),
             "missing.key: No such file",
         ),
+        // Proxy mode: the module's own checks, then the library's.
+        (
+            good.clone() + "[proxy]\nnode_id = 0\nstate_dir = /tmp/p\n",
+            "[proxy] node_id '0' is not a number in 1..65534",
+        ),
+        (
+            good.clone() + "[proxy]\nstate_dir = /tmp/p\nlisten_on = 1\n",
+            "unknown setting 'listen_on' in [proxy]",
+        ),
         (
             good.clone() + "[proxy]\nnode_id = 3\n",
-            "proxy mode is not available in this version",
+            "anytun: anytun.conf [proxy]: ",
+        ),
+        (
+            good.clone()
+                + "[proxy]\nstate_dir = /tmp/p\nsync_listen = 127.0.0.1:1\n\
+                   peer = 7 127.0.0.1:2 not-a-key\n",
+            "peers[0]",
         ),
     ];
     std::fs::write(conf.path().join("anytun.conf"), &cases[0].0).unwrap();

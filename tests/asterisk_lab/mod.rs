@@ -10,6 +10,7 @@
 // Shared by several test crates, each using a part.
 #![allow(dead_code)]
 
+pub mod calls;
 pub mod tones;
 
 use std::io::Read;
