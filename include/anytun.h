@@ -816,8 +816,8 @@ typedef struct anytun_proxy_peer_info {
     int32_t state;
     /** Its configured address, "IP:PORT", NUL-terminated. */
     char address[64];
-    /** When it was last heard from, ms since the Unix epoch, as the sync
-     *  task last published it (it may lag); 0: never. */
+    /** When it was last heard from, ms since the Unix epoch (at most
+     *  500 ms old); 0: never. */
     uint64_t last_heard_ms;
     /** Links that came up with it since start. */
     uint64_t connects;
@@ -832,8 +832,10 @@ typedef struct anytun_proxy_peer_info {
 
 /** Lists the configured peers into out[0..cap), by node id. *count gets
  *  their number; if cap is smaller, ANYTUN_ERR_BUFFER_TOO_SMALL (ask again
- *  with *count entries). out may be NULL when cap is 0. Link states are
- *  current; before start every peer is ANYTUN_PEER_DOWN. */
+ *  with *count entries). out may be NULL when cap is 0. As the sync task
+ *  last published them (what anytund's /status says): link states at once
+ *  on a change, figures at most 500 ms old; before start every peer is
+ *  ANYTUN_PEER_DOWN. */
 int anytun_proxy_peers(anytun_proxy *proxy, anytun_proxy_peer_info *out,
                        size_t cap, size_t *count);
 

@@ -203,6 +203,14 @@ impl Net {
                 payload: v.payload.to_vec(),
             });
         }
+        while let Some(h) = node.client.poll_held_voice() {
+            node.heard.push(Heard {
+                call: h.call,
+                seq: h.seq,
+                timestamp: h.timestamp,
+                payload: h.payload,
+            });
+        }
     }
 
     /// Moves datagrams until nobody has anything to send.

@@ -400,10 +400,9 @@ fn a_proxy_hosted_through_the_c_abi_syncs_with_anytund_and_carries_a_call() {
     );
     let mut callee = callee;
     callee.env("ANYTUN_TEST_BIND", format!("127.0.0.1:{bob_port}"));
-    // The answer takes the peer link to alice, the voice a direct path: a
-    // frame sent at once can overtake the answer and be dropped by her
-    // library (seen: 1 of 100). The callee talks once the answer is there.
-    callee.env("ANYTUN_TEST_TALK_DELAY_MS", "300");
+    // The callee talks at once: the answer takes the peer link to alice,
+    // the voice a direct path, so a frame can overtake the answer; her
+    // library holds it until the answer is there, and she hears all.
     let mut callee = Proc::spawn(callee, true, "the callee");
     callee.wait_for("READY", Duration::from_secs(15));
     // Bob's registration reaches anytund by replication before alice calls.

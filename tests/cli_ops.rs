@@ -650,3 +650,89 @@ fn status_and_peers_read_a_running_daemon() {
         "{err}"
     );
 }
+
+/// The `/status` document of the daemon whose metrics listen on `port`.
+fn status(port: u16) -> Option<anytun::metrics::Status> {
+    let reply = http_get(port, "/status")?;
+    let body = reply.split_once("\r\n\r\n")?.1;
+    serde_json::from_str(body).ok()
+}
+
+/// Two linked daemons left idle (no client, no user change): once a
+/// daemon's ready file says it serves (it synced with its peer), its
+/// `/status` says so too (ready, synced, the peer up), not only after a
+/// later tick or event; and still does a while later.
+#[test]
+fn an_idle_pair_of_linked_daemons_shows_its_peer_up_and_synced() {
+    use anytun::crypto::SecretKey;
+    let dir = tempfile::tempdir().unwrap();
+    let network = SecretKey::generate();
+    let keys = [SecretKey::generate(), SecretKey::generate()];
+    let links = [free_tcp_port(), free_tcp_port()];
+    let metrics = [free_tcp_port(), free_tcp_port()];
+    let mut daemons = Vec::new();
+    for i in 0..2 {
+        let d = dir.path().join(format!("p{i}"));
+        network
+            .write_new_file(&d.join("state/network.key"))
+            .unwrap();
+        keys[i].write_new_file(&d.join("node.key")).unwrap();
+        let other = 1 - i;
+        let config = write_config(
+            &d,
+            free_udp_port(),
+            &format!(
+                "proxy_id = {}\nmetrics_listen = \"127.0.0.1:{}\"\nready_file = \"ready\"\n\
+                 [sync]\nnode_key = \"node.key\"\nlisten = \"127.0.0.1:{}\"\n\
+                 [[sync.peers]]\nid = {}\naddress = \"127.0.0.1:{}\"\npublic_key = \"{}\"\n",
+                i + 1,
+                metrics[i],
+                links[i],
+                other + 1,
+                links[other],
+                keys[other].public()
+            ),
+        );
+        daemons.push(Daemon::start(&config, &d));
+    }
+    let t = Instant::now();
+    let mut pending = vec![0usize, 1];
+    while !pending.is_empty() {
+        assert!(
+            t.elapsed() < Duration::from_secs(10),
+            "daemons {pending:?} never ready"
+        );
+        pending.retain(|&i| {
+            let ready_file = dir.path().join(format!("p{i}/ready"));
+            if !ready_file.exists() {
+                return true;
+            }
+            let s = status(metrics[i]).expect("/status answers");
+            let synced = s.sync.as_ref().is_some_and(|y| y.synced);
+            let peer = s.peer(2 - i as u16).map(|p| p.state());
+            let ready = s.ready;
+            eprintln!(
+                "daemon {}: ready file after {:?}; /status: ready {ready}, synced {synced}, peer {peer:?}",
+                i + 1,
+                t.elapsed()
+            );
+            assert!(
+                ready && synced && peer == Some("up"),
+                "daemon {}: ready file written, but /status says {s:?}",
+                i + 1
+            );
+            false
+        });
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    // Idle from here on: the board still says so a while later.
+    std::thread::sleep(Duration::from_millis(1200));
+    for (i, &port) in metrics.iter().enumerate() {
+        let s = status(port).expect("status");
+        assert!(
+            s.ready && s.sync.as_ref().is_some_and(|y| y.synced),
+            "{s:?}"
+        );
+        assert_eq!(s.peer(2 - i as u16).map(|p| p.state()), Some("up"));
+    }
+}

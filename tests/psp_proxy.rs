@@ -910,3 +910,48 @@ fn a_callees_answer_reaching_a_proxy_without_the_call_is_handled_by_its_owner() 
     assert_eq!(connected(&mut bed, "alice") + connected(&mut bed, "bob"), 2);
     assert_eq!(bed.nonce_reuses, 0);
 }
+
+/// The callee talks the moment it answers: its proxy relays the voice
+/// straight to the caller (10 ms) while the Answer crosses the peer link to
+/// the caller's proxy (20 ms). The caller holds the frames that overtake
+/// the Answer and plays them once it is through: none is lost.
+#[test]
+fn voice_that_overtakes_the_answer_across_proxies_is_heard() {
+    let mut bed = Bed::new(3, &["alice", "bob"], 11);
+    bed.connect_all();
+    bed.register("bob", "bob");
+    let now = bed.now;
+    let call = bed
+        .site("alice")
+        .client
+        .call(now, anytun::testbed::name("bob"), None, vec!["ulaw".into()])
+        .unwrap();
+    bed.run_for(Duration::from_millis(200));
+    let now = bed.now;
+    bed.site("bob").client.answer(now, call, "ulaw").unwrap();
+    // The Answer leaves bob before its first frame, as from a real shell.
+    bed.run_for(Duration::ZERO);
+    // Frames every 5 ms from the answer on: several arrive before it.
+    for seq in 0..20 {
+        bed.send_voice("bob", call, seq);
+        bed.run_for(Duration::from_millis(5));
+    }
+    bed.run_for(Duration::from_millis(100));
+    assert_eq!(
+        count(&mut bed, "alice", |e| matches!(e, Event::Answered { .. })),
+        1
+    );
+    assert_eq!(
+        heard_all(&mut bed, "bob", "alice", 0..20),
+        Vec::<u32>::new()
+    );
+    let seqs: Vec<u32> = bed.site("alice").heard.iter().map(|f| f.seq).collect();
+    assert_eq!(seqs, (0..20).collect::<Vec<_>>(), "played in order, once");
+    assert_eq!(
+        bed.site("alice")
+            .client
+            .drops()
+            .get(anytun::wire::DropReason::UnknownCall),
+        0
+    );
+}

@@ -1,5 +1,6 @@
 //! The client's calls: placing, answering, refusing, ending; voice and DTMF.
 
+use super::early::{EarlyVoice, HeldVoiceFrame, EARLY_VOICE_FRAMES};
 use super::{Client, ClientError, Event, VoiceFrame};
 use crate::call::e2e::{self, CallerHandshake, E2eSession};
 use crate::call::{Cause, Name};
@@ -50,6 +51,8 @@ pub(crate) enum CallState {
         to: Name,
         offered: Vec<String>,
         ringing: bool,
+        /// Voice that came before the Answer, held until it comes.
+        early: EarlyVoice,
     },
     /// We were invited and have not answered.
     Alerting {
@@ -195,6 +198,7 @@ impl Client {
             to,
             offered: codecs,
             ringing: false,
+            early: EarlyVoice::default(),
         };
         self.calls.insert(call, state);
         Ok(call)
@@ -445,6 +449,7 @@ impl Client {
             handshake,
             to,
             offered,
+            early,
             ..
         } = c
         else {
@@ -464,8 +469,10 @@ impl Client {
                     ActiveCall::new(now, session, codec.clone(), to, CallDirection::Outgoing);
                 self.calls.insert(call, CallState::Active(active));
                 self.events.push_back(Event::Answered { call, codec });
+                self.release_early(now, call, early);
             }
             Err(e) => {
+                self.drops.add_n(DropReason::EarlyVoiceDropped, early.len());
                 // The event carries it; the application reports it once.
                 log::debug!("call {call}: end-to-end handshake failed: {e}");
                 let cause = Cause::TemporaryFailure;
@@ -515,8 +522,17 @@ impl Client {
         call: CallId,
         blob: &'a mut [u8],
     ) -> Result<Option<VoiceFrame<'a>>, DropReason> {
-        let Some(CallState::Active(c)) = self.calls.get_mut(&call) else {
-            return Err(DropReason::UnknownCall);
+        let c = match self.calls.get_mut(&call) {
+            Some(CallState::Active(c)) => c,
+            // Voice before the Answer (it took the longer way, through
+            // the peer link): held until the Answer opens it.
+            Some(CallState::Dialing { early, .. }) => {
+                if early.push(blob) {
+                    self.drops.add(DropReason::EarlyVoiceDropped);
+                }
+                return Ok(None);
+            }
+            _ => return Err(DropReason::UnknownCall),
         };
         let msg = E2eMessage::parse(c.e2e.open(blob)?)?;
         c.last_rx = now;
@@ -533,6 +549,33 @@ impl Client {
             })),
             E2eMessage::Alive => Ok(None),
             E2eMessage::Dtmf { .. } => Err(DropReason::BadInner),
+        }
+    }
+
+    /// Opens the voice held for `call` before its Answer and queues it for
+    /// [`Client::poll_held_voice`], oldest first; what does not open is
+    /// counted like any relayed frame that does not.
+    fn release_early(&mut self, now: Instant, call: CallId, early: EarlyVoice) {
+        for mut blob in early.take() {
+            match self.open_voice(now, call, &mut blob) {
+                Ok(Some(f)) => {
+                    let held = HeldVoiceFrame {
+                        call,
+                        seq: f.seq,
+                        timestamp: f.timestamp,
+                        payload: f.payload.to_vec(),
+                    };
+                    // An application that never drains them cannot grow
+                    // the queue: a few calls' worth at most.
+                    if self.held_voice.len() >= 4 * EARLY_VOICE_FRAMES {
+                        self.held_voice.pop_front();
+                        self.drops.add(DropReason::EarlyVoiceDropped);
+                    }
+                    self.held_voice.push_back(held);
+                }
+                Ok(None) => {}
+                Err(r) => self.drops.add(r),
+            }
         }
     }
 
@@ -630,6 +673,9 @@ impl Client {
     pub(super) fn end_call(&mut self, call: CallId, cause: Cause) -> bool {
         let removed = self.calls.remove(&call);
         let existed = removed.is_some();
+        if let Some(CallState::Dialing { early, .. }) = &removed {
+            self.drops.add_n(DropReason::EarlyVoiceDropped, early.len());
+        }
         if let Some(CallState::Active(mut a)) = removed {
             // Digits received but held for an earlier one are the other
             // side's: delivered (in order) before the call's end, not lost.

@@ -9,9 +9,11 @@
 
 pub mod calls;
 mod connect;
+mod early;
 mod events;
 
 pub use calls::{CallDirection, CallInfo};
+pub use early::{HeldVoiceFrame, EARLY_VOICE_FRAMES};
 pub use events::{ClientError, ClockSkew, Event, VoiceFrame};
 
 use crate::call::reliable::{ReliableReceiver, ReliableSender};
@@ -196,6 +198,9 @@ pub struct Client {
     registrations: Vec<Registration>,
     pub(crate) calls: HashMap<CallId, CallState>,
     events: VecDeque<Event>,
+    /// Voice frames held before their call's Answer, opened and ready to
+    /// play; at most [`EARLY_VOICE_FRAMES`] per call answered.
+    held_voice: VecDeque<HeldVoiceFrame>,
     queue: VecDeque<Vec<u8>>,
     drops: DropCounters,
     /// Correction of handshake timestamps learned from the proxy.
@@ -222,6 +227,7 @@ impl Client {
             registrations: Vec::new(),
             calls: HashMap::new(),
             events: VecDeque::new(),
+            held_voice: VecDeque::new(),
             queue: VecDeque::new(),
             drops: DropCounters::default(),
             clock: connect::Clock::default(),
@@ -242,6 +248,14 @@ impl Client {
             Conn::Established(e) => Some(e.proxy),
             _ => None,
         }
+    }
+
+    /// The next voice frame that arrived before its call's Answer and was
+    /// held until it came (spec: client call states). A shell plays these
+    /// like the frames [`Client::handle_datagram`] returns, draining them
+    /// after each datagram.
+    pub fn poll_held_voice(&mut self) -> Option<HeldVoiceFrame> {
+        self.held_voice.pop_front()
     }
 
     /// Packets dropped, per reason.

@@ -20,6 +20,7 @@
 //! max_register_expires_s = 3600
 //! media_timeout_s = 15                        # 0 disables
 //! max_calls_per_session = 16                  # a PBX trunk needs more
+//! relay_via_serving = false                    # true where routers run strict uRPF
 //! metrics_listen = "127.0.0.1:9475"            # "" disables metrics
 //! subscriber_reload_ms = 1000
 //! subscriber_tombstone_days = 7                # keep removals this long
@@ -182,6 +183,12 @@ pub struct Config {
     /// Most calls one session is part of at once (a PBX is one session:
     /// its concurrent calls); `ProxyConfig::max_calls_per_session`.
     pub max_calls_per_session: u32,
+    /// Relay voice for a party served by another proxy through that proxy
+    /// (one more hop, one peer-link crossing per frame) instead of sending
+    /// it straight from here: for networks whose routers drop packets from
+    /// the anycast address arriving on an unexpected path (strict uRPF).
+    /// `ProxyConfig::relay_via_serving`; docs/anypsp-protocol.md 15.8.
+    pub relay_via_serving: bool,
     /// Address of the metrics HTTP endpoint, or `None` for no metrics
     /// (written as `metrics_listen = ""`, since TOML has no null).
     pub metrics_listen: Option<String>,
@@ -232,6 +239,7 @@ impl Default for Config {
             max_register_expires_s: DEFAULT_MAX_REGISTER_EXPIRES_S,
             media_timeout_s: DEFAULT_MEDIA_TIMEOUT_S,
             max_calls_per_session: DEFAULT_MAX_CALLS_PER_SESSION,
+            relay_via_serving: false,
             metrics_listen: Some(DEFAULT_METRICS_LISTEN.to_owned()),
             subscriber_reload_ms: DEFAULT_SUBSCRIBER_RELOAD_MS,
             subscriber_tombstone_days: DEFAULT_SUBSCRIBER_TOMBSTONE_DAYS,
@@ -309,6 +317,7 @@ struct RawConfig {
     max_register_expires_s: Option<Spanned<Value>>,
     media_timeout_s: Option<Spanned<Value>>,
     max_calls_per_session: Option<Spanned<Value>>,
+    relay_via_serving: Option<Spanned<Value>>,
     metrics_listen: Option<Spanned<Value>>,
     subscriber_reload_ms: Option<Spanned<Value>>,
     subscriber_tombstone_days: Option<Spanned<Value>>,
@@ -441,6 +450,9 @@ impl RawConfig {
             CALLS_PER_SESSION_RANGE,
             defaults.max_calls_per_session,
         )?;
+        let relay_via_serving = src
+            .bool("relay_via_serving", self.relay_via_serving)?
+            .unwrap_or(defaults.relay_via_serving);
 
         let metrics_listen = match self.metrics_listen {
             Some(addr) => {
@@ -536,6 +548,7 @@ impl RawConfig {
             max_register_expires_s,
             media_timeout_s,
             max_calls_per_session,
+            relay_via_serving,
             metrics_listen,
             subscriber_reload_ms,
             subscriber_tombstone_days,

@@ -60,6 +60,7 @@ session_timeout_s = 41
 max_register_expires_s = 600
 media_timeout_s = 30
 max_calls_per_session = 100
+relay_via_serving = true
 metrics_listen = "[::1]:9100"
 subscriber_reload_ms = 250
 subscriber_tombstone_days = 30
@@ -83,6 +84,7 @@ per_ip_burst = 1
             max_register_expires_s: 600,
             media_timeout_s: 30,
             max_calls_per_session: 100,
+            relay_via_serving: true,
             metrics_listen: Some("[::1]:9100".to_owned()),
             subscriber_reload_ms: 250,
             subscriber_tombstone_days: 30,

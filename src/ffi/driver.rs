@@ -349,6 +349,25 @@ impl Core {
 }
 
 impl Callbacks {
+    /// Hands one received voice frame to the host and counts it.
+    fn voice(&self, shared: &Shared, f: &crate::client::VoiceFrame<'_>) {
+        shared.frames_received.fetch_add(1, Ordering::Relaxed);
+        if let Some(on_voice) = self.0.on_voice {
+            // SAFETY: as in `Callbacks::deliver`; the payload lives in the
+            // caller's buffer until the callback returns.
+            unsafe {
+                on_voice(
+                    self.0.user,
+                    f.call.0,
+                    f.seq,
+                    f.timestamp,
+                    f.payload.as_ptr(),
+                    f.payload.len(),
+                )
+            }
+        }
+    }
+
     fn deliver(&self, notes: Vec<Note>) {
         let cb = &self.0;
         for n in notes {
@@ -526,27 +545,19 @@ fn receive(shared: &Shared, link: &Link, cb: &Callbacks, buf: &mut [u8]) {
         let mut core = shared.lock();
         // The frame borrows `buf`, not the core: it outlives the lock.
         let frame = core.client.handle_datagram(now, &mut buf[..n]);
+        // Voice that came before its call's Answer: played after the
+        // Answered note, ahead of this datagram's frame (it is newer).
+        let held: Vec<_> = std::iter::from_fn(|| core.client.poll_held_voice()).collect();
         let pkts = drain(&mut core.client);
         let notes = core.take_notes();
         drop(core);
         link.send_all(&pkts);
         cb.deliver(notes);
+        for h in &held {
+            cb.voice(shared, &h.as_frame());
+        }
         if let Some(f) = frame {
-            shared.frames_received.fetch_add(1, Ordering::Relaxed);
-            if let Some(on_voice) = cb.0.on_voice {
-                // SAFETY: as in `Callbacks::deliver`; the payload lives in
-                // `buf` until the callback returns.
-                unsafe {
-                    on_voice(
-                        cb.0.user,
-                        f.call.0,
-                        f.seq,
-                        f.timestamp,
-                        f.payload.as_ptr(),
-                        f.payload.len(),
-                    )
-                }
-            }
+            cb.voice(shared, &f);
         }
     }
 }

@@ -415,19 +415,17 @@ impl AnytunProxy {
         Ok(())
     }
 
-    /// The configured peers with their link states, by node id: the
-    /// links as they are now (the peer-link shell's status), the time last
-    /// heard as the sync task last published it.
+    /// The configured peers with their link states, by node id, as the
+    /// sync task last published them on the metrics board (what `/status`
+    /// says): at once on a link or sync state change, figures at most
+    /// 500 ms old.
     pub fn peers(&self) -> Result<Vec<sys::anytun_proxy_peer_info>, FfiError> {
         let Some(sync) = &self.cfg.sync else {
             return Ok(Vec::new());
         };
-        let (links, board) = match &*self.phase() {
-            Phase::Running(b) => (
-                b.node.peers().map(|p| p.status()).unwrap_or_default(),
-                b.node.metrics_board().and_then(|m| m.sync()),
-            ),
-            _ => (Vec::new(), None),
+        let board = match &*self.phase() {
+            Phase::Running(b) => b.node.metrics_board().and_then(|m| m.sync()),
+            _ => None,
         };
         let mut v: Vec<_> = sync
             .peers
@@ -439,19 +437,17 @@ impl AnytunProxy {
                     ..Default::default()
                 };
                 fill_chars_cut(&mut info.address, &pc.address.to_string());
-                if let Some(l) = links.iter().find(|l| l.node.get() == pc.id) {
-                    if l.link.is_some() {
-                        info.state = sys::ANYTUN_PEER_UP as i32;
-                    }
-                    info.connects = l.connects;
-                    info.queued_bytes = l.queue_bytes as u64;
-                    fill_chars_cut(&mut info.last_error, l.last_error.as_deref().unwrap_or(""));
-                }
                 if let Some(ps) = board
                     .as_ref()
                     .and_then(|b| b.peers.iter().find(|p| p.node == pc.id))
                 {
+                    if ps.connected {
+                        info.state = sys::ANYTUN_PEER_UP as i32;
+                    }
+                    info.connects = ps.connects;
+                    info.queued_bytes = ps.queued_bytes as u64;
                     info.last_heard_ms = ps.last_heard_ms.unwrap_or(0);
+                    fill_chars_cut(&mut info.last_error, ps.last_error.as_deref().unwrap_or(""));
                 }
                 info
             })

@@ -279,6 +279,10 @@ async fn drive(shared: Arc<Shared>, events: mpsc::UnboundedSender<Event>, mut on
                     if let Some(f) = client.handle_datagram(now, d.data) {
                         on_voice(&f);
                     }
+                    // Voice that came before its call's Answer.
+                    while let Some(h) = client.poll_held_voice() {
+                        on_voice(&h.as_frame());
+                    }
                 }
             }
             _ = tokio::time::sleep_until(deadline.into()) => {

@@ -315,6 +315,7 @@ pub fn boot(cfg: &Config, thread_name: &str) -> Result<Booted, BootError> {
     pc.max_register_expires_s = cfg.max_register_expires_s;
     pc.media_timeout = Duration::from_secs(u64::from(cfg.media_timeout_s));
     pc.max_calls_per_session = cfg.max_calls_per_session as usize;
+    pc.relay_via_serving = cfg.relay_via_serving;
     pc.dos = cfg.dos.clone();
     let count = subscribers.len();
     let core = Proxy::new(pc, subscribers, Instant::now());

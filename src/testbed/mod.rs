@@ -430,6 +430,16 @@ impl Bed {
                     };
                     s.heard.push(f);
                 }
+                // Voice that came before its Answer, played once it came.
+                while let Some(h) = s.client.poll_held_voice() {
+                    s.heard.push(Frame {
+                        call: h.call,
+                        seq: h.seq,
+                        payload: h.payload,
+                        via: via.expect("an Answer is a transport packet"),
+                        at: now,
+                    });
+                }
                 self.flush_client(i);
             }
             Packet::PeerMsg { from, to, data } => {

@@ -153,6 +153,10 @@ drop_reasons! {
     /// and is being retransmitted): not acknowledged, so the device sends it
     /// again once its Answer is through (spec 10.4).
     AnswerPending => "answer_pending",
+    /// A voice frame held by a caller for a call whose Answer had not
+    /// arrived, given up: pushed out by a newer one (the hold is bounded) or
+    /// the call ended unanswered (spec: client call states).
+    EarlyVoiceDropped => "early_voice_dropped",
 }
 
 /// Counters of dropped packets, one per [`DropReason`].
@@ -165,6 +169,11 @@ impl DropCounters {
     /// Counts one dropped packet.
     pub fn add(&mut self, reason: DropReason) {
         self.counts[reason as usize] += 1;
+    }
+
+    /// Counts `n` dropped packets.
+    pub fn add_n(&mut self, reason: DropReason, n: usize) {
+        self.counts[reason as usize] += n as u64;
     }
 
     /// How many packets were dropped for `reason`.

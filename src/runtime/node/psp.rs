@@ -72,6 +72,10 @@ pub(super) type Member = (
 /// thread often (a sync message can hold hundreds of entries).
 const TURN: usize = 32;
 
+/// Longest time the metrics board's sync snapshot lags the sync task when
+/// only figures (not link or sync state) changed.
+const BOARD_EVERY: Duration = Duration::from_millis(500);
+
 /// How often progress is logged while waiting for peers.
 const PROGRESS_EVERY: Duration = Duration::from_secs(1);
 
@@ -297,28 +301,39 @@ impl Psp {
         )
     }
 
+    /// Publishes the sync state: to the readiness (route, ready file,
+    /// `anytun_proxy_status`) and the metrics board (`/status`, scrapes).
+    /// The board is written at once when the link or sync state changed,
+    /// and before the readiness, so whoever sees the readiness change finds
+    /// `/status` saying the same; otherwise at most every
+    /// [`BOARD_EVERY`] (per-peer lag and queue figures change with every
+    /// message). The loop wakes for that tick even when idle.
     fn publish(&mut self, ctx: &Ctx) {
-        let ready = ctx.ready.borrow().ready();
-        self.board.set_ready(ready);
-        if Instant::now() >= self.next_board {
-            self.next_board = Instant::now() + Duration::from_millis(500);
-            self.board.set_sync(Some(self.sync_snapshot(ctx)));
-        }
         let synced_peers = self
             .up
             .iter()
             .filter(|p| self.rep.peer_synced(p.get()))
             .count();
-        let synced = self.rep.synced();
-        ctx.ready.send_if_modified(|r| {
-            let new = (self.configured.len(), self.up.len(), synced_peers, synced);
-            let old = (r.peers, r.peers_up, r.peers_synced, r.synced);
-            if new == old {
-                return false;
-            }
-            (r.peers, r.peers_up, r.peers_synced, r.synced) = new;
-            true
-        });
+        let new = (
+            self.configured.len(),
+            self.up.len(),
+            synced_peers,
+            self.rep.synced(),
+        );
+        let mut r = ctx.ready.borrow().clone();
+        let changed = (r.peers, r.peers_up, r.peers_synced, r.synced) != new;
+        (r.peers, r.peers_up, r.peers_synced, r.synced) = new;
+        let now = Instant::now();
+        if changed || now >= self.next_board {
+            self.next_board = now + BOARD_EVERY;
+            self.board.set_sync(Some(self.sync_snapshot(ctx)));
+        }
+        self.board.set_ready(r.ready());
+        if changed {
+            ctx.ready.send_modify(|x| {
+                (x.peers, x.peers_up, x.peers_synced, x.synced) = new;
+            });
+        }
     }
 
     /// The sync state for `/status` and the per-peer gauges.
