@@ -382,7 +382,7 @@ fn restart(n: usize, bench: bool) {
         for i in 0..n as u64 {
             let st = SessionState {
                 id: SessionId::new(ProxyId::new(1).unwrap(), 0x1000 + i),
-                client_key: anytun::crypto::PublicKey::from_bytes({
+                client_key: anytun::crypto::PublicKey({
                     let mut k = [0x40u8; 32];
                     k[..8].copy_from_slice(&i.to_le_bytes());
                     k
@@ -428,7 +428,10 @@ fn restart(n: usize, bench: bool) {
         if b.with_core(|p| p.session_count()).unwrap() >= n {
             break t0.elapsed().as_millis();
         }
-        assert!(Instant::now() < deadline, "the restarted node never held them all");
+        assert!(
+            Instant::now() < deadline,
+            "the restarted node never held them all"
+        );
         std::thread::sleep(Duration::from_millis(5));
     };
     while ready_ms.is_none() {

@@ -113,8 +113,14 @@ fn served_events_in_chunks_equal_one_scan() {
     let call = net.establish_call("alice", "bob");
     let now = net.now;
     let whole: Vec<String> = net.proxy.served_events(now).iter().map(shape).collect();
-    assert!(whole.iter().any(|e| e.starts_with(&format!("answered {call}"))));
-    assert_eq!(whole.len(), 5 + 2 + 1, "5 sessions, 2 registrations, 1 call");
+    assert!(whole
+        .iter()
+        .any(|e| e.starts_with(&format!("answered {call}"))));
+    assert_eq!(
+        whole.len(),
+        5 + 2 + 1,
+        "5 sessions, 2 registrations, 1 call"
+    );
     for limit in [1, 2, 3, 7] {
         let mut cursor = anytun::proxy::ServedCursor::START;
         let mut chunks = 0;

@@ -23,8 +23,8 @@ pub mod subscribers;
 mod timers;
 
 pub use events::{ProxyEvent, SessionRecord};
-pub use served::ServedCursor;
 pub use replica::{ApplyError, PeerMessage, PspStats};
+pub use served::ServedCursor;
 pub use stats::ProxyStats;
 pub use subscribers::Subscribers;
 

@@ -149,6 +149,8 @@ pub struct NodeStats {
     /// Resyncs started: passes over the proxy's tables (after an
     /// overflow or an engine reset), each in chunks.
     pub resyncs: AtomicU64,
+    /// Resync passes that listed everything (not started over).
+    pub resyncs_done: AtomicU64,
     /// Chunks of those passes: holds of the core lock to list at most
     /// [`RESYNC_CHUNK`] sessions (or calls) each.
     pub resync_chunks: AtomicU64,

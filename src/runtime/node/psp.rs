@@ -560,6 +560,7 @@ impl Psp {
             self.rep.on_proxy_event(now, e);
         }
         if next.is_done() {
+            ctx.stats.resyncs_done.fetch_add(1, Ordering::Relaxed);
             log::info!("anypsp: resync done");
             self.resync_at = None;
         } else {
