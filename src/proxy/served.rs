@@ -84,7 +84,7 @@ impl Proxy {
                     .take(limit)
                 {
                     last = Some(*id);
-                    if !self.sessions.get(id).is_some_and(|s| s.serving == me) {
+                    if self.sessions.get(id).is_none_or(|s| s.serving != me) {
                         continue;
                     }
                     if let Some(r) = self.session_record(now, *id) {
