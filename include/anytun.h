@@ -612,6 +612,250 @@ int anytun_client_calls(anytun_client *client, anytun_call_info *out,
 int anytun_client_public_key(anytun_client *client, char *out, size_t len,
                              size_t *needed);
 
+/* ------------------------------------------------------------------------
+ * Proxy mode: a proxy node hosted in this process (res_anytun's proxy mode)
+ * ------------------------------------------------------------------------
+ * The same proxy `anytund` runs, on a thread pool of its own inside the
+ * host: it serves clients over UDP and, with sync_listen and peers, is a
+ * member of an anypsp network that replicates with standalone `anytund`
+ * peers (docs/anypsp-protocol.md section 17). It calls back nothing but the
+ * logger (anytun_set_logger).
+ *
+ * A build without the daemon feature (the phone library,
+ * `cargo build --lib --no-default-features`) has these functions too, but
+ * every one returns ANYTUN_ERR_UNSUPPORTED (anytun_proxy_config_init and
+ * anytun_proxy_status_init still work, anytun_proxy_free(NULL) is
+ * ANYTUN_OK).
+ *
+ *   anytun_proxy_config pc; anytun_proxy_config_init(&pc);
+ *   pc.node_id = 2; pc.listen = "0.0.0.0:7475";
+ *   pc.state_dir = "/var/lib/asterisk/anytun";
+ *   pc.sync_listen = "192.0.2.2:7476";
+ *   const char *peers[] = { "1 192.0.2.1:7476 <node public key of 1>" };
+ *   pc.peers = peers; pc.n_peers = 1;
+ *   anytun_proxy *p; anytun_proxy_new(&pc, &p);  checks, starts nothing
+ *   anytun_proxy_start(p);   keys, store, threads, UDP (once synced)
+ *   anytun_proxy_get_status(p, &st);  st.ready: serving and synced
+ *   anytun_proxy_stop(p);    joins every thread it started
+ *   anytun_proxy_free(p);
+ */
+
+/** anytun_proxy_config.flags: set SO_REUSEPORT on the UDP sockets, so that
+ *  this proxy shares its port with other proxies on the host on purpose
+ *  (with peers, UDP is then bound only once synced). */
+#define ANYTUN_PROXY_REUSE_PORT 0x1u
+
+/** Longest peer entry text ("ID ADDRESS PUBLIC_KEY"), in bytes. */
+#define ANYTUN_PROXY_MAX_PEER_TEXT 256
+
+/** How a hosted proxy is set up. Initialise with anytun_proxy_config_init.
+ *  Two ways, which combine:
+ *  - config_file: an anytund TOML file (the format of `anytund --config`,
+ *    docs in README.md); every setting of the daemon is available there.
+ *  - the fields below, enough for an Asterisk admin to write the proxy
+ *    settings into anytun.conf; each one set (non-NULL, non-zero) replaces
+ *    the file's value. Without config_file, state_dir is required, metrics
+ *    are off unless metrics_listen is set, and everything else has
+ *    anytund's defaults.
+ *  All strings are copied by anytun_proxy_new. */
+typedef struct anytun_proxy_config {
+    /** sizeof(anytun_proxy_config); set by anytun_proxy_config_init. */
+    uint32_t struct_size;
+    /** ANYTUN_PROXY_REUSE_PORT or 0; other bits must be zero. */
+    uint32_t flags;
+    /** An anytund TOML file, or NULL. Relative paths in it are relative to
+     *  its directory. */
+    const char *config_file;
+    /** This proxy's node id (its proxy_id), 1..65534; 0: the file's (or 1). */
+    uint32_t node_id;
+    /** Threads of the proxy's runtime, 1..64; 0: the file's (or 2). */
+    uint32_t worker_threads;
+    /** UDP addresses clients reach it on, "IP:PORT" or "[IPv6]:PORT",
+     *  several separated by commas or spaces; NULL: the file's (or
+     *  0.0.0.0:7475 and [::]:7475). */
+    const char *listen;
+    /** Directory of the proxy's state: network.key (the network's private
+     *  key, created on first start; copy it from another proxy of the
+     *  network), node.key (this node's key for peer links, created on first
+     *  start), send-epoch, subscribers.db. Created if missing. NULL: the
+     *  file's paths; required without config_file. */
+    const char *state_dir;
+    /** The subscriber store (SQLite, `anytun user add` edits it); NULL:
+     *  state_dir/subscribers.db, or the file's. Reloaded when it changes. */
+    const char *subscribers;
+    /** TCP address to accept peer links on, "IP:PORT": makes this proxy a
+     *  member of an anypsp network. NULL: the file's [sync] (or none: the
+     *  proxy runs alone). */
+    const char *sync_listen;
+    /** Its peers, each "ID ADDRESS PUBLIC_KEY": the peer's node id, its
+     *  sync_listen, its node public key as `anytund --node-key` or
+     *  anytun_proxy_node_key prints it; separated by spaces or commas, or
+     *  "@" after the id ("3@192.0.2.3:7476 KEY");
+     *  n_peers > 0 replaces the file's peers and needs a sync_listen (here
+     *  or in the file). */
+    const char *const *peers;
+    /** Entries in peers. */
+    size_t n_peers;
+    /** Prometheus metrics on this TCP "IP:PORT"; "" turns them off; NULL:
+     *  the file's (or off without a file). */
+    const char *metrics_listen;
+    /** Zero (reserved). */
+    uint32_t reserved_u32[8];
+    /** NULL (reserved). */
+    const void *reserved_ptr[8];
+} anytun_proxy_config;
+
+/** Zeroes *cfg and sets struct_size. ANYTUN_ERR_NULL if cfg is NULL. */
+int anytun_proxy_config_init(anytun_proxy_config *cfg);
+
+/** A proxy hosted in this process. */
+typedef struct anytun_proxy anytun_proxy;
+
+/** Creates a proxy from cfg: reads config_file, applies the fields, checks
+ *  every setting (ANYTUN_ERR_INVALID, anytun_last_error says which and
+ *  why: "config anytund.toml:3:10: ...", "peers[1]: ..."); starts nothing
+ *  and creates no file. *out is the handle or NULL on failure. */
+int anytun_proxy_new(const anytun_proxy_config *cfg, anytun_proxy **out);
+
+/** Starts the proxy: opens the store, loads (or creates) the keys, binds
+ *  UDP (with peers and ANYTUN_PROXY_REUSE_PORT: once synced), starts its
+ *  threads and the peer links, and returns; anytun_proxy_get_status says
+ *  when it serves. ANYTUN_ERR_IO (a port in use, the store, a key file:
+ *  anytun_last_error says which; nothing keeps running then),
+ *  ANYTUN_ERR_ALREADY_STARTED, ANYTUN_ERR_STOPPED (a stopped proxy does not
+ *  start again: free it and make a new one). */
+int anytun_proxy_start(anytun_proxy *proxy);
+
+/** Stops the proxy: its clients' sessions and calls end with it (they
+ *  reconnect to another proxy of the network), peer links close, and every
+ *  thread it started is joined before this returns. Idempotent;
+ *  ANYTUN_OK on a never started proxy. ANYTUN_ERR_INTERNAL if a task did
+ *  not end within 5 s (its threads were left; anytun_last_error). */
+int anytun_proxy_stop(anytun_proxy *proxy);
+
+/** Stops (as anytun_proxy_stop) and frees. NULL is ANYTUN_OK. */
+int anytun_proxy_free(anytun_proxy *proxy);
+
+/** Where a hosted proxy is (anytun_proxy_status.state). */
+typedef enum anytun_proxy_state {
+    /** Created, not started. */
+    ANYTUN_PROXY_IDLE = 0,
+    /** Started, pulling its peers' tables before it serves (at most the
+     *  startup timeout). */
+    ANYTUN_PROXY_SYNCING = 1,
+    /** Serving clients over UDP. */
+    ANYTUN_PROXY_SERVING = 2,
+    /** It could not serve (UDP bind failed); detail says why. Stop it. */
+    ANYTUN_PROXY_FAILED = 3,
+    /** Stopped. */
+    ANYTUN_PROXY_STOPPED = 4
+} anytun_proxy_state;
+
+/** A snapshot of a hosted proxy (anytun_proxy_get_status). Counts are of
+ *  this proxy's tables, which hold the whole network's replicated state. */
+typedef struct anytun_proxy_status {
+    /** In: sizeof(anytun_proxy_status) (anytun_proxy_status_init). */
+    uint32_t struct_size;
+    /** An anytun_proxy_state. */
+    int32_t state;
+    /** The node id. */
+    uint32_t node_id;
+    /** 1 when serving and synced with every peer (or alone): the anycast
+     *  route may be announced. */
+    uint32_t ready;
+    /** Client sessions held. */
+    uint32_t sessions;
+    /** Calls ringing or answered. */
+    uint32_t calls;
+    /** Registered (name, device) bindings. */
+    uint32_t registrations;
+    /** Authorised (name, key) pairs in the subscriber snapshot. */
+    uint32_t subscribers;
+    /** Peers configured, with their link up, synced with. */
+    uint32_t peers;
+    /** See peers. */
+    uint32_t peers_up;
+    /** See peers. */
+    uint32_t peers_synced;
+    /** The first UDP port served, 0 when not serving. */
+    uint16_t udp_port;
+    /** The TCP port peer links are accepted on, 0 without peers. */
+    uint16_t sync_port;
+    /** Voice frames relayed, since start. */
+    uint64_t frames_relayed;
+    /** Datagrams dropped (malformed, forged, replayed, ...), since start. */
+    uint64_t dropped;
+    /** The network's public key (what clients configure as network_key),
+     *  "" before start. */
+    char network_key[ANYTUN_KEY_TEXT_SIZE];
+    /** For ANYTUN_PROXY_FAILED: why, else "". Longer texts end in "...". */
+    char detail[256];
+    /** Zero (reserved). */
+    uint64_t reserved[8];
+} anytun_proxy_status;
+
+/** Zeroes *status and sets struct_size. ANYTUN_ERR_NULL if NULL. */
+int anytun_proxy_status_init(anytun_proxy_status *status);
+
+/** Fills *status. Works in every state. */
+int anytun_proxy_get_status(anytun_proxy *proxy, anytun_proxy_status *status);
+
+/** A peer link's state (anytun_proxy_peer_info.state). */
+typedef enum anytun_peer_state {
+    /** No link (connecting, or the peer is down). */
+    ANYTUN_PEER_DOWN = 0,
+    /** The encrypted link is up. */
+    ANYTUN_PEER_UP = 1
+} anytun_peer_state;
+
+/** One peer, for listings (anytun_proxy_peers). */
+typedef struct anytun_proxy_peer_info {
+    /** Its node id. */
+    uint32_t node_id;
+    /** An anytun_peer_state. */
+    int32_t state;
+    /** Its configured address, "IP:PORT", NUL-terminated. */
+    char address[64];
+    /** When it was last heard from, ms since the Unix epoch, as the sync
+     *  task last published it (it may lag); 0: never. */
+    uint64_t last_heard_ms;
+    /** Links that came up with it since start. */
+    uint64_t connects;
+    /** Bytes queued for it, not yet sent. */
+    uint64_t queued_bytes;
+    /** Why its last link ended or its last connect failed, or "".
+     *  Longer texts end in "...". */
+    char last_error[128];
+    /** Zero (reserved). */
+    uint8_t reserved[32];
+} anytun_proxy_peer_info;
+
+/** Lists the configured peers into out[0..cap), by node id. *count gets
+ *  their number; if cap is smaller, ANYTUN_ERR_BUFFER_TOO_SMALL (ask again
+ *  with *count entries). out may be NULL when cap is 0. Link states are
+ *  current; before start every peer is ANYTUN_PEER_DOWN. */
+int anytun_proxy_peers(anytun_proxy *proxy, anytun_proxy_peer_info *out,
+                       size_t cap, size_t *count);
+
+/** Writes this node's public key for peer links (base64: what its peers
+ *  configure as its PUBLIC_KEY) into out; creates the node key when
+ *  missing (as anytund --node-key does). Works before start, so an admin
+ *  can read it (`anytun show status`) before the network is set up. */
+int anytun_proxy_node_key(anytun_proxy *proxy, char *out, size_t len,
+                          size_t *needed);
+
+/** Checks cfg against the running proxy, for a host's reload (`module
+ *  reload`): ANYTUN_OK when it asks for what runs, and nothing is touched
+ *  (no session or call drops). The subscriber store needs no reload: the
+ *  proxy re-reads it by itself when it changes (subscriber_reload_ms, 1 s
+ *  by default), and `anytun user add/remove` edits it. Any other change
+ *  needs the proxy stopped and started (its clients reconnect): then
+ *  ANYTUN_ERR_UNSUPPORTED, nothing changes, and anytun_last_error names
+ *  what differs ("listen, peers changed: stop and start the proxy to apply
+ *  them"). A bad cfg is ANYTUN_ERR_INVALID as in anytun_proxy_new;
+ *  ANYTUN_ERR_NOT_STARTED before start. */
+int anytun_proxy_reload(anytun_proxy *proxy, const anytun_proxy_config *cfg);
+
 #ifdef __cplusplus
 }
 #endif

@@ -23,10 +23,24 @@ if ! command -v faketime >/dev/null; then
     # The CLI test of a client whose clock is wrong runs it under faketime.
     apt-get update -qq && apt-get install -y -qq faketime
 fi
+if ! command -v bird >/dev/null || ! bird --version 2>&1 | grep -q 'version 2' \
+    || ! command -v nft >/dev/null || ! command -v conntrack >/dev/null || ! command -v ip >/dev/null; then
+    # The anycast lab's tests (tests/lab.rs, root) run real BIRD 2, nftables
+    # and conntrack. policy-rc.d refuses to start services while installing,
+    # so no host BIRD starts (it would hold port 179).
+    policy=/usr/sbin/policy-rc.d
+    [ -e "$policy" ] || { printf '#!/bin/sh\nexit 101\n' >"$policy"; chmod +x "$policy"; ours=1; }
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+        --no-install-recommends bird2 nftables conntrack iproute2
+    [ -z "${ours:-}" ] || rm -f "$policy"
+fi
 cargo --version
 for c in clippy rustfmt; do
     rustup component list --installed 2>/dev/null | grep -q "^$c" || rustup component add "$c"
 done
+
+step "Asterisk 22 chroot (for tests/asterisk_module.rs; cached in /var/cache/anytun)"
+scripts/asterisk-chroot.sh
 
 step "format and lints"
 cargo fmt --all -- --check

@@ -15,6 +15,7 @@
 //!   phones and Asterisk.
 //! - [`sync`]: anypsp, between proxies: membership, the peer link and the
 //!   table sync engine.
+//! - [`lab`]: the anycast lab of network namespaces (`anytun lab`).
 //! - [`store`], [`config`], [`audio`], [`demo`]: the subscriber store, the
 //!   daemon's configuration, audio files and codecs, the built-in demo.
 //!
@@ -34,6 +35,8 @@ pub mod crypto;
 pub mod demo;
 pub mod ffi;
 pub mod handshake;
+#[cfg(feature = "daemon")]
+pub mod lab;
 #[cfg(feature = "daemon")]
 pub mod media;
 #[cfg(feature = "daemon")]

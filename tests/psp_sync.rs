@@ -552,3 +552,45 @@ fn replication_over_lossy_peer_links_converges() {
     }
     assert_eq!(bed.nonce_reuses, 0);
 }
+
+#[test]
+fn a_replica_stays_compact_until_used_and_is_made_whole_by_its_clients_packet() {
+    // Spec 16.9: a replica keeps the replicated record (no send epoch)
+    // until first used here.
+    let mut bed = Bed::new(3, &["alice", "bob"], 41);
+    let epoch_before = bed.proxy(2).epochs().next();
+    bed.connect_all();
+    bed.register("bob", "bob");
+    bed.run_for(Duration::from_millis(500));
+    let a = bed.site("alice").client.session().unwrap();
+    let b = bed.site("bob").client.session().unwrap();
+    // Proxy 3 serves no one: both replicas compact, no epoch taken.
+    assert_eq!(bed.proxy(2).session_is_whole(a), Some(false));
+    assert_eq!(bed.proxy(2).session_is_whole(b), Some(false));
+    assert_eq!(bed.proxy(2).epochs().next(), epoch_before);
+    // Each serving proxy holds its own whole, the other's compact.
+    assert_eq!(bed.proxy(0).session_is_whole(a), Some(true));
+    assert_eq!(bed.proxy(0).session_is_whole(b), Some(false));
+    // A call: the shortest path seals each side's frames at the other's
+    // proxy, which makes the replica there whole.
+    let call = bed.establish_call("alice", "bob");
+    bed.talk("alice", "bob", call, 0..5, |_, _| {});
+    bed.run_for(Duration::from_millis(100));
+    assert_eq!(bed.proxy(0).session_is_whole(b), Some(true));
+    assert_eq!(bed.proxy(1).session_is_whole(a), Some(true));
+    assert_eq!(bed.proxy(2).session_is_whole(a), Some(false));
+    // alice's route moves to proxy 3: her packet there makes her session
+    // whole, and relaying her frame to bob his (an epoch each); once proxy
+    // 1 confirms, proxy 3 serves her; voice goes on.
+    bed.set_route("alice", Some(2));
+    bed.talk("alice", "bob", call, 5..30, |_, _| {});
+    bed.run_for(Duration::from_millis(100));
+    assert_eq!(bed.proxy(2).session_is_whole(a), Some(true));
+    assert_eq!(bed.proxy(2).session_is_whole(b), Some(true));
+    assert_eq!(bed.proxy(2).epochs().next(), epoch_before + 2);
+    let p3 = ProxyId::new(3).unwrap();
+    assert!(bed.serving_views("alice").values().all(|v| *v == Some(p3)));
+    let heard: Vec<u32> = bed.site("bob").heard.iter().map(|f| f.seq).collect();
+    assert!((0..30).all(|s| heard.contains(&s)), "{heard:?}");
+    assert_eq!(bed.nonce_reuses, 0);
+}

@@ -144,14 +144,23 @@ enum Cmd {
         /// Codec of the call (ulaw, alaw or slin).
         #[arg(long, default_value = "ulaw")]
         codec: String,
-        /// Run on loopback (the default today; the namespace lab will be
-        /// the other choice).
+        /// Run on loopback even as root (root runs the anycast lab:
+        /// three proxies, two NATed sites, the serving proxy killed mid-call).
         #[arg(long)]
         loopback: bool,
-        /// Proxies in one anypsp network (2..=8: the failover demo, where
-        /// the proxy serving one side of the call is stopped mid-call).
+        /// Proxies in one anypsp network on loopback (2..=8: the failover
+        /// demo, where the proxy serving one side of the call is stopped
+        /// mid-call).
         #[arg(long, default_value_t = 1)]
         proxies: usize,
+    },
+    /// The anycast lab: proxies, a router and NATed sites in network
+    /// namespaces, with knobs that break the proxies (root only).
+    Lab {
+        #[command(subcommand)]
+        cmd: anytun::lab::cli::LabCmd,
+        #[command(flatten)]
+        opts: anytun::lab::cli::LabOpts,
     },
 }
 
@@ -1033,6 +1042,32 @@ async fn cmd_demo(json: bool, seconds: f64, codec: String) -> Result<bool, Strin
     Ok(report.ok)
 }
 
+/// `anytun demo` as root: the anycast lab demo (src/demo/lab.rs).
+async fn cmd_lab_demo(json: bool, seconds: f64) -> Result<bool, String> {
+    if !(1.0..=3600.0).contains(&seconds) {
+        return Err("--seconds must be between 1 and 3600 for the lab demo".into());
+    }
+    if !json {
+        eprintln!(
+            "bringing up the anycast lab (namespaces atldemo-*); a call from site A to site B \
+             carries {seconds:.1} s of audio each way, and the proxy serving the caller is killed \
+             a third of the way in..."
+        );
+    }
+    let (report, story) = demo::lab::run(seconds, None)
+        .await
+        .map_err(|e| e.to_string())?;
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string(&report).map_err(|e| e.to_string())?
+        );
+    } else {
+        print!("{}", demo::lab::human(&report, &story));
+    }
+    Ok(report.ok)
+}
+
 async fn cmd_demo_failover(json: bool, seconds: f64, proxies: usize) -> Result<bool, String> {
     if !(2..=8).contains(&proxies) {
         return Err("--proxies must be between 2 and 8".into());
@@ -1115,8 +1150,40 @@ async fn run(cli: Cli) -> Result<bool, String> {
             json,
             seconds,
             codec,
+            loopback,
+            proxies: 1,
+        } => {
+            if !loopback {
+                // As root, missing lab tools are installed (Debian packages).
+                let ready = match anytun::lab::preflight() {
+                    Err(anytun::lab::LabError::Missing { .. }) => {
+                        eprintln!("installing the lab's tools (bird2, nftables, conntrack)...");
+                        anytun::lab::install_tools().and_then(|()| anytun::lab::preflight())
+                    }
+                    other => other,
+                };
+                match ready {
+                    Ok(()) => return cmd_lab_demo(json, seconds).await,
+                    Err(e) => {
+                        eprintln!("not running the anycast lab demo: {e}; running on loopback")
+                    }
+                }
+            }
+            return cmd_demo(json, seconds, codec).await;
+        }
+        Cmd::Lab { cmd, opts } => {
+            let out = tokio::task::spawn_blocking(move || anytun::lab::cli::run(cmd, opts))
+                .await
+                .map_err(|e| e.to_string())?
+                .map_err(|e| e.to_string())?;
+            print!("{out}");
+        }
+        Cmd::Demo {
+            json,
+            seconds,
+            proxies,
             ..
-        } => return cmd_demo(json, seconds, codec).await,
+        } => return cmd_demo_failover(json, seconds, proxies).await,
     }
     Ok(true)
 }

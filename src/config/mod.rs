@@ -19,6 +19,7 @@
 //! session_timeout_s = 180
 //! max_register_expires_s = 3600
 //! media_timeout_s = 15                        # 0 disables
+//! max_calls_per_session = 16                  # a PBX trunk needs more
 //! metrics_listen = "127.0.0.1:9475"            # "" disables metrics
 //! subscriber_reload_ms = 1000
 //! subscriber_tombstone_days = 7                # keep removals this long
@@ -29,10 +30,16 @@
 //! per_ip_burst = 5
 //! ```
 
+pub mod announce;
 mod source;
 mod sync;
 
-pub use sync::{PeerConfig, SyncConfig, NODE_KEY_FILE};
+pub use announce::AnnounceConfig;
+
+pub use sync::{
+    PeerConfig, SyncConfig, DEFAULT_IDLE_TIMEOUT_MS, DEFAULT_KEEPALIVE_MS, DEFAULT_PEER_DETECT_MS,
+    DEFAULT_STARTUP_TIMEOUT_MS, NODE_KEY_FILE,
+};
 
 use std::fmt::Display;
 use std::ops::{Range, RangeInclusive};
@@ -139,6 +146,8 @@ pub const DEFAULT_SESSION_TIMEOUT_S: u32 = 180;
 pub const DEFAULT_MAX_REGISTER_EXPIRES_S: u32 = 3600;
 /// Default for [`Config::media_timeout_s`].
 pub const DEFAULT_MEDIA_TIMEOUT_S: u32 = 15;
+/// Default for [`Config::max_calls_per_session`] (`ProxyConfig`'s).
+pub const DEFAULT_MAX_CALLS_PER_SESSION: u32 = 16;
 /// Default for [`Config::metrics_listen`]: loopback only, since metrics are
 /// not authenticated.
 pub const DEFAULT_METRICS_LISTEN: &str = "127.0.0.1:9475";
@@ -170,6 +179,9 @@ pub struct Config {
     /// An answered call with no media from one side for this many seconds
     /// ends with cause 102; 0 disables (`ProxyConfig::media_timeout`).
     pub media_timeout_s: u32,
+    /// Most calls one session is part of at once (a PBX is one session:
+    /// its concurrent calls); `ProxyConfig::max_calls_per_session`.
+    pub max_calls_per_session: u32,
     /// Address of the metrics HTTP endpoint, or `None` for no metrics
     /// (written as `metrics_listen = ""`, since TOML has no null).
     pub metrics_listen: Option<String>,
@@ -191,6 +203,9 @@ pub struct Config {
     pub ready_file: Option<PathBuf>,
     /// Membership of an anypsp network; `None`: this proxy runs alone.
     pub sync: Option<SyncConfig>,
+    /// The routing daemon announcing the anycast prefixes while ready
+    /// (`[announce]`); `None`: this daemon announces nothing.
+    pub announce: Option<AnnounceConfig>,
 }
 
 /// Default of [`Config::worker_threads`]: small, since the data path is
@@ -216,6 +231,7 @@ impl Default for Config {
             session_timeout_s: DEFAULT_SESSION_TIMEOUT_S,
             max_register_expires_s: DEFAULT_MAX_REGISTER_EXPIRES_S,
             media_timeout_s: DEFAULT_MEDIA_TIMEOUT_S,
+            max_calls_per_session: DEFAULT_MAX_CALLS_PER_SESSION,
             metrics_listen: Some(DEFAULT_METRICS_LISTEN.to_owned()),
             subscriber_reload_ms: DEFAULT_SUBSCRIBER_RELOAD_MS,
             subscriber_tombstone_days: DEFAULT_SUBSCRIBER_TOMBSTONE_DAYS,
@@ -224,6 +240,7 @@ impl Default for Config {
             worker_threads: DEFAULT_WORKER_THREADS,
             ready_file: None,
             sync: None,
+            announce: None,
         }
     }
 }
@@ -291,6 +308,7 @@ struct RawConfig {
     session_timeout_s: Option<Spanned<Value>>,
     max_register_expires_s: Option<Spanned<Value>>,
     media_timeout_s: Option<Spanned<Value>>,
+    max_calls_per_session: Option<Spanned<Value>>,
     metrics_listen: Option<Spanned<Value>>,
     subscriber_reload_ms: Option<Spanned<Value>>,
     subscriber_tombstone_days: Option<Spanned<Value>>,
@@ -299,6 +317,7 @@ struct RawConfig {
     worker_threads: Option<Spanned<Value>>,
     ready_file: Option<Spanned<Value>>,
     sync: Option<Spanned<sync::RawSync>>,
+    announce: Option<announce::RawAnnounce>,
 }
 
 #[derive(Deserialize)]
@@ -317,6 +336,8 @@ const KEEPALIVE_RANGE: RangeInclusive<i64> = 1..=300;
 const POSITIVE_U32: RangeInclusive<i64> = 1..=u32::MAX as i64;
 /// Valid range of the `[dos]` limits.
 const ANY_U32: RangeInclusive<i64> = 0..=u32::MAX as i64;
+/// Valid range of `max_calls_per_session`.
+const CALLS_PER_SESSION_RANGE: RangeInclusive<i64> = 1..=65_535;
 /// Valid range of `media_timeout_s` (0 disables): up to a day.
 const MEDIA_TIMEOUT_RANGE: RangeInclusive<i64> = 0..=86_400;
 /// Valid range of `subscriber_reload_ms`: up to a day.
@@ -414,6 +435,12 @@ impl RawConfig {
             MEDIA_TIMEOUT_RANGE,
             defaults.media_timeout_s,
         )?;
+        let (max_calls_per_session, _) = src.number(
+            "max_calls_per_session",
+            self.max_calls_per_session,
+            CALLS_PER_SESSION_RANGE,
+            defaults.max_calls_per_session,
+        )?;
 
         let metrics_listen = match self.metrics_listen {
             Some(addr) => {
@@ -491,6 +518,13 @@ impl RawConfig {
             }
             None => None,
         };
+        let announce = match self.announce {
+            Some(raw) => Some(
+                raw.check(src.origin)
+                    .map_err(|(message, span)| src.error(span, message))?,
+            ),
+            None => None,
+        };
 
         Ok(Config {
             proxy_id,
@@ -501,6 +535,7 @@ impl RawConfig {
             session_timeout_s,
             max_register_expires_s,
             media_timeout_s,
+            max_calls_per_session,
             metrics_listen,
             subscriber_reload_ms,
             subscriber_tombstone_days,
@@ -509,6 +544,7 @@ impl RawConfig {
             worker_threads,
             ready_file,
             sync,
+            announce,
         })
     }
 }

@@ -59,6 +59,7 @@ keepalive_s = 20
 session_timeout_s = 41
 max_register_expires_s = 600
 media_timeout_s = 30
+max_calls_per_session = 100
 metrics_listen = "[::1]:9100"
 subscriber_reload_ms = 250
 subscriber_tombstone_days = 30
@@ -81,6 +82,7 @@ per_ip_burst = 1
             session_timeout_s: 41,
             max_register_expires_s: 600,
             media_timeout_s: 30,
+            max_calls_per_session: 100,
             metrics_listen: Some("[::1]:9100".to_owned()),
             subscriber_reload_ms: 250,
             subscriber_tombstone_days: 30,

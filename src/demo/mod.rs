@@ -25,6 +25,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc::UnboundedReceiver;
 
+pub mod lab;
+
 /// What to run.
 #[derive(Clone, Debug)]
 pub struct DemoOptions {
@@ -80,6 +82,9 @@ pub struct DemoReport {
     pub proxy_drops: u64,
     /// Why `ok` is false, if it is.
     pub failures: Vec<String>,
+    /// The lab demo only: what killing the serving proxy did to the call.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub failover: Option<lab::Failover>,
 }
 
 /// Why the demo could not run to the end.
@@ -339,6 +344,7 @@ pub async fn run(opts: &DemoOptions) -> Result<DemoReport, DemoError> {
         proxy_frames_relayed: relayed,
         proxy_drops: drops,
         failures,
+        failover: None,
     })
 }
 

@@ -42,7 +42,7 @@ pub struct AnytunClient {
 /// # Safety
 /// `p` must be NULL or point to a readable struct of at least the size its
 /// first `u32` states.
-unsafe fn read_sized<T: Copy>(p: *const T, what: &'static str) -> Result<T, FfiError> {
+pub(crate) unsafe fn read_sized<T: Copy>(p: *const T, what: &'static str) -> Result<T, FfiError> {
     if p.is_null() {
         return Err(FfiError::Null(what));
     }

@@ -77,7 +77,20 @@ pub enum FfiError {
     InCallback(&'static str),
     /// Not available in this build.
     #[error("{0}")]
-    Unsupported(&'static str),
+    Unsupported(String),
+    /// A hosted proxy could not start (a port in use, the store, a key
+    /// file): the text names which.
+    #[error("{0}")]
+    Boot(String),
+    /// A handle is not in a state that allows the call (`code` is one of
+    /// the lifecycle codes: not started, stopped, already started).
+    #[error("{why}")]
+    State {
+        /// The `anytun_error` code.
+        code: c_int,
+        /// What is wrong, in words.
+        why: String,
+    },
     /// A bug, contained.
     #[error("internal error: {0}")]
     Internal(String),
@@ -98,6 +111,8 @@ impl FfiError {
             FfiError::Io { .. } => sys::ANYTUN_ERR_IO,
             FfiError::InCallback(_) => sys::ANYTUN_ERR_IN_CALLBACK,
             FfiError::Unsupported(_) => sys::ANYTUN_ERR_UNSUPPORTED,
+            FfiError::Boot(_) => sys::ANYTUN_ERR_IO,
+            FfiError::State { code, .. } => *code,
             FfiError::Internal(_) => sys::ANYTUN_ERR_INTERNAL,
         }
     }

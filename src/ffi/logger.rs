@@ -184,7 +184,7 @@ fn set(f: sys::anytun_log_fn, user: *mut c_void, max_level: c_int) -> Result<(),
             // Only possible when linked as an rlib into a Rust program
             // that installed its own logger.
             return Err(FfiError::Unsupported(
-                "another logger is installed in this process's log facade",
+                "another logger is installed in this process's log facade".into(),
             ));
         }
         FACADE_OURS.store(true, Ordering::Release);

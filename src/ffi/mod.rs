@@ -12,12 +12,20 @@
 //! - [`client`]: the client handle's exports; [`driver`]: the one thread
 //!   that drives a started client (a blocking UDP socket and `poll(2)`,
 //!   no async runtime, so a phone links little).
+//! - [`proxy`]: the hosted proxy's exports (`anytun_proxy_*`); the proxy
+//!   itself (`proxy_host`) needs the daemon feature, without it they
+//!   return `ANYTUN_ERR_UNSUPPORTED`.
 
 pub mod client;
 pub mod driver;
 pub mod errors;
 pub mod keys;
 pub mod logger;
+pub mod proxy;
+#[cfg(feature = "daemon")]
+mod proxy_host;
+#[cfg(all(test, feature = "daemon"))]
+mod proxy_tests;
 pub mod sys;
 #[cfg(test)]
 mod tests;
@@ -26,6 +34,7 @@ pub use client::*;
 pub use errors::{anytun_last_error, anytun_strerror};
 pub use keys::*;
 pub use logger::anytun_set_logger;
+pub use proxy::*;
 
 use errors::FfiError;
 use std::ffi::{c_char, CStr};
@@ -136,4 +145,24 @@ pub(crate) fn fill_chars(dst: &mut [c_char], s: &str) -> Result<(), FfiError> {
         *d = b as c_char;
     }
     Ok(())
+}
+
+/// Copies `s` into a fixed char array of a struct, NUL-terminated; a text
+/// longer than the array is cut at a character boundary and ends in "..."
+/// (for diagnostic texts of unbounded length, as the header says).
+#[cfg(feature = "daemon")]
+pub(crate) fn fill_chars_cut(dst: &mut [c_char], s: &str) {
+    let room = dst.len().saturating_sub(1);
+    let text: std::borrow::Cow<'_, str> = if s.len() <= room {
+        s.into()
+    } else {
+        let mut end = room.saturating_sub(3);
+        while !s.is_char_boundary(end) {
+            end -= 1;
+        }
+        format!("{}...", &s[..end]).into()
+    };
+    for (d, b) in dst.iter_mut().zip(text.bytes().chain(std::iter::repeat(0))) {
+        *d = b as c_char;
+    }
 }

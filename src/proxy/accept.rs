@@ -4,9 +4,9 @@
 //! see [`crate::handshake::replay`]), the subscriber check and the creation
 //! of the session. Refusals are counted per reason and logged in aggregate.
 
-use super::{ClientSession, Proxy, Transmit};
+use super::{ClientSession, Keys, Proxy, Transmit};
 use super::{ProxyConfig, Subscribers};
-use crate::call::reliable::{ReliableReceiver, ReliableSender};
+use crate::call::reliable::ReliableSender;
 use crate::crypto::PublicKey;
 use crate::handshake::replay::{ReplayTable, Verdict, WallClock};
 use crate::handshake::Responder;
@@ -126,13 +126,13 @@ impl Proxy {
                 self.sessions.insert(
                     id,
                     Box::new(ClientSession {
-                        crypto,
+                        crypto: Keys::whole(crypto),
                         client_key: client,
                         addr: src,
                         local_ip: dst_ip,
                         last_seen: now,
                         reliable: ReliableSender::new(),
-                        received: ReliableReceiver::new(),
+                        received: None,
                         serving: self.cfg.proxy_id,
                         adopted: false,
                         floor: 0,

@@ -4,6 +4,14 @@
 
 use crate::session::{ProxyId, SessionId};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::time::{Duration, Instant};
+
+/// A handed message older than this is forgotten, never handled again: by
+/// then the serving proxy would have given up retransmitting it (15.75 s,
+/// `call::reliable`), so a copy would be stale (an Invite of a call long
+/// over). It also ends what a live peer never acknowledges (a link that
+/// broke and reconnected lost the message or its ack).
+pub const HANDED_TTL: Duration = Duration::from_secs(16);
 
 /// Most control messages kept unacknowledged per peer. A live peer
 /// acknowledges each within a link round trip, so this is reached only by a
@@ -24,6 +32,8 @@ pub const MAX_ACKS_OWED: usize = 4096;
 pub(crate) struct HandedMsg {
     pub(crate) to: SessionId,
     pub(crate) body: Vec<u8>,
+    /// When it was handed.
+    pub(crate) at: Instant,
 }
 
 /// The handed-over messages, by (peer, sequence number), with an index by
@@ -46,9 +56,24 @@ impl Handed {
         self.next_seq
     }
 
-    /// Keeps message `seq`, handed to `peer`, until acknowledged. Returns
-    /// true if the peer's oldest message was forgotten to make room.
-    pub(crate) fn keep(&mut self, peer: ProxyId, seq: u64, to: SessionId, body: Vec<u8>) -> bool {
+    /// Keeps message `seq`, handed to `peer` at `now`, until acknowledged
+    /// (or [`HANDED_TTL`]). Returns true if the peer's oldest message was
+    /// forgotten to make room.
+    pub(crate) fn keep(
+        &mut self,
+        now: Instant,
+        peer: ProxyId,
+        seq: u64,
+        to: SessionId,
+        body: Vec<u8>,
+    ) -> bool {
+        // Numbers grow with time: the peer's expired messages come first.
+        while let Some((&(_, old), m)) = self.msgs.range((peer, 0)..=(peer, u64::MAX)).next() {
+            if now.saturating_duration_since(m.at) < HANDED_TTL {
+                break;
+            }
+            self.remove(peer, old);
+        }
         let n = self.per_peer.entry(peer).or_default();
         let full = *n >= MAX_HANDED_PER_PEER;
         *n += 1;
@@ -63,15 +88,19 @@ impl Handed {
             }
         }
         self.by_session.insert((to, peer, seq));
-        self.msgs.insert((peer, seq), HandedMsg { to, body });
+        self.msgs
+            .insert((peer, seq), HandedMsg { to, body, at: now });
         full
     }
 
     /// `peer` acknowledged `seq`: forgotten. False if not held.
     pub(crate) fn remove(&mut self, peer: ProxyId, seq: u64) -> bool {
-        let Some(m) = self.msgs.remove(&(peer, seq)) else {
-            return false;
-        };
+        self.unlink(peer, seq).is_some()
+    }
+
+    /// Removes message `seq` handed to `peer` from every index.
+    fn unlink(&mut self, peer: ProxyId, seq: u64) -> Option<HandedMsg> {
+        let m = self.msgs.remove(&(peer, seq))?;
         self.by_session.remove(&(m.to, peer, seq));
         if let Some(n) = self.per_peer.get_mut(&peer) {
             *n -= 1;
@@ -79,36 +108,44 @@ impl Handed {
                 self.per_peer.remove(&peer);
             }
         }
-        true
+        Some(m)
     }
 
-    /// Takes every message handed to `peer`, oldest first.
-    pub(crate) fn take_peer(&mut self, peer: ProxyId) -> Vec<HandedMsg> {
+    /// Takes every message handed to `peer`, oldest first (those older than
+    /// [`HANDED_TTL`] at `now` are dropped).
+    pub(crate) fn take_peer(&mut self, now: Instant, peer: ProxyId) -> Vec<HandedMsg> {
         let seqs: Vec<u64> = self
             .msgs
             .range((peer, 0)..=(peer, u64::MAX))
             .map(|(k, _)| k.1)
             .collect();
-        self.take(peer, seqs)
+        self.take(now, peer, seqs)
     }
 
-    /// Takes every message for session `to` handed to `peer`, oldest first.
-    pub(crate) fn take_session(&mut self, to: SessionId, peer: ProxyId) -> Vec<HandedMsg> {
+    /// Takes every message for session `to` handed to `peer`, oldest first
+    /// (as [`Handed::take_peer`]).
+    pub(crate) fn take_session(
+        &mut self,
+        now: Instant,
+        to: SessionId,
+        peer: ProxyId,
+    ) -> Vec<HandedMsg> {
         let seqs: Vec<u64> = self
             .by_session
             .range((to, peer, 0)..=(to, peer, u64::MAX))
             .map(|k| k.2)
             .collect();
-        self.take(peer, seqs)
+        self.take(now, peer, seqs)
     }
 
-    fn take(&mut self, peer: ProxyId, seqs: Vec<u64>) -> Vec<HandedMsg> {
+    fn take(&mut self, now: Instant, peer: ProxyId, seqs: Vec<u64>) -> Vec<HandedMsg> {
         let mut out = Vec::with_capacity(seqs.len());
         for seq in seqs {
-            if let Some(m) = self.msgs.get(&(peer, seq)) {
-                let (to, body) = (m.to, m.body.clone());
-                self.remove(peer, seq);
-                out.push(HandedMsg { to, body });
+            let Some(m) = self.unlink(peer, seq) else {
+                continue;
+            };
+            if now.saturating_duration_since(m.at) < HANDED_TTL {
+                out.push(m);
             }
         }
         out
@@ -161,39 +198,65 @@ mod tests {
     #[test]
     fn kept_until_acknowledged_and_taken_by_peer_or_session() {
         let (p, q) = (ProxyId::new(2).unwrap(), ProxyId::new(3).unwrap());
+        let now = Instant::now();
         let mut h = Handed::default();
         let s: Vec<u64> = (0..4).map(|_| h.next_seq()).collect();
-        h.keep(p, s[0], sid(1), vec![1]);
-        h.keep(p, s[1], sid(2), vec![2]);
-        h.keep(q, s[2], sid(1), vec![3]);
-        h.keep(p, s[3], sid(1), vec![4]);
+        h.keep(now, p, s[0], sid(1), vec![1]);
+        h.keep(now, p, s[1], sid(2), vec![2]);
+        h.keep(now, q, s[2], sid(1), vec![3]);
+        h.keep(now, p, s[3], sid(1), vec![4]);
         assert!(h.remove(p, s[1]));
         assert!(!h.remove(p, s[1]));
         let got: Vec<Vec<u8>> = h
-            .take_session(sid(1), p)
+            .take_session(now, sid(1), p)
             .into_iter()
             .map(|m| m.body)
             .collect();
         assert_eq!(got, vec![vec![1], vec![4]]);
         assert_eq!(h.len(), 1);
-        assert_eq!(h.take_peer(q).len(), 1);
+        assert_eq!(h.take_peer(now, q).len(), 1);
         assert_eq!(h.len(), 0);
     }
 
     #[test]
     fn bounded_per_peer_oldest_forgotten() {
         let p = ProxyId::new(2).unwrap();
+        let now = Instant::now();
         let mut h = Handed::default();
         let mut forgotten = 0;
         for i in 0..MAX_HANDED_PER_PEER + 10 {
             let seq = h.next_seq();
-            forgotten += usize::from(h.keep(p, seq, sid(i as u64 + 1), vec![0]));
+            forgotten += usize::from(h.keep(now, p, seq, sid(i as u64 + 1), vec![0]));
         }
         assert_eq!(forgotten, 10);
         assert_eq!(h.len(), MAX_HANDED_PER_PEER);
         // The oldest went: the first left is number 11.
-        let first = h.take_peer(p).into_iter().next().unwrap();
+        let first = h.take_peer(now, p).into_iter().next().unwrap();
         assert_eq!(first.to, sid(11));
+    }
+
+    #[test]
+    fn stale_messages_are_never_handled_again() {
+        let p = ProxyId::new(2).unwrap();
+        let t0 = Instant::now();
+        let mut h = Handed::default();
+        let a = h.next_seq();
+        h.keep(t0, p, a, sid(1), vec![1]);
+        let b = h.next_seq();
+        h.keep(t0 + Duration::from_secs(10), p, b, sid(1), vec![2]);
+        // At 17 s the first is past HANDED_TTL: dropped, the second taken.
+        let got = h.take_session(t0 + Duration::from_secs(17), sid(1), p);
+        assert_eq!(
+            got.into_iter().map(|m| m.body).collect::<Vec<_>>(),
+            vec![vec![2]]
+        );
+        assert_eq!(h.len(), 0);
+        // Expired ones also go when the peer is handed something new.
+        let d = h.next_seq();
+        h.keep(t0, p, d, sid(1), vec![3]);
+        let c = h.next_seq();
+        h.keep(t0 + HANDED_TTL, p, c, sid(2), vec![4]);
+        assert_eq!(h.len(), 1);
     }
 
     #[test]

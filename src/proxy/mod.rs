@@ -14,6 +14,7 @@ mod accept;
 pub mod calls;
 pub mod events;
 pub mod handed;
+mod keys;
 mod peer_msg;
 pub mod registry;
 pub mod replica;
@@ -42,6 +43,7 @@ use crate::wire::inner::Inner;
 use crate::wire::transport::TransportHeader;
 use crate::wire::{classify, DropReason, MessageType, MAX_DATAGRAM};
 use calls::CallTable;
+use keys::Keys;
 use registry::Registry;
 use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::net::{IpAddr, SocketAddr};
@@ -145,7 +147,9 @@ pub struct Transmit {
 /// One client's session at this proxy.
 #[derive(Debug)]
 pub(crate) struct ClientSession {
-    pub(crate) crypto: SessionCrypto,
+    /// Whole if served here or used here; compact for a replica never used
+    /// here (spec 16.9).
+    pub(crate) crypto: Keys,
     pub(crate) client_key: PublicKey,
     /// Where the client's newest authenticated packet came from.
     pub(crate) addr: SocketAddr,
@@ -153,7 +157,9 @@ pub(crate) struct ClientSession {
     pub(crate) local_ip: Option<IpAddr>,
     pub(crate) last_seen: Instant,
     pub(crate) reliable: ReliableSender,
-    pub(crate) received: ReliableReceiver,
+    /// The client's control messages seen here; made on the first one (a
+    /// replica's stays `None`, spec 16.9).
+    pub(crate) received: Option<Box<ReliableReceiver>>,
     /// The proxy serving the client now (this one, or another whose state
     /// was replicated here: then this proxy runs no timers for it and sends
     /// it no control message itself).
@@ -446,13 +452,13 @@ impl Proxy {
             }
         }
         let session = Box::new(ClientSession {
-            crypto,
+            crypto: Keys::whole(crypto),
             client_key: state.client_key,
             addr,
             local_ip: None,
             last_seen: now,
             reliable: ReliableSender::new(),
-            received: ReliableReceiver::new(),
+            received: None,
             serving: self.cfg.proxy_id,
             adopted: false,
             floor: state.client_counter_floor,
@@ -473,8 +479,12 @@ impl Proxy {
     /// epoch (see [`SessionCrypto::skip_seq_for_test`]).
     #[doc(hidden)]
     pub fn skip_seq_for_test(&mut self, id: SessionId, seq: u32) {
-        if let Some(s) = self.sessions.get_mut(&id) {
-            s.crypto.skip_seq_for_test(seq);
+        if let Some(c) = self
+            .sessions
+            .get_mut(&id)
+            .and_then(|s| s.crypto.whole_mut())
+        {
+            c.skip_seq_for_test(seq);
         }
     }
 
@@ -529,8 +539,13 @@ impl Proxy {
             self.forward_to_home(now, sid, src, dst_ip, d);
             return Err(DropReason::UnknownSession);
         };
-        let floor_before = session.crypto.client_floor();
-        let opened = session.crypto.open(&header, d)?;
+        // A compact replica is made whole on its client's first packet here.
+        let crypto = session
+            .crypto
+            .get(&self.epochs)
+            .map_err(|_| DropReason::CannotAnswer)?;
+        let floor_before = crypto.client_floor();
+        let opened = crypto.open(&header, d)?;
         // A replica takes over (and moves the address) only on a packet the
         // serving proxy never saw: a replay of a recent packet is the newest
         // here too. Confirmed by the serving proxy (Probe/Confirm), or by
@@ -654,7 +669,7 @@ impl Proxy {
                 // acknowledged nor marked seen: an honest client retransmits
                 // it after acknowledging what it was sent; a client that
                 // acknowledges nothing gets nothing more.
-                let new = !session.received.seen(msg_id);
+                let new = !session.received.as_ref().is_some_and(|r| r.seen(msg_id));
                 if session.reliable.room() == 0 && new {
                     return Err(DropReason::ControlBacklog);
                 }
@@ -668,7 +683,10 @@ impl Proxy {
                         return Err(DropReason::AnswerPending);
                     }
                 }
-                let first = session.received.first_time(msg_id);
+                let first = session
+                    .received
+                    .get_or_insert_with(Box::default)
+                    .first_time(msg_id);
                 let len = session
                     .crypto
                     .seal(out, |b| Inner::Ack { msg_id }.encode(b))
@@ -721,9 +739,12 @@ impl Proxy {
             self.send_peer(serving, &msg);
             return Ok(None);
         }
+        // Shortest path: a compact replica is made whole on its first frame.
         let len = peer
             .crypto
-            .seal(out, |b| Inner::Media { call, e2e }.encode(b))
+            .get(&self.epochs)
+            .ok()
+            .and_then(|c| c.seal(out, |b| Inner::Media { call, e2e }.encode(b)))
             .ok_or(DropReason::CannotAnswer)?;
         self.stats.media_relayed += 1;
         Ok(Some(Transmit {
@@ -842,7 +863,7 @@ impl Proxy {
             // anypsp: the serving proxy sends a client its control messages
             // (and retransmits them); this one hands the message over.
             let serving = s.serving;
-            return self.hand_control(serving, to, 0, body);
+            return self.hand_control(now, serving, to, 0, body);
         }
         // The end of a call may use the reserve beyond the queue's bound, so
         // a party that filled the other's queue cannot hide it.
@@ -899,6 +920,9 @@ impl Proxy {
     /// retransmitted: the session is gone.
     pub(super) fn replace_session(&mut self, now: Instant, old: SessionId) {
         if let Some(s) = self.sessions.get_mut(&old) {
+            // A compact replica is made whole to be told (spec 15.2); without
+            // an epoch left it is not told.
+            let _ = s.crypto.get(&self.epochs);
             let mut body = [0u8; 1];
             if let Some(n) = ControlMsg::SessionReplaced.encode(&mut body) {
                 // Never retransmitted: an id, not a place in the (bounded)

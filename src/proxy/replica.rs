@@ -13,8 +13,8 @@
 //! traffic by themselves: applying a change sends nothing.
 
 pub use super::peer_msg::PeerMessage;
-use super::{ClientSession, Proxy, ProxyEvent, SessionRecord, Transmit};
-use crate::call::reliable::{ReliableReceiver, ReliableSender};
+use super::{ClientSession, Keys, Proxy, ProxyEvent, SessionRecord, Transmit};
+use crate::call::reliable::ReliableSender;
 use crate::session::{EpochsExhausted, ProxyId, SessionCrypto, SessionId};
 use crate::wire::control::ControlMsg;
 use crate::wire::MAX_DATAGRAM;
@@ -198,6 +198,13 @@ impl Proxy {
         &self.psp
     }
 
+    /// Whether this proxy holds session `id` with whole keys (served or used
+    /// here), not in the compact replica form (spec 16.9). `None` if not
+    /// held.
+    pub fn session_is_whole(&self, id: SessionId) -> Option<bool> {
+        self.sessions.get(&id).map(|s| s.crypto.is_whole())
+    }
+
     /// The proxy serving session `id` as this proxy sees it.
     pub fn serving_proxy(&self, id: SessionId) -> Option<ProxyId> {
         self.sessions.get(&id).map(|s| s.serving)
@@ -243,6 +250,7 @@ impl Proxy {
     /// queued (counted in [`Proxy::send_peer`]).
     pub(super) fn hand_control(
         &mut self,
+        now: Instant,
         peer: ProxyId,
         to: SessionId,
         hops: u8,
@@ -261,7 +269,7 @@ impl Proxy {
         let PeerMessage::Control { body, .. } = msg else {
             return true;
         };
-        if self.handed.keep(peer, seq, to, body) {
+        if self.handed.keep(now, peer, seq, to, body) {
             self.psp.handed_forgotten += 1;
         }
         true
@@ -284,7 +292,7 @@ impl Proxy {
     /// Session `sid` is no longer served by `old` (a take-over): what was
     /// handed to `old` for it and not acknowledged is handled again.
     pub(super) fn rehand_session(&mut self, now: Instant, sid: SessionId, old: ProxyId) {
-        let msgs = self.handed.take_session(sid, old);
+        let msgs = self.handed.take_session(now, sid, old);
         self.rehandle(now, msgs);
     }
 
@@ -385,7 +393,7 @@ impl Proxy {
                     Some(s) if s.serving != me && hops < MAX_CONTROL_HOPS => {
                         // Our views differ (a take-over in flight): pass it on.
                         let next = s.serving;
-                        self.hand_control(next, to, hops + 1, body);
+                        self.hand_control(now, next, to, hops + 1, body);
                     }
                     Some(s) if s.serving == me => {
                         self.psp.control_from_peer += 1;
@@ -565,8 +573,9 @@ impl Proxy {
     }
 
     /// Installs a change another proxy reported (its [`ProxyEvent`]). A
-    /// session is imported in a fresh send epoch (nonce-safe by
-    /// construction) and kept ready to take over, but this proxy runs no
+    /// session is kept as a compact replica, imported in a fresh send epoch
+    /// (nonce-safe by construction) on its first use here, ready to take
+    /// over (spec 15.2), but this proxy runs no
     /// timers and no expiry for it while another serves it. Nothing is sent
     /// and no event is emitted (no echo), but for a session taken back after
     /// a restart (spec 15.3), which emits `SessionUpdated`.
@@ -652,7 +661,7 @@ impl Proxy {
             s.addr = r.addr;
             s.local_ip = r.local_ip;
             s.last_seen = now;
-            s.crypto.raise_client_floor(r.state.client_counter_floor);
+            s.crypto.update(&r.state);
             s.floor = s.floor.max(r.state.client_counter_floor);
             s.adopted = false;
             if s.serving != r.serving {
@@ -667,7 +676,7 @@ impl Proxy {
                 self.timers.set(id, None);
                 self.expiry.set(id, None);
                 for body in pending {
-                    self.hand_control(r.serving, id, 0, body);
+                    self.hand_control(now, r.serving, id, 0, body);
                 }
             } else if s.serving != r.serving {
                 // A third proxy took the client over from the one we handed
@@ -690,7 +699,13 @@ impl Proxy {
         if self.sessions.len() >= self.cfg.max_sessions {
             return Err(ApplyError::Full);
         }
-        let crypto = SessionCrypto::import(&r.state, &self.epochs).map_err(ApplyError::Epochs)?;
+        // A replica stays compact until first used here (spec 16.9); one
+        // taken back is served at once.
+        let crypto = if ours {
+            Keys::whole(SessionCrypto::import(&r.state, &self.epochs).map_err(ApplyError::Epochs)?)
+        } else {
+            Keys::compact(&r.state)
+        };
         if let Some(old) = self.by_key.get(&r.state.client_key).copied() {
             if old != id && self.sessions.get(&old).is_some_and(|s| s.serving != me) {
                 self.forget_session(old);
@@ -706,7 +721,7 @@ impl Proxy {
                 local_ip: r.local_ip,
                 last_seen: now,
                 reliable: ReliableSender::new(),
-                received: ReliableReceiver::new(),
+                received: None,
                 serving: r.serving,
                 adopted: false,
                 floor: r.state.client_counter_floor,
@@ -755,7 +770,9 @@ impl Proxy {
         }
         let mut adopted = Vec::new();
         for (id, s) in &mut self.sessions {
-            if s.serving == peer {
+            // Served from here: made whole (an epoch each), or left to the
+            // proxy that takes it over if the lease has none left.
+            if s.serving == peer && s.crypto.get(&self.epochs).is_ok() {
                 s.serving = me;
                 s.adopted = true;
                 adopted.push(*id);
@@ -770,7 +787,7 @@ impl Proxy {
         // acknowledge: all of these are handled again, oldest first.
         self.peer_out.retain(|(to, _)| *to != peer);
         self.handed.forget_owed(peer);
-        let msgs = self.handed.take_peer(peer);
+        let msgs = self.handed.take_peer(now, peer);
         self.rehandle(now, msgs);
         adopted.len()
     }

@@ -6,12 +6,18 @@
 //! - [`proxy`]: runs a [`crate::proxy::Proxy`] on one or more sockets.
 //! - [`client`]: runs a [`crate::client::Client`] against one proxy address.
 //! - [`peers`]: runs the anypsp peer links ([`crate::sync::link`]) over TCP.
+//! - [`announce`]: runs the routing daemon (BIRD) and announces the anycast
+//!   routes only while the proxy is ready.
 //! - [`node`]: one proxy on a thread pool of its own: UDP, peer links and
 //!   replication, started and stopped as a whole.
+//! - [`host`]: a proxy booted from a config on a node (keys, store, epoch
+//!   lease, metrics): what `anytund` and the C ABI's hosted proxy share.
 //! - [`subscribers`]: the subscriber store beside a proxy: reloads, and
 //!   replication of its changes.
 
+pub mod announce;
 pub mod client;
+pub mod host;
 pub mod node;
 pub mod peers;
 pub mod proxy;

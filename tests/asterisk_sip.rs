@@ -1,0 +1,227 @@
+//! Issue 9, test 3: ordinary SIP phones on ordinary PBXs, joined by the
+//! anycast network. Phone A (SIPp, Debian's sip-tester) calls extension
+//! 9bob on alice's PBX, which runs Dial(ANYTUN/bob); on bob's PBX the name
+//! bob rings phone B (SIPp answering and echoing RTP). Phone A's tone must
+//! reach bob's PBX, and phone B's echo must come back to phone A's leg.
+//! Needs root and the chroot (with sip-tester).
+
+mod asterisk_lab;
+
+use anytun::audio::read_wav;
+use asterisk_lab::tones::{analyse, tone_and_digits};
+use asterisk_lab::{free_port, serial, wait_until, Lab, Net, Pbx, PJSIP_MODULES};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+/// Phone A: INVITE with PCMU, stream a raw u-law file, hang up after 6 s.
+const UAC: &str = r#"<?xml version="1.0" encoding="ISO-8859-1" ?>
+<!DOCTYPE scenario SYSTEM "sipp.dtd">
+<scenario name="phone A">
+<send retrans="500"><![CDATA[
+INVITE sip:[service]@[remote_ip]:[remote_port] SIP/2.0
+Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
+From: phonea <sip:phonea@[local_ip]:[local_port]>;tag=[call_number]
+To: <sip:[service]@[remote_ip]:[remote_port]>
+Call-ID: [call_id]
+CSeq: 1 INVITE
+Contact: sip:phonea@[local_ip]:[local_port]
+Max-Forwards: 70
+Content-Type: application/sdp
+Content-Length: [len]
+
+v=0
+o=phonea 1 1 IN IP[local_ip_type] [local_ip]
+s=-
+c=IN IP[media_ip_type] [media_ip]
+t=0 0
+m=audio [rtpstream_audio_port] RTP/AVP 0
+a=rtpmap:0 PCMU/8000
+]]></send>
+<recv response="100" optional="true"/>
+<recv response="180" optional="true"/>
+<recv response="183" optional="true"/>
+<recv response="200" rtd="true"/>
+<send><![CDATA[
+ACK sip:[service]@[remote_ip]:[remote_port] SIP/2.0
+Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
+From: phonea <sip:phonea@[local_ip]:[local_port]>;tag=[call_number]
+To: <sip:[service]@[remote_ip]:[remote_port]>[peer_tag_param]
+Call-ID: [call_id]
+CSeq: 1 ACK
+Contact: sip:phonea@[local_ip]:[local_port]
+Max-Forwards: 70
+Content-Length: 0
+
+]]></send>
+<nop><action><exec rtp_stream="TONE,1,0"/></action></nop>
+<pause milliseconds="6000"/>
+<send retrans="500"><![CDATA[
+BYE sip:[service]@[remote_ip]:[remote_port] SIP/2.0
+Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
+From: phonea <sip:phonea@[local_ip]:[local_port]>;tag=[call_number]
+To: <sip:[service]@[remote_ip]:[remote_port]>[peer_tag_param]
+Call-ID: [call_id]
+CSeq: 2 BYE
+Contact: sip:phonea@[local_ip]:[local_port]
+Max-Forwards: 70
+Content-Length: 0
+
+]]></send>
+<recv response="200" crlf="true"/>
+</scenario>
+"#;
+
+fn pjsip_conf(me: u16, phone: &str, phone_port: u16) -> String {
+    format!(
+        "[transport-udp]\ntype=transport\nprotocol=udp\nbind=127.0.0.1:{me}\n\n\
+         [{phone}]\ntype=endpoint\ncontext=phones\ndisallow=all\nallow=ulaw\naors={phone}\n\
+         direct_media=no\nmedia_address=127.0.0.1\nbind_rtp_to_media_address=yes\n\n\
+         [{phone}]\ntype=aor\ncontact=sip:{phone}@127.0.0.1:{phone_port}\n\n\
+         [{phone}]\ntype=identify\nendpoint={phone}\nmatch=127.0.0.1\n"
+    )
+}
+
+#[test]
+fn sip_phone_to_sip_phone_through_two_pbxs_and_anytun() {
+    let _g = serial();
+    let lab = Lab::get();
+    let net = Net::start(&[("alice.key", "alice"), ("bob.key", "bob")]);
+    let (sip_a, sip_b, phone_a, phone_b) = (free_port(), free_port(), free_port(), free_port());
+    let (ia, ib) = (Pbx::inner_dir("sa"), Pbx::inner_dir("sb"));
+    let ext_a = format!(
+        "[general]\n[from-anytun]\n[phones]\n\
+         exten => 9bob,1,MixMonitor({ia}/spool/a-mix.wav,r({ia}/spool/a-from-phone.wav)t({ia}/spool/a-to-phone.wav))\n \
+         same => n,Dial(ANYTUN/bob,20)\n same => n,Hangup()\n"
+    );
+    let ext_b = format!(
+        "[general]\n[phones]\n[from-anytun]\n\
+         exten => bob,1,MixMonitor({ib}/spool/b-mix.wav,r({ib}/spool/b-from-anytun.wav)t({ib}/spool/b-to-anytun.wav))\n \
+         same => n,Dial(PJSIP/phoneb,20)\n same => n,Hangup()\n"
+    );
+    let rtp = |lo: u16| format!("[general]\nrtpstart={lo}\nrtpend={}\n", lo + 999).into_bytes();
+    let ca = net.pbx_conf(
+        "alice.key",
+        "alice",
+        "codecs = ulaw\n",
+        &ext_a,
+        &[
+            (
+                "pjsip.conf",
+                pjsip_conf(sip_a, "phonea", phone_a).into_bytes(),
+            ),
+            ("rtp.conf", rtp(30000)),
+        ],
+    );
+    let cb = net.pbx_conf(
+        "bob.key",
+        "bob",
+        "codecs = ulaw\n",
+        &ext_b,
+        &[
+            (
+                "pjsip.conf",
+                pjsip_conf(sip_b, "phoneb", phone_b).into_bytes(),
+            ),
+            ("rtp.conf", rtp(31000)),
+        ],
+    );
+    let a = Pbx::start_with("sa", ca.path(), PJSIP_MODULES);
+    let b = Pbx::start_with("sb", cb.path(), PJSIP_MODULES);
+    wait_until("bob registered", Duration::from_secs(10), || {
+        b.rx("anytun show status")
+            .contains("Names registered: 1 of")
+    });
+    // The phones run in the chroot (SIPp from Debian sid).
+    let tone: Vec<u8> = tone_and_digits(1000.0, 3.0, "")
+        .iter()
+        .map(|&s| anytun::audio::g711::ulaw_encode(s))
+        .collect();
+    std::fs::write(a.dir.join("spool/tone.ulaw"), tone).unwrap();
+    let tone_inner = format!("{ia}/spool/tone.ulaw");
+    std::fs::write(
+        a.dir.join("spool/uac.xml"),
+        UAC.replace("TONE", &tone_inner),
+    )
+    .unwrap();
+    let sipp = |args: &[String]| {
+        let mut c = Command::new("chroot");
+        c.arg(&lab.root)
+            .arg("sipp")
+            .args(args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        c
+    };
+    let s = |x: &str| x.to_owned();
+    let mut phone_b_proc = sipp(&[
+        s("-sn"),
+        s("uas"),
+        s("-rtp_echo"),
+        s("-i"),
+        s("127.0.0.1"),
+        s("-p"),
+        phone_b.to_string(),
+        s("-mi"),
+        s("127.0.0.1"),
+        s("-mp"),
+        free_port().to_string(),
+        s("-m"),
+        s("1"),
+    ])
+    .spawn()
+    .unwrap();
+    let out = sipp(&[
+        format!("127.0.0.1:{sip_a}"),
+        s("-sf"),
+        format!("{ia}/spool/uac.xml"),
+        s("-s"),
+        s("9bob"),
+        s("-i"),
+        s("127.0.0.1"),
+        s("-p"),
+        phone_a.to_string(),
+        s("-mi"),
+        s("127.0.0.1"),
+        s("-mp"),
+        free_port().to_string(),
+        s("-m"),
+        s("1"),
+        s("-timeout"),
+        s("30s"),
+    ])
+    .output()
+    .unwrap();
+    // Phone B ends after its one call; a failed call leaves it waiting.
+    let _ = phone_b_proc.kill();
+    let _ = phone_b_proc.wait();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    wait_until("the call to end", Duration::from_secs(20), || {
+        a.channels() == 0 && b.channels() == 0
+    });
+    assert!(
+        out.status.success(),
+        "phone A (SIPp) failed: {stderr}\n{}",
+        a.log()
+    );
+    let heard = |pbx: &Pbx, f: &str| analyse(&read_wav(&pbx.spool(f)).unwrap());
+    let at_b = heard(&b, "b-from-anytun.wav");
+    let echoed = heard(&b, "b-to-anytun.wav");
+    let back_at_a = heard(&a, "a-to-phone.wav");
+    println!("bob's PBX from anytun: {at_b:?}\nphone B's echo at bob's PBX: {echoed:?}\nto phone A: {back_at_a:?}");
+    for (what, an) in [
+        ("phone A -> bob's PBX", &at_b),
+        ("phone B's echo", &echoed),
+        ("echo back to phone A", &back_at_a),
+    ] {
+        let hz = an
+            .tone_hz
+            .unwrap_or_else(|| panic!("{what}: no tone: {an:?}"));
+        assert!((hz - 1000.0).abs() <= 5.0, "{what}: {hz} Hz");
+        assert!(
+            an.tone_seconds >= 2.5,
+            "{what}: tone for {} s of 3",
+            an.tone_seconds
+        );
+    }
+    drop(net);
+}
