@@ -314,3 +314,83 @@ fn a_resync_with_concurrent_changes_converges() {
         assert!(n.stop().joined);
     }
 }
+
+/// A node serves only once every subscriber pulled from its peers is in
+/// its proxy (spec 17.4): a client whose key was added on another proxy is
+/// never refused as unknown in the moment after "synced". The test plays
+/// the host's store task and holds the replicated subscriber: the node must
+/// not serve until the host says the proxy has it.
+#[test]
+fn a_node_serves_only_once_pulled_subscribers_are_in_its_proxy() {
+    let network = SecretKey::generate();
+    let keys = [SecretKey::generate(), SecretKey::generate()];
+    let links = [free_tcp(), free_tcp()];
+    let start = |i: usize, startup: Duration, subs| {
+        let id = i as u16 + 1;
+        let mut node = Node::new(NodeOptions {
+            worker_threads: 1,
+            thread_name: format!("subs-{id}"),
+            ..NodeOptions::default()
+        })
+        .unwrap();
+        let core = Proxy::new(
+            ProxyConfig::new(ProxyId::new(id).unwrap(), network.clone()),
+            Subscribers::default(),
+            Instant::now(),
+        );
+        core.epochs().grant(EpochLease::ephemeral());
+        let sync = SyncSetup {
+            node_key: keys[i].clone(),
+            listen: links[i],
+            peers: vec![member(2 - i as u16, &keys[1 - i], links[1 - i])],
+            fp_key: fingerprint_key(&network),
+            startup_timeout: startup,
+            peer_detect: Duration::from_millis(300),
+            link: LinkConfig::default(),
+            apply_batch: APPLY_BATCH,
+            subscribers: subs,
+        };
+        let udp = Udp::Deferred {
+            listen: vec!["127.0.0.1:0".parse().unwrap()],
+            opts: BindOptions::default(),
+        };
+        node.start(core, udp, Some(sync)).unwrap();
+        node
+    };
+    // Node 1 serves alone (its peer is not up yet) and holds alice's key.
+    let n1 = start(0, Duration::from_millis(200), None);
+    wait("node 1 never served", || n1.readiness().borrow().serving);
+    let alice = SecretKey::generate().public();
+    assert!(n1.local_subscribers().unwrap().changed(
+        anytun::call::Name::new("alice").unwrap(),
+        alice,
+        true
+    ));
+    // Node 2 joins; the test is its host's store task.
+    let (tx, mut rx) = tokio::sync::mpsc::channel(16);
+    let n2 = start(1, Duration::from_secs(30), Some(tx));
+    let mut got = None;
+    wait("node 2 never received alice", || {
+        got = rx.try_recv().ok();
+        got.is_some()
+    });
+    let got = got.unwrap();
+    assert_eq!(got.key, alice);
+    // Synced, but the proxy does not hold alice yet: not serving.
+    let held = Instant::now();
+    while held.elapsed() < Duration::from_millis(500) {
+        assert!(
+            !n2.readiness().borrow().serving,
+            "node 2 served before its proxy held a subscriber pulled from its peer"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    got.done();
+    wait(
+        "node 2 never served after the subscriber was applied",
+        || n2.readiness().borrow().ready(),
+    );
+    for n in [n1, n2] {
+        assert!(n.stop().joined);
+    }
+}

@@ -71,12 +71,21 @@ impl StoreTask {
                 _ = tick.tick() => {}
                 Some(first) = remote => {
                     let r = repl.as_mut().expect("checked");
-                    let mut changed = self.apply_remote(first);
+                    let mut batch = vec![first];
                     while let Ok(more) = r.remote.try_recv() {
-                        changed |= self.apply_remote(more);
+                        batch.push(more);
+                    }
+                    let mut changed = false;
+                    for c in &batch {
+                        changed |= self.apply_remote(c);
                     }
                     if changed {
                         self.reload_now();
+                    }
+                    // Only now does the proxy hold them (the node serves
+                    // once none is pending).
+                    for c in &batch {
+                        c.done();
                     }
                     continue;
                 }
@@ -99,7 +108,7 @@ impl StoreTask {
     }
 
     /// A peer's change into the store; true if it changed a row.
-    fn apply_remote(&self, c: RemoteSubscriber) -> bool {
+    fn apply_remote(&self, c: &RemoteSubscriber) -> bool {
         // The engine has ordered the change already (last writer wins by
         // its versions): the store takes it as of now.
         let now = crate::metrics::wall_ms();

@@ -36,7 +36,7 @@ pub(super) enum Local {
 
 /// A subscriber change replicated from a peer, for the host to write into
 /// its store (and then hand the proxy its new `Subscribers`).
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug)]
 pub struct RemoteSubscriber {
     /// The name.
     pub name: Name,
@@ -44,6 +44,19 @@ pub struct RemoteSubscriber {
     pub key: PublicKey,
     /// Authorised (true) or revoked (false).
     pub live: bool,
+    /// Changes handed to the host and not yet in the proxy's snapshot: the
+    /// host calls [`RemoteSubscriber::done`] once the proxy holds this one.
+    /// The node serves only when it is zero, so a client whose key came
+    /// from a peer is never refused in the moment after "synced".
+    pub pending: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl RemoteSubscriber {
+    /// The proxy's `Subscribers` now reflect this change (or it was refused
+    /// for good): one fewer pending.
+    pub fn done(&self) {
+        self.pending.fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 /// What the node's main task shares with [`super::Node`].
@@ -142,6 +155,8 @@ struct Psp {
     retry_at: Option<Instant>,
     /// Where the resync under way stands (None: none under way).
     resync_at: Option<ServedCursor>,
+    /// Subscriber changes handed to the host, not yet in the proxy.
+    subs_pending: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 impl Psp {
@@ -177,6 +192,7 @@ impl Psp {
             held: std::collections::VecDeque::new(),
             retry_at: None,
             resync_at: None,
+            subs_pending: Arc::default(),
         }
     }
 
@@ -195,7 +211,13 @@ impl Psp {
         let mut proxy_msgs: Vec<(ProxyId, Vec<u8>)> = Vec::new();
         loop {
             if !serving {
-                let all = self.up.len() == self.configured.len() && self.rep.synced();
+                // Synced, and everything pulled is in the core: no item
+                // waits for the epoch lease and every replicated subscriber
+                // is in the proxy's snapshot (spec 17.4).
+                let all = self.up.len() == self.configured.len()
+                    && self.rep.synced()
+                    && self.held.is_empty()
+                    && self.subs_pending.load(Ordering::Acquire) == 0;
                 let now = Instant::now();
                 if all || now >= startup_deadline {
                     if all {
@@ -619,9 +641,12 @@ impl Psp {
                 };
                 match next {
                     Some(Apply::Resync) => resync = true,
-                    Some(Apply::Subscriber { name, key, live }) => {
-                        subs.push(RemoteSubscriber { name, key, live })
-                    }
+                    Some(Apply::Subscriber { name, key, live }) => subs.push(RemoteSubscriber {
+                        name,
+                        key,
+                        live,
+                        pending: self.subs_pending.clone(),
+                    }),
                     Some(a) => batch.push(a),
                     None => break,
                 }
@@ -634,7 +659,12 @@ impl Psp {
                     // Waits for the store when it lags: back-pressure on
                     // replication, never on the voice path.
                     Some(tx) => {
-                        let _ = tx.send(s).await;
+                        s.pending.fetch_add(1, Ordering::AcqRel);
+                        if let Err(e) = tx.send(s).await {
+                            // The host's store task is gone: nothing will
+                            // ever apply it, so it must not hold serving.
+                            e.0.done();
+                        }
                     }
                     None => log::debug!("anypsp: subscriber {} from a peer: no store", s.name),
                 }
