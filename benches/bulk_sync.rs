@@ -331,4 +331,131 @@ fn main() {
             );
         }
     }
+    restart(n, bench);
+}
+
+/// A node restarted next to a peer holding `n` sessions: how long until it
+/// is synced and serving, and until it holds every replica. Its send-epoch
+/// lease comes from a real `LeaseFile` renewed as anytund does (every
+/// second when low, the first lease 1 024 epochs, doubling): a replica that
+/// takes an epoch of its own waits for those renewals.
+fn restart(n: usize, bench: bool) {
+    let network = SecretKey::generate();
+    let keys = [SecretKey::generate(), SecretKey::generate()];
+    let links = [free_tcp(), free_tcp()];
+    let dir = tempfile::tempdir().unwrap();
+    let start = |i: usize, lease: EpochLease| {
+        let id = i as u16 + 1;
+        let mut node = Node::new(NodeOptions {
+            worker_threads: 2,
+            thread_name: format!("restart-{id}"),
+            ..NodeOptions::default()
+        })
+        .unwrap();
+        let core = Proxy::new(
+            ProxyConfig::new(ProxyId::new(id).unwrap(), network.clone()),
+            Subscribers::default(),
+            Instant::now(),
+        );
+        core.epochs().grant(lease);
+        let sync = SyncSetup {
+            node_key: keys[i].clone(),
+            listen: links[i],
+            peers: vec![member(2 - i as u16, &keys[1 - i], links[1 - i])],
+            fp_key: fingerprint_key(&network),
+            startup_timeout: Duration::from_secs(60),
+            peer_detect: Duration::from_secs(1),
+            link: LinkConfig::default(),
+            apply_batch: APPLY_BATCH,
+            subscribers: None,
+        };
+        let udp = Udp::Deferred {
+            listen: vec!["127.0.0.1:0".parse().unwrap()],
+            opts: BindOptions::default(),
+        };
+        node.start(core, udp, Some(sync)).unwrap();
+        node
+    };
+    let a = start(0, EpochLease::ephemeral());
+    a.with_core(|p| {
+        let now = Instant::now();
+        for i in 0..n as u64 {
+            let st = SessionState {
+                id: SessionId::new(ProxyId::new(1).unwrap(), 0x1000 + i),
+                client_key: anytun::crypto::PublicKey({
+                    let mut k = [0x40u8; 32];
+                    k[..8].copy_from_slice(&i.to_le_bytes());
+                    k
+                }),
+                client_to_proxy: [1; 32],
+                proxy_to_client: [2; 32],
+                client_counter_floor: 0,
+                proxy_counter_floors: Vec::new(),
+            };
+            let addr: SocketAddr = format!("10.0.{}.{}:4000", i / 250 % 250, i % 250 + 1)
+                .parse()
+                .unwrap();
+            p.import_session(now, &st, addr).unwrap();
+        }
+    });
+    // B (re)starts now, with the lease file of a node that ran before.
+    let mut file = anytun::session::epoch::LeaseFile::open(&dir.path().join("lease")).unwrap();
+    let first = file.renew().unwrap();
+    let t0 = Instant::now();
+    let b = start(1, first);
+    let epochs = b.with_core(|p| p.epochs().clone()).unwrap();
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let renewer = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            let mut renewals = 0u32;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                std::thread::sleep(Duration::from_secs(1));
+                if epochs.wants_lease() {
+                    epochs.grant(file.renew().unwrap());
+                    renewals += 1;
+                }
+            }
+            renewals
+        })
+    };
+    let mut ready_ms = None;
+    let deadline = Instant::now() + Duration::from_secs(300);
+    let all_ms = loop {
+        if ready_ms.is_none() && b.readiness().borrow().ready() {
+            ready_ms = Some(t0.elapsed().as_millis());
+        }
+        if b.with_core(|p| p.session_count()).unwrap() >= n {
+            break t0.elapsed().as_millis();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the restarted node never held them all"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    };
+    while ready_ms.is_none() {
+        assert!(Instant::now() < deadline, "the restarted node never ready");
+        if b.readiness().borrow().ready() {
+            ready_ms = Some(t0.elapsed().as_millis());
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let renewals = renewer.join().unwrap();
+    let waited = b
+        .stats()
+        .apply_waited_for_lease
+        .load(std::sync::atomic::Ordering::Relaxed);
+    println!(
+        "restart next to a peer with {n} sessions: synced and serving after {} ms, holding all \
+         {n} replicas after {all_ms} ms; apply waited for the epoch lease {waited} time(s), \
+         {renewals} lease renewal(s)",
+        ready_ms.unwrap()
+    );
+    if !bench {
+        assert_eq!(b.with_core(|p| p.session_count()).unwrap(), n);
+    }
+    assert!(a.stop().joined);
+    assert!(b.stop().joined);
 }

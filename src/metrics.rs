@@ -119,6 +119,11 @@ pub struct SyncSnapshot {
     /// Entries held per table scope (scope name, entries including
     /// tombstones).
     pub entries: Vec<(String, u64)>,
+    /// Fingerprint of each table scope (scope name, 32 hex digits): equal
+    /// on two proxies with equal entry counts, their tables are equal
+    /// (docs/anypsp-protocol.md Section 6).
+    #[serde(default)]
+    pub fingerprints: Vec<(String, String)>,
     /// Remote changes applied since start.
     pub applied: u64,
     /// Remote changes refused since start.

@@ -19,6 +19,20 @@ struct Up(Lab);
 
 impl Drop for Up {
     fn drop(&mut self) {
+        if std::thread::panicking() {
+            // A failed run keeps its evidence: the anytund and BIRD logs,
+            // configs and pids of every namespace (set ANYTUN_LAB_LOG=debug
+            // for the daemons' debug logs).
+            let keep = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
+                .join(format!("lab-failed-{}", self.0.names.prefix));
+            let _ = std::fs::remove_dir_all(&keep);
+            let copied = std::process::Command::new("cp")
+                .arg("-a")
+                .arg(&self.0.run)
+                .arg(&keep)
+                .status();
+            eprintln!("lab logs kept in {} ({copied:?})", keep.display());
+        }
         if let Err(e) = self.0.down() {
             eprintln!("lab down failed: {e}");
         }
@@ -763,4 +777,25 @@ fn figure_a_new_session_is_visible_on_all_proxies() {
         s[s.len() - 1],
         s.len()
     );
+}
+
+#[test]
+fn the_demo_as_root_runs_the_lab_and_reports_the_failover_in_whole_ms() {
+    let _g = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    if let Err(e) = preflight() {
+        panic!("the lab tests need root and the lab's tools: {e}");
+    }
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_anytun"))
+        .args(["demo", "--json", "--seconds", "3"])
+        .output()
+        .expect("anytun runs");
+    let text = String::from_utf8_lossy(&out.stdout);
+    eprintln!("{}", String::from_utf8_lossy(&out.stderr));
+    let v: serde_json::Value = serde_json::from_str(text.trim()).expect("one JSON object");
+    eprintln!("{v}");
+    assert_eq!(v["proxies"], 3, "the lab demo, not loopback");
+    // One "failover" object for both demos (issue 8: gap_ms is N, whole ms).
+    assert!(v["failover"]["gap_ms"].is_u64(), "{v}");
+    assert_eq!(v["failover"]["calls_dropped"], 0, "{v}");
+    assert_eq!(v["failover"]["handshakes_repeated"], 0, "{v}");
 }

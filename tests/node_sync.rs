@@ -3,7 +3,9 @@
 
 use anytun::crypto::SecretKey;
 use anytun::proxy::{Proxy, ProxyConfig, Subscribers};
-use anytun::runtime::node::{fingerprint_key, Node, NodeOptions, SyncSetup, Udp, APPLY_BATCH};
+use anytun::runtime::node::{
+    fingerprint_key, Node, NodeOptions, SyncSetup, Udp, APPLY_BATCH, RESYNC_CHUNK,
+};
 use anytun::runtime::udp::BindOptions;
 use anytun::session::{EpochLease, ProxyId, SessionId, SessionState};
 use anytun::sync::link::LinkConfig;
@@ -156,6 +158,158 @@ fn a_peer_down_past_the_detect_time_has_its_clients_adopted() {
         "declared before the detect time"
     );
     assert!(nodes[0].readiness().borrow().failed.is_none());
+    for n in nodes {
+        assert!(n.stop().joined);
+    }
+}
+
+/// `n` sessions of node 1 (ids and client keys from `base`), imported
+/// under one hold of node 1's core lock. Past `ProxyConfig::max_events`
+/// (8192) the core's event queue overflows: a resync follows.
+fn import_many(node: &Node, base: u64, n: u64) {
+    node.with_core(|p| {
+        for i in base..base + n {
+            let mut key = [0u8; 32];
+            key[..8].copy_from_slice(&i.to_le_bytes());
+            key[31] = 0x40;
+            let st = SessionState {
+                id: SessionId::new(ProxyId::new(1).unwrap(), 0x1_0000 + i),
+                client_key: anytun::crypto::PublicKey(key),
+                client_to_proxy: [1; 32],
+                proxy_to_client: [2; 32],
+                client_counter_floor: 0,
+                proxy_counter_floors: Vec::new(),
+            };
+            let addr = format!("10.1.{}.{}:4000", (i / 250) % 250, i % 250 + 1)
+                .parse()
+                .unwrap();
+            p.import_session(Instant::now(), &st, addr).unwrap();
+        }
+    })
+    .unwrap();
+}
+
+/// Node 1's sessions are all on node 2, and no more, and both engines'
+/// tables have equal digests (entry counts and fingerprints per scope).
+fn converged(nodes: &[Node]) -> bool {
+    let ids: Vec<SessionId> = nodes[0]
+        .with_core(|p| {
+            p.served_events(Instant::now())
+                .into_iter()
+                .filter_map(|e| match e {
+                    anytun::proxy::ProxyEvent::SessionUp(r) => Some(r.state.id),
+                    _ => None,
+                })
+                .collect()
+        })
+        .unwrap();
+    // Every scope's entry count and fingerprint (published every 500 ms).
+    let digests = |n: &Node| {
+        n.metrics_board()
+            .and_then(|m| m.sync())
+            .map(|s| (s.entries, s.fingerprints))
+    };
+    let (a, b) = (digests(&nodes[0]), digests(&nodes[1]));
+    ids.len() == sessions(&nodes[1])
+        && nodes[1]
+            .with_core(|p| ids.iter().all(|id| p.serving_proxy(*id).is_some()))
+            .unwrap()
+        && a.as_ref()
+            .is_some_and(|(e, f)| !e.is_empty() && !f.is_empty())
+        && a == b
+}
+
+/// A resync (here after 20 000 sessions, `ANYTUN_RESYNC_SESSIONS`,
+/// overflowed the core's event queue)
+/// lists what this proxy serves a chunk at a time, each chunk under its
+/// own hold of the core lock, so the voice path waits for one chunk, never
+/// for the whole table (docs/anypsp-protocol.md 17). Prints the longest
+/// hold.
+#[test]
+fn a_resync_holds_the_core_lock_one_chunk_at_a_time() {
+    let n: u64 = std::env::var("ANYTUN_RESYNC_SESSIONS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(20_000);
+    let nodes = pair([EpochLease::ephemeral(), EpochLease::ephemeral()]);
+    import_many(&nodes[0], 0, n);
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while nodes[0].stats().resyncs_done.load(Ordering::Relaxed) == 0 {
+        assert!(
+            Instant::now() < deadline,
+            "no resync done after the overflow"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while !converged(&nodes) {
+        assert!(Instant::now() < deadline, "never converged");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let st = nodes[0].stats();
+    let chunks = st.resync_chunks.load(Ordering::Relaxed);
+    let passes = st.resyncs_done.load(Ordering::Relaxed);
+    let hold_us = st.resync_hold_max_us.load(Ordering::Relaxed);
+    println!(
+        "resync of {n} sessions: {passes} pass(es), {chunks} chunk(s) of at most {RESYNC_CHUNK}, \
+         longest core-lock hold {:.1} ms",
+        hold_us as f64 / 1000.0
+    );
+    assert!(
+        // At most 256 sessions per hold (docs/anypsp-protocol.md 17.2).
+        RESYNC_CHUNK <= 256 && chunks >= passes * (n / 256),
+        "{chunks} chunks for {passes} pass(es) over {n} sessions: not chunked"
+    );
+    for n in nodes {
+        assert!(n.stop().joined);
+    }
+}
+
+/// Sessions added and replaced on node 1 while its resync runs reach node 2
+/// as events: once the pass ends, both tables hold the same sessions.
+#[test]
+fn a_resync_with_concurrent_changes_converges() {
+    const N: u64 = 20_000;
+    let nodes = pair([EpochLease::ephemeral(), EpochLease::ephemeral()]);
+    import_many(&nodes[0], 0, N);
+    let at_start = nodes[0].stats().resync_chunks.load(Ordering::Relaxed);
+    // Changes in small holds, interleaved with the resync's chunks: new
+    // sessions, and new sessions for the keys of old ones (which replaces
+    // them: the old ends).
+    for round in 0..100u64 {
+        import_many(&nodes[0], N + round * 10, 10);
+        nodes[0]
+            .with_core(|p| {
+                for j in 0..5u64 {
+                    let old = round * 50 + j;
+                    let mut key = [0u8; 32];
+                    key[..8].copy_from_slice(&old.to_le_bytes());
+                    key[31] = 0x40;
+                    let st = SessionState {
+                        id: SessionId::new(ProxyId::new(1).unwrap(), 0x100_0000 + old),
+                        client_key: anytun::crypto::PublicKey(key),
+                        client_to_proxy: [3; 32],
+                        proxy_to_client: [4; 32],
+                        client_counter_floor: 0,
+                        proxy_counter_floors: Vec::new(),
+                    };
+                    p.import_session(Instant::now(), &st, "10.9.0.1:4000".parse().unwrap())
+                        .unwrap();
+                }
+            })
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    let at_end = nodes[0].stats().resync_chunks.load(Ordering::Relaxed);
+    println!("resync chunks listed while the changes were made: {at_start} -> {at_end}");
+    let expect = (N + 1000) as usize;
+    assert_eq!(sessions(&nodes[0]), expect, "the test's own changes");
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while !converged(&nodes) {
+        assert!(Instant::now() < deadline, "never converged");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(sessions(&nodes[1]), expect);
     for n in nodes {
         assert!(n.stop().joined);
     }

@@ -101,6 +101,41 @@ fn event_queue_is_bounded_and_overflow_asks_for_resync() {
     assert!(!net.proxy.resync_needed());
 }
 
+/// A resync listed a chunk at a time (`served_events_from`, one chunk per
+/// lock hold in anytund) gives exactly what one scan gives: every served
+/// session with its registrations, then the calls owned here.
+#[test]
+fn served_events_in_chunks_equal_one_scan() {
+    let mut net = Net::new(&["alice", "bob", "carol", "dave", "erin"]);
+    net.connect_all();
+    net.register("bob", "bob");
+    net.register("dave", "dave");
+    let call = net.establish_call("alice", "bob");
+    let now = net.now;
+    let whole: Vec<String> = net.proxy.served_events(now).iter().map(shape).collect();
+    assert!(whole
+        .iter()
+        .any(|e| e.starts_with(&format!("answered {call}"))));
+    assert_eq!(
+        whole.len(),
+        5 + 2 + 1,
+        "5 sessions, 2 registrations, 1 call"
+    );
+    for limit in [1, 2, 3, 7] {
+        let mut cursor = anytun::proxy::ServedCursor::START;
+        let mut chunks = 0;
+        let mut got = Vec::new();
+        while !cursor.is_done() {
+            let (evs, next) = net.proxy.served_events_from(now, cursor, limit);
+            got.extend(evs.iter().map(shape));
+            cursor = next;
+            chunks += 1;
+        }
+        assert_eq!(got, whole, "chunks of {limit}");
+        assert!(chunks > 5 / limit, "{chunks} chunks of {limit}");
+    }
+}
+
 fn connected(bed: &mut Bed, n: &str) -> usize {
     bed.site(n)
         .events

@@ -13,14 +13,24 @@ use libfuzzer_sys::fuzz_target;
 use std::time::Instant;
 
 fuzz_target!(|data: &[u8]| {
-    let Some((&mode, data)) = data.split_first() else { return };
+    let Some((&mode, data)) = data.split_first() else {
+        return;
+    };
     let network = SecretKey::from_bytes([9; 32]);
     let client = SecretKey::from_bytes([7; 32]);
     let macs = NetworkMacs::new(&network.public());
     let mut init = [0u8; INIT_LEN];
     if mode & 1 == 0 {
-        Initiator::start(&client, &network.public(), &macs, 1, [0; 12], None, &mut init)
-            .expect("initiation");
+        Initiator::start(
+            &client,
+            &network.public(),
+            &macs,
+            1,
+            [0; 12],
+            None,
+            &mut init,
+        )
+        .expect("initiation");
         for (b, x) in init[8..INIT_MAC1_OFFSET].iter_mut().zip(data) {
             *b ^= x;
         }

@@ -25,7 +25,9 @@ fuzz_target!(|data: &[u8]| {
     let mut t = now;
     while rest.len() >= 2 {
         let len = usize::from(rest[0]) * 8 + usize::from(rest[1] & 7);
-        let src = format!("192.0.2.{}:{}", rest[1] >> 3, 1000).parse().unwrap();
+        let src = format!("192.0.2.{}:{}", rest[1] >> 3, 1000)
+            .parse()
+            .unwrap();
         rest = &rest[2..];
         let mut d = rest[..len.min(rest.len())].to_vec();
         rest = &rest[len.min(rest.len())..];

@@ -37,8 +37,16 @@ static FIX: LazyLock<Fixture> = LazyLock::new(|| {
     let members2 = Arc::new(Membership::new(member(2, &k2), [member(1, &k1)]).unwrap());
     Fixture {
         member2: member(2, &k2),
-        local1: Arc::new(LocalNode { id: ProxyId::new(1).unwrap(), key: k1, instance: 1 }),
-        local2: Arc::new(LocalNode { id: ProxyId::new(2).unwrap(), key: k2, instance: 2 }),
+        local1: Arc::new(LocalNode {
+            id: ProxyId::new(1).unwrap(),
+            key: k1,
+            instance: 1,
+        }),
+        local2: Arc::new(LocalNode {
+            id: ProxyId::new(2).unwrap(),
+            key: k2,
+            instance: 2,
+        }),
         members2,
     }
 });
@@ -62,7 +70,11 @@ fuzz_target!(|data: &[u8]| {
         answered += r.take_output().len();
     }
     assert!(!r.is_up());
-    assert!(answered <= data.len(), "answered {answered} bytes to {}", data.len());
+    assert!(
+        answered <= data.len(),
+        "answered {answered} bytes to {}",
+        data.len()
+    );
     r.handle_eof();
     r.handle_timeout(now + Duration::from_secs(3600));
     assert!(r.closed().is_some());
@@ -79,6 +91,9 @@ fuzz_target!(|data: &[u8]| {
         b.handle_input(chunk, now);
     }
     while let Some(ev) = b.poll_event() {
-        assert!(!matches!(ev, LinkEvent::Message(_) | LinkEvent::Up(_)), "forged {ev:?}");
+        assert!(
+            !matches!(ev, LinkEvent::Message(_) | LinkEvent::Up(_)),
+            "forged {ev:?}"
+        );
     }
 });

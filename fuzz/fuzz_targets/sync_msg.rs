@@ -20,10 +20,13 @@ fuzz_target!(|data: &[u8]| {
         caps: anytun::sync::msg::caps::V1,
         scopes: vec![],
     };
-    e.handle_message(t0, 2, &Msg::Hello(hello).encode()).expect("hello");
-    e.write(t0, Scope(1), Key::new(1, b"k").expect("short"), b"v").expect("write");
+    e.handle_message(t0, 2, &Msg::Hello(hello).encode())
+        .expect("hello");
+    e.write(t0, Scope(1), Key::new(1, b"k").expect("short"), b"v")
+        .expect("write");
     let before = e.digest(Scope(1));
-    if e.handle_message(t0, 2, data).is_err() && !matches!(Msg::parse(data), Ok((Msg::Push(_), _))) {
+    if e.handle_message(t0, 2, data).is_err() && !matches!(Msg::parse(data), Ok((Msg::Push(_), _)))
+    {
         assert_eq!(e.digest(Scope(1)), before);
     }
     while e.poll_transmit().is_some() {}

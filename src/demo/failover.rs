@@ -47,10 +47,12 @@ pub struct FailoverReport {
     pub failures: Vec<String>,
 }
 
-/// The `"failover"` object of `--json`.
+/// The `"failover"` object of `--json`, of both demos (loopback
+/// `--failover` and the lab's): whole milliseconds and counts.
 #[derive(Clone, Debug, Serialize, PartialEq, Eq)]
 pub struct Failover {
-    /// Largest gap between voice frames heard after the kill, either way, ms.
+    /// Largest gap between voice frames heard after the kill, either way,
+    /// whole ms rounded up.
     pub gap_ms: u64,
     /// Calls that ended because of the kill.
     pub calls_dropped: u64,

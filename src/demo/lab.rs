@@ -2,25 +2,14 @@
 //! sites), a call from site A to site B, the proxy serving the caller
 //! killed mid-call, and a report of what happened.
 
+use super::failover::Failover;
 use super::DemoReport;
 use crate::lab::call::{connect_pair, frames_for, run_call, CallError};
 use crate::lab::knobs::Knob;
 use crate::lab::{Lab, LabError, Site, P};
-use serde::Serialize;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-
-/// What the failover did to the call (`--json`: `"failover"`).
-#[derive(Clone, Debug, Serialize, PartialEq)]
-pub struct Failover {
-    /// Longest silence in received voice, the worse of both ends, ms.
-    pub gap_ms: f64,
-    /// Calls that ended before their caller hung up.
-    pub calls_dropped: u32,
-    /// Handshakes made again during the call (reconnections).
-    pub handshakes_repeated: u32,
-}
 
 /// The lab demo's own facts, for the human report.
 #[derive(Clone, Debug, Default)]
@@ -103,7 +92,7 @@ async fn story(
     })
     .await?;
     let moved = *moved.lock().unwrap_or_else(|e| e.into_inner());
-    let dropped = u32::from(r.ended_early.is_some());
+    let dropped = u64::from(r.ended_early.is_some());
     let mut failures = Vec::new();
     if dropped > 0 {
         failures.push(format!(
@@ -146,9 +135,10 @@ async fn story(
         proxy_drops: 0,
         failures,
         failover: Some(Failover {
-            gap_ms: (r.gap_at_a_ms.max(r.gap_at_b_ms) * 10.0).round() / 10.0,
+            // Whole ms, rounded up: a gap is never reported shorter than it was.
+            gap_ms: r.gap_at_a_ms.max(r.gap_at_b_ms).ceil() as u64,
             calls_dropped: dropped,
-            handshakes_repeated: r.handshakes_repeated,
+            handshakes_repeated: u64::from(r.handshakes_repeated),
         }),
     };
     Ok((report, story))

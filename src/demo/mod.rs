@@ -84,7 +84,7 @@ pub struct DemoReport {
     pub failures: Vec<String>,
     /// The lab demo only: what killing the serving proxy did to the call.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub failover: Option<lab::Failover>,
+    pub failover: Option<failover::Failover>,
 }
 
 /// Why the demo could not run to the end.

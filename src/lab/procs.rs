@@ -79,7 +79,11 @@ pub fn spawn_in(ns: &str, prog: &Path, args: &[&str], log: &Path) -> Result<i32,
     cmd.args(["netns", "exec", ns])
         .arg(prog)
         .args(args)
-        .env("RUST_LOG", "info")
+        // ANYTUN_LAB_LOG (e.g. "debug") when tracing a lab run; info else.
+        .env(
+            "RUST_LOG",
+            std::env::var("ANYTUN_LAB_LOG").unwrap_or_else(|_| "info".into()),
+        )
         .stdin(Stdio::null())
         .stdout(out)
         .stderr(err);

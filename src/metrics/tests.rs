@@ -94,6 +94,7 @@ pub(super) fn two_peers() -> SyncSnapshot {
         synced: false,
         peers: vec![peer(2, true, Some(now - 1500)), peer(3, false, None)],
         entries: vec![("sessions".into(), 10), ("subscribers".into(), 4)],
+        fingerprints: Vec::new(),
         applied: 7,
         refused: 2,
         drops: vec![("bad_entry".into(), 5)],

@@ -122,6 +122,7 @@ impl Proxy {
                 }
                 let crypto =
                     SessionCrypto::proxy(id, epoch, keys.client_to_proxy, keys.proxy_to_client);
+                self.session_order.insert(id);
                 self.sessions.insert(
                     id,
                     Box::new(ClientSession {

@@ -141,6 +141,8 @@ fn refusal_rank(c: Cause) -> u8 {
 #[derive(Debug, Default)]
 pub(crate) struct CallTable {
     calls: HashMap<CallId, Call>,
+    /// The ids of `calls` in order: the cursor of a chunked resync walks it.
+    ids: BTreeSet<CallId>,
     /// The calls each session has a role in (at most
     /// `max_calls_per_session` each).
     by_session: HashMap<SessionId, Vec<CallId>>,
@@ -184,12 +186,14 @@ impl CallTable {
             self.index(s, id);
         }
         self.timers.extend(call.timers(id));
+        self.ids.insert(id);
         self.calls.insert(id, call);
     }
 
     /// Removes a call with its index entries and deadlines.
     fn remove(&mut self, id: CallId) -> Option<Call> {
         let call = self.calls.remove(&id)?;
+        self.ids.remove(&id);
         for s in call.parties() {
             self.unindex(s, id);
         }
@@ -847,15 +851,34 @@ impl Proxy {
         self.calls.remove(call);
     }
 
-    /// The calls this proxy owns (set up here, not replicas), as the
-    /// events that would replicate them now (`at` for their times). Scans
-    /// every call: for a resync, never for what a client sends.
-    pub(super) fn owned_call_events(&self, at_unix_ms: u64) -> Vec<ProxyEvent> {
-        self.calls
+    /// The calls this proxy owns (set up here, not replicas) among the
+    /// next `limit` call ids after `after` (in order), pushed to `out` as
+    /// the events that would replicate them now (`at_unix_ms` for their
+    /// times). Returns the last id visited (None: no call left). O(log n +
+    /// limit): one chunk of a resync, never for what a client sends.
+    pub(super) fn owned_call_events_from(
+        &self,
+        after: Option<CallId>,
+        limit: usize,
+        at_unix_ms: u64,
+        out: &mut Vec<ProxyEvent>,
+    ) -> Option<CallId> {
+        let from = match after {
+            Some(c) => std::ops::Bound::Excluded(c),
+            None => std::ops::Bound::Unbounded,
+        };
+        let mut last = None;
+        for id in self
             .calls
-            .iter()
-            .filter(|(_, c)| !c.remote)
-            .map(|(id, c)| match &c.legs {
+            .ids
+            .range((from, std::ops::Bound::Unbounded))
+            .take(limit)
+        {
+            last = Some(*id);
+            let Some(c) = self.calls.calls.get(id).filter(|c| !c.remote) else {
+                continue;
+            };
+            out.push(match &c.legs {
                 Legs::Offering { legs, .. } => ProxyEvent::CallStarted {
                     call: *id,
                     caller: c.caller,
@@ -868,8 +891,9 @@ impl Proxy {
                     callee: *callee,
                     at_unix_ms,
                 },
-            })
-            .collect()
+            });
+        }
+        last
     }
 }
 
@@ -997,6 +1021,7 @@ mod tests {
         assert!(t.remove(CallId(2)).is_some());
         t.check();
         assert!(t.by_session.is_empty() && t.timers.is_empty() && t.calls.is_empty());
+        assert!(t.ids.is_empty());
     }
 
     #[test]

@@ -25,6 +25,7 @@ mod timers;
 
 pub use events::{ProxyEvent, SessionRecord};
 pub use replica::{ApplyError, PeerMessage, PspStats};
+pub use served::ServedCursor;
 pub use stats::ProxyStats;
 pub use subscribers::Subscribers;
 
@@ -44,7 +45,7 @@ use crate::wire::{classify, DropReason, MessageType, MAX_DATAGRAM};
 use calls::CallTable;
 use keys::Keys;
 use registry::Registry;
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
@@ -217,6 +218,9 @@ pub struct Proxy {
     /// for ~170 ms at 57 000 sessions (benches/bulk_sync.rs); boxed, a
     /// move is 16 bytes.
     sessions: HashMap<SessionId, Box<ClientSession>>,
+    /// The ids of `sessions` in order, kept in step with it: the cursor of
+    /// a chunked resync walks it (`Proxy::served_events_from`).
+    session_order: BTreeSet<SessionId>,
     /// Where every session's send epoch comes from (spec 8.8).
     epochs: Epochs,
     by_key: HashMap<PublicKey, SessionId>,
@@ -286,6 +290,7 @@ impl Proxy {
             wall,
             refusal_log: accept::RefusalLog::default(),
             sessions: HashMap::new(),
+            session_order: BTreeSet::new(),
             epochs: Epochs::new(proxy_id),
             by_key: HashMap::new(),
             registry: Registry::default(),
@@ -460,6 +465,7 @@ impl Proxy {
             pending_move: None,
         });
         self.by_key.insert(state.client_key, state.id);
+        self.session_order.insert(state.id);
         if self.sessions.insert(state.id, session).is_some() {
             // The replaced state's pending messages are gone with it.
             self.timers.set(state.id, None);
@@ -939,6 +945,7 @@ impl Proxy {
         let Some(s) = self.sessions.remove(&id) else {
             return;
         };
+        self.session_order.remove(&id);
         if self.by_key.get(&s.client_key) == Some(&id) {
             self.by_key.remove(&s.client_key);
         }

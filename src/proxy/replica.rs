@@ -711,6 +711,7 @@ impl Proxy {
                 self.forget_session(old);
             }
         }
+        self.session_order.insert(id);
         self.sessions.insert(
             id,
             Box::new(ClientSession {
@@ -745,6 +746,7 @@ impl Proxy {
         let Some(s) = self.sessions.remove(&id) else {
             return;
         };
+        self.session_order.remove(&id);
         if self.by_key.get(&s.client_key) == Some(&id) {
             self.by_key.remove(&s.client_key);
         }

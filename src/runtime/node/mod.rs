@@ -146,8 +146,17 @@ pub struct NodeStats {
     /// Proxy events not handed to the sync task because its channel was
     /// full (the sync task resyncs instead).
     pub events_overflowed: AtomicU64,
-    /// Full rescans of the proxy's tables (after an overflow).
+    /// Resyncs started: passes over the proxy's tables (after an
+    /// overflow or an engine reset), each in chunks.
     pub resyncs: AtomicU64,
+    /// Resync passes that listed everything (not started over).
+    pub resyncs_done: AtomicU64,
+    /// Chunks of those passes: holds of the core lock to list at most
+    /// [`RESYNC_CHUNK`] sessions (or calls) each.
+    pub resync_chunks: AtomicU64,
+    /// Longest hold of the core lock to list one resync chunk,
+    /// microseconds.
+    pub resync_hold_max_us: AtomicU64,
     /// Proxy peer messages the link shell refused (queue full, unknown
     /// peer).
     pub peer_send_failed: AtomicU64,
@@ -204,6 +213,11 @@ pub struct StopReport {
 /// Most proxy events in flight between the core and the sync task; beyond
 /// it events are dropped and the sync task rescans (resync).
 pub const EVENT_CHANNEL: usize = 65_536;
+
+/// Most sessions (then calls) listed per hold of the core lock by a
+/// resync (`Proxy::served_events_from`), so that a resync of any size holds
+/// the voice path for one chunk at a time.
+pub const RESYNC_CHUNK: usize = 256;
 
 /// Default of [`SyncSetup::apply_batch`]: most replicated items applied per
 /// hold of the core lock, so that a bulk sync never holds the voice path

@@ -5,11 +5,11 @@
 //! timeout). docs/anypsp-protocol.md section 16.
 
 use super::mux::{self, Channel};
-use super::{unix_ms, NodeStats, Readiness, ResyncFlag, SyncSetup, Udp};
+use super::{unix_ms, NodeStats, Readiness, ResyncFlag, SyncSetup, Udp, RESYNC_CHUNK};
 use crate::call::Name;
 use crate::crypto::PublicKey;
 use crate::metrics::{Metrics, PeerSnapshot, SyncSnapshot};
-use crate::proxy::{ApplyError, Proxy, ProxyEvent};
+use crate::proxy::{ApplyError, Proxy, ProxyEvent, ServedCursor};
 use crate::runtime::peers::{PeerEvent, Peers, PeersHandle};
 use crate::runtime::proxy::{ProxyRuntime, SharedCore};
 use crate::session::ProxyId;
@@ -140,6 +140,8 @@ struct Psp {
     held: std::collections::VecDeque<Apply>,
     /// When held items are tried again.
     retry_at: Option<Instant>,
+    /// Where the resync under way stands (None: none under way).
+    resync_at: Option<ServedCursor>,
 }
 
 impl Psp {
@@ -174,6 +176,7 @@ impl Psp {
             peer_send_failed: 0,
             held: std::collections::VecDeque::new(),
             retry_at: None,
+            resync_at: None,
         }
     }
 
@@ -256,8 +259,9 @@ impl Psp {
                 _ = sleep_until(wake) => turn = Instant::now(),
             }
             if ctx.resync.take() {
-                self.resync(ctx);
+                self.start_resync(ctx, &mut locals);
             }
+            self.resync_chunk(ctx);
             self.timers(ctx);
             if !proxy_msgs.is_empty() {
                 match ctx.serving.get() {
@@ -382,6 +386,13 @@ impl Psp {
                 (name.to_owned(), n)
             })
             .collect();
+        let fingerprints = engine
+            .scopes()
+            .map(|sc| {
+                let name = names.get(usize::from(sc.0)).copied().unwrap_or("other");
+                (name.to_owned(), format!("{:032x}", engine.digest(sc).1))
+            })
+            .collect();
         let stats = engine.stats();
         let drops = crate::sync::SyncDrop::ALL
             .iter()
@@ -399,6 +410,7 @@ impl Psp {
             synced: self.rep.synced(),
             peers,
             entries,
+            fingerprints,
             applied: ctx.stats.applied.load(Ordering::Relaxed),
             refused: ctx.core.with_core(|p| p.psp_stats().apply_refused),
             drops,
@@ -420,6 +432,8 @@ impl Psp {
             startup,
             Some(self.next_board),
             self.retry_at,
+            // A resync under way goes on at once (after a yield).
+            self.resync_at.map(|_| Instant::now()),
         ]
         .into_iter()
         .flatten()
@@ -510,18 +524,63 @@ impl Psp {
         }
     }
 
-    /// Everything this proxy serves, written again (events were lost).
-    fn resync(&mut self, ctx: &Ctx) {
+    /// Starts a resync pass (events were lost, or the engine reset a
+    /// table): everything this proxy serves is written again, in chunks
+    /// ([`Self::resync_chunk`]). A pass under way starts over: what was
+    /// lost may lie behind its cursor. The local changes already queued
+    /// when the pass starts are older than every chunk, so they are taken
+    /// in first; a change made later reaches the engine after the chunk
+    /// that listed its entry, and so wins (docs/anypsp-protocol.md 17).
+    fn start_resync(&mut self, ctx: &Ctx, locals: &mut mpsc::Receiver<Local>) {
         ctx.stats.resyncs.fetch_add(1, Ordering::Relaxed);
-        let served = ctx.core.with_core(|p| {
+        // The after-lock hook queues events only under the core lock: what
+        // is queued now is all that was emitted before this pass.
+        let older = ctx.core.with_core(|p| {
             p.clear_resync();
-            p.served_events(Instant::now())
+            locals.len()
         });
-        log::info!(
-            "anypsp: resync: {} event(s) of what this proxy serves",
-            served.len()
-        );
-        self.rep.resync(unix_ms(), served);
+        let now = unix_ms();
+        for _ in 0..older {
+            match locals.try_recv() {
+                Ok(l) => self.on_local(now, l),
+                Err(_) => break,
+            }
+        }
+        if self.resync_at.is_some() {
+            log::info!("anypsp: resync starts over (more events were lost)");
+        }
+        self.resync_at = Some(ServedCursor::START);
+    }
+
+    /// One chunk of the resync under way: at most [`RESYNC_CHUNK`]
+    /// sessions (or calls) listed under one hold of the core lock, then
+    /// written into the engine; the task yields before the next.
+    fn resync_chunk(&mut self, ctx: &Ctx) {
+        let Some(cursor) = self.resync_at else {
+            return;
+        };
+        let mut held = Duration::ZERO;
+        let (events, next) = ctx.core.with_core(|p| {
+            let t = Instant::now();
+            let r = p.served_events_from(t, cursor, RESYNC_CHUNK);
+            held = t.elapsed();
+            r
+        });
+        ctx.stats
+            .resync_hold_max_us
+            .fetch_max(held.as_micros() as u64, Ordering::Relaxed);
+        ctx.stats.resync_chunks.fetch_add(1, Ordering::Relaxed);
+        let now = unix_ms();
+        for e in &events {
+            self.rep.on_proxy_event(now, e);
+        }
+        if next.is_done() {
+            ctx.stats.resyncs_done.fetch_add(1, Ordering::Relaxed);
+            log::info!("anypsp: resync done");
+            self.resync_at = None;
+        } else {
+            self.resync_at = Some(next);
+        }
     }
 
     /// Sync messages onto the links. A full link queue loses the message;
@@ -618,7 +677,8 @@ impl Psp {
                 }
             }
             if resync {
-                self.resync(ctx);
+                // Started by the main loop, which holds the local queue.
+                ctx.resync.raise();
             }
             self.transmit();
             tokio::task::yield_now().await;
