@@ -1,8 +1,11 @@
 //! Issue 9, test 3: ordinary SIP phones on ordinary PBXs, joined by the
 //! anycast network. Phone A (SIPp, Debian's sip-tester) calls extension
 //! 9bob on alice's PBX, which runs Dial(ANYTUN/bob); on bob's PBX the name
-//! bob rings phone B (SIPp answering and echoing RTP). Phone A's tone must
-//! reach bob's PBX, and phone B's echo must come back to phone A's leg.
+//! bob rings phone B (SIPp answering and echoing RTP). Both phones first
+//! REGISTER with digest auth (PJSIP aor without a static contact, auth
+//! userpass); phone A's INVITE is challenged too. Bob's PBX can reach phone
+//! B only through its registered contact. Phone A's tone must reach bob's
+//! PBX, and phone B's echo must come back to phone A's leg.
 //! Needs root and the chroot (with sip-tester).
 
 mod asterisk_lab;
@@ -13,18 +16,102 @@ use asterisk_lab::{free_port, serial, wait_until, Lab, Net, Pbx, PJSIP_MODULES};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-/// Phone A: INVITE with PCMU, stream a raw u-law file, hang up after 6 s.
+/// PJSIP modules plus registrar and digest auth, and identification of a
+/// phone by its From user (both phones come from 127.0.0.1).
+fn modules() -> String {
+    format!(
+        "{PJSIP_MODULES} res_pjsip_registrar.so res_pjsip_authenticator_digest.so \
+         res_pjsip_endpoint_identifier_user.so"
+    )
+}
+
+/// Password of both phones' PJSIP auth sections (test-only).
+const SECRET: &str = "s3cret-phone";
+
+/// A phone's REGISTER (digest challenged, then answered with `-au`/`-ap`);
+/// PHONE and CPORT are replaced by its user and the port it takes calls on.
+const REG: &str = r#"<?xml version="1.0" encoding="ISO-8859-1" ?>
+<!DOCTYPE scenario SYSTEM "sipp.dtd">
+<scenario name="register">
+<send retrans="500"><![CDATA[
+REGISTER sip:[remote_ip]:[remote_port] SIP/2.0
+Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
+From: <sip:PHONE@[remote_ip]:[remote_port]>;tag=[call_number]
+To: <sip:PHONE@[remote_ip]:[remote_port]>
+Call-ID: [call_id]
+CSeq: 1 REGISTER
+Contact: <sip:PHONE@127.0.0.1:CPORT>
+Expires: 300
+Max-Forwards: 70
+Content-Length: 0
+
+]]></send>
+<recv response="401" auth="true"/>
+<send retrans="500"><![CDATA[
+REGISTER sip:[remote_ip]:[remote_port] SIP/2.0
+Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
+From: <sip:PHONE@[remote_ip]:[remote_port]>;tag=[call_number]
+To: <sip:PHONE@[remote_ip]:[remote_port]>
+Call-ID: [call_id]
+CSeq: 2 REGISTER
+Contact: <sip:PHONE@127.0.0.1:CPORT>
+Expires: 300
+[authentication]
+Max-Forwards: 70
+Content-Length: 0
+
+]]></send>
+<recv response="200"/>
+</scenario>
+"#;
+
+/// Phone A: INVITE with PCMU (answering the digest challenge), stream a raw
+/// u-law file, hang up after 6 s.
 const UAC: &str = r#"<?xml version="1.0" encoding="ISO-8859-1" ?>
 <!DOCTYPE scenario SYSTEM "sipp.dtd">
 <scenario name="phone A">
 <send retrans="500"><![CDATA[
 INVITE sip:[service]@[remote_ip]:[remote_port] SIP/2.0
 Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
-From: phonea <sip:phonea@[local_ip]:[local_port]>;tag=[call_number]
+From: phonea <sip:phonea@[remote_ip]:[remote_port]>;tag=[call_number]
 To: <sip:[service]@[remote_ip]:[remote_port]>
 Call-ID: [call_id]
 CSeq: 1 INVITE
 Contact: sip:phonea@[local_ip]:[local_port]
+Max-Forwards: 70
+Content-Type: application/sdp
+Content-Length: [len]
+
+v=0
+o=phonea 1 1 IN IP[local_ip_type] [local_ip]
+s=-
+c=IN IP[media_ip_type] [media_ip]
+t=0 0
+m=audio [rtpstream_audio_port] RTP/AVP 0
+a=rtpmap:0 PCMU/8000
+]]></send>
+<recv response="100" optional="true"/>
+<recv response="401" auth="true"/>
+<send><![CDATA[
+ACK sip:[service]@[remote_ip]:[remote_port] SIP/2.0
+[last_Via:]
+[last_From:]
+[last_To:]
+Call-ID: [call_id]
+CSeq: 1 ACK
+Max-Forwards: 70
+Content-Length: 0
+
+]]></send>
+<send retrans="500"><![CDATA[
+INVITE sip:[service]@[remote_ip]:[remote_port] SIP/2.0
+Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
+From: phonea <sip:phonea@[remote_ip]:[remote_port]>;tag=[call_number]
+To: <sip:[service]@[remote_ip]:[remote_port]>
+Call-ID: [call_id]
+CSeq: 2 INVITE
+Contact: sip:phonea@[local_ip]:[local_port]
+[authentication]
 Max-Forwards: 70
 Content-Type: application/sdp
 Content-Length: [len]
@@ -44,10 +131,10 @@ a=rtpmap:0 PCMU/8000
 <send><![CDATA[
 ACK sip:[service]@[remote_ip]:[remote_port] SIP/2.0
 Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
-From: phonea <sip:phonea@[local_ip]:[local_port]>;tag=[call_number]
+From: phonea <sip:phonea@[remote_ip]:[remote_port]>;tag=[call_number]
 To: <sip:[service]@[remote_ip]:[remote_port]>[peer_tag_param]
 Call-ID: [call_id]
-CSeq: 1 ACK
+CSeq: 2 ACK
 Contact: sip:phonea@[local_ip]:[local_port]
 Max-Forwards: 70
 Content-Length: 0
@@ -58,10 +145,10 @@ Content-Length: 0
 <send retrans="500"><![CDATA[
 BYE sip:[service]@[remote_ip]:[remote_port] SIP/2.0
 Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
-From: phonea <sip:phonea@[local_ip]:[local_port]>;tag=[call_number]
+From: phonea <sip:phonea@[remote_ip]:[remote_port]>;tag=[call_number]
 To: <sip:[service]@[remote_ip]:[remote_port]>[peer_tag_param]
 Call-ID: [call_id]
-CSeq: 2 BYE
+CSeq: 3 BYE
 Contact: sip:phonea@[local_ip]:[local_port]
 Max-Forwards: 70
 Content-Length: 0
@@ -71,13 +158,16 @@ Content-Length: 0
 </scenario>
 "#;
 
-fn pjsip_conf(me: u16, phone: &str, phone_port: u16) -> String {
+/// One phone's PJSIP: an endpoint identified by its From user, challenged
+/// with digest auth, and an aor with no static contact (only REGISTER fills it).
+fn pjsip_conf(me: u16, phone: &str) -> String {
     format!(
         "[transport-udp]\ntype=transport\nprotocol=udp\nbind=127.0.0.1:{me}\n\n\
          [{phone}]\ntype=endpoint\ncontext=phones\ndisallow=all\nallow=ulaw\naors={phone}\n\
+         auth={phone}-auth\nidentify_by=username\n\
          direct_media=no\nmedia_address=127.0.0.1\nbind_rtp_to_media_address=yes\n\n\
-         [{phone}]\ntype=aor\ncontact=sip:{phone}@127.0.0.1:{phone_port}\n\n\
-         [{phone}]\ntype=identify\nendpoint={phone}\nmatch=127.0.0.1\n"
+         [{phone}-auth]\ntype=auth\nauth_type=userpass\nusername={phone}\npassword={SECRET}\n\n\
+         [{phone}]\ntype=aor\nmax_contacts=1\nremove_existing=yes\n"
     )
 }
 
@@ -105,10 +195,7 @@ fn sip_phone_to_sip_phone_through_two_pbxs_and_anytun() {
         "codecs = ulaw\n",
         &ext_a,
         &[
-            (
-                "pjsip.conf",
-                pjsip_conf(sip_a, "phonea", phone_a).into_bytes(),
-            ),
+            ("pjsip.conf", pjsip_conf(sip_a, "phonea").into_bytes()),
             ("rtp.conf", rtp(30000)),
         ],
     );
@@ -118,15 +205,12 @@ fn sip_phone_to_sip_phone_through_two_pbxs_and_anytun() {
         "codecs = ulaw\n",
         &ext_b,
         &[
-            (
-                "pjsip.conf",
-                pjsip_conf(sip_b, "phoneb", phone_b).into_bytes(),
-            ),
+            ("pjsip.conf", pjsip_conf(sip_b, "phoneb").into_bytes()),
             ("rtp.conf", rtp(31000)),
         ],
     );
-    let a = Pbx::start_with("sa", ca.path(), PJSIP_MODULES);
-    let b = Pbx::start_with("sb", cb.path(), PJSIP_MODULES);
+    let a = Pbx::start_with("sa", ca.path(), &modules());
+    let b = Pbx::start_with("sb", cb.path(), &modules());
     wait_until("bob registered", Duration::from_secs(10), || {
         b.rx("anytun show status")
             .contains("Names registered: 1 of")
@@ -153,6 +237,55 @@ fn sip_phone_to_sip_phone_through_two_pbxs_and_anytun() {
         c
     };
     let s = |x: &str| x.to_owned();
+    // Each phone REGISTERs (digest auth) the port it takes calls on.
+    let contact = |phone: &str, port: u16| format!("{phone}/sip:{phone}@127.0.0.1:{port}");
+    let register = |pbx: &Pbx, ia: &str, sip: u16, phone: &str, port: u16| {
+        assert!(
+            !pbx.rx("pjsip show contacts")
+                .contains(&contact(phone, port)),
+            "{phone} has a contact before it registered"
+        );
+        let xml = format!("reg-{phone}.xml");
+        let scen = REG
+            .replace("PHONE", phone)
+            .replace("CPORT", &port.to_string());
+        std::fs::write(pbx.dir.join("spool").join(&xml), scen).unwrap();
+        let out = sipp(&[
+            format!("127.0.0.1:{sip}"),
+            s("-sf"),
+            format!("{ia}/spool/{xml}"),
+            s("-i"),
+            s("127.0.0.1"),
+            s("-p"),
+            free_port().to_string(),
+            s("-au"),
+            s(phone),
+            s("-ap"),
+            s(SECRET),
+            s("-m"),
+            s("1"),
+            s("-timeout"),
+            s("15s"),
+        ])
+        .output()
+        .unwrap();
+        assert!(
+            out.status.success(),
+            "{phone} REGISTER (SIPp) failed: {}\n{}",
+            String::from_utf8_lossy(&out.stderr),
+            pbx.log()
+        );
+        let contacts = pbx.rx("pjsip show contacts");
+        println!("{phone} registered:\n{contacts}");
+        assert!(
+            contacts.contains(&contact(phone, port)),
+            "{phone}'s registered contact missing: {contacts}"
+        );
+        let aor = pbx.rx(&format!("pjsip show aor {phone}"));
+        assert!(aor.contains(&contact(phone, port)), "aor {phone}: {aor}");
+    };
+    register(&b, &ib, sip_b, "phoneb", phone_b);
+    register(&a, &ia, sip_a, "phonea", phone_a);
     let mut phone_b_proc = sipp(&[
         s("-sn"),
         s("uas"),
@@ -176,6 +309,10 @@ fn sip_phone_to_sip_phone_through_two_pbxs_and_anytun() {
         format!("{ia}/spool/uac.xml"),
         s("-s"),
         s("9bob"),
+        s("-au"),
+        s("phonea"),
+        s("-ap"),
+        s(SECRET),
         s("-i"),
         s("127.0.0.1"),
         s("-p"),
@@ -192,8 +329,18 @@ fn sip_phone_to_sip_phone_through_two_pbxs_and_anytun() {
     .output()
     .unwrap();
     // Phone B ends after its one call; a failed call leaves it waiting.
-    let _ = phone_b_proc.kill();
-    let _ = phone_b_proc.wait();
+    let mut phone_b_done = None;
+    for _ in 0..100 {
+        phone_b_done = phone_b_proc.try_wait().unwrap();
+        if phone_b_done.is_some() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    if phone_b_done.is_none() {
+        let _ = phone_b_proc.kill();
+        let _ = phone_b_proc.wait();
+    }
     let stderr = String::from_utf8_lossy(&out.stderr);
     wait_until("the call to end", Duration::from_secs(20), || {
         a.channels() == 0 && b.channels() == 0
@@ -202,6 +349,13 @@ fn sip_phone_to_sip_phone_through_two_pbxs_and_anytun() {
         out.status.success(),
         "phone A (SIPp) failed: {stderr}\n{}",
         a.log()
+    );
+    // Bob's PBX reached phone B only through its registered contact (the
+    // aor has no static one): phone B took the call and completed it.
+    assert!(
+        phone_b_done.is_some_and(|st| st.success()),
+        "phone B (registered at 127.0.0.1:{phone_b}) did not complete the call: {phone_b_done:?}\n{}",
+        b.log()
     );
     let heard = |pbx: &Pbx, f: &str| analyse(&read_wav(&pbx.spool(f)).unwrap());
     let at_b = heard(&b, "b-from-anytun.wav");
