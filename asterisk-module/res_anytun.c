@@ -125,6 +125,11 @@ void at_swap16(uint8_t *dst, const uint8_t *src, size_t len)
 		v = htons(v);
 		memcpy(dst + i, &v, 2);
 	}
+	if (len % 2) {
+		/* A torn last sample (a peer's odd-length frame): copied as is,
+		 * never left uninitialised. */
+		dst[len - 1] = src[len - 1];
+	}
 }
 
 /* ---- pvts ------------------------------------------------------------------ */
@@ -386,7 +391,7 @@ static int at_call(struct ast_channel *chan, const char *addr, int timeout)
 	if (rc != ANYTUN_OK) {
 		char detail[256];
 
-		anytun_last_error(detail, sizeof(detail), NULL);
+		at_last_error(detail, sizeof(detail));
 		ast_log(LOG_WARNING, "%s: call to %s failed: %s (%s)\n", ast_channel_name(chan), p->peer,
 			anytun_strerror(rc), detail);
 		ast_channel_hangupcause_set(chan, rc == ANYTUN_ERR_NOT_CONNECTED

@@ -130,6 +130,21 @@ void at_unbind_client(struct at_client *c);
 void at_swap16(uint8_t *dst, const uint8_t *src, size_t len);
 int at_frame_samples(const struct ast_format *format, size_t bytes);
 
+/* The calling thread's last library error detail in buf, always
+ * NUL-terminated (the library writes nothing when buf is too small). */
+static inline void at_last_error(char *buf, size_t len)
+{
+	size_t needed = 0;
+
+	if (len == 0) {
+		return;
+	}
+	buf[0] = '\0';
+	if (anytun_last_error(buf, len, &needed) != ANYTUN_OK) {
+		snprintf(buf, len, "(a detail of %zu bytes)", needed);
+	}
+}
+
 /* res_anytun_events.c: the library's callbacks (on its thread). */
 void at_on_incoming_call(void *user, uint64_t call, const char *from, const char *to,
 	const char *const *codecs, size_t n_codecs);

@@ -390,7 +390,7 @@ static struct at_client *client_new(const struct at_settings *s)
 		rc = anytun_client_register(c->h, s->names[i], s->register_expires_s);
 	}
 	if (rc != ANYTUN_OK) {
-		anytun_last_error(detail, sizeof(detail), NULL);
+		at_last_error(detail, sizeof(detail));
 		ast_log(LOG_ERROR, CONFIG_FILE ": the anytun client refuses these settings: %s%s%s\n",
 			anytun_strerror(rc), detail[0] ? ": " : "", detail);
 		anytun_client_free(c->h);
@@ -406,7 +406,7 @@ static int client_start(struct at_client *c)
 	int rc = anytun_client_start(c->h);
 
 	if (rc != ANYTUN_OK) {
-		anytun_last_error(detail, sizeof(detail), NULL);
+		at_last_error(detail, sizeof(detail));
 		ast_log(LOG_ERROR, "anytun: the client cannot start: %s%s%s\n", anytun_strerror(rc),
 			detail[0] ? ": " : "", detail);
 	}

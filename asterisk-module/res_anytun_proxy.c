@@ -109,7 +109,7 @@ static void log_lib_error(const char *what, int rc)
 {
 	char detail[512];
 
-	anytun_last_error(detail, sizeof(detail), NULL);
+	at_last_error(detail, sizeof(detail));
 	ast_log(LOG_ERROR, "anytun: %s: %s%s%s\n", what, anytun_strerror(rc), detail[0] ? ": " : "", detail);
 }
 
