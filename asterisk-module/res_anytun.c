@@ -271,25 +271,22 @@ struct at_pvt *at_pvt_alloc(struct at_client *client, const char *peer, struct a
 	return p;
 }
 
-/*! \brief Binds a new channel to the current client (counted, so a
- * connection change waits for it); NULL when there is none. */
-static struct at_client *bind_client(void)
+/*! \brief Counts a new channel on \a c (at.lock held, at.stopping clear):
+ * a connection change and unload both wait for it. */
+void at_bind_client_locked(struct at_client *c)
 {
-	struct at_client *c;
-
-	ast_mutex_lock(&at.lock);
-	c = at.stopping ? NULL : at.cur;
-	if (c) {
-		c->calls++;
-	}
-	ast_mutex_unlock(&at.lock);
-	return c;
+	c->calls++;
+	at.bound++;
 }
 
+/*! \brief Ends what at_bind_client_locked counted. The caller touches
+ * neither \a c nor anything of the module after it: unload may free both
+ * as soon as the count is 0. */
 void at_unbind_client(struct at_client *c)
 {
 	ast_mutex_lock(&at.lock);
 	c->calls--;
+	at.bound--;
 	ast_mutex_unlock(&at.lock);
 }
 
@@ -309,9 +306,15 @@ static struct ast_channel *at_request(const char *type, struct ast_format_cap *c
 		*cause = AST_CAUSE_INVALID_NUMBER_FORMAT;
 		return NULL;
 	}
-	/* The caller's preferred format that this PBX offers, else our first. */
+	/* Bound first, under the lock that unload sets stopping with: once
+	 * stopping, nothing binds; bound, unload waits for this channel. */
 	ast_mutex_lock(&at.lock);
-	for (i = 0; !format && i < ast_format_cap_count(cap); i++) {
+	client = at.stopping ? NULL : at.cur;
+	if (client) {
+		at_bind_client_locked(client);
+	}
+	/* The caller's preferred format that this PBX offers, else our first. */
+	for (i = 0; client && !format && i < ast_format_cap_count(cap); i++) {
 		struct ast_format *f = ast_format_cap_get_format(cap, i);
 		size_t j;
 
@@ -323,12 +326,14 @@ static struct ast_channel *at_request(const char *type, struct ast_format_cap *c
 		}
 		ao2_ref(f, -1);
 	}
-	if (!format && at.cfg && at.cfg->n_codecs) {
+	if (client && !format && at.cfg && at.cfg->n_codecs) {
 		format = ao2_bump(at.cfg->codecs[0]);
 	}
 	ast_mutex_unlock(&at.lock);
-	if (!format || !(client = bind_client())) {
-		ao2_cleanup(format);
+	if (!format) {
+		if (client) {
+			at_unbind_client(client);
+		}
 		ast_log(LOG_WARNING, "ANYTUN/%s: no anytun client (module stopping or reconnecting)\n", addr);
 		*cause = AST_CAUSE_NETWORK_OUT_OF_ORDER;
 		return NULL;
@@ -413,6 +418,7 @@ static int at_hangup(struct ast_channel *chan)
 {
 	struct at_pvt *p = ast_channel_tech_pvt(chan);
 	int cause = lib_cause(ast_channel_hangupcause(chan));
+	struct at_client *client;
 
 	if (!p) {
 		return 0;
@@ -430,10 +436,12 @@ static int at_hangup(struct ast_channel *chan)
 	p->chan = NULL;
 	ao2_unlock(p);
 	ao2_unlink(at.pvts, p);
-	at_unbind_client(p->key.client);
+	client = p->key.client;
 	ast_channel_tech_pvt_set(chan, NULL);
 	ao2_ref(p, -1);
 	ast_module_unref(AST_MODULE_SELF);
+	/* Last: from here on unload may free the client and the module. */
+	at_unbind_client(client);
 	return 0;
 }
 
@@ -601,16 +609,33 @@ static int softhangup_cb(void *obj, void *arg, int flags)
 	return 0;
 }
 
+/*! \brief Channels bound now (see at_globals.bound). */
+static int bound_now(void)
+{
+	int n;
+
+	ast_mutex_lock(&at.lock);
+	n = at.bound;
+	ast_mutex_unlock(&at.lock);
+	return n;
+}
+
+/*!
+ * \brief Hangs up every ANYTUN channel and waits (at most \a wait_ms) until
+ * none is bound: a channel being requested or answered when stopping was
+ * set is counted before it is in the container, so it is waited for too
+ * (and hung up once it shows there). Returns the channels still bound.
+ */
 int at_hangup_all(int wait_ms)
 {
 	int waited;
 
 	if (!at.pvts) {
-		return 0;
+		return bound_now();
 	}
 	/* Soft hangups outside the container's lock: the hangup path locks
 	 * the channel first, then the container. */
-	for (waited = 0; ao2_container_count(at.pvts) && waited < wait_ms; waited += 20) {
+	for (waited = 0; bound_now() && waited < wait_ms; waited += 20) {
 		struct ao2_container *copy = ao2_container_clone(at.pvts, 0);
 
 		if (copy) {
@@ -619,5 +644,5 @@ int at_hangup_all(int wait_ms)
 		}
 		usleep(20000);
 	}
-	return ao2_container_count(at.pvts);
+	return bound_now();
 }

@@ -106,8 +106,12 @@ struct at_globals {
 	struct at_client *cur;
 	/*! Every ANYTUN channel's pvt (its own lock). */
 	struct ao2_container *pvts;
-	/*! Set by unload: no new channel binds. */
+	/*! Set by unload (under lock): no new channel binds. */
 	int stopping;
+	/*! Channels bound to any client, from the request (or the incoming
+	 *  call) until the last line of their hangup: unload frees nothing
+	 *  before it is 0, and nothing binds once stopping is set. */
+	int bound;
 };
 
 extern struct at_globals at;
@@ -126,6 +130,7 @@ struct at_pvt *at_pvt_alloc(struct at_client *client, const char *peer, struct a
 struct ast_channel *at_new_channel(struct at_pvt *p, int state, const char *cid,
 	const char *exten, const char *context, const struct ast_assigned_ids *assignedids,
 	const struct ast_channel *requestor);
+void at_bind_client_locked(struct at_client *c);
 void at_unbind_client(struct at_client *c);
 void at_swap16(uint8_t *dst, const uint8_t *src, size_t len);
 int at_frame_samples(const struct ast_format *format, size_t bytes);
@@ -155,6 +160,8 @@ void at_on_dtmf(void *user, uint64_t call, char digit, uint16_t duration_ms);
 
 /* res_anytun_config.c: anytun.conf, clients, load/unload/reload. */
 int at_name_valid(const char *name);
+int at_setting_copy(char *dst, size_t size, const char *section, const char *key,
+	const char *value, int line);
 const char *at_session_state_name(int state);
 
 /* res_anytun_proxy.c: proxy mode ([proxy], anytun_proxy_*). */
@@ -165,6 +172,7 @@ void at_proxy_stop(void);
 int at_proxy_reload(const struct at_proxy_settings *p);
 void at_proxy_cli_status(int fd);
 int at_proxy_cli_peers(int fd);
+int at_proxy_cli_sessions(int fd);
 
 /* res_anytun_cli.c: anytun show status|sessions|peers|calls. */
 int at_cli_register(void);

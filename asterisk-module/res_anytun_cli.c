@@ -114,8 +114,8 @@ static void show_sessions(int fd)
 	}
 	ast_mutex_unlock(&at.lock);
 	ast_cli(fd, "%d anytun session%s\n", n, ESS(n));
-	/* The hosted proxy's own tables (its clients' sessions). */
-	at_proxy_cli_status(fd);
+	/* Proxy mode: the hosted proxy's table of its clients' sessions. */
+	at_proxy_cli_sessions(fd);
 }
 
 #define PEERS_FORMAT "%-10.10s %-40.40s %-12.12s %s\n"
@@ -172,7 +172,8 @@ static char *cli_show(struct ast_cli_entry *e, int cmd, struct ast_cli_args *a)
 		e->usage =
 			"Usage: anytun show {status|sessions|peers|calls}\n"
 			"       status:   the library, the session with the proxy, names, settings\n"
-			"       sessions: the client sessions (current, and pending after a reload)\n"
+			"       sessions: the client sessions (current, and pending after a reload);\n"
+			"                 in proxy mode also the hosted proxy's client sessions\n"
 			"       peers:    anypsp peers (proxy mode)\n"
 			"       calls:    the ANYTUN channels and their calls\n";
 		return NULL;

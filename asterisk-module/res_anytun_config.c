@@ -9,7 +9,9 @@
  * connection (key, network key, proxy, bind, timers) needs a new session:
  * the new client is created (so a bad value is refused at once) and starts
  * only when the current client has no call left; until then the current
- * session carries the calls that are up and new ones.
+ * session carries the calls that are up and new ones. A change of [proxy]
+ * restarts the hosted proxy in the library (anytun_proxy_reload); with
+ * anypsp peers it pulls their tables before it serves again.
  */
 
 #include "asterisk.h"
@@ -36,6 +38,25 @@
 static struct ast_sched_context *sched;
 
 /* ---- settings ----------------------------------------------------------- */
+
+/*!
+ * \brief Copies a setting's \a value into \a dst of \a size bytes; a value
+ * that does not fit is refused (logged with its key and the limit), never
+ * cut short: a truncated path, address or key would run something else.
+ */
+int at_setting_copy(char *dst, size_t size, const char *section, const char *key,
+	const char *value, int line)
+{
+	size_t len = strlen(value);
+
+	if (len >= size) {
+		ast_log(LOG_ERROR, CONFIG_FILE " line %d: [%s] %s is %zu bytes long; the limit is %zu bytes\n",
+			line, section, key, len, size - 1);
+		return -1;
+	}
+	memcpy(dst, value, len + 1);
+	return 0;
+}
 
 int at_name_valid(const char *name)
 {
@@ -75,9 +96,14 @@ static int read_key_file(struct at_settings *s, const char *value, int line)
 	FILE *f;
 
 	if (value[0] == '/') {
-		ast_copy_string(path, value, sizeof(path));
-	} else {
-		snprintf(path, sizeof(path), "%s/%s", ast_config_AST_CONFIG_DIR, value);
+		if (at_setting_copy(path, sizeof(path), "general", "key_file", value, line)) {
+			return -1;
+		}
+	} else if ((size_t) snprintf(path, sizeof(path), "%s/%s", ast_config_AST_CONFIG_DIR, value)
+		>= sizeof(path)) {
+		ast_log(LOG_ERROR, CONFIG_FILE " line %d: [general] key_file %s/%s is longer than the limit of %zu bytes\n",
+			line, ast_config_AST_CONFIG_DIR, value, sizeof(path) - 1);
+		return -1;
 	}
 	ast_copy_string(s->key_file, path, sizeof(s->key_file));
 	f = fopen(path, "r");
@@ -89,6 +115,16 @@ static int read_key_file(struct at_settings *s, const char *value, int line)
 		s->private_key[0] = '\0';
 	}
 	fclose(f);
+	/* A line that filled the buffer without its end is too long: a key
+	 * cut short must not be taken (the library would refuse it anyway,
+	 * less clearly). */
+	if (strlen(s->private_key) == sizeof(s->private_key) - 1
+		&& s->private_key[sizeof(s->private_key) - 2] != '\n') {
+		explicit_bzero(s->private_key, sizeof(s->private_key));
+		ast_log(LOG_ERROR, CONFIG_FILE " line %d: key_file %s: its first line is longer than the limit of %zu bytes\n",
+			line, path, sizeof(s->private_key) - 2);
+		return -1;
+	}
 	ast_trim_blanks(s->private_key);
 	if (ast_strlen_zero(s->private_key)) {
 		ast_log(LOG_ERROR, CONFIG_FILE " line %d: key_file %s is empty (make one with `anytun keygen --out FILE`)\n",
@@ -201,13 +237,13 @@ static int parse_general(struct at_settings *s, struct ast_variable *v)
 		if (!strcasecmp(n, "key_file")) {
 			res = read_key_file(s, val, line);
 		} else if (!strcasecmp(n, "private_key")) {
-			ast_copy_string(s->private_key, val, sizeof(s->private_key));
+			res = at_setting_copy(s->private_key, sizeof(s->private_key), "general", n, val, line);
 		} else if (!strcasecmp(n, "network_key")) {
-			ast_copy_string(s->network_key, val, sizeof(s->network_key));
+			res = at_setting_copy(s->network_key, sizeof(s->network_key), "general", n, val, line);
 		} else if (!strcasecmp(n, "proxy")) {
-			ast_copy_string(s->proxy, val, sizeof(s->proxy));
+			res = at_setting_copy(s->proxy, sizeof(s->proxy), "general", n, val, line);
 		} else if (!strcasecmp(n, "bind")) {
-			ast_copy_string(s->bind, val, sizeof(s->bind));
+			res = at_setting_copy(s->bind, sizeof(s->bind), "general", n, val, line);
 		} else if (!strcasecmp(n, "keepalive")) {
 			res = parse_uint(n, val, line, 0, 300, &s->keepalive_s);
 		} else if (!strcasecmp(n, "media_timeout")) {
@@ -223,10 +259,11 @@ static int parse_general(struct at_settings *s, struct ast_variable *v)
 			if (!at_name_valid(val)) {
 				ast_log(LOG_ERROR, CONFIG_FILE " line %d: caller '%s' is not an anytun name\n", line, val);
 				res = -1;
+			} else {
+				res = at_setting_copy(s->caller, sizeof(s->caller), "general", n, val, line);
 			}
-			ast_copy_string(s->caller, val, sizeof(s->caller));
 		} else if (!strcasecmp(n, "context")) {
-			ast_copy_string(s->context, val, sizeof(s->context));
+			res = at_setting_copy(s->context, sizeof(s->context), "general", n, val, line);
 		} else if (!strcasecmp(n, "codecs")) {
 			res = parse_codecs(s, val, line);
 		} else if (!strcasecmp(n, "log_level")) {
@@ -629,14 +666,16 @@ static int reload_module(void)
 		settings_free(s);
 		return -1;
 	}
-	/* Checked before anything changes: a refused [proxy] keeps it all. */
-	if (at_proxy_reload(&s->proxy_mode)) {
+	if (!ast_strlen_zero(s->proxy) && !conn_equal(old, s) && !(fresh = client_new(s))) {
 		ast_log(LOG_ERROR, "anytun: reload refused; the running settings stay\n");
 		settings_free(s);
 		return -1;
 	}
-	if (!ast_strlen_zero(s->proxy) && !conn_equal(old, s) && !(fresh = client_new(s))) {
+	/* Last of the checks, as it acts: a changed [proxy] restarts the
+	 * hosted proxy (or, refused, leaves it running as it was). */
+	if (at_proxy_reload(&s->proxy_mode)) {
 		ast_log(LOG_ERROR, "anytun: reload refused; the running settings stay\n");
+		client_free(fresh);
 		settings_free(s);
 		return -1;
 	}

@@ -54,7 +54,7 @@ void at_on_incoming_call(void *user, uint64_t call, const char *from, const char
 		if (!format) {
 			refuse = AST_CAUSE_INCOMPATIBLE_DESTINATION;
 		} else {
-			client->calls++;
+			at_bind_client_locked(client);
 		}
 	}
 	ast_mutex_unlock(&at.lock);

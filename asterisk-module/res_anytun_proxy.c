@@ -51,29 +51,27 @@ int at_proxy_parse(struct at_proxy_settings *p, struct ast_variable *v)
 		} else if (!strcasecmp(n, "worker_threads")) {
 			res = parse_u32(n, val, line, 1, 64, &p->worker_threads);
 		} else if (!strcasecmp(n, "listen")) {
-			ast_copy_string(p->listen, val, sizeof(p->listen));
+			res = at_setting_copy(p->listen, sizeof(p->listen), "proxy", n, val, line);
 		} else if (!strcasecmp(n, "state_dir")) {
-			ast_copy_string(p->state_dir, val, sizeof(p->state_dir));
+			res = at_setting_copy(p->state_dir, sizeof(p->state_dir), "proxy", n, val, line);
 		} else if (!strcasecmp(n, "subscribers")) {
-			ast_copy_string(p->subscribers, val, sizeof(p->subscribers));
+			res = at_setting_copy(p->subscribers, sizeof(p->subscribers), "proxy", n, val, line);
 		} else if (!strcasecmp(n, "sync_listen")) {
-			ast_copy_string(p->sync_listen, val, sizeof(p->sync_listen));
+			res = at_setting_copy(p->sync_listen, sizeof(p->sync_listen), "proxy", n, val, line);
 		} else if (!strcasecmp(n, "metrics_listen")) {
-			ast_copy_string(p->metrics_listen, val, sizeof(p->metrics_listen));
+			res = at_setting_copy(p->metrics_listen, sizeof(p->metrics_listen), "proxy", n, val, line);
 			p->metrics_set = 1;
 		} else if (!strcasecmp(n, "config_file")) {
-			ast_copy_string(p->config_file, val, sizeof(p->config_file));
+			res = at_setting_copy(p->config_file, sizeof(p->config_file), "proxy", n, val, line);
 		} else if (!strcasecmp(n, "reuse_port")) {
 			p->reuse_port = ast_true(val);
 		} else if (!strcasecmp(n, "peer")) {
 			if (p->n_peers == AT_MAX_PEERS) {
 				ast_log(LOG_ERROR, CONFIG_FILE " line %d: [proxy] more than %d peers\n", line, AT_MAX_PEERS);
 				res = -1;
-			} else if (strlen(val) >= sizeof(p->peers[0])) {
-				ast_log(LOG_ERROR, CONFIG_FILE " line %d: [proxy] peer entry too long\n", line);
-				res = -1;
-			} else {
-				ast_copy_string(p->peers[p->n_peers++], val, sizeof(p->peers[0]));
+			} else if (!(res = at_setting_copy(p->peers[p->n_peers], sizeof(p->peers[0]), "proxy", n,
+				val, line))) {
+				p->n_peers++;
 			}
 		} else {
 			ast_log(LOG_ERROR, CONFIG_FILE " line %d: unknown setting '%s' in [proxy]\n", line, n);
@@ -165,8 +163,16 @@ int at_proxy_reload(const struct at_proxy_settings *p)
 		ast_log(LOG_ERROR, "anytun: reload cannot add or remove [proxy]: unload and load res_anytun\n");
 		return -1;
 	}
+	/* The library applies it: nothing when it asks for what runs, else a
+	 * restart of the proxy inside the same handle (it logs what changed),
+	 * back on the old settings if the new ones cannot start. */
 	proxy_config(p, &pc, ptrs);
 	rc = anytun_proxy_reload(hosted, &pc);
+	if (rc == ANYTUN_ERR_INTERNAL) {
+		log_lib_error("[proxy] reload failed and the proxy is stopped (fix " CONFIG_FILE
+			", then unload and load res_anytun)", rc);
+		return -1;
+	}
 	if (rc != ANYTUN_OK) {
 		log_lib_error("reload refused for [proxy]", rc);
 		return -1;
@@ -215,6 +221,50 @@ void at_proxy_cli_status(int fd)
 	ast_cli(fd, "Proxy voice:  %llu frames relayed, %llu datagrams dropped\n",
 		(unsigned long long)st.frames_relayed, (unsigned long long)st.dropped);
 	ast_cli(fd, "Network key:  %s\nNode key:     %s\n", st.network_key, key);
+}
+
+#define SESSIONS_FORMAT "%-16.16s %-7.7s %-24.24s %-5.5s %-24.24s %s\n"
+
+/*! Sessions asked for per library call (one page of its tables). */
+#define SESSIONS_PAGE 64
+
+int at_proxy_cli_sessions(int fd)
+{
+	anytun_proxy_session_info page[SESSIONS_PAGE];
+	uint64_t after = 0;
+	size_t n, i, total = 0;
+	anytun_proxy_status st;
+
+	if (!hosted) {
+		return -1;
+	}
+	anytun_proxy_status_init(&st);
+	anytun_proxy_get_status(hosted, &st);
+	ast_cli(fd, SESSIONS_FORMAT, "Session-ID", "Serving", "Client address", "Calls", "Names",
+		"Client key");
+	do {
+		int rc = anytun_proxy_sessions(hosted, after, page, SESSIONS_PAGE, &n);
+
+		if (rc != ANYTUN_OK) {
+			ast_cli(fd, "anytun: sessions unavailable: %s\n", anytun_strerror(rc));
+			return 0;
+		}
+		for (i = 0; i < n; i++) {
+			const anytun_proxy_session_info *s = &page[i];
+			char sid[20], serving[12], calls[12];
+
+			snprintf(sid, sizeof(sid), "%016" PRIx64, s->session_id);
+			snprintf(serving, sizeof(serving), "%u", s->serving);
+			snprintf(calls, sizeof(calls), "%u", s->calls);
+			ast_cli(fd, SESSIONS_FORMAT, sid, serving, s->address, calls, S_OR(s->names, "-"),
+				s->client_key);
+			after = s->session_id;
+		}
+		total += n;
+	} while (n);
+	ast_cli(fd, "%zu hosted proxy session%s (node %u, %s)\n", total, ESS(total), st.node_id,
+		state_name(st.state));
+	return 0;
 }
 
 int at_proxy_cli_peers(int fd)

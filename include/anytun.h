@@ -728,9 +728,11 @@ int anytun_proxy_start(anytun_proxy *proxy);
 
 /** Stops the proxy: its clients' sessions and calls end with it (they
  *  reconnect to another proxy of the network), peer links close, and every
- *  thread it started is joined before this returns. Idempotent;
- *  ANYTUN_OK on a never started proxy. ANYTUN_ERR_INTERNAL if a task did
- *  not end within 5 s (its threads were left; anytun_last_error). */
+ *  thread it started is joined before this returns, always: a task still
+ *  in a blocking call (a subscriber store locked by another process
+ *  waits at most its 5 s busy timeout per statement) is waited for, and
+ *  a stop that took longer than 5 s is logged as a warning. Idempotent;
+ *  ANYTUN_OK on a never started proxy. */
 int anytun_proxy_stop(anytun_proxy *proxy);
 
 /** Stops (as anytun_proxy_stop) and frees. NULL is ANYTUN_OK. */
@@ -839,6 +841,38 @@ typedef struct anytun_proxy_peer_info {
 int anytun_proxy_peers(anytun_proxy *proxy, anytun_proxy_peer_info *out,
                        size_t cap, size_t *count);
 
+/** One client session of a hosted proxy, for listings
+ *  (anytun_proxy_sessions). */
+typedef struct anytun_proxy_session_info {
+    /** The session id (its top 16 bits are its home proxy's node id). */
+    uint64_t session_id;
+    /** The node serving it: this proxy's node_id, or a peer's (a replica
+     *  held so that the session survives that peer). */
+    uint32_t serving;
+    /** Calls it has a role in (caller, callee or offered device). */
+    uint32_t calls;
+    /** The client's address, "IP:PORT", NUL-terminated. */
+    char address[64];
+    /** The client's static public key (base64), NUL-terminated. */
+    char client_key[ANYTUN_KEY_TEXT_SIZE];
+    /** The names it is registered under, comma-separated, or "". Longer
+     *  texts end in "...". */
+    char names[128];
+    /** Zero (reserved). */
+    uint8_t reserved[32];
+} anytun_proxy_session_info;
+
+/** Lists the proxy's client sessions (its own and its peers' replicas),
+ *  in session id order, a page at a time: fills out[0..cap) with the
+ *  sessions whose id is above after (0: from the first), at most 1024 per
+ *  call, and sets *count to how many it wrote; ask again with after = the
+ *  last session_id written until *count is 0. Each call holds the proxy's
+ *  tables for one page only (O(log n + page)). Before start, or while
+ *  (re)starting: ANYTUN_OK with *count 0. out may be NULL when cap is 0. */
+int anytun_proxy_sessions(anytun_proxy *proxy, uint64_t after,
+                          anytun_proxy_session_info *out, size_t cap,
+                          size_t *count);
+
 /** Writes this node's public key for peer links (base64: what its peers
  *  configure as its PUBLIC_KEY) into out; creates the node key when
  *  missing (as anytund --node-key does). Works before start, so an admin
@@ -846,16 +880,29 @@ int anytun_proxy_peers(anytun_proxy *proxy, anytun_proxy_peer_info *out,
 int anytun_proxy_node_key(anytun_proxy *proxy, char *out, size_t len,
                           size_t *needed);
 
-/** Checks cfg against the running proxy, for a host's reload (`module
- *  reload`): ANYTUN_OK when it asks for what runs, and nothing is touched
+/** Applies cfg to the running proxy, for a host's reload (`module
+ *  reload`). When cfg asks for what runs: ANYTUN_OK, nothing is touched
  *  (no session or call drops). The subscriber store needs no reload: the
  *  proxy re-reads it by itself when it changes (subscriber_reload_ms, 1 s
- *  by default), and `anytun user add/remove` edits it. Any other change
- *  needs the proxy stopped and started (its clients reconnect): then
- *  ANYTUN_ERR_UNSUPPORTED, nothing changes, and anytun_last_error names
- *  what differs ("listen, peers changed: stop and start the proxy to apply
- *  them"). A bad cfg is ANYTUN_ERR_INVALID as in anytun_proxy_new;
- *  ANYTUN_ERR_NOT_STARTED before start. */
+ *  by default; added keys and revocations apply live), and `anytun user
+ *  add/remove` edits it. Any other change restarts the proxy inside the
+ *  handle: it stops (every thread joined), boots with cfg and, with anypsp
+ *  peers, pulls their tables (the replicas of its sessions, calls and
+ *  registrations among them) before it serves again; its clients' packets
+ *  sent meanwhile are lost, and a client whose session is gone
+ *  reconnects. ANYTUN_OK once it runs with cfg (the log names what
+ *  changed). If it cannot start with cfg, it starts again with the
+ *  settings it had: ANYTUN_ERR_IO (as anytun_proxy_start), and
+ *  anytun_last_error says why ("listen changed, but ...: the proxy runs
+ *  again with its old settings"); ANYTUN_ERR_INTERNAL if even that failed
+ *  (then it is stopped). With ANYTUN_PROXY_REUSE_PORT and peers, UDP is
+ *  bound once synced, so a listen address that cannot be bound shows later,
+ *  as ANYTUN_PROXY_FAILED. A bad cfg
+ *  is ANYTUN_ERR_INVALID as in anytun_proxy_new, and nothing changes;
+ *  ANYTUN_ERR_NOT_STARTED before start. Never from a library callback
+ *  (ANYTUN_ERR_IN_CALLBACK): it joins threads. The handle stays the same,
+ *  so other threads may keep using it (status calls during the restart
+ *  report ANYTUN_PROXY_IDLE or ANYTUN_PROXY_STOPPED). */
 int anytun_proxy_reload(anytun_proxy *proxy, const anytun_proxy_config *cfg);
 
 #ifdef __cplusplus

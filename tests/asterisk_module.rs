@@ -263,6 +263,80 @@ fn fifty_unload_load_cycles_with_calls_up() {
     assert_no_errors(&p, &[]);
 }
 
+/// Sets its flag when dropped.
+struct StopOnDrop<'a>(&'a std::sync::atomic::AtomicBool);
+
+impl Drop for StopOnDrop<'_> {
+    fn drop(&mut self) {
+        self.0.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+/// Unload racing new channels: three threads originate ANYTUN calls from
+/// alice's PBX in a tight loop while the module is unloaded and loaded
+/// again, so that channels are requested (and answered, on bob's side of
+/// the echo) at the moment `stopping` is set. Unload must wait for every
+/// channel it let bind, so Asterisk stays up and no channel outlives its
+/// client.
+#[test]
+fn unload_load_cycles_while_originating_in_a_tight_loop() {
+    let _g = serial();
+    let p = pair("ulaw");
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    let originated = std::sync::atomic::AtomicUsize::new(0);
+    let t0 = Instant::now();
+    let cycles = 20;
+    std::thread::scope(|s| {
+        for _ in 0..3 {
+            s.spawn(|| {
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    p.a.rx("channel originate ANYTUN/echo extension s@load");
+                    originated.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                }
+            });
+        }
+        // Also on a panic below, so that the scope can end.
+        let _stops = StopOnDrop(&stop);
+        for cycle in 0..cycles {
+            let out = p.a.rx("module unload -h res_anytun.so");
+            let up = p.a.running() && p.b.running();
+            let loaded = p.a.rx("module load res_anytun.so");
+            if !up || !out.contains("Unloaded res_anytun.so") || !loaded.contains("Loaded") {
+                panic!(
+                    "cycle {cycle}: Asterisks running: {up}; unload: {out}; load: {loaded}\n{}",
+                    p.a.log()
+                );
+            }
+            wait_until(
+                &format!("cycle {cycle}: reconnected"),
+                Duration::from_secs(10),
+                || {
+                    p.a.rx("anytun show status")
+                        .contains("Session:          connected")
+                },
+            );
+        }
+    });
+    println!(
+        "{cycles} unload/load cycles of alice's PBX while {} calls were originated: {:.1} s",
+        originated.load(std::sync::atomic::Ordering::Relaxed),
+        t0.elapsed().as_secs_f64()
+    );
+    assert!(p.a.running() && p.b.running(), "an Asterisk died");
+    wait_until("the calls to end", Duration::from_secs(30), || {
+        p.a.rx("module unload -h res_anytun.so")
+            .contains("Unloaded res_anytun.so")
+            && p.a.rx("module load res_anytun.so").contains("Loaded")
+            && p.a.channels() == 0
+            && p.b.channels() == 0
+    });
+    wait_until("reconnected", Duration::from_secs(10), || {
+        p.a.rx("anytun show status")
+            .contains("Session:          connected")
+    });
+    originate_echo_calls(&p, 2);
+}
+
 /// Test 4: `module reload` with calls up drops none; a connection change
 /// waits for them; a broken file is refused and changes nothing.
 #[test]
@@ -354,6 +428,11 @@ fn bad_config_refuses_to_load_and_never_crashes() {
             good.clone() + "codecs = opus\n",
             "codec 'opus' is not supported",
         ),
+        // A value longer than its field is refused, never cut short.
+        (
+            good.clone() + &format!("context = {}\n", "c".repeat(100)),
+            "[general] context is 100 bytes long; the limit is 79 bytes",
+        ),
         (
             good.replace("key_file = anytun.key", "key_file = missing.key"),
             "missing.key: No such file",
@@ -366,6 +445,14 @@ fn bad_config_refuses_to_load_and_never_crashes() {
         (
             good.clone() + "[proxy]\nstate_dir = /tmp/p\nlisten_on = 1\n",
             "unknown setting 'listen_on' in [proxy]",
+        ),
+        (
+            good.clone()
+                + &format!(
+                    "[proxy]\nstate_dir = /tmp/p\nlisten = 127.0.0.1:1,{}\n",
+                    "127.0.0.1:2,".repeat(30)
+                ),
+            "[proxy] listen is 372 bytes long; the limit is 255 bytes",
         ),
         (
             good.clone() + "[proxy]\nnode_id = 3\n",

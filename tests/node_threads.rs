@@ -102,4 +102,30 @@ fn stop_joins_every_thread_the_nodes_started() {
     let after = threads();
     println!("threads: {after} after stop");
     assert_eq!(after, before, "every thread the nodes started is joined");
+
+    // A host task in a blocking call that outlasts the stop timeout (as the
+    // epoch lease writer or the subscriber store on a slow or locked disk):
+    // the stop waits for it too, and says it took longer than asked.
+    let node = Node::new(NodeOptions {
+        worker_threads: 1,
+        thread_name: "anytun-test-blk".into(),
+        stop_timeout: Duration::from_millis(200),
+    })
+    .unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    node.handle().spawn_blocking(move || {
+        tx.send(()).unwrap();
+        std::thread::sleep(Duration::from_millis(1500));
+    });
+    rx.recv().unwrap();
+    let t = Instant::now();
+    let report = node.stop();
+    let took = t.elapsed();
+    let after = threads();
+    println!("threads: {after} after a stop that waited {took:?} for a blocking task");
+    assert_eq!(after, before, "the blocking task's thread is joined");
+    assert!(
+        !report.joined,
+        "the stop took longer than its timeout: {report:?}"
+    );
 }

@@ -42,6 +42,9 @@ impl AnytunProxy {
     fn node_key(&self) -> Result<String, FfiError> {
         Err(unsupported())
     }
+    fn sessions(&self, _: u64, _: usize) -> Result<Vec<sys::anytun_proxy_session_info>, FfiError> {
+        Err(unsupported())
+    }
 }
 
 /// The handle behind a pointer.
@@ -244,6 +247,48 @@ pub unsafe extern "C" fn anytun_proxy_peers(
     })
 }
 
+/// Most sessions listed per `anytun_proxy_sessions` call whatever `cap`
+/// says: one page holds the proxy's tables (and its voice path) briefly.
+const SESSIONS_PAGE_MAX: usize = 1024;
+
+/// `anytun_proxy_sessions`: see include/anytun.h.
+///
+/// # Safety
+/// `proxy` NULL or a live handle; `out` NULL or `cap` writable entries;
+/// `count` NULL or writable.
+#[no_mangle]
+pub unsafe extern "C" fn anytun_proxy_sessions(
+    proxy: *mut sys::anytun_proxy,
+    after: u64,
+    out: *mut sys::anytun_proxy_session_info,
+    cap: usize,
+    count: *mut usize,
+) -> c_int {
+    guard(|| {
+        // SAFETY: the caller's promise.
+        let h = unsafe { handle(proxy) }?;
+        if count.is_null() {
+            return Err(FfiError::Null("count"));
+        }
+        // SAFETY: writable by the caller's promise.
+        unsafe { *count = 0 };
+        if cap == 0 {
+            return Ok(());
+        }
+        if out.is_null() {
+            return Err(FfiError::Null("out"));
+        }
+        let page = h.sessions(after, cap.min(SESSIONS_PAGE_MAX))?;
+        for (i, s) in page.iter().enumerate() {
+            // SAFETY: i < page.len() <= cap writable entries.
+            unsafe { out.add(i).write_unaligned(*s) };
+        }
+        // SAFETY: as above.
+        unsafe { *count = page.len() };
+        Ok(())
+    })
+}
+
 /// `anytun_proxy_node_key`: see include/anytun.h.
 ///
 /// # Safety
@@ -283,7 +328,7 @@ pub unsafe extern "C" fn anytun_proxy_reload(
         {
             // SAFETY: the caller's promise on the strings.
             let config = unsafe { settings(&c) }?;
-            h.reload(&config)
+            h.reload(config)
         }
         #[cfg(not(feature = "daemon"))]
         {

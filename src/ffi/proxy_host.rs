@@ -4,9 +4,10 @@
 //!
 //! Locks: the handle's state mutex is never held while the library logs
 //! (booting and stopping log, and the host's log callback may ask for the
-//! status), so only the short reads of status run under it. Stops are
-//! serialised by a second mutex, so every stop returns after the threads
-//! were joined.
+//! status), so only the short reads of status run under it. Stops and
+//! reloads (a restart) are serialised by a second mutex, so every stop
+//! returns after the threads were joined and a restart is never raced by
+//! a stop.
 
 use super::errors::FfiError;
 use super::{fill_chars_cut, opt_str_arg, sys};
@@ -32,7 +33,8 @@ enum Phase {
 
 /// An `anytun_proxy`.
 pub struct AnytunProxy {
-    cfg: Config,
+    /// The settings it runs with (replaced by a reload that restarts it).
+    cfg: Mutex<Config>,
     phase: Mutex<Phase>,
     stop_lock: Mutex<()>,
 }
@@ -277,7 +279,7 @@ impl AnytunProxy {
     /// A handle for `cfg`, not started.
     pub fn new(cfg: Config) -> Self {
         Self {
-            cfg,
+            cfg: Mutex::new(cfg),
             phase: Mutex::new(Phase::Idle),
             stop_lock: Mutex::new(()),
         }
@@ -285,6 +287,11 @@ impl AnytunProxy {
 
     fn phase(&self) -> MutexGuard<'_, Phase> {
         self.phase.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// A copy of the settings in force.
+    fn cfg(&self) -> Config {
+        self.cfg.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
     /// Boots the proxy (outside the state lock: booting logs).
@@ -307,29 +314,17 @@ impl AnytunProxy {
                 }
             }
         }
-        let name = format!("anytun-px{}", self.cfg.proxy_id);
-        let booted = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            host::boot(&self.cfg, &name)
-        }));
+        let booted = boot(&self.cfg());
         let mut p = self.phase();
         match booted {
-            Ok(Ok(b)) => {
-                log::info!(
-                    "proxy {} started in this process; network public key {}",
-                    b.proxy_id,
-                    b.network_public
-                );
-                *p = Phase::Running(Box::new(b));
+            Ok(b) => {
+                *p = Phase::Running(b);
                 Ok(())
             }
-            Ok(Err(e)) => {
+            Err(e) => {
                 // Nothing runs: the node was dropped, its threads joined.
                 *p = Phase::Idle;
-                Err(FfiError::Boot(e.to_string()))
-            }
-            Err(_) => {
-                *p = Phase::Idle;
-                Err(FfiError::Internal("starting the proxy panicked".into()))
+                Err(e)
             }
         }
     }
@@ -360,23 +355,18 @@ impl AnytunProxy {
                 }
             }
         };
-        let id = booted.proxy_id;
-        let report = booted.node.stop();
+        halt(*booted);
         *self.phase() = Phase::Stopped;
-        log::info!("proxy {id} stopped");
-        if report.joined {
-            Ok(())
-        } else {
-            Err(FfiError::Internal(format!(
-                "proxy {id}: some tasks did not end in time; their threads were left"
-            )))
-        }
+        Ok(())
     }
 
     /// The status, read under the state lock (nothing in it logs).
     pub fn status(&self, s: &mut sys::anytun_proxy_status) -> Result<(), FfiError> {
-        s.node_id = u32::from(self.cfg.proxy_id);
-        s.peers = self.cfg.sync.as_ref().map_or(0, |x| x.peers.len() as u32);
+        {
+            let cfg = self.cfg.lock().unwrap_or_else(|e| e.into_inner());
+            s.node_id = u32::from(cfg.proxy_id);
+            s.peers = cfg.sync.as_ref().map_or(0, |x| x.peers.len() as u32);
+        }
         let p = self.phase();
         let b = match &*p {
             Phase::Idle | Phase::Starting => {
@@ -420,7 +410,8 @@ impl AnytunProxy {
     /// says): at once on a link or sync state change, figures at most
     /// 500 ms old.
     pub fn peers(&self) -> Result<Vec<sys::anytun_proxy_peer_info>, FfiError> {
-        let Some(sync) = &self.cfg.sync else {
+        let cfg = self.cfg();
+        let Some(sync) = &cfg.sync else {
             return Ok(Vec::new());
         };
         let board = match &*self.phase() {
@@ -458,27 +449,130 @@ impl AnytunProxy {
 
     /// The node's public key, the node key made when missing.
     pub fn node_key(&self) -> Result<String, FfiError> {
-        let path: PathBuf = host::node_key_path(&self.cfg);
+        let path: PathBuf = host::node_key_path(&self.cfg());
         host::node_key(&path)
             .map(|k| k.public().to_base64())
             .map_err(FfiError::Boot)
     }
 
-    /// Checks a reload against what runs.
-    pub fn reload(&self, new: &Config) -> Result<(), FfiError> {
-        if !matches!(&*self.phase(), Phase::Running(_)) {
-            return Err(state_err(
-                sys::ANYTUN_ERR_NOT_STARTED,
-                "the proxy is not running (anytun_proxy_start)",
-            ));
-        }
-        let d = differences(&self.cfg, new);
-        if d.is_empty() {
-            return Ok(());
-        }
-        Err(FfiError::Unsupported(format!(
-            "{} changed: stop and start the proxy to apply (its clients reconnect)",
-            d.join(", ")
-        )))
+    /// A page of the proxy's client sessions after `after` (see
+    /// `anytun_proxy_sessions`); empty unless running.
+    pub fn sessions(
+        &self,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<sys::anytun_proxy_session_info>, FfiError> {
+        let p = self.phase();
+        let Phase::Running(b) = &*p else {
+            return Ok(Vec::new());
+        };
+        // 0 is no session id: from the first.
+        let after = crate::session::SessionId::from_raw(after);
+        let page = b
+            .node
+            .with_core(|core| core.sessions_page(after, limit))
+            .unwrap_or_default();
+        Ok(page
+            .into_iter()
+            .map(|(s, names, calls)| {
+                let mut info = sys::anytun_proxy_session_info {
+                    session_id: s.id.raw(),
+                    serving: u32::from(s.serving.get()),
+                    calls: u32::try_from(calls).unwrap_or(u32::MAX),
+                    ..Default::default()
+                };
+                fill_chars_cut(&mut info.address, &s.addr.to_string());
+                fill_chars_cut(&mut info.client_key, &s.client_key.to_base64());
+                let names: Vec<&str> = names.iter().map(|n| n.as_str()).collect();
+                fill_chars_cut(&mut info.names, &names.join(","));
+                info
+            })
+            .collect())
     }
+
+    /// Applies a reload: nothing when `new` asks for what runs, else a
+    /// restart with `new` (the old settings again if `new` cannot start).
+    /// Serialised with stops; never on one of the node's threads.
+    pub fn reload(&self, new: Config) -> Result<(), FfiError> {
+        if tokio::runtime::Handle::try_current().is_ok() {
+            return Err(FfiError::InCallback("anytun_proxy_reload"));
+        }
+        let _serial = self.stop_lock.lock().unwrap_or_else(|e| e.into_inner());
+        let old = self.cfg();
+        let changed = differences(&old, &new);
+        let running = {
+            let mut p = self.phase();
+            if !matches!(&*p, Phase::Running(_)) {
+                return Err(state_err(
+                    sys::ANYTUN_ERR_NOT_STARTED,
+                    "the proxy is not running (anytun_proxy_start)",
+                ));
+            }
+            if changed.is_empty() {
+                return Ok(());
+            }
+            // Seen as stopping by status calls until it runs again.
+            match std::mem::replace(&mut *p, Phase::Stopping) {
+                Phase::Running(b) => b,
+                _ => unreachable!("checked just above"),
+            }
+        };
+        let what = changed.join(", ");
+        log::info!(
+            "proxy {}: {what} changed: restarting it with the new settings",
+            running.proxy_id
+        );
+        // Stopped first: the new settings may bind the same ports.
+        halt(*running);
+        let (result, cfg, booted) = match boot(&new) {
+            Ok(b) => (Ok(()), new, Ok(b)),
+            Err(e) => {
+                log::error!("proxy: {what} changed, but it cannot start with them: {e}");
+                let again = boot(&old);
+                let why = match &again {
+                    Ok(_) => FfiError::Boot(format!(
+                        "{what} changed, but {e}: the proxy runs again with its old settings"
+                    )),
+                    Err(e2) => FfiError::Internal(format!(
+                        "{what} changed, but {e}; with its old settings again: {e2}: \
+                         the proxy is stopped"
+                    )),
+                };
+                (Err(why), old, again)
+            }
+        };
+        *self.cfg.lock().unwrap_or_else(|e| e.into_inner()) = cfg;
+        *self.phase() = match booted {
+            Ok(b) => Phase::Running(b),
+            Err(_) => Phase::Stopped,
+        };
+        result
+    }
+}
+
+/// Boots `cfg` (its panics kept here), logging where it runs.
+fn boot(cfg: &Config) -> Result<Box<Booted>, FfiError> {
+    let name = format!("anytun-px{}", cfg.proxy_id);
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| host::boot(cfg, &name))) {
+        Ok(Ok(b)) => {
+            log::info!(
+                "proxy {} started in this process; network public key {}",
+                b.proxy_id,
+                b.network_public
+            );
+            Ok(Box::new(b))
+        }
+        Ok(Err(e)) => Err(FfiError::Boot(e.to_string())),
+        Err(_) => Err(FfiError::Internal("starting the proxy panicked".into())),
+    }
+}
+
+/// Stops a booted proxy; every thread it started is joined on return.
+fn halt(b: Booted) {
+    let id = b.proxy_id;
+    let report = b.node.stop();
+    if !report.joined {
+        log::warn!("proxy {id}: some tasks took longer than the stop timeout to end");
+    }
+    log::info!("proxy {id} stopped");
 }

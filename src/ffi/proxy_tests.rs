@@ -370,24 +370,60 @@ fn a_proxy_starts_reports_reloads_and_stops() {
         assert_eq!(st.ready, 0, "not synced with its peer");
         assert_eq!((st.peers, st.peers_up), (1, 0));
         assert_eq!(st.network_key[43], b'=' as c_char, "a base64 key");
-        // A reload asking for what runs: fine; anything else: refused,
-        // naming what differs.
+        // A reload asking for what runs: fine, nothing restarts.
+        let port = st.udp_port;
         assert_eq!(anytun_proxy_reload(p, &c), sys::ANYTUN_OK);
+        assert_eq!(status().udp_port, port);
+        assert_eq!(status().state, sys::ANYTUN_PROXY_SERVING as i32);
+        // A change that cannot start (its port is taken): refused, naming
+        // what changed, and the proxy runs again with its old settings.
+        let taken = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
         let mut c2 = c;
-        c2.listen = s.s("127.0.0.1:1");
-        assert_eq!(anytun_proxy_reload(p, &c2), sys::ANYTUN_ERR_UNSUPPORTED);
+        c2.listen = s.s(&taken.local_addr().unwrap().to_string());
+        assert_eq!(anytun_proxy_reload(p, &c2), sys::ANYTUN_ERR_IO);
         let e = last_error();
-        assert!(e.starts_with("listen changed"), "{e}");
-        let mut c3 = c;
-        c3.state_dir = s.s(dir.path().join("other").to_str().unwrap());
-        assert_eq!(anytun_proxy_reload(p, &c3), sys::ANYTUN_ERR_UNSUPPORTED);
-        let e = last_error();
-        assert!(e.contains("state_dir") && e.contains("subscribers"), "{e}");
+        assert!(
+            e.starts_with("listen changed, but") && e.ends_with("runs again with its old settings"),
+            "{e}"
+        );
+        assert_eq!(status().peers, 1);
+        // A change that can: applied by a restart in the same handle (no
+        // peers now: it serves at once).
         let mut c4 = c;
         c4.n_peers = 0;
-        assert_eq!(anytun_proxy_reload(p, &c4), sys::ANYTUN_ERR_UNSUPPORTED);
-        assert!(last_error().starts_with("peers changed"));
-        assert_eq!(status().state, sys::ANYTUN_PROXY_SERVING as i32);
+        c4.sync_listen = null();
+        assert_eq!(
+            anytun_proxy_reload(p, &c4),
+            sys::ANYTUN_OK,
+            "{}",
+            last_error()
+        );
+        let t = std::time::Instant::now();
+        while status().state != sys::ANYTUN_PROXY_SERVING as i32 {
+            assert!(
+                t.elapsed() < std::time::Duration::from_secs(20),
+                "never served again"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        let st = status();
+        assert_eq!((st.peers, st.ready, st.sync_port), (0, 1, 0));
+        // No client: an empty session list.
+        let mut n = 7;
+        let mut page = [sys::anytun_proxy_session_info::default(); 4];
+        assert_eq!(
+            anytun_proxy_sessions(p, 0, page.as_mut_ptr(), 4, &mut n),
+            sys::ANYTUN_OK
+        );
+        assert_eq!(n, 0);
+        assert_eq!(
+            anytun_proxy_sessions(p, 0, null_mut(), 4, &mut n),
+            sys::ANYTUN_ERR_NULL
+        );
+        assert_eq!(
+            anytun_proxy_sessions(p, 0, null_mut(), 0, &mut n),
+            sys::ANYTUN_OK
+        );
 
         // A stop from inside a tokio runtime (the log callback runs on the
         // node's threads) would deadlock: refused.

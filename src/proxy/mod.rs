@@ -401,6 +401,36 @@ impl Proxy {
             .collect()
     }
 
+    /// A page of [`sessions`](Self::sessions) in session id order: at most
+    /// `limit` sessions with an id above `after` (all from the first when
+    /// `None`), each with its registered names and its calls. Costs
+    /// O(log n + limit), so a listing of any size holds the core for one
+    /// page at a time.
+    pub fn sessions_page(
+        &self,
+        after: Option<SessionId>,
+        limit: usize,
+    ) -> Vec<(SessionInfo, Vec<crate::call::Name>, usize)> {
+        use std::ops::Bound;
+        let from = after.map_or(Bound::Unbounded, Bound::Excluded);
+        self.session_order
+            .range((from, Bound::Unbounded))
+            .filter_map(|id| {
+                let s = self.sessions.get(id)?;
+                let info = SessionInfo {
+                    id: *id,
+                    client_key: s.client_key,
+                    addr: s.addr,
+                    local_ip: s.local_ip,
+                    serving: s.serving,
+                };
+                let names = self.registry.bindings_of(*id).into_iter().map(|b| b.0);
+                Some((info, names.collect(), self.calls_of_session(*id)))
+            })
+            .take(limit)
+            .collect()
+    }
+
     /// Replaces the subscriber snapshot. Sessions of keys no longer present
     /// end at once and registrations no longer allowed are dropped, so
     /// removing a subscriber revokes it.

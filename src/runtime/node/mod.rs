@@ -38,8 +38,9 @@ pub struct NodeOptions {
     pub worker_threads: usize,
     /// Thread name (Linux shows 15 bytes of it).
     pub thread_name: String,
-    /// How long [`Node::stop`] waits for tasks to end before it gives up
-    /// joining (a task stuck in a blocking call).
+    /// How long [`Node::stop`] waits for its tasks to end by themselves
+    /// before it aborts them; it then waits for every thread, however long
+    /// a blocking call on one takes, and warns when that passed this too.
     pub stop_timeout: Duration,
 }
 
@@ -204,7 +205,8 @@ pub enum NodeError {
 /// What [`Node::stop`] did.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct StopReport {
-    /// Every task ended within the stop timeout and every thread was joined.
+    /// Every task ended within the stop timeout (every thread is joined
+    /// anyway; false says the stop took longer than asked).
     pub joined: bool,
     /// Peer-link tasks joined.
     pub link_tasks: usize,
@@ -475,25 +477,39 @@ impl Node {
                 }
             }
         }
-        // Everything else (UDP tasks) is aborted here; the runtime joins
-        // its worker and blocking threads before this returns, unless a
-        // blocking task outlives the timeout.
+        // Everything else (UDP tasks) is aborted here.
         self.serving = Arc::default();
         self.core = None;
-        let started = std::time::Instant::now();
-        rt.shutdown_timeout(self.opts.stop_timeout);
-        if started.elapsed() >= self.opts.stop_timeout {
+        if !join_runtime(rt, self.opts.stop_timeout) {
             joined = false;
         }
         StopReport { joined, link_tasks }
     }
 }
 
+/// Shuts `rt` down and joins every worker and blocking thread it started,
+/// waiting as long as a blocking call on one of them takes (the subscriber
+/// store's statements give up after their busy timeout): a host that
+/// unloads the code the threads run must never be left with one. Never
+/// `shutdown_timeout`, which returns with the threads still running.
+/// False (and a warning) when that took longer than `warn_after`.
+fn join_runtime(rt: tokio::runtime::Runtime, warn_after: Duration) -> bool {
+    let started = std::time::Instant::now();
+    // Dropping the runtime aborts its tasks and joins all its threads.
+    drop(rt);
+    let took = started.elapsed();
+    if took >= warn_after {
+        log::warn!("the node's threads took {took:?} to end (a blocking call was running)");
+        return false;
+    }
+    true
+}
+
 impl Drop for Node {
     fn drop(&mut self) {
         let _ = self.stop_tx.send(true);
         if let Some(rt) = self.rt.take() {
-            rt.shutdown_timeout(self.opts.stop_timeout);
+            join_runtime(rt, self.opts.stop_timeout);
         }
     }
 }
