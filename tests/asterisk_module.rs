@@ -285,7 +285,7 @@ fn unload_load_cycles_while_originating_in_a_tight_loop() {
     let stop = std::sync::atomic::AtomicBool::new(false);
     let originated = std::sync::atomic::AtomicUsize::new(0);
     let t0 = Instant::now();
-    let cycles = 20;
+    let cycles = 30;
     std::thread::scope(|s| {
         for _ in 0..3 {
             s.spawn(|| {
@@ -298,6 +298,12 @@ fn unload_load_cycles_while_originating_in_a_tight_loop() {
         // Also on a panic below, so that the scope can end.
         let _stops = StopOnDrop(&stop);
         for cycle in 0..cycles {
+            // Calls up, and more being requested, when unload starts.
+            wait_until(
+                &format!("cycle {cycle}: calls up"),
+                Duration::from_secs(20),
+                || p.a.anytun_calls_up() >= 2,
+            );
             let out = p.a.rx("module unload -h res_anytun.so");
             let up = p.a.running() && p.b.running();
             let loaded = p.a.rx("module load res_anytun.so");
