@@ -30,6 +30,9 @@ pub(crate) struct Call {
     /// Set up on another proxy and replicated here (anypsp): its ring and
     /// leg deadlines run there, not here.
     remote: bool,
+    /// Replicated, and offered to more than one device: its devices'
+    /// answers and refusals are decided by its owner alone (spec 15.4).
+    forked: bool,
 }
 
 /// Who the caller is connected to.
@@ -87,6 +90,14 @@ impl Call {
     /// True while `s` is a device this call is still being offered to.
     pub(crate) fn is_leg(&self, s: SessionId) -> bool {
         self.leg(s).is_some()
+    }
+
+    /// True if an answer or refusal from device `s` must go to the call's
+    /// owner: the call was set up elsewhere and rings several devices, which
+    /// may answer on different proxies at once. Deciding at the owner makes
+    /// the first answer to reach it win and keeps every refusal's cause.
+    pub(crate) fn owner_decides(&self, s: SessionId) -> bool {
+        self.remote && self.forked && self.is_leg(s)
     }
 
     fn leg(&self, s: SessionId) -> Option<&Leg> {
@@ -347,7 +358,9 @@ impl Proxy {
         // removes it here).
         let live: Vec<SessionId> = self
             .registry
-            .lookup(&to, now)
+            .lookup(&to, now, |s| {
+                sessions.get(&s).is_none_or(|x| x.serving == me)
+            })
             .into_iter()
             .filter(|s| {
                 *s != from
@@ -399,6 +412,7 @@ impl Proxy {
                 caller: from,
                 legs: offering,
                 remote: false,
+                forked: false,
             },
         );
         self.emit(ProxyEvent::CallStarted {
@@ -785,6 +799,7 @@ impl Proxy {
             caller,
             legs,
             remote: true,
+            forked: callees.len() > 1,
         };
         self.calls.insert(call, c);
         Ok(())
@@ -840,6 +855,7 @@ impl Proxy {
                         check,
                     },
                     remote: true,
+                    forked: false,
                 };
                 self.calls.insert(call, c);
                 Ok(())
@@ -979,6 +995,7 @@ mod tests {
         Call {
             caller,
             remote: false,
+            forked: false,
             legs: Legs::Offering {
                 legs,
                 cause: Cause::Unavailable,

@@ -423,8 +423,13 @@ impl Proxy {
                 .get(&sid)
                 .is_some_and(|s| subs.may_use(&s.client_key, name))
         });
+        let me = self.cfg.proxy_id;
         for (name, session) in gone {
-            self.emit(ProxyEvent::Unregistered { name, session });
+            // A binding of a session served elsewhere goes here only: its
+            // serving proxy, told of the same revocation, removes it for all.
+            if self.sessions.get(&session).is_none_or(|s| s.serving == me) {
+                self.emit(ProxyEvent::Unregistered { name, session });
+            }
         }
     }
 

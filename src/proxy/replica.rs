@@ -159,6 +159,10 @@ pub struct PspStats {
     pub applied: u64,
     /// Replicated changes refused (see [`ApplyError`]).
     pub apply_refused: u64,
+    /// Replicated registrations dropped here unrefreshed
+    /// [`REPLICA_GRACE`](super::registry::REPLICA_GRACE) past their expiry,
+    /// their session served by another proxy (which alone expires them).
+    pub replica_bindings_dropped: u64,
 }
 
 /// Most (call, owner) pairs remembered from Invites handed over by peers
@@ -522,8 +526,16 @@ impl Proxy {
             | ControlMsg::CallData { call, .. } => *call,
             _ => return false,
         };
-        if self.calls.get(&call).is_some() {
-            return false;
+        let decision = matches!(
+            msg,
+            ControlMsg::Answer { .. } | ControlMsg::Reject { .. } | ControlMsg::Hangup { .. }
+        );
+        if let Some(c) = self.calls.get(&call) {
+            // Held: handled here, unless it answers or refuses a forked
+            // call set up elsewhere (its owner decides those).
+            if !(decision && c.owner_decides(from)) {
+                return false;
+            }
         }
         let Some(owner) = self.call_owners.get(&call).copied() else {
             return false;
@@ -787,6 +799,10 @@ impl Proxy {
         // acknowledge: all of these are handled again, oldest first.
         self.peer_out.retain(|(to, _)| *to != peer);
         self.handed.forget_owed(peer);
+        // Requests about its calls are handled here from now on.
+        self.call_owners.retain(|_, o| *o != peer);
+        let owners = &self.call_owners;
+        self.call_owner_order.retain(|c| owners.contains_key(c));
         let msgs = self.handed.take_peer(now, peer);
         self.rehandle(now, msgs);
         adopted.len()
