@@ -150,15 +150,10 @@ fn a_route_flipped_mid_call_moves_the_side_without_new_handshake_or_setup() {
 /// Every live proxy holds no call, and every scope's digest is the same
 /// on all of them.
 fn settled(bed: &Bed) {
-    let live: Vec<usize> = (0..bed.proxies.len())
-        .filter(|p| bed.proxies[*p].is_some())
-        .collect();
-    for p in &live {
-        assert_eq!(bed.proxy(*p).call_count(), 0, "proxy {p} holds a call");
+    for p in bed.live() {
+        assert_eq!(bed.proxy(p).call_count(), 0, "proxy {p} holds a call");
     }
-    for p in &live[1..] {
-        assert_eq!(bed.digests(*p), bed.digests(live[0]), "proxy {p}");
-    }
+    assert!(bed.same_digests());
 }
 
 /// The callee, on another proxy, refuses: the caller hears the callee's

@@ -162,4 +162,18 @@ impl Bed {
         });
         self.run_for(Duration::from_millis(100));
     }
+
+    /// Indexes of the live proxies.
+    pub fn live(&self) -> Vec<usize> {
+        (0..self.proxies.len())
+            .filter(|i| self.proxies[*i].is_some())
+            .collect()
+    }
+
+    /// True if every live proxy holds the same tables, digest for digest.
+    pub fn same_digests(&self) -> bool {
+        let l = self.live();
+        let d = self.digests(l[0]);
+        l.iter().all(|i| self.digests(*i) == d)
+    }
 }
