@@ -206,3 +206,28 @@ fn the_serving_proxy_killed_mid_call_over_lossy_reordering_client_links() {
     assert!(bed.access_lost > 0);
     assert_eq!(bed.nonce_reuses, 0);
 }
+
+/// A call forked to bob (proxy 2), bobm (proxy 3) and bobt (proxy 1); its
+/// owner, proxy 1 (alice's and bobt's), dies while they ring; alice moves
+/// to proxy 2, bobt to proxy 3. Once the death is noticed, the devices'
+/// proxies decide the call's answers themselves (spec 15.4): bob answers,
+/// alice hears it once, bobm hears "answered elsewhere", they talk.
+#[test]
+fn a_forked_calls_owner_killed_during_ringing_the_call_is_answered() {
+    let (mut bed, call) = Bed::forked_across(16);
+    bed.kill(0);
+    bed.set_route("alice", Some(1));
+    bed.set_route("bobt", Some(2));
+    bed.run_for(Duration::from_millis(1500));
+    bed.answer("bob", call);
+    bed.run_for(Duration::from_millis(500));
+    bed.assert_nothing_repeated("alice", "bob");
+    assert_eq!(bed.ended_causes("bobm"), [Cause::AnsweredElsewhere]);
+    bed.talk("alice", "bob", call, 0..50, |_, _| {});
+    bed.run_for(Duration::from_millis(100));
+    assert_eq!(bed.missing("alice", "bob", 0..50), Vec::<u32>::new());
+    assert_eq!(bed.missing("bob", "alice", 0..50), Vec::<u32>::new());
+    bed.hangup("alice", call);
+    assert_eq!(bed.ended_causes("bob"), [Cause::Normal]);
+    assert_eq!(bed.nonce_reuses, 0);
+}

@@ -187,35 +187,6 @@ fn a_reject_across_proxies_reaches_the_caller_with_its_cause() {
     assert_eq!(bed.nonce_reuses, 0);
 }
 
-/// alice on proxy 1; "bob" registered from three devices, on proxies 2, 3
-/// and 1 (bob, bobm, bobt). Each device's key is allowed the name on one
-/// proxy and the addition replicates.
-fn forked(seed: u64) -> (Bed, anytun::session::CallId) {
-    let mut bed = Bed::new(3, &["alice", "bob", "bobm", "bobt"], seed);
-    bed.allow(2, "bobm", "bob");
-    bed.allow(0, "bobt", "bob");
-    bed.connect_all();
-    for d in ["bob", "bobm", "bobt"] {
-        bed.register(d, "bob");
-        let ok = bed.count(d, |e| matches!(e, Event::Registered { .. }));
-        assert_eq!(ok, 1, "{d} registered");
-    }
-    bed.run_for(Duration::from_secs(1));
-    for p in 0..3 {
-        assert_eq!(bed.proxy(p).registration_count(), 3, "proxy {p}");
-    }
-    let call = bed.call("alice", "bob");
-    for d in ["bob", "bobm", "bobt"] {
-        let rung = bed.count(d, |e| matches!(e, Event::IncomingCall { .. }));
-        assert_eq!(rung, 1, "{d} rung");
-    }
-    assert_eq!(
-        bed.count("alice", |e| matches!(e, Event::Ringing { .. })),
-        1
-    );
-    (bed, call)
-}
-
 /// Forking to devices of one name on three proxies. bobt (on the call's
 /// owner, proxy 1) refuses, which alone ends nothing. bob (proxy 2) and
 /// bobm (proxy 3) answer 1 ms apart, each on a proxy that holds the call
@@ -226,7 +197,7 @@ fn forked(seed: u64) -> (Bed, anytun::session::CallId) {
 /// call was answered elsewhere and alice talked to nobody.
 #[test]
 fn forking_to_devices_on_several_proxies_first_answer_wins() {
-    let (mut bed, call) = forked(22);
+    let (mut bed, call) = Bed::forked_across(22);
     let now = bed.now;
     bed.site("bobt")
         .client
@@ -272,7 +243,7 @@ fn forking_to_devices_on_several_proxies_first_answer_wins() {
 /// with no cause, and alice heard bobm's "rejected".
 #[test]
 fn forking_to_devices_on_several_proxies_all_refuse() {
-    let (mut bed, call) = forked(23);
+    let (mut bed, call) = Bed::forked_across(23);
     for (d, cause) in [
         ("bobt", Cause::Rejected),
         ("bob", Cause::Busy),

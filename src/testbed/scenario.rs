@@ -140,6 +140,38 @@ impl Bed {
         (bed, call)
     }
 
+    /// Three proxies; alice on proxy 1 (index 0) calls "bob", registered
+    /// from three devices: bob (proxy 2), bobm (proxy 3) and bobt (proxy
+    /// 1). bobm's and bobt's keys are allowed the name on one proxy each
+    /// (the addition replicates). Panics unless every proxy holds the three
+    /// bindings, every device was offered the call once and alice heard it
+    /// ring once.
+    pub fn forked_across(seed: u64) -> (Self, CallId) {
+        let mut bed = Self::new(3, &["alice", "bob", "bobm", "bobt"], seed);
+        bed.allow(2, "bobm", "bob");
+        bed.allow(0, "bobt", "bob");
+        bed.connect_all();
+        for d in ["bob", "bobm", "bobt"] {
+            bed.register(d, "bob");
+            let ok = bed.count(d, |e| matches!(e, Event::Registered { .. }));
+            assert_eq!(ok, 1, "{d} registered");
+        }
+        bed.run_for(Duration::from_secs(1));
+        for p in 0..3 {
+            assert_eq!(bed.proxy(p).registration_count(), 3, "proxy {p}");
+        }
+        let call = bed.call("alice", "bob");
+        for d in ["bob", "bobm", "bobt"] {
+            let rung = bed.count(d, |e| matches!(e, Event::IncomingCall { .. }));
+            assert_eq!(rung, 1, "{d} rung");
+        }
+        assert_eq!(
+            bed.count("alice", |e| matches!(e, Event::Ringing { .. })),
+            1
+        );
+        (bed, call)
+    }
+
     /// alice and bob talk frames 0..100 of `call`; at frame 50 proxy `dead`
     /// (which serves `side`) is killed and `side`'s route cut; at frame
     /// `50 + routing_frames` it reaches proxy index `to`. Runs 100 ms more.
