@@ -231,3 +231,34 @@ fn a_forked_calls_owner_killed_during_ringing_the_call_is_answered() {
     assert_eq!(bed.ended_causes("bob"), [Cause::Normal]);
     assert_eq!(bed.nonce_reuses, 0);
 }
+
+/// A forked call (bob on proxy 2, bobm on 3, bobt on 1, the owner): bob
+/// answers and his proxy hands the answer to the owner, which dies with it
+/// on the link. When the death is noticed, bob's proxy decides the answer
+/// itself: alice hears it once, bobm hears "answered elsewhere", they talk.
+/// Before, the answer was lost: bob talked to nobody and alice kept
+/// hearing it ring.
+#[test]
+fn a_forked_calls_answer_handed_to_its_dying_owner_is_decided_by_the_devices_proxy() {
+    let (mut bed, call) = Bed::forked_across(17);
+    let now = bed.now;
+    bed.site("bob").client.answer(now, call, "ulaw").unwrap();
+    let handed = bed.proxy(1).psp_stats().requests_to_owner;
+    // bob's packet takes 5 ms to his proxy, the request 10 ms more.
+    bed.run_for(Duration::from_millis(7));
+    assert_eq!(bed.proxy(1).psp_stats().requests_to_owner, handed + 1);
+    bed.kill(0);
+    bed.set_route("alice", Some(1));
+    bed.set_route("bobt", Some(2));
+    bed.run_for(Duration::from_millis(1500));
+    assert_eq!(bed.proxy(1).psp_stats().decisions_taken_back, 1);
+    bed.assert_nothing_repeated("alice", "bob");
+    assert_eq!(bed.ended_causes("bobm"), [Cause::AnsweredElsewhere]);
+    bed.talk("alice", "bob", call, 0..50, |_, _| {});
+    bed.run_for(Duration::from_millis(100));
+    assert_eq!(bed.missing("alice", "bob", 0..50), Vec::<u32>::new());
+    assert_eq!(bed.missing("bob", "alice", 0..50), Vec::<u32>::new());
+    bed.hangup("bob", call);
+    assert_eq!(bed.ended_causes("alice"), [Cause::Normal]);
+    assert_eq!(bed.nonce_reuses, 0);
+}
