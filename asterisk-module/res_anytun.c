@@ -347,9 +347,9 @@ static struct ast_channel *at_request(const char *type, struct ast_format_cap *c
 	}
 	chan = at_new_channel(p, AST_STATE_DOWN, NULL, addr, "", assignedids, requestor);
 	if (!chan) {
-		at_unbind_client(client);
 		ao2_ref(p, -1);
 		*cause = AST_CAUSE_SWITCH_CONGESTION;
+		at_unbind_client(client); /* last: see at_unbind_client */
 		return NULL;
 	}
 	/* Linked with call 0 until placed, so unload finds it too. */
