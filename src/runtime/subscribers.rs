@@ -17,7 +17,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, watch};
 
-/// Local changes read per tick and handed to the node.
+/// Local changes read at once (a page) and handed to the node.
 const CHANGES_PAGE: usize = 512;
 /// How often old tombstones are purged.
 const PURGE_EVERY: Duration = Duration::from_secs(3600);
@@ -75,11 +75,7 @@ impl StoreTask {
                     while let Ok(more) = r.remote.try_recv() {
                         batch.push(more);
                     }
-                    let mut changed = false;
-                    for c in &batch {
-                        changed |= self.apply_remote(c);
-                    }
-                    if changed {
+                    if self.apply_remote(&batch) {
                         self.reload_now();
                     }
                     // Only now does the proxy hold them (the node serves
@@ -107,29 +103,44 @@ impl StoreTask {
         }
     }
 
-    /// A peer's change into the store; true if it changed a row.
-    fn apply_remote(&self, c: &RemoteSubscriber) -> bool {
-        // The engine has ordered the change already (last writer wins by
-        // its versions): the store takes it as of now.
+    /// Peers' changes into the store, in one transaction (a bulk of
+    /// replicated keys costs one commit and one snapshot, not one each);
+    /// true if one changed a row.
+    fn apply_remote(&self, batch: &[RemoteSubscriber]) -> bool {
+        // The engine has ordered the changes already (last writer wins by
+        // its versions): the store takes them as of now.
         let now = crate::metrics::wall_ms();
-        match self
-            .store
-            .apply_remote(c.name.as_str(), &c.key.0, c.live, now)
-        {
-            Ok(RemoteOutcome::Applied) => {
-                log::info!(
-                    "subscriber {} {} by a peer",
-                    c.name,
-                    if c.live { "added" } else { "revoked" }
-                );
-                true
-            }
-            Ok(_) => false,
+        let outcomes = match self.store.apply_remote_many(
+            batch
+                .iter()
+                .map(|c| (c.name.as_str(), &c.key.0, c.live, now)),
+        ) {
+            Ok(o) => o,
             Err(e) => {
-                log::error!("cannot store a replicated subscriber change: {e}");
-                false
+                log::error!(
+                    "cannot store {} replicated subscriber change(s): {e}",
+                    batch.len()
+                );
+                return false;
             }
+        };
+        let applied = |live: bool| {
+            batch
+                .iter()
+                .zip(&outcomes)
+                .filter(move |(c, o)| c.live == live && matches!(o, RemoteOutcome::Applied))
+        };
+        // One line per change for a few, a count for a bulk.
+        let (added, revoked) = (applied(true).count(), applied(false).count());
+        if added + revoked <= 4 {
+            for (c, _) in applied(true).chain(applied(false)) {
+                let what = if c.live { "added" } else { "revoked" };
+                log::info!("subscriber {} {what} by a peer", c.name);
+            }
+        } else {
+            log::info!("{added} subscriber key(s) added and {revoked} revoked by peers");
         }
+        added + revoked > 0
     }
 
     /// Hands the proxy the store's current snapshot (after our own write,
@@ -176,28 +187,34 @@ impl StoreTask {
         }
     }
 
-    /// Feeds the store's changes after `seq` to the node; returns the last
-    /// sequence number fed. A change the node cannot take now (its channel
-    /// is full) is fed again on the next tick.
+    /// Feeds the store's changes after `seq` to the node, page after page
+    /// until none is left or the node's channel is full; returns the last
+    /// sequence number fed. A change the node cannot take now is fed again
+    /// on the next tick.
     fn feed(&self, local: &LocalSubscribers, mut seq: u64) -> u64 {
-        let changes = match self.store.changes_since(seq, CHANGES_PAGE) {
-            Ok(c) => c,
-            Err(e) => {
-                log::warn!("cannot read subscriber changes: {e}");
+        loop {
+            let changes = match self.store.changes_since(seq, CHANGES_PAGE) {
+                Ok(c) => c,
+                Err(e) => {
+                    log::warn!("cannot read subscriber changes: {e}");
+                    return seq;
+                }
+            };
+            let last_page = changes.len() < CHANGES_PAGE;
+            for c in changes {
+                match Name::new(&c.name) {
+                    Ok(name) => {
+                        if !local.changed(name, PublicKey(c.public_key), c.live) {
+                            return seq;
+                        }
+                    }
+                    Err(e) => log::warn!("subscriber {:?} not replicated: {e}", c.name),
+                }
+                seq = c.seq;
+            }
+            if last_page {
                 return seq;
             }
-        };
-        for c in changes {
-            match Name::new(&c.name) {
-                Ok(name) => {
-                    if !local.changed(name, PublicKey(c.public_key), c.live) {
-                        return seq;
-                    }
-                }
-                Err(e) => log::warn!("subscriber {:?} not replicated: {e}", c.name),
-            }
-            seq = c.seq;
         }
-        seq
     }
 }
