@@ -442,7 +442,11 @@ impl SubscriberStore {
     /// `(name, key, live, at_ms)`, in one transaction (one commit and one
     /// reload for a bulk of replicated changes, not one per change). One
     /// outcome per change, in order; a change with a bad name is refused
-    /// alone ([`RemoteOutcome::Invalid`]), the others are kept.
+    /// alone ([`RemoteOutcome::Invalid`]), the others are kept. Unlike
+    /// `apply_remote`, a change that leaves a row as live (or as revoked)
+    /// as it is is not written ([`RemoteOutcome::Stale`]): the caller
+    /// stamps every change with its own clock, which would otherwise
+    /// rewrite every row a peer sends again.
     pub fn apply_remote_many<'a>(
         &self,
         changes: impl IntoIterator<Item = (&'a str, &'a [u8; 32], bool, u64)>,
@@ -457,7 +461,12 @@ impl SubscriberStore {
                     RemoteOutcome::TooFarAhead
                 } else {
                     match Self::row_in(tx, name, key)? {
-                        Some((row_live, t)) if !beats(at_ms, live, t, row_live) => {
+                        // Nothing to write: a restarted proxy pulling keys
+                        // its store already holds rewrites (and reloads)
+                        // nothing.
+                        Some((row_live, t))
+                            if row_live == live || !beats(at_ms, live, t, row_live) =>
+                        {
                             RemoteOutcome::Stale
                         }
                         _ => {

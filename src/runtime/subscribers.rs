@@ -22,7 +22,9 @@ const CHANGES_PAGE: usize = 512;
 /// How long peers' changes, once in the store, wait for more before the
 /// proxy gets a new snapshot: a bulk of keys costs one snapshot (a read
 /// of the whole store) per this interval, not one per batch of the node's
-/// channel (100 000 keys took about a minute that way).
+/// channel (100 000 keys took about a minute that way). Snapshots are also
+/// spaced by four times the last one's cost, so that a large store spends
+/// at most a fifth of this task's time reading itself.
 const SNAPSHOT_COALESCE: Duration = Duration::from_millis(50);
 /// How often old tombstones are purged.
 const PURGE_EVERY: Duration = Duration::from_secs(3600);
@@ -70,6 +72,8 @@ impl StoreTask {
         let mut unsnapped: Vec<RemoteSubscriber> = Vec::new();
         let mut unsnapped_changed = false;
         let mut snapshot_at: Option<tokio::time::Instant> = None;
+        let mut snapshot_done = tokio::time::Instant::now();
+        let mut snapshot_gap = SNAPSHOT_COALESCE;
         loop {
             let remote = async {
                 match repl.as_mut() {
@@ -88,7 +92,11 @@ impl StoreTask {
                 _ = due => {
                     snapshot_at = None;
                     if std::mem::take(&mut unsnapped_changed) {
+                        let t = tokio::time::Instant::now();
                         self.reload_now();
+                        // At most a fifth of this task's time in snapshots.
+                        snapshot_gap = SNAPSHOT_COALESCE.max(t.elapsed() * 4);
+                        snapshot_done = tokio::time::Instant::now();
                     }
                     // Only now does the proxy hold them (the node serves
                     // once none is pending).
@@ -105,7 +113,10 @@ impl StoreTask {
                     }
                     unsnapped_changed |= self.apply_remote(&batch);
                     unsnapped.extend(batch);
-                    snapshot_at.get_or_insert(tokio::time::Instant::now() + SNAPSHOT_COALESCE);
+                    snapshot_at.get_or_insert(
+                        (tokio::time::Instant::now() + SNAPSHOT_COALESCE)
+                            .max(snapshot_done + snapshot_gap),
+                    );
                     continue;
                 }
             }

@@ -669,4 +669,11 @@ fn a_batch_of_remote_changes_has_the_outcome_of_each_change_alone() {
     assert_eq!(pairs(&store), vec![("bob".to_owned(), key(2))]);
     assert_eq!(row(&store, "alice", 1), Some((false, added + 1)));
     assert_eq!(row(&store, "dave", 4), None);
+    // The same again, later: nothing is rewritten (no new change to feed).
+    let seq = store.changes_since(0, 10).unwrap().last().unwrap().seq;
+    let out = store
+        .apply_remote_many([("bob", &k2, true, t + 5), ("alice", &k1, false, t + 5)])
+        .unwrap();
+    assert_eq!(out, [RemoteOutcome::Stale, RemoteOutcome::Stale]);
+    assert!(store.changes_since(seq, 10).unwrap().is_empty());
 }
