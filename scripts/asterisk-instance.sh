@@ -19,7 +19,10 @@
 #       module's unload), or `now`; SIGKILL after 20 s; exits 1 if it had to
 #   asterisk-instance.sh dir NAME         the instance's directory on the host
 #
-# Environment: ANYTUN_ASTERISK_CHROOT (default /var/cache/anytun/asterisk-sid).
+# Environment: ANYTUN_ASTERISK_CHROOT (default /var/cache/anytun/asterisk-sid);
+# ANYTUN_NETNS (start only): the network namespace to run the instance in
+# (`ip netns exec`, e.g. a site of `anytun lab`); its CLI socket is a file,
+# so rx and stop work from any namespace.
 # Asterisk runs as user asterisk, in the foreground (-f) of a setsid process
 # whose pid is kept in the instance's directory.
 set -euo pipefail
@@ -102,7 +105,10 @@ EOF
     [ -s "$ROOT/etc/hosts" ] || cp /etc/hosts "$ROOT/etc/hosts"
     chroot "$ROOT" chown -R asterisk:asterisk "$inner"
     chmod -R a+rX "$host/etc"
-    setsid chroot "$ROOT" /usr/sbin/asterisk -C "$conf" -f -U asterisk -G asterisk \
+    local netns=()
+    [ -z "${ANYTUN_NETNS:-}" ] || netns=(ip netns exec "$ANYTUN_NETNS")
+    # setsid, ip netns exec and chroot each exec the next: $! is Asterisk's pid.
+    setsid "${netns[@]}" chroot "$ROOT" /usr/sbin/asterisk -C "$conf" -f -U asterisk -G asterisk \
         </dev/null >"$host/console.log" 2>&1 &
     echo $! >"$host/asterisk.pid"
     local i out

@@ -1,8 +1,9 @@
 //! res_anytun.so in a real Asterisk 22 (issue 9, tests 1 and 4): two PBXs
 //! (alice's and bob's) as anytun clients of an `anytund` on loopback.
 //! `Dial(ANYTUN/bob)` with a known tone and DTMF each way, checked in the
-//! recordings; many calls at once; unload and reload with calls up; a bad
-//! config refused without harm.
+//! recordings, in the codecs other than ulaw (ulaw runs behind NAT in the
+//! anycast lab: tests/asterisk_nat.rs); many calls at once; unload and
+//! reload with calls up; a bad config refused without harm.
 //!
 //! Needs root and the Debian sid chroot (built here when missing, by
 //! scripts/asterisk-chroot.sh): without them these tests fail, saying so.
@@ -101,11 +102,6 @@ fn call_both_ways(codecs: &str, expect_codec: &str) {
         "a PBX did not stop by itself:\n{}",
         net.stderr()
     );
-}
-
-#[test]
-fn dial_anytun_bob_ulaw_tone_and_dtmf_both_ways() {
-    call_both_ways("ulaw,alaw", "ulaw");
 }
 
 #[test]

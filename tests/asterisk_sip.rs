@@ -1,23 +1,30 @@
 //! Issue 9, test 3: ordinary SIP phones on ordinary PBXs, joined by the
-//! anycast network. Phone A (SIPp, Debian's sip-tester) calls extension
-//! 9bob on alice's PBX, which runs Dial(ANYTUN/bob); on bob's PBX the name
-//! bob rings phone B (SIPp answering and echoing RTP). Both phones first
-//! REGISTER with digest auth (PJSIP aor without a static contact, auth
-//! userpass); phone A's INVITE is challenged too. Bob's PBX can reach phone
-//! B only through its registered contact. Phone A's tone must reach bob's
-//! PBX, and phone B's echo must come back to phone A's leg.
-//! Needs root and the chroot (with sip-tester).
+//! anycast network, in the anycast lab. Alice's PBX and phone A run in site
+//! A, bob's PBX and phone B in site B (each site's network namespace, behind
+//! its own nftables NAT; the phones on the site's LAN address). Phone A
+//! (SIPp, Debian's sip-tester) calls extension 9bob on alice's PBX, which
+//! runs Dial(ANYTUN/bob) through the anycast address (site A reaches proxy
+//! p1, site B p2); on bob's PBX the name bob rings phone B (SIPp answering
+//! and echoing RTP). Both phones first REGISTER with digest auth (PJSIP aor
+//! without a static contact, auth userpass); phone A's INVITE is challenged
+//! too. Bob's PBX can reach phone B only through its registered contact.
+//! Phone A's tone must reach bob's PBX, and phone B's echo must come back to
+//! phone A's leg.
+//! Needs root, the lab's tools and the chroot (with sip-tester).
 
 mod asterisk_lab;
 
 use anytun::audio::read_wav;
+use anytun::lab::Site;
+use asterisk_lab::netlab::{wait_registered, NetLab};
 use asterisk_lab::tones::{analyse, tone_and_digits};
-use asterisk_lab::{free_port, serial, wait_until, Lab, Net, Pbx, PJSIP_MODULES};
+use asterisk_lab::{serial, wait_until, Lab, Pbx, PJSIP_MODULES};
+use std::net::Ipv4Addr;
 use std::process::{Command, Stdio};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// PJSIP modules plus registrar and digest auth, and identification of a
-/// phone by its From user (both phones come from 127.0.0.1).
+/// phone by its From user.
 fn modules() -> String {
     format!(
         "{PJSIP_MODULES} res_pjsip_registrar.so res_pjsip_authenticator_digest.so \
@@ -29,7 +36,8 @@ fn modules() -> String {
 const SECRET: &str = "s3cret-phone";
 
 /// A phone's REGISTER (digest challenged, then answered with `-au`/`-ap`);
-/// PHONE and CPORT are replaced by its user and the port it takes calls on.
+/// PHONE, ADDR and CPORT are replaced by its user and the address and port
+/// it takes calls on.
 const REG: &str = r#"<?xml version="1.0" encoding="ISO-8859-1" ?>
 <!DOCTYPE scenario SYSTEM "sipp.dtd">
 <scenario name="register">
@@ -40,7 +48,7 @@ From: <sip:PHONE@[remote_ip]:[remote_port]>;tag=[call_number]
 To: <sip:PHONE@[remote_ip]:[remote_port]>
 Call-ID: [call_id]
 CSeq: 1 REGISTER
-Contact: <sip:PHONE@127.0.0.1:CPORT>
+Contact: <sip:PHONE@ADDR:CPORT>
 Expires: 300
 Max-Forwards: 70
 Content-Length: 0
@@ -54,7 +62,7 @@ From: <sip:PHONE@[remote_ip]:[remote_port]>;tag=[call_number]
 To: <sip:PHONE@[remote_ip]:[remote_port]>
 Call-ID: [call_id]
 CSeq: 2 REGISTER
-Contact: <sip:PHONE@127.0.0.1:CPORT>
+Contact: <sip:PHONE@ADDR:CPORT>
 Expires: 300
 [authentication]
 Max-Forwards: 70
@@ -158,25 +166,36 @@ Content-Length: 0
 </scenario>
 "#;
 
-/// One phone's PJSIP: an endpoint identified by its From user, challenged
-/// with digest auth, and an aor with no static contact (only REGISTER fills it).
-fn pjsip_conf(me: u16, phone: &str) -> String {
+/// One phone's PJSIP on address `addr`: an endpoint identified by its From
+/// user, challenged with digest auth, and an aor with no static contact
+/// (only REGISTER fills it).
+fn pjsip_conf(addr: Ipv4Addr, me: u16, phone: &str) -> String {
     format!(
-        "[transport-udp]\ntype=transport\nprotocol=udp\nbind=127.0.0.1:{me}\n\n\
+        "[transport-udp]\ntype=transport\nprotocol=udp\nbind={addr}:{me}\n\n\
          [{phone}]\ntype=endpoint\ncontext=phones\ndisallow=all\nallow=ulaw\naors={phone}\n\
          auth={phone}-auth\nidentify_by=username\n\
-         direct_media=no\nmedia_address=127.0.0.1\nbind_rtp_to_media_address=yes\n\n\
+         direct_media=no\nmedia_address={addr}\nbind_rtp_to_media_address=yes\n\n\
          [{phone}-auth]\ntype=auth\nauth_type=userpass\nusername={phone}\npassword={SECRET}\n\n\
          [{phone}]\ntype=aor\nmax_contacts=1\nremove_existing=yes\n"
     )
 }
 
+/// Ports inside each site (its own namespace): the PBX's SIP, the phone's
+/// SIP and RTP.
+const PBX_SIP: u16 = 5060;
+const PHONE_SIP: u16 = 5070;
+const PHONE_RTP: u16 = 6000;
+
 #[test]
-fn sip_phone_to_sip_phone_through_two_pbxs_and_anytun() {
+fn sip_phone_to_sip_phone_through_two_pbxs_behind_nat_and_the_anycast_lab() {
     let _g = serial();
-    let lab = Lab::get();
-    let net = Net::start(&[("alice.key", "alice"), ("bob.key", "bob")]);
-    let (sip_a, sip_b, phone_a, phone_b) = (free_port(), free_port(), free_port(), free_port());
+    let t0 = Instant::now();
+    let root = &Lab::get().root;
+    let net = NetLab::up("atast3");
+    net.user("alice");
+    net.user("bob");
+    net.wait_subscribers(3);
+    let (addr_a, addr_b) = (Site::A.host4(), Site::B.host4());
     let (ia, ib) = (Pbx::inner_dir("sa"), Pbx::inner_dir("sb"));
     let ext_a = format!(
         "[general]\n[from-anytun]\n[phones]\n\
@@ -188,34 +207,40 @@ fn sip_phone_to_sip_phone_through_two_pbxs_and_anytun() {
          exten => bob,1,MixMonitor({ib}/spool/b-mix.wav,r({ib}/spool/b-from-anytun.wav)t({ib}/spool/b-to-anytun.wav))\n \
          same => n,Dial(PJSIP/phoneb,20)\n same => n,Hangup()\n"
     );
-    let rtp = |lo: u16| format!("[general]\nrtpstart={lo}\nrtpend={}\n", lo + 999).into_bytes();
+    let rtp = b"[general]\nrtpstart=30000\nrtpend=30999\n".to_vec();
     let ca = net.pbx_conf(
-        "alice.key",
+        "alice",
         "alice",
         "codecs = ulaw\n",
         &ext_a,
         &[
-            ("pjsip.conf", pjsip_conf(sip_a, "phonea").into_bytes()),
-            ("rtp.conf", rtp(30000)),
+            (
+                "pjsip.conf",
+                pjsip_conf(addr_a, PBX_SIP, "phonea").into_bytes(),
+            ),
+            ("rtp.conf", rtp.clone()),
         ],
     );
     let cb = net.pbx_conf(
-        "bob.key",
+        "bob",
         "bob",
         "codecs = ulaw\n",
         &ext_b,
         &[
-            ("pjsip.conf", pjsip_conf(sip_b, "phoneb").into_bytes()),
-            ("rtp.conf", rtp(31000)),
+            (
+                "pjsip.conf",
+                pjsip_conf(addr_b, PBX_SIP, "phoneb").into_bytes(),
+            ),
+            ("rtp.conf", rtp),
         ],
     );
-    let a = Pbx::start_with("sa", ca.path(), &modules());
-    let b = Pbx::start_with("sb", cb.path(), &modules());
-    wait_until("bob registered", Duration::from_secs(10), || {
-        b.rx("anytun show status")
-            .contains("Names registered: 1 of")
-    });
-    // The phones run in the chroot (SIPp from Debian sid).
+    let a = Pbx::start_in(&net.site(Site::A), "sa", ca.path(), &modules());
+    let b = Pbx::start_in(&net.site(Site::B), "sb", cb.path(), &modules());
+    for (pbx, proxy) in [(&a, 1), (&b, 2)] {
+        let st = wait_registered(pbx, 1);
+        assert!(st.contains(&format!("(proxy {proxy})")), "{st}");
+    }
+    // The phones run in the chroot (SIPp from Debian sid), in their site.
     let tone: Vec<u8> = tone_and_digits(1000.0, 3.0, "")
         .iter()
         .map(|&s| anytun::audio::g711::ulaw_encode(s))
@@ -227,9 +252,10 @@ fn sip_phone_to_sip_phone_through_two_pbxs_and_anytun() {
         UAC.replace("TONE", &tone_inner),
     )
     .unwrap();
-    let sipp = |args: &[String]| {
-        let mut c = Command::new("chroot");
-        c.arg(&lab.root)
+    let sipp = |site: Site, args: &[String]| {
+        let mut c = Command::new("ip");
+        c.args(["netns", "exec", &net.site(site), "chroot"])
+            .arg(root)
             .arg("sipp")
             .args(args)
             .stdout(Stdio::null())
@@ -237,36 +263,40 @@ fn sip_phone_to_sip_phone_through_two_pbxs_and_anytun() {
         c
     };
     let s = |x: &str| x.to_owned();
-    // Each phone REGISTERs (digest auth) the port it takes calls on.
-    let contact = |phone: &str, port: u16| format!("{phone}/sip:{phone}@127.0.0.1:{port}");
-    let register = |pbx: &Pbx, ia: &str, sip: u16, phone: &str, port: u16| {
+    // Each phone REGISTERs (digest auth) the address it takes calls on.
+    let contact = |phone: &str, addr: Ipv4Addr| format!("{phone}/sip:{phone}@{addr}:{PHONE_SIP}");
+    let register = |site: Site, pbx: &Pbx, inner: &str, phone: &str, addr: Ipv4Addr| {
         assert!(
             !pbx.rx("pjsip show contacts")
-                .contains(&contact(phone, port)),
+                .contains(&contact(phone, addr)),
             "{phone} has a contact before it registered"
         );
         let xml = format!("reg-{phone}.xml");
         let scen = REG
             .replace("PHONE", phone)
-            .replace("CPORT", &port.to_string());
+            .replace("ADDR", &addr.to_string())
+            .replace("CPORT", &PHONE_SIP.to_string());
         std::fs::write(pbx.dir.join("spool").join(&xml), scen).unwrap();
-        let out = sipp(&[
-            format!("127.0.0.1:{sip}"),
-            s("-sf"),
-            format!("{ia}/spool/{xml}"),
-            s("-i"),
-            s("127.0.0.1"),
-            s("-p"),
-            free_port().to_string(),
-            s("-au"),
-            s(phone),
-            s("-ap"),
-            s(SECRET),
-            s("-m"),
-            s("1"),
-            s("-timeout"),
-            s("15s"),
-        ])
+        let out = sipp(
+            site,
+            &[
+                format!("{addr}:{PBX_SIP}"),
+                s("-sf"),
+                format!("{inner}/spool/{xml}"),
+                s("-i"),
+                addr.to_string(),
+                s("-p"),
+                (PHONE_SIP + 1).to_string(),
+                s("-au"),
+                s(phone),
+                s("-ap"),
+                s(SECRET),
+                s("-m"),
+                s("1"),
+                s("-timeout"),
+                s("15s"),
+            ],
+        )
         .output()
         .unwrap();
         assert!(
@@ -278,54 +308,60 @@ fn sip_phone_to_sip_phone_through_two_pbxs_and_anytun() {
         let contacts = pbx.rx("pjsip show contacts");
         println!("{phone} registered:\n{contacts}");
         assert!(
-            contacts.contains(&contact(phone, port)),
+            contacts.contains(&contact(phone, addr)),
             "{phone}'s registered contact missing: {contacts}"
         );
         let aor = pbx.rx(&format!("pjsip show aor {phone}"));
-        assert!(aor.contains(&contact(phone, port)), "aor {phone}: {aor}");
+        assert!(aor.contains(&contact(phone, addr)), "aor {phone}: {aor}");
     };
-    register(&b, &ib, sip_b, "phoneb", phone_b);
-    register(&a, &ia, sip_a, "phonea", phone_a);
-    let mut phone_b_proc = sipp(&[
-        s("-sn"),
-        s("uas"),
-        s("-rtp_echo"),
-        s("-i"),
-        s("127.0.0.1"),
-        s("-p"),
-        phone_b.to_string(),
-        s("-mi"),
-        s("127.0.0.1"),
-        s("-mp"),
-        free_port().to_string(),
-        s("-m"),
-        s("1"),
-    ])
+    register(Site::B, &b, &ib, "phoneb", addr_b);
+    register(Site::A, &a, &ia, "phonea", addr_a);
+    let mut phone_b_proc = sipp(
+        Site::B,
+        &[
+            s("-sn"),
+            s("uas"),
+            s("-rtp_echo"),
+            s("-i"),
+            addr_b.to_string(),
+            s("-p"),
+            PHONE_SIP.to_string(),
+            s("-mi"),
+            addr_b.to_string(),
+            s("-mp"),
+            PHONE_RTP.to_string(),
+            s("-m"),
+            s("1"),
+        ],
+    )
     .spawn()
     .unwrap();
-    let out = sipp(&[
-        format!("127.0.0.1:{sip_a}"),
-        s("-sf"),
-        format!("{ia}/spool/uac.xml"),
-        s("-s"),
-        s("9bob"),
-        s("-au"),
-        s("phonea"),
-        s("-ap"),
-        s(SECRET),
-        s("-i"),
-        s("127.0.0.1"),
-        s("-p"),
-        phone_a.to_string(),
-        s("-mi"),
-        s("127.0.0.1"),
-        s("-mp"),
-        free_port().to_string(),
-        s("-m"),
-        s("1"),
-        s("-timeout"),
-        s("30s"),
-    ])
+    let out = sipp(
+        Site::A,
+        &[
+            format!("{addr_a}:{PBX_SIP}"),
+            s("-sf"),
+            format!("{ia}/spool/uac.xml"),
+            s("-s"),
+            s("9bob"),
+            s("-au"),
+            s("phonea"),
+            s("-ap"),
+            s(SECRET),
+            s("-i"),
+            addr_a.to_string(),
+            s("-p"),
+            PHONE_SIP.to_string(),
+            s("-mi"),
+            addr_a.to_string(),
+            s("-mp"),
+            PHONE_RTP.to_string(),
+            s("-m"),
+            s("1"),
+            s("-timeout"),
+            s("30s"),
+        ],
+    )
     .output()
     .unwrap();
     // Phone B ends after its one call; a failed call leaves it waiting.
@@ -354,7 +390,7 @@ fn sip_phone_to_sip_phone_through_two_pbxs_and_anytun() {
     // aor has no static one): phone B took the call and completed it.
     assert!(
         phone_b_done.is_some_and(|st| st.success()),
-        "phone B (registered at 127.0.0.1:{phone_b}) did not complete the call: {phone_b_done:?}\n{}",
+        "phone B (registered at {addr_b}:{PHONE_SIP}) did not complete the call: {phone_b_done:?}\n{}",
         b.log()
     );
     let heard = |pbx: &Pbx, f: &str| analyse(&read_wav(&pbx.spool(f)).unwrap());
@@ -377,5 +413,6 @@ fn sip_phone_to_sip_phone_through_two_pbxs_and_anytun() {
             an.tone_seconds
         );
     }
-    drop(net);
+    drop((a, b));
+    println!("test 3 in the lab: {:.1} s", t0.elapsed().as_secs_f64());
 }

@@ -11,6 +11,7 @@
 #![allow(dead_code)]
 
 pub mod calls;
+pub mod netlab;
 pub mod tones;
 
 use std::io::Read;
@@ -194,9 +195,16 @@ impl Pbx {
 
     /// Starts instance `short`, loading `modules` (space-separated) too.
     pub fn start_with(short: &str, conf: &Path, modules: &str) -> Pbx {
+        Pbx::start_in("", short, conf, modules)
+    }
+
+    /// As `start_with`, in network namespace `netns` ("": this one), e.g.
+    /// a site or a proxy of the anycast lab.
+    pub fn start_in(netns: &str, short: &str, conf: &Path, modules: &str) -> Pbx {
         let lab = Lab::get();
         let name = format!("{}{short}", lab.tag);
         let out = run(Command::new(instance_script())
+            .env("ANYTUN_NETNS", netns)
             .args(["start", &name])
             .arg(conf)
             .arg(format!("{MODULES} {modules}"))
