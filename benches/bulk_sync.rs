@@ -10,6 +10,11 @@
 //! `cargo bench --bench bulk_sync` (ANYTUN_BULK_SESSIONS changes N). Under
 //! `cargo test` it is a smoke run with 2 000 sessions that checks that
 //! every session arrives and voice keeps flowing, and measures nothing.
+//!
+//! The restart case (a node restarted next to a peer holding N sessions)
+//! also prints the heap per replicated session: live heap bytes counted
+//! by this bench's global allocator, before the restarted node starts and
+//! once it holds every replica (its links idle), divided by N.
 
 use anytun::call::Name;
 use anytun::client::{ClientConfig, Event};
@@ -25,6 +30,42 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc::UnboundedReceiver;
+
+/// The system allocator, counting live heap bytes.
+struct Counting;
+
+static LIVE: std::sync::atomic::AtomicIsize = std::sync::atomic::AtomicIsize::new(0);
+
+// SAFETY: every call is forwarded to the system allocator unchanged; the
+// counter is only arithmetic on the sizes.
+unsafe impl std::alloc::GlobalAlloc for Counting {
+    unsafe fn alloc(&self, l: std::alloc::Layout) -> *mut u8 {
+        LIVE.fetch_add(l.size() as isize, std::sync::atomic::Ordering::Relaxed);
+        std::alloc::System.alloc(l)
+    }
+    unsafe fn dealloc(&self, p: *mut u8, l: std::alloc::Layout) {
+        LIVE.fetch_sub(l.size() as isize, std::sync::atomic::Ordering::Relaxed);
+        std::alloc::System.dealloc(p, l)
+    }
+    unsafe fn alloc_zeroed(&self, l: std::alloc::Layout) -> *mut u8 {
+        LIVE.fetch_add(l.size() as isize, std::sync::atomic::Ordering::Relaxed);
+        std::alloc::System.alloc_zeroed(l)
+    }
+    unsafe fn realloc(&self, p: *mut u8, l: std::alloc::Layout, new: usize) -> *mut u8 {
+        LIVE.fetch_add(
+            new as isize - l.size() as isize,
+            std::sync::atomic::Ordering::Relaxed,
+        );
+        std::alloc::System.realloc(p, l, new)
+    }
+}
+
+#[global_allocator]
+static ALLOC: Counting = Counting;
+
+fn live_heap() -> isize {
+    LIVE.load(std::sync::atomic::Ordering::Relaxed)
+}
 
 fn member(id: u16, key: &SecretKey, addr: SocketAddr) -> Member {
     Member {
@@ -379,6 +420,7 @@ fn restart(n: usize, bench: bool) {
         node
     };
     let a = start(0, EpochLease::ephemeral());
+    let heap_a0 = live_heap();
     a.with_core(|p| {
         let now = Instant::now();
         for i in 0..n as u64 {
@@ -403,6 +445,13 @@ fn restart(n: usize, bench: bool) {
     // B (re)starts now, with the lease file of a node that ran before.
     let mut file = anytun::session::epoch::LeaseFile::open(&dir.path().join("lease")).unwrap();
     let first = file.renew().unwrap();
+    // A's links idle (nothing queued), then the heap before B exists.
+    std::thread::sleep(Duration::from_millis(500));
+    let heap0 = live_heap();
+    println!(
+        "heap per session imported at its node (core and sync table): {} bytes",
+        (heap0 - heap_a0) / n.max(1) as isize
+    );
     let t0 = Instant::now();
     let b = start(1, first);
     let epochs = b.with_core(|p| p.epochs().clone()).unwrap();
@@ -443,6 +492,9 @@ fn restart(n: usize, bench: bool) {
         }
         std::thread::sleep(Duration::from_millis(5));
     }
+    // Until the pull's buffers are gone: the heap B holds for its table.
+    std::thread::sleep(Duration::from_millis(1500));
+    let heap1 = live_heap();
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     let renewals = renewer.join().unwrap();
     let waited = b
@@ -454,6 +506,12 @@ fn restart(n: usize, bench: bool) {
          {n} replicas after {all_ms} ms; apply waited for the epoch lease {waited} time(s), \
          {renewals} lease renewal(s)",
         ready_ms.unwrap()
+    );
+    println!(
+        "heap per replicated session at the restarted node: {} bytes ({} MB for {n}, node and \
+         links included)",
+        (heap1 - heap0) / n.max(1) as isize,
+        (heap1 - heap0) >> 20
     );
     if !bench {
         assert_eq!(b.with_core(|p| p.session_count()).unwrap(), n);

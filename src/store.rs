@@ -215,6 +215,10 @@ pub enum RemoteOutcome {
     Stale,
     /// Refused: stamped more than [`MAX_AHEAD_MS`] ahead of our clock.
     TooFarAhead,
+    /// Refused: the name is not valid (only from
+    /// [`SubscriberStore::apply_remote_many`], which refuses such a change
+    /// alone; [`SubscriberStore::apply_remote`] returns an error).
+    Invalid,
 }
 
 /// Wall-clock ms since the Unix epoch (0 before it).
@@ -346,6 +350,38 @@ impl SubscriberStore {
         })
     }
 
+    /// Authorises every `(name, key)` pair in one transaction (one commit,
+    /// one reload of the daemon, instead of one per pair); like [`add`]
+    /// otherwise. Returns how many pairs were new. A bad name fails the
+    /// whole batch and changes nothing.
+    ///
+    /// [`add`]: Self::add
+    pub fn add_many<'a>(
+        &self,
+        pairs: impl IntoIterator<Item = (&'a str, &'a [u8; 32])>,
+    ) -> Result<usize, StoreError> {
+        let pairs: Vec<_> = pairs.into_iter().collect();
+        for (name, _) in &pairs {
+            validate_name(name).map_err(|source| StoreError::InvalidName {
+                name: (*name).to_owned(),
+                source,
+            })?;
+        }
+        self.write("add subscribers", |tx| {
+            let mut added = 0;
+            for (name, key) in &pairs {
+                let row = Self::row_in(tx, name, key)?;
+                if row.is_some_and(|(live, _)| live) {
+                    continue;
+                }
+                let at = row.map_or(now_ms(), |(_, t)| now_ms().max(t.saturating_add(1)));
+                Self::put(tx, name, key, true, at)?;
+                added += 1;
+            }
+            Ok(added)
+        })
+    }
+
     /// Revokes `key` for `name`, or every key of `name` if `key` is `None`.
     /// Returns how many authorised pairs were revoked. Each leaves a
     /// tombstone changed now (at least 1 ms after the add it undoes).
@@ -399,6 +435,48 @@ impl SubscriberStore {
                     Ok(RemoteOutcome::Applied)
                 }
             }
+        })
+    }
+
+    /// [`apply_remote`](Self::apply_remote) for every change of a batch
+    /// `(name, key, live, at_ms)`, in one transaction (one commit and one
+    /// reload for a bulk of replicated changes, not one per change). One
+    /// outcome per change, in order; a change with a bad name is refused
+    /// alone ([`RemoteOutcome::Invalid`]), the others are kept. Unlike
+    /// `apply_remote`, a change that leaves a row as live (or as revoked)
+    /// as it is is not written ([`RemoteOutcome::Stale`]): the caller
+    /// stamps every change with its own clock, which would otherwise
+    /// rewrite every row a peer sends again.
+    pub fn apply_remote_many<'a>(
+        &self,
+        changes: impl IntoIterator<Item = (&'a str, &'a [u8; 32], bool, u64)>,
+    ) -> Result<Vec<RemoteOutcome>, StoreError> {
+        let ahead = now_ms().saturating_add(MAX_AHEAD_MS);
+        self.write("apply remote subscriber changes", |tx| {
+            let mut out = Vec::new();
+            for (name, key, live, at_ms) in changes {
+                out.push(if validate_name(name).is_err() {
+                    RemoteOutcome::Invalid
+                } else if at_ms > ahead {
+                    RemoteOutcome::TooFarAhead
+                } else {
+                    match Self::row_in(tx, name, key)? {
+                        // Nothing to write: a restarted proxy pulling keys
+                        // its store already holds rewrites (and reloads)
+                        // nothing.
+                        Some((row_live, t))
+                            if row_live == live || !beats(at_ms, live, t, row_live) =>
+                        {
+                            RemoteOutcome::Stale
+                        }
+                        _ => {
+                            Self::put(tx, name, key, live, at_ms)?;
+                            RemoteOutcome::Applied
+                        }
+                    }
+                });
+            }
+            Ok(out)
         })
     }
 

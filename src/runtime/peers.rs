@@ -68,8 +68,11 @@ impl PeersConfig {
             queue_bytes: 16 << 20,
             events_capacity: 1024,
             backoff_min: Duration::from_millis(100),
-            backoff_max: Duration::from_secs(5),
-            connect_timeout: Duration::from_secs(3),
+            // A partitioned peer is dialed again at least every ~2 s (one
+            // SYN each): a healed partition is noticed within that, not
+            // after up to 3 s of a dropped connect plus 6 s of backoff.
+            backoff_max: Duration::from_secs(1),
+            connect_timeout: Duration::from_secs(1),
             max_handshakes: 64,
             linger: Duration::from_secs(1),
             dial_grace: Duration::from_millis(250),

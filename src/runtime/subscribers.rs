@@ -17,8 +17,15 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, watch};
 
-/// Local changes read per tick and handed to the node.
+/// Local changes read at once (a page) and handed to the node.
 const CHANGES_PAGE: usize = 512;
+/// How long peers' changes, once in the store, wait for more before the
+/// proxy gets a new snapshot: a bulk of keys costs one snapshot (a read
+/// of the whole store) per this interval, not one per batch of the node's
+/// channel (100 000 keys took about a minute that way). Snapshots are also
+/// spaced by four times the last one's cost, so that a large store spends
+/// at most a fifth of this task's time reading itself.
+const SNAPSHOT_COALESCE: Duration = Duration::from_millis(50);
 /// How often old tombstones are purged.
 const PURGE_EVERY: Duration = Duration::from_secs(3600);
 
@@ -60,6 +67,13 @@ impl StoreTask {
         // Local changes after this store sequence number are not fed yet.
         let mut fed_seq = 0u64;
         let mut repl = self.replication.take();
+        // Peers' changes in the store, not yet in the proxy's snapshot, and
+        // when that snapshot is due.
+        let mut unsnapped: Vec<RemoteSubscriber> = Vec::new();
+        let mut unsnapped_changed = false;
+        let mut snapshot_at: Option<tokio::time::Instant> = None;
+        let mut snapshot_done = tokio::time::Instant::now();
+        let mut snapshot_gap = SNAPSHOT_COALESCE;
         loop {
             let remote = async {
                 match repl.as_mut() {
@@ -67,26 +81,42 @@ impl StoreTask {
                     None => std::future::pending().await,
                 }
             };
+            let due = async {
+                match snapshot_at {
+                    Some(t) => tokio::time::sleep_until(t).await,
+                    None => std::future::pending().await,
+                }
+            };
             tokio::select! {
                 _ = tick.tick() => {}
+                _ = due => {
+                    snapshot_at = None;
+                    if std::mem::take(&mut unsnapped_changed) {
+                        let t = tokio::time::Instant::now();
+                        self.reload_now();
+                        // At most a fifth of this task's time in snapshots.
+                        snapshot_gap = SNAPSHOT_COALESCE.max(t.elapsed() * 4);
+                        snapshot_done = tokio::time::Instant::now();
+                    }
+                    // Only now does the proxy hold them (the node serves
+                    // once none is pending).
+                    for c in unsnapped.drain(..) {
+                        c.done();
+                    }
+                    continue;
+                }
                 Some(first) = remote => {
                     let r = repl.as_mut().expect("checked");
                     let mut batch = vec![first];
                     while let Ok(more) = r.remote.try_recv() {
                         batch.push(more);
                     }
-                    let mut changed = false;
-                    for c in &batch {
-                        changed |= self.apply_remote(c);
-                    }
-                    if changed {
-                        self.reload_now();
-                    }
-                    // Only now does the proxy hold them (the node serves
-                    // once none is pending).
-                    for c in &batch {
-                        c.done();
-                    }
+                    unsnapped_changed |= self.apply_remote(&batch);
+                    unsnapped.extend(batch);
+                    snapshot_at.get_or_insert(
+                        (tokio::time::Instant::now() + SNAPSHOT_COALESCE)
+                            .max(snapshot_done + snapshot_gap),
+                    );
                     continue;
                 }
             }
@@ -107,29 +137,44 @@ impl StoreTask {
         }
     }
 
-    /// A peer's change into the store; true if it changed a row.
-    fn apply_remote(&self, c: &RemoteSubscriber) -> bool {
-        // The engine has ordered the change already (last writer wins by
-        // its versions): the store takes it as of now.
+    /// Peers' changes into the store, in one transaction (a bulk of
+    /// replicated keys costs one commit and one snapshot, not one each);
+    /// true if one changed a row.
+    fn apply_remote(&self, batch: &[RemoteSubscriber]) -> bool {
+        // The engine has ordered the changes already (last writer wins by
+        // its versions): the store takes them as of now.
         let now = crate::metrics::wall_ms();
-        match self
-            .store
-            .apply_remote(c.name.as_str(), &c.key.0, c.live, now)
-        {
-            Ok(RemoteOutcome::Applied) => {
-                log::info!(
-                    "subscriber {} {} by a peer",
-                    c.name,
-                    if c.live { "added" } else { "revoked" }
-                );
-                true
-            }
-            Ok(_) => false,
+        let outcomes = match self.store.apply_remote_many(
+            batch
+                .iter()
+                .map(|c| (c.name.as_str(), &c.key.0, c.live, now)),
+        ) {
+            Ok(o) => o,
             Err(e) => {
-                log::error!("cannot store a replicated subscriber change: {e}");
-                false
+                log::error!(
+                    "cannot store {} replicated subscriber change(s): {e}",
+                    batch.len()
+                );
+                return false;
             }
+        };
+        let applied = |live: bool| {
+            batch
+                .iter()
+                .zip(&outcomes)
+                .filter(move |(c, o)| c.live == live && matches!(o, RemoteOutcome::Applied))
+        };
+        // One line per change for a few, a count for a bulk.
+        let (added, revoked) = (applied(true).count(), applied(false).count());
+        if added + revoked <= 4 {
+            for (c, _) in applied(true).chain(applied(false)) {
+                let what = if c.live { "added" } else { "revoked" };
+                log::info!("subscriber {} {what} by a peer", c.name);
+            }
+        } else {
+            log::info!("{added} subscriber key(s) added and {revoked} revoked by peers");
         }
+        added + revoked > 0
     }
 
     /// Hands the proxy the store's current snapshot (after our own write,
@@ -176,28 +221,34 @@ impl StoreTask {
         }
     }
 
-    /// Feeds the store's changes after `seq` to the node; returns the last
-    /// sequence number fed. A change the node cannot take now (its channel
-    /// is full) is fed again on the next tick.
+    /// Feeds the store's changes after `seq` to the node, page after page
+    /// until none is left or the node's channel is full; returns the last
+    /// sequence number fed. A change the node cannot take now is fed again
+    /// on the next tick.
     fn feed(&self, local: &LocalSubscribers, mut seq: u64) -> u64 {
-        let changes = match self.store.changes_since(seq, CHANGES_PAGE) {
-            Ok(c) => c,
-            Err(e) => {
-                log::warn!("cannot read subscriber changes: {e}");
+        loop {
+            let changes = match self.store.changes_since(seq, CHANGES_PAGE) {
+                Ok(c) => c,
+                Err(e) => {
+                    log::warn!("cannot read subscriber changes: {e}");
+                    return seq;
+                }
+            };
+            let last_page = changes.len() < CHANGES_PAGE;
+            for c in changes {
+                match Name::new(&c.name) {
+                    Ok(name) => {
+                        if !local.changed(name, PublicKey(c.public_key), c.live) {
+                            return seq;
+                        }
+                    }
+                    Err(e) => log::warn!("subscriber {:?} not replicated: {e}", c.name),
+                }
+                seq = c.seq;
+            }
+            if last_page {
                 return seq;
             }
-        };
-        for c in changes {
-            match Name::new(&c.name) {
-                Ok(name) => {
-                    if !local.changed(name, PublicKey(c.public_key), c.live) {
-                        return seq;
-                    }
-                }
-                Err(e) => log::warn!("subscriber {:?} not replicated: {e}", c.name),
-            }
-            seq = c.seq;
         }
-        seq
     }
 }

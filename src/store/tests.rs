@@ -17,6 +17,24 @@ fn pairs(store: &SubscriberStore) -> Vec<(String, [u8; 32])> {
 }
 
 #[test]
+fn add_many_is_one_batch_that_skips_live_pairs_and_refuses_a_bad_name_whole() {
+    let store = SubscriberStore::open_in_memory().unwrap();
+    assert!(store.add("alice", &key(1)).unwrap());
+    let (k1, k2, k3) = (key(1), key(2), key(3));
+    let n = store
+        .add_many([("alice", &k1), ("bob", &k2), ("carol", &k3)])
+        .unwrap();
+    assert_eq!(n, 2, "alice was already authorised");
+    assert_eq!(pairs(&store).len(), 3);
+    let seq = store.changes_since(0, 10).unwrap().last().unwrap().seq;
+    assert!(store
+        .add_many([("dave", &k1), ("not a name!", &k2)])
+        .is_err());
+    assert_eq!(pairs(&store).len(), 3, "nothing of a refused batch is kept");
+    assert!(store.changes_since(seq, 10).unwrap().is_empty());
+}
+
+#[test]
 fn add_list_remove() {
     let store = SubscriberStore::open_in_memory().unwrap();
     assert!(store.list().unwrap().is_empty());
@@ -618,4 +636,44 @@ fn a_change_written_through_the_watched_connection_is_reloaded_when_marked() {
         watch.poll(&store, |_| {}),
         ReloadOutcome::Unchanged
     ));
+}
+
+#[test]
+fn a_batch_of_remote_changes_has_the_outcome_of_each_change_alone() {
+    let store = SubscriberStore::open_in_memory().unwrap();
+    store.add("alice", &key(1)).unwrap();
+    let (_, added) = row(&store, "alice", 1).unwrap();
+    let t = now_ms();
+    let ahead = t + MAX_AHEAD_MS + 60_000;
+    let (k1, k2, k3, k4) = (key(1), key(2), key(3), key(4));
+    let out = store
+        .apply_remote_many([
+            ("alice", &k1, true, added - 1),
+            ("bob", &k2, true, t),
+            ("bad name", &k3, true, t),
+            ("dave", &k4, true, ahead),
+            ("alice", &k1, false, added + 1),
+        ])
+        .unwrap();
+    assert_eq!(
+        out,
+        [
+            RemoteOutcome::Stale,
+            RemoteOutcome::Applied,
+            RemoteOutcome::Invalid,
+            RemoteOutcome::TooFarAhead,
+            RemoteOutcome::Applied,
+        ]
+    );
+    // bob in, alice revoked (the later change of the batch), nothing else.
+    assert_eq!(pairs(&store), vec![("bob".to_owned(), key(2))]);
+    assert_eq!(row(&store, "alice", 1), Some((false, added + 1)));
+    assert_eq!(row(&store, "dave", 4), None);
+    // The same again, later: nothing is rewritten (no new change to feed).
+    let seq = store.changes_since(0, 10).unwrap().last().unwrap().seq;
+    let out = store
+        .apply_remote_many([("bob", &k2, true, t + 5), ("alice", &k1, false, t + 5)])
+        .unwrap();
+    assert_eq!(out, [RemoteOutcome::Stale, RemoteOutcome::Stale]);
+    assert!(store.changes_since(seq, 10).unwrap().is_empty());
 }
