@@ -114,6 +114,10 @@ pub struct SyncSnapshot {
     /// The proxy has pulled its peers' tables since it started (a restarted
     /// proxy serves only once this is true).
     pub synced: bool,
+    /// Never synced, but ready alone: no configured peer was reachable
+    /// for `sync.solo_grace_ms` (docs/anypsp-protocol.md 17.3).
+    #[serde(default)]
+    pub solo: bool,
     /// Every configured peer, in node order.
     pub peers: Vec<PeerSnapshot>,
     /// Entries held per table scope (scope name, entries including
@@ -152,6 +156,10 @@ struct Board {
     /// `None`: no peers configured (the proxy is alone).
     sync: Mutex<Option<SyncSnapshot>>,
     ready: AtomicBool,
+    /// Overloaded now (`[overload]`): routes withdrawn.
+    overloaded: AtomicBool,
+    /// Times the proxy became overloaded.
+    overload_episodes: AtomicU64,
     /// HTTP connections refused because too many were open.
     http_refused: AtomicU64,
 }
@@ -164,6 +172,8 @@ impl Metrics {
             proxy: Mutex::new(Snapshot::default()),
             sync: Mutex::new(None),
             ready: AtomicBool::new(false),
+            overloaded: AtomicBool::new(false),
+            overload_episodes: AtomicU64::new(0),
             http_refused: AtomicU64::new(0),
         });
         let mut registry = Registry::with_prefix("anytun");
@@ -210,6 +220,21 @@ impl Metrics {
         self.board.ready.load(Ordering::Relaxed)
     }
 
+    /// Sets whether the proxy is overloaded (its routes withdrawn for it);
+    /// counts an episode when it becomes so.
+    pub fn set_overloaded(&self, overloaded: bool) {
+        if overloaded && !self.board.overloaded.swap(true, Ordering::Relaxed) {
+            self.board.overload_episodes.fetch_add(1, Ordering::Relaxed);
+        } else if !overloaded {
+            self.board.overloaded.store(false, Ordering::Relaxed);
+        }
+    }
+
+    /// What [`set_overloaded`](Self::set_overloaded) said last.
+    pub fn is_overloaded(&self) -> bool {
+        self.board.overloaded.load(Ordering::Relaxed)
+    }
+
     /// Counts an HTTP connection refused for lack of room.
     fn count_http_refused(&self) {
         self.board.http_refused.fetch_add(1, Ordering::Relaxed);
@@ -234,6 +259,7 @@ impl Metrics {
             proxy_id: self.board.proxy_id,
             version: env!("CARGO_PKG_VERSION").to_owned(),
             ready: self.is_ready(),
+            overloaded: self.is_overloaded(),
             now_ms: wall_ms(),
             sessions: snap.sessions,
             calls: snap.calls,
@@ -327,6 +353,18 @@ impl Collector for BoardCollector {
             "ready",
             "1 when the proxy serves (what /health answers 200 for).",
             i64::from(self.0.ready.load(Ordering::Relaxed)),
+        )?;
+        gauge(
+            &mut enc,
+            "overloaded",
+            "1 while the proxy is overloaded ([overload]): its anycast routes are withdrawn.",
+            i64::from(self.0.overloaded.load(Ordering::Relaxed)),
+        )?;
+        counter(
+            &mut enc,
+            "overload_episodes",
+            "Times the proxy became overloaded and withdrew its anycast routes.",
+            self.0.overload_episodes.load(Ordering::Relaxed),
         )?;
         counter(
             &mut enc,
@@ -615,6 +653,12 @@ fn encode_sync(enc: &mut DescriptorEncoder, sync: Option<&SyncSnapshot>) -> fmt:
         "sync_synced",
         "1 when the proxy has pulled its peers' tables since start (1 when alone).",
         i64::from(sync.is_none_or(|s| s.synced)),
+    )?;
+    gauge(
+        enc,
+        "sync_solo",
+        "1 when the proxy never synced but is ready alone (no peer reachable for sync.solo_grace_ms).",
+        i64::from(s.solo),
     )?;
     gauge(enc, "sync_peers", "Configured sync peers.", s.peers.len())?;
     let ids: Vec<String> = s.peers.iter().map(|p| p.node.to_string()).collect();

@@ -59,6 +59,7 @@ fn pair(leases: [EpochLease; 2]) -> Vec<Node> {
             peers: vec![member(2 - i as u16, &keys[1 - i], links[1 - i])],
             fp_key: fingerprint_key(&network),
             startup_timeout: Duration::from_secs(20),
+            solo_grace: Duration::from_secs(600),
             peer_detect: Duration::from_millis(300),
             link: LinkConfig::default(),
             apply_batch: APPLY_BATCH,
@@ -345,6 +346,7 @@ fn a_node_serves_only_once_pulled_subscribers_are_in_its_proxy() {
             peers: vec![member(2 - i as u16, &keys[1 - i], links[1 - i])],
             fp_key: fingerprint_key(&network),
             startup_timeout: startup,
+            solo_grace: Duration::from_secs(600),
             peer_detect: Duration::from_millis(300),
             link: LinkConfig::default(),
             apply_batch: APPLY_BATCH,
@@ -390,6 +392,99 @@ fn a_node_serves_only_once_pulled_subscribers_are_in_its_proxy() {
         "node 2 never served after the subscriber was applied",
         || n2.readiness().borrow().ready(),
     );
+    for n in [n1, n2] {
+        assert!(n.stop().joined);
+    }
+}
+
+/// Starts node `id` (1 or 2) of a two-node network whose other member is at
+/// `peer` (its key `keys[1 - i]`), with `solo_grace`.
+fn start_with_grace(
+    network: &SecretKey,
+    keys: &[SecretKey; 2],
+    links: [SocketAddr; 2],
+    i: usize,
+    solo_grace: Duration,
+) -> Node {
+    let id = i as u16 + 1;
+    let mut node = Node::new(NodeOptions {
+        worker_threads: 1,
+        thread_name: format!("solo-{id}"),
+        ..NodeOptions::default()
+    })
+    .unwrap();
+    let core = Proxy::new(
+        ProxyConfig::new(ProxyId::new(id).unwrap(), network.clone()),
+        Subscribers::default(),
+        Instant::now(),
+    );
+    core.epochs().grant(EpochLease::ephemeral());
+    let sync = SyncSetup {
+        node_key: keys[i].clone(),
+        listen: links[i],
+        peers: vec![member(2 - i as u16, &keys[1 - i], links[1 - i])],
+        fp_key: fingerprint_key(network),
+        startup_timeout: Duration::from_millis(200),
+        solo_grace,
+        peer_detect: Duration::from_millis(300),
+        link: LinkConfig::default(),
+        apply_batch: APPLY_BATCH,
+        subscribers: None,
+    };
+    let udp = Udp::Deferred {
+        listen: vec!["127.0.0.1:0".parse().unwrap()],
+        opts: BindOptions::default(),
+    };
+    node.start(core, udp, Some(sync)).unwrap();
+    node
+}
+
+/// The last proxy standing restarts: no peer will ever answer. Before the
+/// solo rule it served after the startup timeout but never counted as
+/// synced, so it never became ready (never announced: the whole network
+/// stayed dark). Now it is ready alone once no peer was reachable for the
+/// solo grace, and says so.
+#[test]
+fn a_node_with_no_peer_reachable_is_ready_alone_after_the_solo_grace() {
+    let network = SecretKey::generate();
+    let keys = [SecretKey::generate(), SecretKey::generate()];
+    // Node 2's address: nothing listens there.
+    let links = [free_tcp(), free_tcp()];
+    let grace = Duration::from_millis(500);
+    let t0 = Instant::now();
+    let n1 = start_with_grace(&network, &keys, links, 0, grace);
+    wait("the lone node never became ready", || {
+        n1.readiness().borrow().ready()
+    });
+    let took = t0.elapsed();
+    let r = n1.readiness().borrow().clone();
+    assert!(r.solo && !r.synced && r.peers_up == 0, "{r:?}");
+    assert!(took >= grace, "ready alone before the grace: {took:?}");
+    let board = n1.metrics_board().unwrap();
+    assert!(board.is_ready());
+    assert!(board.sync().is_some_and(|s| s.solo && !s.synced));
+    assert!(n1.stop().joined);
+}
+
+/// With a peer reachable within the grace, the solo rule does not apply:
+/// each node waits for the sync (and becomes ready synced, not alone).
+#[test]
+fn a_node_with_a_peer_reachable_waits_for_the_sync_not_the_solo_grace() {
+    let network = SecretKey::generate();
+    let keys = [SecretKey::generate(), SecretKey::generate()];
+    let links = [free_tcp(), free_tcp()];
+    let grace = Duration::from_millis(1500);
+    let n1 = start_with_grace(&network, &keys, links, 0, grace);
+    let n2 = start_with_grace(&network, &keys, links, 1, grace);
+    for n in [&n1, &n2] {
+        wait("never ready", || n.readiness().borrow().ready());
+    }
+    // Past the grace: still synced, never alone.
+    std::thread::sleep(grace);
+    for n in [&n1, &n2] {
+        let r = n.readiness().borrow().clone();
+        assert!(r.synced && !r.solo, "{r:?}");
+    }
     for n in [n1, n2] {
         assert!(n.stop().joined);
     }

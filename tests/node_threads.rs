@@ -63,6 +63,7 @@ fn stop_joins_every_thread_the_nodes_started() {
             peers: vec![member(other as u16 + 1, &keys[other], ports[other])],
             fp_key: fingerprint_key(&network),
             startup_timeout: Duration::from_secs(20),
+            solo_grace: Duration::from_secs(600),
             peer_detect: Duration::from_secs(1),
             link: LinkConfig::default(),
             apply_batch: anytun::runtime::node::APPLY_BATCH,

@@ -11,6 +11,7 @@
 use anytun::config;
 use anytun::runtime::announce;
 use anytun::runtime::host::{self, Booted};
+use anytun::runtime::overload::{OverloadMeter, SAMPLE_EVERY};
 use anytun::session::ProxyId;
 use clap::Parser;
 use std::io::ErrorKind;
@@ -91,6 +92,10 @@ fn run(args: Args) -> Result<(), String> {
         let mut drain = announce::DrainSignals::new()?;
         let mut announced = false;
         let mut file_ready = false;
+        // Overload: sampled from the metrics board (never the core lock).
+        let mut meter = OverloadMeter::new(cfg.overload.clone(), cfg.max_sessions);
+        let mut sample = tokio::time::interval(SAMPLE_EVERY);
+        sample.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             let r = ready.borrow_and_update().clone();
             if let Some(e) = &r.failed {
@@ -127,6 +132,12 @@ fn run(args: Args) -> Result<(), String> {
                 _ = term.recv() => return Ok(()),
                 c = ready.changed() => if c.is_err() { return Ok(()) },
                 d = drain.recv() => announce::on_drain_signal(announcer.as_ref(), d),
+                _ = sample.tick() => {
+                    let Some(snap) = node.snapshot() else { continue };
+                    if let Some(c) = meter.observe_snapshot(std::time::Instant::now(), &snap) {
+                        on_overload(&node, announcer.as_ref(), c);
+                    }
+                }
             }
         }
     });
@@ -143,6 +154,30 @@ fn run(args: Args) -> Result<(), String> {
         log::warn!("some tasks did not stop in time");
     }
     outcome
+}
+
+/// Acts on an overload change: the gauge, the log line, the routes.
+fn on_overload(
+    node: &anytun::runtime::node::Node,
+    announcer: Option<&announce::Announcer>,
+    c: anytun::runtime::overload::OverloadChange,
+) {
+    if let Some(board) = node.metrics_board() {
+        board.set_overloaded(c.overloaded);
+    }
+    let routes = match (announcer, c.overloaded) {
+        (None, _) => "no [announce]: no routes to move",
+        (Some(_), true) => "withdrawing the anycast routes, still serving what arrives",
+        (Some(_), false) => "announcing the anycast routes again (when ready)",
+    };
+    if c.overloaded {
+        log::warn!("overloaded: {}; {routes}", c.why);
+    } else {
+        log::info!("no longer overloaded: {}; {routes}", c.why);
+    }
+    if let Some(a) = announcer {
+        a.update(|h| h.overloaded = c.overloaded);
+    }
 }
 
 /// A failure to serve, in the operator's words.

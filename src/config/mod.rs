@@ -20,6 +20,7 @@
 //! max_register_expires_s = 3600
 //! media_timeout_s = 15                        # 0 disables
 //! max_calls_per_session = 16                  # a PBX trunk needs more
+//! max_sessions = 1048576                       # beyond: handshakes refused Busy
 //! relay_via_serving = false                    # true where routers run strict uRPF
 //! metrics_listen = "127.0.0.1:9475"            # "" disables metrics
 //! subscriber_reload_ms = 1000
@@ -32,14 +33,16 @@
 //! ```
 
 pub mod announce;
+pub mod overload;
 mod source;
 mod sync;
 
 pub use announce::AnnounceConfig;
+pub use overload::OverloadConfig;
 
 pub use sync::{
     PeerConfig, SyncConfig, DEFAULT_IDLE_TIMEOUT_MS, DEFAULT_KEEPALIVE_MS, DEFAULT_PEER_DETECT_MS,
-    DEFAULT_STARTUP_TIMEOUT_MS, NODE_KEY_FILE,
+    DEFAULT_SOLO_GRACE_MS, DEFAULT_STARTUP_TIMEOUT_MS, NODE_KEY_FILE,
 };
 
 use std::fmt::Display;
@@ -147,6 +150,10 @@ pub const DEFAULT_SESSION_TIMEOUT_S: u32 = 180;
 pub const DEFAULT_MAX_REGISTER_EXPIRES_S: u32 = 3600;
 /// Default for [`Config::media_timeout_s`].
 pub const DEFAULT_MEDIA_TIMEOUT_S: u32 = 15;
+/// Default for [`Config::max_sessions`] (`ProxyConfig`'s).
+pub const DEFAULT_MAX_SESSIONS: usize = 1 << 20;
+/// Valid range of `max_sessions`.
+const MAX_SESSIONS_RANGE: RangeInclusive<i64> = 1..=(1 << 26);
 /// Default for [`Config::max_calls_per_session`] (`ProxyConfig`'s).
 pub const DEFAULT_MAX_CALLS_PER_SESSION: u32 = 16;
 /// Default for [`Config::metrics_listen`]: loopback only, since metrics are
@@ -183,6 +190,10 @@ pub struct Config {
     /// Most calls one session is part of at once (a PBX is one session:
     /// its concurrent calls); `ProxyConfig::max_calls_per_session`.
     pub max_calls_per_session: u32,
+    /// Most sessions held at once (served here or replicated from peers);
+    /// a new client beyond it is refused Busy (`ProxyConfig::max_sessions`).
+    /// The capacity the overload rule measures sessions against.
+    pub max_sessions: usize,
     /// Relay voice for a party served by another proxy through that proxy
     /// (one more hop, one peer-link crossing per frame) instead of sending
     /// it straight from here: for networks whose routers drop packets from
@@ -213,6 +224,8 @@ pub struct Config {
     /// The routing daemon announcing the anycast prefixes while ready
     /// (`[announce]`); `None`: this daemon announces nothing.
     pub announce: Option<AnnounceConfig>,
+    /// When the proxy is overloaded and withdraws its routes (`[overload]`).
+    pub overload: OverloadConfig,
 }
 
 /// Default of [`Config::worker_threads`]: small, since the data path is
@@ -239,6 +252,7 @@ impl Default for Config {
             max_register_expires_s: DEFAULT_MAX_REGISTER_EXPIRES_S,
             media_timeout_s: DEFAULT_MEDIA_TIMEOUT_S,
             max_calls_per_session: DEFAULT_MAX_CALLS_PER_SESSION,
+            max_sessions: DEFAULT_MAX_SESSIONS,
             relay_via_serving: false,
             metrics_listen: Some(DEFAULT_METRICS_LISTEN.to_owned()),
             subscriber_reload_ms: DEFAULT_SUBSCRIBER_RELOAD_MS,
@@ -249,6 +263,7 @@ impl Default for Config {
             ready_file: None,
             sync: None,
             announce: None,
+            overload: OverloadConfig::default(),
         }
     }
 }
@@ -317,6 +332,7 @@ struct RawConfig {
     max_register_expires_s: Option<Spanned<Value>>,
     media_timeout_s: Option<Spanned<Value>>,
     max_calls_per_session: Option<Spanned<Value>>,
+    max_sessions: Option<Spanned<Value>>,
     relay_via_serving: Option<Spanned<Value>>,
     metrics_listen: Option<Spanned<Value>>,
     subscriber_reload_ms: Option<Spanned<Value>>,
@@ -327,6 +343,7 @@ struct RawConfig {
     ready_file: Option<Spanned<Value>>,
     sync: Option<Spanned<sync::RawSync>>,
     announce: Option<announce::RawAnnounce>,
+    overload: Option<Spanned<overload::RawOverload>>,
 }
 
 #[derive(Deserialize)]
@@ -450,6 +467,12 @@ impl RawConfig {
             CALLS_PER_SESSION_RANGE,
             defaults.max_calls_per_session,
         )?;
+        let (max_sessions, _) = src.number(
+            "max_sessions",
+            self.max_sessions,
+            MAX_SESSIONS_RANGE,
+            defaults.max_sessions,
+        )?;
         let relay_via_serving = src
             .bool("relay_via_serving", self.relay_via_serving)?
             .unwrap_or(defaults.relay_via_serving);
@@ -537,6 +560,13 @@ impl RawConfig {
             ),
             None => None,
         };
+        let overload = match self.overload {
+            Some(raw) => {
+                let span = raw.span();
+                raw.into_inner().check(src, span)?
+            }
+            None => defaults.overload,
+        };
 
         Ok(Config {
             proxy_id,
@@ -548,6 +578,7 @@ impl RawConfig {
             max_register_expires_s,
             media_timeout_s,
             max_calls_per_session,
+            max_sessions,
             relay_via_serving,
             metrics_listen,
             subscriber_reload_ms,
@@ -558,6 +589,7 @@ impl RawConfig {
             ready_file,
             sync,
             announce,
+            overload,
         })
     }
 }

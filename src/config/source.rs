@@ -20,6 +20,11 @@ pub(super) fn expected(key: &str) -> &'static str {
         "max_register_expires_s" => "a whole number of seconds in 1..=4294967295",
         "media_timeout_s" => "a whole number of seconds in 0..=86400 (0 turns it off)",
         "max_calls_per_session" => "a whole number in 1..=65535",
+        "max_sessions" => "a whole number in 1..=67108864",
+        "overload" => "a table ([overload])",
+        "overload.high_percent" | "overload.low_percent" => "a whole number of percent in 1..=100",
+        "overload.max_packets_per_s" => "a whole number of packets per second (0: off)",
+        "overload.after_ms" | "overload.hold_ms" => "a whole number of milliseconds in 0..=3600000",
         "metrics_listen" => {
             "a socket address in quotes, e.g. \"127.0.0.1:9475\", or \"\" for no metrics"
         }
@@ -32,7 +37,9 @@ pub(super) fn expected(key: &str) -> &'static str {
         "sync.node_key" | "sync.ready_file" => "a file path in quotes",
         "sync.listen" => "a socket address in quotes, e.g. \"192.0.2.1:7476\"",
         "sync.startup_timeout_ms" => "a whole number of milliseconds in 0..=600000",
-        "sync.peer_detect_ms" => "a whole number of milliseconds in 0..=600000",
+        "sync.peer_detect_ms" | "sync.solo_grace_ms" => {
+            "a whole number of milliseconds in 0..=600000"
+        }
         "sync.keepalive_ms" => "a whole number of milliseconds in 100..=60000",
         "sync.idle_timeout_ms" => {
             "a whole number of milliseconds in 300..=600000, more than keepalive_ms"

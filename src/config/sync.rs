@@ -7,6 +7,7 @@
 //! node_key = "node.key"            # created on first start; relative: to this file
 //! listen = "192.0.2.1:7476"        # TCP, peer links
 //! startup_timeout_ms = 3000        # wait this long for peers before serving
+//! solo_grace_ms = 5000             # no peer reachable this long: ready (announce) alone
 //! peer_detect_ms = 1000            # a link down this long: its clients are adopted
 //! keepalive_ms = 5000              # link keepalive ...
 //! idle_timeout_ms = 20000          # ... and silence after which a link is dead
@@ -33,6 +34,8 @@ use toml::{Spanned, Value};
 pub const NODE_KEY_FILE: &str = "node.key";
 /// Default of [`SyncConfig::startup_timeout`].
 pub const DEFAULT_STARTUP_TIMEOUT_MS: u64 = 3000;
+/// Default of [`SyncConfig::solo_grace`].
+pub const DEFAULT_SOLO_GRACE_MS: u64 = 5000;
 /// Default of [`SyncConfig::peer_detect`].
 pub const DEFAULT_PEER_DETECT_MS: u64 = 1000;
 /// Default of [`SyncConfig::keepalive`] (the link's own default).
@@ -69,6 +72,11 @@ pub struct SyncConfig {
     /// How long a starting proxy waits for a full reconciliation with every
     /// peer before it serves clients anyway.
     pub startup_timeout: Duration,
+    /// How long a proxy that is not yet synced goes on with no link to any
+    /// configured peer before it counts as ready alone (serves and
+    /// announces with the table it has): a lone survivor restarting must
+    /// not keep the whole network dark (docs/anypsp-protocol.md 17.3).
+    pub solo_grace: Duration,
     /// How long a peer's link must stay down before this proxy adopts that
     /// peer's clients (`Proxy::peer_down`).
     pub peer_detect: Duration,
@@ -84,6 +92,7 @@ pub(super) struct RawSync {
     node_key: Option<Spanned<Value>>,
     listen: Option<Spanned<Value>>,
     startup_timeout_ms: Option<Spanned<Value>>,
+    solo_grace_ms: Option<Spanned<Value>>,
     peer_detect_ms: Option<Spanned<Value>>,
     keepalive_ms: Option<Spanned<Value>>,
     idle_timeout_ms: Option<Spanned<Value>>,
@@ -131,6 +140,12 @@ impl RawSync {
             self.startup_timeout_ms,
             WAIT_RANGE,
             DEFAULT_STARTUP_TIMEOUT_MS,
+        )?;
+        let solo = n(
+            "sync.solo_grace_ms",
+            self.solo_grace_ms,
+            WAIT_RANGE,
+            DEFAULT_SOLO_GRACE_MS,
         )?;
         let detect = n(
             "sync.peer_detect_ms",
@@ -217,6 +232,7 @@ impl RawSync {
             listen,
             peers,
             startup_timeout: ms(startup),
+            solo_grace: ms(solo),
             peer_detect: ms(detect),
             keepalive: ms(keepalive),
             idle_timeout: ms(idle),

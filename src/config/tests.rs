@@ -446,6 +446,7 @@ fn sync_table_is_read_with_defaults_and_relative_paths() {
     assert_eq!(s.node_key, Path::new("/etc/anytun/keys/node.key"));
     assert_eq!(s.listen, "127.0.0.1:7476".parse().unwrap());
     assert_eq!(s.startup_timeout, std::time::Duration::from_secs(3));
+    assert_eq!(s.solo_grace, std::time::Duration::from_secs(5));
     assert_eq!(s.peer_detect, std::time::Duration::from_secs(1));
     assert_eq!(s.peers.len(), 1);
     assert_eq!(s.peers[0].id, 2);

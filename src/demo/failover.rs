@@ -205,6 +205,7 @@ pub async fn run(n: usize, seconds: f64) -> Result<FailoverReport, String> {
             peers,
             fp_key: fingerprint_key(&network),
             startup_timeout: Duration::from_secs(10),
+            solo_grace: Duration::from_secs(600),
             peer_detect: Duration::from_secs(1),
             link: LinkConfig::default(),
             apply_batch: APPLY_BATCH,

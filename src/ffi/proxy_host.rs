@@ -189,6 +189,7 @@ pub(crate) unsafe fn settings(c: &sys::anytun_proxy_config) -> Result<Config, Ff
                     listen,
                     peers: Vec::new(),
                     startup_timeout: Duration::from_millis(config::DEFAULT_STARTUP_TIMEOUT_MS),
+                    solo_grace: Duration::from_millis(config::DEFAULT_SOLO_GRACE_MS),
                     peer_detect: Duration::from_millis(config::DEFAULT_PEER_DETECT_MS),
                     keepalive: Duration::from_millis(config::DEFAULT_KEEPALIVE_MS),
                     idle_timeout: Duration::from_millis(config::DEFAULT_IDLE_TIMEOUT_MS),

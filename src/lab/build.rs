@@ -244,11 +244,13 @@ impl Lab {
             fs::copy(&key_path, &k).map_err(io_err(&k))?;
             let b = dir.join("bird.conf");
             fs::write(&b, conf::proxy_bird(p, &dir.join("bird.log"))).map_err(io_err(&b))?;
-            let extra = if self.sync {
+            let more = (self.extra_toml)(p);
+            let mut extra = if self.sync {
                 conf::sync_toml(p, |q| node_public[&q].clone())
             } else {
                 String::new()
             };
+            extra.push_str(&more.tables);
             let t = dir.join("anytund.toml");
             fs::write(
                 &t,
@@ -259,6 +261,7 @@ impl Lab {
                     } else {
                         "../subscribers.db"
                     },
+                    &more.top,
                     &extra,
                 ),
             )

@@ -85,11 +85,13 @@ pub fn router_bird(log: &Path) -> String {
     )
 }
 
-/// Proxy `p`'s anytund.toml (paths relative to its own folder); `extra`
-/// is appended (a `[sync]` table, when the lab runs anypsp).
-pub fn anytund_toml(p: P, store: &str, extra: &str) -> String {
+/// Proxy `p`'s anytund.toml (paths relative to its own folder); `top`
+/// goes among the top-level keys, `extra` is appended (a `[sync]` table,
+/// when the lab runs anypsp, and any other table).
+pub fn anytund_toml(p: P, store: &str, top: &str, extra: &str) -> String {
     format!(
         "# anytun lab: proxy {p}\n\
+         {top}\
          proxy_id = {id}\n\
          listen = [\"0.0.0.0:{PORT}\", \"[::]:{PORT}\"]\n\
          network_key = \"network.key\"\n\

@@ -12,12 +12,14 @@
 //! - [`conf`]: BIRD and anytund configs (from the samples in docs/bird/).
 //! - [`procs`]: the processes and their pids.
 //! - [`netns`]: running a client of this process inside a site.
+//! - [`measure`]: failover figures (a knob turned mid-call).
 
 pub mod build;
 pub mod call;
 pub mod cli;
 pub mod conf;
 pub mod knobs;
+pub mod measure;
 pub mod netns;
 pub mod procs;
 mod sh;
@@ -93,6 +95,24 @@ pub struct Lab {
     /// Whether the proxies run anypsp with each other (a `[sync]` table in
     /// each anytund.toml, node keys made by the lab).
     pub sync: bool,
+    /// Extra lines of each proxy's anytund.toml, written when the lab is
+    /// built: top-level keys (e.g. `max_sessions = 10`) and tables (e.g.
+    /// an `[overload]` table). None by default.
+    pub extra_toml: fn(P) -> ExtraToml,
+}
+
+/// Extra lines of one proxy's anytund.toml (see [`Lab::extra_toml`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ExtraToml {
+    /// Top-level keys, one per line.
+    pub top: String,
+    /// Tables, appended at the end.
+    pub tables: String,
+}
+
+/// No extra lines.
+pub fn no_extra_toml(_: P) -> ExtraToml {
+    ExtraToml::default()
 }
 
 /// Whether labs run anypsp between their proxies unless told otherwise.
@@ -194,6 +214,7 @@ impl Lab {
             run: run.unwrap_or_else(|| Path::new("/run/anytun-lab").join(prefix)),
             anytund,
             sync: SYNC_DEFAULT,
+            extra_toml: no_extra_toml,
         })
     }
 

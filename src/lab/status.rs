@@ -83,7 +83,7 @@ impl Lab {
             |s| {
                 s.ready
                     && s.sync.as_ref().is_none_or(|y| {
-                        y.synced
+                        (y.synced || y.solo)
                             && y.peers
                                 .iter()
                                 .filter(|q| running.contains(&P(q.node as u8)))

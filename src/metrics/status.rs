@@ -16,6 +16,9 @@ pub struct Status {
     pub version: String,
     /// What `/health` says: true when the proxy serves.
     pub ready: bool,
+    /// Overloaded (`[overload]`): serving, but its anycast routes withdrawn.
+    #[serde(default)]
+    pub overloaded: bool,
     /// The proxy's wall clock when it answered, ms since the Unix epoch:
     /// lags are measured against it, not against the reader's clock.
     pub now_ms: u64,
@@ -53,7 +56,13 @@ impl Status {
                 let up = s.peers.iter().filter(|p| p.state() == "up").count();
                 format!(
                     "{}, {up} of {} peer(s) up",
-                    if s.synced { "synced" } else { "pulling tables" },
+                    if s.synced {
+                        "synced"
+                    } else if s.solo {
+                        "ready alone (no peer reachable)"
+                    } else {
+                        "pulling tables"
+                    },
                     s.peers.len()
                 )
             }
@@ -63,7 +72,11 @@ impl Status {
              subscriber(s); sync: {sync}",
             self.proxy_id,
             self.version,
-            if self.ready { "ready" } else { "NOT READY" },
+            match (self.ready, self.overloaded) {
+                (true, false) => "ready",
+                (true, true) => "ready but OVERLOADED (routes withdrawn)",
+                (false, _) => "NOT READY",
+            },
             self.sessions,
             self.calls,
             self.registrations,

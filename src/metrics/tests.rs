@@ -92,6 +92,7 @@ pub(super) fn two_peers() -> SyncSnapshot {
     let now = wall_ms();
     SyncSnapshot {
         synced: false,
+        solo: false,
         peers: vec![peer(2, true, Some(now - 1500)), peer(3, false, None)],
         entries: vec![("sessions".into(), 10), ("subscribers".into(), 4)],
         fingerprints: Vec::new(),

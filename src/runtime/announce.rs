@@ -55,19 +55,23 @@ pub enum AnnounceError {
 }
 
 /// The wanted state, from the daemon: ready (serving, and synced when it
-/// has peers) and drained (told to withdraw while still serving).
+/// has peers), drained (told to withdraw while still serving) and
+/// overloaded ([`super::overload`]).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Health {
     /// Serving, with its table from its peers.
     pub ready: bool,
     /// Drained by the operator (SIGUSR1) or on shutdown.
     pub drained: bool,
+    /// Carrying more than its capacity (`[overload]`): withdrawn while it
+    /// lasts, still serving what arrives.
+    pub overloaded: bool,
 }
 
 impl Health {
     /// Whether the anycast routes should be announced.
     pub fn announce(self) -> bool {
-        self.ready && !self.drained
+        self.ready && !self.drained && !self.overloaded
     }
 }
 

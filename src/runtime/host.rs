@@ -232,6 +232,7 @@ fn sync_setup(
         peers,
         fp_key: fingerprint_key(network),
         startup_timeout: s.startup_timeout,
+        solo_grace: s.solo_grace,
         peer_detect: s.peer_detect,
         link,
         apply_batch: crate::runtime::node::APPLY_BATCH,
@@ -315,6 +316,7 @@ pub fn boot(cfg: &Config, thread_name: &str) -> Result<Booted, BootError> {
     pc.max_register_expires_s = cfg.max_register_expires_s;
     pc.media_timeout = Duration::from_secs(u64::from(cfg.media_timeout_s));
     pc.max_calls_per_session = cfg.max_calls_per_session as usize;
+    pc.max_sessions = cfg.max_sessions;
     pc.relay_via_serving = cfg.relay_via_serving;
     pc.dos = cfg.dos.clone();
     let count = subscribers.len();

@@ -19,6 +19,7 @@ pub mod announce;
 pub mod client;
 pub mod host;
 pub mod node;
+pub mod overload;
 pub mod peers;
 pub mod proxy;
 pub mod subscribers;

@@ -81,6 +81,12 @@ pub struct SyncSetup {
     pub fp_key: [u8; 32],
     /// Longest wait for peers before serving anyway.
     pub startup_timeout: Duration,
+    /// Not yet synced and no link to any configured peer for this long
+    /// (since start, or since the last link went down): the node counts as
+    /// ready alone ([`Readiness::solo`]), so a lone survivor that restarts
+    /// announces instead of keeping the network dark
+    /// (docs/anypsp-protocol.md 17.3).
+    pub solo_grace: Duration,
     /// A peer link down this long: its clients are adopted
     /// (`Proxy::peer_down`).
     pub peer_detect: Duration,
@@ -128,14 +134,19 @@ pub struct Readiness {
     pub peers_up: usize,
     /// Peers reconciled with.
     pub peers_synced: usize,
+    /// Ready alone: never synced, and no configured peer was reachable for
+    /// [`SyncSetup::solo_grace`]. Stays set once set (as `synced` does):
+    /// peers that come back pull this node's table.
+    pub solo: bool,
     /// It failed to start serving (the UDP bind failed): why.
     pub failed: Option<String>,
 }
 
 impl Readiness {
-    /// Healthy and synced: announce the route.
+    /// Healthy and synced (or alone past the solo grace): announce the
+    /// route.
     pub fn ready(&self) -> bool {
-        self.serving && self.synced && self.failed.is_none()
+        self.serving && (self.synced || self.solo) && self.failed.is_none()
     }
 }
 

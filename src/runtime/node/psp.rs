@@ -140,6 +140,12 @@ struct Psp {
     down_since: BTreeMap<ProxyId, Instant>,
     detect: Duration,
     startup_timeout: Duration,
+    /// No peer linked this long, not synced: ready alone (spec 17.3).
+    solo_grace: Duration,
+    /// Since when no configured peer has a link up (None: one has).
+    dark_since: Option<Instant>,
+    /// Ready alone (latched).
+    solo: bool,
     /// Addresses of the configured peers (for status).
     addrs: BTreeMap<ProxyId, std::net::SocketAddr>,
     /// Wall ms of the last message heard per peer, across reconnects.
@@ -183,6 +189,9 @@ impl Psp {
             down_since: BTreeMap::new(),
             detect: setup.peer_detect,
             startup_timeout: setup.startup_timeout,
+            solo_grace: setup.solo_grace,
+            dark_since: Some(Instant::now()),
+            solo: false,
             addrs,
             heard: BTreeMap::new(),
             board: ctx.core.metrics_board(),
@@ -335,6 +344,7 @@ impl Psp {
     /// [`BOARD_EVERY`] (per-peer lag and queue figures change with every
     /// message). The loop wakes for that tick even when idle.
     fn publish(&mut self, ctx: &Ctx) {
+        self.check_solo();
         let synced_peers = self
             .up
             .iter()
@@ -345,10 +355,18 @@ impl Psp {
             self.up.len(),
             synced_peers,
             self.rep.synced(),
+            self.solo,
         );
         let mut r = ctx.ready.borrow().clone();
-        let changed = (r.peers, r.peers_up, r.peers_synced, r.synced) != new;
-        (r.peers, r.peers_up, r.peers_synced, r.synced) = new;
+        let changed = (r.peers, r.peers_up, r.peers_synced, r.synced, r.solo) != new;
+        if new.3 && !r.synced {
+            log::info!(
+                "anypsp: synced: tables reconciled with every linked peer ({} of {})",
+                new.1,
+                new.0
+            );
+        }
+        (r.peers, r.peers_up, r.peers_synced, r.synced, r.solo) = new;
         let now = Instant::now();
         if changed || now >= self.next_board {
             self.next_board = now + BOARD_EVERY;
@@ -357,8 +375,32 @@ impl Psp {
         self.board.set_ready(r.ready());
         if changed {
             ctx.ready.send_modify(|x| {
-                (x.peers, x.peers_up, x.peers_synced, x.synced) = new;
+                (x.peers, x.peers_up, x.peers_synced, x.synced, x.solo) = new;
             });
+        }
+    }
+
+    /// The solo rule (docs/anypsp-protocol.md 17.3): a node that never
+    /// synced and has had no link to any configured peer for
+    /// `solo_grace` counts as ready alone, so the last proxy standing
+    /// that restarts announces rather than keep the network dark. A peer
+    /// that links within the grace resets it: then the node waits for
+    /// the sync as before.
+    fn check_solo(&mut self) {
+        if self.up.is_empty() {
+            let since = *self.dark_since.get_or_insert_with(Instant::now);
+            if !self.solo && !self.rep.synced() && since.elapsed() >= self.solo_grace {
+                self.solo = true;
+                log::warn!(
+                    "anypsp: no peer reachable for {} ms (of {} configured): ready alone \
+                     with the table this proxy has (sync.solo_grace_ms); peers that come \
+                     back pull it",
+                    self.solo_grace.as_millis(),
+                    self.configured.len()
+                );
+            }
+        } else {
+            self.dark_since = None;
         }
     }
 
@@ -430,6 +472,7 @@ impl Psp {
             .collect();
         SyncSnapshot {
             synced: self.rep.synced(),
+            solo: self.solo,
             peers,
             entries,
             fingerprints,
@@ -448,10 +491,15 @@ impl Psp {
             .map(|t| Instant::now() + Duration::from_millis(t.saturating_sub(now_ms)));
         let detect = self.down_since.values().min().map(|t| *t + self.detect);
         let startup = (!serving).then_some(startup.min(progress));
+        let solo = self
+            .dark_since
+            .filter(|_| !self.solo && !self.rep.synced())
+            .map(|t| t + self.solo_grace);
         [
             engine,
             detect,
             startup,
+            solo,
             Some(self.next_board),
             self.retry_at,
             // A resync under way goes on at once (after a yield).
