@@ -5,15 +5,16 @@
 //! timeout). docs/anypsp-protocol.md section 16.
 
 use super::mux::{self, Channel};
-use super::{unix_ms, NodeStats, Readiness, ResyncFlag, SyncSetup, Udp, RESYNC_CHUNK};
+use super::{unix_ms, NodeError, NodeStats, Readiness, ResyncFlag, SyncSetup, Udp};
 use crate::call::Name;
 use crate::crypto::PublicKey;
 use crate::metrics::{Metrics, PeerSnapshot, SyncSnapshot};
 use crate::proxy::{ApplyError, Proxy, ProxyEvent, ServedCursor};
-use crate::runtime::peers::{PeerEvent, Peers, PeersHandle};
+use crate::runtime::peers::{MembershipChange, PeerEvent, Peers, PeersHandle};
 use crate::runtime::proxy::{ProxyRuntime, SharedCore};
 use crate::session::ProxyId;
 use crate::sync::bridge::{Apply, Replicator};
+use crate::sync::members::{self, Membership};
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, OnceLock};
@@ -32,6 +33,13 @@ pub(super) enum Local {
     /// after the sync messages of the changes before it, so a peer learns
     /// a call before the Invite handed to it (docs/anypsp-protocol.md 16.8).
     Peer(ProxyId, Vec<u8>),
+}
+
+/// A new peer list for the node (a configuration reload), and where to
+/// say what changed.
+pub(super) struct Reload {
+    pub peers: Vec<members::Member>,
+    pub done: tokio::sync::oneshot::Sender<Result<MembershipChange, NodeError>>,
 }
 
 /// A subscriber change replicated from a peer, for the host to write into
@@ -68,6 +76,8 @@ pub(super) struct Ctx {
     pub serving: Arc<OnceLock<Arc<ProxyRuntime>>>,
     pub stop: watch::Receiver<bool>,
     pub resync: Arc<ResyncFlag>,
+    /// Most sessions (or calls) listed, or entries swept, per resync chunk.
+    pub resync_chunk: usize,
     /// Where replicated subscriber changes go (the host's store).
     pub subscribers: Option<mpsc::Sender<RemoteSubscriber>>,
 }
@@ -78,6 +88,7 @@ pub(super) type Member = (
     Peers,
     mpsc::Receiver<PeerEvent>,
     mpsc::Receiver<Local>,
+    mpsc::Receiver<Reload>,
 );
 
 /// Most link events or local changes taken per loop turn, so that neither
@@ -95,7 +106,7 @@ const PROGRESS_EVERY: Duration = Duration::from_secs(1);
 /// Runs the node until stop; returns the peer-link tasks joined.
 pub(super) async fn main(ctx: Ctx, udp: Udp, member: Option<Member>) -> usize {
     let mut stop = ctx.stop.clone();
-    let Some((setup, peers, links, locals)) = member else {
+    let Some((setup, mut peers, links, locals, reloads)) = member else {
         // Alone: nothing to wait for.
         ctx.ready.send_modify(|r| r.synced = true);
         match serve(&ctx, udp) {
@@ -106,7 +117,12 @@ pub(super) async fn main(ctx: Ctx, udp: Udp, member: Option<Member>) -> usize {
         return 0;
     };
     let mut p = Psp::new(&ctx, setup, peers.handle());
-    p.run(&ctx, &mut stop, udp, links, locals).await;
+    let chans = Chans {
+        links,
+        locals,
+        reloads,
+    };
+    p.run(&ctx, &mut stop, udp, &mut peers, chans).await;
     let report = peers.shutdown().await;
     report.joined
 }
@@ -131,8 +147,17 @@ fn fail(ctx: &Ctx, e: String) {
     ctx.ready.send_modify(|r| r.failed = Some(e));
 }
 
+/// What the node's main task listens to.
+struct Chans {
+    links: mpsc::Receiver<PeerEvent>,
+    locals: mpsc::Receiver<Local>,
+    reloads: mpsc::Receiver<Reload>,
+}
+
 struct Psp {
     rep: Replicator,
+    /// This node as a member (for a new [`Membership`] on reload).
+    local: members::Member,
     peers: PeersHandle,
     configured: BTreeSet<ProxyId>,
     up: BTreeSet<ProxyId>,
@@ -153,7 +178,8 @@ struct Psp {
     held: std::collections::VecDeque<Apply>,
     /// When held items are tried again.
     retry_at: Option<Instant>,
-    /// Where the resync under way stands (None: none under way).
+    /// Where the resync under way stands (None: none under way, or its
+    /// listing is done and the bridge sweeps: `Replicator::resyncing`).
     resync_at: Option<ServedCursor>,
     /// Subscriber changes handed to the host, not yet in the proxy.
     subs_pending: Arc<std::sync::atomic::AtomicUsize>,
@@ -165,8 +191,18 @@ impl Psp {
         let mut cfg = crate::sync::Config::new(ctx.id.get(), setup.fp_key);
         cfg.seed = crate::crypto::random_u64();
         let mut rep = Replicator::new(cfg, now);
-        let configured: BTreeSet<ProxyId> = setup.peers.iter().map(|m| m.node).collect();
-        let addrs = setup.peers.iter().map(|m| (m.node, m.address)).collect();
+        let active = || setup.peers.iter().filter(|m| !m.revoked);
+        let configured: BTreeSet<ProxyId> = active().map(|m| m.node).collect();
+        let addrs = active().map(|m| (m.node, m.address)).collect();
+        let local = members::Member {
+            node: ctx.id,
+            address: setup.listen,
+            public_key: setup.node_key.public(),
+            region: String::new(),
+            failure_domain: String::new(),
+            failover: Vec::new(),
+            revoked: false,
+        };
         for p in &configured {
             if let Err(e) = rep.add_peer(p.get()) {
                 log::error!("anypsp: peer {p} not added to the sync engine: {e:?}");
@@ -177,6 +213,7 @@ impl Psp {
         // rule, only by take-over; nothing to declare yet.
         Self {
             rep,
+            local,
             peers,
             configured,
             up: BTreeSet::new(),
@@ -201,9 +238,15 @@ impl Psp {
         ctx: &Ctx,
         stop: &mut watch::Receiver<bool>,
         mut udp: Udp,
-        mut links: mpsc::Receiver<PeerEvent>,
-        mut locals: mpsc::Receiver<Local>,
+        shell: &mut Peers,
+        chans: Chans,
     ) {
+        let Chans {
+            mut links,
+            mut locals,
+            mut reloads,
+        } = chans;
+        let mut reloads_open = true;
         let started = Instant::now();
         let startup_deadline = started + self.startup_timeout;
         let mut serving = false;
@@ -277,6 +320,16 @@ impl Psp {
                         }
                     }
                 }
+                r = reloads.recv(), if reloads_open => {
+                    turn = Instant::now();
+                    match r {
+                        Some(r) => {
+                            let change = self.reload(ctx, shell, r.peers);
+                            let _ = r.done.send(change);
+                        }
+                        None => reloads_open = false,
+                    }
+                }
                 _ = ctx.resync.notify.notified() => turn = Instant::now(),
                 _ = sleep_until(wake) => turn = Instant::now(),
             }
@@ -310,6 +363,64 @@ impl Psp {
             // Let the UDP tasks have this worker between turns.
             tokio::task::yield_now().await;
         }
+    }
+
+    /// Applies a new peer list (Node::set_peers): the link shell closes
+    /// and refuses the peers that left or were revoked and dials the new
+    /// ones; the engine and the core follow. A peer gone for good has its
+    /// clients adopted at once (its link is closed on purpose: no detect
+    /// time to wait for).
+    fn reload(
+        &mut self,
+        ctx: &Ctx,
+        shell: &mut Peers,
+        peers: Vec<members::Member>,
+    ) -> Result<MembershipChange, NodeError> {
+        let members = Membership::new(self.local.clone(), peers.clone())?;
+        let change = shell.set_membership(members)?;
+        let active: BTreeMap<ProxyId, std::net::SocketAddr> = peers
+            .iter()
+            .filter(|m| !m.revoked)
+            .map(|m| (m.node, m.address))
+            .collect();
+        for id in &change.removed {
+            self.rep.engine_mut().remove_peer(id.get());
+            self.configured.remove(id);
+            self.addrs.remove(id);
+            self.up.remove(id);
+            self.down_since.remove(id);
+            self.heard.remove(id);
+        }
+        for id in &change.added {
+            if let Err(e) = self.rep.add_peer(id.get()) {
+                log::error!("anypsp: peer {id} not added to the sync engine: {e:?}");
+                continue;
+            }
+            self.configured.insert(*id);
+            self.addrs.insert(*id, active[id]);
+        }
+        let gone: Vec<ProxyId> = change
+            .removed
+            .iter()
+            .filter(|id| !active.contains_key(id))
+            .copied()
+            .collect();
+        let configured = self.configured.clone();
+        let adopted = ctx.core.with_core(|p| {
+            p.set_peers(configured.iter().copied());
+            gone.iter()
+                .map(|id| p.peer_down(Instant::now(), *id))
+                .sum::<usize>()
+        });
+        log::info!(
+            "anypsp: peers reloaded: added {:?}, removed {:?} ({adopted} client(s) adopted), {} configured",
+            change.added.iter().map(|p| p.get()).collect::<Vec<_>>(),
+            change.removed.iter().map(|p| p.get()).collect::<Vec<_>>(),
+            self.configured.len()
+        );
+        // The board at once: /status names the new peer set.
+        self.next_board = Instant::now();
+        Ok(change)
     }
 
     fn progress(&self) -> String {
@@ -455,7 +566,7 @@ impl Psp {
             Some(self.next_board),
             self.retry_at,
             // A resync under way goes on at once (after a yield).
-            self.resync_at.map(|_| Instant::now()),
+            (self.resync_at.is_some() || self.rep.resyncing()).then(Instant::now),
         ]
         .into_iter()
         .flatten()
@@ -463,6 +574,14 @@ impl Psp {
     }
 
     fn on_link(&mut self, ctx: &Ctx, ev: PeerEvent, proxy_msgs: &mut Vec<(ProxyId, Vec<u8>)>) {
+        let node = match &ev {
+            PeerEvent::Up { node, .. } | PeerEvent::Down { node, .. } => node,
+            PeerEvent::Message { node, .. } => node,
+        };
+        if !self.configured.contains(node) {
+            // Removed or revoked by a reload while this was on its way.
+            return;
+        }
         if let PeerEvent::Message { node, .. } = &ev {
             self.heard.insert(*node, unix_ms());
         }
@@ -568,23 +687,34 @@ impl Psp {
                 Err(_) => break,
             }
         }
-        if self.resync_at.is_some() {
+        if self.resync_at.is_some() || self.rep.resyncing() {
             log::info!("anypsp: resync starts over (more events were lost)");
         }
+        // Marks from here: what the pass lists and what changes meanwhile.
+        self.rep.begin_resync();
         self.resync_at = Some(ServedCursor::START);
     }
 
-    /// One chunk of the resync under way: at most [`RESYNC_CHUNK`]
+    /// One chunk of the resync under way: at most `resync_chunk`
     /// sessions (or calls) listed under one hold of the core lock, then
-    /// written into the engine; the task yields before the next.
+    /// written into the engine; once all is listed, the sweep deletes what
+    /// this node owns and no longer serves, `resync_chunk` entries a turn
+    /// (docs/anypsp-protocol.md 17.3). The task yields between chunks.
     fn resync_chunk(&mut self, ctx: &Ctx) {
         let Some(cursor) = self.resync_at else {
+            if self.rep.resyncing() && !self.rep.sweep_step(unix_ms(), ctx.resync_chunk) {
+                ctx.stats.resyncs_done.fetch_add(1, Ordering::Relaxed);
+                log::info!(
+                    "anypsp: resync done ({} ghost entries swept so far)",
+                    self.rep.stats().swept
+                );
+            }
             return;
         };
         let mut held = Duration::ZERO;
         let (events, next) = ctx.core.with_core(|p| {
             let t = Instant::now();
-            let r = p.served_events_from(t, cursor, RESYNC_CHUNK);
+            let r = p.served_events_from(t, cursor, ctx.resync_chunk);
             held = t.elapsed();
             r
         });
@@ -597,9 +727,8 @@ impl Psp {
             self.rep.on_proxy_event(now, e);
         }
         if next.is_done() {
-            ctx.stats.resyncs_done.fetch_add(1, Ordering::Relaxed);
-            log::info!("anypsp: resync done");
             self.resync_at = None;
+            self.rep.end_resync();
         } else {
             self.resync_at = Some(next);
         }
