@@ -5,43 +5,9 @@
 
 use anytun::call::Cause;
 use anytun::client::Event;
-use anytun::session::{CallId, ProxyId};
+use anytun::session::ProxyId;
 use anytun::testbed::Bed;
 use std::time::Duration;
-
-fn count<F: Fn(&Event) -> bool>(bed: &mut Bed, n: &str, f: F) -> usize {
-    bed.site(n).events.iter().filter(|e| f(e)).count()
-}
-
-/// Frames `seqs` from `from` that `to` did not hear (intact).
-fn missing(bed: &mut Bed, from: &str, to: &str, seqs: std::ops::Range<u32>) -> Vec<u32> {
-    let want: Vec<(u32, Vec<u8>)> = seqs.map(|s| (s, bed.payload(from, s))).collect();
-    let heard = &bed.site(to).heard;
-    want.into_iter()
-        .filter(|(s, p)| !heard.iter().any(|f| f.seq == *s && f.payload == *p))
-        .map(|(s, _)| s)
-        .collect()
-}
-
-/// alice on proxy 1 (index 0), bob on proxy 2 (index 1) of three; alice
-/// calls bob, who rings.
-fn ringing(seed: u64) -> (Bed, CallId) {
-    let mut bed = Bed::new(3, &["alice", "bob"], seed);
-    bed.connect_all();
-    bed.register("bob", "bob");
-    let now = bed.now;
-    let call = bed
-        .site("alice")
-        .client
-        .call(now, anytun::testbed::name("bob"), None, vec!["ulaw".into()])
-        .unwrap();
-    bed.run_for(Duration::from_millis(200));
-    assert_eq!(
-        count(&mut bed, "alice", |e| matches!(e, Event::Ringing { .. })),
-        1
-    );
-    (bed, call)
-}
 
 /// Runs until bob's proxy (index 1) has handed one more control message to
 /// alice's (the peer link takes 10 ms), then kills alice's proxy: the
@@ -58,27 +24,27 @@ fn kill_with_a_message_on_the_link(bed: &mut Bed) {
 
 #[test]
 fn the_callee_answering_as_the_callers_proxy_dies_still_reaches_the_caller() {
-    let (mut bed, call) = ringing(31);
+    let (mut bed, call) = Bed::ringing_across(31);
     let now = bed.now;
     bed.site("bob").client.answer(now, call, "ulaw").unwrap();
     kill_with_a_message_on_the_link(&mut bed);
     bed.run_for(Duration::from_millis(1500));
     assert_eq!(
-        count(&mut bed, "alice", |e| matches!(e, Event::Answered { .. })),
+        bed.count("alice", |e| matches!(e, Event::Answered { .. })),
         1,
         "alice did not hear bob's Answer"
     );
     assert_eq!(
-        count(&mut bed, "alice", |e| matches!(e, Event::Connected { .. })),
+        bed.count("alice", |e| matches!(e, Event::Connected { .. })),
         1
     );
     bed.talk("alice", "bob", call, 0..50, |_, _| {});
     bed.run_for(Duration::from_millis(100));
-    assert_eq!(missing(&mut bed, "alice", "bob", 0..50), Vec::<u32>::new());
-    assert_eq!(missing(&mut bed, "bob", "alice", 0..50), Vec::<u32>::new());
+    assert_eq!(bed.missing("alice", "bob", 0..50), Vec::<u32>::new());
+    assert_eq!(bed.missing("bob", "alice", 0..50), Vec::<u32>::new());
     assert!(bed.proxy(1).psp_stats().control_rehandled >= 1);
     assert_eq!(
-        count(&mut bed, "alice", |e| matches!(e, Event::CallEnded { .. })),
+        bed.count("alice", |e| matches!(e, Event::CallEnded { .. })),
         0
     );
     assert_eq!(bed.nonce_reuses, 0);
@@ -86,12 +52,12 @@ fn the_callee_answering_as_the_callers_proxy_dies_still_reaches_the_caller() {
 
 #[test]
 fn the_callee_hanging_up_as_the_callers_proxy_dies_still_ends_the_call() {
-    let (mut bed, call) = ringing(32);
+    let (mut bed, call) = Bed::ringing_across(32);
     let now = bed.now;
     bed.site("bob").client.answer(now, call, "ulaw").unwrap();
     bed.run_for(Duration::from_millis(200));
     assert_eq!(
-        count(&mut bed, "alice", |e| matches!(e, Event::Answered { .. })),
+        bed.count("alice", |e| matches!(e, Event::Answered { .. })),
         1
     );
     let now = bed.now;
@@ -121,7 +87,7 @@ fn the_callee_hanging_up_as_the_callers_proxy_dies_still_ends_the_call() {
 
 #[test]
 fn a_live_serving_proxy_acknowledges_what_it_is_handed() {
-    let (mut bed, call) = ringing(33);
+    let (mut bed, call) = Bed::ringing_across(33);
     let now = bed.now;
     bed.site("bob").client.answer(now, call, "ulaw").unwrap();
     bed.run_for(Duration::from_millis(200));
@@ -143,14 +109,14 @@ fn a_live_serving_proxy_acknowledges_what_it_is_handed() {
 /// bob hangs up 100 ms after the kill, inside that window: his proxy hands
 /// the Hangup to the dead one. Returns the causes of alice's call ends.
 fn hangup_in_the_probe_window(new: usize, seed: u64) -> (Bed, Vec<Cause>) {
-    let (mut bed, call) = ringing(seed);
+    let (mut bed, call) = Bed::ringing_across(seed);
     let now = bed.now;
     bed.site("bob").client.answer(now, call, "ulaw").unwrap();
     bed.run_for(Duration::from_millis(200));
     bed.peer_detect = Duration::from_secs(60);
     bed.kill(0);
     bed.set_route("alice", Some(new));
-    let ended = |bed: &mut Bed| count(bed, "alice", |e| matches!(e, Event::CallEnded { .. }));
+    let ended = |bed: &mut Bed| bed.count("alice", |e| matches!(e, Event::CallEnded { .. }));
     for seq in 0..50 {
         if ended(&mut bed) > 0 {
             break;

@@ -12,27 +12,6 @@ use anytun::testbed::Bed;
 use anytun::wire::DropReason;
 use std::time::Duration;
 
-fn connected(bed: &mut Bed, n: &str) -> usize {
-    bed.site(n)
-        .events
-        .iter()
-        .filter(|e| matches!(e, Event::Connected { .. }))
-        .count()
-}
-
-fn live(bed: &Bed) -> Vec<usize> {
-    (0..bed.proxies.len())
-        .filter(|i| bed.proxies[*i].is_some())
-        .collect()
-}
-
-/// Every live proxy holds the same tables, digest for digest.
-fn same_digests(bed: &Bed) -> bool {
-    let l = live(bed);
-    let d = bed.digests(l[0]);
-    l.iter().all(|i| bed.digests(*i) == d)
-}
-
 /// Runs in steps of `step` until `f` holds, at most `max`; the time it
 /// took.
 fn run_until_true(
@@ -68,7 +47,7 @@ fn a_partition_with_changes_on_both_sides_heals_to_identical_tables() {
     bed.register("bob", "bob");
     bed.register("alice", "alice");
     bed.run_for(Duration::from_secs(1));
-    assert!(same_digests(&bed), "in sync before the cut");
+    assert!(bed.same_digests(), "in sync before the cut");
     // Cut proxy 1 from 2 and 3.
     bed.partitions.insert((0, 1));
     bed.partitions.insert((0, 2));
@@ -88,7 +67,7 @@ fn a_partition_with_changes_on_both_sides_heals_to_identical_tables() {
     bed.register("erin", "erin");
     let call = bed.establish_call("carol", "bob");
     assert!(bed.proxy(1).call_count() >= 1, "the call is up on side B");
-    assert!(!same_digests(&bed), "the sides diverged");
+    assert!(!bed.same_digests(), "the sides diverged");
     bed.run_for(Duration::from_secs(5));
     // Heal.
     bed.partitions.clear();
@@ -96,7 +75,7 @@ fn a_partition_with_changes_on_both_sides_heals_to_identical_tables() {
         &mut bed,
         Duration::from_millis(100),
         Duration::from_secs(60),
-        same_digests,
+        Bed::same_digests,
     );
     let t = t.expect("identical digests after the heal");
     println!(
@@ -104,10 +83,10 @@ fn a_partition_with_changes_on_both_sides_heals_to_identical_tables() {
         t.as_millis()
     );
     bed.run_for(Duration::from_secs(1));
-    assert!(same_digests(&bed));
+    assert!(bed.same_digests());
     // The revocation made on side A ended carol's session everywhere, and
     // with it her call; dave's, erin's and frank's changes reached all.
-    let l = live(&bed);
+    let l = bed.live();
     let carol = bed.site("carol").client.session();
     for &i in &l {
         let p = bed.proxy(i);
@@ -202,12 +181,8 @@ fn a_restarted_proxy_pulls_the_table_before_it_serves_and_reuses_no_nonce() {
         .iter()
         .filter(|f| f.seq >= 100)
         .all(|f| f.via == p1.sender() || f.via == ProxyId::new(2).unwrap().sender()));
-    assert_eq!(
-        connected(&mut bed, "alice"),
-        1,
-        "alice repeated her handshake"
-    );
-    assert_eq!(connected(&mut bed, "bob"), 1);
+    assert_eq!(bed.connected("alice"), 1, "alice repeated her handshake");
+    assert_eq!(bed.connected("bob"), 1);
     assert_eq!(bed.proxy(0).stats().handshakes_accepted, 0);
     let ended = bed
         .site("alice")
@@ -266,7 +241,7 @@ fn hostile_sync_messages_are_refused_counted_and_change_nothing() {
     bed.connect_all();
     bed.register("bob", "bob");
     bed.run_for(Duration::from_secs(1));
-    assert!(same_digests(&bed));
+    assert!(bed.same_digests());
     let digests = bed.digests(1);
     let state = |b: &Bed| (b.proxy(1).session_count(), b.proxy(1).registration_count());
     let before = state(&bed);
@@ -413,7 +388,7 @@ fn a_revocation_on_one_proxy_ends_the_sessions_on_all() {
         .map(|i| bed.proxy(i).stats().refused_unknown_key)
         .sum();
     assert!(refused >= 1);
-    assert!(same_digests(&bed));
+    assert!(bed.same_digests());
     let _ = Cause::Normal;
 }
 
@@ -449,7 +424,7 @@ fn figures_new_session_visible_everywhere_and_sync_bytes_per_setup() {
     }
     let (bytes, msgs) = (bed.sync_bytes - bytes0, bed.sync_messages - msgs0);
     bed.run_for(Duration::from_secs(1));
-    assert!(same_digests(&bed));
+    assert!(bed.same_digests());
     assert!((0..3).all(|p| bed.proxy(p).registration_count() == N));
     visible.sort_unstable();
     let pct = |q: usize| visible[(visible.len() - 1) * q / 100] as f64 / 1000.0;
@@ -516,11 +491,7 @@ fn a_restarted_proxy_takes_back_its_clients_without_a_new_handshake() {
             .collect();
         assert!(missing.is_empty(), "{from} -> {to}: {missing:?}");
     }
-    assert_eq!(
-        connected(&mut bed, "alice"),
-        1,
-        "alice repeated her handshake"
-    );
+    assert_eq!(bed.connected("alice"), 1, "alice repeated her handshake");
     assert_eq!(bed.proxy(0).stats().handshakes_accepted, 0);
     assert_eq!(bed.nonce_reuses, 0);
 }
@@ -542,7 +513,7 @@ fn replication_over_lossy_peer_links_converges() {
         &mut bed,
         Duration::from_millis(100),
         Duration::from_secs(120),
-        |b| same_digests(b) && (0..3).all(|i| b.proxy(i).registration_count() == names.len()),
+        |b| b.same_digests() && (0..3).all(|i| b.proxy(i).registration_count() == names.len()),
     )
     .expect("converges despite 30 % loss");
     assert!(lost_some, "the seed lost no push: the test shows nothing");

@@ -14,6 +14,8 @@
 //! call that ends leaves nothing behind (table, indexes, timers, pending
 //! control messages about it other than the Hangup that says it is over).
 
+mod remote;
+
 use super::{Proxy, ProxyEvent};
 use crate::call::{Cause, Name};
 use crate::session::{CallId, SessionId};
@@ -30,6 +32,9 @@ pub(crate) struct Call {
     /// Set up on another proxy and replicated here (anypsp): its ring and
     /// leg deadlines run there, not here.
     remote: bool,
+    /// Replicated, and offered to more than one device: its devices'
+    /// answers and refusals are decided by its owner alone (spec 15.4).
+    forked: bool,
 }
 
 /// Who the caller is connected to.
@@ -87,6 +92,14 @@ impl Call {
     /// True while `s` is a device this call is still being offered to.
     pub(crate) fn is_leg(&self, s: SessionId) -> bool {
         self.leg(s).is_some()
+    }
+
+    /// True if an answer or refusal from device `s` must go to the call's
+    /// owner: the call was set up elsewhere and rings several devices, which
+    /// may answer on different proxies at once. Deciding at the owner makes
+    /// the first answer to reach it win and keeps every refusal's cause.
+    pub(crate) fn owner_decides(&self, s: SessionId) -> bool {
+        self.remote && self.forked && self.is_leg(s)
     }
 
     fn leg(&self, s: SessionId) -> Option<&Leg> {
@@ -347,7 +360,9 @@ impl Proxy {
         // removes it here).
         let live: Vec<SessionId> = self
             .registry
-            .lookup(&to, now)
+            .lookup(&to, now, |s| {
+                sessions.get(&s).is_none_or(|x| x.serving == me)
+            })
             .into_iter()
             .filter(|s| {
                 *s != from
@@ -399,6 +414,7 @@ impl Proxy {
                 caller: from,
                 legs: offering,
                 remote: false,
+                forked: false,
             },
         );
         self.emit(ProxyEvent::CallStarted {
@@ -750,153 +766,6 @@ impl Proxy {
     }
 }
 
-/// Replicated call changes (anypsp): installed quietly, no message sent
-/// and no event emitted.
-impl Proxy {
-    pub(super) fn apply_call_started(
-        &mut self,
-        now: Instant,
-        call: CallId,
-        caller: SessionId,
-        callees: &[SessionId],
-    ) -> Result<(), super::replica::ApplyError> {
-        if self.calls.contains(&call) {
-            return Ok(());
-        }
-        if self.calls.len() >= self.cfg.max_calls {
-            return Err(super::replica::ApplyError::Full);
-        }
-        let legs = callees
-            .iter()
-            .take(self.cfg.max_forks)
-            .map(|s| Leg {
-                session: *s,
-                invited: now,
-                deadline: None,
-            })
-            .collect();
-        let legs = Legs::Offering {
-            legs,
-            cause: Cause::Unavailable,
-            ring_until: now + self.cfg.ring_timeout,
-            rung: false,
-        };
-        let c = Call {
-            caller,
-            legs,
-            remote: true,
-        };
-        self.calls.insert(call, c);
-        Ok(())
-    }
-
-    pub(super) fn apply_call_ringing(&mut self, call: CallId, callee: SessionId) {
-        let Some(Call {
-            legs: Legs::Offering { legs, rung, .. },
-            ..
-        }) = self.calls.calls.get_mut(&call)
-        else {
-            return;
-        };
-        *rung = true;
-        if let Some(leg) = legs.iter_mut().find(|l| l.session == callee) {
-            if let Some(t) = leg.deadline.take() {
-                self.calls.timers.remove(&(t, call, Timer::Leg(callee)));
-            }
-        }
-    }
-
-    pub(super) fn apply_leg_dropped(&mut self, call: CallId, callee: SessionId) {
-        self.calls.remove_leg(call, callee, Cause::Unavailable);
-    }
-
-    pub(super) fn apply_call_answered(
-        &mut self,
-        now: Instant,
-        call: CallId,
-        caller: SessionId,
-        callee: SessionId,
-    ) -> Result<(), super::replica::ApplyError> {
-        match self.calls.get(&call) {
-            Some(c) if c.peer_of(callee) == Some(caller) => Ok(()),
-            Some(c) if c.leg(callee).is_some() => {
-                self.calls.answer(call, callee, now, self.cfg.media_timeout);
-                Ok(())
-            }
-            Some(_) => Ok(()),
-            None => {
-                // Its start never reached us (lost, or we joined late): the
-                // answered call is enough to relay its media.
-                if self.calls.len() >= self.cfg.max_calls {
-                    return Err(super::replica::ApplyError::Full);
-                }
-                let media = self.cfg.media_timeout;
-                let check = (!media.is_zero()).then(|| now + media);
-                let c = Call {
-                    caller,
-                    legs: Legs::Answered {
-                        callee,
-                        heard: [now, now],
-                        check,
-                    },
-                    remote: true,
-                };
-                self.calls.insert(call, c);
-                Ok(())
-            }
-        }
-    }
-
-    pub(super) fn apply_call_ended(&mut self, call: CallId) {
-        self.calls.remove(call);
-    }
-
-    /// The calls this proxy owns (set up here, not replicas) among the
-    /// next `limit` call ids after `after` (in order), pushed to `out` as
-    /// the events that would replicate them now (`at_unix_ms` for their
-    /// times). Returns the last id visited (None: no call left). O(log n +
-    /// limit): one chunk of a resync, never for what a client sends.
-    pub(super) fn owned_call_events_from(
-        &self,
-        after: Option<CallId>,
-        limit: usize,
-        at_unix_ms: u64,
-        out: &mut Vec<ProxyEvent>,
-    ) -> Option<CallId> {
-        let from = match after {
-            Some(c) => std::ops::Bound::Excluded(c),
-            None => std::ops::Bound::Unbounded,
-        };
-        let mut last = None;
-        for id in self
-            .calls
-            .ids
-            .range((from, std::ops::Bound::Unbounded))
-            .take(limit)
-        {
-            last = Some(*id);
-            let Some(c) = self.calls.calls.get(id).filter(|c| !c.remote) else {
-                continue;
-            };
-            out.push(match &c.legs {
-                Legs::Offering { legs, .. } => ProxyEvent::CallStarted {
-                    call: *id,
-                    caller: c.caller,
-                    callees: legs.iter().map(|l| l.session).collect(),
-                    at_unix_ms,
-                },
-                Legs::Answered { callee, .. } => ProxyEvent::CallAnswered {
-                    call: *id,
-                    caller: c.caller,
-                    callee: *callee,
-                    at_unix_ms,
-                },
-            });
-        }
-        last
-    }
-}
-
 /// Sizes of the call-routing tables, to check that they stay bounded.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct RoutingSizes {
@@ -941,106 +810,4 @@ impl Proxy {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::session::ProxyId;
-
-    impl CallTable {
-        /// The indexes hold exactly what the calls say.
-        fn check(&self) {
-            let mut want: Vec<(SessionId, CallId)> = Vec::new();
-            let mut timers = BTreeSet::new();
-            for (id, c) in &self.calls {
-                want.extend(c.parties().into_iter().map(|s| (s, *id)));
-                timers.extend(c.timers(*id));
-            }
-            let mut have: Vec<(SessionId, CallId)> = self
-                .by_session
-                .iter()
-                .flat_map(|(s, v)| v.iter().map(move |c| (*s, *c)))
-                .collect();
-            want.sort();
-            have.sort();
-            assert_eq!(have, want);
-            assert!(self.by_session.values().all(|v| !v.is_empty()));
-            assert_eq!(self.timers, timers);
-        }
-    }
-
-    fn offering(caller: SessionId, legs: &[SessionId], now: Instant) -> Call {
-        let legs = legs
-            .iter()
-            .map(|s| Leg {
-                session: *s,
-                invited: now,
-                deadline: Some(now + Duration::from_secs(4)),
-            })
-            .collect();
-        Call {
-            caller,
-            remote: false,
-            legs: Legs::Offering {
-                legs,
-                cause: Cause::Unavailable,
-                ring_until: now + Duration::from_secs(60),
-                rung: false,
-            },
-        }
-    }
-
-    #[test]
-    fn indexes_follow_every_change() {
-        let now = Instant::now();
-        let p = ProxyId::new(1).unwrap();
-        let s = |i| SessionId::new(p, i);
-        let mut t = CallTable::default();
-        t.insert(CallId(1), offering(s(1), &[s(2), s(3), s(4)], now));
-        t.insert(CallId(2), offering(s(1), &[s(2)], now));
-        t.check();
-        assert_eq!(t.calls_of(s(1)), 2);
-        assert_eq!(t.calls_of(s(2)), 2);
-        // A refusal: busy outranks a later failure, and a later decision.
-        assert_eq!(t.remove_leg(CallId(1), s(3), Cause::Busy), Some(2));
-        assert_eq!(t.remove_leg(CallId(1), s(3), Cause::Busy), Some(2));
-        t.check();
-        let losers = t.answer(CallId(1), s(2), now, Duration::from_secs(15));
-        assert_eq!(losers, vec![s(4)]);
-        t.check();
-        assert_eq!(t.calls_of(s(4)), 0);
-        assert_eq!(t.media_peer(CallId(1), s(1), now), Some(s(2)));
-        assert_eq!(t.media_peer(CallId(1), s(4), now), None);
-        assert_eq!(t.media_peer(CallId(2), s(1), now), None, "not answered");
-        // remove_leg on an answered call changes nothing.
-        assert_eq!(t.remove_leg(CallId(1), s(2), Cause::Busy), None);
-        t.check();
-        assert!(t.remove(CallId(1)).is_some());
-        assert_eq!(
-            t.remove_leg(CallId(2), s(2), Cause::NetworkFailure),
-            Some(0)
-        );
-        assert!(t.remove(CallId(2)).is_some());
-        t.check();
-        assert!(t.by_session.is_empty() && t.timers.is_empty() && t.calls.is_empty());
-        assert!(t.ids.is_empty());
-    }
-
-    #[test]
-    fn refusal_ranking() {
-        let now = Instant::now();
-        let p = ProxyId::new(1).unwrap();
-        let s = |i| SessionId::new(p, i);
-        let mut t = CallTable::default();
-        t.insert(CallId(1), offering(s(1), &[s(2), s(3), s(4)], now));
-        t.remove_leg(CallId(1), s(2), Cause::Busy);
-        t.remove_leg(CallId(1), s(3), Cause::Rejected);
-        t.remove_leg(CallId(1), s(4), Cause::NetworkFailure);
-        let Some(Call {
-            legs: Legs::Offering { cause, .. },
-            ..
-        }) = t.get(&CallId(1))
-        else {
-            panic!("offering");
-        };
-        assert_eq!(*cause, Cause::Busy);
-    }
-}
+mod tests;

@@ -12,6 +12,7 @@
 
 mod accept;
 pub mod calls;
+pub mod decisions;
 pub mod events;
 pub mod handed;
 mod keys;
@@ -255,6 +256,9 @@ pub struct Proxy {
     /// [`replica::MAX_CALL_OWNERS`], oldest first in `call_owner_order`).
     call_owners: HashMap<CallId, ProxyId>,
     call_owner_order: VecDeque<CallId>,
+    /// Forked calls' answers and refusals handed to their owners, kept
+    /// until decided (spec 15.4).
+    decisions: decisions::PendingDecisions,
     /// Control messages handed to peers, kept until acknowledged, and the
     /// acknowledgements owed to peers (spec 15.5).
     handed: handed::Handed,
@@ -306,6 +310,7 @@ impl Proxy {
             forward_out: VecDeque::new(),
             call_owners: HashMap::new(),
             call_owner_order: VecDeque::new(),
+            decisions: decisions::PendingDecisions::default(),
             handed: handed::Handed::default(),
             psp: PspStats::default(),
             peers: Default::default(),
@@ -423,8 +428,13 @@ impl Proxy {
                 .get(&sid)
                 .is_some_and(|s| subs.may_use(&s.client_key, name))
         });
+        let me = self.cfg.proxy_id;
         for (name, session) in gone {
-            self.emit(ProxyEvent::Unregistered { name, session });
+            // A binding of a session served elsewhere goes here only: its
+            // serving proxy, told of the same revocation, removes it for all.
+            if self.sessions.get(&session).is_none_or(|s| s.serving == me) {
+                self.emit(ProxyEvent::Unregistered { name, session });
+            }
         }
     }
 

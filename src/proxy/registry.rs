@@ -5,17 +5,46 @@
 //! `max_names_per_session` names (both checked by [`Registry::register`]),
 //! a per-session index finds a session's names without scanning every name,
 //! and an ordered expiry index makes the sweep touch only what expired.
+//!
+//! Only the proxy that serves a session expires its bindings
+//! (docs/anypsp-protocol.md 16.7): a replica of a binding whose session is
+//! served elsewhere outlives its expiry on this proxy's clock by
+//! [`REPLICA_GRACE`], waiting for the serving proxy's `Unregistered` (or
+//! refresh), and then goes silently.
 
 use crate::call::Name;
 use crate::session::SessionId;
 use std::collections::{BTreeSet, HashMap};
-use std::time::Instant;
+use std::time::{Duration, Instant};
+
+/// How long past its expiry (on this proxy's clock) a replicated binding of
+/// a session served by another proxy is kept and still rung, waiting for the
+/// serving proxy to refresh or remove it. It covers clock skew between
+/// proxies and a replication delayed by a partition; past it the binding
+/// goes without an event (the serving proxy's own expiry is what
+/// replicates).
+pub const REPLICA_GRACE: Duration = Duration::from_secs(60);
 
 /// One device reachable under a name.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 struct Binding {
     session: SessionId,
+    /// When it expires, as its serving proxy granted it.
     expires: Instant,
+    /// Its key in the expiry index: `expires`, or `expires + REPLICA_GRACE`
+    /// once a sweep found it due while another proxy served its session.
+    due: Instant,
+}
+
+/// What a sweep did with a due binding.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Lapse {
+    /// Expired on the proxy serving its session: removed, and that proxy
+    /// tells its peers (`Unregistered`).
+    Expired(Name, SessionId),
+    /// A replica kept past [`REPLICA_GRACE`] that nobody refreshed or
+    /// removed: removed here only, silently.
+    Dropped(Name, SessionId),
 }
 
 /// Why a registration was refused.
@@ -43,7 +72,7 @@ pub struct Registry {
     by_name: HashMap<Name, Vec<Binding>>,
     /// The names each session holds (the reverse of `by_name`).
     by_session: HashMap<SessionId, Vec<Name>>,
-    /// Every binding by expiry, so the sweep pops only what is due.
+    /// Every binding by `due`, so the sweep pops only what is due.
     expiries: BTreeSet<(Instant, SessionId, Name)>,
 }
 
@@ -64,8 +93,9 @@ impl Registry {
             .get_mut(&name)
             .and_then(|b| b.iter_mut().find(|b| b.session == session))
         {
-            self.expiries.remove(&(b.expires, session, name.clone()));
+            self.expiries.remove(&(b.due, session, name.clone()));
             b.expires = expires;
+            b.due = expires;
             self.expiries.insert((expires, session, name));
             return Ok(());
         }
@@ -82,10 +112,11 @@ impl Registry {
             .entry(session)
             .or_default()
             .push(name.clone());
-        self.by_name
-            .entry(name)
-            .or_default()
-            .push(Binding { session, expires });
+        self.by_name.entry(name).or_default().push(Binding {
+            session,
+            expires,
+            due: expires,
+        });
         Ok(())
     }
 
@@ -110,7 +141,7 @@ impl Registry {
         let i = b.iter().position(|b| b.session == session);
         if let Some(i) = i {
             let gone = b.remove(i);
-            self.expiries.remove(&(gone.expires, session, name.clone()));
+            self.expiries.remove(&(gone.due, session, name.clone()));
         }
         if b.is_empty() {
             self.by_name.remove(name);
@@ -118,11 +149,20 @@ impl Registry {
         i.is_some()
     }
 
-    /// The live sessions registered under `name`, oldest registration first.
-    pub fn lookup(&self, name: &Name, now: Instant) -> Vec<SessionId> {
+    /// The live sessions registered under `name`, oldest registration first:
+    /// those not expired, and those whose session `served_here` says another
+    /// proxy serves, up to [`REPLICA_GRACE`] past their expiry.
+    pub fn lookup(
+        &self,
+        name: &Name,
+        now: Instant,
+        served_here: impl Fn(SessionId) -> bool,
+    ) -> Vec<SessionId> {
         self.by_name.get(name).map_or_else(Vec::new, |b| {
             b.iter()
-                .filter(|b| b.expires > now)
+                .filter(|b| {
+                    b.expires > now || (b.expires + REPLICA_GRACE > now && !served_here(b.session))
+                })
                 .map(|b| b.session)
                 .collect()
         })
@@ -169,18 +209,39 @@ impl Registry {
         gone
     }
 
-    /// Drops expired bindings: O(log n) per binding that expired. Returns
-    /// them.
-    pub fn sweep(&mut self, now: Instant) -> Vec<(Name, SessionId)> {
+    /// Handles the bindings due at `now`, O(log n) each: one whose session
+    /// `served_here` is removed ([`Lapse::Expired`]); a replica (its
+    /// session served by another proxy) is kept until [`REPLICA_GRACE`]
+    /// past its expiry, then removed ([`Lapse::Dropped`]).
+    pub fn sweep(&mut self, now: Instant, served_here: impl Fn(SessionId) -> bool) -> Vec<Lapse> {
         let mut gone = Vec::new();
+        let mut kept = Vec::new();
         while let Some(first) = self.expiries.first() {
             if first.0 > now {
                 break;
             }
             let (_, session, name) = self.expiries.pop_first().expect("not empty");
-            self.unregister(&name, session);
-            gone.push((name, session));
+            if served_here(session) {
+                self.unregister(&name, session);
+                gone.push(Lapse::Expired(name, session));
+                continue;
+            }
+            let b = self
+                .by_name
+                .get_mut(&name)
+                .and_then(|b| b.iter_mut().find(|b| b.session == session))
+                .expect("indexed binding exists");
+            let until = b.expires + REPLICA_GRACE;
+            if until > now {
+                b.due = until;
+                kept.push((until, session, name));
+            } else {
+                // The index entry is gone already; unbind finds none.
+                self.unregister(&name, session);
+                gone.push(Lapse::Dropped(name, session));
+            }
         }
+        self.expiries.extend(kept);
         gone
     }
 
@@ -220,12 +281,52 @@ mod tests {
         r.register(bob.clone(), b, secs(20), 8, 8).unwrap();
         r.register(bob.clone(), a, secs(30), 8, 8).unwrap();
         assert_eq!(r.len(), 2);
-        assert_eq!(r.lookup(&bob, t), vec![a, b]);
-        assert_eq!(r.lookup(&bob, secs(25)), vec![a]);
-        r.sweep(secs(25));
+        let here = |_: SessionId| true;
+        assert_eq!(r.lookup(&bob, t, here), vec![a, b]);
+        assert_eq!(r.lookup(&bob, secs(25), here), vec![a]);
+        assert_eq!(
+            r.sweep(secs(25), here),
+            vec![Lapse::Expired(bob.clone(), b)]
+        );
         assert_eq!(r.len(), 1);
         assert_eq!(r.index_sizes(), (1, 1));
         r.remove_session(a);
+        assert!(r.is_empty());
+        assert_eq!(r.index_sizes(), (0, 0));
+    }
+
+    /// A binding whose session another proxy serves is not expired here:
+    /// kept (and rung) until REPLICA_GRACE past its expiry, then dropped
+    /// silently; a refresh re-arms it.
+    #[test]
+    fn replicas_outlive_their_expiry_by_the_grace_only() {
+        let t = Instant::now();
+        let p = ProxyId::new(1).unwrap();
+        let (mine, theirs) = (SessionId::new(p, 1), SessionId::new(p, 2));
+        let bob = Name::new("bob").unwrap();
+        let served_here = move |s: SessionId| s == mine;
+        let secs = |s| t + Duration::from_secs(s);
+        let mut r = Registry::default();
+        r.register(bob.clone(), mine, secs(10), 8, 8).unwrap();
+        r.register(bob.clone(), theirs, secs(10), 8, 8).unwrap();
+        assert_eq!(
+            r.sweep(secs(10), served_here),
+            vec![Lapse::Expired(bob.clone(), mine)]
+        );
+        assert_eq!(r.lookup(&bob, secs(11), served_here), vec![theirs]);
+        let g = REPLICA_GRACE.as_secs();
+        assert!(r.sweep(secs(9 + g), served_here).is_empty());
+        // Refreshed by its serving proxy: armed at the new expiry.
+        r.register(bob.clone(), theirs, secs(20), 8, 8).unwrap();
+        assert!(r.sweep(secs(10 + g), served_here).is_empty());
+        assert_eq!(r.index_sizes(), (1, 1));
+        assert!(r.sweep(secs(20), served_here).is_empty());
+        assert_eq!(r.lookup(&bob, secs(19 + g), served_here), vec![theirs]);
+        assert!(r.lookup(&bob, secs(20 + g), served_here).is_empty());
+        assert_eq!(
+            r.sweep(secs(20 + g), served_here),
+            vec![Lapse::Dropped(bob.clone(), theirs)]
+        );
         assert!(r.is_empty());
         assert_eq!(r.index_sizes(), (0, 0));
     }

@@ -17,7 +17,6 @@ use super::{ClientSession, Keys, Proxy, ProxyEvent, SessionRecord, Transmit};
 use crate::call::reliable::ReliableSender;
 use crate::session::{EpochsExhausted, ProxyId, SessionCrypto, SessionId};
 use crate::wire::control::ControlMsg;
-use crate::wire::MAX_DATAGRAM;
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
@@ -159,6 +158,14 @@ pub struct PspStats {
     pub applied: u64,
     /// Replicated changes refused (see [`ApplyError`]).
     pub apply_refused: u64,
+    /// Replicated registrations dropped here unrefreshed
+    /// [`REPLICA_GRACE`](super::registry::REPLICA_GRACE) past their expiry,
+    /// their session served by another proxy (which alone expires them).
+    pub replica_bindings_dropped: u64,
+    /// Answers and refusals of forked calls handed to their owner and
+    /// decided here instead, the owner reported down before its decision
+    /// arrived (spec 15.4).
+    pub decisions_taken_back: u64,
 }
 
 /// Most (call, owner) pairs remembered from Invites handed over by peers
@@ -495,53 +502,6 @@ impl Proxy {
         }
     }
 
-    /// Remembers that `owner` handled the Invite of `call` (bounded, oldest
-    /// forgotten first).
-    fn note_call_owner(&mut self, call: crate::session::CallId, owner: ProxyId) {
-        if self.call_owners.contains_key(&call) {
-            return;
-        }
-        while self.call_owner_order.len() >= MAX_CALL_OWNERS {
-            if let Some(old) = self.call_owner_order.pop_front() {
-                self.call_owners.remove(&old);
-            }
-        }
-        self.call_owners.insert(call, owner);
-        self.call_owner_order.push_back(call);
-    }
-
-    /// A client's request about a call this proxy does not hold, whose
-    /// owner handed it the Invite: handed to that owner (spec 15.4). False
-    /// if it is not such a request.
-    pub(super) fn request_to_owner(&mut self, from: SessionId, msg: &ControlMsg) -> bool {
-        let call = match msg {
-            ControlMsg::Ringing { call }
-            | ControlMsg::Answer { call, .. }
-            | ControlMsg::Reject { call, .. }
-            | ControlMsg::Hangup { call, .. }
-            | ControlMsg::CallData { call, .. } => *call,
-            _ => return false,
-        };
-        if self.calls.get(&call).is_some() {
-            return false;
-        }
-        let Some(owner) = self.call_owners.get(&call).copied() else {
-            return false;
-        };
-        if owner == self.cfg.proxy_id {
-            return false;
-        }
-        let mut body = vec![0u8; MAX_DATAGRAM];
-        let Some(n) = msg.encode(&mut body) else {
-            return false;
-        };
-        body.truncate(n);
-        if self.send_peer(owner, &PeerMessage::Request { from, body }) {
-            self.psp.requests_to_owner += 1;
-        }
-        true
-    }
-
     /// The serving proxy `from` confirmed that it never saw client counter
     /// `counter` of session `to`: the client moved here, so this proxy
     /// takes it over, at the address of its newest packet here.
@@ -634,6 +594,7 @@ impl Proxy {
                 Ok(())
             }
             ProxyEvent::CallLegDropped { call, callee } => {
+                self.decisions.settled(*call, Some(*callee));
                 self.apply_leg_dropped(*call, *callee);
                 Ok(())
             }
@@ -642,8 +603,12 @@ impl Proxy {
                 caller,
                 callee,
                 ..
-            } => self.apply_call_answered(now, *call, *caller, *callee),
+            } => {
+                self.decisions.settled(*call, None);
+                self.apply_call_answered(now, *call, *caller, *callee)
+            }
             ProxyEvent::CallEnded { call, .. } => {
+                self.decisions.settled(*call, None);
                 self.apply_call_ended(*call);
                 Ok(())
             }
@@ -787,8 +752,20 @@ impl Proxy {
         // acknowledge: all of these are handled again, oldest first.
         self.peer_out.retain(|(to, _)| *to != peer);
         self.handed.forget_owed(peer);
+        // Requests about its calls are handled here from now on.
+        self.call_owners.retain(|_, o| *o != peer);
+        let owners = &self.call_owners;
+        self.call_owner_order.retain(|c| owners.contains_key(c));
         let msgs = self.handed.take_peer(now, peer);
         self.rehandle(now, msgs);
+        // Answers and refusals handed to it and not decided by it (as far
+        // as we heard) are decided here.
+        for (from, body) in self.decisions.take_owner(peer) {
+            if let Ok(msg) = ControlMsg::parse(&body) {
+                self.psp.decisions_taken_back += 1;
+                self.handle_control(now, from, msg);
+            }
+        }
         adopted.len()
     }
 }

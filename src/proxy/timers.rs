@@ -11,6 +11,7 @@
 //! move it; the check re-arms it from the session's last packet), so the
 //! sweep touches only sessions that may have expired, never all of them.
 
+use super::registry::Lapse;
 use super::{ClientSession, Proxy, Queued, SWEEP_INTERVAL};
 use crate::call::Cause;
 use crate::session::SessionId;
@@ -197,8 +198,17 @@ impl Proxy {
             self.stats.sessions_expired += 1;
             self.end_session(now, id, Cause::NetworkFailure);
         }
-        for (name, session) in self.registry.sweep(now) {
-            self.emit(crate::proxy::ProxyEvent::Unregistered { name, session });
+        // Only the proxy serving a session expires its bindings: a copy
+        // here with a faster clock must not delete a live one everywhere.
+        let (sessions, me) = (&self.sessions, self.cfg.proxy_id);
+        let served_here = |id: SessionId| sessions.get(&id).is_none_or(|s| s.serving == me);
+        for lapse in self.registry.sweep(now, served_here) {
+            match lapse {
+                Lapse::Expired(name, session) => {
+                    self.emit(crate::proxy::ProxyEvent::Unregistered { name, session })
+                }
+                Lapse::Dropped(..) => self.psp.replica_bindings_dropped += 1,
+            }
         }
         self.limiter.sweep(now);
         self.forward_limiter.sweep(now);

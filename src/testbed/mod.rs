@@ -1,9 +1,11 @@
 //! A deterministic multi-proxy test bed for anypsp: N proxies with distinct
 //! proxy ids sharing one network key and one anycast address, clients that
 //! each reach the proxy an anycast routing table names (flipped or cut at a
-//! chosen instant), peer links with latency, loss and partitions, and time
-//! that jumps to the next deadline any core asks for (so a wrong
-//! `poll_timeout` shows as a stalled scenario). Randomness (loss) is seeded.
+//! chosen instant), client links with latency, jitter (reordering) and loss,
+//! peer links with latency, loss and partitions (in order: the real link is
+//! TCP), per-proxy wall clocks that may differ, and time that jumps to the
+//! next deadline any core asks for (so a wrong `poll_timeout` shows as a
+//! stalled scenario). Randomness (loss, jitter) is seeded.
 //!
 //! Replication runs on the real sync engine: each proxy has a
 //! [`Replicator`] (docs/anypsp-protocol.md Section 16) fed with its events;
@@ -25,6 +27,7 @@ use crate::wire::transport::TransportHeader;
 use crate::wire::{classify, MessageType, MAX_DATAGRAM};
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
+mod scenario;
 mod sync;
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
@@ -61,6 +64,15 @@ pub struct Site {
     pub heard: Vec<Frame>,
     /// Every datagram it sent, in order (for replay tests).
     pub sent: Vec<Vec<u8>>,
+    /// Sequence numbers of its own voice frames lost on the way up: on its
+    /// link ([`Bed::access_loss_permille`]), into a cut route, or at a dead
+    /// proxy.
+    pub voice_lost_up: Vec<u32>,
+    /// The client counter of each voice frame it sent, with its sequence
+    /// number (to tell which frame a proxy that died did not get).
+    voice_counters: HashMap<u64, u32>,
+    /// Datagrams to it lost on its link from the proxy.
+    pub lost_down: u64,
 }
 
 enum Packet {
@@ -107,6 +119,15 @@ pub struct Bed {
     pub unix_start: u128,
     /// One-way client <-> proxy latency.
     pub access_latency: Duration,
+    /// Each datagram on a client link (either way) is delayed by a further
+    /// uniform random [0, `access_jitter`): datagrams sent closer together
+    /// than that may arrive reordered. Zero by default.
+    pub access_jitter: Duration,
+    /// Probability that a datagram on a client link (either way) is lost,
+    /// in 1/1000. Zero by default.
+    pub access_loss_permille: u32,
+    /// Datagrams lost on client links, both ways.
+    pub access_lost: u64,
     /// One-way proxy <-> proxy latency.
     pub peer_latency: Duration,
     /// Probability that a peer or sync message is lost, in 1/1000 (the
@@ -153,6 +174,10 @@ pub struct Bed {
     /// while the links stay up: replication lost on the way, for a moment
     /// (anti-entropy repairs it later). Peer messages still arrive.
     pub sync_lost_to: HashSet<usize>,
+    /// Per proxy: how far its wall clock (the proxy's and its replicator's)
+    /// is ahead of the bed's, in ms (negative: behind). See
+    /// [`Bed::set_clock_offset`].
+    clock_offset_ms: Vec<i64>,
 }
 
 fn xorshift(s: &mut u64) -> u64 {
@@ -206,6 +231,9 @@ impl Bed {
                 events: Vec::new(),
                 heard: Vec::new(),
                 sent: Vec::new(),
+                voice_lost_up: Vec::new(),
+                voice_counters: HashMap::new(),
+                lost_down: 0,
             })
             .collect();
         let mut bed = Self {
@@ -216,6 +244,9 @@ impl Bed {
             start: now,
             unix_start,
             access_latency: Duration::from_millis(5),
+            access_jitter: Duration::ZERO,
+            access_loss_permille: 0,
+            access_lost: 0,
             peer_latency: Duration::from_millis(10),
             peer_loss_permille: 0,
             peer_detect: Duration::from_secs(1),
@@ -232,6 +263,7 @@ impl Bed {
             sync_log: Vec::new(),
             lost_upstream: 0,
             sync_lost_to: HashSet::new(),
+            clock_offset_ms: vec![0; n],
             reps: (0..n).map(|_| None).collect(),
             stores: vec![store; n],
             lease_next: vec![0; n],
@@ -299,6 +331,41 @@ impl Bed {
         self.unix_start + (self.now - self.start).as_nanos()
     }
 
+    /// Proxy `p`'s wall clock now, ns since the Unix epoch.
+    fn wall_of(&self, p: usize) -> u128 {
+        let off = i128::from(self.clock_offset_ms[p]) * 1_000_000;
+        (self.wall() as i128 + off) as u128
+    }
+
+    /// Sets proxy `p`'s wall clock `ms` ahead of the bed's (negative:
+    /// behind), now and after a restart; the proxy and its replicator both
+    /// read it. Set it before clients connect to `p`: a proxy refuses
+    /// handshakes time-stamped before its start on its own clock.
+    pub fn set_clock_offset(&mut self, p: usize, ms: i64) {
+        self.clock_offset_ms[p] = ms;
+        let (now, wall) = (self.now, self.wall_of(p));
+        if let Some(px) = self.proxies[p].as_mut() {
+            px.set_wall_clock(now, wall);
+        }
+    }
+
+    /// The delay of one datagram on a client link: the latency plus the
+    /// seeded jitter; `None` if the datagram is lost.
+    fn access_delay(&mut self) -> Option<Duration> {
+        if self.access_loss_permille > 0
+            && xorshift(&mut self.rng) % 1000 < u64::from(self.access_loss_permille)
+        {
+            self.access_lost += 1;
+            return None;
+        }
+        let mut d = self.access_latency;
+        let j = self.access_jitter.as_micros() as u64;
+        if j > 0 {
+            d += Duration::from_micros(xorshift(&mut self.rng) % j);
+        }
+        Some(d)
+    }
+
     fn schedule(&mut self, delay: Duration, p: Packet) {
         self.seq += 1;
         self.queue.insert((self.now + delay, self.seq), p);
@@ -321,17 +388,26 @@ impl Bed {
             && !self.partitions.contains(&(b, a))
     }
 
-    /// Sends a datagram from site `i` along its current route.
-    fn client_send(&mut self, i: usize, data: Vec<u8>) {
+    /// Sends a datagram from site `i` along its current route; false if it
+    /// was lost on the client link or into a cut route (counted in
+    /// `lost_upstream`).
+    fn client_send(&mut self, i: usize, data: Vec<u8>) -> bool {
         self.note_nonce(&data);
         self.sites[i].sent.push(data.clone());
         match self.route[i] {
             Some(p) => {
+                let Some(delay) = self.access_delay() else {
+                    return false;
+                };
                 let src = self.sites[i].addr;
-                self.schedule(self.access_latency, Packet::ToProxy { p, src, data });
+                self.schedule(delay, Packet::ToProxy { p, src, data });
             }
-            None => self.lost_upstream += 1,
+            None => {
+                self.lost_upstream += 1;
+                return false;
+            }
         }
+        true
     }
 
     fn flush_client(&mut self, i: usize) {
@@ -395,7 +471,14 @@ impl Bed {
             "a proxy answers from the anycast address"
         );
         self.note_nonce(&data);
-        self.schedule(self.access_latency, Packet::ToClient { dst: t.dst, data });
+        match self.access_delay() {
+            Some(delay) => self.schedule(delay, Packet::ToClient { dst: t.dst, data }),
+            None => {
+                if let Some(s) = self.sites.iter_mut().find(|s| s.addr == t.dst) {
+                    s.lost_down += 1;
+                }
+            }
+        }
     }
 
     fn deliver(&mut self, pkt: Packet) {
@@ -406,6 +489,12 @@ impl Bed {
             Packet::ToProxy { p, src, mut data } => {
                 let Some(px) = self.proxies[p].as_mut() else {
                     self.lost_upstream += 1;
+                    let counter = TransportHeader::parse(&data).map(|h| h.counter);
+                    if let Some(s) = self.sites.iter_mut().find(|s| s.addr == src) {
+                        if let Some(seq) = counter.ok().and_then(|c| s.voice_counters.get(&c)) {
+                            s.voice_lost_up.push(*seq);
+                        }
+                    }
                     return;
                 };
                 if let Some(t) = px.handle_datagram(now, src, Some(anycast), &mut data, &mut out) {
@@ -469,7 +558,7 @@ impl Bed {
                 if link != sync::INJECTED && self.links.get(&key) != Some(&link) {
                     return;
                 }
-                let wall = self.wall_ms();
+                let wall = self.wall_ms_of(to);
                 let from_id = from as u16 + 1;
                 let Some(rep) = self.reps[to].as_mut() else {
                     return;
@@ -494,9 +583,9 @@ impl Bed {
                 t = Some(t.map_or(d, |x| x.min(d)));
             }
         }
-        for r in self.reps.iter().flatten() {
-            if let Some(ms) = r.poll_timeout() {
-                let d = self.instant_of_ms(ms);
+        for (p, r) in self.reps.iter().enumerate() {
+            if let Some(ms) = r.as_ref().and_then(Replicator::poll_timeout) {
+                let d = self.instant_of_ms(p, ms);
                 t = Some(t.map_or(d, |x| x.min(d)));
             }
         }
@@ -539,7 +628,7 @@ impl Bed {
                     self.proxies[p].as_mut().unwrap().handle_timeout(now);
                     self.flush_proxy(p);
                 }
-                let wall = self.wall_ms();
+                let wall = self.wall_ms_of(p);
                 let due = self.reps[p]
                     .as_ref()
                     .and_then(Replicator::poll_timeout)
@@ -636,7 +725,12 @@ impl Bed {
             .client
             .send_voice(now, call, seq, seq * 160, &payload, &mut out)
             .unwrap();
-        self.client_send(i, out[..n].to_vec());
+        if let Ok(h) = TransportHeader::parse(&out[..n]) {
+            self.sites[i].voice_counters.insert(h.counter, seq);
+        }
+        if !self.client_send(i, out[..n].to_vec()) {
+            self.sites[i].voice_lost_up.push(seq);
+        }
     }
 
     /// Both sites send one frame every 20 ms, frames `from..to`, and the

@@ -25,9 +25,16 @@ impl Bed {
         (self.wall() / 1_000_000) as WallMs
     }
 
-    /// The instant the wall clock reads `ms` (at the earliest now).
-    pub(super) fn instant_of_ms(&self, ms: WallMs) -> Instant {
-        let ns = u128::from(ms) * 1_000_000;
+    /// Proxy `p`'s wall clock now, ms since the Unix epoch (what its
+    /// replicator sees).
+    pub fn wall_ms_of(&self, p: usize) -> WallMs {
+        (self.wall_of(p) / 1_000_000) as WallMs
+    }
+
+    /// The instant proxy `p`'s wall clock reads `ms` (at the earliest now).
+    pub(super) fn instant_of_ms(&self, p: usize, ms: WallMs) -> Instant {
+        let ms = (i128::from(ms) - i128::from(self.clock_offset_ms[p])).max(0);
+        let ns = ms as u128 * 1_000_000;
         let since = ns.saturating_sub(self.unix_start);
         (self.start + Duration::from_nanos(since as u64)).max(self.now)
     }
@@ -39,7 +46,7 @@ impl Bed {
         let mut cfg = ProxyConfig::new(id, self.network.clone());
         (self.tune)(&mut cfg);
         let subs = Subscribers::new(self.stores[i].iter().cloned());
-        let mut p = Proxy::with_wall_clock(cfg, subs, self.now, self.wall());
+        let mut p = Proxy::with_wall_clock(cfg, subs, self.now, self.wall_of(i));
         // A restarted proxy continues its durable lease past every epoch
         // its earlier life took (docs/anytun-protocol.md 8.7): the
         // replicated records name only the send floors of the proxies that
@@ -52,7 +59,7 @@ impl Bed {
         p.set_peers((1..=n as u16).filter_map(ProxyId::new));
         let mut scfg = Config::new(id.get(), FP_KEY);
         scfg.seed = self.rng ^ (i as u64 + 1);
-        let mut rep = Replicator::new(scfg, self.wall_ms());
+        let mut rep = Replicator::new(scfg, self.wall_ms_of(i));
         for q in 0..n {
             if q != i {
                 rep.add_peer(q as u16 + 1).unwrap();
@@ -94,13 +101,24 @@ impl Bed {
     /// would in that proxy's store: the proxy ends its sessions, and the
     /// revocation replicates.
     pub fn revoke(&mut self, p: usize, who: &str) {
-        let i = self.idx(who);
-        let key = self.sites[i].client.public_key();
-        let nm = name(self.sites[i].name);
-        self.set_store(p, &nm, key, false);
-        let wall = self.wall_ms();
+        let nm = self.sites[self.idx(who)].name;
+        self.subscriber(p, who, nm, false);
+    }
+
+    /// Authorises site `who`'s key for `as_name` too, in proxy `p`'s store
+    /// (as its operator would); the addition replicates to every proxy. For
+    /// one name on several devices (forking).
+    pub fn allow(&mut self, p: usize, who: &str, as_name: &str) {
+        self.subscriber(p, who, as_name, true);
+    }
+
+    fn subscriber(&mut self, p: usize, who: &str, as_name: &str, live: bool) {
+        let key = self.sites[self.idx(who)].client.public_key();
+        let nm = name(as_name);
+        self.set_store(p, &nm, key, live);
+        let wall = self.wall_ms_of(p);
         if let Some(r) = self.reps[p].as_mut() {
-            r.on_subscriber(wall, &nm, &key, false);
+            r.on_subscriber(wall, &nm, &key, live);
         }
         self.flush_proxy(p);
     }
@@ -140,7 +158,6 @@ impl Bed {
     /// Brings sync links up or down to match liveness and partitions.
     pub(super) fn sync_links(&mut self) {
         let n = self.proxies.len();
-        let wall = self.wall_ms();
         for a in 0..n {
             for b in a + 1..n {
                 let up = self.proxies[a].is_some() && self.linked(a, b);
@@ -152,6 +169,7 @@ impl Bed {
                     self.link_gen += 1;
                     self.links.insert((a, b), self.link_gen);
                     for (x, y) in [(a, b), (b, a)] {
+                        let wall = self.wall_ms_of(x);
                         if let Some(r) = self.reps[x].as_mut() {
                             r.peer_connected(wall, y as u16 + 1);
                         }
@@ -175,7 +193,7 @@ impl Bed {
     /// Feeds proxy `p`'s events and handshake changes to its replicator
     /// and applies what the replicator reports. True if anything moved.
     pub(super) fn feed_replicator(&mut self, p: usize) -> bool {
-        let (now, wall, wall_ns) = (self.now, self.wall_ms(), self.wall());
+        let (now, wall, wall_ns) = (self.now, self.wall_ms_of(p), self.wall_of(p));
         let (Some(px), Some(rep)) = (self.proxies[p].as_mut(), self.reps[p].as_mut()) else {
             return false;
         };
