@@ -14,12 +14,15 @@ use crate::runtime::peers::{MembershipChange, PeerEvent, Peers, PeersHandle};
 use crate::runtime::proxy::{ProxyRuntime, SharedCore};
 use crate::session::ProxyId;
 use crate::sync::bridge::{Apply, Replicator};
-use crate::sync::members::{self, Membership};
+use crate::sync::members;
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, watch};
+
+mod reload;
+mod resync;
 
 /// What the after-lock hook hands to this task.
 pub(super) enum Local {
@@ -365,64 +368,6 @@ impl Psp {
         }
     }
 
-    /// Applies a new peer list (Node::set_peers): the link shell closes
-    /// and refuses the peers that left or were revoked and dials the new
-    /// ones; the engine and the core follow. A peer gone for good has its
-    /// clients adopted at once (its link is closed on purpose: no detect
-    /// time to wait for).
-    fn reload(
-        &mut self,
-        ctx: &Ctx,
-        shell: &mut Peers,
-        peers: Vec<members::Member>,
-    ) -> Result<MembershipChange, NodeError> {
-        let members = Membership::new(self.local.clone(), peers.clone())?;
-        let change = shell.set_membership(members)?;
-        let active: BTreeMap<ProxyId, std::net::SocketAddr> = peers
-            .iter()
-            .filter(|m| !m.revoked)
-            .map(|m| (m.node, m.address))
-            .collect();
-        for id in &change.removed {
-            self.rep.engine_mut().remove_peer(id.get());
-            self.configured.remove(id);
-            self.addrs.remove(id);
-            self.up.remove(id);
-            self.down_since.remove(id);
-            self.heard.remove(id);
-        }
-        for id in &change.added {
-            if let Err(e) = self.rep.add_peer(id.get()) {
-                log::error!("anypsp: peer {id} not added to the sync engine: {e:?}");
-                continue;
-            }
-            self.configured.insert(*id);
-            self.addrs.insert(*id, active[id]);
-        }
-        let gone: Vec<ProxyId> = change
-            .removed
-            .iter()
-            .filter(|id| !active.contains_key(id))
-            .copied()
-            .collect();
-        let configured = self.configured.clone();
-        let adopted = ctx.core.with_core(|p| {
-            p.set_peers(configured.iter().copied());
-            gone.iter()
-                .map(|id| p.peer_down(Instant::now(), *id))
-                .sum::<usize>()
-        });
-        log::info!(
-            "anypsp: peers reloaded: added {:?}, removed {:?} ({adopted} client(s) adopted), {} configured",
-            change.added.iter().map(|p| p.get()).collect::<Vec<_>>(),
-            change.removed.iter().map(|p| p.get()).collect::<Vec<_>>(),
-            self.configured.len()
-        );
-        // The board at once: /status names the new peer set.
-        self.next_board = Instant::now();
-        Ok(change)
-    }
-
     fn progress(&self) -> String {
         let synced = self
             .up
@@ -662,75 +607,6 @@ impl Psp {
                 "anypsp: peer {peer} down for {} ms: serving its {adopted} client(s) provisionally",
                 self.detect.as_millis()
             );
-        }
-    }
-
-    /// Starts a resync pass (events were lost, or the engine reset a
-    /// table): everything this proxy serves is written again, in chunks
-    /// ([`Self::resync_chunk`]). A pass under way starts over: what was
-    /// lost may lie behind its cursor. The local changes already queued
-    /// when the pass starts are older than every chunk, so they are taken
-    /// in first; a change made later reaches the engine after the chunk
-    /// that listed its entry, and so wins (docs/anypsp-protocol.md 17).
-    fn start_resync(&mut self, ctx: &Ctx, locals: &mut mpsc::Receiver<Local>) {
-        ctx.stats.resyncs.fetch_add(1, Ordering::Relaxed);
-        // The after-lock hook queues events only under the core lock: what
-        // is queued now is all that was emitted before this pass.
-        let older = ctx.core.with_core(|p| {
-            p.clear_resync();
-            locals.len()
-        });
-        let now = unix_ms();
-        for _ in 0..older {
-            match locals.try_recv() {
-                Ok(l) => self.on_local(now, l),
-                Err(_) => break,
-            }
-        }
-        if self.resync_at.is_some() || self.rep.resyncing() {
-            log::info!("anypsp: resync starts over (more events were lost)");
-        }
-        // Marks from here: what the pass lists and what changes meanwhile.
-        self.rep.begin_resync();
-        self.resync_at = Some(ServedCursor::START);
-    }
-
-    /// One chunk of the resync under way: at most `resync_chunk`
-    /// sessions (or calls) listed under one hold of the core lock, then
-    /// written into the engine; once all is listed, the sweep deletes what
-    /// this node owns and no longer serves, `resync_chunk` entries a turn
-    /// (docs/anypsp-protocol.md 17.3). The task yields between chunks.
-    fn resync_chunk(&mut self, ctx: &Ctx) {
-        let Some(cursor) = self.resync_at else {
-            if self.rep.resyncing() && !self.rep.sweep_step(unix_ms(), ctx.resync_chunk) {
-                ctx.stats.resyncs_done.fetch_add(1, Ordering::Relaxed);
-                log::info!(
-                    "anypsp: resync done ({} ghost entries swept so far)",
-                    self.rep.stats().swept
-                );
-            }
-            return;
-        };
-        let mut held = Duration::ZERO;
-        let (events, next) = ctx.core.with_core(|p| {
-            let t = Instant::now();
-            let r = p.served_events_from(t, cursor, ctx.resync_chunk);
-            held = t.elapsed();
-            r
-        });
-        ctx.stats
-            .resync_hold_max_us
-            .fetch_max(held.as_micros() as u64, Ordering::Relaxed);
-        ctx.stats.resync_chunks.fetch_add(1, Ordering::Relaxed);
-        let now = unix_ms();
-        for e in &events {
-            self.rep.on_proxy_event(now, e);
-        }
-        if next.is_done() {
-            self.resync_at = None;
-            self.rep.end_resync();
-        } else {
-            self.resync_at = Some(next);
         }
     }
 
