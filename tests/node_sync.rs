@@ -35,6 +35,11 @@ fn free_tcp() -> SocketAddr {
 
 /// Two linked nodes; `lease[i]` is granted to node i's core.
 fn pair(leases: [EpochLease; 2]) -> Vec<Node> {
+    pair_with(leases, RESYNC_CHUNK)
+}
+
+/// As [`pair`], with resyncs listing `resync_chunk` sessions per chunk.
+fn pair_with(leases: [EpochLease; 2], resync_chunk: usize) -> Vec<Node> {
     let network = SecretKey::generate();
     let keys = [SecretKey::generate(), SecretKey::generate()];
     let links = [free_tcp(), free_tcp()];
@@ -44,6 +49,7 @@ fn pair(leases: [EpochLease; 2]) -> Vec<Node> {
         let mut node = Node::new(NodeOptions {
             worker_threads: 1,
             thread_name: format!("pair-{id}"),
+            resync_chunk,
             ..NodeOptions::default()
         })
         .unwrap();
@@ -168,26 +174,45 @@ fn a_peer_down_past_the_detect_time_has_its_clients_adopted() {
 /// under one hold of node 1's core lock. Past `ProxyConfig::max_events`
 /// (8192) the core's event queue overflows: a resync follows.
 fn import_many(node: &Node, base: u64, n: u64) {
-    node.with_core(|p| {
-        for i in base..base + n {
-            let mut key = [0u8; 32];
-            key[..8].copy_from_slice(&i.to_le_bytes());
-            key[31] = 0x40;
-            let st = SessionState {
-                id: SessionId::new(ProxyId::new(1).unwrap(), 0x1_0000 + i),
-                client_key: anytun::crypto::PublicKey(key),
-                client_to_proxy: [1; 32],
-                proxy_to_client: [2; 32],
-                client_counter_floor: 0,
-                proxy_counter_floors: Vec::new(),
-            };
-            let addr = format!("10.1.{}.{}:4000", (i / 250) % 250, i % 250 + 1)
-                .parse()
-                .unwrap();
-            p.import_session(Instant::now(), &st, addr).unwrap();
-        }
-    })
-    .unwrap();
+    node.with_core(|p| import_into(p, base, n, 4000)).unwrap();
+}
+
+/// Client key of the `i`th session of [`import_many`].
+fn many_key(i: u64) -> anytun::crypto::PublicKey {
+    let mut key = [0u8; 32];
+    key[..8].copy_from_slice(&i.to_le_bytes());
+    key[31] = 0x40;
+    anytun::crypto::PublicKey(key)
+}
+
+/// Sessions `base..base + n` of [`import_many`] into `p`, their clients at
+/// UDP `port` (imported again at another port, a session moves).
+fn import_into(p: &mut Proxy, base: u64, n: u64, port: u16) {
+    for i in base..base + n {
+        let st = SessionState {
+            id: SessionId::new(ProxyId::new(1).unwrap(), 0x1_0000 + i),
+            client_key: many_key(i),
+            client_to_proxy: [1; 32],
+            proxy_to_client: [2; 32],
+            client_counter_floor: 0,
+            proxy_counter_floors: Vec::new(),
+        };
+        let addr = format!("10.1.{}.{}:{port}", (i / 250) % 250, i % 250 + 1)
+            .parse()
+            .unwrap();
+        p.import_session(Instant::now(), &st, addr).unwrap();
+    }
+}
+
+/// Subscribers holding the keys of sessions `range` of [`import_many`]
+/// (handing the proxy a set without a key ends that key's session).
+fn many_subscribers(range: impl Iterator<Item = u64>) -> Subscribers {
+    Subscribers::new(range.map(|i| {
+        (
+            anytun::call::Name::new(&format!("u{i}")).unwrap(),
+            many_key(i),
+        )
+    }))
 }
 
 /// Node 1's sessions are all on node 2, and no more, and both engines'
@@ -311,6 +336,119 @@ fn a_resync_with_concurrent_changes_converges() {
         std::thread::sleep(Duration::from_millis(50));
     }
     assert_eq!(sessions(&nodes[1]), expect);
+    for n in nodes {
+        assert!(n.stop().joined);
+    }
+}
+
+/// Sessions that end while the core's event queue is overflowed lose their
+/// `SessionDown`; the resync that follows deletes them from the replicated
+/// tables (its sweep, docs/anypsp-protocol.md 17.3) so that the peer drops
+/// them too. Before the sweep the resync only wrote: the ten sessions
+/// stayed on node 2 for ever (ghosts).
+#[test]
+fn a_resync_deletes_sessions_that_ended_while_events_were_lost() {
+    const N: u64 = 20_000;
+    let nodes = pair([EpochLease::ephemeral(), EpochLease::ephemeral()]);
+    import_many(&nodes[0], 0, 10);
+    wait("the first ten never arrived", || sessions(&nodes[1]) == 10);
+    // One hold: the first ten end (their keys are revoked), then N new
+    // sessions overflow the core's event queue (8192), which drops its
+    // oldest events: the ten ends are lost.
+    nodes[0]
+        .with_core(|p| {
+            p.set_subscribers(Instant::now(), many_subscribers(10..10 + N));
+            import_into(p, 10, N, 4000);
+            assert!(p.resync_needed(), "the event queue did not overflow");
+        })
+        .unwrap();
+    assert_eq!(sessions(&nodes[0]), N as usize, "the test's own changes");
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while !converged(&nodes) {
+        assert!(
+            Instant::now() < deadline,
+            "never converged: node 1 serves {}, node 2 holds {} sessions",
+            sessions(&nodes[0]),
+            sessions(&nodes[1])
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(sessions(&nodes[1]), N as usize);
+    let st = nodes[0].stats();
+    println!(
+        "resyncs started {}, done {}",
+        st.resyncs.load(Ordering::Relaxed),
+        st.resyncs_done.load(Ordering::Relaxed)
+    );
+    assert!(st.resyncs_done.load(Ordering::Relaxed) >= 1);
+    for n in nodes {
+        assert!(n.stop().joined);
+    }
+}
+
+/// Changes made while a chunked resync is under way (chunks of 2 sessions,
+/// so that the pass spans thousands of turns of the sync task): new
+/// sessions, sessions ended (their key revoked) and sessions moved (their
+/// client at a new address). Each round checks the pass is still running;
+/// once it is done, both nodes hold the same sessions and identical tables.
+#[test]
+fn changes_during_a_chunked_resync_leave_identical_tables() {
+    const N: u64 = 20_000;
+    const ROUNDS: u64 = 100;
+    let nodes = pair_with([EpochLease::ephemeral(), EpochLease::ephemeral()], 2);
+    // Every key the test will use; a round revokes a few.
+    let mut allowed: std::collections::BTreeSet<u64> = (0..N + ROUNDS * 5).collect();
+    nodes[0]
+        .with_core(|p| p.set_subscribers(Instant::now(), many_subscribers(allowed.iter().copied())))
+        .unwrap();
+    import_many(&nodes[0], 0, N);
+    let st = nodes[0].stats();
+    let running = || st.resyncs.load(Ordering::Relaxed) > st.resyncs_done.load(Ordering::Relaxed);
+    wait("no resync after the overflow", || {
+        st.resyncs.load(Ordering::Relaxed) > 0
+    });
+    let mut overlapped = 0;
+    for round in 0..ROUNDS {
+        if !running() {
+            break;
+        }
+        let chunks = st.resync_chunks.load(Ordering::Relaxed);
+        // Adds 5, moves 5 (imported again at another port), ends 5.
+        for i in 0..5 {
+            allowed.remove(&(round * 97 + i));
+        }
+        let subs = many_subscribers(allowed.iter().copied());
+        nodes[0]
+            .with_core(|p| {
+                import_into(p, N + round * 5, 5, 4000);
+                import_into(p, round * 97 + 50, 5, 5000 + round as u16);
+                p.set_subscribers(Instant::now(), subs);
+            })
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(5));
+        if running() && st.resync_chunks.load(Ordering::Relaxed) > chunks {
+            overlapped += 1;
+        }
+    }
+    println!(
+        "{overlapped} change rounds overlapped the resync pass ({} chunks listed)",
+        st.resync_chunks.load(Ordering::Relaxed)
+    );
+    assert!(
+        overlapped >= 5,
+        "only {overlapped} change rounds overlapped the pass: the test does not test overlap"
+    );
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while !converged(&nodes) || running() {
+        assert!(
+            Instant::now() < deadline,
+            "never converged: node 1 serves {}, node 2 holds {} sessions",
+            sessions(&nodes[0]),
+            sessions(&nodes[1])
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(sessions(&nodes[0]), sessions(&nodes[1]));
     for n in nodes {
         assert!(n.stop().joined);
     }

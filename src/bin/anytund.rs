@@ -6,7 +6,9 @@
 //! With a `[sync]` table it is a member of an anypsp network: it links to
 //! its peers, pulls their tables before it serves, and replicates. The
 //! proxy is booted by [`host::boot`] on a node (its own threads); this file
-//! is the thin host: arguments, signals, the ready file.
+//! is the thin host: arguments, signals, the ready file. SIGHUP reads the
+//! config again and applies its `[sync]` peer list (revoked and removed
+//! peers are cut off, new ones linked) without a restart.
 
 use anytun::config;
 use anytun::runtime::announce;
@@ -90,6 +92,9 @@ fn run(args: Args) -> Result<(), String> {
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
             .map_err(|e| e.to_string())?;
         let mut drain = announce::DrainSignals::new()?;
+        let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+            .map_err(|e| e.to_string())?;
+        let mut running = cfg.clone();
         let mut announced = false;
         let mut file_ready = false;
         // Overload: sampled from the metrics board (never the core lock).
@@ -138,6 +143,7 @@ fn run(args: Args) -> Result<(), String> {
                         on_overload(&node, announcer.as_ref(), c);
                     }
                 }
+                _ = hup.recv() => reload(&node, &mut running, args.config.as_deref()).await,
             }
         }
     });
@@ -177,6 +183,42 @@ fn on_overload(
     }
     if let Some(a) = announcer {
         a.update(|h| h.overloaded = c.overloaded);
+    }
+}
+
+/// SIGHUP: reads the config again and applies its `[sync]` peer list.
+/// A config that does not load, or that changes what needs a restart, is
+/// logged and nothing is applied: the proxy runs on as before.
+async fn reload(
+    node: &anytun::runtime::node::Node,
+    running: &mut config::Config,
+    named: Option<&Path>,
+) {
+    let new = match config::locate(named) {
+        Ok((c, _)) => c,
+        Err(e) => {
+            log::error!("SIGHUP: config not reloaded: {e}");
+            return;
+        }
+    };
+    let rest = |c: &config::Config| config::Config {
+        sync: None,
+        ..c.clone()
+    };
+    if rest(&new) != rest(running) {
+        log::warn!("SIGHUP: only the [sync] peers are applied; other changes need a restart");
+    }
+    match host::reload_sync(node, running, &new).await {
+        Ok(None) => log::info!("SIGHUP: no [sync]: nothing to reload"),
+        Ok(Some(change)) => {
+            log::info!(
+                "SIGHUP: [sync] peers reloaded: added {:?}, removed {:?}",
+                change.added.iter().map(|p| p.get()).collect::<Vec<_>>(),
+                change.removed.iter().map(|p| p.get()).collect::<Vec<_>>()
+            );
+            running.sync = new.sync;
+        }
+        Err(e) => log::error!("SIGHUP: {e}"),
     }
 }
 

@@ -30,7 +30,7 @@ pub(super) fn expected(key: &str) -> &'static str {
         }
         "subscriber_reload_ms" => "a whole number of milliseconds in 1..=86400000",
         "subscriber_tombstone_days" => "a whole number of days in 1..=3650",
-        "reuse_port" | "relay_via_serving" => "true or false",
+        "reuse_port" | "relay_via_serving" | "sync.peers.revoked" => "true or false",
         "worker_threads" => "a whole number of threads in 1..=64",
         "sync" => "a table ([sync])",
         "ready_file" => "a file path in quotes",

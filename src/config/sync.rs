@@ -16,7 +16,13 @@
 //! id = 2                           # the peer's proxy_id
 //! address = "192.0.2.2:7476"
 //! public_key = "<its node public key: anytund --node-key>"
+//! revoked = false                  # true: refused and counted, never linked
 //! ```
+//!
+//! `anytund` applies a changed peer list on SIGHUP without a restart
+//! (docs/anypsp-link.md section 3.2): peers left out or `revoked = true`
+//! have their link closed and are refused from then on, new peers are
+//! linked, unchanged peers keep their links.
 
 use super::source::Source;
 use super::ConfigError;
@@ -57,6 +63,9 @@ pub struct PeerConfig {
     pub address: SocketAddr,
     /// Its node public key.
     pub public_key: PublicKey,
+    /// Revoked: its link is closed and every handshake it tries is refused
+    /// and counted as `revoked` (not `unknown_peer`). Default false.
+    pub revoked: bool,
 }
 
 /// The `[sync]` table, checked.
@@ -106,6 +115,7 @@ struct RawPeer {
     id: Option<Spanned<Value>>,
     address: Option<Spanned<Value>>,
     public_key: Option<Spanned<Value>>,
+    revoked: Option<Spanned<Value>>,
 }
 
 fn ms(n: u64) -> Duration {
@@ -221,10 +231,14 @@ impl RawSync {
                     format_args!("peers {other} and {id} have the same public key"),
                 ));
             }
+            let revoked = src
+                .bool("sync.peers.revoked", raw.revoked)?
+                .unwrap_or(false);
             peers.push(PeerConfig {
                 id,
                 address,
                 public_key,
+                revoked,
             });
         }
         Ok(SyncConfig {

@@ -451,6 +451,16 @@ fn sync_table_is_read_with_defaults_and_relative_paths() {
     assert_eq!(s.peers.len(), 1);
     assert_eq!(s.peers[0].id, 2);
     assert_eq!(s.peers[0].public_key.to_base64(), PEER_KEY);
+    assert!(
+        !s.peers[0].revoked,
+        "a peer is not revoked unless it says so"
+    );
+    let revoked = format!("{text}revoked = true\n");
+    let s = parse(&revoked, origin()).unwrap().sync.unwrap();
+    assert!(s.peers[0].revoked);
+    let (l, _, m) = invalid(&format!("{text}revoked = \"yes\"\n"));
+    assert_eq!(l, 11, "{m}");
+    assert!(m.contains("true or false"), "{m}");
     // Without [sync] the proxy runs alone.
     assert_eq!(parse("", origin()).unwrap().sync, None);
 }

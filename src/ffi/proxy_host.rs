@@ -87,6 +87,7 @@ fn peer(text: &str) -> Result<PeerConfig, String> {
         id,
         address,
         public_key,
+        revoked: false,
     })
 }
 

@@ -12,6 +12,7 @@ use crate::proxy::{Proxy, ProxyConfig};
 use crate::runtime::node::{
     fingerprint_key, Node, NodeError, NodeOptions, RemoteSubscriber, SyncSetup, Udp,
 };
+use crate::runtime::peers::MembershipChange;
 use crate::runtime::subscribers::{Replication, StoreTask};
 use crate::runtime::udp::BindOptions;
 use crate::runtime::RuntimeError;
@@ -199,15 +200,10 @@ pub fn node_key_path(cfg: &Config) -> PathBuf {
     }
 }
 
-/// The `[sync]` table as the node takes it.
-fn sync_setup(
-    s: &config::SyncConfig,
-    key: SecretKey,
-    network: &SecretKey,
-    subscribers: tokio::sync::mpsc::Sender<RemoteSubscriber>,
-) -> Result<SyncSetup, String> {
-    let peers = s
-        .peers
+/// The `[[sync.peers]]` as the node takes them (revoked ones included:
+/// they are refused and counted as `revoked`).
+pub fn sync_peers(s: &config::SyncConfig) -> Result<Vec<Member>, String> {
+    s.peers
         .iter()
         .map(|p| {
             Ok(Member {
@@ -217,10 +213,101 @@ fn sync_setup(
                 region: String::new(),
                 failure_domain: String::new(),
                 failover: Vec::new(),
-                revoked: false,
+                revoked: p.revoked,
             })
         })
-        .collect::<Result<Vec<_>, String>>()?;
+        .collect()
+}
+
+/// Why a reload of `[sync]` was not applied.
+#[derive(Debug, thiserror::Error)]
+pub enum ReloadError {
+    /// A setting only a restart applies changed; nothing was applied.
+    #[error("{0} changed: restart to apply it (the peer list is applied on reload)")]
+    NeedsRestart(&'static str),
+    /// The new peer list was refused (nothing changed), or the node stopped.
+    #[error("peers not reloaded: {0}")]
+    Node(#[from] NodeError),
+    /// A peer entry cannot be used.
+    #[error("{0}")]
+    Setup(String),
+}
+
+/// What of `[sync]` a reload applies: the peer list. Checks that nothing
+/// else changed between `running` and `new` (those need a restart).
+/// `Ok(None)`: neither config is a member (nothing to do).
+fn reload_peers(running: &Config, new: &Config) -> Result<Option<Vec<Member>>, ReloadError> {
+    let (old, new) = match (&running.sync, &new.sync) {
+        (None, None) => return Ok(None),
+        (Some(o), Some(n)) => (o, n),
+        _ => return Err(ReloadError::NeedsRestart("[sync] (added or removed)")),
+    };
+    if old.listen != new.listen {
+        return Err(ReloadError::NeedsRestart("sync.listen"));
+    }
+    if old.node_key != new.node_key {
+        return Err(ReloadError::NeedsRestart("sync.node_key"));
+    }
+    if (
+        old.startup_timeout,
+        old.peer_detect,
+        old.keepalive,
+        old.idle_timeout,
+    ) != (
+        new.startup_timeout,
+        new.peer_detect,
+        new.keepalive,
+        new.idle_timeout,
+    ) {
+        return Err(ReloadError::NeedsRestart("a [sync] timer"));
+    }
+    sync_peers(new).map(Some).map_err(ReloadError::Setup)
+}
+
+/// Applies the `[sync]` peer list of `new` to a running node booted from
+/// `running` (docs/anypsp-link.md 3.2), as `anytund` does on SIGHUP: peers
+/// removed or `revoked = true` have their links closed and are refused and
+/// counted from then on, new peers are linked, unchanged peers keep their
+/// links. Every other `[sync]` setting needs a restart (refused, nothing
+/// applied). `Ok(None)` for a proxy that is not a member.
+///
+/// # Errors
+/// [`ReloadError`].
+pub async fn reload_sync(
+    node: &Node,
+    running: &Config,
+    new: &Config,
+) -> Result<Option<MembershipChange>, ReloadError> {
+    match reload_peers(running, new)? {
+        None => Ok(None),
+        Some(peers) => Ok(Some(node.set_peers(peers).await?)),
+    }
+}
+
+/// As [`reload_sync`], blocking the calling thread, which must not be a
+/// tokio runtime's (for the C ABI's `anytun_proxy_reload`).
+///
+/// # Errors
+/// [`ReloadError`].
+pub fn reload_sync_blocking(
+    node: &Node,
+    running: &Config,
+    new: &Config,
+) -> Result<Option<MembershipChange>, ReloadError> {
+    match reload_peers(running, new)? {
+        None => Ok(None),
+        Some(peers) => Ok(Some(node.set_peers_blocking(peers)?)),
+    }
+}
+
+/// The `[sync]` table as the node takes it.
+fn sync_setup(
+    s: &config::SyncConfig,
+    key: SecretKey,
+    network: &SecretKey,
+    subscribers: tokio::sync::mpsc::Sender<RemoteSubscriber>,
+) -> Result<SyncSetup, String> {
+    let peers = sync_peers(s)?;
     let link = LinkConfig {
         keepalive_interval: s.keepalive,
         idle_timeout: s.idle_timeout,

@@ -158,6 +158,21 @@ impl Table {
         self.map.values().map(|s| &s.entry)
     }
 
+    /// Entries after position `after` (from the first without one), in
+    /// hash order, with their positions: a walk of the table in chunks
+    /// that resumes where it stopped, whatever was added or removed in
+    /// between. O(log n) to start.
+    pub fn iter_after(&self, after: Option<&Pos>) -> impl Iterator<Item = (&Pos, &Entry)> {
+        use std::ops::Bound;
+        let from = match after {
+            Some(p) => Bound::Excluded(p.clone()),
+            None => Bound::Unbounded,
+        };
+        self.map
+            .range((from, Bound::Unbounded))
+            .map(|(p, s)| (p, &s.entry))
+    }
+
     /// Applies `e` under last-writer-wins by (epoch, version).
     /// A tombstone whose version time is at or before `expire_before` deletes
     /// what it beats but is not kept.

@@ -16,7 +16,7 @@
 pub mod mux;
 mod psp;
 
-use super::peers::{Peers, PeersConfig, PeersError, PeersHandle};
+use super::peers::{MembershipChange, Peers, PeersConfig, PeersError, PeersHandle};
 use super::proxy::{AfterLock, BoundSockets, ProxyRuntime, SharedCore};
 use super::udp::BindOptions;
 use super::RuntimeError;
@@ -42,6 +42,10 @@ pub struct NodeOptions {
     /// before it aborts them; it then waits for every thread, however long
     /// a blocking call on one takes, and warns when that passed this too.
     pub stop_timeout: Duration,
+    /// Most sessions (or calls) a resync lists per hold of the core lock
+    /// ([`RESYNC_CHUNK`] by default; tests make it small so that a pass
+    /// spans many turns of the sync task).
+    pub resync_chunk: usize,
 }
 
 impl Default for NodeOptions {
@@ -50,6 +54,7 @@ impl Default for NodeOptions {
             worker_threads: 2,
             thread_name: "anytun-node".into(),
             stop_timeout: Duration::from_secs(5),
+            resync_chunk: RESYNC_CHUNK,
         }
     }
 }
@@ -211,6 +216,10 @@ pub enum NodeError {
     /// The proxy id is reserved.
     #[error("proxy id {0} is reserved")]
     BadId(u16),
+    /// [`Node::set_peers`] on a node that is not a member of an anypsp
+    /// network, or that has stopped.
+    #[error("the node has no peer links (no [sync], or stopped)")]
+    NotMember,
 }
 
 /// What [`Node::stop`] did.
@@ -290,6 +299,8 @@ pub struct Node {
     main: Option<tokio::task::JoinHandle<usize>>,
     /// Local changes into the sync task (members only).
     locals: Option<mpsc::Sender<psp::Local>>,
+    /// New peer lists into the sync task (members only).
+    reloads: Option<mpsc::Sender<psp::Reload>>,
 }
 
 impl Node {
@@ -315,6 +326,7 @@ impl Node {
             stop_tx: watch::channel(false).0,
             main: None,
             locals: None,
+            reloads: None,
         })
     }
 
@@ -377,11 +389,13 @@ impl Node {
                 subscribers = s.subscribers.clone();
                 let after = after_lock(ev_tx, resync.clone(), self.stats.clone());
                 let mut core = core;
-                core.set_peers(s.peers.iter().map(|m| m.node));
+                core.set_peers(s.peers.iter().filter(|m| !m.revoked).map(|m| m.node));
                 let shared = SharedCore::new(core, Some(after));
                 self.peers = Some(peers.handle());
                 self.peer_addr = Some(peers.local_addr());
-                psp_parts = Some((s, peers, link_events, ev_rx));
+                let (reload_tx, reload_rx) = mpsc::channel(4);
+                self.reloads = Some(reload_tx);
+                psp_parts = Some((s, peers, link_events, ev_rx, reload_rx));
                 shared
             }
         };
@@ -394,10 +408,54 @@ impl Node {
             serving: self.serving.clone(),
             stop: self.stop_tx.subscribe(),
             resync,
+            resync_chunk: self.opts.resync_chunk.max(1),
             subscribers,
         };
         self.main = Some(handle.spawn(psp::main(ctx, udp, psp_parts)));
         Ok(())
+    }
+
+    /// Applies a new peer list (a configuration reload; docs/anypsp-link.md
+    /// 3.2) without a restart: peers left out or revoked have their link
+    /// closed (`removed`) and are refused from then on (counted as
+    /// `unknown_peer` or `revoked`), their clients are adopted at once
+    /// (`Proxy::peer_down`); new peers are dialed and accepted; a peer
+    /// whose address or key changed is linked anew; unchanged peers keep
+    /// their links. The node's own id, key and listen address stay.
+    /// Returns what changed once the sync task has applied it.
+    ///
+    /// # Errors
+    /// [`NodeError::NotMember`] without `[sync]` or once stopped;
+    /// [`NodeError::Membership`] for an invalid list (nothing changed).
+    pub async fn set_peers(&self, peers: Vec<Member>) -> Result<MembershipChange, NodeError> {
+        let rx = self.ask_reload(peers).await?;
+        rx.await.map_err(|_| NodeError::NotMember)?
+    }
+
+    /// As [`set_peers`](Self::set_peers), blocking the calling thread
+    /// (which must not be one of a tokio runtime's: the C ABI's caller).
+    ///
+    /// # Errors
+    /// As [`set_peers`](Self::set_peers).
+    pub fn set_peers_blocking(&self, peers: Vec<Member>) -> Result<MembershipChange, NodeError> {
+        let tx = self.reloads.as_ref().ok_or(NodeError::NotMember)?;
+        let (done, rx) = tokio::sync::oneshot::channel();
+        tx.blocking_send(psp::Reload { peers, done })
+            .map_err(|_| NodeError::NotMember)?;
+        rx.blocking_recv().map_err(|_| NodeError::NotMember)?
+    }
+
+    async fn ask_reload(
+        &self,
+        peers: Vec<Member>,
+    ) -> Result<tokio::sync::oneshot::Receiver<Result<MembershipChange, NodeError>>, NodeError>
+    {
+        let tx = self.reloads.as_ref().ok_or(NodeError::NotMember)?;
+        let (done, rx) = tokio::sync::oneshot::channel();
+        tx.send(psp::Reload { peers, done })
+            .await
+            .map_err(|_| NodeError::NotMember)?;
+        Ok(rx)
     }
 
     /// Where the host reports its store's subscriber changes, to be

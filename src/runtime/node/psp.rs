@@ -5,20 +5,24 @@
 //! timeout). docs/anypsp-protocol.md section 16.
 
 use super::mux::{self, Channel};
-use super::{unix_ms, NodeStats, Readiness, ResyncFlag, SyncSetup, Udp, RESYNC_CHUNK};
+use super::{unix_ms, NodeError, NodeStats, Readiness, ResyncFlag, SyncSetup, Udp};
 use crate::call::Name;
 use crate::crypto::PublicKey;
 use crate::metrics::{Metrics, PeerSnapshot, SyncSnapshot};
 use crate::proxy::{ApplyError, Proxy, ProxyEvent, ServedCursor};
-use crate::runtime::peers::{PeerEvent, Peers, PeersHandle};
+use crate::runtime::peers::{MembershipChange, PeerEvent, Peers, PeersHandle};
 use crate::runtime::proxy::{ProxyRuntime, SharedCore};
 use crate::session::ProxyId;
 use crate::sync::bridge::{Apply, Replicator};
+use crate::sync::members;
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, watch};
+
+mod reload;
+mod resync;
 
 /// What the after-lock hook hands to this task.
 pub(super) enum Local {
@@ -32,6 +36,13 @@ pub(super) enum Local {
     /// after the sync messages of the changes before it, so a peer learns
     /// a call before the Invite handed to it (docs/anypsp-protocol.md 16.8).
     Peer(ProxyId, Vec<u8>),
+}
+
+/// A new peer list for the node (a configuration reload), and where to
+/// say what changed.
+pub(super) struct Reload {
+    pub peers: Vec<members::Member>,
+    pub done: tokio::sync::oneshot::Sender<Result<MembershipChange, NodeError>>,
 }
 
 /// A subscriber change replicated from a peer, for the host to write into
@@ -68,6 +79,8 @@ pub(super) struct Ctx {
     pub serving: Arc<OnceLock<Arc<ProxyRuntime>>>,
     pub stop: watch::Receiver<bool>,
     pub resync: Arc<ResyncFlag>,
+    /// Most sessions (or calls) listed, or entries swept, per resync chunk.
+    pub resync_chunk: usize,
     /// Where replicated subscriber changes go (the host's store).
     pub subscribers: Option<mpsc::Sender<RemoteSubscriber>>,
 }
@@ -78,6 +91,7 @@ pub(super) type Member = (
     Peers,
     mpsc::Receiver<PeerEvent>,
     mpsc::Receiver<Local>,
+    mpsc::Receiver<Reload>,
 );
 
 /// Most link events or local changes taken per loop turn, so that neither
@@ -95,7 +109,7 @@ const PROGRESS_EVERY: Duration = Duration::from_secs(1);
 /// Runs the node until stop; returns the peer-link tasks joined.
 pub(super) async fn main(ctx: Ctx, udp: Udp, member: Option<Member>) -> usize {
     let mut stop = ctx.stop.clone();
-    let Some((setup, peers, links, locals)) = member else {
+    let Some((setup, mut peers, links, locals, reloads)) = member else {
         // Alone: nothing to wait for.
         ctx.ready.send_modify(|r| r.synced = true);
         match serve(&ctx, udp) {
@@ -106,7 +120,12 @@ pub(super) async fn main(ctx: Ctx, udp: Udp, member: Option<Member>) -> usize {
         return 0;
     };
     let mut p = Psp::new(&ctx, setup, peers.handle());
-    p.run(&ctx, &mut stop, udp, links, locals).await;
+    let chans = Chans {
+        links,
+        locals,
+        reloads,
+    };
+    p.run(&ctx, &mut stop, udp, &mut peers, chans).await;
     let report = peers.shutdown().await;
     report.joined
 }
@@ -131,8 +150,17 @@ fn fail(ctx: &Ctx, e: String) {
     ctx.ready.send_modify(|r| r.failed = Some(e));
 }
 
+/// What the node's main task listens to.
+struct Chans {
+    links: mpsc::Receiver<PeerEvent>,
+    locals: mpsc::Receiver<Local>,
+    reloads: mpsc::Receiver<Reload>,
+}
+
 struct Psp {
     rep: Replicator,
+    /// This node as a member (for a new [`Membership`] on reload).
+    local: members::Member,
     peers: PeersHandle,
     configured: BTreeSet<ProxyId>,
     up: BTreeSet<ProxyId>,
@@ -159,7 +187,8 @@ struct Psp {
     held: std::collections::VecDeque<Apply>,
     /// When held items are tried again.
     retry_at: Option<Instant>,
-    /// Where the resync under way stands (None: none under way).
+    /// Where the resync under way stands (None: none under way, or its
+    /// listing is done and the bridge sweeps: `Replicator::resyncing`).
     resync_at: Option<ServedCursor>,
     /// Subscriber changes handed to the host, not yet in the proxy.
     subs_pending: Arc<std::sync::atomic::AtomicUsize>,
@@ -171,8 +200,18 @@ impl Psp {
         let mut cfg = crate::sync::Config::new(ctx.id.get(), setup.fp_key);
         cfg.seed = crate::crypto::random_u64();
         let mut rep = Replicator::new(cfg, now);
-        let configured: BTreeSet<ProxyId> = setup.peers.iter().map(|m| m.node).collect();
-        let addrs = setup.peers.iter().map(|m| (m.node, m.address)).collect();
+        let active = || setup.peers.iter().filter(|m| !m.revoked);
+        let configured: BTreeSet<ProxyId> = active().map(|m| m.node).collect();
+        let addrs = active().map(|m| (m.node, m.address)).collect();
+        let local = members::Member {
+            node: ctx.id,
+            address: setup.listen,
+            public_key: setup.node_key.public(),
+            region: String::new(),
+            failure_domain: String::new(),
+            failover: Vec::new(),
+            revoked: false,
+        };
         for p in &configured {
             if let Err(e) = rep.add_peer(p.get()) {
                 log::error!("anypsp: peer {p} not added to the sync engine: {e:?}");
@@ -183,6 +222,7 @@ impl Psp {
         // rule, only by take-over; nothing to declare yet.
         Self {
             rep,
+            local,
             peers,
             configured,
             up: BTreeSet::new(),
@@ -210,9 +250,15 @@ impl Psp {
         ctx: &Ctx,
         stop: &mut watch::Receiver<bool>,
         mut udp: Udp,
-        mut links: mpsc::Receiver<PeerEvent>,
-        mut locals: mpsc::Receiver<Local>,
+        shell: &mut Peers,
+        chans: Chans,
     ) {
+        let Chans {
+            mut links,
+            mut locals,
+            mut reloads,
+        } = chans;
+        let mut reloads_open = true;
         let started = Instant::now();
         let startup_deadline = started + self.startup_timeout;
         let mut serving = false;
@@ -284,6 +330,16 @@ impl Psp {
                             Ok(l) => self.on_local(now, l),
                             Err(_) => break,
                         }
+                    }
+                }
+                r = reloads.recv(), if reloads_open => {
+                    turn = Instant::now();
+                    match r {
+                        Some(r) => {
+                            let change = self.reload(ctx, shell, r.peers);
+                            let _ = r.done.send(change);
+                        }
+                        None => reloads_open = false,
                     }
                 }
                 _ = ctx.resync.notify.notified() => turn = Instant::now(),
@@ -503,7 +559,7 @@ impl Psp {
             Some(self.next_board),
             self.retry_at,
             // A resync under way goes on at once (after a yield).
-            self.resync_at.map(|_| Instant::now()),
+            (self.resync_at.is_some() || self.rep.resyncing()).then(Instant::now),
         ]
         .into_iter()
         .flatten()
@@ -511,6 +567,14 @@ impl Psp {
     }
 
     fn on_link(&mut self, ctx: &Ctx, ev: PeerEvent, proxy_msgs: &mut Vec<(ProxyId, Vec<u8>)>) {
+        let node = match &ev {
+            PeerEvent::Up { node, .. } | PeerEvent::Down { node, .. } => node,
+            PeerEvent::Message { node, .. } => node,
+        };
+        if !self.configured.contains(node) {
+            // Removed or revoked by a reload while this was on its way.
+            return;
+        }
         if let PeerEvent::Message { node, .. } = &ev {
             self.heard.insert(*node, unix_ms());
         }
@@ -591,65 +655,6 @@ impl Psp {
                 "anypsp: peer {peer} down for {} ms: serving its {adopted} client(s) provisionally",
                 self.detect.as_millis()
             );
-        }
-    }
-
-    /// Starts a resync pass (events were lost, or the engine reset a
-    /// table): everything this proxy serves is written again, in chunks
-    /// ([`Self::resync_chunk`]). A pass under way starts over: what was
-    /// lost may lie behind its cursor. The local changes already queued
-    /// when the pass starts are older than every chunk, so they are taken
-    /// in first; a change made later reaches the engine after the chunk
-    /// that listed its entry, and so wins (docs/anypsp-protocol.md 17).
-    fn start_resync(&mut self, ctx: &Ctx, locals: &mut mpsc::Receiver<Local>) {
-        ctx.stats.resyncs.fetch_add(1, Ordering::Relaxed);
-        // The after-lock hook queues events only under the core lock: what
-        // is queued now is all that was emitted before this pass.
-        let older = ctx.core.with_core(|p| {
-            p.clear_resync();
-            locals.len()
-        });
-        let now = unix_ms();
-        for _ in 0..older {
-            match locals.try_recv() {
-                Ok(l) => self.on_local(now, l),
-                Err(_) => break,
-            }
-        }
-        if self.resync_at.is_some() {
-            log::info!("anypsp: resync starts over (more events were lost)");
-        }
-        self.resync_at = Some(ServedCursor::START);
-    }
-
-    /// One chunk of the resync under way: at most [`RESYNC_CHUNK`]
-    /// sessions (or calls) listed under one hold of the core lock, then
-    /// written into the engine; the task yields before the next.
-    fn resync_chunk(&mut self, ctx: &Ctx) {
-        let Some(cursor) = self.resync_at else {
-            return;
-        };
-        let mut held = Duration::ZERO;
-        let (events, next) = ctx.core.with_core(|p| {
-            let t = Instant::now();
-            let r = p.served_events_from(t, cursor, RESYNC_CHUNK);
-            held = t.elapsed();
-            r
-        });
-        ctx.stats
-            .resync_hold_max_us
-            .fetch_max(held.as_micros() as u64, Ordering::Relaxed);
-        ctx.stats.resync_chunks.fetch_add(1, Ordering::Relaxed);
-        let now = unix_ms();
-        for e in &events {
-            self.rep.on_proxy_event(now, e);
-        }
-        if next.is_done() {
-            ctx.stats.resyncs_done.fetch_add(1, Ordering::Relaxed);
-            log::info!("anypsp: resync done");
-            self.resync_at = None;
-        } else {
-            self.resync_at = Some(next);
         }
     }
 

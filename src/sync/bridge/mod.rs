@@ -27,6 +27,7 @@
 
 pub mod codec;
 mod remote;
+mod sweep;
 
 use crate::call::{Cause, Name};
 use crate::crypto::PublicKey;
@@ -95,6 +96,9 @@ pub struct BridgeStats {
     pub applies: u64,
     /// Resyncs asked for ([`Apply::Resync`]).
     pub resyncs: u64,
+    /// Entries of this node that a resync's sweep deleted: their end was
+    /// lost with the events (docs/anypsp-protocol.md 17.3).
+    pub swept: u64,
 }
 
 /// The proxy side of the sync engine: owns the [`Engine`] and the small
@@ -121,6 +125,8 @@ pub struct Replicator {
     /// The latest wall time given (re-writes made while applying use it).
     now: WallMs,
     stats: BridgeStats,
+    /// The marks and sweep of the resync under way.
+    sweep: Option<sweep::Sweep>,
 }
 
 impl Replicator {
@@ -137,6 +143,7 @@ impl Replicator {
             resync_queued: false,
             now,
             stats: BridgeStats::default(),
+            sweep: None,
         }
     }
 
@@ -339,17 +346,24 @@ impl Replicator {
 
     /// Re-writes (or takes over) everything this proxy serves, from
     /// `Proxy::served_events` (after [`Apply::Resync`] or a hole in the
-    /// proxy's event stream). O(n): an infrastructure event.
+    /// proxy's event stream), and deletes what this node owns that is no
+    /// longer served (the sweep, [`Replicator::begin_resync`]). O(n): an
+    /// infrastructure event. A shell that lists in chunks calls
+    /// `begin_resync`, `on_proxy_event`, `end_resync` and `sweep_step`.
     pub fn resync(&mut self, now: WallMs, served: impl IntoIterator<Item = ProxyEvent>) {
+        self.begin_resync();
         for ev in served {
             self.on_proxy_event(now, &ev);
         }
+        self.end_resync();
+        while self.sweep_step(now, usize::MAX) {}
     }
 
     /// Writes `value` under `key` as its owner; an entry another proxy owns
     /// is taken over (its serving proxy moved here).
     fn put(&mut self, now: WallMs, scope: Scope, key: Key, value: &[u8]) {
         self.stats.writes += 1;
+        self.mark(scope, &key);
         match self.engine.write(now, scope, key.clone(), value) {
             Ok(_) => {}
             Err(WriteError::NotOwner { .. }) => {
