@@ -262,3 +262,77 @@ fn a_forked_calls_answer_handed_to_its_dying_owner_is_decided_by_the_devices_pro
     assert_eq!(bed.ended_causes("alice"), [Cause::Normal]);
     assert_eq!(bed.nonce_reuses, 0);
 }
+
+/// A forked call (bob on proxy 2, bobm on 3, bobt on 1, the owner); the
+/// owner dies while they ring and every proxy notices. bobm answers on
+/// proxy 3, and bob 1 ms later on proxy 2, within the replication delay:
+/// the decision passed to ONE successor, the lowest live member (proxy 2),
+/// so one answer wins everywhere (spec 15.4). Before, each device's proxy
+/// decided its own device's answer: both won, each told the other lost.
+#[test]
+fn a_forked_calls_owner_dead_two_answers_on_two_proxies_one_wins() {
+    let (mut bed, call) = Bed::forked_across(18);
+    bed.kill(0);
+    bed.set_route("alice", Some(2));
+    bed.set_route("bobt", Some(2));
+    bed.run_for(Duration::from_millis(1500));
+    let handed = bed.proxy(2).psp_stats().requests_to_owner;
+    let now = bed.now;
+    bed.site("bobm").client.answer(now, call, "ulaw").unwrap();
+    bed.run_for(Duration::from_millis(1));
+    let now = bed.now;
+    bed.site("bob").client.answer(now, call, "ulaw").unwrap();
+    bed.run_for(Duration::from_millis(500));
+    assert_eq!(bed.proxy(2).psp_stats().requests_to_owner, handed + 1);
+    let won: Vec<&str> = ["bob", "bobm"]
+        .into_iter()
+        .filter(|d| bed.ended_causes(d).is_empty())
+        .collect();
+    assert_eq!(won.len(), 1, "winners {won:?}");
+    let (winner, loser) = if won[0] == "bob" {
+        ("bob", "bobm")
+    } else {
+        ("bobm", "bob")
+    };
+    assert_eq!(bed.ended_causes(loser), [Cause::AnsweredElsewhere]);
+    bed.assert_nothing_repeated("alice", winner);
+    bed.talk("alice", winner, call, 0..50, |_, _| {});
+    bed.run_for(Duration::from_millis(100));
+    assert_eq!(bed.missing("alice", winner, 0..50), Vec::<u32>::new());
+    assert_eq!(bed.missing(winner, "alice", 0..50), Vec::<u32>::new());
+    assert!(bed.site(loser).heard.is_empty(), "{loser} heard voice");
+    bed.hangup("alice", call);
+    assert_eq!(bed.ended_causes(winner), [Cause::Normal]);
+    assert_eq!(bed.nonce_reuses, 0);
+}
+
+/// A forked call (bob on proxy 2, bobm on 3, bobt on 1, the owner); proxy 3
+/// wrongly reports the owner down (its link timed out; the owner lives).
+/// bobm answers on proxy 3, which hands it to the successor it sees, proxy
+/// 2; bob answers 1 ms later on proxy 2. Proxy 2 sees the owner alive and
+/// passes bobm's answer on to it: the owner alone decides, one answer wins
+/// (spec 15.4). Without the pass-on, proxy 2 decided bobm's answer as the
+/// owner decided bob's: both won.
+#[test]
+fn a_false_suspicion_of_a_forked_calls_owner_leaves_one_decider() {
+    let (mut bed, call) = Bed::forked_across(19);
+    bed.report_down(2, 0);
+    bed.run_for(Duration::from_millis(10));
+    let now = bed.now;
+    bed.site("bobm").client.answer(now, call, "ulaw").unwrap();
+    bed.run_for(Duration::from_millis(1));
+    let now = bed.now;
+    bed.site("bob").client.answer(now, call, "ulaw").unwrap();
+    bed.run_for(Duration::from_millis(500));
+    assert!(bed.proxy(1).psp_stats().requests_from_peer >= 1);
+    assert_eq!(bed.ended_causes("bob"), [], "the winner's call ended");
+    assert_eq!(bed.ended_causes("bobm"), [Cause::AnsweredElsewhere]);
+    bed.assert_nothing_repeated("alice", "bob");
+    bed.talk("alice", "bob", call, 0..50, |_, _| {});
+    bed.run_for(Duration::from_millis(100));
+    assert_eq!(bed.missing("alice", "bob", 0..50), Vec::<u32>::new());
+    assert_eq!(bed.missing("bob", "alice", 0..50), Vec::<u32>::new());
+    bed.hangup("alice", call);
+    assert_eq!(bed.ended_causes("bob"), [Cause::Normal]);
+    assert_eq!(bed.nonce_reuses, 0);
+}

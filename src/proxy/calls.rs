@@ -18,7 +18,7 @@ mod remote;
 
 use super::{Proxy, ProxyEvent};
 use crate::call::{Cause, Name};
-use crate::session::{CallId, SessionId};
+use crate::session::{CallId, ProxyId, SessionId};
 use crate::wire::control::ControlMsg;
 use crate::wire::DropReason;
 use std::collections::{BTreeSet, HashMap};
@@ -35,6 +35,10 @@ pub(crate) struct Call {
     /// Replicated, and offered to more than one device: its devices'
     /// answers and refusals are decided by its owner alone (spec 15.4).
     forked: bool,
+    /// The proxy that set the call up (this one unless `remote`), as the
+    /// replicated call names it; `None` for a replica whose start never
+    /// reached here (answered already: nothing left to decide).
+    owner: Option<ProxyId>,
 }
 
 /// Who the caller is connected to.
@@ -100,6 +104,11 @@ impl Call {
     /// the first answer to reach it win and keeps every refusal's cause.
     pub(crate) fn owner_decides(&self, s: SessionId) -> bool {
         self.remote && self.forked && self.is_leg(s)
+    }
+
+    /// The proxy that set the call up, if known.
+    pub(crate) fn owner(&self) -> Option<ProxyId> {
+        self.owner
     }
 
     fn leg(&self, s: SessionId) -> Option<&Leg> {
@@ -415,6 +424,7 @@ impl Proxy {
                 legs: offering,
                 remote: false,
                 forked: false,
+                owner: Some(me),
             },
         );
         self.emit(ProxyEvent::CallStarted {
@@ -422,6 +432,7 @@ impl Proxy {
             caller: from,
             callees: targets.clone(),
             at_unix_ms: self.wall_ms(now),
+            owner: Some(me),
         });
         for t in targets {
             let invite = ControlMsg::Invite {
