@@ -336,3 +336,45 @@ fn a_false_suspicion_of_a_forked_calls_owner_leaves_one_decider() {
     assert_eq!(bed.ended_causes("bob"), [Cause::Normal]);
     assert_eq!(bed.nonce_reuses, 0);
 }
+
+/// A forked call (bob on proxy 2, bobm on 3, bobt on 1, the owner), with
+/// replication to proxies 2 and 3 lost for a moment. bobm answers, bob 3 ms
+/// later; the owner lets bobm win, hands bob "answered elsewhere" through
+/// proxy 2, and dies before its decision replicates. Once the death is
+/// noticed, the requests still kept go to the successor (proxy 2), which
+/// must not undo what the owner told bob: the owner's Hangup to bob
+/// settled bob's answer at proxy 2 (spec 15.4), so bobm wins again and
+/// talks with alice. Before, proxy 2 decided bob's kept answer: bob, told
+/// he lost, won, and bobm, told he won, lost.
+#[test]
+fn a_dead_owners_hangup_to_a_losing_device_settles_its_answer() {
+    let (mut bed, call) = Bed::forked_across(21);
+    bed.sync_lost_to.extend([1, 2]);
+    let now = bed.now;
+    bed.site("bobm").client.answer(now, call, "ulaw").unwrap();
+    bed.run_for(Duration::from_millis(3));
+    let now = bed.now;
+    bed.site("bob").client.answer(now, call, "ulaw").unwrap();
+    bed.run_for(Duration::from_millis(40));
+    assert_eq!(bed.ended_causes("bob"), [Cause::AnsweredElsewhere]);
+    bed.kill(0);
+    bed.sync_lost_to.clear();
+    bed.set_route("alice", Some(1));
+    bed.set_route("bobt", Some(2));
+    bed.run_for(Duration::from_millis(1500));
+    assert_eq!(bed.ended_causes("bobm"), [], "the owner's winner lost");
+    assert_eq!(bed.ended_causes("bob"), [Cause::AnsweredElsewhere]);
+    assert_eq!(bed.ended_causes("alice"), []);
+    assert_eq!(
+        bed.count("alice", |e| matches!(e, Event::Answered { .. })),
+        1
+    );
+    bed.talk("alice", "bobm", call, 0..50, |_, _| {});
+    bed.run_for(Duration::from_millis(100));
+    assert_eq!(bed.missing("alice", "bobm", 0..50), Vec::<u32>::new());
+    assert_eq!(bed.missing("bobm", "alice", 0..50), Vec::<u32>::new());
+    assert!(bed.site("bob").heard.is_empty(), "bob heard voice");
+    bed.hangup("alice", call);
+    assert_eq!(bed.ended_causes("bobm"), [Cause::Normal]);
+    assert_eq!(bed.nonce_reuses, 0);
+}

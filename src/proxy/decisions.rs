@@ -193,6 +193,31 @@ impl Proxy {
 mod tests {
     use super::*;
 
+    /// The owner decides while it is not reported down; then the lowest
+    /// member not reported down, whoever asks; a peer up again decides
+    /// its calls again.
+    #[test]
+    fn the_decider_is_the_owner_else_the_lowest_live_member() {
+        use crate::crypto::SecretKey;
+        use crate::proxy::{ProxyConfig, Subscribers};
+        let id = |i| ProxyId::new(i).unwrap();
+        let now = std::time::Instant::now();
+        let cfg = ProxyConfig::new(id(3), SecretKey::generate());
+        let mut p = Proxy::new(cfg, Subscribers::new([]), now);
+        p.set_peers([id(1), id(2), id(3), id(4)]);
+        assert_eq!((p.decider(id(1)), p.decider(id(4))), (id(1), id(4)));
+        p.peer_down(now, id(1));
+        p.peer_down(now, id(9));
+        assert_eq!((p.decider(id(1)), p.decider(id(4))), (id(2), id(4)));
+        p.peer_down(now, id(2));
+        assert_eq!((p.decider(id(1)), p.decider(id(2))), (id(3), id(3)));
+        p.peer_up(id(1));
+        assert_eq!((p.decider(id(1)), p.decider(id(2))), (id(1), id(1)));
+        p.peer_up(id(2));
+        p.peer_down(now, id(3));
+        assert_eq!(p.decider(id(3)), id(3), "a proxy never thinks itself down");
+    }
+
     #[test]
     fn kept_until_settled_or_taken_and_bounded() {
         let (o1, o2) = (ProxyId::new(1).unwrap(), ProxyId::new(2).unwrap());

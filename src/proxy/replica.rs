@@ -409,9 +409,14 @@ impl Proxy {
                     self.psp.peer_malformed += 1;
                     return None;
                 };
-                if let (ControlMsg::Invite { call, .. }, 0) = (&msg, hops) {
+                match (&msg, hops) {
                     // The sender handled the Invite: it owns the call.
-                    self.note_call_owner(*call, from);
+                    (ControlMsg::Invite { call, .. }, 0) => self.note_call_owner(*call, from),
+                    // The device's part in the call is over (it lost, or
+                    // the call ended): the decider spoke, even if its
+                    // decision never replicates here (it died first).
+                    (ControlMsg::Hangup { call, .. }, _) => self.decisions.settled(*call, Some(to)),
+                    _ => {}
                 }
                 let me = self.cfg.proxy_id;
                 match self.sessions.get(&to) {
