@@ -262,3 +262,119 @@ fn a_forked_calls_answer_handed_to_its_dying_owner_is_decided_by_the_devices_pro
     assert_eq!(bed.ended_causes("alice"), [Cause::Normal]);
     assert_eq!(bed.nonce_reuses, 0);
 }
+
+/// A forked call (bob on proxy 2, bobm on 3, bobt on 1, the owner); the
+/// owner dies while they ring and every proxy notices. bobm answers on
+/// proxy 3, and bob 1 ms later on proxy 2, within the replication delay:
+/// the decision passed to ONE successor, the lowest live member (proxy 2),
+/// so one answer wins everywhere (spec 15.4). Before, each device's proxy
+/// decided its own device's answer: both won, each told the other lost.
+#[test]
+fn a_forked_calls_owner_dead_two_answers_on_two_proxies_one_wins() {
+    let (mut bed, call) = Bed::forked_across(18);
+    bed.kill(0);
+    bed.set_route("alice", Some(2));
+    bed.set_route("bobt", Some(2));
+    bed.run_for(Duration::from_millis(1500));
+    let handed = bed.proxy(2).psp_stats().requests_to_owner;
+    let now = bed.now;
+    bed.site("bobm").client.answer(now, call, "ulaw").unwrap();
+    bed.run_for(Duration::from_millis(1));
+    let now = bed.now;
+    bed.site("bob").client.answer(now, call, "ulaw").unwrap();
+    bed.run_for(Duration::from_millis(500));
+    assert_eq!(bed.proxy(2).psp_stats().requests_to_owner, handed + 1);
+    let won: Vec<&str> = ["bob", "bobm"]
+        .into_iter()
+        .filter(|d| bed.ended_causes(d).is_empty())
+        .collect();
+    assert_eq!(won.len(), 1, "winners {won:?}");
+    let (winner, loser) = if won[0] == "bob" {
+        ("bob", "bobm")
+    } else {
+        ("bobm", "bob")
+    };
+    assert_eq!(bed.ended_causes(loser), [Cause::AnsweredElsewhere]);
+    bed.assert_nothing_repeated("alice", winner);
+    bed.talk("alice", winner, call, 0..50, |_, _| {});
+    bed.run_for(Duration::from_millis(100));
+    assert_eq!(bed.missing("alice", winner, 0..50), Vec::<u32>::new());
+    assert_eq!(bed.missing(winner, "alice", 0..50), Vec::<u32>::new());
+    assert!(bed.site(loser).heard.is_empty(), "{loser} heard voice");
+    bed.hangup("alice", call);
+    assert_eq!(bed.ended_causes(winner), [Cause::Normal]);
+    assert_eq!(bed.nonce_reuses, 0);
+}
+
+/// A forked call (bob on proxy 2, bobm on 3, bobt on 1, the owner); proxy 3
+/// wrongly reports the owner down (its link timed out; the owner lives).
+/// bobm answers on proxy 3, which hands it to the successor it sees, proxy
+/// 2; bob answers 1 ms later on proxy 2. Proxy 2 sees the owner alive and
+/// passes bobm's answer on to it: the owner alone decides, one answer wins
+/// (spec 15.4). Without the pass-on, proxy 2 decided bobm's answer as the
+/// owner decided bob's: both won.
+#[test]
+fn a_false_suspicion_of_a_forked_calls_owner_leaves_one_decider() {
+    let (mut bed, call) = Bed::forked_across(19);
+    bed.report_down(2, 0);
+    bed.run_for(Duration::from_millis(10));
+    let now = bed.now;
+    bed.site("bobm").client.answer(now, call, "ulaw").unwrap();
+    bed.run_for(Duration::from_millis(1));
+    let now = bed.now;
+    bed.site("bob").client.answer(now, call, "ulaw").unwrap();
+    bed.run_for(Duration::from_millis(500));
+    assert!(bed.proxy(1).psp_stats().requests_from_peer >= 1);
+    assert_eq!(bed.ended_causes("bob"), [], "the winner's call ended");
+    assert_eq!(bed.ended_causes("bobm"), [Cause::AnsweredElsewhere]);
+    bed.assert_nothing_repeated("alice", "bob");
+    bed.talk("alice", "bob", call, 0..50, |_, _| {});
+    bed.run_for(Duration::from_millis(100));
+    assert_eq!(bed.missing("alice", "bob", 0..50), Vec::<u32>::new());
+    assert_eq!(bed.missing("bob", "alice", 0..50), Vec::<u32>::new());
+    bed.hangup("alice", call);
+    assert_eq!(bed.ended_causes("bob"), [Cause::Normal]);
+    assert_eq!(bed.nonce_reuses, 0);
+}
+
+/// A forked call (bob on proxy 2, bobm on 3, bobt on 1, the owner), with
+/// replication to proxies 2 and 3 lost for a moment. bobm answers, bob 3 ms
+/// later; the owner lets bobm win, hands bob "answered elsewhere" through
+/// proxy 2, and dies before its decision replicates. Once the death is
+/// noticed, the requests still kept go to the successor (proxy 2), which
+/// must not undo what the owner told bob: the owner's Hangup to bob
+/// settled bob's answer at proxy 2 (spec 15.4), so bobm wins again and
+/// talks with alice. Before, proxy 2 decided bob's kept answer: bob, told
+/// he lost, won, and bobm, told he won, lost.
+#[test]
+fn a_dead_owners_hangup_to_a_losing_device_settles_its_answer() {
+    let (mut bed, call) = Bed::forked_across(21);
+    bed.sync_lost_to.extend([1, 2]);
+    let now = bed.now;
+    bed.site("bobm").client.answer(now, call, "ulaw").unwrap();
+    bed.run_for(Duration::from_millis(3));
+    let now = bed.now;
+    bed.site("bob").client.answer(now, call, "ulaw").unwrap();
+    bed.run_for(Duration::from_millis(40));
+    assert_eq!(bed.ended_causes("bob"), [Cause::AnsweredElsewhere]);
+    bed.kill(0);
+    bed.sync_lost_to.clear();
+    bed.set_route("alice", Some(1));
+    bed.set_route("bobt", Some(2));
+    bed.run_for(Duration::from_millis(1500));
+    assert_eq!(bed.ended_causes("bobm"), [], "the owner's winner lost");
+    assert_eq!(bed.ended_causes("bob"), [Cause::AnsweredElsewhere]);
+    assert_eq!(bed.ended_causes("alice"), []);
+    assert_eq!(
+        bed.count("alice", |e| matches!(e, Event::Answered { .. })),
+        1
+    );
+    bed.talk("alice", "bobm", call, 0..50, |_, _| {});
+    bed.run_for(Duration::from_millis(100));
+    assert_eq!(bed.missing("alice", "bobm", 0..50), Vec::<u32>::new());
+    assert_eq!(bed.missing("bobm", "alice", 0..50), Vec::<u32>::new());
+    assert!(bed.site("bob").heard.is_empty(), "bob heard voice");
+    bed.hangup("alice", call);
+    assert_eq!(bed.ended_causes("bobm"), [Cause::Normal]);
+    assert_eq!(bed.nonce_reuses, 0);
+}

@@ -260,6 +260,57 @@ fn forking_to_devices_on_several_proxies_all_refuse() {
     assert_eq!(bed.nonce_reuses, 0);
 }
 
+/// A call forked to bob and bobm, both on proxy 2 (which alone was handed
+/// the Invites by the owner, proxy 1); bobm's route moves to proxy 3, which
+/// holds the call only through replication. bob answers, and bobm 1 ms
+/// later, on proxy 3: both answers must reach the owner, named in the
+/// replicated call (spec 15.4, 16.2), so that the first wins and bobm hears
+/// "answered elsewhere". Before, proxy 3 knew no owner, decided bobm's
+/// answer itself, and both devices won (each told the other lost).
+#[test]
+fn a_forked_calls_device_moved_after_its_invite_is_decided_by_the_owner() {
+    let mut bed = Bed::new(3, &["alice", "bob", "bobm"], 24);
+    bed.set_route("bobm", Some(1));
+    bed.allow(1, "bobm", "bob");
+    bed.connect_all();
+    for d in ["bob", "bobm"] {
+        bed.register(d, "bob");
+    }
+    bed.run_for(Duration::from_secs(1));
+    let call = bed.call("alice", "bob");
+    for d in ["bob", "bobm"] {
+        let rung = bed.count(d, |e| matches!(e, Event::IncomingCall { .. }));
+        assert_eq!(rung, 1, "{d} rung");
+    }
+    bed.set_route("bobm", Some(2));
+    let handed = bed.proxy(2).psp_stats().requests_to_owner;
+    let now = bed.now;
+    bed.site("bob").client.answer(now, call, "ulaw").unwrap();
+    bed.run_for(Duration::from_millis(1));
+    let now = bed.now;
+    bed.site("bobm").client.answer(now, call, "ulaw").unwrap();
+    bed.run_for(Duration::from_millis(300));
+    let p3 = ProxyId::new(3);
+    assert!(bed.serving_views("bobm").values().all(|v| *v == p3));
+    assert_eq!(bed.proxy(2).psp_stats().requests_to_owner, handed + 1);
+    assert_eq!(
+        bed.count("alice", |e| matches!(e, Event::Answered { .. })),
+        1
+    );
+    assert_eq!(bed.ended_causes("bob"), [], "the winner's call ended");
+    assert_eq!(bed.ended_causes("bobm"), [Cause::AnsweredElsewhere]);
+    bed.talk("alice", "bob", call, 0..50, |_, _| {});
+    bed.run_for(Duration::from_millis(100));
+    assert_eq!(bed.missing("alice", "bob", 0..50), Vec::<u32>::new());
+    assert_eq!(bed.missing("bob", "alice", 0..50), Vec::<u32>::new());
+    assert!(bed.site("bobm").heard.is_empty(), "bobm heard voice");
+    bed.hangup("bob", call);
+    assert_eq!(bed.ended_causes("alice"), [Cause::Normal]);
+    bed.run_for(Duration::from_secs(2));
+    settled(&bed);
+    assert_eq!(bed.nonce_reuses, 0);
+}
+
 /// When, in the set-up, a route moves.
 #[derive(Clone, Copy, Debug)]
 enum When {

@@ -15,10 +15,13 @@
 //! control messages about it other than the Hangup that says it is over).
 
 mod remote;
+mod sizes;
+
+pub use sizes::RoutingSizes;
 
 use super::{Proxy, ProxyEvent};
 use crate::call::{Cause, Name};
-use crate::session::{CallId, SessionId};
+use crate::session::{CallId, ProxyId, SessionId};
 use crate::wire::control::ControlMsg;
 use crate::wire::DropReason;
 use std::collections::{BTreeSet, HashMap};
@@ -35,6 +38,10 @@ pub(crate) struct Call {
     /// Replicated, and offered to more than one device: its devices'
     /// answers and refusals are decided by its owner alone (spec 15.4).
     forked: bool,
+    /// The proxy that set the call up (this one unless `remote`), as the
+    /// replicated call names it; `None` for a replica whose start never
+    /// reached here (answered already: nothing left to decide).
+    owner: Option<ProxyId>,
 }
 
 /// Who the caller is connected to.
@@ -100,6 +107,11 @@ impl Call {
     /// the first answer to reach it win and keeps every refusal's cause.
     pub(crate) fn owner_decides(&self, s: SessionId) -> bool {
         self.remote && self.forked && self.is_leg(s)
+    }
+
+    /// The proxy that set the call up, if known.
+    pub(crate) fn owner(&self) -> Option<ProxyId> {
+        self.owner
     }
 
     fn leg(&self, s: SessionId) -> Option<&Leg> {
@@ -415,6 +427,7 @@ impl Proxy {
                 legs: offering,
                 remote: false,
                 forked: false,
+                owner: Some(me),
             },
         );
         self.emit(ProxyEvent::CallStarted {
@@ -422,6 +435,7 @@ impl Proxy {
             caller: from,
             callees: targets.clone(),
             at_unix_ms: self.wall_ms(now),
+            owner: Some(me),
         });
         for t in targets {
             let invite = ControlMsg::Invite {
@@ -763,49 +777,6 @@ impl Proxy {
         log::debug!("call {call}: no media from one side for {timeout:?}, ended");
         self.stats.media_timeouts += 1;
         self.end_call(now, call, None, Cause::Timeout);
-    }
-}
-
-/// Sizes of the call-routing tables, to check that they stay bounded.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct RoutingSizes {
-    /// Calls held (ringing or answered).
-    pub calls: usize,
-    /// Entries of the per-session call index (one per call and party).
-    pub session_calls: usize,
-    /// Pending call deadlines (ring, leg and media timers).
-    pub call_deadlines: usize,
-    /// Registrations (name, device) held.
-    pub registrations: usize,
-    /// Pending registration expiries.
-    pub registration_expiries: usize,
-    /// Entries of the per-session name index.
-    pub session_names: usize,
-}
-
-impl Proxy {
-    /// Sizes of the call-routing tables (walks the per-session indexes: for
-    /// tests and status, not for the packet path).
-    pub fn routing_sizes(&self) -> RoutingSizes {
-        let (registration_expiries, session_names) = self.registry.index_sizes();
-        RoutingSizes {
-            calls: self.calls.len(),
-            session_calls: self.calls.by_session.values().map(Vec::len).sum(),
-            call_deadlines: self.calls.timers.len(),
-            registrations: self.registry.len(),
-            registration_expiries,
-            session_names,
-        }
-    }
-
-    /// Calls session `id` has a role in (caller, offered device or answerer).
-    pub fn calls_of_session(&self, id: SessionId) -> usize {
-        self.calls.calls_of(id)
-    }
-
-    /// Control messages sent to session `id` and not yet acknowledged.
-    pub fn pending_control(&self, id: SessionId) -> usize {
-        self.sessions.get(&id).map_or(0, |s| s.reliable.in_flight())
     }
 }
 

@@ -1,9 +1,10 @@
 //! Requests handed to a call's owner (spec 15.4): a client's request about
 //! a call not held here, and a device's answer or refusal of a forked call
 //! set up elsewhere. The latter are kept here until the owner's decision
-//! replicates back, so that they are decided here if the owner dies first
+//! replicates back, so that they are handled again if the owner dies first
 //! (a `Request` is not acknowledged as a `Control` is: it would be lost
-//! with the owner).
+//! with the owner): then its successor, the lowest member not reported
+//! down, decides ([`Proxy::decider`]).
 //!
 //! Bounded by [`MAX_PENDING_DECISIONS`] (the oldest forgotten first); every
 //! change is O(log n) but [`PendingDecisions::take_owner`], which runs when
@@ -121,10 +122,23 @@ impl Proxy {
         self.call_owner_order.push_back(call);
     }
 
+    /// Who decides for a call set up by `owner`: the owner, unless it was
+    /// reported down; then its successor, the lowest member not reported
+    /// down (this proxy at worst). Every proxy that agrees on who is down
+    /// names the same one (spec 15.4). O(log members).
+    pub(super) fn decider(&self, owner: ProxyId) -> ProxyId {
+        if !self.down.contains(&owner) {
+            return owner;
+        }
+        self.live.first().copied().unwrap_or(self.cfg.proxy_id)
+    }
+
     /// A client's request about a call this proxy does not hold, whose
     /// owner handed it the Invite, or a device's answer or refusal of a
-    /// forked call set up elsewhere: handed to that owner (spec 15.4).
-    /// False if it is not such a request.
+    /// forked call set up elsewhere (its owner named by the replicated
+    /// call): handed to the call's decider, the owner or, once it is
+    /// reported down, its successor (spec 15.4). False if it is not such a
+    /// request, or if this proxy decides.
     pub(super) fn request_to_owner(&mut self, from: SessionId, msg: &ControlMsg) -> bool {
         let call = match msg {
             ControlMsg::Ringing { call }
@@ -146,8 +160,14 @@ impl Proxy {
                 return false;
             }
         }
+        // The replicated call names its owner (a device whose route moved
+        // after its Invite has it only that way); else the Invite did.
+        let owner = match held {
+            Some(c) => c.owner(),
+            None => self.call_owners.get(&call).copied(),
+        };
         let held = held.is_some();
-        let Some(owner) = self.call_owners.get(&call).copied() else {
+        let Some(owner) = owner.map(|o| self.decider(o)) else {
             return false;
         };
         if owner == self.cfg.proxy_id {
@@ -172,6 +192,31 @@ impl Proxy {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The owner decides while it is not reported down; then the lowest
+    /// member not reported down, whoever asks; a peer up again decides
+    /// its calls again.
+    #[test]
+    fn the_decider_is_the_owner_else_the_lowest_live_member() {
+        use crate::crypto::SecretKey;
+        use crate::proxy::{ProxyConfig, Subscribers};
+        let id = |i| ProxyId::new(i).unwrap();
+        let now = std::time::Instant::now();
+        let cfg = ProxyConfig::new(id(3), SecretKey::generate());
+        let mut p = Proxy::new(cfg, Subscribers::new([]), now);
+        p.set_peers([id(1), id(2), id(3), id(4)]);
+        assert_eq!((p.decider(id(1)), p.decider(id(4))), (id(1), id(4)));
+        p.peer_down(now, id(1));
+        p.peer_down(now, id(9));
+        assert_eq!((p.decider(id(1)), p.decider(id(4))), (id(2), id(4)));
+        p.peer_down(now, id(2));
+        assert_eq!((p.decider(id(1)), p.decider(id(2))), (id(3), id(3)));
+        p.peer_up(id(1));
+        assert_eq!((p.decider(id(1)), p.decider(id(2))), (id(1), id(1)));
+        p.peer_up(id(2));
+        p.peer_down(now, id(3));
+        assert_eq!(p.decider(id(3)), id(3), "a proxy never thinks itself down");
+    }
 
     #[test]
     fn kept_until_settled_or_taken_and_bounded() {

@@ -78,6 +78,11 @@ pub enum ProxyEvent {
         callees: Vec<SessionId>,
         /// When, ms since the Unix epoch (for call records).
         at_unix_ms: u64,
+        /// The proxy that set the call up: it decides the devices' answers
+        /// and refusals of a forked call (anypsp spec 15.4). `None` only
+        /// for a replicated call whose writer did not say (an old format,
+        /// spec 16.2).
+        owner: Option<ProxyId>,
     },
     /// A device offered the call rang (its "ring or be dropped" deadline is
     /// spent and the caller was told).

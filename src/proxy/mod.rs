@@ -265,6 +265,12 @@ pub struct Proxy {
     /// The peer proxies this one may send peer messages to (see
     /// [`Proxy::set_peers`]); none by default (a proxy alone).
     peers: std::collections::HashSet<ProxyId>,
+    /// Peers reported down ([`Proxy::peer_down`]) and not up again
+    /// ([`Proxy::peer_up`]), and the members (this proxy and the peers)
+    /// that are not: the lowest of these decides for a dead owner (spec
+    /// 15.4).
+    down: BTreeSet<ProxyId>,
+    live: BTreeSet<ProxyId>,
 }
 
 /// How often expiry sweeps run.
@@ -314,6 +320,8 @@ impl Proxy {
             handed: handed::Handed::default(),
             psp: PspStats::default(),
             peers: Default::default(),
+            down: BTreeSet::new(),
+            live: BTreeSet::from([proxy_id]),
             forward_limiter: RateLimiter::new(replica::FORWARD_RATE_PER_S, replica::FORWARD_BURST),
             forward_total: TokenBucket::new(
                 replica::FORWARD_TOTAL_RATE_PER_S,
@@ -795,7 +803,8 @@ impl Proxy {
     }
 
     fn on_control(&mut self, now: Instant, from: SessionId, msg: ControlMsg) {
-        // A call whose replication has not arrived: its owner handles it.
+        // A call whose replication has not arrived, or a forked call's
+        // answer or refusal: its owner (or the owner's successor) decides.
         if self.request_to_owner(from, &msg) {
             return;
         }

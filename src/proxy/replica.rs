@@ -162,9 +162,10 @@ pub struct PspStats {
     /// [`REPLICA_GRACE`](super::registry::REPLICA_GRACE) past their expiry,
     /// their session served by another proxy (which alone expires them).
     pub replica_bindings_dropped: u64,
-    /// Answers and refusals of forked calls handed to their owner and
-    /// decided here instead, the owner reported down before its decision
-    /// arrived (spec 15.4).
+    /// Answers and refusals of forked calls handed to their owner (or its
+    /// successor) and handled again, that proxy reported down before its
+    /// decision arrived: decided here, or handed to the next successor
+    /// (spec 15.4).
     pub decisions_taken_back: u64,
 }
 
@@ -239,6 +240,24 @@ impl Proxy {
     pub fn set_peers(&mut self, peers: impl IntoIterator<Item = ProxyId>) {
         let me = self.cfg.proxy_id;
         self.peers = peers.into_iter().filter(|p| *p != me).collect();
+        let down = &self.down;
+        self.live = self
+            .peers
+            .iter()
+            .copied()
+            .filter(|p| !down.contains(p))
+            .chain([me])
+            .collect();
+    }
+
+    /// The link layer has a working link to peer `peer` again (after
+    /// [`Proxy::peer_down`]: it restarted, or the partition healed): it
+    /// decides its own calls again, and may succeed a dead owner (spec
+    /// 15.4).
+    pub fn peer_up(&mut self, peer: ProxyId) {
+        if self.down.remove(&peer) && self.peers.contains(&peer) {
+            self.live.insert(peer);
+        }
     }
 
     /// Messages waiting for peers (both queues).
@@ -390,9 +409,14 @@ impl Proxy {
                     self.psp.peer_malformed += 1;
                     return None;
                 };
-                if let (ControlMsg::Invite { call, .. }, 0) = (&msg, hops) {
+                match (&msg, hops) {
                     // The sender handled the Invite: it owns the call.
-                    self.note_call_owner(*call, from);
+                    (ControlMsg::Invite { call, .. }, 0) => self.note_call_owner(*call, from),
+                    // The device's part in the call is over (it lost, or
+                    // the call ended): the decider spoke, even if its
+                    // decision never replicates here (it died first).
+                    (ControlMsg::Hangup { call, .. }, _) => self.decisions.settled(*call, Some(to)),
+                    _ => {}
                 }
                 let me = self.cfg.proxy_id;
                 match self.sessions.get(&to) {
@@ -428,7 +452,10 @@ impl Proxy {
                 };
                 if self.sessions.contains_key(&sid) {
                     self.psp.requests_from_peer += 1;
-                    self.handle_control(now, sid, msg);
+                    // Passed on if this proxy is not the call's decider in
+                    // its own view (the sender thinks the owner dead, this
+                    // one does not): never two deciders (spec 15.4).
+                    self.on_control(now, sid, msg);
                 } else {
                     log::debug!("request from unknown session {sid} via peer {from}, dropped");
                     self.stats
@@ -587,8 +614,9 @@ impl Proxy {
                 call,
                 caller,
                 callees,
+                owner,
                 ..
-            } => self.apply_call_started(now, *call, *caller, callees),
+            } => self.apply_call_started(now, *call, *caller, callees, *owner),
             ProxyEvent::CallRinging { call, callee } => {
                 self.apply_call_ringing(*call, *callee);
                 Ok(())
@@ -752,18 +780,21 @@ impl Proxy {
         // acknowledge: all of these are handled again, oldest first.
         self.peer_out.retain(|(to, _)| *to != peer);
         self.handed.forget_owed(peer);
-        // Requests about its calls are handled here from now on.
-        self.call_owners.retain(|_, o| *o != peer);
-        let owners = &self.call_owners;
-        self.call_owner_order.retain(|c| owners.contains_key(c));
+        // Requests about its calls go to its successor from now on: the
+        // lowest member not reported down (spec 15.4).
+        if self.peers.contains(&peer) {
+            self.down.insert(peer);
+            self.live.remove(&peer);
+        }
         let msgs = self.handed.take_peer(now, peer);
         self.rehandle(now, msgs);
         // Answers and refusals handed to it and not decided by it (as far
-        // as we heard) are decided here.
+        // as we heard) go to its successor, or are decided here if that is
+        // this proxy.
         for (from, body) in self.decisions.take_owner(peer) {
             if let Ok(msg) = ControlMsg::parse(&body) {
                 self.psp.decisions_taken_back += 1;
-                self.handle_control(now, from, msg);
+                self.on_control(now, from, msg);
             }
         }
         adopted.len()

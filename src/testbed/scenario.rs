@@ -195,6 +195,13 @@ impl Bed {
         self.run_for(Duration::from_millis(100));
     }
 
+    /// Proxy `to`'s link layer reports proxy `peer` (indexes) down now: a
+    /// false suspicion if `peer` lives (its link timed out, it did not die).
+    pub fn report_down(&mut self, to: usize, peer: usize) {
+        let peer = crate::session::ProxyId::new(peer as u16 + 1).unwrap();
+        self.schedule(Duration::ZERO, super::Packet::PeerDown { to, peer });
+    }
+
     /// Indexes of the live proxies.
     pub fn live(&self) -> Vec<usize> {
         (0..self.proxies.len())

@@ -76,6 +76,11 @@ impl Bed {
         assert!(self.proxies[i].is_none(), "kill it first");
         self.start_proxy(i);
         self.sync_links();
+        // The others' links to it come up: it decides its calls again.
+        let id = ProxyId::new(i as u16 + 1).unwrap();
+        for p in self.proxies.iter_mut().flatten() {
+            p.peer_up(id);
+        }
     }
 
     /// Whether proxy `i`'s replicator has reconciled with every connected

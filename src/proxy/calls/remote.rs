@@ -6,7 +6,7 @@ use super::{Call, Leg, Legs, Timer};
 use crate::call::Cause;
 use crate::proxy::replica::ApplyError;
 use crate::proxy::{Proxy, ProxyEvent};
-use crate::session::{CallId, SessionId};
+use crate::session::{CallId, ProxyId, SessionId};
 use std::time::Instant;
 /// Replicated call changes (anypsp): installed quietly, no message sent
 /// and no event emitted.
@@ -17,6 +17,7 @@ impl Proxy {
         call: CallId,
         caller: SessionId,
         callees: &[SessionId],
+        owner: Option<ProxyId>,
     ) -> Result<(), ApplyError> {
         if self.calls.contains(&call) {
             return Ok(());
@@ -44,6 +45,7 @@ impl Proxy {
             legs,
             remote: true,
             forked: callees.len() > 1,
+            owner,
         };
         self.calls.insert(call, c);
         Ok(())
@@ -100,6 +102,7 @@ impl Proxy {
                     },
                     remote: true,
                     forked: false,
+                    owner: None,
                 };
                 self.calls.insert(call, c);
                 Ok(())
@@ -144,6 +147,7 @@ impl Proxy {
                     caller: c.caller,
                     callees: legs.iter().map(|l| l.session).collect(),
                     at_unix_ms,
+                    owner: Some(self.cfg.proxy_id),
                 },
                 Legs::Answered { callee, .. } => ProxyEvent::CallAnswered {
                     call: *id,

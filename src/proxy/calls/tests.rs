@@ -36,6 +36,7 @@ fn offering(caller: SessionId, legs: &[SessionId], now: Instant) -> Call {
         caller,
         remote: false,
         forked: false,
+        owner: None,
         legs: Legs::Offering {
             legs,
             cause: Cause::Unavailable,

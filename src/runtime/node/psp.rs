@@ -583,6 +583,7 @@ impl Psp {
                 log::info!("anypsp: link to peer {node} up");
                 self.up.insert(node);
                 self.down_since.remove(&node);
+                ctx.core.with_core(|p| p.peer_up(node));
                 self.rep.peer_connected(unix_ms(), node.get());
             }
             PeerEvent::Down { node, reason } => {

@@ -289,15 +289,26 @@ pub struct CallHead {
     pub callees: Vec<SessionId>,
     /// The answering device and when (ms), once answered.
     pub answered: Option<(SessionId, u64)>,
+    /// The proxy that set the call up, which decides a forked call's
+    /// answers and refusals (spec 15.4); `None` in a format-1 value.
+    pub owner: Option<ProxyId>,
 }
 
-/// Call head value: format 1 (1) | caller (8) | started ms (8) | callee
+/// Format of a call head that names its owner (spec 16.2).
+const FMT_CALL_OWNER: u8 = 2;
+
+/// Call head value: format (1) | caller (8) | started ms (8) | callee
 /// count n (1) | n x callee (8) | answered callee (8, 0: none) | answered
-/// ms (8).
+/// ms (8), then, in format 2 only, the owner (2). Format 2 when the owner
+/// is known, else format 1 (spec 16.2).
 pub fn encode_call(h: &CallHead) -> Vec<u8> {
     let n = h.callees.len().min(255);
-    let mut v = Vec::with_capacity(34 + 8 * n);
-    v.push(FMT);
+    let mut v = Vec::with_capacity(36 + 8 * n);
+    v.push(if h.owner.is_some() {
+        FMT_CALL_OWNER
+    } else {
+        FMT
+    });
     v.extend_from_slice(&h.caller.raw().to_be_bytes());
     v.extend_from_slice(&h.started_unix_ms.to_be_bytes());
     v.push(n as u8);
@@ -307,13 +318,17 @@ pub fn encode_call(h: &CallHead) -> Vec<u8> {
     let (a, at) = h.answered.map_or((0, 0), |(s, t)| (s.raw(), t));
     v.extend_from_slice(&a.to_be_bytes());
     v.extend_from_slice(&at.to_be_bytes());
+    if let Some(o) = h.owner {
+        v.extend_from_slice(&o.get().to_be_bytes());
+    }
     v
 }
 
-/// Parses a call head value.
+/// Parses a call head value, format 1 or 2.
 pub fn decode_call(v: &[u8]) -> Option<CallHead> {
     let mut r = Rd(v);
-    if r.u8()? != FMT {
+    let fmt = r.u8()?;
+    if fmt != FMT && fmt != FMT_CALL_OWNER {
         return None;
     }
     let caller = r.sid()?;
@@ -330,11 +345,17 @@ pub fn decode_call(v: &[u8]) -> Option<CallHead> {
     } else {
         Some((SessionId::from_raw(a)?, at))
     };
+    let owner = if fmt == FMT_CALL_OWNER {
+        Some(ProxyId::new(r.u16()?)?)
+    } else {
+        None
+    };
     r.done().then_some(CallHead {
         caller,
         started_unix_ms,
         callees,
         answered,
+        owner,
     })
 }
 

@@ -285,12 +285,14 @@ impl Replicator {
                 caller,
                 callees,
                 at_unix_ms,
+                owner,
             } => {
                 let h = CallHead {
                     caller: *caller,
                     started_unix_ms: *at_unix_ms,
                     callees: callees.clone(),
                     answered: None,
+                    owner: *owner,
                 };
                 self.put(now, SCOPE_CALLS, call_key(*call), &encode_call(&h));
             }
@@ -309,6 +311,8 @@ impl Replicator {
                     started_unix_ms: *at_unix_ms,
                     callees: vec![*callee],
                     answered: None,
+                    // Answered: no decision is left for an owner.
+                    owner: None,
                 });
                 h.caller = *caller;
                 h.answered = Some((*callee, *at_unix_ms));

@@ -6,7 +6,7 @@
 use super::codec::*;
 use super::{Apply, Replicator};
 use crate::proxy::ProxyEvent;
-use crate::session::SessionId;
+use crate::session::{ProxyId, SessionId};
 use crate::sync::{Entry, Event, Scope};
 
 impl Replicator {
@@ -198,6 +198,10 @@ impl Replicator {
                         caller: h.caller,
                         callees: h.callees,
                         at_unix_ms: h.started_unix_ms,
+                        // A format-1 head names no owner: while the call
+                        // rings, its writer is the proxy that set it up
+                        // (Section 16.4).
+                        owner: h.owner.or_else(|| ProxyId::new(e.owner)),
                     },
                 }));
             }

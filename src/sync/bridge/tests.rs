@@ -83,8 +83,22 @@ fn values_round_trip_and_malformed_ones_are_refused() {
         started_unix_ms: T0,
         callees: vec![sid(2, 2), sid(3, 3)],
         answered: Some((sid(2, 2), T0 + 5)),
+        owner: None,
     };
-    assert_eq!(decode_call(&encode_call(&h)), Some(h));
+    // Format 1 names no owner; format 2 ends with it (spec 16.2).
+    let v1 = encode_call(&h);
+    assert_eq!((v1[0], v1.len()), (1, 50));
+    assert_eq!(decode_call(&v1), Some(h.clone()));
+    let h = CallHead {
+        owner: ProxyId::new(3),
+        ..h
+    };
+    let v2 = encode_call(&h);
+    assert_eq!((v2[0], &v2[50..]), (2, &[0, 3][..]));
+    assert_eq!(decode_call(&v2), Some(h));
+    assert_eq!(decode_call(&[&v1[..], &[0, 3]].concat()), None);
+    assert_eq!(decode_call(&v2[..51]), None);
+    assert_eq!(decode_call(&[&v2[..50], &[0, 0]].concat()), None);
     let reg = encode_registration(&nm("bob"), T0);
     assert_eq!(decode_registration(&reg), Some((nm("bob"), T0)));
     assert_eq!(decode_registration(&reg[..8]), None);
@@ -164,6 +178,59 @@ fn a_registration_before_its_session_is_parked_then_applied_after_it() {
     assert_eq!(r.stats().unparked, 1);
 }
 
+/// A call head names its owner (format 2), which the receiver applies; a
+/// format-1 head names none, and its writer (the entry's owner) stands in
+/// (spec 16.2).
+#[test]
+fn a_call_heads_owner_is_applied_from_the_value_or_else_its_writer() {
+    let mut r = rep(2, &[1]);
+    while r.poll_transmit().is_some() {}
+    let hello = Msg::Hello(Hello {
+        node: 1,
+        caps: caps::V1,
+        scopes: vec![],
+    });
+    r.handle_message(T0, 1, &hello.encode()).unwrap();
+    let head = |owner| CallHead {
+        caller: sid(1, 1),
+        started_unix_ms: T0,
+        callees: vec![sid(1, 2), sid(3, 3)],
+        answered: None,
+        owner,
+    };
+    for (call, owner, applied) in [(5, ProxyId::new(3), 3), (6, None, 1)] {
+        let e = Entry {
+            key: call_key(CallId(call)),
+            owner: 1,
+            stamp: Stamp {
+                epoch: 0,
+                version: Version {
+                    ms: T0 + 1,
+                    logical: 0,
+                    node: 1,
+                },
+            },
+            value: Some(encode_call(&head(owner)).into()),
+        };
+        let push = Msg::Push(Push {
+            req: None,
+            entries: vec![(SCOPE_CALLS, e)],
+        });
+        r.handle_message(T0, 1, &push.encode()).unwrap();
+        assert_eq!(
+            r.poll_apply(),
+            Some(Apply::Proxy(ProxyEvent::CallStarted {
+                call: CallId(call),
+                caller: sid(1, 1),
+                callees: vec![sid(1, 2), sid(3, 3)],
+                at_unix_ms: T0,
+                owner: ProxyId::new(applied),
+            }))
+        );
+    }
+    assert_eq!(r.stats().bad_entries, 0);
+}
+
 /// The newest handshake time stamp is a max-register: when a lower stamp
 /// wins last-writer-wins (it was written later), the holder of the higher
 /// one writes it back, and every node ends with the maximum.
@@ -212,6 +279,7 @@ fn an_ended_call_stays_ended_when_a_concurrent_answer_beats_it() {
             caller: a,
             callees: vec![b],
             at_unix_ms: T0 + 1,
+            owner: ProxyId::new(1),
         },
     );
     settle(&mut reps, T0 + 1);
