@@ -111,6 +111,7 @@ fn stop_joins_every_thread_the_nodes_started() {
         worker_threads: 1,
         thread_name: "anytun-test-blk".into(),
         stop_timeout: Duration::from_millis(200),
+        ..NodeOptions::default()
     })
     .unwrap();
     let (tx, rx) = std::sync::mpsc::channel();

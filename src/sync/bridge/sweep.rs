@@ -205,6 +205,7 @@ mod tests {
                 caller,
                 callees: vec![callee],
                 at_unix_ms: T0,
+                owner: None,
             },
             ProxyEvent::CallRinging { call, callee },
         ]
