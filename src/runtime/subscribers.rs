@@ -74,6 +74,11 @@ impl StoreTask {
         let mut snapshot_at: Option<tokio::time::Instant> = None;
         let mut snapshot_done = tokio::time::Instant::now();
         let mut snapshot_gap = SNAPSHOT_COALESCE;
+        // Peers' changes the store refused (locked, disk full): kept and
+        // written again each tick, never dropped (the engine holds them as
+        // applied and would not send them again), and not `done` meanwhile,
+        // so the node does not serve before the proxy has them.
+        let mut unstored: Vec<RemoteSubscriber> = Vec::new();
         loop {
             let remote = async {
                 match repl.as_mut() {
@@ -111,7 +116,18 @@ impl StoreTask {
                     while let Ok(more) = r.remote.try_recv() {
                         batch.push(more);
                     }
-                    unsnapped_changed |= self.apply_remote(&batch);
+                    if !unstored.is_empty() {
+                        // Behind earlier changes still unwritten: in order.
+                        unstored.extend(batch);
+                        continue;
+                    }
+                    match self.apply_remote(&batch) {
+                        Ok(changed) => unsnapped_changed |= changed,
+                        Err(()) => {
+                            unstored = batch;
+                            continue;
+                        }
+                    }
                     unsnapped.extend(batch);
                     snapshot_at.get_or_insert(
                         (tokio::time::Instant::now() + SNAPSHOT_COALESCE)
@@ -128,6 +144,17 @@ impl StoreTask {
                     Err(e) => log::warn!("cannot purge subscriber tombstones: {e}"),
                 }
             }
+            if !unstored.is_empty() {
+                if let Ok(changed) = self.apply_remote(&unstored) {
+                    log::info!(
+                        "stored {} replicated subscriber change(s) after a failed write",
+                        unstored.len()
+                    );
+                    unsnapped_changed |= changed;
+                    unsnapped.append(&mut unstored);
+                    snapshot_at.get_or_insert(tokio::time::Instant::now());
+                }
+            }
             self.poll_reload();
             if let Some(r) = &repl {
                 if r.feed.borrow().serving {
@@ -139,8 +166,9 @@ impl StoreTask {
 
     /// Peers' changes into the store, in one transaction (a bulk of
     /// replicated keys costs one commit and one snapshot, not one each);
-    /// true if one changed a row.
-    fn apply_remote(&self, batch: &[RemoteSubscriber]) -> bool {
+    /// true if one changed a row; `Err` (logged) if the store refused the
+    /// write, which the caller keeps and retries.
+    fn apply_remote(&self, batch: &[RemoteSubscriber]) -> Result<bool, ()> {
         // The engine has ordered the changes already (last writer wins by
         // its versions): the store takes them as of now.
         let now = crate::metrics::wall_ms();
@@ -152,10 +180,10 @@ impl StoreTask {
             Ok(o) => o,
             Err(e) => {
                 log::error!(
-                    "cannot store {} replicated subscriber change(s): {e}",
+                    "cannot store {} replicated subscriber change(s), retrying: {e}",
                     batch.len()
                 );
-                return false;
+                return Err(());
             }
         };
         let applied = |live: bool| {
@@ -174,7 +202,7 @@ impl StoreTask {
         } else {
             log::info!("{added} subscriber key(s) added and {revoked} revoked by peers");
         }
-        added + revoked > 0
+        Ok(added + revoked > 0)
     }
 
     /// Hands the proxy the store's current snapshot (after our own write,
@@ -250,5 +278,82 @@ impl StoreTask {
                 return seq;
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::crypto::SecretKey;
+    use crate::proxy::{Proxy, ProxyConfig, Subscribers};
+    use crate::session::ProxyId;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    /// A peer's new subscriber that reaches a locked store (another
+    /// connection holds the write lock past SQLite's busy timeout) is
+    /// written once the lock is gone and reaches the proxy; the node is
+    /// told it is done only then. Before, the failed batch was logged and
+    /// dropped: the key never reached this proxy (the engine held it as
+    /// applied and never sent it again).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_replicated_change_the_locked_store_refused_is_written_later() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("subscribers.db");
+        let store = SubscriberStore::open(&path).unwrap();
+        let core = SharedCore::new(
+            Proxy::new(
+                ProxyConfig::new(ProxyId::new(1).unwrap(), SecretKey::generate()),
+                Subscribers::default(),
+                Instant::now(),
+            ),
+            None,
+        );
+        let (tx, remote) = mpsc::channel(16);
+        let (_ready, feed) = watch::channel(Readiness::default());
+        let task = StoreTask {
+            watch: ReloadWatch::new(store.data_version().ok()),
+            store,
+            core: core.clone(),
+            every: Duration::from_millis(100),
+            tombstone_horizon: Duration::from_secs(3600),
+            replication: Some(Replication {
+                local: LocalSubscribers::detached(),
+                remote,
+                feed,
+            }),
+        };
+        let running = tokio::spawn(task.run());
+
+        let lock = rusqlite::Connection::open(&path).unwrap();
+        lock.execute_batch("BEGIN IMMEDIATE").unwrap();
+        let pending = Arc::new(AtomicUsize::new(1));
+        tx.send(RemoteSubscriber {
+            name: Name::new("bob").unwrap(),
+            key: SecretKey::generate().public(),
+            live: true,
+            pending: pending.clone(),
+        })
+        .await
+        .unwrap();
+        // Past the busy timeout (5 s): the first write has failed.
+        tokio::time::sleep(Duration::from_millis(6500)).await;
+        assert_eq!(core.with_core(|p| p.subscriber_count()), 0);
+        assert_eq!(pending.load(Ordering::Acquire), 1, "done before stored");
+        lock.execute_batch("ROLLBACK").unwrap();
+        drop(lock);
+
+        let t = Instant::now();
+        while core.with_core(|p| p.subscriber_count()) != 1 {
+            assert!(
+                t.elapsed() < Duration::from_secs(15),
+                "the refused change never reached the proxy"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        while pending.load(Ordering::Acquire) != 0 {
+            assert!(t.elapsed() < Duration::from_secs(15), "never done");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        running.abort();
     }
 }

@@ -283,6 +283,12 @@ impl LocalSubscribers {
             .try_send(psp::Local::Subscriber(name, key, live))
             .is_ok()
     }
+
+    /// A reporter whose changes go nowhere (tests of the host side).
+    #[cfg(test)]
+    pub(crate) fn detached() -> Self {
+        Self(mpsc::channel(1).0)
+    }
 }
 
 /// One proxy and its threads.
