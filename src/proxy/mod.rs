@@ -389,6 +389,12 @@ impl Proxy {
         self.calls.len()
     }
 
+    /// Whether this proxy holds call `id` (set up here or replicated).
+    /// O(1).
+    pub fn holds_call(&self, id: CallId) -> bool {
+        self.calls.get(&id).is_some()
+    }
+
     /// Authorised (name, key) pairs in the subscriber snapshot.
     pub fn subscriber_count(&self) -> usize {
         self.subscribers.len()

@@ -253,11 +253,13 @@ fn reload_peers(running: &Config, new: &Config) -> Result<Option<Vec<Member>>, R
         old.peer_detect,
         old.keepalive,
         old.idle_timeout,
+        old.solo_grace,
     ) != (
         new.startup_timeout,
         new.peer_detect,
         new.keepalive,
         new.idle_timeout,
+        new.solo_grace,
     ) {
         return Err(ReloadError::NeedsRestart("a [sync] timer"));
     }

@@ -29,6 +29,32 @@ const SNAPSHOT_COALESCE: Duration = Duration::from_millis(50);
 /// How often old tombstones are purged.
 const PURGE_EVERY: Duration = Duration::from_secs(3600);
 
+/// The last change of each (name, key) of `batch`, in order; the ones it
+/// supersedes are done (never written: the later change wins anyway). One
+/// batch is written in one transaction with one time stamp, so a revoke
+/// and a re-add of one key in it would tie, and a tie goes to the revoke.
+fn latest_per_key(batch: Vec<RemoteSubscriber>) -> Vec<RemoteSubscriber> {
+    let mut last = std::collections::HashMap::with_capacity(batch.len());
+    for (i, c) in batch.iter().enumerate() {
+        last.insert((c.name.as_str().to_owned(), c.key.0), i);
+    }
+    if last.len() == batch.len() {
+        return batch;
+    }
+    batch
+        .into_iter()
+        .enumerate()
+        .filter_map(|(i, c)| {
+            if last.get(&(c.name.as_str().to_owned(), c.key.0)) == Some(&i) {
+                Some(c)
+            } else {
+                c.done();
+                None
+            }
+        })
+        .collect()
+}
+
 /// What the store task needs.
 pub struct StoreTask {
     /// The store (its own connection).
@@ -116,9 +142,13 @@ impl StoreTask {
                     while let Ok(more) = r.remote.try_recv() {
                         batch.push(more);
                     }
+                    let batch = latest_per_key(batch);
                     if !unstored.is_empty() {
-                        // Behind earlier changes still unwritten: in order.
+                        // Behind earlier changes still unwritten: in order,
+                        // and only the last change per key kept (bounded
+                        // by the keys, however long the store refuses).
                         unstored.extend(batch);
+                        unstored = latest_per_key(std::mem::take(&mut unstored));
                         continue;
                     }
                     match self.apply_remote(&batch) {
@@ -288,6 +318,62 @@ mod tests {
     use crate::proxy::{Proxy, ProxyConfig, Subscribers};
     use crate::session::ProxyId;
     use std::sync::atomic::{AtomicUsize, Ordering};
+
+    /// A revoke and a re-add of one key arriving in one batch (one
+    /// transaction, one time stamp): the key ends live, as at the peer
+    /// that made the changes, and every change is done.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_revoke_and_re_add_in_one_batch_ends_live() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SubscriberStore::open(&dir.path().join("subscribers.db")).unwrap();
+        let core = SharedCore::new(
+            Proxy::new(
+                ProxyConfig::new(ProxyId::new(1).unwrap(), SecretKey::generate()),
+                Subscribers::default(),
+                Instant::now(),
+            ),
+            None,
+        );
+        let (tx, remote) = mpsc::channel(16);
+        let (_ready, feed) = watch::channel(Readiness::default());
+        let key = SecretKey::generate().public();
+        let pending = Arc::new(AtomicUsize::new(3));
+        // All three queued before the task runs: one batch.
+        for live in [true, false, true] {
+            tx.send(RemoteSubscriber {
+                name: Name::new("bob").unwrap(),
+                key,
+                live,
+                pending: pending.clone(),
+            })
+            .await
+            .unwrap();
+        }
+        let task = StoreTask {
+            watch: ReloadWatch::new(store.data_version().ok()),
+            store,
+            core: core.clone(),
+            every: Duration::from_millis(100),
+            tombstone_horizon: Duration::from_secs(3600),
+            replication: Some(Replication {
+                local: LocalSubscribers::detached(),
+                remote,
+                feed,
+            }),
+        };
+        let running = tokio::spawn(task.run());
+        let t = Instant::now();
+        while pending.load(Ordering::Acquire) != 0 {
+            assert!(t.elapsed() < Duration::from_secs(10), "never done");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert_eq!(
+            core.with_core(|p| p.subscriber_count()),
+            1,
+            "the re-added key is not live"
+        );
+        running.abort();
+    }
 
     /// A peer's new subscriber that reaches a locked store (another
     /// connection holds the write lock past SQLite's busy timeout) is

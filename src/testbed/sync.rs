@@ -212,7 +212,8 @@ impl Bed {
             moved = true;
         }
         if px.resync_needed() {
-            rep.resync(wall, px.served_events(now));
+            let served = px.served_events(now);
+            rep.resync(wall, served, &|c| px.holds_call(c));
             px.clear_resync();
             moved = true;
         }
@@ -228,7 +229,10 @@ impl Bed {
                     px.replay_table_mut().merge(&[0; 12], [(key, ts)], wall_ns);
                 }
                 Apply::Subscriber { name, key, live } => subs.push((name, key, live)),
-                Apply::Resync => rep.resync(wall, px.served_events(now)),
+                Apply::Resync => {
+                    let served = px.served_events(now);
+                    rep.resync(wall, served, &|c| px.holds_call(c));
+                }
             }
         }
         for (nm, key, live) in subs {

@@ -354,13 +354,20 @@ impl Replicator {
     /// longer served (the sweep, [`Replicator::begin_resync`]). O(n): an
     /// infrastructure event. A shell that lists in chunks calls
     /// `begin_resync`, `on_proxy_event`, `end_resync` and `sweep_step`.
-    pub fn resync(&mut self, now: WallMs, served: impl IntoIterator<Item = ProxyEvent>) {
+    /// `held` says whether the proxy still holds a call
+    /// ([`Replicator::sweep_step`]).
+    pub fn resync(
+        &mut self,
+        now: WallMs,
+        served: impl IntoIterator<Item = ProxyEvent>,
+        held: &dyn Fn(crate::session::CallId) -> bool,
+    ) {
         self.begin_resync();
         for ev in served {
             self.on_proxy_event(now, &ev);
         }
         self.end_resync();
-        while self.sweep_step(now, usize::MAX) {}
+        while self.sweep_step(now, usize::MAX, held) {}
     }
 
     /// Writes `value` under `key` as its owner; an entry another proxy owns

@@ -51,7 +51,18 @@ impl Replicator {
     /// Sweeps at most `limit` entries (live or not) of the swept scopes,
     /// deleting this node's unmarked live ones. Returns true while more
     /// remains (false when done, or when no sweep is under way).
-    pub fn sweep_step(&mut self, now: WallMs, limit: usize) -> bool {
+    ///
+    /// `held` says whether the proxy still holds a call. A call another
+    /// proxy set up is not listed by the resync (the proxy lists only the
+    /// calls it owns), yet this node may be its entries' last writer (the
+    /// callee's proxy writes the answer and the ringing leg): such a call
+    /// is live, not a ghost, and deleting it would end it on every proxy.
+    pub fn sweep_step(
+        &mut self,
+        now: WallMs,
+        limit: usize,
+        held: &dyn Fn(crate::session::CallId) -> bool,
+    ) -> bool {
         self.tick(now);
         let me = self.node();
         let Some(sweep) = self.sweep.take() else {
@@ -71,7 +82,9 @@ impl Replicator {
                 for (pos, e) in t.iter_after(after.as_ref()).take(left) {
                     left -= 1;
                     last = Some(pos.clone());
-                    if e.owner == me && !e.is_tombstone() && self.ghost(&sweep.marks, scope, &e.key)
+                    if e.owner == me
+                        && !e.is_tombstone()
+                        && self.ghost(&sweep.marks, scope, &e.key, held)
                     {
                         ghosts.push(e.key.clone());
                     }
@@ -102,9 +115,18 @@ impl Replicator {
     /// Whether an unmarked live entry of ours is a ghost. A registration
     /// whose session another proxy serves now is left to that proxy (a
     /// take-over does not write the session's bindings again).
-    fn ghost(&self, marks: &HashSet<(Scope, Key)>, scope: Scope, key: &Key) -> bool {
+    fn ghost(
+        &self,
+        marks: &HashSet<(Scope, Key)>,
+        scope: Scope,
+        key: &Key,
+        held: &dyn Fn(crate::session::CallId) -> bool,
+    ) -> bool {
         if marked(marks, scope, key) {
             return false;
+        }
+        if let Some(call) = call_of_key(key).or_else(|| leg_of_key(key).map(|(c, _)| c)) {
+            return !held(call);
         }
         match registration_of_key(key) {
             Some((session, _)) => self
@@ -280,7 +302,7 @@ mod tests {
         // still in the call); s1, alice, s3 and call 8 ended unseen.
         let mut served = vec![up(s2, 1), reg("bob", s2)];
         served.push(call(7, s2, s3)[0].clone());
-        reps[0].resync(T0 + 1000, served);
+        reps[0].resync(T0 + 1000, served, &|_| false);
         let applied = settle(&mut reps, T0 + 1000);
         assert!(reps[0].stats().swept >= 3, "{:?}", reps[0].stats());
         let n = Name::new("alice").unwrap();
@@ -307,6 +329,42 @@ mod tests {
         assert!(!reps[0].resyncing());
     }
 
+    /// A call another proxy set up, whose entries this node wrote last
+    /// (the callee's proxy writes the ringing leg and the answer), is not
+    /// listed by this proxy's resync: it is live while the proxy holds it,
+    /// and stays on every proxy. Before, the sweep deleted it everywhere
+    /// (an answered call erased by one resync at the callee's proxy).
+    #[test]
+    fn a_held_call_of_another_proxy_that_this_node_wrote_is_not_swept() {
+        let mut reps = pair();
+        let (s1, s2) = (sid(1), sid(2));
+        reps[0].on_proxy_event(T0, &up(s1, 1));
+        reps[1].on_proxy_event(T0, &up(s2, 2));
+        // Node 1 writes call 9's head and leg (as the callee's proxy
+        // does when its device rings and answers).
+        for e in call(9, s2, s1) {
+            reps[0].on_proxy_event(T0, &e);
+        }
+        settle(&mut reps, T0);
+        let c9 = call_key(crate::session::CallId(9));
+        assert!(live(&reps[1], SCOPE_CALLS, &c9));
+        // The resync lists s1 only (call 9 is not this proxy's to list).
+        reps[0].resync(T0 + 1000, vec![up(s1, 1)], &|c| c.0 == 9);
+        settle(&mut reps, T0 + 1000);
+        for r in &reps {
+            assert!(live(r, SCOPE_CALLS, &c9), "a held call swept");
+            assert!(
+                live(r, SCOPE_CALLS, &leg_key(crate::session::CallId(9), s1)),
+                "its leg swept"
+            );
+        }
+        assert_eq!(reps[0].stats().swept, 0);
+        // The same resync once the proxy no longer holds it: a ghost.
+        reps[0].resync(T0 + 2000, vec![up(s1, 1)], &|_| false);
+        settle(&mut reps, T0 + 2000);
+        assert!(!live(&reps[1], SCOPE_CALLS, &c9), "an unheld call stays");
+    }
+
     /// In chunks of one entry: an entry written by an event while the sweep
     /// runs is never swept, and the walk ends.
     #[test]
@@ -320,11 +378,11 @@ mod tests {
             reps[0].on_proxy_event(T0, &up(sid(n), 1));
         }
         reps[0].end_resync();
-        assert!(reps[0].sweep_step(T0, 1));
+        assert!(reps[0].sweep_step(T0, 1, &|_| false));
         // New while the sweep runs: must stay.
         reps[0].on_proxy_event(T0, &up(sid(30), 1));
         let mut steps = 1;
-        while reps[0].sweep_step(T0, 1) {
+        while reps[0].sweep_step(T0, 1, &|_| false) {
             steps += 1;
             assert!(steps < 1000, "the sweep never ends");
         }

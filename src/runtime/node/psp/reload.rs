@@ -51,11 +51,16 @@ impl Psp {
             .copied()
             .collect();
         let configured = self.configured.clone();
+        // Down first, while they are still peers: `peer_down` marks only
+        // a peer as down, and a gone owner of forked calls must pass its
+        // decisions to a successor (spec 15.4), not keep them.
         let adopted = ctx.core.with_core(|p| {
-            p.set_peers(configured.iter().copied());
-            gone.iter()
+            let adopted = gone
+                .iter()
                 .map(|id| p.peer_down(Instant::now(), *id))
-                .sum::<usize>()
+                .sum::<usize>();
+            p.set_peers(configured.iter().copied());
+            adopted
         });
         log::info!(
             "anypsp: peers reloaded: added {:?}, removed {:?} ({adopted} client(s) adopted), {} configured",

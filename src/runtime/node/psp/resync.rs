@@ -46,7 +46,8 @@ impl Psp {
     /// (docs/anypsp-protocol.md 17.3). The task yields between chunks.
     pub(super) fn resync_chunk(&mut self, ctx: &Ctx) {
         let Some(cursor) = self.resync_at else {
-            if self.rep.resyncing() && !self.rep.sweep_step(unix_ms(), ctx.resync_chunk) {
+            let held = |c| ctx.core.with_core(|p| p.holds_call(c));
+            if self.rep.resyncing() && !self.rep.sweep_step(unix_ms(), ctx.resync_chunk, &held) {
                 ctx.stats.resyncs_done.fetch_add(1, Ordering::Relaxed);
                 log::info!(
                     "anypsp: resync done ({} ghost entries swept so far)",
