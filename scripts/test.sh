@@ -2,7 +2,7 @@
 # Runs every check and test of anytun on a fresh machine, installing what
 # it needs. This is the README's test command and what CI runs.
 #
-#   scripts/test.sh            everything (about 10 minutes cold, 3 warm)
+#   scripts/test.sh            everything (about 20 minutes: the lab and Asterisk tests take most)
 #   FUZZ_SECONDS=60 scripts/test.sh   longer fuzzing per target
 set -euo pipefail
 cd "$(dirname "$0")/.."
