@@ -132,6 +132,25 @@ fn peer_connects(pbx: &Pbx, node: u16) -> u64 {
         .unwrap_or_else(|| panic!("{}: no connects for node {node}:\n{peers}", pbx.name))
 }
 
+/// A counter of the Prometheus text on `metrics` (0 when absent).
+fn metric(metrics: u16, name: &str) -> u64 {
+    use std::io::{Read, Write};
+    let mut c = std::net::TcpStream::connect(("127.0.0.1", metrics)).unwrap();
+    c.write_all(b"GET /metrics HTTP/1.0\r\nHost: x\r\n\r\n")
+        .unwrap();
+    let mut body = String::new();
+    c.read_to_string(&mut body).unwrap();
+    body.lines()
+        .find_map(|l| {
+            let rest = l.strip_prefix(name)?;
+            if !(rest.starts_with(' ') || rest.starts_with('{')) {
+                return None;
+            }
+            rest.split_whitespace().last()?.parse::<f64>().ok()
+        })
+        .map_or(0, |v| v as u64)
+}
+
 /// Moves `pbx`'s session onto proxy `want` (the proxies share one port):
 /// a new local port (`conf(port)`, `module reload`) until it lands there,
 /// registered.
@@ -518,6 +537,13 @@ fn a_hosted_proxy_pulls_its_subscribers_shows_its_sessions_and_reloads_proxy_cha
     let b_metrics = free_tcp_port();
     let metrics_line = format!("metrics_listen = 127.0.0.1:{b_metrics}\n");
     std::fs::write(&conf, format!("{running}{metrics_line}")).unwrap();
+    let moves = || {
+        (
+            metric(q_metrics, "anytun_psp_takeovers_total"),
+            metric(q_metrics, "anytun_psp_adopted_total"),
+        )
+    };
+    let moved_before = moves();
     let gap = watch_voice(&a, &b, Duration::from_secs(12), || {
         let t = std::time::Instant::now();
         b.rx("module reload res_anytun.so");
@@ -525,6 +551,12 @@ fn a_hosted_proxy_pulls_its_subscribers_shows_its_sessions_and_reloads_proxy_cha
     });
     assert!(restarts(&b) > restarts_before, "{}", b.log());
     assert!(b.log().contains("metrics_listen changed"), "{}", b.log());
+    let moved = moves();
+    println!(
+        "while node 2 restarted, node 7 took over {} sessions and adopted {}",
+        moved.0 - moved_before.0,
+        moved.1 - moved_before.1
+    );
     println!(
         "[proxy] restart with a call up and a synced peer: voice gap alice {} ms, bob {} ms \
          (resolution {} ms); frames lost alice {}, bob {}",
