@@ -701,8 +701,21 @@ typedef struct anytun_proxy_config {
     const char *metrics_listen;
     /** Zero (reserved). */
     uint32_t reserved_u32[8];
+    /** Announce the anycast routes while this proxy is ready (the file's
+     *  [announce]): BIRD 2's config for it, its anycast static protocols
+     *  written `disabled` (docs/bird/proxy.conf). BIRD runs as a child of
+     *  this process, the routes are enabled only while the proxy is ready
+     *  and not overloaded, and withdrawn when it stops. NULL: the file's
+     *  [announce] (or none). Added in 0.1 from reserved room. */
+    const char *bird_config;
+    /** BIRD's control socket; NULL: the file's, or bird_config with the
+     *  extension .ctl. Needs bird_config (here or in the file). */
+    const char *bird_socket;
+    /** The static protocols to enable, separated by commas or spaces; NULL:
+     *  the file's, or "anycast4, anycast6". Needs bird_config. */
+    const char *announce_protocols;
     /** NULL (reserved). */
-    const void *reserved_ptr[8];
+    const void *reserved_ptr[5];
 } anytun_proxy_config;
 
 /** Zeroes *cfg and sets struct_size. ANYTUN_ERR_NULL if cfg is NULL. */
@@ -792,9 +805,27 @@ typedef struct anytun_proxy_status {
     char network_key[ANYTUN_KEY_TEXT_SIZE];
     /** For ANYTUN_PROXY_FAILED: why, else "". Longer texts end in "...". */
     char detail[256];
+    /** Where its anycast routes stand: ANYTUN_PROXY_ROUTES_* bits (0: no
+     *  [announce], not overloaded). Added in 0.1 from reserved room. */
+    uint32_t routes;
     /** Zero (reserved). */
-    uint64_t reserved[8];
+    uint32_t reserved_u32;
+    /** Zero (reserved). */
+    uint64_t reserved[7];
 } anytun_proxy_status;
+
+/** anytun_proxy_status.routes: it has [announce] (bird_config): BIRD runs
+ *  as this process's child and announces the anycast routes only while the
+ *  proxy is ready, not drained and not overloaded. */
+#define ANYTUN_PROXY_ROUTES_ANNOUNCING 0x1u
+/** anytun_proxy_status.routes: BIRD confirmed the routes are announced. */
+#define ANYTUN_PROXY_ROUTES_ANNOUNCED 0x2u
+/** anytun_proxy_status.routes: overloaded ([overload]): withdrawn while it
+ *  lasts, still serving what arrives. */
+#define ANYTUN_PROXY_ROUTES_OVERLOADED 0x4u
+/** anytun_proxy_status.routes: drained (withdrawn on request or while
+ *  stopping), still serving. */
+#define ANYTUN_PROXY_ROUTES_DRAINED 0x8u
 
 /** Zeroes *status and sets struct_size. ANYTUN_ERR_NULL if NULL. */
 int anytun_proxy_status_init(anytun_proxy_status *status);
