@@ -739,8 +739,11 @@ int anytun_proxy_new(const anytun_proxy_config *cfg, anytun_proxy **out);
  *  start again: free it and make a new one). */
 int anytun_proxy_start(anytun_proxy *proxy);
 
-/** Stops the proxy: its clients' sessions and calls end with it (they
- *  reconnect to another proxy of the network), peer links close, and every
+/** Stops the proxy: with bird_config (or [announce]) its anycast routes are
+ *  withdrawn first and BIRD stopped (its thread joined) 200 ms later, so
+ *  the router moves its clients before it stops serving; its clients'
+ *  sessions and calls end with it (they reconnect to another proxy of the
+ *  network), peer links close, and every
  *  thread it started is joined before this returns, always: a task still
  *  in a blocking call (a subscriber store locked by another process
  *  waits at most its 5 s busy timeout per statement) is waited for, and

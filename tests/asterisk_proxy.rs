@@ -149,9 +149,11 @@ fn asterisk_hosts_a_proxy_of_the_lab_synced_with_anytund_tone_and_dtmf_both_ways
     let mut pp = Pbx::start_as(&net.proxy(P(2)), "pp", cp.path(), "", true);
     println!("{:.1} s: the proxy PBX is up", t0.elapsed().as_secs_f64());
     let sock = pp.dir.join("run/bird.ctl");
-    wait_until("the hosted proxy's BIRD answers", Duration::from_secs(10), || {
-        bird_up(&sock)
-    });
+    wait_until(
+        "the hosted proxy's BIRD answers",
+        Duration::from_secs(10),
+        || bird_up(&sock),
+    );
     println!("{:.1} s: its BIRD answers", t0.elapsed().as_secs_f64());
     // While it is not ready, site B stays on p3 (each route read is
     // followed by a status read: a route to p2 with the proxy unready
@@ -163,7 +165,11 @@ fn asterisk_hosts_a_proxy_of_the_lab_synced_with_anytund_tone_and_dtmf_both_ways
         let (routes, ready) = routes_and_ready(&pp);
         assert!(!ready, "ready with its peer links cut: {routes}");
         assert_eq!(routes, "withdrawn", "not ready, yet: {routes}");
-        assert_eq!(route, Some(P(3)), "site B moved while the proxy PBX was not ready");
+        assert_eq!(
+            route,
+            Some(P(3)),
+            "site B moved while the proxy PBX was not ready"
+        );
         unready += 1;
     }
     assert!(bird_up(&sock), "the hosted proxy's BIRD went away");
@@ -322,7 +328,10 @@ fn asterisk_hosts_a_proxy_of_the_lab_synced_with_anytund_tone_and_dtmf_both_ways
         (out, unloaded, gone.unwrap())
     });
     let left = pp.rx("module show like res_anytun");
-    assert!(left.contains("0 modules loaded"), "module unload: {out}\n{left}");
+    assert!(
+        left.contains("0 modules loaded"),
+        "module unload: {out}\n{left}"
+    );
     println!(
         "module unload: site B routed to p3 {} ms after it was issued; the unload returned \
          after {} ms",
@@ -345,7 +354,10 @@ fn asterisk_hosts_a_proxy_of_the_lab_synced_with_anytund_tone_and_dtmf_both_ways
     assert!(!log.contains("bird did not stop"), "{log}");
     let blog = std::fs::read_to_string(pp.dir.join("log/bird.log")).unwrap_or_default();
     assert!(blog.contains("Shutdown completed"), "bird.log:\n{blog}");
-    assert!(!bird_up(&sock), "the hosted proxy's BIRD outlived the unload");
+    assert!(
+        !bird_up(&sock),
+        "the hosted proxy's BIRD outlived the unload"
+    );
     assert!(pp.running(), "Asterisk stopped with the unload");
     for q in [P(1), P(3)] {
         wait_until(

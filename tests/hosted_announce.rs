@@ -71,9 +71,16 @@ fn bird_children() -> Vec<u32> {
     let mut pids = Vec::new();
     for t in std::fs::read_dir("/proc/self/task").unwrap().flatten() {
         let kids = std::fs::read_to_string(t.path().join("children")).unwrap_or_default();
-        for pid in kids.split_whitespace().filter_map(|p| p.parse::<u32>().ok()) {
+        for pid in kids
+            .split_whitespace()
+            .filter_map(|p| p.parse::<u32>().ok())
+        {
             let cmd = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
-            if cmd.split(|b| *b == 0).next().is_some_and(|a| a.ends_with(b"bird")) {
+            if cmd
+                .split(|b| *b == 0)
+                .next()
+                .is_some_and(|a| a.ends_with(b"bird"))
+            {
                 pids.push(pid);
             }
         }
@@ -86,9 +93,7 @@ fn threads_named(name: &str) -> usize {
     std::fs::read_dir("/proc/self/task")
         .unwrap()
         .flatten()
-        .filter(|t| {
-            std::fs::read_to_string(t.path().join("comm")).is_ok_and(|c| c.trim() == name)
-        })
+        .filter(|t| std::fs::read_to_string(t.path().join("comm")).is_ok_and(|c| c.trim() == name))
         .count()
 }
 
@@ -137,7 +142,12 @@ fn a_hosted_proxy_runs_bird_announces_when_ready_and_stops_it_on_reload_and_stop
     c.announce_protocols = protos.as_ptr();
     let mut p = null_mut();
     // SAFETY: valid pointers.
-    assert_eq!(unsafe { anytun_proxy_new(&c, &mut p) }, sys::ANYTUN_OK, "{}", last_error());
+    assert_eq!(
+        unsafe { anytun_proxy_new(&c, &mut p) },
+        sys::ANYTUN_OK,
+        "{}",
+        last_error()
+    );
     let before = bird_children();
     // Started from a thread that ends at once (as a host's CLI thread
     // does): BIRD's parent is the proxy's own thread, so the kernel's
@@ -156,7 +166,10 @@ fn a_hosted_proxy_runs_bird_announces_when_ready_and_stops_it_on_reload_and_stop
     wait("announced", Duration::from_secs(10), || {
         routes(p) & sys::ANYTUN_PROXY_ROUTES_ANNOUNCED != 0
     });
-    println!("routes announced {} ms after the start", t0.elapsed().as_millis());
+    println!(
+        "routes announced {} ms after the start",
+        t0.elapsed().as_millis()
+    );
     let r = routes(p);
     assert_eq!(
         r & (sys::ANYTUN_PROXY_ROUTES_ANNOUNCING
@@ -166,7 +179,11 @@ fn a_hosted_proxy_runs_bird_announces_when_ready_and_stops_it_on_reload_and_stop
         "routes {r:#x}"
     );
     std::thread::sleep(Duration::from_millis(200));
-    assert!(up(&sock1, "anycast4") && up(&sock1, "anycast6"), "{}", protocols(&sock1));
+    assert!(
+        up(&sock1, "anycast4") && up(&sock1, "anycast6"),
+        "{}",
+        protocols(&sock1)
+    );
     let first: Vec<u32> = bird_children()
         .into_iter()
         .filter(|b| !before.contains(b))
@@ -178,7 +195,12 @@ fn a_hosted_proxy_runs_bird_announces_when_ready_and_stops_it_on_reload_and_stop
     // BIRD is stopped and waited for, a new one announces on the new socket.
     c.bird_socket = s2.as_ptr();
     // SAFETY: valid pointers.
-    assert_eq!(unsafe { anytun_proxy_reload(p, &c) }, sys::ANYTUN_OK, "{}", last_error());
+    assert_eq!(
+        unsafe { anytun_proxy_reload(p, &c) },
+        sys::ANYTUN_OK,
+        "{}",
+        last_error()
+    );
     assert!(
         !Path::new(&format!("/proc/{}", first[0])).exists(),
         "the first BIRD outlived the restart"
@@ -186,7 +208,11 @@ fn a_hosted_proxy_runs_bird_announces_when_ready_and_stops_it_on_reload_and_stop
     wait("announced again", Duration::from_secs(10), || {
         up(&sock2, "anycast4") && up(&sock2, "anycast6")
     });
-    assert_eq!(threads_named("bird-supervisor"), 1, "the first BIRD's thread was joined");
+    assert_eq!(
+        threads_named("bird-supervisor"),
+        1,
+        "the first BIRD's thread was joined"
+    );
     let second: Vec<u32> = bird_children()
         .into_iter()
         .filter(|b| !before.contains(b))

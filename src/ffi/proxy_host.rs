@@ -281,7 +281,10 @@ unsafe fn announce_settings(
         }
     }
     let needs = |what: &'static str| {
-        FfiError::invalid(what, "needs bird_config (here or [announce] in the config_file)")
+        FfiError::invalid(
+            what,
+            "needs bird_config (here or [announce] in the config_file)",
+        )
     };
     if let Some(sock) = unsafe { opt_str_arg(c.bird_socket, "bird_socket") }? {
         let a = cfg.announce.as_mut().ok_or_else(|| needs("bird_socket"))?;
@@ -291,7 +294,10 @@ unsafe fn announce_settings(
         a.bird_socket = config::absolute(Path::new(sock));
     }
     if let Some(p) = unsafe { opt_str_arg(c.announce_protocols, "announce_protocols") }? {
-        let a = cfg.announce.as_mut().ok_or_else(|| needs("announce_protocols"))?;
+        let a = cfg
+            .announce
+            .as_mut()
+            .ok_or_else(|| needs("announce_protocols"))?;
         let list: Vec<String> = words(p).map(str::to_owned).collect();
         if list.is_empty() {
             return Err(FfiError::invalid(

@@ -144,7 +144,11 @@ fn the_announce_fields_set_or_override_the_files_announce() {
     c.announce_protocols = s.s("any4, any6 any_x");
     let a = settings_of(&c).announce.unwrap();
     assert_eq!(a.bird_config, Path::new("/etc/bird/anycast.conf"));
-    assert_eq!(a.bird_socket, dir.path().join("bird.ctl"), "kept from the file");
+    assert_eq!(
+        a.bird_socket,
+        dir.path().join("bird.ctl"),
+        "kept from the file"
+    );
     assert_eq!(a.protocols, ["any4", "any6", "any_x"]);
     // No file: bird_config alone brings the defaults.
     let mut c = init();
@@ -209,23 +213,35 @@ fn bad_settings_are_refused_with_the_reason() {
             Box::new(|c, s| c.sync_listen = s.s("here")),
         ),
         (
-            ("bird socket alone", sys::ANYTUN_ERR_INVALID, "needs bird_config"),
+            (
+                "bird socket alone",
+                sys::ANYTUN_ERR_INVALID,
+                "needs bird_config",
+            ),
             Box::new(|c, s| c.bird_socket = s.s("/run/bird.ctl")),
         ),
         (
-            ("bird protocols", sys::ANYTUN_ERR_INVALID, "not a BIRD protocol"),
+            (
+                "bird protocols",
+                sys::ANYTUN_ERR_INVALID,
+                "not a BIRD protocol",
+            ),
             Box::new(|c, s| {
                 c.bird_config = s.s("/etc/bird.conf");
                 c.announce_protocols = s.s("anycast4; up4");
             }),
         ),
         (
-            ("bird config empty", sys::ANYTUN_ERR_INVALID, "bird_config: empty"),
+            (
+                "bird config empty",
+                sys::ANYTUN_ERR_INVALID,
+                "bird_config: empty",
+            ),
             Box::new(|c, s| c.bird_config = s.s("")),
         ),
         (
             ("reserved ptr", sys::ANYTUN_ERR_STRUCT_SIZE, "reserved_ptr"),
-            Box::new(|c, _| c.reserved_ptr[4] = 1 as *const std::ffi::c_void),
+            Box::new(|c, _| c.reserved_ptr[4] = std::ptr::dangling::<std::ffi::c_void>()),
         ),
         (
             ("metrics", sys::ANYTUN_ERR_INVALID, "metrics_listen"),

@@ -1,16 +1,23 @@
-//! Announcement follows health: `anytund` runs its routing daemon (BIRD 2)
-//! as a child and enables the anycast routes only while it is ready.
+//! Announcement follows health: the proxy's process (`anytund`, or a host
+//! of the C ABI's hosted proxy such as Asterisk) runs its routing daemon
+//! (BIRD 2) as a child and enables the anycast routes only while the proxy
+//! is ready. [`super::supervise`] drives it.
 //!
-//! - BIRD runs in the foreground as a child of a thread that lives as long
-//!   as the process, with `PR_SET_PDEATHSIG = SIGKILL`: when `anytund` dies,
-//!   even by SIGKILL, the kernel kills BIRD, closes its BGP sessions, and
-//!   the router withdraws the route within milliseconds. A BIRD that
-//!   outlived its proxy would keep announcing and black-hole the traffic.
+//! - BIRD runs in the foreground as a child of a thread of its own
+//!   (`bird-supervisor`, joined by [`Announcer::stop`]), with
+//!   `PR_SET_PDEATHSIG = SIGKILL`: when the process dies, even by SIGKILL,
+//!   the kernel kills BIRD, closes its BGP sessions, and the router
+//!   withdraws the route within milliseconds. A BIRD that outlived its
+//!   proxy would keep announcing and black-hole the traffic.
 //! - The anycast routes are static protocols written `disabled` in BIRD's
 //!   config; [`Announcer`] enables them with `birdc enable` only while the
 //!   proxy is ready and not drained, and disables them otherwise. A BIRD
 //!   that died is started again (routes disabled) and re-enabled if the
 //!   proxy is still ready.
+//! - A host may reap children itself (Asterisk's SIGCHLD handler waits for
+//!   every child) and block signals in its threads: children are waited
+//!   for with std's process API, tolerating a status the host took, and
+//!   BIRD starts with an empty signal mask.
 //!
 //! The design, its sample BIRD config and the measured times are in
 //! docs/anycast-lab.md.
@@ -438,13 +445,13 @@ async fn birdc_set(cfg: &AnnounceConfig, on: bool) -> Result<(), AnnounceError> 
         let (birdc, socket, p) = (cfg.birdc.clone(), cfg.bird_socket.clone(), proto.clone());
         let ran = tokio::task::spawn_blocking(move || birdc_run(&birdc, &socket, verb, &p)).await;
         let command = format!("{verb} {proto}");
-        let (success, text, err) = ran
-            .map_err(|e| e.to_string())
-            .and_then(|r| r)
-            .map_err(|why| AnnounceError::Control {
-                command: command.clone(),
-                why,
-            })?;
+        let (success, text, err) =
+            ran.map_err(|e| e.to_string())
+                .and_then(|r| r)
+                .map_err(|why| AnnounceError::Control {
+                    command: command.clone(),
+                    why,
+                })?;
         // birdc exits 0 on BIRD's refusals too; its answer says which.
         let done = text.contains(&format!("{proto}: {verb}d"))
             || text.contains(&format!("{proto}: already {verb}d"));
