@@ -176,6 +176,7 @@ int at_proxy_reload(const struct at_proxy_settings *p);
 void at_proxy_cli_status(int fd);
 int at_proxy_cli_peers(int fd);
 int at_proxy_cli_sessions(int fd);
+int at_proxy_cli_drain(int fd, int drain);
 
 /* res_anytun_cli.c: anytun show status|sessions|peers|calls. */
 int at_cli_register(void);

@@ -245,6 +245,27 @@ void at_proxy_cli_status(int fd)
 	ast_cli(fd, "Network key:  %s\nNode key:     %s\n", st.network_key, key);
 }
 
+int at_proxy_cli_drain(int fd, int drain)
+{
+	int rc;
+	char detail[512];
+
+	if (!hosted) {
+		ast_cli(fd, "anytun: no hosted proxy ([proxy] in " CONFIG_FILE ")\n");
+		return -1;
+	}
+	rc = anytun_proxy_drain(hosted, drain);
+	if (rc != ANYTUN_OK) {
+		at_last_error(detail, sizeof(detail));
+		ast_cli(fd, "anytun: %s: %s%s%s\n", drain ? "drain" : "undrain", anytun_strerror(rc),
+			detail[0] ? ": " : "", detail);
+		return -1;
+	}
+	ast_cli(fd, "anytun: %s\n", drain ? "draining: anycast routes withdrawn, still serving"
+		: "announcing the anycast routes again (when ready)");
+	return 0;
+}
+
 #define SESSIONS_FORMAT "%-16.16s %-7.7s %-24.24s %-5.5s %-24.24s %s\n"
 
 /*! Sessions asked for per library call (one page of its tables). */

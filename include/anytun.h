@@ -833,6 +833,16 @@ typedef struct anytun_proxy_status {
 /** Zeroes *status and sets struct_size. ANYTUN_ERR_NULL if NULL. */
 int anytun_proxy_status_init(anytun_proxy_status *status);
 
+/** Drains a running proxy (drain != 0): its anycast routes are withdrawn
+ *  (BIRD disables the anycast static protocols) while it keeps serving what
+ *  still arrives, as anytund's SIGUSR1; drain == 0 announces them again
+ *  once ready (SIGUSR2). The routes follow within milliseconds;
+ *  anytun_proxy_status.routes says where they are. Needs bird_config (or
+ *  [announce] in config_file): else ANYTUN_ERR_INVALID;
+ *  ANYTUN_ERR_NOT_STARTED unless running. A restart by reload starts
+ *  undrained. */
+int anytun_proxy_drain(anytun_proxy *proxy, int drain);
+
 /** Fills *status. Works in every state. */
 int anytun_proxy_get_status(anytun_proxy *proxy, anytun_proxy_status *status);
 

@@ -314,6 +314,30 @@ fn asterisk_hosts_a_proxy_of_the_lab_synced_with_anytund_tone_and_dtmf_both_ways
     // joined) and then stops and joins the proxy: site B goes back to p3,
     // and the anytund see their peer go down.
     assert!(a.stop() && b.stop(), "a client PBX did not stop by itself");
+    // A drain from Asterisk's CLI withdraws while the proxy keeps serving,
+    // and the route comes back when it ends.
+    let t = Instant::now();
+    let out = pp.rx("anytun drain on");
+    assert!(out.contains("draining"), "{out}");
+    lab.wait_route(Site::B, Some(P(3)), Duration::from_secs(10))
+        .unwrap();
+    let drained = t.elapsed();
+    let (routes, ready) = routes_and_ready(&pp);
+    assert_eq!(routes, "withdrawn, drained");
+    assert!(ready, "a drained proxy still serves");
+    let t = Instant::now();
+    let out = pp.rx("anytun drain off");
+    assert!(out.contains("announcing"), "{out}");
+    lab.wait_route(Site::B, Some(P(2)), Duration::from_secs(10))
+        .unwrap();
+    let undrained = t.elapsed();
+    println!(
+        "anytun drain on: site B on p3 {} ms after the command was issued; drain off: back \
+         on the proxy PBX {} ms after",
+        drained.as_millis(),
+        undrained.as_millis()
+    );
+    assert_eq!(routes_and_ready(&pp).0, "announced");
     assert_eq!(lab.route(Site::B, false).unwrap(), Some(P(2)));
     // The route is watched while the unload runs (the CLI returns once
     // every thread of the module was joined).

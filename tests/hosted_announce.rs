@@ -12,8 +12,9 @@
 
 use anytun::ffi::errors::anytun_last_error;
 use anytun::ffi::proxy::{
-    anytun_proxy_config_init, anytun_proxy_free, anytun_proxy_get_status, anytun_proxy_new,
-    anytun_proxy_reload, anytun_proxy_start, anytun_proxy_status_init, anytun_proxy_stop,
+    anytun_proxy_config_init, anytun_proxy_drain, anytun_proxy_free, anytun_proxy_get_status,
+    anytun_proxy_new, anytun_proxy_reload, anytun_proxy_start, anytun_proxy_status_init,
+    anytun_proxy_stop,
 };
 use anytun::ffi::sys;
 use std::ffi::{c_char, CStr, CString};
@@ -191,6 +192,30 @@ fn a_hosted_proxy_runs_bird_announces_when_ready_and_stops_it_on_reload_and_stop
     assert_eq!(first.len(), 1, "one BIRD child: {first:?}");
     assert_eq!(threads_named("bird-supervisor"), 1);
 
+    // A drain withdraws while it keeps serving; undrained, it announces.
+    // SAFETY: a live handle.
+    assert_eq!(
+        unsafe { anytun_proxy_drain(p, 1) },
+        sys::ANYTUN_OK,
+        "{}",
+        last_error()
+    );
+    wait("withdrawn by the drain", Duration::from_secs(5), || {
+        !up(&sock1, "anycast4") && !up(&sock1, "anycast6")
+    });
+    let r = routes(p);
+    assert_eq!(
+        r & (sys::ANYTUN_PROXY_ROUTES_ANNOUNCED | sys::ANYTUN_PROXY_ROUTES_DRAINED),
+        sys::ANYTUN_PROXY_ROUTES_DRAINED,
+        "routes {r:#x}"
+    );
+    // SAFETY: a live handle.
+    assert_eq!(unsafe { anytun_proxy_drain(p, 0) }, sys::ANYTUN_OK);
+    wait("announced after the drain", Duration::from_secs(5), || {
+        up(&sock1, "anycast4") && routes(p) & sys::ANYTUN_PROXY_ROUTES_ANNOUNCED != 0
+    });
+    assert_eq!(routes(p) & sys::ANYTUN_PROXY_ROUTES_DRAINED, 0);
+
     // A reload that changes the announcement restarts the proxy: the old
     // BIRD is stopped and waited for, a new one announces on the new socket.
     c.bird_socket = s2.as_ptr();
@@ -243,11 +268,38 @@ fn a_hosted_proxy_runs_bird_announces_when_ready_and_stops_it_on_reload_and_stop
     let mut q = null_mut();
     // SAFETY: valid pointers.
     assert_eq!(unsafe { anytun_proxy_new(&c, &mut q) }, sys::ANYTUN_OK);
+    // Not started, and a proxy without bird_config: nothing to drain.
+    // SAFETY: a live handle.
+    assert_eq!(
+        unsafe { anytun_proxy_drain(q, 1) },
+        sys::ANYTUN_ERR_NOT_STARTED
+    );
     // SAFETY: a live handle.
     let rc = unsafe { anytun_proxy_start(q) };
     let why = last_error();
     assert_eq!(rc, sys::ANYTUN_ERR_IO, "{why}");
     assert!(why.contains("BIRD refuses this config"), "{why}");
+    assert_eq!(threads_named("bird-supervisor"), 0);
+    // SAFETY: the handle, freed once.
+    assert_eq!(unsafe { anytun_proxy_free(q) }, sys::ANYTUN_OK);
+
+    // Without bird_config: no BIRD, routes 0, a drain is refused by name.
+    c.bird_config = std::ptr::null();
+    c.bird_socket = std::ptr::null();
+    c.announce_protocols = std::ptr::null();
+    let mut q = null_mut();
+    // SAFETY: valid pointers; a live handle.
+    unsafe {
+        assert_eq!(anytun_proxy_new(&c, &mut q), sys::ANYTUN_OK);
+        assert_eq!(anytun_proxy_start(q), sys::ANYTUN_OK, "{}", last_error());
+        assert_eq!(anytun_proxy_drain(q, 1), sys::ANYTUN_ERR_INVALID);
+    }
+    assert!(
+        last_error().contains("announces nothing"),
+        "{}",
+        last_error()
+    );
+    assert_eq!(routes(q), 0);
     assert_eq!(threads_named("bird-supervisor"), 0);
     // SAFETY: the handle, freed once.
     assert_eq!(unsafe { anytun_proxy_free(q) }, sys::ANYTUN_OK);

@@ -432,6 +432,49 @@ impl AnytunProxy {
         Ok(())
     }
 
+    /// Withdraws (`true`) or announces again (`false`) the anycast routes
+    /// of the running proxy, which keeps serving (anytund's SIGUSR1/2).
+    pub fn drain(&self, on: bool) -> Result<(), FfiError> {
+        // The log line is written outside the state lock.
+        let routes = {
+            let p = self.phase();
+            match &*p {
+                Phase::Running(b) => b.routes.state(),
+                _ => {
+                    return Err(state_err(
+                        sys::ANYTUN_ERR_NOT_STARTED,
+                        "the proxy is not running (anytun_proxy_start)",
+                    ))
+                }
+            }
+        };
+        if !routes.announcing {
+            return Err(FfiError::invalid(
+                "drain",
+                "this proxy announces nothing (no bird_config or [announce])",
+            ));
+        }
+        let why = if on {
+            "anytun_proxy_drain"
+        } else {
+            "anytun_proxy_drain off"
+        };
+        let done = match &*self.phase() {
+            Phase::Running(b) => {
+                b.routes.set_drained(on);
+                Ok(())
+            }
+            _ => Err(state_err(
+                sys::ANYTUN_ERR_NOT_STARTED,
+                "the proxy is not running (anytun_proxy_start)",
+            )),
+        };
+        if done.is_ok() {
+            log::info!("{why}: {}", drain_words(on));
+        }
+        done
+    }
+
     /// The status, read under the state lock (nothing in it logs).
     pub fn status(&self, s: &mut sys::anytun_proxy_status) -> Result<(), FfiError> {
         {
@@ -629,6 +672,15 @@ impl AnytunProxy {
             Err(_) => Phase::Stopped,
         };
         result
+    }
+}
+
+/// What a drain does, for the log.
+fn drain_words(on: bool) -> &'static str {
+    if on {
+        "draining (withdrawing the anycast routes, still serving)"
+    } else {
+        "announcing the anycast routes again (when ready)"
     }
 }
 

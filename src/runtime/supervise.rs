@@ -116,6 +116,14 @@ impl RouteSupervisor {
         true
     }
 
+    /// As [`Self::drain`], without the log line (a host that must not log
+    /// under its own lock logs after). No-op without `[announce]`.
+    pub fn set_drained(&self, drain: bool) {
+        if let Some(a) = &self.announcer {
+            a.update(|h| h.drained = drain);
+        }
+    }
+
     /// Where the routes stand now.
     pub fn state(&self) -> RouteState {
         let overloaded = self.overloaded.load(Ordering::Relaxed);
