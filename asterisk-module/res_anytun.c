@@ -408,10 +408,13 @@ static int at_call(struct ast_channel *chan, const char *addr, int timeout)
 	return 0;
 }
 
-/*! \brief A Q.850 cause the library accepts (1..127), from Asterisk's. */
+/*! \brief The cause to send for Asterisk's: 0 is Asterisk's "none set"
+ * (AST_CAUSE_NOTDEFINED), a normal end. Any other value goes to the
+ * library as is: it maps one outside Q.850's 1..127 to 127 and counts it
+ * (anytun_client_status.causes_out_of_range). */
 static int lib_cause(int cause)
 {
-	return cause >= 1 && cause <= 127 ? cause : AST_CAUSE_NORMAL_CLEARING;
+	return cause == AST_CAUSE_NOTDEFINED ? AST_CAUSE_NORMAL_CLEARING : cause;
 }
 
 static int at_hangup(struct ast_channel *chan)

@@ -70,6 +70,9 @@ static void show_status(int fd)
 		ast_cli(fd, "  Frames sent:      %" PRIu64 "\n", st.frames_sent);
 		ast_cli(fd, "  Frames received:  %" PRIu64 "\n", st.frames_received);
 		ast_cli(fd, "  Packets dropped:  %" PRIu64 "\n", st.dropped);
+		/* Hangups and refusals whose cause was no Q.850 value (0, above
+		 * 127): sent or reported as 16 or 127 (include/anytun.h). */
+		ast_cli(fd, "  Causes mapped:    %" PRIu64 "\n", st.causes_out_of_range);
 	}
 	ast_cli(fd, "  Context:          %s\n", context);
 	ast_cli(fd, "  Codecs:           %s\n", codecs);

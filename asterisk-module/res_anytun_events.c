@@ -133,6 +133,33 @@ static int congestion_cause(int cause)
 	}
 }
 
+/*!
+ * \brief The far end's cause, as Asterisk's own drivers report theirs
+ * (chan_pjsip's "SIP 486 Busy Here"): "ANYTUN 17 User busy", the Q.850
+ * cause the network carried and Asterisk's text for it. Set on the channel
+ * (HANGUPCAUSE(chan,tech) and HANGUPCAUSE(chan,ast) read it) and queued,
+ * so Dial copies it to the calling channel (HANGUPCAUSE_KEYS()).
+ */
+static void queue_cause_code(struct ast_channel *chan, int cause)
+{
+	struct ast_control_pvt_cause_code *cc;
+	char code[128];
+	int data_size;
+
+	snprintf(code, sizeof(code), "ANYTUN %d %s", cause, ast_cause2str(cause));
+	/* sizeof(*cc) holds code[1], room for the terminating NUL. */
+	data_size = sizeof(*cc) + strlen(code);
+	cc = ast_alloca(data_size);
+	memset(cc, 0, data_size);
+	cc->ast_cause = cause;
+	strcpy(cc->code, code); /* Safe: sized above. */
+	ast_channel_lock(chan);
+	ast_copy_string(cc->chan_name, ast_channel_name(chan), AST_CHANNEL_NAME);
+	ast_channel_hangupcause_hash_set(chan, cc, data_size);
+	ast_channel_unlock(chan);
+	ast_queue_control_data(chan, AST_CONTROL_PVT_CAUSE_CODE, cc, data_size);
+}
+
 void at_on_call_state(void *user, uint64_t call, int event, int cause, const char *codec)
 {
 	struct at_pvt *p = at_pvt_find(user, call);
@@ -167,11 +194,14 @@ void at_on_call_state(void *user, uint64_t call, int event, int cause, const cha
 		ao2_lock(p);
 		p->ended = 1;
 		ao2_unlock(p);
+		/* The library gives 1..127 only; 0 would be a broken promise. */
+		cause = cause > 0 ? cause : AST_CAUSE_NORMAL_CLEARING;
+		queue_cause_code(chan, cause);
 		if (p->outgoing && !p->answered) {
 			/* Dial() copies the cause when it reads the control that
 			 * follows: set it first, or the caller sees HANGUPCAUSE 0. */
 			ast_channel_lock(chan);
-			ast_channel_hangupcause_set(chan, cause > 0 ? cause : AST_CAUSE_NORMAL_CLEARING);
+			ast_channel_hangupcause_set(chan, cause);
 			ast_channel_unlock(chan);
 			if (cause == AST_CAUSE_BUSY) {
 				ast_queue_control(chan, AST_CONTROL_BUSY);
@@ -179,7 +209,7 @@ void at_on_call_state(void *user, uint64_t call, int event, int cause, const cha
 				ast_queue_control(chan, AST_CONTROL_CONGESTION);
 			}
 		}
-		ast_queue_hangup_with_cause(chan, cause > 0 ? cause : AST_CAUSE_NORMAL_CLEARING);
+		ast_queue_hangup_with_cause(chan, cause);
 		break;
 	}
 	ast_channel_unref(chan);

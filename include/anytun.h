@@ -256,7 +256,11 @@ int anytun_public_key(const char *private_key, char *out, size_t len,
 
 /** Causes the library and the network use. Any Q.850 value 1..127 may be
  *  passed and is carried unchanged; these are the ones with a meaning here.
- *  Causes received may be any value 0..255. */
+ *  Causes received (on_call_state) are always 1..127. A value outside
+ *  1..127, passed in by the host or sent by a peer, is taken as a defined
+ *  cause: 0 (no cause given) as ANYTUN_CAUSE_NORMAL (16), anything else as
+ *  ANYTUN_CAUSE_INTERWORKING (127); it is counted in
+ *  anytun_client_status.causes_out_of_range and logged. */
 typedef enum anytun_cause {
     /** The name is not known to the network (unallocated number). */
     ANYTUN_CAUSE_NOT_FOUND = 1,
@@ -287,7 +291,9 @@ typedef enum anytun_cause {
     ANYTUN_CAUSE_INCOMPATIBLE_CODECS = 88,
     /** A timer expired: a control message was never acknowledged
      *  (recovery on timer expiry). */
-    ANYTUN_CAUSE_TIMEOUT = 102
+    ANYTUN_CAUSE_TIMEOUT = 102,
+    /** A value outside 1..127 was given (interworking, unspecified). */
+    ANYTUN_CAUSE_INTERWORKING = 127
 } anytun_cause;
 
 /* ------------------------------------------------------------------------
@@ -504,11 +510,13 @@ int anytun_client_answer(anytun_client *client, uint64_t call,
                          const char *codec);
 
 /** Refuses an incoming, unanswered call with cause (1..127; e.g.
- *  ANYTUN_CAUSE_BUSY, ANYTUN_CAUSE_REJECTED). No on_call_state follows. */
+ *  ANYTUN_CAUSE_BUSY, ANYTUN_CAUSE_REJECTED; another value is taken as 16
+ *  or 127, see anytun_cause). No on_call_state follows. */
 int anytun_client_reject(anytun_client *client, uint64_t call, int cause);
 
 /** Ends a call in any state (cancels an unanswered outgoing one) with cause
- *  (1..127, usually ANYTUN_CAUSE_NORMAL). No on_call_state follows: the
+ *  (1..127, usually ANYTUN_CAUSE_NORMAL; another value is taken as 16 or
+ *  127, see anytun_cause). No on_call_state follows: the
  *  call is gone when this returns ANYTUN_OK. */
 int anytun_client_hangup(anytun_client *client, uint64_t call, int cause);
 
@@ -557,8 +565,12 @@ typedef struct anytun_client_status {
     /** This client's address as the proxy sees it (its NAT's outside), e.g.
      *  "203.0.113.5:40312"; "" when not connected. */
     char observed[64];
+    /** Causes outside Q.850's 1..127, passed to anytun_client_reject or
+     *  anytun_client_hangup or received from the proxy, over the handle's
+     *  life: each was taken as 16 (for 0) or 127 (see anytun_cause). */
+    uint64_t causes_out_of_range;
     /** Zero (reserved). */
-    uint64_t reserved[8];
+    uint64_t reserved[7];
 } anytun_client_status;
 
 /** Fills *status (set status->struct_size first). Works in every state,

@@ -469,6 +469,11 @@ fn encode_proxy(enc: &mut DescriptorEncoder, snap: &Snapshot) -> fmt::Result {
             "Registrations refused (key not authorised for the name).",
             s.registrations_refused,
         ),
+        (
+            "causes_out_of_range",
+            "Client rejects and hangups whose cause was no Q.850 value (passed on as 16 or 127).",
+            s.causes_out_of_range,
+        ),
     ] {
         counter(enc, name, help, v)?;
     }

@@ -10,7 +10,13 @@
 //! - the callee's PBX lets it ring and declares no answer (Hangup(19)):
 //!   the caller's Dial ends NOANSWER with cause 19;
 //! - after answer, either side hangs up with 16 (Hangup()) or another cause
-//!   (Hangup(21), Hangup(31)): the other side's channel ends with it.
+//!   (Hangup(21), Hangup(31)): the other side's channel ends with it;
+//! - the far end's cause reaches the dialplan as Asterisk's own drivers
+//!   report theirs (chan_pjsip's "SIP 486 Busy Here"): a Busy() refusal and
+//!   a hangup with 21 show in HANGUPCAUSE_KEYS() and HANGUPCAUSE(chan,tech)
+//!   ("ANYTUN 17 User busy") and HANGUPCAUSE(chan,ast) on alice's PBX;
+//! - Hangup(200) on bob's PBX, no Q.850 cause: the library sends 127
+//!   (interworking) and counts it (anytun show status); alice sees 127.
 //!
 //! Busy, congestion and unknown names: dial_status_follows_the_far_end in
 //! tests/asterisk_module.rs.
@@ -26,8 +32,10 @@ use asterisk_lab::{serial, Pbx};
 use std::time::{Duration, Instant};
 
 /// The calls: (name at bob's PBX, what alice's PBX runs).
-const CALLS: [(&str, &str); 8] = [
+const CALLS: [(&str, &str); 10] = [
     ("ring", "dial"),
+    ("busy", "dial"),
+    ("b200", "post"),
     ("noans", "dial"),
     ("ring2", "fork"),
     ("pick", "fork"),
@@ -57,6 +65,10 @@ fn hangup_causes_cross_both_ways() {
          [dial]\n\
          exten => ring,1,Dial(ANYTUN/ring,2)\n \
          same => n,Set(FILE({ia}/spool/dial-ring.txt)=${{DIALSTATUS}}|${{HANGUPCAUSE}})\n\
+         exten => busy,1,Dial(ANYTUN/busy,15)\n \
+         same => n,Set(K=${{HANGUPCAUSE_KEYS()}})\n \
+         same => n,Set(FILE({ia}/spool/dial-busy.txt)=${{DIALSTATUS}}|${{HANGUPCAUSE}}|${{K}}|\
+${{HANGUPCAUSE(${{K}},tech)}}|${{HANGUPCAUSE(${{K}},ast)}})\n\
          exten => noans,1,Dial(ANYTUN/noans,15)\n \
          same => n,Set(FILE({ia}/spool/dial-noans.txt)=${{DIALSTATUS}}|${{HANGUPCAUSE}})\n\
          exten => fork,1,Dial(ANYTUN/ring2&ANYTUN/pick,15,cg)\n \
@@ -67,7 +79,9 @@ fn hangup_causes_cross_both_ways() {
          same => n,Wait(20)\n \
          same => n(mine),Wait(1)\n \
          same => n,Hangup(${{EXTEN:1}})\n\
-         exten => h,1,Set(FILE({ia}/spool/a-${{WHO}}.txt)=${{HANGUPCAUSE}})\n"
+         exten => h,1,Set(FILE({ia}/spool/a-${{WHO}}.txt)=${{HANGUPCAUSE}})\n \
+         same => n,Set(FILE({ia}/spool/a-${{WHO}}-tech.txt)=${{HANGUPCAUSE_KEYS()}}|\
+${{HANGUPCAUSE(${{CHANNEL}},tech)}}|${{HANGUPCAUSE(${{CHANNEL}},ast)}})\n"
     );
     // Bob's PBX: each name its own behaviour; h keeps the cause.
     let ext_b = format!(
@@ -76,6 +90,7 @@ fn hangup_causes_cross_both_ways() {
          exten => ring2,1,Set(WHO=ring2)\n same => n,Ringing()\n same => n,Wait(20)\n\
          exten => pick,1,Set(WHO=pick)\n same => n,Wait(1)\n same => n,Answer()\n \
          same => n,Wait(1)\n same => n,Hangup()\n\
+         exten => busy,1,Set(WHO=busy)\n same => n,Busy(5)\n\
          exten => noans,1,Set(WHO=noans)\n same => n,Ringing()\n same => n,Wait(1)\n \
          same => n,Hangup(19)\n\
          exten => _b.,1,Set(WHO=${{EXTEN}})\n same => n,Answer()\n same => n,Wait(1)\n \
@@ -86,8 +101,10 @@ fn hangup_causes_cross_both_ways() {
     let names: Vec<&str> = CALLS.iter().map(|(n, _)| *n).collect();
     let ca = net.pbx_conf("alice", "alice", "", &ext_a, &[]);
     let cb = net.pbx_conf("bob", &names.join(","), "", &ext_b, &[]);
-    let a = Pbx::start_in(&net.site(Site::A), "ca", ca.path(), "");
-    let b = Pbx::start_in(&net.site(Site::B), "cb", cb.path(), "");
+    // HANGUPCAUSE() and HANGUPCAUSE_KEYS().
+    let funcs = "func_hangupcause.so";
+    let a = Pbx::start_in(&net.site(Site::A), "ca", ca.path(), funcs);
+    let b = Pbx::start_in(&net.site(Site::B), "cb", cb.path(), funcs);
     let st_a = wait_registered(&a, 1);
     let st_b = wait_registered(&b, names.len());
     assert!(st_a.contains("(proxy 1)"), "alice's PBX:\n{st_a}");
@@ -107,6 +124,13 @@ fn hangup_causes_cross_both_ways() {
     let files: Vec<(&Pbx, String)> = vec![
         (&a, "dial-ring.txt".into()),
         (&a, "dial-noans.txt".into()),
+        (&a, "dial-busy.txt".into()),
+        (&b, "b-busy.txt".into()),
+        (&a, "a-b21-tech.txt".into()),
+        (&a, "a-a31-tech.txt".into()),
+        (&a, "a-b200.txt".into()),
+        (&a, "a-b200-tech.txt".into()),
+        (&b, "b-b200.txt".into()),
         (&b, "b-ring.txt".into()),
         (&b, "b-noans.txt".into()),
         (&a, "dial-fork.txt".into()),
@@ -167,6 +191,13 @@ fn hangup_causes_cross_both_ways() {
         ("b-a16.txt", "16"),
         ("a-a31.txt", "31"),
         ("b-a31.txt", "31"),
+        // Bob's PBX refused with Busy(): 17 both sides.
+        ("b-busy.txt", "17"),
+        // Hangup(200) on bob's PBX: no Q.850 cause; 127 on the wire.
+        ("b-b200.txt", "200"),
+        ("a-b200.txt", "127"),
+        // Alice hung up herself: no far-end cause to report.
+        ("a-a31-tech.txt", "||"),
     ];
     let wrong: Vec<String> = want
         .iter()
@@ -174,6 +205,50 @@ fn hangup_causes_cross_both_ways() {
         .map(|(f, w)| format!("{f}: saw {:?}, want {w:?}", got(f)))
         .collect();
     assert!(wrong.is_empty(), "causes:\n{}", wrong.join("\n"));
+    // The far end's cause, as HANGUPCAUSE_KEYS() and HANGUPCAUSE(chan,tech|ast)
+    // show it: the ANYTUN channel's name (its counter varies), then
+    // "ANYTUN <Q.850 cause> <Asterisk's text for it>", then Asterisk's text
+    // for the cause it took (HANGUPCAUSE(chan,ast) gives ast_cause2str's).
+    let tech = |file: &str, text: &str, name: &str, want: &str| {
+        let f: Vec<&str> = text.split('|').collect();
+        let ok = f.len() == 3
+            && f[0].starts_with(&format!("ANYTUN/{name}-"))
+            && !f[0].contains(',')
+            && f[1..] == want.split('|').collect::<Vec<_>>()[..];
+        assert!(ok, "{file}: saw {text:?}, want ANYTUN/{name}-...|{want}");
+    };
+    let (b21, b200) = (got("a-b21-tech.txt"), got("a-b200-tech.txt"));
+    tech(
+        "a-b21-tech.txt",
+        b21,
+        "b21",
+        "ANYTUN 21 Call Rejected|Call Rejected",
+    );
+    tech(
+        "a-b200-tech.txt",
+        b200,
+        "b200",
+        "ANYTUN 127 Interworking, unspecified|Interworking, unspecified",
+    );
+    let busy = got("dial-busy.txt");
+    let (status, rest) = busy.split_once("|17|").unwrap_or(("", ""));
+    assert_eq!(status, "BUSY", "dial-busy.txt: {busy:?}");
+    tech(
+        "dial-busy.txt",
+        rest,
+        "busy",
+        "ANYTUN 17 User busy|User busy",
+    );
+    // The library mapped bob's 200 and counted it; alice's sent none.
+    let mapped = |pbx: &Pbx| {
+        let st = pbx.rx("anytun show status");
+        st.lines()
+            .find_map(|l| l.trim().strip_prefix("Causes mapped:"))
+            .map(|v| v.trim().to_owned())
+            .unwrap_or_else(|| panic!("no \"Causes mapped\" in:\n{st}"))
+    };
+    assert_eq!(mapped(&b), "1", "bob's PBX");
+    assert_eq!(mapped(&a), "0", "alice's PBX");
     asterisk_lab::wait_until("no channel left", Duration::from_secs(10), || {
         a.channels() == 0 && b.channels() == 0
     });

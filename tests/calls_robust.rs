@@ -394,7 +394,10 @@ fn call_bounds_hold_under_a_flood() {
     let refused = causes.iter().filter(|c| !c.is_empty()).count();
     assert_eq!(refused, 46, "{causes:?}");
     assert!(
-        causes.iter().flatten().all(|c| *c == Cause::from_code(47)),
+        causes
+            .iter()
+            .flatten()
+            .all(|c| *c == Cause::ResourceUnavailable),
         "{causes:?}"
     );
     assert_eq!(net.proxy.call_count(), 4);

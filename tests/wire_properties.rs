@@ -1,9 +1,9 @@
 //! Property tests: every encoder/decoder pair round-trips, no parser panics
 //! on any input, and no mutation of a sealed packet is ever accepted.
 
-use anytun::call::{Cause, Name};
+use anytun::call::Name;
 use anytun::session::{CallId, Epochs, ProxyId, SenderId, SessionCrypto, SessionId};
-use anytun::wire::control::{ControlMsg, RegisterCause};
+use anytun::wire::control::{CauseOctet, ControlMsg, RegisterCause};
 use anytun::wire::e2e::E2eMessage;
 use anytun::wire::handshake::{
     CookieReply, HandshakeInit, HandshakeResponse, HandshakeStatus, ResponsePayload,
@@ -17,8 +17,9 @@ fn name() -> impl Strategy<Value = Name> {
     "[A-Za-z0-9_+][A-Za-z0-9._+-]{0,63}".prop_map(|s| Name::new(&s).unwrap())
 }
 
-fn cause() -> impl Strategy<Value = Cause> {
-    any::<u8>().prop_map(Cause::from_code)
+/// Any octet: out-of-range causes parse too, and re-encode as sent.
+fn cause() -> impl Strategy<Value = CauseOctet> {
+    any::<u8>().prop_map(CauseOctet)
 }
 
 fn codec() -> impl Strategy<Value = String> {

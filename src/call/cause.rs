@@ -1,6 +1,39 @@
 //! Why a call ended or was refused.
+//!
+//! Q.850 cause values are 7 bits, 1..=127. A [`Cause`] holds only such a
+//! value; everything that comes from outside (a peer's octet on the wire,
+//! an `int` from a C host) goes through [`Cause::from_code`], the one place
+//! that maps an out-of-range value to a defined cause (0 to normal clearing,
+//! 16; everything else to interworking, 127). Its callers count and log
+//! what it mapped.
 
 use std::fmt;
+
+/// The highest Q.850 cause value (7 bits).
+pub const MAX_CODE: u8 = 127;
+
+/// A Q.850 cause value without a variant of its own in [`Cause`]:
+/// 1..=127 by construction ([`Cause::from_code`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct OtherCode(u8);
+
+impl OtherCode {
+    /// The value, 1..=127.
+    pub fn get(self) -> u8 {
+        self.0
+    }
+}
+
+/// A value outside Q.850's 1..=127, and the defined cause it stands for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{value} is not a Q.850 cause (1..=127): taken as {mapped}")]
+pub struct CauseOutOfRange {
+    /// The value received.
+    pub value: i64,
+    /// What it is taken as: [`Cause::Normal`] for 0 (no cause given),
+    /// [`Cause::Interworking`] for anything else.
+    pub mapped: Cause,
+}
 
 /// A call's end or refusal cause. The values are ITU-T Q.850 cause codes,
 /// which is what Asterisk's `HANGUPCAUSE` uses, so they map one to one.
@@ -37,8 +70,11 @@ pub enum Cause {
     Timeout,
     /// The call id is already in use (41, temporary failure).
     TemporaryFailure,
+    /// A value from outside that is no Q.850 cause (127, interworking,
+    /// unspecified): see [`Cause::from_code`].
+    Interworking,
     /// A cause this implementation does not know; carried unchanged.
-    Other(u8),
+    Other(OtherCode),
 }
 
 impl Cause {
@@ -59,12 +95,35 @@ impl Cause {
             Cause::NotAuthorized => 57,
             Cause::IncompatibleCodecs => 88,
             Cause::Timeout => 102,
-            Cause::Other(c) => c,
+            Cause::Interworking => 127,
+            Cause::Other(c) => c.0,
         }
     }
 
-    /// The cause for a Q.850 code.
-    pub fn from_code(c: u8) -> Self {
+    /// The cause for `value`, from a peer's octet or a host's `int`.
+    ///
+    /// # Errors
+    /// [`CauseOutOfRange`] for a value outside 1..=127, holding the defined
+    /// cause it is taken as (0: no cause given, normal clearing; anything
+    /// else: interworking, 127). The one place that maps such values: its
+    /// callers use `mapped`, and count and log the error.
+    pub fn from_code(value: impl Into<i64>) -> Result<Self, CauseOutOfRange> {
+        let value = value.into();
+        match u8::try_from(value) {
+            Ok(c @ 1..=MAX_CODE) => Ok(Self::from_q850(c)),
+            _ => Err(CauseOutOfRange {
+                value,
+                mapped: if value == 0 {
+                    Cause::Normal
+                } else {
+                    Cause::Interworking
+                },
+            }),
+        }
+    }
+
+    /// [`Cause::from_code`] for a value known to be in 1..=127.
+    fn from_q850(c: u8) -> Self {
         match c {
             1 => Cause::NotFound,
             16 => Cause::Normal,
@@ -80,7 +139,8 @@ impl Cause {
             57 => Cause::NotAuthorized,
             88 => Cause::IncompatibleCodecs,
             102 => Cause::Timeout,
-            other => Cause::Other(other),
+            127 => Cause::Interworking,
+            other => Cause::Other(OtherCode(other)),
         }
     }
 }
@@ -102,6 +162,7 @@ impl fmt::Display for Cause {
             Cause::NotAuthorized => "not authorised",
             Cause::IncompatibleCodecs => "no common codec",
             Cause::Timeout => "timeout",
+            Cause::Interworking => "interworking",
             Cause::Other(_) => "other",
         };
         write!(f, "{text} (cause {})", self.code())
@@ -113,9 +174,23 @@ mod tests {
     use super::*;
 
     #[test]
-    fn every_code_round_trips() {
-        for c in 0..=255u8 {
-            assert_eq!(Cause::from_code(c).code(), c);
+    fn every_q850_code_round_trips() {
+        for c in 1..=127u8 {
+            assert_eq!(Cause::from_code(c).map(Cause::code), Ok(c));
+        }
+    }
+
+    #[test]
+    fn an_out_of_range_value_is_mapped_to_a_defined_cause() {
+        let mapped = |v: i64| Cause::from_code(v).map_err(|e| (e.value, e.mapped));
+        assert_eq!(mapped(0), Err((0, Cause::Normal)));
+        for v in [128, 200, 255, 256, -1, i64::from(i32::MIN), i64::MAX] {
+            assert_eq!(mapped(v), Err((v, Cause::Interworking)), "{v}");
+        }
+        // Whatever comes in, what goes out is a Q.850 value.
+        for v in 0..=255u8 {
+            let c = Cause::from_code(v).unwrap_or_else(|e| e.mapped);
+            assert!((1..=MAX_CODE).contains(&c.code()), "{v} -> {}", c.code());
         }
     }
 }

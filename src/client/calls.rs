@@ -261,7 +261,13 @@ impl Client {
         }
         self.calls.remove(&call);
         self.forget_pending(call);
-        self.send_control(now, ControlMsg::Reject { call, cause })
+        self.send_control(
+            now,
+            ControlMsg::Reject {
+                call,
+                cause: cause.into(),
+            },
+        )
     }
 
     /// Ends a call in any state (cancels an unanswered outgoing one). The
@@ -277,7 +283,13 @@ impl Client {
         if !matches!(state, CallState::Active(_)) {
             self.forget_pending(call);
         }
-        self.send_control(now, ControlMsg::Hangup { call, cause })
+        self.send_control(
+            now,
+            ControlMsg::Hangup {
+                call,
+                cause: cause.into(),
+            },
+        )
     }
 
     /// Seals one voice frame for `call` into `out` (a datagram for the
@@ -379,7 +391,13 @@ impl Client {
                 if self.closing || self.calls.len() >= self.cfg.max_calls {
                     log::debug!("call {call} from {from}: refused as busy");
                     let cause = Cause::Busy;
-                    let _ = self.send_control(now, ControlMsg::Reject { call, cause });
+                    let _ = self.send_control(
+                        now,
+                        ControlMsg::Reject {
+                            call,
+                            cause: cause.into(),
+                        },
+                    );
                     self.events
                         .push_back(Event::CallRefused { call, from, cause });
                     return;
@@ -394,7 +412,13 @@ impl Client {
                     // The proxy vouches for a key the caller did not use.
                     log::warn!("call {call}: caller key does not match the proxy's; refused");
                     let cause = Cause::TemporaryFailure;
-                    let _ = self.send_control(now, ControlMsg::Reject { call, cause });
+                    let _ = self.send_control(
+                        now,
+                        ControlMsg::Reject {
+                            call,
+                            cause: cause.into(),
+                        },
+                    );
                     return;
                 }
                 let state = CallState::Alerting {
@@ -427,6 +451,13 @@ impl Client {
                 e2e: msg2,
             } => self.on_answer(now, call, PublicKey(peer_key), &msg2),
             ControlMsg::Reject { call, cause } | ControlMsg::Hangup { call, cause } => {
+                // An octet outside Q.850 (a proxy that broke the rule) ends
+                // the call all the same, with the defined cause it maps to.
+                let cause = cause.cause().unwrap_or_else(|e| {
+                    self.causes_out_of_range += 1;
+                    log::debug!("call {call}: {e}");
+                    e.mapped
+                });
                 self.end_call(call, cause);
             }
             ControlMsg::CallData {
@@ -442,7 +473,13 @@ impl Client {
             // An answer to a call we gave up on: tell the proxy it is over,
             // or the answering side would wait for voice that never comes.
             let cause = Cause::NetworkFailure;
-            let _ = self.send_control(now, ControlMsg::Hangup { call, cause });
+            let _ = self.send_control(
+                now,
+                ControlMsg::Hangup {
+                    call,
+                    cause: cause.into(),
+                },
+            );
             return;
         };
         let CallState::Dialing {
@@ -476,7 +513,13 @@ impl Client {
                 // The event carries it; the application reports it once.
                 log::debug!("call {call}: end-to-end handshake failed: {e}");
                 let cause = Cause::TemporaryFailure;
-                let _ = self.send_control(now, ControlMsg::Hangup { call, cause });
+                let _ = self.send_control(
+                    now,
+                    ControlMsg::Hangup {
+                        call,
+                        cause: cause.into(),
+                    },
+                );
                 self.events
                     .push_back(Event::EndToEndFailed { call, error: e });
                 self.events.push_back(Event::CallEnded { call, cause });
@@ -635,7 +678,13 @@ impl Client {
             );
             let cause = Cause::NetworkFailure;
             if self.end_call(call, cause) {
-                let _ = self.send_control(now, ControlMsg::Hangup { call, cause });
+                let _ = self.send_control(
+                    now,
+                    ControlMsg::Hangup {
+                        call,
+                        cause: cause.into(),
+                    },
+                );
             }
         }
         for call in quiet {

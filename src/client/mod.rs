@@ -203,6 +203,8 @@ pub struct Client {
     held_voice: VecDeque<HeldVoiceFrame>,
     queue: VecDeque<Vec<u8>>,
     drops: DropCounters,
+    /// Rejects and hangups received whose cause octet was no Q.850 value.
+    pub(crate) causes_out_of_range: u64,
     /// Correction of handshake timestamps learned from the proxy.
     clock: connect::Clock,
     /// The session was lost after being established: handshakes go on
@@ -230,6 +232,7 @@ impl Client {
             held_voice: VecDeque::new(),
             queue: VecDeque::new(),
             drops: DropCounters::default(),
+            causes_out_of_range: 0,
             clock: connect::Clock::default(),
             reconnecting: false,
             closing: false,
@@ -261,6 +264,13 @@ impl Client {
     /// Packets dropped, per reason.
     pub fn drops(&self) -> &DropCounters {
         &self.drops
+    }
+
+    /// Rejects and hangups received whose cause was no Q.850 value (0 or
+    /// above 127): the call ended with the defined cause
+    /// [`Cause::from_code`] maps it to (16 for 0, else 127).
+    pub fn causes_out_of_range(&self) -> u64 {
+        self.causes_out_of_range
     }
 
     /// The session id, when connected.
@@ -352,7 +362,7 @@ impl Client {
         }
     }
 
-    fn on_control(&mut self, now: Instant, msg: ControlMsg) {
+    pub(crate) fn on_control(&mut self, now: Instant, msg: ControlMsg) {
         match msg {
             ControlMsg::Registered { expires_s, name } => {
                 if let Some(r) = self.registrations.iter_mut().find(|r| r.name == name) {
@@ -612,7 +622,13 @@ impl Client {
                     if let Some(call) = lost.call {
                         if self.end_call(call, Cause::Timeout) {
                             let cause = Cause::Timeout;
-                            let _ = self.send_control(now, ControlMsg::Hangup { call, cause });
+                            let _ = self.send_control(
+                                now,
+                                ControlMsg::Hangup {
+                                    call,
+                                    cause: cause.into(),
+                                },
+                            );
                         }
                     }
                 }

@@ -19,6 +19,7 @@
 //! session_timeout_s = 180
 //! max_register_expires_s = 3600
 //! media_timeout_s = 15                        # 0 disables
+//! ring_timeout_s = 60                         # unanswered: no answer (19)
 //! max_calls_per_session = 16                  # a PBX trunk needs more
 //! max_sessions = 1048576                       # beyond: handshakes refused Busy
 //! relay_via_serving = false                    # true where routers run strict uRPF
@@ -150,6 +151,8 @@ pub const DEFAULT_SESSION_TIMEOUT_S: u32 = 180;
 pub const DEFAULT_MAX_REGISTER_EXPIRES_S: u32 = 3600;
 /// Default for [`Config::media_timeout_s`].
 pub const DEFAULT_MEDIA_TIMEOUT_S: u32 = 15;
+/// Default for [`Config::ring_timeout_s`] (`ProxyConfig`'s).
+pub const DEFAULT_RING_TIMEOUT_S: u32 = 60;
 /// Default for [`Config::max_sessions`] (`ProxyConfig`'s).
 pub const DEFAULT_MAX_SESSIONS: usize = 1 << 20;
 /// Valid range of `max_sessions`.
@@ -187,6 +190,10 @@ pub struct Config {
     /// An answered call with no media from one side for this many seconds
     /// ends with cause 102; 0 disables (`ProxyConfig::media_timeout`).
     pub media_timeout_s: u32,
+    /// A call not answered within this many seconds ends with cause 19 (no
+    /// answer) for the caller and every device it rang; 1..=3600
+    /// (`ProxyConfig::ring_timeout`, docs/anytun-protocol.md "Ring timeout").
+    pub ring_timeout_s: u32,
     /// Most calls one session is part of at once (a PBX is one session:
     /// its concurrent calls); `ProxyConfig::max_calls_per_session`.
     pub max_calls_per_session: u32,
@@ -251,6 +258,7 @@ impl Default for Config {
             session_timeout_s: DEFAULT_SESSION_TIMEOUT_S,
             max_register_expires_s: DEFAULT_MAX_REGISTER_EXPIRES_S,
             media_timeout_s: DEFAULT_MEDIA_TIMEOUT_S,
+            ring_timeout_s: DEFAULT_RING_TIMEOUT_S,
             max_calls_per_session: DEFAULT_MAX_CALLS_PER_SESSION,
             max_sessions: DEFAULT_MAX_SESSIONS,
             relay_via_serving: false,
@@ -331,6 +339,7 @@ struct RawConfig {
     session_timeout_s: Option<Spanned<Value>>,
     max_register_expires_s: Option<Spanned<Value>>,
     media_timeout_s: Option<Spanned<Value>>,
+    ring_timeout_s: Option<Spanned<Value>>,
     max_calls_per_session: Option<Spanned<Value>>,
     max_sessions: Option<Spanned<Value>>,
     relay_via_serving: Option<Spanned<Value>>,
@@ -366,6 +375,9 @@ const ANY_U32: RangeInclusive<i64> = 0..=u32::MAX as i64;
 const CALLS_PER_SESSION_RANGE: RangeInclusive<i64> = 1..=65_535;
 /// Valid range of `media_timeout_s` (0 disables): up to a day.
 const MEDIA_TIMEOUT_RANGE: RangeInclusive<i64> = 0..=86_400;
+/// Valid range of `ring_timeout_s`: a second (0 would refuse every call
+/// unanswered) up to an hour.
+const RING_TIMEOUT_RANGE: RangeInclusive<i64> = 1..=3600;
 /// Valid range of `subscriber_reload_ms`: up to a day.
 const RELOAD_MS_RANGE: RangeInclusive<i64> = 1..=86_400_000;
 /// Valid range of `subscriber_tombstone_days`: up to ten years.
@@ -460,6 +472,12 @@ impl RawConfig {
             self.media_timeout_s,
             MEDIA_TIMEOUT_RANGE,
             defaults.media_timeout_s,
+        )?;
+        let (ring_timeout_s, _) = src.number(
+            "ring_timeout_s",
+            self.ring_timeout_s,
+            RING_TIMEOUT_RANGE,
+            defaults.ring_timeout_s,
         )?;
         let (max_calls_per_session, _) = src.number(
             "max_calls_per_session",
@@ -577,6 +595,7 @@ impl RawConfig {
             session_timeout_s,
             max_register_expires_s,
             media_timeout_s,
+            ring_timeout_s,
             max_calls_per_session,
             max_sessions,
             relay_via_serving,

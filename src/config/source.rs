@@ -19,6 +19,7 @@ pub(super) fn expected(key: &str) -> &'static str {
         "session_timeout_s" => "a whole number of seconds, more than twice keepalive_s",
         "max_register_expires_s" => "a whole number of seconds in 1..=4294967295",
         "media_timeout_s" => "a whole number of seconds in 0..=86400 (0 turns it off)",
+        "ring_timeout_s" => "a whole number of seconds in 1..=3600",
         "max_calls_per_session" => "a whole number in 1..=65535",
         "max_sessions" => "a whole number in 1..=67108864",
         "overload" => "a table ([overload])",

@@ -59,6 +59,7 @@ keepalive_s = 20
 session_timeout_s = 41
 max_register_expires_s = 600
 media_timeout_s = 30
+ring_timeout_s = 25
 max_calls_per_session = 100
 relay_via_serving = true
 metrics_listen = "[::1]:9100"
@@ -83,6 +84,7 @@ per_ip_burst = 1
             session_timeout_s: 41,
             max_register_expires_s: 600,
             media_timeout_s: 30,
+            ring_timeout_s: 25,
             max_calls_per_session: 100,
             relay_via_serving: true,
             metrics_listen: Some("[::1]:9100".to_owned()),
@@ -377,6 +379,37 @@ fn media_timeout_zero_is_off_and_a_day_is_the_most() {
     assert_eq!(config.media_timeout_s, 0);
     let (_, _, message) = invalid("media_timeout_s = 86401");
     assert!(message.contains("0..=86400"), "{message}");
+}
+
+#[test]
+fn ring_timeout_defaults_to_a_minute_and_is_bounded() {
+    assert_eq!(parse("", origin()).unwrap().ring_timeout_s, 60);
+    assert_eq!(
+        parse("ring_timeout_s = 1", origin())
+            .unwrap()
+            .ring_timeout_s,
+        1
+    );
+    assert_eq!(
+        parse("ring_timeout_s = 3600", origin())
+            .unwrap()
+            .ring_timeout_s,
+        3600
+    );
+    for bad in [
+        "ring_timeout_s = 0",
+        "ring_timeout_s = 3601",
+        "ring_timeout_s = -5",
+    ] {
+        let (line, _, message) = invalid(bad);
+        assert_eq!(line, 1, "{bad}");
+        assert!(
+            message.contains("ring_timeout_s") && message.contains("1..=3600"),
+            "{bad}: {message}"
+        );
+    }
+    let (_, _, message) = invalid("ring_timeout_s = \"60\"");
+    assert!(message.contains("1..=3600"), "{message}");
 }
 
 #[test]

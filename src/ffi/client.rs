@@ -322,12 +322,16 @@ unsafe fn handle<'a>(p: *mut AnytunClient) -> Result<&'a AnytunClient, FfiError>
     unsafe { p.as_ref() }.ok_or(FfiError::Null("client"))
 }
 
-fn cause_arg(cause: c_int) -> Result<Cause, FfiError> {
-    u8::try_from(cause)
-        .ok()
-        .filter(|c| (1..=127).contains(c))
-        .map(Cause::from_code)
-        .ok_or_else(|| FfiError::invalid("cause", format!("{cause} is not a Q.850 cause (1..127)")))
+/// The cause a host passed: a Q.850 cause (1..=127) as is; anything else
+/// is taken as the defined cause [`Cause::from_code`] maps it to (0: 16,
+/// else 127), counted in the status's `causes_out_of_range` and logged.
+/// Never an error: the call ends either way.
+fn cause_arg(h: &AnytunClient, cause: c_int) -> Cause {
+    Cause::from_code(cause).unwrap_or_else(|e| {
+        h.shared.causes_out_of_range.fetch_add(1, Ordering::Relaxed);
+        log::warn!("cause from the host: {e}");
+        e.mapped
+    })
 }
 
 fn name_arg(s: &str, what: &'static str) -> Result<Name, FfiError> {
@@ -578,7 +582,7 @@ pub unsafe extern "C" fn anytun_client_reject(
     guard(|| {
         // SAFETY: the caller's promise.
         let h = unsafe { handle(client.cast()) }?;
-        let cause = cause_arg(cause)?;
+        let cause = cause_arg(h, cause);
         h.act(|c, now| c.reject(now, CallId(call), cause))
     })
 }
@@ -596,7 +600,7 @@ pub unsafe extern "C" fn anytun_client_hangup(
     guard(|| {
         // SAFETY: the caller's promise.
         let h = unsafe { handle(client.cast()) }?;
-        let cause = cause_arg(cause)?;
+        let cause = cause_arg(h, cause);
         h.act(|c, now| c.hangup(now, CallId(call), cause))
     })
 }
@@ -698,6 +702,8 @@ pub unsafe extern "C" fn anytun_client_get_status(
             s.calls = core.client.calls().len() as u32;
             s.names = core.names.len() as u32;
             s.dropped = core.client.drops().total() + h.shared.wrong_source.load(Ordering::Relaxed);
+            s.causes_out_of_range = core.client.causes_out_of_range()
+                + h.shared.causes_out_of_range.load(Ordering::Relaxed);
             if let Some(o) = core.observed {
                 fill_chars(&mut s.observed, &o.to_string())?;
             }

@@ -121,6 +121,8 @@ pub(crate) struct Shared {
     pub frames_received: AtomicU64,
     /// Datagrams from any address but the proxy's (dropped).
     pub wrong_source: AtomicU64,
+    /// Causes the host passed outside Q.850's 1..=127 (mapped).
+    pub causes_out_of_range: AtomicU64,
 }
 
 impl Shared {
@@ -139,6 +141,7 @@ impl Shared {
             frames_sent: AtomicU64::new(0),
             frames_received: AtomicU64::new(0),
             wrong_source: AtomicU64::new(0),
+            causes_out_of_range: AtomicU64::new(0),
         }
     }
 

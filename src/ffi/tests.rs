@@ -352,8 +352,13 @@ fn a_handle_refuses_calls_before_start_and_after_stop() {
         let r = anytun_client_call(c, c"bob".as_ptr(), null(), ulaw.as_ptr(), 1, &mut id);
         assert_eq!(r, sys::ANYTUN_ERR_NOT_CONNECTED);
         assert_eq!(anytun_client_hangup(c, 5, 16), sys::ANYTUN_ERR_UNKNOWN_CALL);
-        assert_eq!(anytun_client_hangup(c, 5, 0), sys::ANYTUN_ERR_INVALID);
-        assert_eq!(anytun_client_hangup(c, 5, 128), sys::ANYTUN_ERR_INVALID);
+        // A cause outside 1..=127 is mapped (and counted), not refused:
+        // the call ends either way (here: there is none).
+        assert_eq!(anytun_client_hangup(c, 5, 0), sys::ANYTUN_ERR_UNKNOWN_CALL);
+        assert_eq!(
+            anytun_client_hangup(c, 5, 128),
+            sys::ANYTUN_ERR_UNKNOWN_CALL
+        );
         assert_eq!(anytun_client_stop(c), sys::ANYTUN_OK);
         assert_eq!(anytun_client_stop(c), sys::ANYTUN_OK);
         let r = anytun_client_call(c, c"bob".as_ptr(), null(), ulaw.as_ptr(), 1, &mut id);
@@ -833,6 +838,77 @@ mod call {
             host.client.store(c, Ordering::Release);
             assert_eq!(anytun_client_start(c), 0, "{}", last_error());
         }
+    }
+
+    /// The host hangs up with causes outside Q.850 (200, 0, -1): each is
+    /// sent as a defined cause (127, 16, 127), which the far end's
+    /// on_call_state reports, and counted in the status.
+    #[test]
+    fn a_host_s_out_of_range_cause_is_sent_as_a_defined_one_and_counted() {
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        let network = crate::crypto::SecretKey::generate();
+        let (ka, kb) = (
+            crate::crypto::SecretKey::generate(),
+            crate::crypto::SecretKey::generate(),
+        );
+        let store = SubscriberStore::open_in_memory().unwrap();
+        store.add("alice", &ka.public().0).unwrap();
+        store.add("bob", &kb.public().0).unwrap();
+        let id = ProxyId::new(1).unwrap();
+        let core = Proxy::new(
+            ProxyConfig::new(id, network.clone()),
+            store.snapshot().unwrap(),
+            Instant::now(),
+        );
+        core.epochs().grant(EpochLease::ephemeral());
+        let proxy = rt
+            .block_on(ProxyRuntime::start(core, &["127.0.0.1:0".parse().unwrap()]))
+            .unwrap();
+        let addr = proxy.local_addrs()[0].to_string();
+        let net = network.public().to_base64();
+        let (alice, bob) = (Host::default(), Host::default());
+        start(&alice, &ka.to_base64(), &net, &addr);
+        start(&bob, &kb.to_base64(), &net, &addr);
+        let (a, b) = (
+            alice.client.load(Ordering::Acquire),
+            bob.client.load(Ordering::Acquire),
+        );
+        let mapped = |c| {
+            let mut st = sys::anytun_client_status {
+                struct_size: std::mem::size_of::<sys::anytun_client_status>() as u32,
+                ..Default::default()
+            };
+            // SAFETY: a live handle.
+            assert_eq!(unsafe { anytun_client_get_status(c, &mut st) }, 0);
+            st.causes_out_of_range
+        };
+        // SAFETY (all): live handles.
+        unsafe {
+            assert_eq!(anytun_client_register(b, c"bob".as_ptr(), 300), 0);
+            bob.wait_for("registered bob 1");
+            alice.wait_for(&format!("session {}", sys::ANYTUN_SESSION_CONNECTED));
+            let codecs = [c"slin".as_ptr()];
+            for (n, (given, sent)) in [(200, 127), (0, 16), (-1, 127)].into_iter().enumerate() {
+                let mut call = 0u64;
+                let r =
+                    anytun_client_call(a, c"bob".as_ptr(), null(), codecs.as_ptr(), 1, &mut call);
+                assert_eq!(r, 0, "{}", last_error());
+                alice.wait_for(&format!(
+                    "call {call} event {} cause 0",
+                    sys::ANYTUN_CALL_ANSWERED
+                ));
+                assert_eq!(anytun_client_hangup(a, call, given), 0, "{given}");
+                bob.wait_for(&format!(
+                    "call {call} event {} cause {sent} codec",
+                    sys::ANYTUN_CALL_ENDED
+                ));
+                assert_eq!(mapped(a), n as u64 + 1, "{given}");
+            }
+            assert_eq!(mapped(b), 0);
+            assert_eq!(anytun_client_free(a), 0);
+            assert_eq!(anytun_client_free(b), 0);
+        }
+        proxy.shutdown();
     }
 
     /// bob answers from inside on_incoming_call, and from inside on_voice

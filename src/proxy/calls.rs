@@ -334,7 +334,14 @@ impl Proxy {
         let reject = |p: &mut Proxy, cause: Cause| {
             log::debug!("call {call} from session {from} to {to}: {cause}");
             p.stats.calls_failed += 1;
-            p.send_control(now, from, ControlMsg::Reject { call, cause });
+            p.send_control(
+                now,
+                from,
+                ControlMsg::Reject {
+                    call,
+                    cause: cause.into(),
+                },
+            );
         };
         let limited = |p: &mut Proxy, cause: Cause| {
             p.stats.drops.add(DropReason::CallLimit);
@@ -518,7 +525,14 @@ impl Proxy {
             // Its Invite is not sent again; only the Hangup that ends it.
             self.forget_call(other, call);
             let cause = Cause::AnsweredElsewhere;
-            self.send_control(now, other, ControlMsg::Hangup { call, cause });
+            self.send_control(
+                now,
+                other,
+                ControlMsg::Hangup {
+                    call,
+                    cause: cause.into(),
+                },
+            );
         }
     }
 
@@ -542,7 +556,14 @@ impl Proxy {
     ) {
         self.forget_call(s, call);
         if let Some(cause) = notify {
-            self.send_control(now, s, ControlMsg::Hangup { call, cause });
+            self.send_control(
+                now,
+                s,
+                ControlMsg::Hangup {
+                    call,
+                    cause: cause.into(),
+                },
+            );
         }
         let was_leg = self.calls.get(&call).is_some_and(|c| c.leg(s).is_some());
         let left = self.calls.remove_leg(call, s, refusal);
@@ -566,7 +587,14 @@ impl Proxy {
         self.stats.calls_failed += 1;
         // A Ringing still pending to the caller is moot now.
         self.forget_call(c.caller, call);
-        self.send_control(now, c.caller, ControlMsg::Reject { call, cause });
+        self.send_control(
+            now,
+            c.caller,
+            ControlMsg::Reject {
+                call,
+                cause: cause.into(),
+            },
+        );
     }
 
     pub(super) fn on_hangup(&mut self, now: Instant, from: SessionId, call: CallId, cause: Cause) {
@@ -627,7 +655,14 @@ impl Proxy {
                 self.forget_call(s, call);
             }
             if Some(s) != by {
-                self.send_control(now, s, ControlMsg::Hangup { call, cause });
+                self.send_control(
+                    now,
+                    s,
+                    ControlMsg::Hangup {
+                        call,
+                        cause: cause.into(),
+                    },
+                );
             }
         }
     }
@@ -689,7 +724,14 @@ impl Proxy {
         for l in legs {
             self.forget_call(l.session, call);
             let cause = Cause::NoAnswer;
-            self.send_control(now, l.session, ControlMsg::Hangup { call, cause });
+            self.send_control(
+                now,
+                l.session,
+                ControlMsg::Hangup {
+                    call,
+                    cause: cause.into(),
+                },
+            );
         }
         let cause = if cause == Cause::Busy {
             Cause::Busy
@@ -703,7 +745,14 @@ impl Proxy {
         });
         self.stats.calls_failed += 1;
         self.forget_call(c.caller, call);
-        self.send_control(now, c.caller, ControlMsg::Reject { call, cause });
+        self.send_control(
+            now,
+            c.caller,
+            ControlMsg::Reject {
+                call,
+                cause: cause.into(),
+            },
+        );
     }
 
     /// A leg's deadline: if the device neither rang nor sent anything since

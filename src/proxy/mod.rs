@@ -39,7 +39,7 @@ use crate::handshake::replay::{ReplayTable, WallClock};
 use crate::session::{
     CallId, Epochs, EpochsExhausted, ProxyId, SessionCrypto, SessionId, SessionState,
 };
-use crate::wire::control::ControlMsg;
+use crate::wire::control::{CauseOctet, ControlMsg};
 use crate::wire::inner::Inner;
 use crate::wire::transport::TransportHeader;
 use crate::wire::{classify, DropReason, MessageType, MAX_DATAGRAM};
@@ -817,6 +817,18 @@ impl Proxy {
         self.handle_control(now, from, msg);
     }
 
+    /// The cause of a client's Reject or Hangup: an octet outside Q.850's
+    /// 1..=127 is taken as the defined cause [`CauseOctet::cause`] gives,
+    /// counted in [`ProxyStats::causes_out_of_range`] and logged, so what
+    /// the proxy passes on is always a Q.850 cause.
+    fn received_cause(&mut self, from: SessionId, call: CallId, octet: CauseOctet) -> Cause {
+        octet.cause().unwrap_or_else(|e| {
+            self.stats.causes_out_of_range += 1;
+            log::debug!("session {from}, call {call}: {e}");
+            e.mapped
+        })
+    }
+
     /// Acts on a client's control message (received here, or handed here by
     /// a peer as a `Request`).
     fn handle_control(&mut self, now: Instant, from: SessionId, msg: ControlMsg) {
@@ -834,8 +846,14 @@ impl Proxy {
             } => self.on_invite(now, from, call, to, caller_name, codecs, e2e),
             ControlMsg::Ringing { call } => self.on_ringing(now, from, call),
             ControlMsg::Answer { call, e2e, .. } => self.on_answer(now, from, call, e2e),
-            ControlMsg::Reject { call, cause } => self.on_reject(now, from, call, cause),
-            ControlMsg::Hangup { call, cause } => self.on_hangup(now, from, call, cause),
+            ControlMsg::Reject { call, cause } => {
+                let cause = self.received_cause(from, call, cause);
+                self.on_reject(now, from, call, cause)
+            }
+            ControlMsg::Hangup { call, cause } => {
+                let cause = self.received_cause(from, call, cause);
+                self.on_hangup(now, from, call, cause)
+            }
             ControlMsg::CallData { call, e2e } => self.on_call_data(now, from, call, e2e),
             ControlMsg::Registered { .. }
             | ControlMsg::RegisterFailed { .. }

@@ -60,4 +60,8 @@ pub struct ProxyStats {
     pub control_not_queued: u64,
     /// Registrations refused (key not authorised for the name).
     pub registrations_refused: u64,
+    /// Rejects and hangups from clients whose cause was no Q.850 value
+    /// (0 or above 127), passed on as normal clearing (16) or interworking
+    /// (127): [`Cause::from_code`](crate::call::Cause::from_code).
+    pub causes_out_of_range: u64,
 }

@@ -411,6 +411,7 @@ pub fn boot(cfg: &Config, thread_name: &str) -> Result<Booted, BootError> {
     pc.session_timeout = Duration::from_secs(u64::from(cfg.session_timeout_s));
     pc.max_register_expires_s = cfg.max_register_expires_s;
     pc.media_timeout = Duration::from_secs(u64::from(cfg.media_timeout_s));
+    pc.ring_timeout = Duration::from_secs(u64::from(cfg.ring_timeout_s));
     pc.max_calls_per_session = cfg.max_calls_per_session as usize;
     pc.max_sessions = cfg.max_sessions;
     pc.relay_via_serving = cfg.relay_via_serving;

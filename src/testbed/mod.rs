@@ -27,6 +27,8 @@ use crate::wire::transport::TransportHeader;
 use crate::wire::{classify, MessageType, MAX_DATAGRAM};
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
+#[cfg(test)]
+mod causes;
 mod scenario;
 mod sync;
 use std::net::{IpAddr, SocketAddr};

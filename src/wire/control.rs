@@ -18,11 +18,36 @@
 //! ```
 //! `from` may be empty from a client (the proxy fills in its name);
 //! `peer_key` is zero from a client and set by the proxy to the other
-//! client's authenticated static key.
+//! client's authenticated static key. A `cause` is a Q.850 value (1..=127);
+//! any other octet parses (the encodings stay canonical) and its receiver
+//! maps it with [`CauseOctet::cause`] and counts it.
 
 use super::{DropReason, Reader, Writer};
+use crate::call::cause::CauseOutOfRange;
 use crate::call::{Cause, Name};
 use crate::session::CallId;
+
+/// The cause octet of a Reject or Hangup as carried: a Q.850 cause from a
+/// sender that keeps the rules, any octet from one that does not.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CauseOctet(pub u8);
+
+impl CauseOctet {
+    /// The cause it carries.
+    ///
+    /// # Errors
+    /// [`CauseOutOfRange`] for 0 or 128..=255, holding the defined cause it
+    /// is taken as ([`Cause::from_code`]); the receiver counts it.
+    pub fn cause(self) -> Result<Cause, CauseOutOfRange> {
+        Cause::from_code(self.0)
+    }
+}
+
+impl From<Cause> for CauseOctet {
+    fn from(c: Cause) -> Self {
+        Self(c.code())
+    }
+}
 
 /// Most codecs one offer may list.
 pub const MAX_CODECS: usize = 16;
@@ -101,14 +126,14 @@ pub enum ControlMsg {
         /// The call.
         call: CallId,
         /// Why.
-        cause: Cause,
+        cause: CauseOctet,
     },
     /// The call ended (or was cancelled before answer).
     Hangup {
         /// The call.
         call: CallId,
         /// Why.
-        cause: Cause,
+        cause: CauseOctet,
     },
     /// A relayed end-to-end message that must arrive (DTMF).
     CallData {
@@ -237,11 +262,11 @@ impl ControlMsg {
             },
             tag::REJECT => ControlMsg::Reject {
                 call: CallId(r.u64()?),
-                cause: Cause::from_code(r.u8()?),
+                cause: CauseOctet(r.u8()?),
             },
             tag::HANGUP => ControlMsg::Hangup {
                 call: CallId(r.u64()?),
-                cause: Cause::from_code(r.u8()?),
+                cause: CauseOctet(r.u8()?),
             },
             tag::CALL_DATA => ControlMsg::CallData {
                 call: CallId(r.u64()?),
@@ -308,10 +333,10 @@ impl ControlMsg {
                 write_blob(&mut w, e2e);
             }
             ControlMsg::Reject { call, cause } => {
-                w.u8(tag::REJECT).u64(call.0).u8(cause.code());
+                w.u8(tag::REJECT).u64(call.0).u8(cause.0);
             }
             ControlMsg::Hangup { call, cause } => {
-                w.u8(tag::HANGUP).u64(call.0).u8(cause.code());
+                w.u8(tag::HANGUP).u64(call.0).u8(cause.0);
             }
             ControlMsg::CallData { call, e2e } => {
                 if e2e.len() > MAX_E2E_BLOB {
@@ -370,11 +395,12 @@ mod tests {
             },
             ControlMsg::Reject {
                 call: CallId(5),
-                cause: Cause::Busy,
+                cause: Cause::Busy.into(),
             },
             ControlMsg::Hangup {
                 call: CallId(5),
-                cause: Cause::Other(200),
+                // Out of range: parsed and re-encoded as sent.
+                cause: CauseOctet(200),
             },
             ControlMsg::CallData {
                 call: CallId(5),

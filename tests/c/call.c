@@ -667,7 +667,8 @@ static int run_errors(void)
                 ANYTUN_ERR_NULL);
     EXPECT_CODE(anytun_client_hangup(c, 42, ANYTUN_CAUSE_NORMAL),
                 ANYTUN_ERR_UNKNOWN_CALL);
-    EXPECT_CODE(anytun_client_hangup(c, 42, 300), ANYTUN_ERR_INVALID);
+    /* No Q.850 cause: taken as 127 and counted, never a refusal. */
+    EXPECT_CODE(anytun_client_hangup(c, 42, 300), ANYTUN_ERR_UNKNOWN_CALL);
     EXPECT_CODE(anytun_client_send_voice(c, 42, 0, 0, NULL, 160), ANYTUN_ERR_NULL);
     EXPECT_CODE(anytun_client_send_voice(c, 42, 0, 0, (const uint8_t *)priv, 0),
                 ANYTUN_ERR_INVALID);
@@ -712,6 +713,9 @@ static int run_errors(void)
     EXPECT(st.state == ANYTUN_SESSION_STOPPED, "state %d", st.state);
     EXPECT(st.local_port != 0, "no local port");
     EXPECT(st.observed[0] == 0, "observed %s", st.observed);
+    /* The hangup with 300 above. */
+    EXPECT(st.causes_out_of_range == 1, "causes out of range: %llu",
+           (unsigned long long)st.causes_out_of_range);
     {
         int lines;
         pthread_mutex_lock(&logs.lock);
