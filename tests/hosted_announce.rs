@@ -149,6 +149,14 @@ fn a_hosted_proxy_runs_bird_announces_when_ready_and_stops_it_on_reload_and_stop
         "{}",
         last_error()
     );
+    // A host such as Asterisk does not mark its descriptors close-on-exec:
+    // one opened so here must not reach BIRD.
+    let marker = dir.path().join("host-fd");
+    std::fs::write(&marker, b"").unwrap();
+    let cpath = CString::new(marker.to_str().unwrap()).unwrap();
+    // SAFETY: a NUL-terminated path; the descriptor is closed below.
+    let host_fd = unsafe { libc::open(cpath.as_ptr(), libc::O_RDONLY) };
+    assert!(host_fd >= 0, "open {}", marker.display());
     let before = bird_children();
     // Started from a thread that ends at once (as a host's CLI thread
     // does): BIRD's parent is the proxy's own thread, so the kernel's
@@ -190,6 +198,19 @@ fn a_hosted_proxy_runs_bird_announces_when_ready_and_stops_it_on_reload_and_stop
         .filter(|b| !before.contains(b))
         .collect();
     assert_eq!(first.len(), 1, "one BIRD child: {first:?}");
+    let inherited: Vec<String> = std::fs::read_dir(format!("/proc/{}/fd", first[0]))
+        .unwrap()
+        .flatten()
+        .filter_map(|f| std::fs::read_link(f.path()).ok())
+        .filter(|t| *t == marker)
+        .map(|t| t.display().to_string())
+        .collect();
+    assert!(
+        inherited.is_empty(),
+        "BIRD holds the host's descriptor: {inherited:?}"
+    );
+    // SAFETY: opened above, closed once.
+    unsafe { libc::close(host_fd) };
     assert_eq!(threads_named("bird-supervisor"), 1);
 
     // A drain withdraws while it keeps serving; undrained, it announces.

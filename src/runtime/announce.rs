@@ -309,9 +309,11 @@ fn spawn_bird(cfg: &AnnounceConfig) -> Result<std::process::Child, AnnounceError
         .arg(&cfg.bird_socket)
         .stdin(Stdio::null());
     // SAFETY: only async-signal-safe calls (sigemptyset, pthread_sigmask,
-    // prctl, getppid, _exit) run between fork and exec.
+    // prctl, getppid, close_range or fcntl, getrlimit, _exit) run between
+    // fork and exec.
     unsafe {
         cmd.pre_exec(move || {
+            cloexec_from(3);
             // A host's thread may block signals (Asterisk's block SIGTERM
             // and others), and the mask survives exec: BIRD would never
             // hear its SIGTERM.
@@ -336,6 +338,37 @@ fn spawn_bird(cfg: &AnnounceConfig) -> Result<std::process::Child, AnnounceError
         config: cfg.bird_config.display().to_string(),
         source,
     })
+}
+
+/// Marks every descriptor from `first` up close-on-exec, in a forked child
+/// before exec. A host such as Asterisk opens its sockets and logs without
+/// `O_CLOEXEC` (its own fork helper closes them); BIRD must not keep the
+/// host's SIP, AMI or HTTP sockets open. Close-on-exec rather than close:
+/// std's exec-error pipe must survive until exec. `close_range` (Linux
+/// 5.11) in one call; on an older kernel, `fcntl` on each possible
+/// descriptor below the open-files limit (at most 2^20).
+///
+/// # Safety
+/// Async-signal-safe; call it only between fork and exec.
+unsafe fn cloexec_from(first: libc::c_uint) {
+    if libc::syscall(
+        libc::SYS_close_range,
+        first,
+        libc::c_uint::MAX,
+        libc::CLOSE_RANGE_CLOEXEC,
+    ) == 0
+    {
+        return;
+    }
+    let mut lim: libc::rlimit = std::mem::zeroed();
+    let max = if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 {
+        lim.rlim_cur.min(1 << 20) as libc::c_int
+    } else {
+        1024
+    };
+    for fd in first as libc::c_int..max {
+        libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC);
+    }
 }
 
 /// Waits for BIRD; starts it again (after a second) when it dies while
