@@ -10,6 +10,7 @@
 //! Needs BIRD 2 (`bird`, `birdc` on PATH; scripts/test.sh installs bird2):
 //! without it this test fails, saying so.
 
+use anytun::config::AnnounceConfig;
 use anytun::ffi::errors::anytun_last_error;
 use anytun::ffi::proxy::{
     anytun_proxy_config_init, anytun_proxy_drain, anytun_proxy_free, anytun_proxy_get_status,
@@ -17,6 +18,7 @@ use anytun::ffi::proxy::{
     anytun_proxy_stop,
 };
 use anytun::ffi::sys;
+use anytun::runtime::announce::Announcer;
 use std::ffi::{c_char, CStr, CString};
 use std::path::Path;
 use std::process::Command;
@@ -116,13 +118,82 @@ fn wait(what: &str, limit: Duration, mut f: impl FnMut() -> bool) {
     }
 }
 
-#[test]
-fn a_hosted_proxy_runs_bird_announces_when_ready_and_stops_it_on_reload_and_stop() {
+/// The tests count this process's BIRD children: one at a time.
+static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn need_bird() {
     assert!(
         Command::new("bird").arg("--version").output().is_ok()
             && Command::new("birdc").arg("--version").output().is_ok(),
         "this test needs BIRD 2 (bird and birdc on PATH: apt-get install bird2)"
     );
+}
+
+/// A stop's grace (runtime::supervise) starts once BIRD has withdrawn:
+/// the wait for the withdrawal ends only after `birdc disable` succeeded
+/// for every protocol, not when the disable was asked for.
+#[test]
+fn the_wait_for_withdrawal_ends_only_once_bird_has_withdrawn() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    need_bird();
+    let dir = tempfile::tempdir().unwrap();
+    let conf = bird_conf(dir.path(), "w.conf");
+    let sock = dir.path().join("w.ctl");
+    // BIRD slow to answer (a busy BIRD, a loaded host): the real birdc,
+    // a moment late.
+    let slow_birdc = dir.path().join("slow-birdc");
+    std::fs::write(&slow_birdc, "#!/bin/sh\nsleep 0.2\nexec birdc \"$@\"\n").unwrap();
+    std::fs::set_permissions(
+        &slow_birdc,
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let a = Announcer::start(
+        AnnounceConfig {
+            bird: "bird".into(),
+            birdc: slow_birdc.clone(),
+            bird_config: conf.to_str().unwrap().into(),
+            bird_socket: sock.clone(),
+            protocols: vec!["anycast4".into(), "anycast6".into()],
+        },
+        rt.handle(),
+    )
+    .unwrap();
+
+    assert!(
+        rt.block_on(a.wait_withdrawn(Duration::from_secs(1))),
+        "a fresh BIRD announces nothing"
+    );
+    a.update(|h| h.ready = true);
+    assert!(rt.block_on(a.wait_announced(true, Duration::from_secs(10))));
+    assert!(
+        up(&sock, "anycast4") && up(&sock, "anycast6"),
+        "{}",
+        protocols(&sock)
+    );
+    for round in 0..3 {
+        a.update(|h| h.drained = true);
+        assert!(rt.block_on(a.wait_withdrawn(Duration::from_secs(5))));
+        let p = protocols(&sock);
+        assert!(
+            !up(&sock, "anycast4") && !up(&sock, "anycast6"),
+            "round {round}: the wait ended while BIRD still announces:\n{p}"
+        );
+        a.update(|h| h.drained = false);
+        assert!(rt.block_on(a.wait_announced(true, Duration::from_secs(5))));
+    }
+    a.stop();
+}
+
+#[test]
+fn a_hosted_proxy_runs_bird_announces_when_ready_and_stops_it_on_reload_and_stop() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    need_bird();
     let dir = tempfile::tempdir().unwrap();
     let state = CString::new(dir.path().to_str().unwrap()).unwrap();
     let listen = CString::new("127.0.0.1:0").unwrap();

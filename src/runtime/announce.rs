@@ -87,6 +87,7 @@ impl Health {
 pub struct Announcer {
     health: watch::Sender<Health>,
     announced: watch::Receiver<bool>,
+    withdrawn: watch::Receiver<bool>,
     stopping: Arc<AtomicBool>,
     bird_pid: Arc<AtomicU32>,
     task: tokio::task::JoinHandle<()>,
@@ -146,10 +147,21 @@ impl Announcer {
         }
         let (health, health_rx) = watch::channel(Health::default());
         let (announced_tx, announced) = watch::channel(false);
-        let task = rt.spawn(reconcile(cfg, health_rx, gen_rx, announced_tx));
+        // A fresh BIRD has the routes disabled (its config says so).
+        let (withdrawn_tx, withdrawn) = watch::channel(true);
+        let task = rt.spawn(reconcile(
+            cfg,
+            health_rx,
+            gen_rx,
+            Reported {
+                announced: announced_tx,
+                withdrawn: withdrawn_tx,
+            },
+        ));
         Ok(Self {
             health,
             announced,
+            withdrawn,
             stopping,
             bird_pid,
             task,
@@ -179,6 +191,19 @@ impl Announcer {
     pub async fn wait_announced(&self, want: bool, limit: Duration) -> bool {
         let mut rx = self.announced.clone();
         tokio::time::timeout(limit, rx.wait_for(|a| *a == want))
+            .await
+            .is_ok_and(|r| r.is_ok())
+    }
+
+    /// Waits until BIRD confirmed the routes withdrawn (`birdc disable`
+    /// succeeded for every protocol, or a fresh BIRD that never enabled
+    /// them), at most `limit`. Returns whether it did. Unlike
+    /// [`Self::wait_announced`]`(false, ..)`, which ends as soon as the
+    /// withdrawal is asked for, this is the moment a stop's grace may
+    /// start ([`super::supervise::DRAIN_GRACE`]).
+    pub async fn wait_withdrawn(&self, limit: Duration) -> bool {
+        let mut rx = self.withdrawn.clone();
+        tokio::time::timeout(limit, rx.wait_for(|w| *w))
             .await
             .is_ok_and(|r| r.is_ok())
     }
@@ -412,29 +437,38 @@ fn supervise(
 /// How often a refused `birdc` (BIRD still starting) is retried.
 const RETRY: Duration = Duration::from_millis(50);
 
+/// What [`reconcile`] reports: `announced` only once BIRD confirmed an
+/// enable (false from the moment a disable is asked for); `withdrawn` only
+/// once BIRD confirmed a disable (false from the moment an enable is asked
+/// for). Both false while a change is under way.
+struct Reported {
+    announced: watch::Sender<bool>,
+    withdrawn: watch::Sender<bool>,
+}
+
 /// Brings BIRD's protocols in line with the wanted health, again after
 /// every BIRD restart.
 async fn reconcile(
     cfg: AnnounceConfig,
     mut health: watch::Receiver<Health>,
     mut generation: watch::Receiver<u64>,
-    announced: watch::Sender<bool>,
+    report: Reported,
 ) {
-    // What BIRD has now: a fresh BIRD has them disabled (its config says so).
+    // What BIRD has now (None: unknown, after a failed command that may
+    // have changed some protocols): a fresh BIRD has them disabled.
     let mut applied = Some(false);
     let mut failing = false;
     loop {
         let want = health.borrow_and_update().announce();
         if applied != Some(want) {
-            if want {
-                // Routes first reported as announced only once BIRD says so.
-            } else {
-                announced.send_replace(false);
-            }
+            // Neither state holds until BIRD confirms the new one.
+            report.announced.send_replace(false);
+            report.withdrawn.send_replace(false);
             match birdc_set(&cfg, want).await {
                 Ok(()) => {
                     applied = Some(want);
-                    announced.send_replace(want);
+                    report.announced.send_replace(want);
+                    report.withdrawn.send_replace(!want);
                     if failing {
                         log::warn!("birdc works again");
                         failing = false;
@@ -449,6 +483,9 @@ async fn reconcile(
                     }
                 }
                 Err(e) => {
+                    // Some protocols may have changed: redo the whole set,
+                    // even if the wish turns back meanwhile.
+                    applied = None;
                     if !failing {
                         log::warn!("{e}; retrying every {} ms", RETRY.as_millis());
                         failing = true;
@@ -465,7 +502,8 @@ async fn reconcile(
                 generation.borrow_and_update();
                 // A new BIRD starts with the routes disabled.
                 applied = Some(false);
-                announced.send_replace(false);
+                report.announced.send_replace(false);
+                report.withdrawn.send_replace(true);
             }
         }
     }

@@ -160,7 +160,9 @@ impl RouteSupervisor {
             }
             if let Some(a) = &a2 {
                 a.update(|h| h.drained = true);
-                if a.wait_announced(false, WITHDRAW_WAIT).await {
+                // The grace starts once BIRD confirmed the withdrawal
+                // (not when it was asked for).
+                if a.wait_withdrawn(WITHDRAW_WAIT).await {
                     tokio::time::sleep(DRAIN_GRACE).await;
                 }
             }
