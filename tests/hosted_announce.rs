@@ -337,7 +337,10 @@ fn a_hosted_proxy_runs_bird_announces_when_ready_and_stops_it_on_reload_and_stop
     assert_eq!(second.len(), 1, "{second:?}");
 
     // Stop: withdrawn, BIRD gone (by SIGTERM: it logs its shutdown), its
-    // thread joined.
+    // thread joined. Both BIRDs log to the same file, and the drain and
+    // the restart logged the same lines: only what the stop adds counts.
+    let log_path = dir.path().join("bird.conf.log");
+    let logged_before_stop = std::fs::read(&log_path).unwrap().len();
     // SAFETY: a live handle.
     assert_eq!(unsafe { anytun_proxy_stop(p) }, sys::ANYTUN_OK);
     assert!(
@@ -346,9 +349,14 @@ fn a_hosted_proxy_runs_bird_announces_when_ready_and_stops_it_on_reload_and_stop
     );
     assert_eq!(threads_named("bird-supervisor"), 0);
     assert_eq!(routes(p), 0, "a stopped proxy announces nothing");
-    let log = std::fs::read_to_string(dir.path().join("bird.conf.log")).unwrap();
-    assert!(log.contains("Disabling protocol anycast4"), "{log}");
-    assert!(log.contains("Shutdown completed"), "{log}");
+    let log = std::fs::read(&log_path).unwrap();
+    let log = String::from_utf8_lossy(&log[logged_before_stop..]);
+    let disabled = log.find("Disabling protocol anycast4");
+    let shut = log.find("Shutdown completed");
+    assert!(
+        disabled.is_some() && shut.is_some() && disabled < shut,
+        "the stop withdraws, then BIRD shuts down:\n{log}"
+    );
     // SAFETY: the handle, freed once.
     assert_eq!(unsafe { anytun_proxy_free(p) }, sys::ANYTUN_OK);
 
@@ -360,7 +368,7 @@ fn a_hosted_proxy_runs_bird_announces_when_ready_and_stops_it_on_reload_and_stop
     let mut q = null_mut();
     // SAFETY: valid pointers.
     assert_eq!(unsafe { anytun_proxy_new(&c, &mut q) }, sys::ANYTUN_OK);
-    // Not started, and a proxy without bird_config: nothing to drain.
+    // Not started (its BIRD does not run yet): nothing to drain.
     // SAFETY: a live handle.
     assert_eq!(
         unsafe { anytun_proxy_drain(q, 1) },
