@@ -48,7 +48,16 @@ impl From<String> for BootError {
 }
 
 /// A booted proxy: the node and what the host reports about it.
+///
+/// `routes` is declared first: fields drop in declaration order, so a
+/// `Booted` dropped without the orderly stop (an error path) stops BIRD
+/// before the node, never leaving the routes announced for a node that is
+/// gone.
 pub struct Booted {
+    /// The anycast routes following its health (`[announce]`, `[overload]`,
+    /// drains). Stop it ([`RouteSupervisor::stop`]: withdraw, then BIRD
+    /// stops) before the node.
+    pub routes: RouteSupervisor,
     /// The node (stop it with [`Node::stop`]).
     pub node: Node,
     /// Its proxy id.
@@ -61,10 +70,6 @@ pub struct Booted {
     pub member: bool,
     /// Where metrics are served, if they are.
     pub metrics: Option<SocketAddr>,
-    /// The anycast routes following its health (`[announce]`, `[overload]`,
-    /// drains). Stop it ([`RouteSupervisor::stop`]: withdraw, then BIRD
-    /// stops) before the node.
-    pub routes: RouteSupervisor,
 }
 
 /// Loads the network key, creating it on first start.
@@ -480,12 +485,12 @@ pub fn boot(cfg: &Config, thread_name: &str) -> Result<Booted, BootError> {
     // boot (a refused BIRD config drops the node, its threads joined).
     let routes = RouteSupervisor::start(&node, cfg).map_err(|e| e.to_string())?;
     Ok(Booted {
+        routes,
         node,
         proxy_id,
         network_public,
         subscribers: count,
         member,
         metrics,
-        routes,
     })
 }
