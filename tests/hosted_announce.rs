@@ -129,6 +129,74 @@ fn need_bird() {
     );
 }
 
+/// An executable shell script `name` in `dir` running `body`.
+fn script(dir: &Path, name: &str, body: &str) -> std::path::PathBuf {
+    let path = dir.join(name);
+    std::fs::write(&path, format!("#!/bin/sh\n{body}\n")).unwrap();
+    std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    path
+}
+
+fn announcer(dir: &Path, birdc: std::path::PathBuf, rt: &tokio::runtime::Runtime) -> Announcer {
+    let conf = bird_conf(dir, "w.conf");
+    Announcer::start(
+        AnnounceConfig {
+            bird: "bird".into(),
+            birdc,
+            bird_config: conf.to_str().unwrap().into(),
+            bird_socket: dir.join("w.ctl"),
+            protocols: vec!["anycast4".into(), "anycast6".into()],
+        },
+        rt.handle(),
+    )
+    .unwrap()
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+/// A `birdc` that never answers is killed after BIRDC_WAIT and the
+/// command retried: the routes still follow health.
+#[test]
+fn a_hung_birdc_is_killed_and_the_routes_follow_health_anyway() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    need_bird();
+    let dir = tempfile::tempdir().unwrap();
+    // The first birdc hangs (far longer than the wait below); later ones
+    // are the real birdc.
+    let hung = dir.path().join("hung-once");
+    let birdc = script(
+        dir.path(),
+        "hanging-birdc",
+        &format!(
+            "if [ ! -e {0} ]; then : > {0}; exec sleep 120; fi\nexec birdc \"$@\"",
+            hung.display()
+        ),
+    );
+    let rt = runtime();
+    let a = announcer(dir.path(), birdc, &rt);
+    let t0 = Instant::now();
+    a.update(|h| h.ready = true);
+    // BIRDC_WAIT (5 s), then a retry: well within; the hang is 120 s.
+    let limit = Duration::from_secs(15);
+    assert!(
+        rt.block_on(a.wait_announced(true, limit)),
+        "not announced within {limit:?}: the hung birdc was not killed"
+    );
+    assert!(hung.exists(), "the first birdc ran the hanging branch");
+    println!(
+        "announced {} ms after ready, past a hung birdc",
+        t0.elapsed().as_millis()
+    );
+    assert!(up(&dir.path().join("w.ctl"), "anycast4"));
+    a.stop();
+}
+
 /// A stop's grace (runtime::supervise) starts once BIRD has withdrawn:
 /// the wait for the withdrawal ends only after `birdc disable` succeeded
 /// for every protocol, not when the disable was asked for.
@@ -137,34 +205,12 @@ fn the_wait_for_withdrawal_ends_only_once_bird_has_withdrawn() {
     let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     need_bird();
     let dir = tempfile::tempdir().unwrap();
-    let conf = bird_conf(dir.path(), "w.conf");
     let sock = dir.path().join("w.ctl");
     // BIRD slow to answer (a busy BIRD, a loaded host): the real birdc,
     // a moment late.
-    let slow_birdc = dir.path().join("slow-birdc");
-    std::fs::write(&slow_birdc, "#!/bin/sh\nsleep 0.2\nexec birdc \"$@\"\n").unwrap();
-    std::fs::set_permissions(
-        &slow_birdc,
-        std::os::unix::fs::PermissionsExt::from_mode(0o755),
-    )
-    .unwrap();
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-        .unwrap();
-    let a = Announcer::start(
-        AnnounceConfig {
-            bird: "bird".into(),
-            birdc: slow_birdc.clone(),
-            bird_config: conf.to_str().unwrap().into(),
-            bird_socket: sock.clone(),
-            protocols: vec!["anycast4".into(), "anycast6".into()],
-        },
-        rt.handle(),
-    )
-    .unwrap();
-
+    let slow_birdc = script(dir.path(), "slow-birdc", "sleep 0.2\nexec birdc \"$@\"");
+    let rt = runtime();
+    let a = announcer(dir.path(), slow_birdc, &rt);
     assert!(
         rt.block_on(a.wait_withdrawn(Duration::from_secs(1))),
         "a fresh BIRD announces nothing"

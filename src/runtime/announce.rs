@@ -274,6 +274,7 @@ fn check_config(cfg: &AnnounceConfig) -> Result<(), AnnounceError> {
             .arg("-p")
             .arg("-c")
             .arg(&cfg.bird_config),
+        CHECK_WAIT,
     )
     .map_err(|source| AnnounceError::Spawn {
         bird: cfg.bird.display().to_string(),
@@ -290,19 +291,47 @@ fn check_config(cfg: &AnnounceConfig) -> Result<(), AnnounceError> {
     })
 }
 
-/// Runs `cmd` to its end (blocking): whether it exited 0, its stdout and
+/// How long `bird -p` may take to check the config.
+const CHECK_WAIT: Duration = Duration::from_secs(30);
+
+/// How long a `birdc` command may take: a BIRD that hangs (or a stuck
+/// socket) must not stop the routes from following health for good.
+pub const BIRDC_WAIT: Duration = Duration::from_secs(5);
+
+/// Runs `cmd` to its end (blocking), killing it (SIGKILL) after `limit`
+/// (an error of kind `TimedOut`): whether it exited 0, its stdout and
 /// stderr, trimmed. A host such as Asterisk reaps every child in its own
 /// SIGCHLD handler (`waitpid(-1)`), so the exit status may be gone (ECHILD):
 /// then `None`, and the caller judges by the output. For the same reason
 /// this is std's process API, never tokio's (whose child reaping must not
 /// be installed in such a host).
-fn output(cmd: &mut Command) -> std::io::Result<(Option<bool>, String, String)> {
+fn output(cmd: &mut Command, limit: Duration) -> std::io::Result<(Option<bool>, String, String)> {
     use std::io::Read;
     let mut child = cmd
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()?;
+    // The watchdog kills the child at the limit: its pipes close, and the
+    // reads below end. It is told before the child is waited for, so it
+    // never signals a pid the child no longer holds (unless the host
+    // reaped it meanwhile; a pidfd would close that gap).
+    let pid = child.id();
+    let (done, told) = std::sync::mpsc::channel::<()>();
+    let watchdog = std::thread::Builder::new()
+        .name("anytun-cmd-wait".into())
+        .spawn(move || {
+            let late = matches!(
+                told.recv_timeout(limit),
+                Err(std::sync::mpsc::RecvTimeoutError::Timeout)
+            );
+            if late {
+                // SAFETY: kill has no memory preconditions; the pid is our
+                // child, not yet waited for.
+                unsafe { libc::kill(pid as libc::pid_t, libc::SIGKILL) };
+            }
+            late
+        })?;
     // The tools' answers are a few lines: reading one pipe to its end
     // before the other cannot fill the other.
     let mut out = String::new();
@@ -312,6 +341,20 @@ fn output(cmd: &mut Command) -> std::io::Result<(Option<bool>, String, String)> 
     }
     if let Some(mut e) = child.stderr.take() {
         let _ = e.read_to_string(&mut err);
+    }
+    let _ = done.send(());
+    let killed = watchdog.join().unwrap_or(false);
+    if killed {
+        let _ = child.wait();
+        log::warn!(
+            "{:?} gave no answer within {} ms: killed",
+            cmd.get_program(),
+            limit.as_millis()
+        );
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::TimedOut,
+            format!("no answer within {} ms (killed)", limit.as_millis()),
+        ));
     }
     let status = match child.wait() {
         Ok(s) => Some(s.success()),
@@ -553,6 +596,7 @@ fn birdc_run(
             .arg(socket)
             .arg(verb)
             .arg(proto),
+        BIRDC_WAIT,
     )
     .map_err(|e| format!("{}: {e}", birdc.display()))?;
     Ok((status.unwrap_or(true), out, err))
