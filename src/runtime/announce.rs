@@ -401,7 +401,18 @@ fn spawn_bird(cfg: &AnnounceConfig) -> Result<std::process::Child, AnnounceError
             Ok(())
         });
     }
-    cmd.spawn().map_err(|source| AnnounceError::Spawn {
+    // With a pre_exec hook std forks itself and, when exec fails, waits
+    // for the child and asserts it could: a host that reaped the child
+    // first (Asterisk's SIGCHLD handler) makes that a panic, which would
+    // end the bird-supervisor thread and with it BIRD's restarts. Caught
+    // here, it is one more failed start (logged, retried).
+    let spawned = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| cmd.spawn()))
+        .unwrap_or_else(|_| {
+            Err(std::io::Error::other(
+                "the exec failed and its status was reaped by the host",
+            ))
+        });
+    spawned.map_err(|source| AnnounceError::Spawn {
         bird: cfg.bird.display().to_string(),
         config: cfg.bird_config.display().to_string(),
         source,
