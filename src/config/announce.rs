@@ -34,6 +34,23 @@ pub struct AnnounceConfig {
     pub protocols: Vec<String>,
 }
 
+/// Checks one name of `protocols` (or the C ABI's `announce_protocols`):
+/// a BIRD protocol name, and not `all`, which `birdc disable all` would
+/// take for every protocol, BGP sessions included. Errors say why, naming
+/// it.
+pub fn check_protocol(name: &str) -> Result<(), String> {
+    if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+        return Err(format!("{name:?} is not a BIRD protocol name"));
+    }
+    if name.eq_ignore_ascii_case("all") {
+        return Err(format!(
+            "{name:?} names every BIRD protocol (birdc disable all would drop the BGP \
+             sessions too): name the static protocols of the anycast routes"
+        ));
+    }
+    Ok(())
+}
+
 /// The table as written; types are checked by serde (errors carry their
 /// line and column through [`super::parse`]).
 #[derive(Deserialize)]
@@ -86,14 +103,8 @@ impl RawAnnounce {
             Some(p) => p.into_inner(),
             None => vec!["anycast4".into(), "anycast6".into()],
         };
-        if let Some(bad) = protocols
-            .iter()
-            .find(|p| p.is_empty() || !p.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'))
-        {
-            return Err((
-                format!("invalid value for protocols: {bad:?} is not a BIRD protocol name"),
-                0..0,
-            ));
+        if let Some(why) = protocols.iter().find_map(|p| check_protocol(p).err()) {
+            return Err((format!("invalid value for protocols: {why}"), 0..0));
         }
         Ok(AnnounceConfig {
             bird: program(self.bird, "bird")?.expect("default"),
@@ -137,6 +148,14 @@ mod tests {
             (
                 "[announce]\nbird_config = \"b\"\nprotocols = [\"any; cast\"]\n",
                 "not a BIRD protocol name",
+            ),
+            (
+                "[announce]\nbird_config = \"b\"\nprotocols = [\"anycast4\", \"all\"]\n",
+                "names every BIRD protocol",
+            ),
+            (
+                "[announce]\nbird_config = \"b\"\nprotocols = [\"ALL\"]\n",
+                "names every BIRD protocol",
             ),
             ("[announce]\nbird_config = \"\"\n", "path is empty"),
             (

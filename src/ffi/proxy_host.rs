@@ -345,14 +345,11 @@ unsafe fn announce_settings(
                 "name at least one static protocol",
             ));
         }
-        if let Some(bad) = list
+        if let Some(why) = list
             .iter()
-            .find(|w| !w.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'))
+            .find_map(|w| config::announce::check_protocol(w).err())
         {
-            return Err(FfiError::invalid(
-                "announce_protocols",
-                format!("{bad:?} is not a BIRD protocol name"),
-            ));
+            return Err(FfiError::invalid("announce_protocols", why));
         }
         a.protocols = list;
     }

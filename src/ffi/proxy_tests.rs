@@ -233,6 +233,17 @@ fn bad_settings_are_refused_with_the_reason() {
         ),
         (
             (
+                "bird protocols all",
+                sys::ANYTUN_ERR_INVALID,
+                "names every BIRD protocol",
+            ),
+            Box::new(|c, s| {
+                c.bird_config = s.s("/etc/bird.conf");
+                c.announce_protocols = s.s("anycast4 all");
+            }),
+        ),
+        (
+            (
                 "bird config empty",
                 sys::ANYTUN_ERR_INVALID,
                 "bird_config: empty",
