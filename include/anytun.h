@@ -676,7 +676,8 @@ typedef struct anytun_proxy_config {
     /** ANYTUN_PROXY_REUSE_PORT or 0; other bits must be zero. */
     uint32_t flags;
     /** An anytund TOML file, or NULL. Relative paths in it are relative to
-     *  its directory. */
+     *  its directory. Its [announce] names programs this process runs (bird,
+     *  birdc): keep it owned and writable by root only. */
     const char *config_file;
     /** This proxy's node id (its proxy_id), 1..65534; 0: the file's (or 1). */
     uint32_t node_id;
@@ -720,13 +721,16 @@ typedef struct anytun_proxy_config {
      *  written `disabled` (docs/bird/proxy.conf). BIRD runs as a child of
      *  this process, the routes are enabled only while the proxy is ready
      *  and not overloaded, and withdrawn when it stops. NULL: the file's
-     *  [announce] (or none). Added in 0.1 from reserved room. */
+     *  [announce] (or none). Added in 0.1 from reserved room. BIRD runs
+     *  with this process's rights: keep this file owned and writable by
+     *  root only. */
     const char *bird_config;
     /** BIRD's control socket; NULL: the file's, or bird_config with the
      *  extension .ctl. Needs bird_config (here or in the file). */
     const char *bird_socket;
     /** The static protocols to enable, separated by commas or spaces; NULL:
-     *  the file's, or "anycast4, anycast6". Needs bird_config. */
+     *  the file's, or "anycast4, anycast6". Needs bird_config. "all" is
+     *  refused (birdc disable all would drop the BGP sessions too). */
     const char *announce_protocols;
     /** NULL (reserved). */
     const void *reserved_ptr[5];
@@ -754,8 +758,11 @@ int anytun_proxy_new(const anytun_proxy_config *cfg, anytun_proxy **out);
 int anytun_proxy_start(anytun_proxy *proxy);
 
 /** Stops the proxy: with bird_config (or [announce]) its anycast routes are
- *  withdrawn first and BIRD stopped (its thread joined) 200 ms later, so
- *  the router moves its clients before it stops serving; its clients'
+ *  withdrawn first and BIRD stopped (its thread joined) 200 ms after BIRD
+ *  confirmed the withdrawal, so the router moves its clients before it
+ *  stops serving. The routes' part blocks at most about 3.2 s: up to 1 s
+ *  waiting for BIRD to confirm the withdrawal, the 0.2 s grace, up to 2 s
+ *  for BIRD to exit on SIGTERM (then SIGKILL). Its clients'
  *  sessions and calls end with it (they reconnect to another proxy of the
  *  network), peer links close, and every
  *  thread it started is joined before this returns, always: a task still
@@ -847,8 +854,8 @@ typedef struct anytun_proxy_status {
 /** anytun_proxy_status.routes: overloaded ([overload]): withdrawn while it
  *  lasts, still serving what arrives. */
 #define ANYTUN_PROXY_ROUTES_OVERLOADED 0x4u
-/** anytun_proxy_status.routes: drained (withdrawn on request or while
- *  stopping), still serving. */
+/** anytun_proxy_status.routes: drained (withdrawn on request:
+ *  anytun_proxy_drain), still serving. A stopped proxy reports routes 0. */
 #define ANYTUN_PROXY_ROUTES_DRAINED 0x8u
 
 /** Zeroes *status and sets struct_size. ANYTUN_ERR_NULL if NULL. */

@@ -143,7 +143,7 @@ fn asterisk_hosts_a_proxy_of_the_lab_synced_with_anytund_tone_and_dtmf_both_ways
     )
     .unwrap();
     // Held unready: its peer links cut, so it cannot sync (the solo grace
-    // is 5 s, longer than the hold).
+    // is 120 s, far longer than the hold).
     lab.knob(Knob::Partition, P(2)).unwrap();
     // As root: the hosted proxy's BIRD listens on BGP's port 179.
     let mut pp = Pbx::start_as(&net.proxy(P(2)), "pp", cp.path(), "", true);
