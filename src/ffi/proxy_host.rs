@@ -21,9 +21,9 @@ use super::{fill_chars_cut, opt_str_arg, sys};
 use crate::config::{self, Config, PeerConfig, SyncConfig};
 use crate::crypto::PublicKey;
 use crate::runtime::host::{self, Booted};
-#[cfg(test)]
-pub(super) use reload::peers_only;
 use reload::Deferral;
+#[cfg(test)]
+pub(super) use reload::{peer_may_take, peers_only};
 use std::ffi::c_int;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
