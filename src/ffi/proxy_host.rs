@@ -12,7 +12,8 @@
 //! Reloads ([`AnytunProxy::reload`]): a change of the peer list alone is
 //! applied live, as anytund's SIGHUP does; any other change restarts the
 //! proxy, at once when it carries no call or a peer is up and synced to
-//! take its sessions, else deferred ([`Deferral`]) until it carries none.
+//! take its sessions (and may: `reload::peer_may_take`), else deferred
+//! ([`Deferral`]) until one of them holds.
 
 mod reload;
 

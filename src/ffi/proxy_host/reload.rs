@@ -1,6 +1,8 @@
 //! Reloads of the hosted proxy ([`AnytunProxy::reload`]): what changed,
 //! the live peer-list path, and the restart, at once or deferred until the
-//! proxy carries no call, with the watcher thread that runs a deferred one.
+//! proxy carries no call (or a synced peer may carry them), with the
+//! watcher thread that runs a deferred one. No log line is made while the
+//! deferral's lock is held: the host's log callback may read the status.
 
 use super::{boot, differences, halt, state_err, AnytunProxy, Booted, Hosted, Phase};
 use crate::config::Config;
@@ -55,8 +57,9 @@ impl AnytunProxy {
     /// anytund's SIGHUP does ([`host::reload_sync_blocking`]); any other
     /// change restarts the proxy with `new` (the old settings again if
     /// `new` cannot start), at once if it carries no call or a peer is up
-    /// and synced to take its sessions, else once it carries none
-    /// (deferred; a later reload replaces it). Serialised with stops;
+    /// and synced to take its sessions ([`peer_may_take`]), else once one
+    /// of them holds (deferred; a later reload replaces it). Serialised
+    /// with stops, except for their end of the watcher ([`Self::defer`]);
     /// never on one of the node's threads.
     pub fn reload(&self, new: Config) -> Result<(), FfiError> {
         if tokio::runtime::Handle::try_current().is_ok() {
@@ -124,8 +127,9 @@ impl AnytunProxy {
         }
     }
 
-    /// Records a restart to apply once the proxy carries no call, and
-    /// makes sure the watcher runs (joined by `stop`).
+    /// Records a restart to apply once the proxy carries no call (or a
+    /// synced peer may carry them), and makes sure the watcher runs
+    /// (joined by `stop`); `ANYTUN_ERR_STOPPED` if a stop came first.
     fn defer(
         &self,
         id: crate::session::ProxyId,
@@ -144,8 +148,9 @@ impl AnytunProxy {
         match replaced {
             None => log::warn!(
                 "proxy {id}: {what} changed: the restart is deferred until the calls it \
-                 carries end ({carried} sessions it serves are in calls, and no peer is up \
-                 and synced to take them); `anytun show status` shows it pending"
+                 carries end ({carried} sessions it serves are in calls, and no peer up \
+                 and synced may take them across this change); `anytun show status` shows \
+                 it pending"
             ),
             Some((_, before)) => log::warn!(
                 "proxy {id}: {what} changed: replaces the pending restart ({before} changed), \
