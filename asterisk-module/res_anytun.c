@@ -548,13 +548,18 @@ static int at_indicate(struct ast_channel *chan, int cond, const void *data, siz
 	case AST_CONTROL_CONNECTED_LINE:
 	case AST_CONTROL_REDIRECTING:
 	case AST_CONTROL_UPDATE_RTP_PEER:
-	case AST_CONTROL_PVT_CAUSE_CODE:
 	case AST_CONTROL_MASQUERADE_NOTIFY:
 	case AST_CONTROL_STREAM_TOPOLOGY_REQUEST_CHANGE:
 	case AST_CONTROL_STREAM_TOPOLOGY_CHANGED:
 	case AST_CONTROL_STREAM_TOPOLOGY_SOURCE_CHANGED:
 	case -1:
 		return 0;
+	case AST_CONTROL_PVT_CAUSE_CODE:
+		/* -1, as chan_pjsip and Local: the core keeps the cause in this
+		 * channel's hangupcause hash only when the driver declines it, so a
+		 * Dial() from an ANYTUN channel shows the callee's cause in
+		 * HANGUPCAUSE_KEYS(). */
+		return -1;
 	default:
 		/* Not signalled on anytun: Asterisk plays the tone in band. */
 		return -1;
