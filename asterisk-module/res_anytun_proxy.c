@@ -163,9 +163,11 @@ int at_proxy_reload(const struct at_proxy_settings *p)
 		ast_log(LOG_ERROR, "anytun: reload cannot add or remove [proxy]: unload and load res_anytun\n");
 		return -1;
 	}
-	/* The library applies it: nothing when it asks for what runs, else a
-	 * restart of the proxy inside the same handle (it logs what changed),
-	 * back on the old settings if the new ones cannot start. */
+	/* The library applies it (and logs what it did): nothing when it asks
+	 * for what runs; a new peer list live; anything else by a restart of
+	 * the proxy inside the same handle, deferred while it carries calls
+	 * and no peer is synced to take them, back on the old settings if the
+	 * new ones cannot start. */
 	proxy_config(p, &pc, ptrs);
 	rc = anytun_proxy_reload(hosted, &pc);
 	if (rc == ANYTUN_ERR_INTERNAL) {
@@ -218,6 +220,9 @@ void at_proxy_cli_status(int fd)
 	ast_cli(fd, "Proxy tables: %u sessions, %u calls, %u registrations, %u subscribers\n", st.sessions,
 		st.calls, st.registrations, st.subscribers);
 	ast_cli(fd, "Proxy peers:  %u configured, %u up, %u synced\n", st.peers, st.peers_up, st.peers_synced);
+	ast_cli(fd, "Proxy calls:  %u sessions served here in calls\n", st.carried);
+	ast_cli(fd, "Proxy reload: %s\n", st.reload_pending ?
+		"restart pending (new [proxy] settings), waiting for the calls it carries to end" : "none");
 	ast_cli(fd, "Proxy voice:  %llu frames relayed, %llu datagrams dropped\n",
 		(unsigned long long)st.frames_relayed, (unsigned long long)st.dropped);
 	ast_cli(fd, "Network key:  %s\nNode key:     %s\n", st.network_key, key);

@@ -702,7 +702,9 @@ typedef struct anytun_proxy_config {
     /** Its peers, each "ID ADDRESS PUBLIC_KEY": the peer's node id, its
      *  sync_listen, its node public key as `anytund --node-key` or
      *  anytun_proxy_node_key prints it; separated by spaces or commas, or
-     *  "@" after the id ("3@192.0.2.3:7476 KEY");
+     *  "@" after the id ("3@192.0.2.3:7476 KEY"); "revoked" after the
+     *  key refuses that peer from now on (as revoked = true in anytund's
+     *  [[sync.peers]]);
      *  n_peers > 0 replaces the file's peers and needs a sync_listen (here
      *  or in the file). */
     const char *const *peers;
@@ -804,8 +806,15 @@ typedef struct anytun_proxy_status {
     char network_key[ANYTUN_KEY_TEXT_SIZE];
     /** For ANYTUN_PROXY_FAILED: why, else "". Longer texts end in "...". */
     char detail[256];
+    /** 1 while a reload's restart waits for the calls this proxy carries
+     *  to end (see anytun_proxy_reload), else 0. */
+    uint32_t reload_pending;
+    /** What this proxy carries: the sessions it serves itself (not the
+     *  replicas it holds for its peers) that are the caller, a rung device
+     *  or the answering callee of a call. 0: a restart cuts no call. */
+    uint32_t carried;
     /** Zero (reserved). */
-    uint64_t reserved[8];
+    uint64_t reserved[7];
 } anytun_proxy_status;
 
 /** Zeroes *status and sets struct_size. ANYTUN_ERR_NULL if NULL. */
@@ -893,28 +902,50 @@ int anytun_proxy_node_key(anytun_proxy *proxy, char *out, size_t len,
                           size_t *needed);
 
 /** Applies cfg to the running proxy, for a host's reload (`module
- *  reload`). When cfg asks for what runs: ANYTUN_OK, nothing is touched
- *  (no session or call drops). The subscriber store needs no reload: the
- *  proxy re-reads it by itself when it changes (subscriber_reload_ms, 1 s
- *  by default; added keys and revocations apply live), and `anytun user
- *  add/remove` edits it. Any other change restarts the proxy inside the
- *  handle: it stops (every thread joined), boots with cfg and, with anypsp
- *  peers, pulls their tables (the replicas of its sessions, calls and
- *  registrations among them) before it serves again; its clients' packets
- *  sent meanwhile are lost, and a client whose session is gone
- *  reconnects. ANYTUN_OK once it runs with cfg (the log names what
- *  changed). If it cannot start with cfg, it starts again with the
- *  settings it had: ANYTUN_ERR_IO (as anytun_proxy_start), and
- *  anytun_last_error says why ("listen changed, but ...: the proxy runs
- *  again with its old settings"); ANYTUN_ERR_INTERNAL if even that failed
- *  (then it is stopped). With ANYTUN_PROXY_REUSE_PORT and peers, UDP is
- *  bound once synced, so a listen address that cannot be bound shows later,
- *  as ANYTUN_PROXY_FAILED. A bad cfg
- *  is ANYTUN_ERR_INVALID as in anytun_proxy_new, and nothing changes;
- *  ANYTUN_ERR_NOT_STARTED before start. Never from a library callback
- *  (ANYTUN_ERR_IN_CALLBACK): it joins threads. The handle stays the same,
- *  so other threads may keep using it (status calls during the restart
- *  report ANYTUN_PROXY_IDLE or ANYTUN_PROXY_STOPPED). */
+ *  reload`). What it does depends on what changed:
+ *  - Nothing (cfg asks for what runs): ANYTUN_OK, nothing is touched (no
+ *    session or call drops); a restart still pending is cancelled. The
+ *    subscriber store needs no reload: the proxy re-reads it by itself
+ *    when it changes (subscriber_reload_ms, 1 s by default; added keys and
+ *    revocations apply live), and `anytun user add/remove` edits it.
+ *  - The peer list alone (peers added, removed, or with a new address or
+ *    key): applied live, as anytund applies [sync] peers on SIGHUP: links
+ *    to removed peers close and they are refused from then on, new peers
+ *    are linked, the other links (and every session and call) stay up; a
+ *    pending restart is cancelled. A peer list the node refuses:
+ *    ANYTUN_ERR_IO, nothing changed.
+ *  - Anything else restarts the proxy inside the handle: it stops (every
+ *    thread joined), boots with cfg and, with anypsp peers, pulls their
+ *    tables (the replicas of its sessions, calls and registrations among
+ *    them) before it serves again. The restart runs at once when the proxy
+ *    carries no call (anytun_proxy_status.carried is 0: no session it
+ *    serves is the caller, a rung device or the answering callee of a
+ *    call; replicas of its peers' sessions do not count), or when a peer is
+ *    up and synced: that peer takes its sessions over on the shared anycast
+ *    address while it is down (the calls stay up; their voice pauses for
+ *    the restart) and they may come back after. Otherwise the restart is
+ *    DEFERRED: ANYTUN_OK at once, anytun_proxy_status.reload_pending is 1,
+ *    the log says so once, and a library thread runs the restart as soon
+ *    as the proxy carries no call (it looks every 200 ms at an O(1)
+ *    counter). At most one restart waits: a later reload replaces it, a
+ *    reload back to the running settings cancels it, and
+ *    anytun_proxy_stop drops it (joining that thread). A proxy that is
+ *    never without a call keeps its old settings until then.
+ *  A restart that runs logs what changed; without peers its clients'
+ *  sessions end and they reconnect. If the proxy cannot start with cfg, it
+ *  starts again with the settings it had: ANYTUN_ERR_IO when the restart
+ *  ran at once (as anytun_proxy_start), and anytun_last_error says why
+ *  ("listen changed, but ...: the proxy runs again with its old
+ *  settings"); ANYTUN_ERR_INTERNAL if even that failed (then it is
+ *  stopped); a deferred restart that fails so is logged. With
+ *  ANYTUN_PROXY_REUSE_PORT and peers, UDP is bound once synced, so a
+ *  listen address that cannot be bound shows later, as
+ *  ANYTUN_PROXY_FAILED. A bad cfg is ANYTUN_ERR_INVALID as in
+ *  anytun_proxy_new, and nothing changes; ANYTUN_ERR_NOT_STARTED before
+ *  start. Never from a library callback (ANYTUN_ERR_IN_CALLBACK): it
+ *  joins threads. The handle stays the same, so other threads may keep
+ *  using it (status calls during the restart report ANYTUN_PROXY_IDLE or
+ *  ANYTUN_PROXY_STOPPED). */
 int anytun_proxy_reload(anytun_proxy *proxy, const anytun_proxy_config *cfg);
 
 #ifdef __cplusplus

@@ -44,11 +44,14 @@ pub struct Snapshot {
     pub registrations: usize,
     /// Authorised (name, key) pairs in the subscriber snapshot.
     pub subscribers: usize,
+    /// Sessions served here with a role in a call
+    /// ([`Proxy::carried_sessions`]): 0 when a restart cuts no call.
+    pub carried: usize,
 }
 
 impl Snapshot {
     /// Copies what `p` counts now. O(1): a copy of fixed-size counters and
-    /// four table sizes.
+    /// five table sizes.
     pub fn of(p: &Proxy) -> Self {
         Self {
             stats: p.stats().clone(),
@@ -57,6 +60,7 @@ impl Snapshot {
             calls: p.call_count(),
             registrations: p.registration_count(),
             subscribers: p.subscriber_count(),
+            carried: p.carried_sessions(),
         }
     }
 }

@@ -3,38 +3,31 @@
 //! node 2 (anytun.conf [proxy]) and is a client of it; a standalone
 //! `anytund` (node 7) is its anypsp peer and serves alice's PBX. The hosted
 //! proxy starts with no subscriber store and pulls alice and bob from its
-//! peer before it serves; `anytun show sessions` lists its sessions; a
-//! reload applies a [proxy] change by restarting the hosted proxy (which
-//! pulls its tables again) or refuses one that cannot start and keeps the
-//! old proxy; unload stops it (the anytund sees the link go down).
+//! peer before it serves; `anytun show sessions` lists its sessions. With
+//! a call carried through the hosted proxy: a reload that changes only its
+//! peer list (a peer added, revoked, removed) is applied live, the link to
+//! node 7 and the call untouched; a reload with another [proxy] change
+//! restarts it at once, as node 7 is up and synced, and the call stays up
+//! (the voice gap and the frames lost are printed). A reload refuses a
+//! change that cannot start and keeps the old proxy; unload stops it (the
+//! anytund sees the link go down). Without a peer such a restart waits
+//! until the hosted proxy carries no call: tests/asterisk_proxy_defer.rs.
 //!
 //! Needs root and the Debian sid chroot (built when missing): without them
 //! this test fails, saying so.
 
 mod asterisk_lab;
 
-use asterisk_lab::calls::{alice_extensions, bob_extensions, check_call, tone_files};
-use asterisk_lab::{free_port, run, serial, wait_until, Lab, Pbx, ANYTUN, ANYTUND};
+use asterisk_lab::calls::{alice_extensions, check_call, tone_files};
+use asterisk_lab::hosted::{
+    anytun, bob_milliwatt, frames_received, free_tcp_port, long_call, proxy_figure, reload,
+    try_daemon_status, with_milliwatt,
+};
+use asterisk_lab::{free_port, run, serial, wait_until, Lab, Pbx, ANYTUND};
 use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
-
-/// A TCP port free on loopback right now.
-fn free_tcp_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// `anytun ARGS` in `dir`.
-fn anytun(dir: &Path, args: &[&str]) -> String {
-    run(Command::new(ANYTUN).args(args).current_dir(dir))
-        .trim()
-        .to_owned()
-}
 
 /// The node public key of the proxy configured by `config` (created on
 /// first use, as an admin does with `anytund --node-key`).
@@ -46,38 +39,116 @@ fn node_key(dir: &Path, config: &str) -> String {
     .to_owned()
 }
 
-/// The anytund's /status (through `anytun status --json`); None while it
-/// does not answer (starting).
-fn try_daemon_status(metrics: u16) -> Option<anytun::metrics::Status> {
-    let out = Command::new(ANYTUN)
-        .args([
-            "status",
-            "--json",
-            "--metrics",
-            &format!("127.0.0.1:{metrics}"),
-        ])
-        .output()
-        .ok()?;
-    serde_json::from_slice(&out.stdout).ok()
-}
-
 /// As `try_daemon_status`, once it answers.
 fn daemon_status(metrics: u16) -> anytun::metrics::Status {
     try_daemon_status(metrics).expect("the anytund's /status does not answer")
 }
 
-/// A number before `what` on the line of `anytun show status` starting
-/// with `label` ("Proxy voice:  12 frames relayed, ...").
-fn proxy_figure(pbx: &Pbx, label: &str, what: &str) -> u64 {
-    let out = pbx.rx("anytun show status");
-    out.lines()
-        .find_map(|l| l.trim().strip_prefix(label))
-        .and_then(|rest| {
-            let words: Vec<&str> = rest.split_whitespace().collect();
-            let i = words.iter().position(|w| w.trim_end_matches(',') == what)?;
-            words.get(i.checked_sub(1)?)?.parse().ok()
+/// What the voice did while `during` ran (a reload), watched on both PBXs'
+/// clients from a second before it until `after` past its start: the
+/// longest stretch in which one of them received no frame (ms, to the
+/// resolution of one `anytun show status` on each, printed) and the frames
+/// each did not receive of the 50 a second the other side sends
+/// (Milliwatt, 20 ms frames).
+struct VoiceGap {
+    gap_ms: [u64; 2],
+    lost: [i64; 2],
+    /// Frames each received in the last second watched.
+    last_second: [u64; 2],
+    resolution_ms: u64,
+}
+
+fn watch_voice(a: &Pbx, b: &Pbx, after: Duration, during: impl FnOnce() + Send) -> VoiceGap {
+    use std::time::Instant;
+    let pbxs = [a, b];
+    let mut samples: Vec<(Instant, [u64; 2])> = Vec::new();
+    let take = |samples: &mut Vec<(Instant, [u64; 2])>| {
+        let f = [frames_received(a), frames_received(b)];
+        samples.push((Instant::now(), f));
+    };
+    // A second before, to know the rate and the resolution.
+    let t0 = Instant::now();
+    while t0.elapsed() < Duration::from_secs(1) {
+        take(&mut samples);
+    }
+    // Sampled while `during` runs on another thread, too.
+    let started = Instant::now();
+    std::thread::scope(|scope| {
+        let job = scope.spawn(during);
+        while started.elapsed() < after {
+            take(&mut samples);
+        }
+        job.join().unwrap();
+    });
+    let resolution_ms =
+        (samples.last().unwrap().0 - samples[0].0).as_millis() as u64 / samples.len() as u64;
+    let mut gap_ms = [0; 2];
+    let mut lost = [0; 2];
+    let mut last_second = [0; 2];
+    for side in 0..2 {
+        let mut since = samples[0].0;
+        for w in samples.windows(2) {
+            if w[1].1[side] > w[0].1[side] {
+                since = w[1].0;
+            } else {
+                gap_ms[side] = gap_ms[side].max((w[1].0 - since).as_millis() as u64);
+            }
+        }
+        let (first, last) = (samples[0], *samples.last().unwrap());
+        let expected = ((last.0 - first.0).as_secs_f64() * 50.0).round() as i64;
+        lost[side] = expected - (last.1[side] - first.1[side]) as i64;
+        let end = last.0 - Duration::from_secs(1);
+        let before = samples
+            .iter()
+            .rev()
+            .find(|s| s.0 <= end)
+            .map_or(first.1[side], |s| s.1[side]);
+        last_second[side] = last.1[side] - before;
+        println!(
+            "{}: longest stretch without a voice frame {} ms, frames lost {} (of {expected} \
+             sent in {:?}), {} frames in the last second",
+            pbxs[side].name,
+            gap_ms[side],
+            lost[side],
+            last.0 - first.0,
+            last_second[side]
+        );
+    }
+    VoiceGap {
+        gap_ms,
+        lost,
+        last_second,
+        resolution_ms,
+    }
+}
+
+/// The connect count of peer `node` in `anytun show peers` on `pbx`.
+fn peer_connects(pbx: &Pbx, node: u16) -> u64 {
+    let peers = pbx.rx("anytun show peers");
+    peers
+        .lines()
+        .find(|l| l.split_whitespace().next() == Some(&node.to_string()))
+        .and_then(|l| l.split_whitespace().nth(4)?.parse().ok())
+        .unwrap_or_else(|| panic!("{}: no connects for node {node}:\n{peers}", pbx.name))
+}
+
+/// A counter of the Prometheus text on `metrics` (0 when absent).
+fn metric(metrics: u16, name: &str) -> u64 {
+    use std::io::{Read, Write};
+    let mut c = std::net::TcpStream::connect(("127.0.0.1", metrics)).unwrap();
+    c.write_all(b"GET /metrics HTTP/1.0\r\nHost: x\r\n\r\n")
+        .unwrap();
+    let mut body = String::new();
+    c.read_to_string(&mut body).unwrap();
+    body.lines()
+        .find_map(|l| {
+            let rest = l.strip_prefix(name)?;
+            if !(rest.starts_with(' ') || rest.starts_with('{')) {
+                return None;
+            }
+            rest.split_whitespace().last()?.parse::<f64>().ok()
         })
-        .unwrap_or_else(|| panic!("{}: no {label:?} ... {what:?} in:\n{out}", pbx.name))
+        .map_or(0, |v| v as u64)
 }
 
 /// Moves `pbx`'s session onto proxy `want` (the proxies share one port):
@@ -200,7 +271,7 @@ fn a_hosted_proxy_pulls_its_subscribers_shows_its_sessions_and_reloads_proxy_cha
         )
     };
     std::fs::write(bd.join("anytun.conf"), bob_conf(free_port(), udp, "")).unwrap();
-    std::fs::write(bd.join("extensions.conf"), bob_extensions(&ib)).unwrap();
+    std::fs::write(bd.join("extensions.conf"), bob_milliwatt(&ib)).unwrap();
     std::fs::write(bd.join("tone-b.wav"), tone_b).unwrap();
 
     // Alice's PBX: a client of the anytund.
@@ -214,7 +285,11 @@ fn a_hosted_proxy_pulls_its_subscribers_shows_its_sessions_and_reloads_proxy_cha
         )
     };
     std::fs::write(ad.join("anytun.conf"), alice_conf(free_port())).unwrap();
-    std::fs::write(ad.join("extensions.conf"), alice_extensions(&ia)).unwrap();
+    std::fs::write(
+        ad.join("extensions.conf"),
+        with_milliwatt(alice_extensions(&ia)),
+    )
+    .unwrap();
     std::fs::write(ad.join("tone-a.wav"), tone_a).unwrap();
 
     // The anytund, now with bob's PBX as its peer.
@@ -293,11 +368,12 @@ fn a_hosted_proxy_pulls_its_subscribers_shows_its_sessions_and_reloads_proxy_cha
     let status = b.rx("anytun show status");
     println!("bob's PBX, anytun show status:\n{status}");
     // The hosted proxy's own sessions, in `anytun show sessions`: bob's
-    // (served here) and alice's (a replica of the anytund's).
+    // (served here) and alice's (a replica of the anytund's); perhaps also
+    // a session alice left here while `steer` moved her (it times out).
     let sessions = b.rx("anytun show sessions");
     println!("bob's PBX, anytun show sessions:\n{sessions}");
     assert!(
-        sessions.contains("2 hosted proxy sessions (node 2, serving)"),
+        sessions.contains(" hosted proxy sessions (node 2, serving)"),
         "{sessions}"
     );
     let row = |name: &str| {
@@ -345,13 +421,171 @@ fn a_hosted_proxy_pulls_its_subscribers_shows_its_sessions_and_reloads_proxy_cha
     println!("frames relayed by the proxy in bob's PBX: {relayed}");
     assert!(relayed > 0, "the proxy in bob's PBX relayed no frame");
 
+    // A call carried through the hosted proxy (bob's session is served
+    // there, alice's at the anytund) while the hosted proxy is reloaded.
+    std::fs::write(b.dir.join("etc/mw"), "").unwrap();
+    long_call(&a, &b);
+    wait_until(
+        "the hosted proxy carries the call",
+        Duration::from_secs(5),
+        || proxy_figure(&b, "Proxy calls:", "sessions") >= 1,
+    );
+    let f0 = [frames_received(&a), frames_received(&b)];
+    std::thread::sleep(Duration::from_secs(1));
+    let f1 = [frames_received(&a), frames_received(&b)];
+    println!(
+        "the long call, frames received in 1 s: alice {}, bob {}",
+        f1[0] - f0[0],
+        f1[1] - f0[1]
+    );
+    assert!(
+        f1[0] > f0[0] + 25 && f1[1] > f0[1] + 25,
+        "no voice on the long call: {f0:?} -> {f1:?}\n{}\n{}",
+        a.rx("anytun show status"),
+        b.rx("anytun show status")
+    );
+    // Issue 9, [proxy] reload, point 1: a change of the peer list alone is
+    // applied live (anytund's SIGHUP path): node 9 added, revoked, then
+    // removed.
+    // Neither the link to node 7 nor the call is touched.
+    let (connects_b, connects_q) = (
+        peer_connects(&b, 7),
+        daemon_status(q_metrics).peer(2).unwrap().connects,
+    );
+    let restarts = |b: &Pbx| {
+        b.log()
+            .matches("restarting it with the new settings")
+            .count()
+    };
+    let restarts_before = restarts(&b);
+    anytun(qd, &["keygen", "--out", "node9.key"]);
+    let key9 = anytun(qd, &["pubkey", "node9.key"]);
+    let port9 = free_tcp_port();
+    // The settings it runs.
+    let conf = b.dir.join("etc/anytun.conf");
+    let running = std::fs::read_to_string(&conf).unwrap();
+    std::fs::write(
+        &conf,
+        format!("{running}peer = 9 127.0.0.1:{port9} {key9}\n"),
+    )
+    .unwrap();
+    let frames = frames_received(&b);
+    reload(&b);
+    wait_until("node 9 listed", Duration::from_secs(10), || {
+        b.rx("anytun show peers")
+            .contains("2 anypsp peers, 1 up, 1 synced; proxy serving, ready yes")
+    });
+    assert!(
+        b.log().contains("peers changed: applied live"),
+        "{}",
+        b.log()
+    );
+    // Revoked: its link closed, and refused from then on (still listed).
+    std::fs::write(
+        &conf,
+        format!("{running}peer = 9 127.0.0.1:{port9} {key9} revoked\n"),
+    )
+    .unwrap();
+    let applied = b.log().matches("peers changed: applied live").count();
+    reload(&b);
+    assert_eq!(
+        b.log().matches("peers changed: applied live").count(),
+        applied + 1,
+        "{}",
+        b.log()
+    );
+    assert!(
+        b.rx("anytun show peers")
+            .contains("2 anypsp peers, 1 up, 1 synced; proxy serving, ready yes"),
+        "{}",
+        b.rx("anytun show peers")
+    );
+    std::fs::write(&conf, &running).unwrap();
+    reload(&b);
+    wait_until("node 9 gone", Duration::from_secs(10), || {
+        b.rx("anytun show peers")
+            .contains("1 anypsp peers, 1 up, 1 synced; proxy serving, ready yes")
+    });
+    assert_eq!(
+        restarts(&b),
+        restarts_before,
+        "a peer change restarted the proxy"
+    );
+    assert_eq!(
+        peer_connects(&b, 7),
+        connects_b,
+        "the link to node 7 was redone"
+    );
+    assert_eq!(
+        daemon_status(q_metrics).peer(2).unwrap().connects,
+        connects_q,
+        "the anytund's link to node 2 was redone"
+    );
+    // Still flowing: another second of voice (50 frames) within 3 s.
+    let f2 = frames_received(&b);
+    assert!(f2 > frames, "no voice during the peer reloads");
+    wait_until(
+        "voice after the peer reloads",
+        Duration::from_secs(3),
+        || frames_received(&b) >= f2 + 50,
+    );
+    assert_eq!((a.anytun_calls_up(), b.anytun_calls_up()), (1, 1));
+    // Point 3: a change that needs a restart (metrics on), with the call
+    // up and node 7 up and synced to take the hosted proxy's sessions
+    // while it is down: it restarts at once, the call stays up, and the
+    // voice flows again.
+    let b_metrics = free_tcp_port();
+    let metrics_line = format!("metrics_listen = 127.0.0.1:{b_metrics}\n");
+    std::fs::write(&conf, format!("{running}{metrics_line}")).unwrap();
+    let moves = || {
+        (
+            metric(q_metrics, "anytun_psp_takeovers_total"),
+            metric(q_metrics, "anytun_psp_adopted_total"),
+        )
+    };
+    let moved_before = moves();
+    let gap = watch_voice(&a, &b, Duration::from_secs(12), || {
+        let t = std::time::Instant::now();
+        b.rx("module reload res_anytun.so");
+        println!("the reload with the restart took {:?}", t.elapsed());
+    });
+    assert!(restarts(&b) > restarts_before, "{}", b.log());
+    assert!(b.log().contains("metrics_listen changed"), "{}", b.log());
+    let moved = moves();
+    println!(
+        "while node 2 restarted, node 7 took over {} sessions and adopted {}",
+        moved.0 - moved_before.0,
+        moved.1 - moved_before.1
+    );
+    println!(
+        "[proxy] restart with a call up and a synced peer: voice gap alice {} ms, bob {} ms \
+         (resolution {} ms); frames lost alice {}, bob {}",
+        gap.gap_ms[0], gap.gap_ms[1], gap.resolution_ms, gap.lost[0], gap.lost[1]
+    );
+    assert_eq!(
+        (a.anytun_calls_up(), b.anytun_calls_up()),
+        (1, 1),
+        "the call ended with the restart"
+    );
+    assert!(
+        gap.last_second.iter().all(|n| *n >= 40),
+        "the voice did not flow again after the restart: {:?} frames in the last second",
+        gap.last_second
+    );
+    std::fs::remove_file(b.dir.join("etc/mw")).unwrap();
+    a.rx("channel request hangup all");
+    wait_until("the long call ended", Duration::from_secs(15), || {
+        a.channels() == 0 && b.channels() == 0
+    });
+
     // Reload: the same [proxy] applies and nothing restarts.
+    let restarts_before = restarts(&b);
     let reloads = b.log().matches("anytun: reloaded").count();
     b.rx("module reload res_anytun.so");
     wait_until("reload done", Duration::from_secs(10), || {
         b.log().matches("anytun: reloaded").count() > reloads
     });
-    assert!(!b.log().contains("restarting it"), "{}", b.log());
+    assert_eq!(restarts(&b), restarts_before, "{}", b.log());
     // A [proxy] change that cannot start (its metrics port is taken):
     // refused, named, and the proxy runs again with its old settings.
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
@@ -382,30 +616,7 @@ fn a_hosted_proxy_pulls_its_subscribers_shows_its_sessions_and_reloads_proxy_cha
                 .contains("1 up, 1 synced; proxy serving, ready yes")
         },
     );
-    // A [proxy] change that can start (metrics on): the reload restarts
-    // the hosted proxy with it; it pulls its peer's tables again, serves,
-    // and test 1's call works again through it.
-    let b_metrics = free_tcp_port();
-    let restarts = b
-        .log()
-        .matches("restarting it with the new settings")
-        .count();
-    let with_metrics = |port| {
-        bob_conf(
-            port,
-            udp,
-            &format!("metrics_listen = 127.0.0.1:{b_metrics}\n"),
-        )
-    };
-    std::fs::write(&conf, with_metrics(free_port())).unwrap();
-    b.rx("module reload res_anytun.so");
-    wait_until("the proxy restarted", Duration::from_secs(30), || {
-        b.log()
-            .matches("restarting it with the new settings")
-            .count()
-            > restarts
-    });
-    assert!(b.log().contains("metrics_listen changed"), "{}", b.log());
+    let with_metrics = |port| bob_conf(port, udp, &metrics_line);
     steer(&b, 2, with_metrics);
     wait_until(
         "the restarted proxy synced",

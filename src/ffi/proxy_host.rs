@@ -8,16 +8,27 @@
 //! reloads (a restart) are serialised by a second mutex, so every stop
 //! returns after the threads were joined and a restart is never raced by
 //! a stop.
+//!
+//! Reloads ([`AnytunProxy::reload`]): a change of the peer list alone is
+//! applied live, as anytund's SIGHUP does; any other change restarts the
+//! proxy, at once when it carries no call or a peer is up and synced to
+//! take its sessions, else deferred ([`Deferral`]) until it carries none.
+
+mod reload;
 
 use super::errors::FfiError;
 use super::{fill_chars_cut, opt_str_arg, sys};
 use crate::config::{self, Config, PeerConfig, SyncConfig};
 use crate::crypto::PublicKey;
 use crate::runtime::host::{self, Booted};
+#[cfg(test)]
+pub(super) use reload::peers_only;
+use reload::Deferral;
 use std::ffi::c_int;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::thread::JoinHandle;
 use std::time::Duration;
 
 /// Where a handle is.
@@ -25,18 +36,40 @@ enum Phase {
     Idle,
     /// `start` is booting it (outside the lock).
     Starting,
-    Running(Box<Booted>),
+    /// Shared only with a reload or the watcher, for a call that must not
+    /// run under the state lock (it may log); a stop, serialised with
+    /// them, holds the only reference.
+    Running(Arc<Booted>),
     /// `stop` is joining its threads (outside the lock).
     Stopping,
     Stopped,
 }
 
-/// An `anytun_proxy`.
+/// An `anytun_proxy`: the [`Hosted`] proxy and the thread that applies a
+/// deferred restart.
 pub struct AnytunProxy {
+    hosted: Arc<Hosted>,
+    /// Started by the first deferred restart; joined by `stop`.
+    watcher: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl std::ops::Deref for AnytunProxy {
+    type Target = Hosted;
+    fn deref(&self) -> &Hosted {
+        &self.hosted
+    }
+}
+
+/// The proxy behind an [`AnytunProxy`], shared with its watcher thread.
+pub struct Hosted {
     /// The settings it runs with (replaced by a reload that restarts it).
     cfg: Mutex<Config>,
     phase: Mutex<Phase>,
     stop_lock: Mutex<()>,
+    /// A restart waiting for the calls to end, and the watcher's orders.
+    deferral: Mutex<Deferral>,
+    /// Wakes the watcher: a restart deferred, cancelled, or the stop.
+    wake: Condvar,
 }
 
 fn state_err(code: c_int, why: &str) -> FfiError {
@@ -61,15 +94,22 @@ fn socket_addr(what: &'static str, s: &str) -> Result<SocketAddr, FfiError> {
     })
 }
 
-/// One peer entry, "ID ADDRESS PUBLIC_KEY" (also "ID@ADDRESS PUBLIC_KEY").
+/// One peer entry, "ID ADDRESS PUBLIC_KEY" (also "ID@ADDRESS PUBLIC_KEY"),
+/// with "revoked" after it for a peer refused from now on (as `revoked =
+/// true` in anytund's `[[sync.peers]]`).
 fn peer(text: &str) -> Result<PeerConfig, String> {
-    let w: Vec<&str> = text
+    let mut w: Vec<&str> = text
         .split(|c: char| c == ',' || c == '@' || c.is_whitespace())
         .filter(|w| !w.is_empty())
         .collect();
+    let revoked = w.len() == 4 && w[3].eq_ignore_ascii_case("revoked");
+    if revoked {
+        w.pop();
+    }
     let [id, address, key] = w[..] else {
         return Err(format!(
-            "{text:?}: expected \"ID ADDRESS PUBLIC_KEY\" (3 fields, found {})",
+            "{text:?}: expected \"ID ADDRESS PUBLIC_KEY\" (3 fields, found {}), or \
+             \"revoked\" after them",
             w.len()
         ));
     };
@@ -87,7 +127,7 @@ fn peer(text: &str) -> Result<PeerConfig, String> {
         id,
         address,
         public_key,
-        revoked: false,
+        revoked,
     })
 }
 
@@ -281,19 +321,15 @@ impl AnytunProxy {
     /// A handle for `cfg`, not started.
     pub fn new(cfg: Config) -> Self {
         Self {
-            cfg: Mutex::new(cfg),
-            phase: Mutex::new(Phase::Idle),
-            stop_lock: Mutex::new(()),
+            hosted: Arc::new(Hosted {
+                cfg: Mutex::new(cfg),
+                phase: Mutex::new(Phase::Idle),
+                stop_lock: Mutex::new(()),
+                deferral: Mutex::new(Deferral::default()),
+                wake: Condvar::new(),
+            }),
+            watcher: Mutex::new(None),
         }
-    }
-
-    fn phase(&self) -> MutexGuard<'_, Phase> {
-        self.phase.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    /// A copy of the settings in force.
-    fn cfg(&self) -> Config {
-        self.cfg.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
     /// Boots the proxy (outside the state lock: booting logs).
@@ -320,7 +356,7 @@ impl AnytunProxy {
         let mut p = self.phase();
         match booted {
             Ok(b) => {
-                *p = Phase::Running(b);
+                *p = Phase::Running(b.into());
                 Ok(())
             }
             Err(e) => {
@@ -338,6 +374,10 @@ impl AnytunProxy {
         if tokio::runtime::Handle::try_current().is_ok() {
             return Err(FfiError::InCallback("anytun_proxy_stop/free"));
         }
+        // A restart waiting for the calls to end is dropped; the watcher
+        // (perhaps restarting the proxy now) ends and is joined first, as
+        // it takes the stop lock too.
+        self.end_watcher();
         let _serial = self.stop_lock.lock().unwrap_or_else(|e| e.into_inner());
         let booted = {
             let mut p = self.phase();
@@ -350,6 +390,9 @@ impl AnytunProxy {
                 // A start on another thread: let it finish, then stop.
                 Phase::Starting => {
                     *p = Phase::Starting;
+                    // No watcher runs before it runs: a later reload may
+                    // defer again.
+                    self.deferral().quit = false;
                     return Err(state_err(
                         sys::ANYTUN_ERR_ALREADY_STARTED,
                         "the proxy is starting on another thread; stop it once started",
@@ -357,7 +400,7 @@ impl AnytunProxy {
                 }
             }
         };
-        halt(*booted);
+        halt(booted);
         *self.phase() = Phase::Stopped;
         Ok(())
     }
@@ -369,6 +412,7 @@ impl AnytunProxy {
             s.node_id = u32::from(cfg.proxy_id);
             s.peers = cfg.sync.as_ref().map_or(0, |x| x.peers.len() as u32);
         }
+        s.reload_pending = u32::from(self.deferral().pending.is_some());
         let p = self.phase();
         let b = match &*p {
             Phase::Idle | Phase::Starting => {
@@ -396,6 +440,7 @@ impl AnytunProxy {
             s.sessions = snap.sessions as u32;
             s.calls = snap.calls as u32;
             s.registrations = snap.registrations as u32;
+            s.carried = snap.carried as u32;
             s.subscribers = snap.subscribers as u32;
             s.frames_relayed = snap.stats.media_relayed;
             s.dropped = snap.stats.drops.total();
@@ -491,64 +536,20 @@ impl AnytunProxy {
             })
             .collect())
     }
+}
 
-    /// Applies a reload: nothing when `new` asks for what runs, else a
-    /// restart with `new` (the old settings again if `new` cannot start).
-    /// Serialised with stops; never on one of the node's threads.
-    pub fn reload(&self, new: Config) -> Result<(), FfiError> {
-        if tokio::runtime::Handle::try_current().is_ok() {
-            return Err(FfiError::InCallback("anytun_proxy_reload"));
-        }
-        let _serial = self.stop_lock.lock().unwrap_or_else(|e| e.into_inner());
-        let old = self.cfg();
-        let changed = differences(&old, &new);
-        let running = {
-            let mut p = self.phase();
-            if !matches!(&*p, Phase::Running(_)) {
-                return Err(state_err(
-                    sys::ANYTUN_ERR_NOT_STARTED,
-                    "the proxy is not running (anytun_proxy_start)",
-                ));
-            }
-            if changed.is_empty() {
-                return Ok(());
-            }
-            // Seen as stopping by status calls until it runs again.
-            match std::mem::replace(&mut *p, Phase::Stopping) {
-                Phase::Running(b) => b,
-                _ => unreachable!("checked just above"),
-            }
-        };
-        let what = changed.join(", ");
-        log::info!(
-            "proxy {}: {what} changed: restarting it with the new settings",
-            running.proxy_id
-        );
-        // Stopped first: the new settings may bind the same ports.
-        halt(*running);
-        let (result, cfg, booted) = match boot(&new) {
-            Ok(b) => (Ok(()), new, Ok(b)),
-            Err(e) => {
-                log::error!("proxy: {what} changed, but it cannot start with them: {e}");
-                let again = boot(&old);
-                let why = match &again {
-                    Ok(_) => FfiError::Boot(format!(
-                        "{what} changed, but {e}: the proxy runs again with its old settings"
-                    )),
-                    Err(e2) => FfiError::Internal(format!(
-                        "{what} changed, but {e}; with its old settings again: {e2}: \
-                         the proxy is stopped"
-                    )),
-                };
-                (Err(why), old, again)
-            }
-        };
-        *self.cfg.lock().unwrap_or_else(|e| e.into_inner()) = cfg;
-        *self.phase() = match booted {
-            Ok(b) => Phase::Running(b),
-            Err(_) => Phase::Stopped,
-        };
-        result
+impl Hosted {
+    fn phase(&self) -> MutexGuard<'_, Phase> {
+        self.phase.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn deferral(&self) -> MutexGuard<'_, Deferral> {
+        self.deferral.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// A copy of the settings in force.
+    fn cfg(&self) -> Config {
+        self.cfg.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 }
 
@@ -570,7 +571,12 @@ fn boot(cfg: &Config) -> Result<Box<Booted>, FfiError> {
 }
 
 /// Stops a booted proxy; every thread it started is joined on return.
-fn halt(b: Booted) {
+/// Only the stop lock's holder calls it, when no other reference is left.
+fn halt(b: Arc<Booted>) {
+    let Some(b) = Arc::into_inner(b) else {
+        log::error!("proxy: still in use by another thread: not stopped");
+        return;
+    };
     let id = b.proxy_id;
     let report = b.node.stop();
     if !report.joined {

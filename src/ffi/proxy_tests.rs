@@ -534,3 +534,53 @@ fn long_texts_are_cut_with_an_ellipsis_at_a_character_boundary() {
         "abcdefg"
     );
 }
+
+#[test]
+fn only_a_changed_peer_list_is_applied_without_a_restart() {
+    use super::proxy_host::peers_only;
+    let dir = tempfile::tempdir().unwrap();
+    let key = SecretKey::generate().public().to_base64();
+    let mut s = Strings::default();
+    let mut c = init();
+    c.state_dir = s.s(dir.path().to_str().unwrap());
+    c.sync_listen = s.s("127.0.0.1:7200");
+    c.peers = s.list(&[&format!("2 127.0.0.1:7201 {key}")]);
+    c.n_peers = 1;
+    let old = settings_of(&c);
+    assert!(!peers_only(&old, &old), "nothing changed");
+    // Added, removed, moved: the peer list alone.
+    for peers in [
+        vec![
+            format!("2 127.0.0.1:7201 {key}"),
+            format!("3 127.0.0.1:7202 {key}"),
+        ],
+        vec![],
+        vec![format!("2 127.0.0.1:7209 {key}")],
+        vec![format!("2 127.0.0.1:7201 {key} revoked")],
+    ] {
+        let mut c2 = c;
+        let refs: Vec<&str> = peers.iter().map(String::as_str).collect();
+        c2.peers = if refs.is_empty() {
+            null()
+        } else {
+            s.list(&refs)
+        };
+        c2.n_peers = refs.len();
+        assert!(peers_only(&old, &settings_of(&c2)), "{peers:?}");
+    }
+    let mut c5 = c;
+    c5.peers = s.list(&[&format!("2 127.0.0.1:7201 {key} revoked")]);
+    let revoked = settings_of(&c5);
+    assert!(revoked.sync.unwrap().peers[0].revoked);
+    // The peers and anything else: a restart.
+    let mut c3 = c;
+    c3.peers = s.list(&[&format!("3 127.0.0.1:7202 {key}")]);
+    c3.metrics_listen = s.s("127.0.0.1:7300");
+    assert!(!peers_only(&old, &settings_of(&c3)));
+    // Without [sync] there is no peer list to change.
+    let mut c4 = init();
+    c4.state_dir = s.s(dir.path().to_str().unwrap());
+    let alone = settings_of(&c4);
+    c4.metrics_listen = s.s("127.0.0.1:7300");
+    assert!(!peers_only(&alone, &settings_of(&c4)));
+}

@@ -140,6 +140,7 @@ impl Proxy {
                     }),
                 );
                 self.by_key.insert(client, id);
+                self.note_serving(id);
                 self.arm_expiry(id, now);
                 self.emit_session(now, id, true);
                 self.stats.handshakes_accepted += 1;

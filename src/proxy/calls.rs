@@ -24,7 +24,7 @@ use crate::call::{Cause, Name};
 use crate::session::{CallId, ProxyId, SessionId};
 use crate::wire::control::ControlMsg;
 use crate::wire::DropReason;
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::time::{Duration, Instant};
 
 /// One call at the proxy.
@@ -172,6 +172,11 @@ pub(crate) struct CallTable {
     /// `max_calls_per_session` each).
     by_session: HashMap<SessionId, Vec<CallId>>,
     timers: BTreeSet<(Instant, CallId, Timer)>,
+    /// The sessions this proxy serves (told by [`Proxy::note_serving`]),
+    /// and how many of them have a role in a call: what the proxy carries
+    /// ([`Proxy::carried_sessions`]), kept in step in O(1) per change.
+    served: HashSet<SessionId>,
+    served_in_calls: usize,
 }
 
 impl CallTable {
@@ -194,7 +199,11 @@ impl CallTable {
     }
 
     fn index(&mut self, s: SessionId, id: CallId) {
-        self.by_session.entry(s).or_default().push(id);
+        let v = self.by_session.entry(s).or_default();
+        if v.is_empty() && self.served.contains(&s) {
+            self.served_in_calls += 1;
+        }
+        v.push(id);
     }
 
     fn unindex(&mut self, s: SessionId, id: CallId) {
@@ -202,8 +211,42 @@ impl CallTable {
             v.retain(|c| *c != id);
             if v.is_empty() {
                 self.by_session.remove(&s);
+                if self.served.contains(&s) {
+                    self.served_in_calls -= 1;
+                }
             }
         }
+    }
+
+    /// Records whether session `s` is served by this proxy now. O(1).
+    pub(crate) fn set_served(&mut self, s: SessionId, served: bool) {
+        let changed = if served {
+            self.served.insert(s)
+        } else {
+            self.served.remove(&s)
+        };
+        if changed && self.by_session.contains_key(&s) {
+            if served {
+                self.served_in_calls += 1;
+            } else {
+                self.served_in_calls -= 1;
+            }
+        }
+    }
+
+    /// Sessions served here with a role in a call. O(1).
+    pub(crate) fn served_in_calls(&self) -> usize {
+        self.served_in_calls
+    }
+
+    /// [`served_in_calls`](Self::served_in_calls) counted afresh, for
+    /// tests. O(n).
+    #[cfg(test)]
+    pub(crate) fn served_in_calls_counted(&self) -> usize {
+        self.served
+            .iter()
+            .filter(|s| self.by_session.contains_key(s))
+            .count()
     }
 
     fn insert(&mut self, id: CallId, call: Call) {

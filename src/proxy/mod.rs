@@ -389,6 +389,35 @@ impl Proxy {
         self.calls.len()
     }
 
+    /// What this proxy carries: how many sessions it serves itself (not
+    /// replicas it holds for a peer; adopted ones included) have a role
+    /// in a call, as caller, offered device or answering callee. Zero
+    /// means a restart of this proxy would cut no call it carries (the
+    /// hosted proxy's deferred reload waits for that). O(1).
+    pub fn carried_sessions(&self) -> usize {
+        self.calls.served_in_calls()
+    }
+
+    /// Tells the call table whether session `id` is served here now; run
+    /// after every change of a session's `serving` or of the session map.
+    /// O(1).
+    pub(crate) fn note_serving(&mut self, id: SessionId) {
+        let me = self.cfg.proxy_id;
+        let served = self.sessions.get(&id).is_some_and(|s| s.serving == me);
+        self.calls.set_served(id, served);
+    }
+
+    /// [`carried_sessions`](Self::carried_sessions) counted afresh over
+    /// every session, for tests (the test bed checks they agree). O(n).
+    #[doc(hidden)]
+    pub fn carried_sessions_counted(&self) -> usize {
+        let me = self.cfg.proxy_id;
+        self.sessions
+            .iter()
+            .filter(|(id, s)| s.serving == me && self.calls_of_session(**id) > 0)
+            .count()
+    }
+
     /// Whether this proxy holds call `id` (set up here or replicated).
     /// O(1).
     pub fn holds_call(&self, id: CallId) -> bool {
@@ -524,6 +553,7 @@ impl Proxy {
             // The replaced state's pending messages are gone with it.
             self.timers.set(state.id, None);
         }
+        self.note_serving(state.id);
         self.arm_expiry(state.id, now);
         self.emit_session(now, state.id, true);
         Ok(())
@@ -666,6 +696,7 @@ impl Proxy {
         session.last_seen = now;
         if take_over {
             self.psp.takeovers += 1;
+            self.note_serving(sid);
             self.arm_expiry(sid, now);
         }
         if changed || take_over || floor_due {
@@ -1022,6 +1053,7 @@ impl Proxy {
         if self.by_key.get(&s.client_key) == Some(&id) {
             self.by_key.remove(&s.client_key);
         }
+        self.note_serving(id);
         self.timers.set(id, None);
         self.expiry.set(id, None);
         self.registry.remove_session(id);

@@ -555,6 +555,7 @@ impl Proxy {
         s.adopted = false;
         s.last_seen = now;
         self.psp.takeovers += 1;
+        self.note_serving(to);
         self.arm_expiry(to, now);
         self.emit_session(now, to, false);
     }
@@ -668,6 +669,7 @@ impl Proxy {
                 let pending = s.reliable.drain();
                 self.timers.set(id, None);
                 self.expiry.set(id, None);
+                self.note_serving(id);
                 for body in pending {
                     self.hand_control(now, r.serving, id, 0, body);
                 }
@@ -722,6 +724,7 @@ impl Proxy {
             }),
         );
         self.by_key.insert(r.state.client_key, id);
+        self.note_serving(id);
         if ours {
             // Its silence is judged here again, and the proxies that
             // adopted it while we were down (`peer_down`) must learn that
@@ -746,6 +749,7 @@ impl Proxy {
         self.timers.set(id, None);
         self.expiry.set(id, None);
         self.registry.remove_session(id);
+        self.note_serving(id);
     }
 
     /// The link layer found peer `peer` dead (its link timed out or was
@@ -772,6 +776,7 @@ impl Proxy {
             }
         }
         for id in &adopted {
+            self.note_serving(*id);
             self.arm_expiry(*id, now);
         }
         self.psp.adopted += adopted.len() as u64;

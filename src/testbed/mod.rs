@@ -653,6 +653,10 @@ impl Bed {
             }
         }
         self.now = self.now.max(until);
+        // The O(1) count of what each proxy carries matches a recount.
+        for p in self.proxies.iter().flatten() {
+            assert_eq!(p.carried_sessions(), p.carried_sessions_counted());
+        }
     }
 
     /// Delivers `data` to proxy `p` as if from `src` (an attacker's

@@ -11,6 +11,7 @@
 #![allow(dead_code)]
 
 pub mod calls;
+pub mod hosted;
 pub mod netlab;
 pub mod tones;
 

@@ -20,6 +20,7 @@ impl CallTable {
         assert_eq!(have, want);
         assert!(self.by_session.values().all(|v| !v.is_empty()));
         assert_eq!(self.timers, timers);
+        assert_eq!(self.served_in_calls, self.served_in_calls_counted());
     }
 }
 
@@ -80,6 +81,45 @@ fn indexes_follow_every_change() {
     t.check();
     assert!(t.by_session.is_empty() && t.timers.is_empty() && t.calls.is_empty());
     assert!(t.ids.is_empty());
+}
+
+#[test]
+fn sessions_served_here_in_calls_are_counted_as_they_change() {
+    let now = Instant::now();
+    let p = ProxyId::new(1).unwrap();
+    let s = |i| SessionId::new(p, i);
+    let mut t = CallTable::default();
+    // s(1) and s(2) served here; s(3) a replica of a peer's session.
+    t.set_served(s(1), true);
+    t.set_served(s(2), true);
+    assert_eq!(t.served_in_calls(), 0, "no call yet");
+    t.insert(CallId(1), offering(s(3), &[s(2), s(4)], now));
+    t.check();
+    assert_eq!(t.served_in_calls(), 1, "s(2) is rung");
+    t.insert(CallId(2), offering(s(1), &[s(2)], now));
+    t.check();
+    assert_eq!(t.served_in_calls(), 2);
+    // s(2) loses call 1 (answered by s(4)) but is still in call 2.
+    t.answer(CallId(1), s(4), now, Duration::ZERO);
+    t.check();
+    assert_eq!(t.served_in_calls(), 2);
+    // Taken over by a peer: not carried here any more; back again.
+    t.set_served(s(2), false);
+    t.check();
+    assert_eq!(t.served_in_calls(), 1);
+    t.set_served(s(2), true);
+    t.set_served(s(2), true);
+    t.check();
+    assert_eq!(t.served_in_calls(), 2, "told twice, counted once");
+    // s(4) (answering call 1) becomes served here: carried.
+    t.set_served(s(4), true);
+    assert_eq!(t.served_in_calls(), 3);
+    t.remove(CallId(2));
+    t.check();
+    assert_eq!(t.served_in_calls(), 1, "only s(4) in call 1");
+    t.remove(CallId(1));
+    t.check();
+    assert_eq!(t.served_in_calls(), 0);
 }
 
 #[test]
