@@ -33,6 +33,9 @@ struct at_proxy_settings {
 	char subscribers[PATH_MAX];
 	char sync_listen[128];
 	char metrics_listen[128];
+	char bird_config[PATH_MAX]; /*!< announce the anycast routes through BIRD */
+	char bird_socket[PATH_MAX];
+	char announce_protocols[256];
 	char peers[AT_MAX_PEERS][ANYTUN_PROXY_MAX_PEER_TEXT];
 	size_t n_peers;
 };
@@ -173,6 +176,7 @@ int at_proxy_reload(const struct at_proxy_settings *p);
 void at_proxy_cli_status(int fd);
 int at_proxy_cli_peers(int fd);
 int at_proxy_cli_sessions(int fd);
+int at_proxy_cli_drain(int fd, int drain);
 
 /* res_anytun_cli.c: anytun show status|sessions|peers|calls. */
 int at_cli_register(void);

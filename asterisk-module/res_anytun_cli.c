@@ -200,8 +200,36 @@ static char *cli_show(struct ast_cli_entry *e, int cmd, struct ast_cli_args *a)
 	return CLI_SUCCESS;
 }
 
+static char *cli_drain(struct ast_cli_entry *e, int cmd, struct ast_cli_args *a)
+{
+	switch (cmd) {
+	case CLI_INIT:
+		e->command = "anytun drain {on|off}";
+		e->usage =
+			"Usage: anytun drain {on|off}\n"
+			"       on:  the hosted proxy withdraws its anycast routes (bird_config)\n"
+			"            and keeps serving what still arrives (anytund's SIGUSR1)\n"
+			"       off: it announces them again once ready (SIGUSR2)\n";
+		return NULL;
+	case CLI_GENERATE:
+		return NULL;
+	}
+	if (a->argc != 3) {
+		return CLI_SHOWUSAGE;
+	}
+	if (!strcasecmp(a->argv[2], "on")) {
+		at_proxy_cli_drain(a->fd, 1);
+	} else if (!strcasecmp(a->argv[2], "off")) {
+		at_proxy_cli_drain(a->fd, 0);
+	} else {
+		return CLI_SHOWUSAGE;
+	}
+	return CLI_SUCCESS;
+}
+
 static struct ast_cli_entry cli_entries[] = {
 	AST_CLI_DEFINE(cli_show, "Show anytun status, sessions, peers or calls"),
+	AST_CLI_DEFINE(cli_drain, "Withdraw or announce the hosted proxy's anycast routes"),
 };
 
 int at_cli_register(void)

@@ -61,6 +61,13 @@ int at_proxy_parse(struct at_proxy_settings *p, struct ast_variable *v)
 		} else if (!strcasecmp(n, "metrics_listen")) {
 			res = at_setting_copy(p->metrics_listen, sizeof(p->metrics_listen), "proxy", n, val, line);
 			p->metrics_set = 1;
+		} else if (!strcasecmp(n, "bird_config")) {
+			res = at_setting_copy(p->bird_config, sizeof(p->bird_config), "proxy", n, val, line);
+		} else if (!strcasecmp(n, "bird_socket")) {
+			res = at_setting_copy(p->bird_socket, sizeof(p->bird_socket), "proxy", n, val, line);
+		} else if (!strcasecmp(n, "announce_protocols")) {
+			res = at_setting_copy(p->announce_protocols, sizeof(p->announce_protocols), "proxy", n,
+				val, line);
 		} else if (!strcasecmp(n, "config_file")) {
 			res = at_setting_copy(p->config_file, sizeof(p->config_file), "proxy", n, val, line);
 		} else if (!strcasecmp(n, "reuse_port")) {
@@ -96,6 +103,9 @@ static void proxy_config(const struct at_proxy_settings *p, anytun_proxy_config 
 	pc->subscribers = p->subscribers[0] ? p->subscribers : NULL;
 	pc->sync_listen = p->sync_listen[0] ? p->sync_listen : NULL;
 	pc->metrics_listen = p->metrics_set ? p->metrics_listen : NULL;
+	pc->bird_config = p->bird_config[0] ? p->bird_config : NULL;
+	pc->bird_socket = p->bird_socket[0] ? p->bird_socket : NULL;
+	pc->announce_protocols = p->announce_protocols[0] ? p->announce_protocols : NULL;
 	for (i = 0; i < p->n_peers; i++) {
 		ptrs[i] = p->peers[i];
 	}
@@ -199,6 +209,15 @@ static const char *state_name(int state)
 	return "?";
 }
 
+/*! \brief Whether the hosted proxy announces its anycast routes now. */
+static const char *routes_name(uint32_t routes)
+{
+	if (!(routes & ANYTUN_PROXY_ROUTES_ANNOUNCING)) {
+		return "not announced by this proxy (no bird_config)";
+	}
+	return (routes & ANYTUN_PROXY_ROUTES_ANNOUNCED) ? "announced" : "withdrawn";
+}
+
 void at_proxy_cli_status(int fd)
 {
 	anytun_proxy_status st;
@@ -223,9 +242,33 @@ void at_proxy_cli_status(int fd)
 	ast_cli(fd, "Proxy calls:  %u sessions served here in calls\n", st.carried);
 	ast_cli(fd, "Proxy reload: %s\n", st.reload_pending ?
 		"restart pending (new [proxy] settings), waiting for the calls it carries to end" : "none");
+	ast_cli(fd, "Proxy routes: %s%s%s\n", routes_name(st.routes),
+		(st.routes & ANYTUN_PROXY_ROUTES_OVERLOADED) ? ", overloaded" : "",
+		(st.routes & ANYTUN_PROXY_ROUTES_DRAINED) ? ", drained" : "");
 	ast_cli(fd, "Proxy voice:  %llu frames relayed, %llu datagrams dropped\n",
 		(unsigned long long)st.frames_relayed, (unsigned long long)st.dropped);
 	ast_cli(fd, "Network key:  %s\nNode key:     %s\n", st.network_key, key);
+}
+
+int at_proxy_cli_drain(int fd, int drain)
+{
+	int rc;
+	char detail[512];
+
+	if (!hosted) {
+		ast_cli(fd, "anytun: no hosted proxy ([proxy] in " CONFIG_FILE ")\n");
+		return -1;
+	}
+	rc = anytun_proxy_drain(hosted, drain);
+	if (rc != ANYTUN_OK) {
+		at_last_error(detail, sizeof(detail));
+		ast_cli(fd, "anytun: %s: %s%s%s\n", drain ? "drain" : "undrain", anytun_strerror(rc),
+			detail[0] ? ": " : "", detail);
+		return -1;
+	}
+	ast_cli(fd, "anytun: %s\n", drain ? "draining: anycast routes withdrawn, still serving"
+		: "announcing the anycast routes again (when ready)");
+	return 0;
 }
 
 #define SESSIONS_FORMAT "%-16.16s %-7.7s %-24.24s %-5.5s %-24.24s %s\n"

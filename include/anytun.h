@@ -715,8 +715,21 @@ typedef struct anytun_proxy_config {
     const char *metrics_listen;
     /** Zero (reserved). */
     uint32_t reserved_u32[8];
+    /** Announce the anycast routes while this proxy is ready (the file's
+     *  [announce]): BIRD 2's config for it, its anycast static protocols
+     *  written `disabled` (docs/bird/proxy.conf). BIRD runs as a child of
+     *  this process, the routes are enabled only while the proxy is ready
+     *  and not overloaded, and withdrawn when it stops. NULL: the file's
+     *  [announce] (or none). Added in 0.1 from reserved room. */
+    const char *bird_config;
+    /** BIRD's control socket; NULL: the file's, or bird_config with the
+     *  extension .ctl. Needs bird_config (here or in the file). */
+    const char *bird_socket;
+    /** The static protocols to enable, separated by commas or spaces; NULL:
+     *  the file's, or "anycast4, anycast6". Needs bird_config. */
+    const char *announce_protocols;
     /** NULL (reserved). */
-    const void *reserved_ptr[8];
+    const void *reserved_ptr[5];
 } anytun_proxy_config;
 
 /** Zeroes *cfg and sets struct_size. ANYTUN_ERR_NULL if cfg is NULL. */
@@ -740,8 +753,11 @@ int anytun_proxy_new(const anytun_proxy_config *cfg, anytun_proxy **out);
  *  start again: free it and make a new one). */
 int anytun_proxy_start(anytun_proxy *proxy);
 
-/** Stops the proxy: its clients' sessions and calls end with it (they
- *  reconnect to another proxy of the network), peer links close, and every
+/** Stops the proxy: with bird_config (or [announce]) its anycast routes are
+ *  withdrawn first and BIRD stopped (its thread joined) 200 ms later, so
+ *  the router moves its clients before it stops serving; its clients'
+ *  sessions and calls end with it (they reconnect to another proxy of the
+ *  network), peer links close, and every
  *  thread it started is joined before this returns, always: a task still
  *  in a blocking call (a subscriber store locked by another process
  *  waits at most its 5 s busy timeout per statement) is waited for, and
@@ -813,12 +829,40 @@ typedef struct anytun_proxy_status {
      *  replicas it holds for its peers) that are the caller, a rung device
      *  or the answering callee of a call. 0: a restart cuts no call. */
     uint32_t carried;
+    /** Where its anycast routes stand: ANYTUN_PROXY_ROUTES_* bits (0: no
+     *  [announce], not overloaded). Added in 0.1 from reserved room. */
+    uint32_t routes;
     /** Zero (reserved). */
-    uint64_t reserved[7];
+    uint32_t reserved_u32;
+    /** Zero (reserved). */
+    uint64_t reserved[6];
 } anytun_proxy_status;
+
+/** anytun_proxy_status.routes: it has [announce] (bird_config): BIRD runs
+ *  as this process's child and announces the anycast routes only while the
+ *  proxy is ready, not drained and not overloaded. */
+#define ANYTUN_PROXY_ROUTES_ANNOUNCING 0x1u
+/** anytun_proxy_status.routes: BIRD confirmed the routes are announced. */
+#define ANYTUN_PROXY_ROUTES_ANNOUNCED 0x2u
+/** anytun_proxy_status.routes: overloaded ([overload]): withdrawn while it
+ *  lasts, still serving what arrives. */
+#define ANYTUN_PROXY_ROUTES_OVERLOADED 0x4u
+/** anytun_proxy_status.routes: drained (withdrawn on request or while
+ *  stopping), still serving. */
+#define ANYTUN_PROXY_ROUTES_DRAINED 0x8u
 
 /** Zeroes *status and sets struct_size. ANYTUN_ERR_NULL if NULL. */
 int anytun_proxy_status_init(anytun_proxy_status *status);
+
+/** Drains a running proxy (drain != 0): its anycast routes are withdrawn
+ *  (BIRD disables the anycast static protocols) while it keeps serving what
+ *  still arrives, as anytund's SIGUSR1; drain == 0 announces them again
+ *  once ready (SIGUSR2). The routes follow within milliseconds;
+ *  anytun_proxy_status.routes says where they are. Needs bird_config (or
+ *  [announce] in config_file): else ANYTUN_ERR_INVALID;
+ *  ANYTUN_ERR_NOT_STARTED unless running. A restart by reload starts
+ *  undrained. */
+int anytun_proxy_drain(anytun_proxy *proxy, int drain);
 
 /** Fills *status. Works in every state. */
 int anytun_proxy_get_status(anytun_proxy *proxy, anytun_proxy_status *status);

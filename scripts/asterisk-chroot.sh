@@ -16,8 +16,9 @@ set -euo pipefail
 ROOT=${ANYTUN_ASTERISK_CHROOT:-/var/cache/anytun/asterisk-sid}
 STAMP=$ROOT/.anytun-stamp
 # What the tests need inside: Asterisk and its headers, a compiler for the
-# module, sox for audio, SIPp (sip-tester) as the SIP phones of test 3.
-PACKAGES="asterisk asterisk-dev asterisk-modules gcc libc6-dev make sox sip-tester"
+# module, sox for audio, SIPp (sip-tester) as the SIP phones of test 3, BIRD 2
+# (bird2) for the proxy PBX that announces its own anycast route (test 2).
+PACKAGES="asterisk asterisk-dev asterisk-modules gcc libc6-dev make sox sip-tester bird2"
 
 die() { echo "asterisk-chroot: $*" >&2; exit 1; }
 [ "$(id -u)" = 0 ] || die "needs root (debootstrap and chroot); run as root"

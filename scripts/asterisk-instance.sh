@@ -107,8 +107,12 @@ EOF
     chmod -R a+rX "$host/etc"
     local netns=()
     [ -z "${ANYTUN_NETNS:-}" ] || netns=(ip netns exec "$ANYTUN_NETNS")
+    # Asterisk drops root for user asterisk, unless ANYTUN_ASTERISK_ROOT=1:
+    # a proxy PBX whose hosted proxy runs BIRD (BGP's port 179) keeps it.
+    local runas=(-U asterisk -G asterisk)
+    [ "${ANYTUN_ASTERISK_ROOT:-0}" != 1 ] || runas=()
     # setsid, ip netns exec and chroot each exec the next: $! is Asterisk's pid.
-    setsid "${netns[@]}" chroot "$ROOT" /usr/sbin/asterisk -C "$conf" -f -U asterisk -G asterisk \
+    setsid "${netns[@]}" chroot "$ROOT" /usr/sbin/asterisk -C "$conf" -f "${runas[@]}" \
         </dev/null >"$host/console.log" 2>&1 &
     echo $! >"$host/asterisk.pid"
     local i out

@@ -13,7 +13,6 @@
 use anytun::config;
 use anytun::runtime::announce;
 use anytun::runtime::host::{self, Booted};
-use anytun::runtime::overload::{OverloadMeter, SAMPLE_EVERY};
 use anytun::session::ProxyId;
 use clap::Parser;
 use std::io::ErrorKind;
@@ -73,21 +72,18 @@ fn run(args: Args) -> Result<(), String> {
         network_public,
         subscribers: count,
         member,
+        routes,
         ..
     } = host::boot(&cfg, &format!("anytund-{proxy_id}")).map_err(|e| e.to_string())?;
     // The ready line, the ready file, and the end on a failure to serve.
+    // The routes follow health on their own (runtime::supervise, started
+    // by the boot); this loop only passes the drain signals on.
     let mut ready = node.readiness();
     let ready_file = cfg.ready_file.clone();
     let waiter = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .map_err(|e| e.to_string())?;
-    // Announcement follows health (docs/anycast-lab.md): BIRD runs as our
-    // child and the anycast routes are enabled only while we are ready.
-    let announcer = match cfg.announce.clone() {
-        Some(a) => Some(waiter.block_on(async { announce::start(a) })?),
-        None => None,
-    };
     let outcome = waiter.block_on(async {
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
             .map_err(|e| e.to_string())?;
@@ -97,10 +93,6 @@ fn run(args: Args) -> Result<(), String> {
         let mut running = cfg.clone();
         let mut announced = false;
         let mut file_ready = false;
-        // Overload: sampled from the metrics board (never the core lock).
-        let mut meter = OverloadMeter::new(cfg.overload.clone(), cfg.max_sessions);
-        let mut sample = tokio::time::interval(SAMPLE_EVERY);
-        sample.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             let r = ready.borrow_and_update().clone();
             if let Some(e) = &r.failed {
@@ -123,9 +115,6 @@ fn run(args: Args) -> Result<(), String> {
                     "anytund: proxy {proxy_id} on {addrs:?}, network public key {network_public}"
                 );
             }
-            if let Some(a) = &announcer {
-                a.update(|h| h.ready = r.ready());
-            }
             if let Some(f) = &ready_file {
                 if r.ready() != file_ready {
                     file_ready = r.ready();
@@ -136,22 +125,16 @@ fn run(args: Args) -> Result<(), String> {
                 _ = tokio::signal::ctrl_c() => return Ok(()),
                 _ = term.recv() => return Ok(()),
                 c = ready.changed() => if c.is_err() { return Ok(()) },
-                d = drain.recv() => announce::on_drain_signal(announcer.as_ref(), d),
-                _ = sample.tick() => {
-                    let Some(snap) = node.snapshot() else { continue };
-                    if let Some(c) = meter.observe_snapshot(std::time::Instant::now(), &snap) {
-                        on_overload(&node, announcer.as_ref(), c);
-                    }
+                d = drain.recv() => {
+                    routes.drain(d, if d { "SIGUSR1" } else { "SIGUSR2" });
                 }
                 _ = hup.recv() => reload(&node, &mut running, args.config.as_deref()).await,
             }
         }
     });
     log::info!("shutting down");
-    if let Some(a) = announcer {
-        // Withdraw first, serve what is still on its way, then stop.
-        waiter.block_on(announce::drain_and_stop(a));
-    }
+    // Withdraw first, serve what is still on its way, then stop BIRD.
+    routes.stop();
     if let Some(f) = &ready_file {
         set_ready_file(f, false, proxy_id);
     }
@@ -160,30 +143,6 @@ fn run(args: Args) -> Result<(), String> {
         log::warn!("some tasks did not stop in time");
     }
     outcome
-}
-
-/// Acts on an overload change: the gauge, the log line, the routes.
-fn on_overload(
-    node: &anytun::runtime::node::Node,
-    announcer: Option<&announce::Announcer>,
-    c: anytun::runtime::overload::OverloadChange,
-) {
-    if let Some(board) = node.metrics_board() {
-        board.set_overloaded(c.overloaded);
-    }
-    let routes = match (announcer, c.overloaded) {
-        (None, _) => "no [announce]: no routes to move",
-        (Some(_), true) => "withdrawing the anycast routes, still serving what arrives",
-        (Some(_), false) => "announcing the anycast routes again (when ready)",
-    };
-    if c.overloaded {
-        log::warn!("overloaded: {}; {routes}", c.why);
-    } else {
-        log::info!("no longer overloaded: {}; {routes}", c.why);
-    }
-    if let Some(a) = announcer {
-        a.update(|h| h.overloaded = c.overloaded);
-    }
 }
 
 /// SIGHUP: reads the config again and applies its `[sync]` peer list.

@@ -45,6 +45,9 @@ impl AnytunProxy {
     fn sessions(&self, _: u64, _: usize) -> Result<Vec<sys::anytun_proxy_session_info>, FfiError> {
         Err(unsupported())
     }
+    fn drain(&self, _: bool) -> Result<(), FfiError> {
+        Err(unsupported())
+    }
 }
 
 /// The handle behind a pointer.
@@ -140,6 +143,18 @@ pub unsafe extern "C" fn anytun_proxy_start(proxy: *mut sys::anytun_proxy) -> c_
     guard(|| {
         // SAFETY: the caller's promise.
         unsafe { handle(proxy) }?.start()
+    })
+}
+
+/// `anytun_proxy_drain`: see include/anytun.h.
+///
+/// # Safety
+/// `proxy` NULL or a live handle.
+#[no_mangle]
+pub unsafe extern "C" fn anytun_proxy_drain(proxy: *mut sys::anytun_proxy, drain: c_int) -> c_int {
+    guard(|| {
+        // SAFETY: the caller's promise.
+        unsafe { handle(proxy) }?.drain(drain != 0)
     })
 }
 

@@ -18,7 +18,7 @@ mod reload;
 
 use super::errors::FfiError;
 use super::{fill_chars_cut, opt_str_arg, sys};
-use crate::config::{self, Config, PeerConfig, SyncConfig};
+use crate::config::{self, AnnounceConfig, Config, PeerConfig, SyncConfig};
 use crate::crypto::PublicKey;
 use crate::runtime::host::{self, Booted};
 #[cfg(test)]
@@ -279,6 +279,8 @@ pub(crate) unsafe fn settings(c: &sys::anytun_proxy_config) -> Result<Config, Ff
             Some(m.to_owned())
         };
     }
+    // SAFETY: the caller's promise.
+    unsafe { announce_settings(c, &mut cfg) }?;
     if let Some(s) = &cfg.sync {
         if s.peers.iter().any(|p| p.id == cfg.proxy_id) {
             return Err(FfiError::invalid(
@@ -288,6 +290,73 @@ pub(crate) unsafe fn settings(c: &sys::anytun_proxy_config) -> Result<Config, Ff
         }
     }
     Ok(cfg)
+}
+
+/// The announce fields of an `anytun_proxy_config` over the file's
+/// `[announce]` (config/announce.rs has the same defaults and checks).
+///
+/// # Safety
+/// As [`settings`].
+unsafe fn announce_settings(
+    c: &sys::anytun_proxy_config,
+    cfg: &mut Config,
+) -> Result<(), FfiError> {
+    // SAFETY (every string read below): the caller's promise.
+    if let Some(b) = unsafe { opt_str_arg(c.bird_config, "bird_config") }? {
+        if b.is_empty() {
+            return Err(FfiError::invalid("bird_config", "empty"));
+        }
+        let path = config::absolute(Path::new(b));
+        match &mut cfg.announce {
+            Some(a) => a.bird_config = path,
+            None => {
+                cfg.announce = Some(AnnounceConfig {
+                    bird: "bird".into(),
+                    birdc: "birdc".into(),
+                    bird_socket: path.with_extension("ctl"),
+                    bird_config: path,
+                    protocols: vec!["anycast4".into(), "anycast6".into()],
+                })
+            }
+        }
+    }
+    let needs = |what: &'static str| {
+        FfiError::invalid(
+            what,
+            "needs bird_config (here or [announce] in the config_file)",
+        )
+    };
+    if let Some(sock) = unsafe { opt_str_arg(c.bird_socket, "bird_socket") }? {
+        let a = cfg.announce.as_mut().ok_or_else(|| needs("bird_socket"))?;
+        if sock.is_empty() {
+            return Err(FfiError::invalid("bird_socket", "empty"));
+        }
+        a.bird_socket = config::absolute(Path::new(sock));
+    }
+    if let Some(p) = unsafe { opt_str_arg(c.announce_protocols, "announce_protocols") }? {
+        let a = cfg
+            .announce
+            .as_mut()
+            .ok_or_else(|| needs("announce_protocols"))?;
+        let list: Vec<String> = words(p).map(str::to_owned).collect();
+        if list.is_empty() {
+            return Err(FfiError::invalid(
+                "announce_protocols",
+                "name at least one static protocol",
+            ));
+        }
+        if let Some(bad) = list
+            .iter()
+            .find(|w| !w.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'))
+        {
+            return Err(FfiError::invalid(
+                "announce_protocols",
+                format!("{bad:?} is not a BIRD protocol name"),
+            ));
+        }
+        a.protocols = list;
+    }
+    Ok(())
 }
 
 /// The settings of `new` that differ from `old`, by name.
@@ -308,6 +377,7 @@ fn differences(old: &Config, new: &Config) -> Vec<&'static str> {
     );
     check(old.subscribers == new.subscribers, "subscribers");
     check(old.metrics_listen == new.metrics_listen, "metrics_listen");
+    check(old.announce == new.announce, "bird_config ([announce])");
     let (os, ns) = (old.sync.as_ref(), new.sync.as_ref());
     check(os.map(|s| s.listen) == ns.map(|s| s.listen), "sync_listen");
     check(os.map(|s| &s.peers) == ns.map(|s| &s.peers), "peers");
@@ -405,6 +475,49 @@ impl AnytunProxy {
         Ok(())
     }
 
+    /// Withdraws (`true`) or announces again (`false`) the anycast routes
+    /// of the running proxy, which keeps serving (anytund's SIGUSR1/2).
+    pub fn drain(&self, on: bool) -> Result<(), FfiError> {
+        // The log line is written outside the state lock.
+        let routes = {
+            let p = self.phase();
+            match &*p {
+                Phase::Running(b) => b.routes.state(),
+                _ => {
+                    return Err(state_err(
+                        sys::ANYTUN_ERR_NOT_STARTED,
+                        "the proxy is not running (anytun_proxy_start)",
+                    ))
+                }
+            }
+        };
+        if !routes.announcing {
+            return Err(FfiError::invalid(
+                "drain",
+                "this proxy announces nothing (no bird_config or [announce])",
+            ));
+        }
+        let why = if on {
+            "anytun_proxy_drain"
+        } else {
+            "anytun_proxy_drain off"
+        };
+        let done = match &*self.phase() {
+            Phase::Running(b) => {
+                b.routes.set_drained(on);
+                Ok(())
+            }
+            _ => Err(state_err(
+                sys::ANYTUN_ERR_NOT_STARTED,
+                "the proxy is not running (anytun_proxy_start)",
+            )),
+        };
+        if done.is_ok() {
+            log::info!("{why}: {}", drain_words(on));
+        }
+        done
+    }
+
     /// The status, read under the state lock (nothing in it logs).
     pub fn status(&self, s: &mut sys::anytun_proxy_status) -> Result<(), FfiError> {
         {
@@ -449,6 +562,16 @@ impl AnytunProxy {
         s.sync_port = b.node.peer_addr().map_or(0, |a| a.port());
         fill_chars_cut(&mut s.network_key, &b.network_public.to_base64());
         fill_chars_cut(&mut s.detail, r.failed.as_deref().unwrap_or(""));
+        let routes = b.routes.state();
+        s.routes = [
+            (routes.announcing, sys::ANYTUN_PROXY_ROUTES_ANNOUNCING),
+            (routes.announced, sys::ANYTUN_PROXY_ROUTES_ANNOUNCED),
+            (routes.overloaded, sys::ANYTUN_PROXY_ROUTES_OVERLOADED),
+            (routes.drained, sys::ANYTUN_PROXY_ROUTES_DRAINED),
+        ]
+        .iter()
+        .filter(|(on, _)| *on)
+        .fold(0, |bits, (_, bit)| bits | bit);
         Ok(())
     }
 
@@ -553,6 +676,15 @@ impl Hosted {
     }
 }
 
+/// What a drain does, for the log.
+fn drain_words(on: bool) -> &'static str {
+    if on {
+        "draining (withdrawing the anycast routes, still serving)"
+    } else {
+        "announcing the anycast routes again (when ready)"
+    }
+}
+
 /// Boots `cfg` (its panics kept here), logging where it runs.
 fn boot(cfg: &Config) -> Result<Box<Booted>, FfiError> {
     let name = format!("anytun-px{}", cfg.proxy_id);
@@ -578,6 +710,8 @@ fn halt(b: Arc<Booted>) {
         return;
     };
     let id = b.proxy_id;
+    // Withdrawn first (BIRD stopped, its thread joined), as anytund does.
+    b.routes.stop();
     let report = b.node.stop();
     if !report.joined {
         log::warn!("proxy {id}: some tasks took longer than the stop timeout to end");

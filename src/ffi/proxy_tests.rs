@@ -6,6 +6,7 @@ use super::sys;
 use super::*;
 use crate::crypto::SecretKey;
 use std::ffi::{c_char, c_int, CStr, CString};
+use std::path::Path;
 use std::ptr::{null, null_mut};
 
 fn last_error() -> String {
@@ -121,6 +122,46 @@ fn the_fields_make_a_config_and_override_a_file() {
 }
 
 #[test]
+fn the_announce_fields_set_or_override_the_files_announce() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("anytund.toml");
+    std::fs::write(
+        &file,
+        "network_key = \"n.key\"\nsubscribers = \"s.db\"\n\
+         [announce]\nbird_config = \"bird.conf\"\nprotocols = [\"a4\"]\n",
+    )
+    .unwrap();
+    let mut s = Strings::default();
+    // The file's [announce] as it is (relative to the file).
+    let mut c = init();
+    c.config_file = s.s(file.to_str().unwrap());
+    let a = settings_of(&c).announce.unwrap();
+    assert_eq!(a.bird_config, dir.path().join("bird.conf"));
+    assert_eq!(a.bird_socket, dir.path().join("bird.ctl"));
+    assert_eq!(a.protocols, ["a4"]);
+    // The fields replace what they name.
+    c.bird_config = s.s("/etc/bird/anycast.conf");
+    c.announce_protocols = s.s("any4, any6 any_x");
+    let a = settings_of(&c).announce.unwrap();
+    assert_eq!(a.bird_config, Path::new("/etc/bird/anycast.conf"));
+    assert_eq!(
+        a.bird_socket,
+        dir.path().join("bird.ctl"),
+        "kept from the file"
+    );
+    assert_eq!(a.protocols, ["any4", "any6", "any_x"]);
+    // No file: bird_config alone brings the defaults.
+    let mut c = init();
+    c.state_dir = s.s(dir.path().to_str().unwrap());
+    assert!(settings_of(&c).announce.is_none());
+    c.bird_config = s.s("/etc/bird/anycast.conf");
+    let a = settings_of(&c).announce.unwrap();
+    assert_eq!(a.bird_socket, Path::new("/etc/bird/anycast.ctl"));
+    assert_eq!(a.protocols, ["anycast4", "anycast6"]);
+    assert_eq!(a.bird, Path::new("bird"));
+}
+
+#[test]
 fn bad_settings_are_refused_with_the_reason() {
     let dir = tempfile::tempdir().unwrap();
     let bad_file = dir.path().join("bad.toml");
@@ -170,6 +211,37 @@ fn bad_settings_are_refused_with_the_reason() {
         (
             ("sync listen", sys::ANYTUN_ERR_INVALID, "sync_listen"),
             Box::new(|c, s| c.sync_listen = s.s("here")),
+        ),
+        (
+            (
+                "bird socket alone",
+                sys::ANYTUN_ERR_INVALID,
+                "needs bird_config",
+            ),
+            Box::new(|c, s| c.bird_socket = s.s("/run/bird.ctl")),
+        ),
+        (
+            (
+                "bird protocols",
+                sys::ANYTUN_ERR_INVALID,
+                "not a BIRD protocol",
+            ),
+            Box::new(|c, s| {
+                c.bird_config = s.s("/etc/bird.conf");
+                c.announce_protocols = s.s("anycast4; up4");
+            }),
+        ),
+        (
+            (
+                "bird config empty",
+                sys::ANYTUN_ERR_INVALID,
+                "bird_config: empty",
+            ),
+            Box::new(|c, s| c.bird_config = s.s("")),
+        ),
+        (
+            ("reserved ptr", sys::ANYTUN_ERR_STRUCT_SIZE, "reserved_ptr"),
+            Box::new(|c, _| c.reserved_ptr[4] = std::ptr::dangling::<std::ffi::c_void>()),
         ),
         (
             ("metrics", sys::ANYTUN_ERR_INVALID, "metrics_listen"),

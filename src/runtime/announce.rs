@@ -1,25 +1,33 @@
-//! Announcement follows health: `anytund` runs its routing daemon (BIRD 2)
-//! as a child and enables the anycast routes only while it is ready.
+//! Announcement follows health: the proxy's process (`anytund`, or a host
+//! of the C ABI's hosted proxy such as Asterisk) runs its routing daemon
+//! (BIRD 2) as a child and enables the anycast routes only while the proxy
+//! is ready. [`super::supervise`] drives it.
 //!
-//! - BIRD runs in the foreground as a child of a thread that lives as long
-//!   as the process, with `PR_SET_PDEATHSIG = SIGKILL`: when `anytund` dies,
-//!   even by SIGKILL, the kernel kills BIRD, closes its BGP sessions, and
-//!   the router withdraws the route within milliseconds. A BIRD that
-//!   outlived its proxy would keep announcing and black-hole the traffic.
+//! - BIRD runs in the foreground as a child of a thread of its own
+//!   (`bird-supervisor`, joined by [`Announcer::stop`]), with
+//!   `PR_SET_PDEATHSIG = SIGKILL`: when the process dies, even by SIGKILL,
+//!   the kernel kills BIRD, closes its BGP sessions, and the router
+//!   withdraws the route within milliseconds. A BIRD that outlived its
+//!   proxy would keep announcing and black-hole the traffic.
 //! - The anycast routes are static protocols written `disabled` in BIRD's
 //!   config; [`Announcer`] enables them with `birdc enable` only while the
 //!   proxy is ready and not drained, and disables them otherwise. A BIRD
 //!   that died is started again (routes disabled) and re-enabled if the
 //!   proxy is still ready.
+//! - A host may reap children itself (Asterisk's SIGCHLD handler waits for
+//!   every child) and block signals in its threads: children are waited
+//!   for with std's process API, tolerating a status the host took, and
+//!   BIRD starts with an empty signal mask.
 //!
 //! The design, its sample BIRD config and the measured times are in
 //! docs/anycast-lab.md.
 
 use crate::config::AnnounceConfig;
 use std::os::unix::process::CommandExt;
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::watch;
 
@@ -82,46 +90,70 @@ pub struct Announcer {
     stopping: Arc<AtomicBool>,
     bird_pid: Arc<AtomicU32>,
     task: tokio::task::JoinHandle<()>,
+    /// BIRD's parent thread; joined by [`Announcer::stop`].
+    supervisor: Mutex<Option<std::thread::JoinHandle<()>>>,
 }
 
 impl Announcer {
     /// Checks the BIRD config, starts BIRD (routes disabled) and the task
-    /// that enables or disables the routes as [`Announcer::set`] says.
-    /// Must be called inside a tokio runtime.
-    pub fn start(cfg: AnnounceConfig) -> Result<Self, AnnounceError> {
+    /// (on `rt`) that enables or disables the routes as
+    /// [`Announcer::update`] says. Callable from any thread.
+    pub fn start(cfg: AnnounceConfig, rt: &tokio::runtime::Handle) -> Result<Self, AnnounceError> {
         check_config(&cfg)?;
         let stopping = Arc::new(AtomicBool::new(false));
         let bird_pid = Arc::new(AtomicU32::new(0));
         let (gen_tx, gen_rx) = watch::channel(0u64);
-        // The first start is synchronous, so a BIRD that cannot start at
-        // all is an error of this call rather than a log line.
-        let first = spawn_bird(&cfg)?;
-        bird_pid.store(first.id(), Ordering::Relaxed);
-        {
+        // BIRD is forked by this thread, which is its parent until
+        // [`Announcer::stop`]: PR_SET_PDEATHSIG fires when the forking
+        // *thread* ends, so neither a pool thread that may exit when idle
+        // nor the caller's (a host's CLI thread, say) may fork it. The
+        // first start is still reported here, so a BIRD that cannot start
+        // at all is an error of this call rather than a log line.
+        let (first_tx, first_rx) = std::sync::mpsc::channel();
+        let supervisor = {
             let cfg = cfg.clone();
             let stopping = stopping.clone();
             let bird_pid = bird_pid.clone();
-            // This thread is BIRD's parent for the whole process lifetime:
-            // PR_SET_PDEATHSIG fires when the forking *thread* ends, so it
-            // must not be a pool thread that may exit when idle.
             std::thread::Builder::new()
                 .name("bird-supervisor".into())
-                .spawn(move || supervise(cfg, first, gen_tx, stopping, bird_pid))
+                .spawn(move || {
+                    let first = match spawn_bird(&cfg) {
+                        Ok(c) => c,
+                        Err(e) => {
+                            let _ = first_tx.send(Err(e));
+                            return;
+                        }
+                    };
+                    bird_pid.store(first.id(), Ordering::Relaxed);
+                    let _ = first_tx.send(Ok(()));
+                    supervise(cfg, first, gen_tx, stopping, bird_pid)
+                })
                 .map_err(|source| AnnounceError::Spawn {
                     bird: "bird-supervisor thread".into(),
                     config: String::new(),
                     source,
-                })?;
+                })?
+        };
+        let first = first_rx.recv().unwrap_or_else(|_| {
+            Err(AnnounceError::Control {
+                command: "start bird".into(),
+                why: "the bird-supervisor thread ended".into(),
+            })
+        });
+        if let Err(e) = first {
+            let _ = supervisor.join();
+            return Err(e);
         }
         let (health, health_rx) = watch::channel(Health::default());
         let (announced_tx, announced) = watch::channel(false);
-        let task = tokio::spawn(reconcile(cfg, health_rx, gen_rx, announced_tx));
+        let task = rt.spawn(reconcile(cfg, health_rx, gen_rx, announced_tx));
         Ok(Self {
             health,
             announced,
             stopping,
             bird_pid,
             task,
+            supervisor: Mutex::new(Some(supervisor)),
         })
     }
 
@@ -156,39 +188,112 @@ impl Announcer {
         self.bird_pid.load(Ordering::Relaxed)
     }
 
-    /// Stops BIRD (SIGTERM; the kernel kills it anyway when this process
-    /// ends) and the task.
-    pub fn stop(self) {
+    /// Stops BIRD (SIGTERM, SIGKILL after [`BIRD_STOP_WAIT`]; the kernel
+    /// kills it anyway when its parent thread ends) and the task, and
+    /// joins BIRD's parent thread. BIRD's BGP sessions close with it, so
+    /// the router drops the routes at once. Blocks for BIRD's exit: call
+    /// it outside async code. Idempotent; dropping an announcer stops it.
+    pub fn stop(&self) {
         self.stopping.store(true, Ordering::Relaxed);
         self.task.abort();
-        let pid = self.bird_pid();
-        if pid != 0 {
-            // SAFETY: kill has no memory preconditions; the pid is our child
-            // (not yet reaped by the supervisor, so not reused).
-            unsafe { libc::kill(pid as libc::pid_t, libc::SIGTERM) };
+        let Some(supervisor) = self
+            .supervisor
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()
+        else {
+            return;
+        };
+        signal_bird(&self.bird_pid, libc::SIGTERM);
+        let deadline = std::time::Instant::now() + BIRD_STOP_WAIT;
+        while !supervisor.is_finished() && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(5));
         }
+        if !supervisor.is_finished() {
+            log::warn!(
+                "bird did not stop within {} ms of SIGTERM: SIGKILL",
+                BIRD_STOP_WAIT.as_millis()
+            );
+            // Read again: a BIRD restarted meanwhile is killed too.
+            signal_bird(&self.bird_pid, libc::SIGKILL);
+        }
+        if supervisor.join().is_err() {
+            log::error!("the bird-supervisor thread panicked");
+        }
+    }
+}
+
+impl Drop for Announcer {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// How long [`Announcer::stop`] waits for BIRD after SIGTERM.
+pub const BIRD_STOP_WAIT: Duration = Duration::from_secs(2);
+
+/// Sends `sig` to the BIRD child now running, if any.
+fn signal_bird(pid: &AtomicU32, sig: libc::c_int) {
+    let pid = pid.load(Ordering::Relaxed);
+    if pid != 0 {
+        // SAFETY: kill has no memory preconditions; the pid is our child,
+        // cleared by the supervisor once it was waited for.
+        unsafe { libc::kill(pid as libc::pid_t, sig) };
     }
 }
 
 /// `bird -p -c CONFIG`: refuses a config BIRD would not start with.
 fn check_config(cfg: &AnnounceConfig) -> Result<(), AnnounceError> {
-    let out = Command::new(&cfg.bird)
-        .arg("-p")
-        .arg("-c")
-        .arg(&cfg.bird_config)
-        .output()
-        .map_err(|source| AnnounceError::Spawn {
-            bird: cfg.bird.display().to_string(),
-            config: cfg.bird_config.display().to_string(),
-            source,
-        })?;
-    if out.status.success() {
+    let (status, _, err) = output(
+        Command::new(&cfg.bird)
+            .arg("-p")
+            .arg("-c")
+            .arg(&cfg.bird_config),
+    )
+    .map_err(|source| AnnounceError::Spawn {
+        bird: cfg.bird.display().to_string(),
+        config: cfg.bird_config.display().to_string(),
+        source,
+    })?;
+    // Reaped by the host (no status): BIRD says nothing on success.
+    if status.unwrap_or(err.is_empty()) {
         return Ok(());
     }
     Err(AnnounceError::BadConfig {
         config: cfg.bird_config.display().to_string(),
-        why: String::from_utf8_lossy(&out.stderr).trim().to_owned(),
+        why: err,
     })
+}
+
+/// Runs `cmd` to its end (blocking): whether it exited 0, its stdout and
+/// stderr, trimmed. A host such as Asterisk reaps every child in its own
+/// SIGCHLD handler (`waitpid(-1)`), so the exit status may be gone (ECHILD):
+/// then `None`, and the caller judges by the output. For the same reason
+/// this is std's process API, never tokio's (whose child reaping must not
+/// be installed in such a host).
+fn output(cmd: &mut Command) -> std::io::Result<(Option<bool>, String, String)> {
+    use std::io::Read;
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()?;
+    // The tools' answers are a few lines: reading one pipe to its end
+    // before the other cannot fill the other.
+    let mut out = String::new();
+    let mut err = String::new();
+    if let Some(mut o) = child.stdout.take() {
+        let _ = o.read_to_string(&mut out);
+    }
+    if let Some(mut e) = child.stderr.take() {
+        let _ = e.read_to_string(&mut err);
+    }
+    let status = match child.wait() {
+        Ok(s) => Some(s.success()),
+        Err(e) if e.raw_os_error() == Some(libc::ECHILD) => None,
+        Err(e) => return Err(e),
+    };
+    Ok((status, out.trim().to_owned(), err.trim().to_owned()))
 }
 
 /// Starts `bird -f` as a child that the kernel kills when this process
@@ -203,10 +308,18 @@ fn spawn_bird(cfg: &AnnounceConfig) -> Result<std::process::Child, AnnounceError
         .arg("-s")
         .arg(&cfg.bird_socket)
         .stdin(Stdio::null());
-    // SAFETY: only async-signal-safe calls (prctl, getppid, _exit) run
-    // between fork and exec.
+    // SAFETY: only async-signal-safe calls (sigemptyset, pthread_sigmask,
+    // prctl, getppid, _exit) run between fork and exec.
     unsafe {
         cmd.pre_exec(move || {
+            // A host's thread may block signals (Asterisk's block SIGTERM
+            // and others), and the mask survives exec: BIRD would never
+            // hear its SIGTERM.
+            let mut none: libc::sigset_t = std::mem::zeroed();
+            libc::sigemptyset(&mut none);
+            if libc::pthread_sigmask(libc::SIG_SETMASK, &none, std::ptr::null_mut()) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
             if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) != 0 {
                 return Err(std::io::Error::last_os_error());
             }
@@ -329,27 +442,22 @@ async fn reconcile(
 async fn birdc_set(cfg: &AnnounceConfig, on: bool) -> Result<(), AnnounceError> {
     let verb = if on { "enable" } else { "disable" };
     for proto in &cfg.protocols {
+        let (birdc, socket, p) = (cfg.birdc.clone(), cfg.bird_socket.clone(), proto.clone());
+        let ran = tokio::task::spawn_blocking(move || birdc_run(&birdc, &socket, verb, &p)).await;
         let command = format!("{verb} {proto}");
-        let out = tokio::process::Command::new(&cfg.birdc)
-            .arg("-s")
-            .arg(&cfg.bird_socket)
-            .arg(verb)
-            .arg(proto)
-            .stdin(Stdio::null())
-            .output()
-            .await
-            .map_err(|e| AnnounceError::Control {
-                command: command.clone(),
-                why: e.to_string(),
-            })?;
-        let text = String::from_utf8_lossy(&out.stdout);
-        let text = text.trim();
+        let (success, text, err) =
+            ran.map_err(|e| e.to_string())
+                .and_then(|r| r)
+                .map_err(|why| AnnounceError::Control {
+                    command: command.clone(),
+                    why,
+                })?;
         // birdc exits 0 on BIRD's refusals too; its answer says which.
         let done = text.contains(&format!("{proto}: {verb}d"))
             || text.contains(&format!("{proto}: already {verb}d"));
-        if !out.status.success() || !done {
+        if !success || !done {
             let why = if text.is_empty() {
-                String::from_utf8_lossy(&out.stderr).trim().to_owned()
+                err
             } else {
                 text.lines().last().unwrap_or_default().to_owned()
             };
@@ -359,14 +467,24 @@ async fn birdc_set(cfg: &AnnounceConfig, on: bool) -> Result<(), AnnounceError> 
     Ok(())
 }
 
-/// Starts the announcer, in the daemon's words on failure.
-pub fn start(cfg: AnnounceConfig) -> Result<Announcer, String> {
-    let a = Announcer::start(cfg).map_err(|e| e.to_string())?;
-    log::info!(
-        "routing daemon bird started (pid {}); anycast routes follow this daemon's health",
-        a.bird_pid()
-    );
-    Ok(a)
+/// Runs `birdc -s SOCKET VERB PROTO` (blocking): whether it exited 0 (a
+/// child the host reaped first counts as 0: its answer decides), its
+/// answer and its complaints.
+fn birdc_run(
+    birdc: &Path,
+    socket: &Path,
+    verb: &str,
+    proto: &str,
+) -> Result<(bool, String, String), String> {
+    let (status, out, err) = output(
+        Command::new(birdc)
+            .arg("-s")
+            .arg(socket)
+            .arg(verb)
+            .arg(proto),
+    )
+    .map_err(|e| format!("{}: {e}", birdc.display()))?;
+    Ok((status.unwrap_or(true), out, err))
 }
 
 /// SIGUSR1 (drain: withdraw the anycast routes, keep serving) and
@@ -395,32 +513,4 @@ impl DrainSignals {
             _ = self.usr2.recv() => false,
         }
     }
-}
-
-/// Acts on a [`DrainSignals`] signal.
-pub fn on_drain_signal(announcer: Option<&Announcer>, drain: bool) {
-    match (announcer, drain) {
-        (Some(a), true) => {
-            log::info!("SIGUSR1: draining (withdrawing the anycast routes, still serving)");
-            a.update(|h| h.drained = true);
-        }
-        (Some(a), false) => {
-            log::info!("SIGUSR2: announcing again (when ready)");
-            a.update(|h| h.drained = false);
-        }
-        (None, _) => log::warn!("SIGUSR1/SIGUSR2 (drain) ignored: no [announce] in the config"),
-    }
-}
-
-/// How long a stopping daemon keeps serving after its routes are
-/// withdrawn, for the packets already on their way to it.
-pub const DRAIN_GRACE: Duration = Duration::from_millis(200);
-
-/// On shutdown: withdraw, serve [`DRAIN_GRACE`] longer, stop BIRD.
-pub async fn drain_and_stop(a: Announcer) {
-    a.update(|h| h.drained = true);
-    if a.wait_announced(false, Duration::from_secs(1)).await {
-        tokio::time::sleep(DRAIN_GRACE).await;
-    }
-    a.stop();
 }

@@ -3,8 +3,10 @@
 //! do between reading a config and serving: bind, open the subscriber
 //! store, load or create the keys, lease send epochs, start the node, and
 //! run the host tasks beside it (epoch lease renewal, the store task,
-//! metrics, a status line every minute). The caller keeps what is its own:
-//! signals and the ready file (`anytund`), the handle (the C ABI).
+//! metrics, a status line every minute, and the routes following its health:
+//! [`RouteSupervisor`], `[announce]` and `[overload]`). The caller keeps
+//! what is its own: signals and the ready file (`anytund`), the handle (the
+//! C ABI); it stops the routes before the node.
 
 use crate::config::{self, Config};
 use crate::crypto::SecretKey;
@@ -14,6 +16,7 @@ use crate::runtime::node::{
 };
 use crate::runtime::peers::MembershipChange;
 use crate::runtime::subscribers::{Replication, StoreTask};
+use crate::runtime::supervise::RouteSupervisor;
 use crate::runtime::udp::BindOptions;
 use crate::runtime::RuntimeError;
 use crate::session::epoch::LeaseFile;
@@ -58,6 +61,10 @@ pub struct Booted {
     pub member: bool,
     /// Where metrics are served, if they are.
     pub metrics: Option<SocketAddr>,
+    /// The anycast routes following its health (`[announce]`, `[overload]`,
+    /// drains). Stop it ([`RouteSupervisor::stop`]: withdraw, then BIRD
+    /// stops) before the node.
+    pub routes: RouteSupervisor,
 }
 
 /// Loads the network key, creating it on first start.
@@ -480,6 +487,9 @@ pub fn boot(cfg: &Config, thread_name: &str) -> Result<Booted, BootError> {
             log::info!("status: {s} sessions, {c} calls, {r} registrations, {relayed} frames relayed, {drops} drops");
         }
     });
+    // Last: nothing after it can fail, so BIRD never outlives a failed
+    // boot (a refused BIRD config drops the node, its threads joined).
+    let routes = RouteSupervisor::start(&node, cfg).map_err(|e| e.to_string())?;
     Ok(Booted {
         node,
         proxy_id,
@@ -487,5 +497,6 @@ pub fn boot(cfg: &Config, thread_name: &str) -> Result<Booted, BootError> {
         subscribers: count,
         member,
         metrics,
+        routes,
     })
 }

@@ -8,6 +8,9 @@
 //! - [`peers`]: runs the anypsp peer links ([`crate::sync::link`]) over TCP.
 //! - [`announce`]: runs the routing daemon (BIRD) and announces the anycast
 //!   routes only while the proxy is ready.
+//! - [`overload`]: when a proxy counts as overloaded (sans-IO meter).
+//! - [`supervise`]: the routes follow the proxy's health: the announcer
+//!   and the overload meter beside a running node, for every host.
 //! - [`node`]: one proxy on a thread pool of its own: UDP, peer links and
 //!   replication, started and stopped as a whole.
 //! - [`host`]: a proxy booted from a config on a node (keys, store, epoch
@@ -23,6 +26,7 @@ pub mod overload;
 pub mod peers;
 pub mod proxy;
 pub mod subscribers;
+pub mod supervise;
 pub mod udp;
 
 use std::net::SocketAddr;

@@ -202,10 +202,17 @@ impl Pbx {
     /// As `start_with`, in network namespace `netns` ("": this one), e.g.
     /// a site or a proxy of the anycast lab.
     pub fn start_in(netns: &str, short: &str, conf: &Path, modules: &str) -> Pbx {
+        Pbx::start_as(netns, short, conf, modules, false)
+    }
+
+    /// As `start_in`; `root`: Asterisk keeps running as root (a hosted
+    /// proxy that runs BIRD needs it: BGP listens on port 179).
+    pub fn start_as(netns: &str, short: &str, conf: &Path, modules: &str, root: bool) -> Pbx {
         let lab = Lab::get();
         let name = format!("{}{short}", lab.tag);
         let out = run(Command::new(instance_script())
             .env("ANYTUN_NETNS", netns)
+            .env("ANYTUN_ASTERISK_ROOT", if root { "1" } else { "0" })
             .args(["start", &name])
             .arg(conf)
             .arg(format!("{MODULES} {modules}"))

@@ -1,0 +1,306 @@
+//! The hosted proxy (`anytun_proxy_*`, res_anytun's proxy mode) announces
+//! its anycast routes as `anytund` does (runtime::supervise): with a
+//! `bird_config` it runs a real BIRD 2 as its child, enables the static
+//! protocols once it is ready, says so in `anytun_proxy_status.routes`, and
+//! stops BIRD (its parent thread joined) on a restart by reload and on
+//! stop. A BIRD config BIRD refuses fails the start. BIRD here holds only
+//! static routes (no BGP): no namespace or router is needed; the lab tests
+//! (tests/asterisk_proxy.rs) show the route moving.
+//!
+//! Needs BIRD 2 (`bird`, `birdc` on PATH; scripts/test.sh installs bird2):
+//! without it this test fails, saying so.
+
+use anytun::ffi::errors::anytun_last_error;
+use anytun::ffi::proxy::{
+    anytun_proxy_config_init, anytun_proxy_drain, anytun_proxy_free, anytun_proxy_get_status,
+    anytun_proxy_new, anytun_proxy_reload, anytun_proxy_start, anytun_proxy_status_init,
+    anytun_proxy_stop,
+};
+use anytun::ffi::sys;
+use std::ffi::{c_char, CStr, CString};
+use std::path::Path;
+use std::process::Command;
+use std::ptr::null_mut;
+use std::time::{Duration, Instant};
+
+fn last_error() -> String {
+    let mut buf = [0 as c_char; 1024];
+    // SAFETY: buf holds 1024 bytes.
+    unsafe { anytun_last_error(buf.as_mut_ptr(), buf.len(), null_mut()) };
+    // SAFETY: NUL-terminated by the library.
+    unsafe { CStr::from_ptr(buf.as_ptr()) }
+        .to_string_lossy()
+        .into_owned()
+}
+
+/// A BIRD config with the two anycast static protocols, disabled.
+fn bird_conf(dir: &Path, name: &str) -> CString {
+    let path = dir.join(name);
+    std::fs::write(
+        &path,
+        format!(
+            "log \"{}\" all;\nrouter id 10.203.0.1;\nprotocol device {{}}\n\
+             protocol static anycast4 {{ disabled yes; ipv4; route 10.203.0.9/32 blackhole; }}\n\
+             protocol static anycast6 {{ disabled yes; ipv6; route fd00:203::9/128 blackhole; }}\n",
+            dir.join(format!("{name}.log")).display()
+        ),
+    )
+    .unwrap();
+    CString::new(path.to_str().unwrap()).unwrap()
+}
+
+/// `birdc -s SOCK show protocols`, or "" when no BIRD answers there.
+fn protocols(sock: &Path) -> String {
+    Command::new("birdc")
+        .arg("-s")
+        .arg(sock)
+        .args(["show", "protocols"])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+        .unwrap_or_default()
+}
+
+/// Whether BIRD says `proto` is up.
+fn up(sock: &Path, proto: &str) -> bool {
+    protocols(sock)
+        .lines()
+        .any(|l| l.split_whitespace().next() == Some(proto) && l.contains(" up "))
+}
+
+/// The pids of this process's children whose command is BIRD.
+fn bird_children() -> Vec<u32> {
+    let mut pids = Vec::new();
+    for t in std::fs::read_dir("/proc/self/task").unwrap().flatten() {
+        let kids = std::fs::read_to_string(t.path().join("children")).unwrap_or_default();
+        for pid in kids
+            .split_whitespace()
+            .filter_map(|p| p.parse::<u32>().ok())
+        {
+            let cmd = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+            if cmd
+                .split(|b| *b == 0)
+                .next()
+                .is_some_and(|a| a.ends_with(b"bird"))
+            {
+                pids.push(pid);
+            }
+        }
+    }
+    pids
+}
+
+/// Threads of this process named `name`.
+fn threads_named(name: &str) -> usize {
+    std::fs::read_dir("/proc/self/task")
+        .unwrap()
+        .flatten()
+        .filter(|t| std::fs::read_to_string(t.path().join("comm")).is_ok_and(|c| c.trim() == name))
+        .count()
+}
+
+fn routes(p: *mut sys::anytun_proxy) -> u32 {
+    let mut st = sys::anytun_proxy_status::default();
+    // SAFETY: valid pointers.
+    unsafe {
+        assert_eq!(anytun_proxy_status_init(&mut st), sys::ANYTUN_OK);
+        assert_eq!(anytun_proxy_get_status(p, &mut st), sys::ANYTUN_OK);
+    }
+    st.routes
+}
+
+fn wait(what: &str, limit: Duration, mut f: impl FnMut() -> bool) {
+    let t0 = Instant::now();
+    while !f() {
+        assert!(t0.elapsed() < limit, "{what}: not within {limit:?}");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+#[test]
+fn a_hosted_proxy_runs_bird_announces_when_ready_and_stops_it_on_reload_and_stop() {
+    assert!(
+        Command::new("bird").arg("--version").output().is_ok()
+            && Command::new("birdc").arg("--version").output().is_ok(),
+        "this test needs BIRD 2 (bird and birdc on PATH: apt-get install bird2)"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let state = CString::new(dir.path().to_str().unwrap()).unwrap();
+    let listen = CString::new("127.0.0.1:0").unwrap();
+    let conf = bird_conf(dir.path(), "bird.conf");
+    let sock1 = dir.path().join("one.ctl");
+    let sock2 = dir.path().join("two.ctl");
+    let s1 = CString::new(sock1.to_str().unwrap()).unwrap();
+    let s2 = CString::new(sock2.to_str().unwrap()).unwrap();
+    let protos = CString::new("anycast4, anycast6").unwrap();
+    let mut c = sys::anytun_proxy_config::default();
+    // SAFETY: valid pointers; the strings outlive every call.
+    unsafe { anytun_proxy_config_init(&mut c) };
+    c.state_dir = state.as_ptr();
+    c.listen = listen.as_ptr();
+    c.worker_threads = 1;
+    c.bird_config = conf.as_ptr();
+    c.bird_socket = s1.as_ptr();
+    c.announce_protocols = protos.as_ptr();
+    let mut p = null_mut();
+    // SAFETY: valid pointers.
+    assert_eq!(
+        unsafe { anytun_proxy_new(&c, &mut p) },
+        sys::ANYTUN_OK,
+        "{}",
+        last_error()
+    );
+    let before = bird_children();
+    // Started from a thread that ends at once (as a host's CLI thread
+    // does): BIRD's parent is the proxy's own thread, so the kernel's
+    // parent-death signal does not kill it with the caller's thread.
+    let t0 = Instant::now();
+    let handle = p as usize;
+    let (rc, why) = std::thread::spawn(move || {
+        // SAFETY: a live handle.
+        let rc = unsafe { anytun_proxy_start(handle as *mut sys::anytun_proxy) };
+        (rc, last_error())
+    })
+    .join()
+    .unwrap();
+    assert_eq!(rc, sys::ANYTUN_OK, "{why}");
+    // Alone, it is ready as soon as it serves: BIRD enables both routes.
+    wait("announced", Duration::from_secs(10), || {
+        routes(p) & sys::ANYTUN_PROXY_ROUTES_ANNOUNCED != 0
+    });
+    println!(
+        "routes announced {} ms after the start",
+        t0.elapsed().as_millis()
+    );
+    let r = routes(p);
+    assert_eq!(
+        r & (sys::ANYTUN_PROXY_ROUTES_ANNOUNCING
+            | sys::ANYTUN_PROXY_ROUTES_OVERLOADED
+            | sys::ANYTUN_PROXY_ROUTES_DRAINED),
+        sys::ANYTUN_PROXY_ROUTES_ANNOUNCING,
+        "routes {r:#x}"
+    );
+    std::thread::sleep(Duration::from_millis(200));
+    assert!(
+        up(&sock1, "anycast4") && up(&sock1, "anycast6"),
+        "{}",
+        protocols(&sock1)
+    );
+    let first: Vec<u32> = bird_children()
+        .into_iter()
+        .filter(|b| !before.contains(b))
+        .collect();
+    assert_eq!(first.len(), 1, "one BIRD child: {first:?}");
+    assert_eq!(threads_named("bird-supervisor"), 1);
+
+    // A drain withdraws while it keeps serving; undrained, it announces.
+    // SAFETY: a live handle.
+    assert_eq!(
+        unsafe { anytun_proxy_drain(p, 1) },
+        sys::ANYTUN_OK,
+        "{}",
+        last_error()
+    );
+    wait("withdrawn by the drain", Duration::from_secs(5), || {
+        !up(&sock1, "anycast4") && !up(&sock1, "anycast6")
+    });
+    let r = routes(p);
+    assert_eq!(
+        r & (sys::ANYTUN_PROXY_ROUTES_ANNOUNCED | sys::ANYTUN_PROXY_ROUTES_DRAINED),
+        sys::ANYTUN_PROXY_ROUTES_DRAINED,
+        "routes {r:#x}"
+    );
+    // SAFETY: a live handle.
+    assert_eq!(unsafe { anytun_proxy_drain(p, 0) }, sys::ANYTUN_OK);
+    wait("announced after the drain", Duration::from_secs(5), || {
+        up(&sock1, "anycast4") && routes(p) & sys::ANYTUN_PROXY_ROUTES_ANNOUNCED != 0
+    });
+    assert_eq!(routes(p) & sys::ANYTUN_PROXY_ROUTES_DRAINED, 0);
+
+    // A reload that changes the announcement restarts the proxy: the old
+    // BIRD is stopped and waited for, a new one announces on the new socket.
+    c.bird_socket = s2.as_ptr();
+    // SAFETY: valid pointers.
+    assert_eq!(
+        unsafe { anytun_proxy_reload(p, &c) },
+        sys::ANYTUN_OK,
+        "{}",
+        last_error()
+    );
+    assert!(
+        !Path::new(&format!("/proc/{}", first[0])).exists(),
+        "the first BIRD outlived the restart"
+    );
+    wait("announced again", Duration::from_secs(10), || {
+        up(&sock2, "anycast4") && up(&sock2, "anycast6")
+    });
+    assert_eq!(
+        threads_named("bird-supervisor"),
+        1,
+        "the first BIRD's thread was joined"
+    );
+    let second: Vec<u32> = bird_children()
+        .into_iter()
+        .filter(|b| !before.contains(b))
+        .collect();
+    assert_eq!(second.len(), 1, "{second:?}");
+
+    // Stop: withdrawn, BIRD gone (by SIGTERM: it logs its shutdown), its
+    // thread joined.
+    // SAFETY: a live handle.
+    assert_eq!(unsafe { anytun_proxy_stop(p) }, sys::ANYTUN_OK);
+    assert!(
+        !Path::new(&format!("/proc/{}", second[0])).exists(),
+        "BIRD outlived the stop"
+    );
+    assert_eq!(threads_named("bird-supervisor"), 0);
+    assert_eq!(routes(p), 0, "a stopped proxy announces nothing");
+    let log = std::fs::read_to_string(dir.path().join("bird.conf.log")).unwrap();
+    assert!(log.contains("Disabling protocol anycast4"), "{log}");
+    assert!(log.contains("Shutdown completed"), "{log}");
+    // SAFETY: the handle, freed once.
+    assert_eq!(unsafe { anytun_proxy_free(p) }, sys::ANYTUN_OK);
+
+    // A config BIRD refuses fails the start, in BIRD's words; nothing runs.
+    let bad = dir.path().join("bad.conf");
+    std::fs::write(&bad, "protocol static anycast4 { ipv4; route nonsense; }\n").unwrap();
+    let bad = CString::new(bad.to_str().unwrap()).unwrap();
+    c.bird_config = bad.as_ptr();
+    let mut q = null_mut();
+    // SAFETY: valid pointers.
+    assert_eq!(unsafe { anytun_proxy_new(&c, &mut q) }, sys::ANYTUN_OK);
+    // Not started, and a proxy without bird_config: nothing to drain.
+    // SAFETY: a live handle.
+    assert_eq!(
+        unsafe { anytun_proxy_drain(q, 1) },
+        sys::ANYTUN_ERR_NOT_STARTED
+    );
+    // SAFETY: a live handle.
+    let rc = unsafe { anytun_proxy_start(q) };
+    let why = last_error();
+    assert_eq!(rc, sys::ANYTUN_ERR_IO, "{why}");
+    assert!(why.contains("BIRD refuses this config"), "{why}");
+    assert_eq!(threads_named("bird-supervisor"), 0);
+    // SAFETY: the handle, freed once.
+    assert_eq!(unsafe { anytun_proxy_free(q) }, sys::ANYTUN_OK);
+
+    // Without bird_config: no BIRD, routes 0, a drain is refused by name.
+    c.bird_config = std::ptr::null();
+    c.bird_socket = std::ptr::null();
+    c.announce_protocols = std::ptr::null();
+    let mut q = null_mut();
+    // SAFETY: valid pointers; a live handle.
+    unsafe {
+        assert_eq!(anytun_proxy_new(&c, &mut q), sys::ANYTUN_OK);
+        assert_eq!(anytun_proxy_start(q), sys::ANYTUN_OK, "{}", last_error());
+        assert_eq!(anytun_proxy_drain(q, 1), sys::ANYTUN_ERR_INVALID);
+    }
+    assert!(
+        last_error().contains("announces nothing"),
+        "{}",
+        last_error()
+    );
+    assert_eq!(routes(q), 0);
+    assert_eq!(threads_named("bird-supervisor"), 0);
+    // SAFETY: the handle, freed once.
+    assert_eq!(unsafe { anytun_proxy_free(q) }, sys::ANYTUN_OK);
+}
