@@ -965,16 +965,24 @@ int anytun_proxy_node_key(anytun_proxy *proxy, char *out, size_t len,
  *    carries no call (anytun_proxy_status.carried is 0: no session it
  *    serves is the caller, a rung device or the answering callee of a
  *    call; replicas of its peers' sessions do not count), or when a peer is
- *    up and synced: that peer takes its sessions over on the shared anycast
- *    address while it is down (the calls stay up; their voice pauses for
- *    the restart) and they may come back after. Otherwise the restart is
+ *    up and synced and the proxy comes back as the same member where its
+ *    clients send (node_id, state_dir (the network key), sync_listen and
+ *    its presence, listen and ANYTUN_PROXY_REUSE_PORT unchanged): that
+ *    peer takes its sessions over on the shared anycast address while it
+ *    is down (the calls stay up; their voice pauses for the restart) and
+ *    they may come back after. This needs clients to reach the peer
+ *    meanwhile: the same port shared with ANYTUN_PROXY_REUSE_PORT on one
+ *    host, or an anycast route that moves. Otherwise the restart is
  *    DEFERRED: ANYTUN_OK at once, anytun_proxy_status.reload_pending is 1,
  *    the log says so once, and a library thread runs the restart as soon
- *    as the proxy carries no call (it looks every 200 ms at an O(1)
- *    counter). At most one restart waits: a later reload replaces it, a
- *    reload back to the running settings cancels it, and
- *    anytun_proxy_stop drops it (joining that thread). A proxy that is
- *    never without a call keeps its old settings until then.
+ *    as the proxy carries no call, or a peer is up and synced as above (it
+ *    looks every 200 ms at O(1) counters; the log says which). Right
+ *    before it stops the proxy looks again: a call set up since defers
+ *    the restart again (a call set up within the core's last batch of
+ *    packets may still be cut). At most one restart waits: a later
+ *    reload replaces it, a reload back to the running settings cancels
+ *    it, and anytun_proxy_stop drops it (joining that thread). A proxy
+ *    that is never without a call keeps its old settings until then.
  *  A restart that runs logs what changed; without peers its clients'
  *  sessions end and they reconnect. If the proxy cannot start with cfg, it
  *  starts again with the settings it had: ANYTUN_ERR_IO when the restart
@@ -986,7 +994,9 @@ int anytun_proxy_node_key(anytun_proxy *proxy, char *out, size_t len,
  *  listen address that cannot be bound shows later, as
  *  ANYTUN_PROXY_FAILED. A bad cfg is ANYTUN_ERR_INVALID as in
  *  anytun_proxy_new, and nothing changes; ANYTUN_ERR_NOT_STARTED before
- *  start. Never from a library callback (ANYTUN_ERR_IN_CALLBACK): it
+ *  start (or after a stop); ANYTUN_ERR_STOPPED when a stop on another
+ *  thread came while a restart was being deferred (nothing then waits).
+ *  Never from a library callback (ANYTUN_ERR_IN_CALLBACK): it
  *  joins threads. The handle stays the same, so other threads may keep
  *  using it (status calls during the restart report ANYTUN_PROXY_IDLE or
  *  ANYTUN_PROXY_STOPPED). */

@@ -219,8 +219,6 @@ fn a_proxy_restart_waits_until_the_hosted_proxy_carries_no_call() {
     );
     assert!(!pending(&b));
     assert!(try_daemon_status(m1).is_none(), "the replaced settings ran");
-    // Unload with a restart pending: it is dropped, the module stops, and
-    // no thread of the library is left in Asterisk.
     // The restart without a peer ended the sessions: each client makes a
     // new one.
     for (pbx, old) in [(&a, &ids[0]), (&b, &ids[1])] {
@@ -234,6 +232,8 @@ fn a_proxy_restart_waits_until_the_hosted_proxy_carries_no_call() {
         );
         println!("{}: registered again {t:?} after the restart", pbx.name);
     }
+    // Unload with a restart pending: it is dropped, the module stops, and
+    // no thread of the library is left in Asterisk.
     long_call(&a, &b);
     let m3 = free_tcp_port();
     std::fs::write(

@@ -25,6 +25,8 @@ pub mod proxy;
 #[cfg(feature = "daemon")]
 mod proxy_host;
 #[cfg(all(test, feature = "daemon"))]
+mod proxy_reload_tests;
+#[cfg(all(test, feature = "daemon"))]
 mod proxy_tests;
 pub mod sys;
 #[cfg(test)]

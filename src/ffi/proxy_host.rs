@@ -12,7 +12,8 @@
 //! Reloads ([`AnytunProxy::reload`]): a change of the peer list alone is
 //! applied live, as anytund's SIGHUP does; any other change restarts the
 //! proxy, at once when it carries no call or a peer is up and synced to
-//! take its sessions, else deferred ([`Deferral`]) until it carries none.
+//! take its sessions (and may: `reload::peer_may_take`), else deferred
+//! ([`Deferral`]) until one of them holds.
 
 mod reload;
 
@@ -21,9 +22,9 @@ use super::{fill_chars_cut, opt_str_arg, sys};
 use crate::config::{self, AnnounceConfig, Config, PeerConfig, SyncConfig};
 use crate::crypto::PublicKey;
 use crate::runtime::host::{self, Booted};
-#[cfg(test)]
-pub(super) use reload::peers_only;
 use reload::Deferral;
+#[cfg(test)]
+pub(super) use reload::{peer_may_take, peers_only};
 use std::ffi::c_int;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};

@@ -9,7 +9,7 @@ use std::ffi::{c_char, c_int, CStr, CString};
 use std::path::Path;
 use std::ptr::{null, null_mut};
 
-fn last_error() -> String {
+pub(super) fn last_error() -> String {
     let mut buf = [0 as c_char; 1024];
     // SAFETY: buf holds 1024 bytes.
     let r = unsafe { anytun_last_error(buf.as_mut_ptr(), buf.len(), null_mut()) };
@@ -20,7 +20,7 @@ fn last_error() -> String {
         .into_owned()
 }
 
-fn init() -> sys::anytun_proxy_config {
+pub(super) fn init() -> sys::anytun_proxy_config {
     let mut c = sys::anytun_proxy_config::default();
     // SAFETY: a valid struct.
     assert_eq!(unsafe { anytun_proxy_config_init(&mut c) }, sys::ANYTUN_OK);
@@ -29,21 +29,23 @@ fn init() -> sys::anytun_proxy_config {
 
 /// Strings that live as long as the test.
 #[derive(Default)]
-struct Strings(Vec<CString>, Vec<Vec<*const c_char>>);
+pub(super) struct Strings(Vec<CString>, Vec<Vec<*const c_char>>);
 
 impl Strings {
-    fn s(&mut self, s: &str) -> *const c_char {
+    pub(super) fn s(&mut self, s: &str) -> *const c_char {
         self.0.push(CString::new(s).unwrap());
         self.0.last().unwrap().as_ptr()
     }
-    fn list(&mut self, items: &[&str]) -> *const *const c_char {
+    pub(super) fn list(&mut self, items: &[&str]) -> *const *const c_char {
         let v: Vec<_> = items.iter().map(|i| self.s(i)).collect();
         self.1.push(v);
         self.1.last().unwrap().as_ptr()
     }
 }
 
-fn new_proxy(c: &sys::anytun_proxy_config) -> Result<*mut sys::anytun_proxy, (c_int, String)> {
+pub(super) fn new_proxy(
+    c: &sys::anytun_proxy_config,
+) -> Result<*mut sys::anytun_proxy, (c_int, String)> {
     let mut p = null_mut();
     // SAFETY: valid pointers.
     match unsafe { anytun_proxy_new(c, &mut p) } {
@@ -55,7 +57,7 @@ fn new_proxy(c: &sys::anytun_proxy_config) -> Result<*mut sys::anytun_proxy, (c_
     }
 }
 
-fn settings_of(c: &sys::anytun_proxy_config) -> crate::config::Config {
+pub(super) fn settings_of(c: &sys::anytun_proxy_config) -> crate::config::Config {
     // SAFETY: the strings of c live in the caller's Strings.
     unsafe { super::proxy_host::settings(c) }.unwrap()
 }
@@ -605,54 +607,4 @@ fn long_texts_are_cut_with_an_ellipsis_at_a_character_boundary() {
         unsafe { CStr::from_ptr(buf.as_ptr()) }.to_str().unwrap(),
         "abcdefg"
     );
-}
-
-#[test]
-fn only_a_changed_peer_list_is_applied_without_a_restart() {
-    use super::proxy_host::peers_only;
-    let dir = tempfile::tempdir().unwrap();
-    let key = SecretKey::generate().public().to_base64();
-    let mut s = Strings::default();
-    let mut c = init();
-    c.state_dir = s.s(dir.path().to_str().unwrap());
-    c.sync_listen = s.s("127.0.0.1:7200");
-    c.peers = s.list(&[&format!("2 127.0.0.1:7201 {key}")]);
-    c.n_peers = 1;
-    let old = settings_of(&c);
-    assert!(!peers_only(&old, &old), "nothing changed");
-    // Added, removed, moved: the peer list alone.
-    for peers in [
-        vec![
-            format!("2 127.0.0.1:7201 {key}"),
-            format!("3 127.0.0.1:7202 {key}"),
-        ],
-        vec![],
-        vec![format!("2 127.0.0.1:7209 {key}")],
-        vec![format!("2 127.0.0.1:7201 {key} revoked")],
-    ] {
-        let mut c2 = c;
-        let refs: Vec<&str> = peers.iter().map(String::as_str).collect();
-        c2.peers = if refs.is_empty() {
-            null()
-        } else {
-            s.list(&refs)
-        };
-        c2.n_peers = refs.len();
-        assert!(peers_only(&old, &settings_of(&c2)), "{peers:?}");
-    }
-    let mut c5 = c;
-    c5.peers = s.list(&[&format!("2 127.0.0.1:7201 {key} revoked")]);
-    let revoked = settings_of(&c5);
-    assert!(revoked.sync.unwrap().peers[0].revoked);
-    // The peers and anything else: a restart.
-    let mut c3 = c;
-    c3.peers = s.list(&[&format!("3 127.0.0.1:7202 {key}")]);
-    c3.metrics_listen = s.s("127.0.0.1:7300");
-    assert!(!peers_only(&old, &settings_of(&c3)));
-    // Without [sync] there is no peer list to change.
-    let mut c4 = init();
-    c4.state_dir = s.s(dir.path().to_str().unwrap());
-    let alone = settings_of(&c4);
-    c4.metrics_listen = s.s("127.0.0.1:7300");
-    assert!(!peers_only(&alone, &settings_of(&c4)));
 }

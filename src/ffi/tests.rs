@@ -573,8 +573,12 @@ unsafe extern "C" fn test_log(
     }
 }
 
+/// Held by every test that installs a logger (it is process-wide).
+pub(super) static LOGGER: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 #[test]
 fn the_logger_installs_removes_and_reinstalls() {
+    let _one = LOGGER.lock().unwrap_or_else(|e| e.into_inner());
     let (entered, entered_rx) = std::sync::mpsc::sync_channel(1);
     let (release_tx, release) = std::sync::mpsc::sync_channel(1);
     let seen = Box::new(LogSeen {
@@ -646,7 +650,7 @@ fn the_logger_installs_removes_and_reinstalls() {
 }
 
 #[cfg(feature = "daemon")]
-mod call {
+pub(super) mod call {
     //! A call through a real proxy (tokio shell, UDP on loopback) between
     //! two C-ABI clients whose callbacks act from inside.
     use super::*;
@@ -660,8 +664,8 @@ mod call {
 
     /// A host: what its callbacks saw, and what they did.
     #[derive(Default)]
-    struct Host {
-        client: AtomicPtr<sys::anytun_client>,
+    pub(in crate::ffi) struct Host {
+        pub(in crate::ffi) client: AtomicPtr<sys::anytun_client>,
         log: Mutex<Vec<String>>,
         changed: Condvar,
         frames: AtomicU32,
@@ -677,7 +681,7 @@ mod call {
             self.changed.notify_all();
         }
 
-        fn wait_for(&self, what: &str) {
+        pub(in crate::ffi) fn wait_for(&self, what: &str) {
             let deadline = Instant::now() + Duration::from_secs(10);
             let mut log = self.log.lock().unwrap();
             while !log.iter().any(|l| l.contains(what)) {
@@ -812,7 +816,7 @@ mod call {
         host(user).push(format!("dtmf {call} {} {ms}", digit as u8 as char));
     }
 
-    fn start(host: &Host, secret: &str, network: &str, proxy: &str) {
+    pub(in crate::ffi) fn start(host: &Host, secret: &str, network: &str, proxy: &str) {
         let (secret, network, proxy) = (
             CString::new(secret).unwrap(),
             CString::new(network).unwrap(),

@@ -1,6 +1,8 @@
 //! Reloads of the hosted proxy ([`AnytunProxy::reload`]): what changed,
 //! the live peer-list path, and the restart, at once or deferred until the
-//! proxy carries no call, with the watcher thread that runs a deferred one.
+//! proxy carries no call (or a synced peer may carry them), with the
+//! watcher thread that runs a deferred one. No log line is made while the
+//! deferral's lock is held: the host's log callback may read the status.
 
 use super::{boot, differences, halt, state_err, AnytunProxy, Booted, Hosted, Phase};
 use crate::config::Config;
@@ -28,12 +30,15 @@ impl AnytunProxy {
     /// Tells the watcher to end (dropping a deferred restart) and joins
     /// it.
     pub(super) fn end_watcher(&self) {
-        {
+        // Logged after the lock is released: the host's log callback may
+        // ask for the status, which takes it.
+        let dropped = {
             let mut d = self.deferral();
             d.quit = true;
-            if let Some((_, what)) = d.pending.take() {
-                log::info!("proxy: stopped with a restart pending ({what} changed): dropped");
-            }
+            d.pending.take()
+        };
+        if let Some((_, what)) = dropped {
+            log::info!("proxy: stopped with a restart pending ({what} changed): dropped");
         }
         self.wake.notify_all();
         let w = self
@@ -52,8 +57,9 @@ impl AnytunProxy {
     /// anytund's SIGHUP does ([`host::reload_sync_blocking`]); any other
     /// change restarts the proxy with `new` (the old settings again if
     /// `new` cannot start), at once if it carries no call or a peer is up
-    /// and synced to take its sessions, else once it carries none
-    /// (deferred; a later reload replaces it). Serialised with stops;
+    /// and synced to take its sessions ([`peer_may_take`]), else once one
+    /// of them holds (deferred; a later reload replaces it). Serialised
+    /// with stops, except for their end of the watcher ([`Self::defer`]);
     /// never on one of the node's threads.
     pub fn reload(&self, new: Config) -> Result<(), FfiError> {
         if tokio::runtime::Handle::try_current().is_ok() {
@@ -74,7 +80,9 @@ impl AnytunProxy {
         let changed = differences(&old, &new);
         if changed.is_empty() {
             drop(running);
-            if let Some((_, what)) = self.deferral().pending.take() {
+            // Taken out first: no log line under the lock (see end_watcher).
+            let cancelled = self.deferral().pending.take();
+            if let Some((_, what)) = cancelled {
                 log::info!(
                     "proxy {id}: reloaded with the settings it runs: the pending restart \
                      ({what} changed) is cancelled"
@@ -96,7 +104,8 @@ impl AnytunProxy {
                 );
             }
             *self.cfg.lock().unwrap_or_else(|e| e.into_inner()) = new;
-            if let Some((_, what)) = self.deferral().pending.take() {
+            let cancelled = self.deferral().pending.take();
+            if let Some((_, what)) = cancelled {
                 log::info!(
                     "proxy {id}: the rest of the settings are those it runs: the pending \
                      restart ({what} changed) is cancelled"
@@ -105,18 +114,22 @@ impl AnytunProxy {
             return Ok(());
         }
         let what = changed.join(", ");
-        let (now, carried) = restart_now(&running);
+        let (go, carried) = restart_now(&running, &old, &new);
         drop(running);
-        if !now {
+        if go.is_none() {
             return self.defer(id, new, what, carried);
         }
         // This restart applies `new`, which replaces a pending one.
         self.deferral().pending = None;
-        self.restart(old, new, &what)
+        match self.restart(old, new, &what, false)? {
+            None => Ok(()),
+            Some((new, carried)) => self.defer(id, new, what, carried),
+        }
     }
 
-    /// Records a restart to apply once the proxy carries no call, and
-    /// makes sure the watcher runs (joined by `stop`).
+    /// Records a restart to apply once the proxy carries no call (or a
+    /// synced peer may carry them), and makes sure the watcher runs
+    /// (joined by `stop`); `ANYTUN_ERR_STOPPED` if a stop came first.
     fn defer(
         &self,
         id: crate::session::ProxyId,
@@ -135,8 +148,9 @@ impl AnytunProxy {
         match replaced {
             None => log::warn!(
                 "proxy {id}: {what} changed: the restart is deferred until the calls it \
-                 carries end ({carried} sessions it serves are in calls, and no peer is up \
-                 and synced to take them); `anytun show status` shows it pending"
+                 carries end ({carried} sessions it serves are in calls, and no peer up \
+                 and synced may take them across this change); `anytun show status` shows \
+                 it pending"
             ),
             Some((_, before)) => log::warn!(
                 "proxy {id}: {what} changed: replaces the pending restart ({before} changed), \
@@ -144,6 +158,13 @@ impl AnytunProxy {
             ),
         }
         let mut w = self.watcher.lock().unwrap_or_else(|e| e.into_inner());
+        // A stop that came meanwhile (it does not wait for the stop lock
+        // before ending the watcher) has dropped the restart and may have
+        // found no watcher to join: none may start now. Checked under the
+        // watcher's lock, which that stop takes after setting `quit`.
+        if self.deferral().quit {
+            return Err(state_err(sys::ANYTUN_ERR_STOPPED, "the proxy is stopping"));
+        }
         if w.is_none() {
             let hosted = self.hosted.clone();
             match std::thread::Builder::new()
@@ -179,15 +200,55 @@ pub(in crate::ffi) fn peers_only(old: &Config, new: &Config) -> bool {
     o.peers != n.peers && same == *new
 }
 
-/// Whether a restart may run now, and how many sessions it serves are in
-/// calls: yes when it carries no call, or when a peer is up and synced to
-/// take its sessions while it is down (its clients reach that peer on the
-/// shared anycast address, and it takes them back after, spec 15).
-fn restart_now(b: &Booted) -> (bool, usize) {
+/// Why a restart may run now.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Go {
+    /// The proxy carries no call.
+    Idle,
+    /// It carries calls, but a peer is up and synced to take its sessions
+    /// while it is down.
+    PeerTakes,
+}
+
+/// Whether a restart from `old` to `new` may run now (and why), and how
+/// many sessions it serves are in calls: when it carries no call, or when
+/// a peer is up and synced to take its sessions while it is down and
+/// [`peer_may_take`] the change (its clients reach that peer on the shared
+/// anycast address, and it takes them back after, spec 15).
+fn restart_now(b: &Booted, old: &Config, new: &Config) -> (Option<Go>, usize) {
     let carried = b.node.snapshot().map_or(0, |s| s.carried);
+    if carried == 0 {
+        return (Some(Go::Idle), 0);
+    }
     let r = b.node.readiness().borrow().clone();
-    let peer_takes = r.peers_up > 0 && r.peers_synced > 0;
-    (carried == 0 || peer_takes, carried)
+    let peer_takes = r.peers_up > 0 && r.peers_synced > 0 && peer_may_take(old, new);
+    (peer_takes.then_some(Go::PeerTakes), carried)
+}
+
+/// Whether a synced peer may carry this proxy's calls across a restart
+/// from `old` to `new`: only when it comes back as the same member of the
+/// same network where its clients send. A new node id would leave its
+/// peers' records naming the old one (it could not take its sessions
+/// back); a new network key (state_dir) or a [sync] added, removed or
+/// listening elsewhere is not the member its peers synced with; a new
+/// listen set or reuse_port may no longer be where its clients send, or
+/// share the port with the peer. Other changes (threads, the store, the
+/// metrics, timers) keep it that member.
+pub(in crate::ffi) fn peer_may_take(old: &Config, new: &Config) -> bool {
+    let member = |c: &Config| {
+        c.sync.as_ref().map(|s| {
+            (
+                c.proxy_id,
+                c.network_key.clone(),
+                s.listen,
+                s.node_key.clone(),
+            )
+        })
+    };
+    member(old).is_some()
+        && member(old) == member(new)
+        && old.listen == new.listen
+        && old.reuse_port == new.reuse_port
 }
 
 impl Hosted {
@@ -230,11 +291,21 @@ impl Hosted {
             return;
         };
         let id = running.proxy_id;
-        let (now, _) = restart_now(&running);
+        let old = self.cfg();
+        let peek = {
+            let d = self.deferral();
+            d.pending
+                .as_ref()
+                .filter(|_| !d.quit)
+                .map(|(n, _)| n.clone())
+        };
+        let Some(new) = peek else { return };
+        let (go, _) = restart_now(&running, &old, &new);
         drop(running);
-        if !now {
+        if go.is_none() {
             return;
         }
+        // Under the stop lock no reload replaced it; a stop may drop it.
         let pending = {
             let mut d = self.deferral();
             if d.quit {
@@ -244,33 +315,88 @@ impl Hosted {
             }
         };
         let Some((new, what)) = pending else { return };
-        log::info!("proxy {id}: it carries no call now: the deferred restart runs");
-        if let Err(e) = self.restart(self.cfg(), new, &what) {
-            log::error!("proxy {id}: the deferred restart: {e}");
+        match self.restart(old, new, &what, true) {
+            Ok(None) => {}
+            Ok(Some((new, carried))) => {
+                let back = {
+                    let mut d = self.deferral();
+                    let back = !d.quit && d.pending.is_none();
+                    if back {
+                        d.pending = Some((new, what));
+                    }
+                    back
+                };
+                if back {
+                    log::info!(
+                        "proxy {id}: a call came up ({carried} sessions it serves are in calls): \
+                         the restart is deferred again"
+                    );
+                }
+            }
+            Err(e) => log::error!("proxy {id}: the deferred restart: {e}"),
         }
     }
 
     /// Restarts the running proxy with `new` (`old` again if `new` cannot
-    /// start). The caller holds the stop lock.
-    fn restart(&self, old: Config, new: Config, what: &str) -> Result<(), FfiError> {
+    /// start), if it still may ([`restart_now`], looked at again right
+    /// before it stops: a call may have come up since the caller looked);
+    /// else it runs on and `new` comes back with the sessions in calls, to
+    /// be deferred. `deferred`: a deferred restart (logged as such). The
+    /// caller holds the stop lock.
+    fn restart(
+        &self,
+        old: Config,
+        new: Config,
+        what: &str,
+        deferred: bool,
+    ) -> Result<Option<(Config, usize)>, FfiError> {
+        let not_running = || {
+            state_err(
+                sys::ANYTUN_ERR_NOT_STARTED,
+                "the proxy is not running (anytun_proxy_start)",
+            )
+        };
+        // Logged before the last look, outside the state lock.
+        let (go, carried, id) = match &*self.phase() {
+            Phase::Running(b) => {
+                let (go, carried) = restart_now(b, &old, &new);
+                (go, carried, b.proxy_id)
+            }
+            _ => return Err(not_running()),
+        };
+        let why = match go {
+            None => return Ok(Some((new, carried))),
+            Some(Go::Idle) => "it carries no call now".to_owned(),
+            Some(Go::PeerTakes) => format!(
+                "{carried} sessions it serves are in calls, and a peer is up and synced to \
+                 take them while it restarts"
+            ),
+        };
+        if deferred {
+            log::info!("proxy {id}: {why}: the deferred restart runs");
+        }
+        log::info!("proxy {id}: {what} changed: restarting it with the new settings ({why})");
         let running = {
             let mut p = self.phase();
+            // The last look: a call set up since would be cut (within the
+            // core's last batch, whose counters it reads).
+            let now = match &*p {
+                Phase::Running(b) => restart_now(b, &old, &new),
+                _ => return Err(not_running()),
+            };
+            if let (None, carried) = now {
+                drop(p);
+                return Ok(Some((new, carried)));
+            }
             // Seen as stopping by status calls until it runs again.
             match std::mem::replace(&mut *p, Phase::Stopping) {
                 Phase::Running(b) => b,
                 other => {
                     *p = other;
-                    return Err(state_err(
-                        sys::ANYTUN_ERR_NOT_STARTED,
-                        "the proxy is not running (anytun_proxy_start)",
-                    ));
+                    return Err(not_running());
                 }
             }
         };
-        log::info!(
-            "proxy {}: {what} changed: restarting it with the new settings",
-            running.proxy_id
-        );
         // Stopped first: the new settings may bind the same ports.
         halt(running);
         let (result, cfg, booted) = match boot(&new) {
@@ -295,6 +421,6 @@ impl Hosted {
             Ok(b) => Phase::Running(b.into()),
             Err(_) => Phase::Stopped,
         };
-        result
+        result.map(|()| None)
     }
 }
