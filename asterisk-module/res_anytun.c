@@ -417,6 +417,22 @@ static int lib_cause(int cause)
 	return cause == AST_CAUSE_NOTDEFINED ? AST_CAUSE_NORMAL_CLEARING : cause;
 }
 
+/*! \brief Ends the network leg: refuses the call (reject) or hangs it up.
+ * A libanytun older than the cause mapping (same ABI version) refuses a
+ * cause outside 1..127 with ANYTUN_ERR_INVALID and would leave the leg
+ * up: send 127 (interworking) then, as the newer library maps it. */
+static int end_call(struct at_pvt *p, int reject, int cause)
+{
+	int rc = reject
+		? anytun_client_reject(p->key.client->h, p->key.call, cause)
+		: anytun_client_hangup(p->key.client->h, p->key.call, cause);
+
+	if (rc == ANYTUN_ERR_INVALID && cause != AST_CAUSE_INTERWORKING) {
+		rc = end_call(p, reject, AST_CAUSE_INTERWORKING);
+	}
+	return rc;
+}
+
 static int at_hangup(struct ast_channel *chan)
 {
 	struct at_pvt *p = ast_channel_tech_pvt(chan);
@@ -428,9 +444,7 @@ static int at_hangup(struct ast_channel *chan)
 	}
 	ao2_lock(p);
 	if (p->key.call && !p->ended) {
-		int rc = !p->outgoing && !p->answered
-			? anytun_client_reject(p->key.client->h, p->key.call, cause)
-			: anytun_client_hangup(p->key.client->h, p->key.call, cause);
+		int rc = end_call(p, !p->outgoing && !p->answered, cause);
 		if (rc != ANYTUN_OK && rc != ANYTUN_ERR_UNKNOWN_CALL) {
 			ast_log(LOG_NOTICE, "%s: ending call: %s\n", ast_channel_name(chan), anytun_strerror(rc));
 		}
@@ -518,7 +532,7 @@ static int reject_incoming(struct ast_channel *chan, struct at_pvt *p, int cause
 
 	ao2_lock(p);
 	if (!p->outgoing && !p->answered && !p->ended) {
-		rc = anytun_client_reject(p->key.client->h, p->key.call, cause);
+		rc = end_call(p, 1, cause);
 		p->ended = 1;
 	}
 	ao2_unlock(p);
@@ -548,13 +562,18 @@ static int at_indicate(struct ast_channel *chan, int cond, const void *data, siz
 	case AST_CONTROL_CONNECTED_LINE:
 	case AST_CONTROL_REDIRECTING:
 	case AST_CONTROL_UPDATE_RTP_PEER:
-	case AST_CONTROL_PVT_CAUSE_CODE:
 	case AST_CONTROL_MASQUERADE_NOTIFY:
 	case AST_CONTROL_STREAM_TOPOLOGY_REQUEST_CHANGE:
 	case AST_CONTROL_STREAM_TOPOLOGY_CHANGED:
 	case AST_CONTROL_STREAM_TOPOLOGY_SOURCE_CHANGED:
 	case -1:
 		return 0;
+	case AST_CONTROL_PVT_CAUSE_CODE:
+		/* -1, as chan_pjsip and Local: the core keeps the cause in this
+		 * channel's hangupcause hash only when the driver declines it, so a
+		 * Dial() from an ANYTUN channel shows the callee's cause in
+		 * HANGUPCAUSE_KEYS(). */
+		return -1;
 	default:
 		/* Not signalled on anytun: Asterisk plays the tone in band. */
 		return -1;

@@ -15,6 +15,11 @@
 //!   report theirs (chan_pjsip's "SIP 486 Busy Here"): a Busy() refusal and
 //!   a hangup with 21 show in HANGUPCAUSE_KEYS() and HANGUPCAUSE(chan,tech)
 //!   ("ANYTUN 17 User busy") and HANGUPCAUSE(chan,ast) on alice's PBX;
+//! - an incoming ANYTUN call is itself the caller of a Dial(): bob's PBX
+//!   takes "fwd" and dials Local/fwd@relay, whose Dial(ANYTUN/abusy) reaches
+//!   alice's PBX and its Busy(); the callee's cause crosses the Local
+//!   channel into the incoming ANYTUN channel's HANGUPCAUSE_KEYS() (the
+//!   core keeps it only when the driver's indicate declines it);
 //! - Hangup(200) on bob's PBX, no Q.850 cause: the library sends 127
 //!   (interworking) and counts it (anytun show status); alice sees 127.
 //!
@@ -55,13 +60,17 @@ fn hangup_causes_cross_both_ways() {
     for (name, _) in CALLS {
         net.alias(name, "bob");
     }
-    net.wait_subscribers(3 + CALLS.len());
+    // fwd: bob's PBX forwards it to abusy, alice's, which is busy.
+    net.alias("fwd", "bob");
+    net.alias("abusy", "alice");
+    net.wait_subscribers(5 + CALLS.len());
     let (ia, ib) = (Pbx::inner_dir("ca"), Pbx::inner_dir("cb"));
     // Alice's PBX. [dial]: Dial() from a Local channel, its outcome kept.
     // [post]: runs on the ANYTUN channel itself once bob's PBX answers; its
     // h extension keeps the cause the channel ended with.
     let ext_a = format!(
         "[general]\n[from-anytun]\n\
+         exten => abusy,1,Busy(5)\n\
          [dial]\n\
          exten => ring,1,Dial(ANYTUN/ring,2)\n \
          same => n,Set(FILE({ia}/spool/dial-ring.txt)=${{DIALSTATUS}}|${{HANGUPCAUSE}})\n\
@@ -96,16 +105,23 @@ ${{HANGUPCAUSE(${{CHANNEL}},tech)}}|${{HANGUPCAUSE(${{CHANNEL}},ast)}})\n"
          exten => _b.,1,Set(WHO=${{EXTEN}})\n same => n,Answer()\n same => n,Wait(1)\n \
          same => n,Hangup(${{EXTEN:1}})\n\
          exten => _a.,1,Set(WHO=${{EXTEN}})\n same => n,Answer()\n same => n,Wait(20)\n\
-         exten => h,1,Set(FILE({ib}/spool/b-${{WHO}}.txt)=${{HANGUPCAUSE}})\n"
+         exten => fwd,1,Set(WHO=fwd)\n same => n,Dial(Local/fwd@relay,15)\n \
+         same => n,Set(K=${{HANGUPCAUSE_KEYS()}})\n \
+         same => n,Set(FILE({ib}/spool/b-fwd-keys.txt)=${{DIALSTATUS}}|${{HANGUPCAUSE}}|${{K}}|\
+${{HANGUPCAUSE(${{K}},tech)}}|${{HANGUPCAUSE(${{K}},ast)}})\n\
+         exten => h,1,Set(FILE({ib}/spool/b-${{WHO}}.txt)=${{HANGUPCAUSE}})\n\
+         [relay]\n\
+         exten => fwd,1,Dial(ANYTUN/abusy,15)\n"
     );
-    let names: Vec<&str> = CALLS.iter().map(|(n, _)| *n).collect();
-    let ca = net.pbx_conf("alice", "alice", "", &ext_a, &[]);
+    let mut names: Vec<&str> = CALLS.iter().map(|(n, _)| *n).collect();
+    names.push("fwd");
+    let ca = net.pbx_conf("alice", "alice,abusy", "", &ext_a, &[]);
     let cb = net.pbx_conf("bob", &names.join(","), "", &ext_b, &[]);
     // HANGUPCAUSE() and HANGUPCAUSE_KEYS().
     let funcs = "func_hangupcause.so";
     let a = Pbx::start_in(&net.site(Site::A), "ca", ca.path(), funcs);
     let b = Pbx::start_in(&net.site(Site::B), "cb", cb.path(), funcs);
-    let st_a = wait_registered(&a, 1);
+    let st_a = wait_registered(&a, 2);
     let st_b = wait_registered(&b, names.len());
     assert!(st_a.contains("(proxy 1)"), "alice's PBX:\n{st_a}");
     assert!(st_b.contains("(proxy 2)"), "bob's PBX:\n{st_b}");
@@ -120,12 +136,15 @@ ${{HANGUPCAUSE(${{CHANNEL}},tech)}}|${{HANGUPCAUSE(${{CHANNEL}},ast)}})\n"
         let out = a.rx(&cmd);
         assert!(!out.contains("rror"), "{cmd}: {out}");
     }
+    let out = a.rx("channel originate ANYTUN/fwd application Wait 5");
+    assert!(!out.contains("rror"), "fwd: {out}");
     let read = |pbx: &Pbx, f: &str| std::fs::read_to_string(pbx.spool(f)).ok();
     let files: Vec<(&Pbx, String)> = vec![
         (&a, "dial-ring.txt".into()),
         (&a, "dial-noans.txt".into()),
         (&a, "dial-busy.txt".into()),
         (&b, "b-busy.txt".into()),
+        (&b, "b-fwd-keys.txt".into()),
         (&a, "a-b21-tech.txt".into()),
         (&a, "a-a31-tech.txt".into()),
         (&a, "a-b200.txt".into()),
@@ -237,6 +256,18 @@ ${{HANGUPCAUSE(${{CHANNEL}},tech)}}|${{HANGUPCAUSE(${{CHANNEL}},ast)}})\n"
         "dial-busy.txt",
         rest,
         "busy",
+        "ANYTUN 17 User busy|User busy",
+    );
+    // Bob's incoming "fwd" channel, the caller of Dial(Local/...): the
+    // callee's cause from alice's PBX, through the Local channel.
+    let fwd = got("b-fwd-keys.txt");
+    let (status, rest) = fwd.split_once('|').unwrap_or(("", ""));
+    let rest = rest.split_once('|').map_or("", |(_, r)| r);
+    assert_eq!(status, "BUSY", "b-fwd-keys.txt: {fwd:?}");
+    tech(
+        "b-fwd-keys.txt",
+        rest,
+        "abusy",
         "ANYTUN 17 User busy|User busy",
     );
     // The library mapped bob's 200 and counted it; alice's sent none.

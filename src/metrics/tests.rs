@@ -57,6 +57,7 @@ fn keeps_the_documented_names() {
         "anytun_control_undelivered_total 0",
         "anytun_control_not_queued_total 0",
         "anytun_registrations_refused_total 0",
+        "anytun_causes_out_of_range_total 0",
         "anytun_sessions 0",
         "anytun_calls 0",
         "anytun_registrations 0",

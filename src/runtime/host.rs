@@ -371,6 +371,26 @@ fn udp(cfg: &Config, node: &Node, listen: Vec<SocketAddr>) -> Result<Udp, String
     }))
 }
 
+/// The proxy core's settings from the config's (seconds become
+/// [`Duration`]s).
+fn proxy_config(cfg: &Config, proxy_id: ProxyId, key: SecretKey) -> ProxyConfig {
+    let mut pc = ProxyConfig::new(proxy_id, key);
+    pc.keepalive_s = cfg.keepalive_s;
+    pc.session_timeout = Duration::from_secs(u64::from(cfg.session_timeout_s));
+    pc.max_register_expires_s = cfg.max_register_expires_s;
+    pc.media_timeout = Duration::from_secs(u64::from(cfg.media_timeout_s));
+    pc.ring_timeout = Duration::from_secs(u64::from(cfg.ring_timeout_s));
+    pc.max_calls_per_session = cfg.max_calls_per_session as usize;
+    pc.max_sessions = cfg.max_sessions;
+    pc.relay_via_serving = cfg.relay_via_serving;
+    pc.dos = cfg.dos.clone();
+    pc
+}
+
+#[cfg(test)]
+#[path = "host_tests.rs"]
+mod tests;
+
 /// Boots the proxy `cfg` describes on a new node whose threads are named
 /// `thread_name`. Everything that can fail for a reason the operator can
 /// fix (a port in use, the store, a key file) fails before a key is made
@@ -411,16 +431,7 @@ pub fn boot(cfg: &Config, thread_name: &str) -> Result<Booted, BootError> {
     };
     let (lease_file, first_lease) = first_epoch_lease(&cfg.network_key)?;
     let network_public = key.public();
-    let mut pc = ProxyConfig::new(proxy_id, key);
-    pc.keepalive_s = cfg.keepalive_s;
-    pc.session_timeout = Duration::from_secs(u64::from(cfg.session_timeout_s));
-    pc.max_register_expires_s = cfg.max_register_expires_s;
-    pc.media_timeout = Duration::from_secs(u64::from(cfg.media_timeout_s));
-    pc.ring_timeout = Duration::from_secs(u64::from(cfg.ring_timeout_s));
-    pc.max_calls_per_session = cfg.max_calls_per_session as usize;
-    pc.max_sessions = cfg.max_sessions;
-    pc.relay_via_serving = cfg.relay_via_serving;
-    pc.dos = cfg.dos.clone();
+    let pc = proxy_config(cfg, proxy_id, key);
     let count = subscribers.len();
     let core = Proxy::new(pc, subscribers, Instant::now());
     // Granted only now, to the one core that runs (spec 8.8).

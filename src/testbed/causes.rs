@@ -36,7 +36,9 @@ fn a_shorter_ring_timeout_ends_an_unanswered_call_with_no_answer() {
 
 /// A client hangs up an answered call with octet 200 and refuses a
 /// ringing one with 0: the proxy counts each and passes on the defined
-/// cause (127, interworking; 16, normal clearing), never the octet.
+/// cause (127, interworking; 16, normal clearing), never the octet: the
+/// receiving client, which would map and count an octet itself, counts
+/// none.
 #[test]
 fn a_client_s_out_of_range_cause_is_passed_on_as_a_defined_one() {
     let (mut bed, call) = Bed::call_across(8);
@@ -48,6 +50,7 @@ fn a_client_s_out_of_range_cause_is_passed_on_as_a_defined_one() {
         .unwrap();
     bed.run_for(Duration::from_millis(500));
     assert_eq!(bed.ended_causes("bob"), [Cause::Interworking]);
+    assert_eq!(bed.site("bob").client.causes_out_of_range(), 0);
     let counted = |bed: &Bed| {
         (0..3)
             .map(|i| bed.proxy(i).stats().causes_out_of_range)
@@ -64,6 +67,7 @@ fn a_client_s_out_of_range_cause_is_passed_on_as_a_defined_one() {
         .unwrap();
     bed.run_for(Duration::from_millis(500));
     assert_eq!(bed.ended_causes("alice"), [Cause::Normal]);
+    assert_eq!(bed.site("alice").client.causes_out_of_range(), 0);
     assert_eq!(counted(&bed), 1);
 }
 

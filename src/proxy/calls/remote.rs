@@ -37,6 +37,7 @@ impl Proxy {
         let legs = Legs::Offering {
             legs,
             cause: Cause::Unavailable,
+            // Not timed here (remote): its owner's ring_timeout ends it.
             ring_until: now + self.cfg.ring_timeout,
             rung: false,
         };
