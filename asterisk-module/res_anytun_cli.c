@@ -209,7 +209,8 @@ static char *cli_drain(struct ast_cli_entry *e, int cmd, struct ast_cli_args *a)
 			"Usage: anytun drain {on|off}\n"
 			"       on:  the hosted proxy withdraws its anycast routes (bird_config)\n"
 			"            and keeps serving what still arrives (anytund's SIGUSR1)\n"
-			"       off: it announces them again once ready (SIGUSR2)\n";
+			"       off: it announces them again once ready (SIGUSR2)\n"
+			"       A drain lasts across a module reload that restarts the proxy.\n";
 		return NULL;
 	case CLI_GENERATE:
 		return NULL;

@@ -867,8 +867,11 @@ int anytun_proxy_status_init(anytun_proxy_status *status);
  *  once ready (SIGUSR2). The routes follow within milliseconds;
  *  anytun_proxy_status.routes says where they are. Needs bird_config (or
  *  [announce] in config_file): else ANYTUN_ERR_INVALID;
- *  ANYTUN_ERR_NOT_STARTED unless running. A restart by reload starts
- *  undrained. */
+ *  ANYTUN_ERR_NOT_STARTED unless running. A drain lasts until
+ *  anytun_proxy_drain(proxy, 0): a restart by anytun_proxy_reload (also
+ *  a deferred one, and the fall-back to the old settings) comes back
+ *  drained, its routes never announced meanwhile; anytun_proxy_stop ends
+ *  it. */
 int anytun_proxy_drain(anytun_proxy *proxy, int drain);
 
 /** Fills *status. Works in every state. */
@@ -990,7 +993,8 @@ int anytun_proxy_node_key(anytun_proxy *proxy, char *out, size_t len,
  *    reload replaces it, a reload back to the running settings cancels
  *    it, and anytun_proxy_stop drops it (joining that thread). A proxy
  *    that is never without a call keeps its old settings until then.
- *  A restart that runs logs what changed; without peers its clients'
+ *  A restart that runs logs what changed and keeps a drain
+ *  (anytun_proxy_drain); without peers its clients'
  *  sessions end and they reconnect. If the proxy cannot start with cfg, it
  *  starts again with the settings it had: ANYTUN_ERR_IO when the restart
  *  ran at once (as anytun_proxy_start), and anytun_last_error says why

@@ -450,3 +450,112 @@ fn a_hosted_proxy_runs_bird_announces_when_ready_and_stops_it_on_reload_and_stop
     // SAFETY: the handle, freed once.
     assert_eq!(unsafe { anytun_proxy_free(q) }, sys::ANYTUN_OK);
 }
+
+/// The proxy's status: `ready` and `routes`.
+fn ready_and_routes(p: *mut sys::anytun_proxy) -> (bool, u32) {
+    let mut st = sys::anytun_proxy_status::default();
+    // SAFETY: valid pointers.
+    unsafe {
+        assert_eq!(anytun_proxy_status_init(&mut st), sys::ANYTUN_OK);
+        assert_eq!(anytun_proxy_get_status(p, &mut st), sys::ANYTUN_OK);
+    }
+    (st.ready != 0, st.routes)
+}
+
+/// An operator's drain (maintenance) outlives a reload that restarts the
+/// proxy: the new BIRD starts with the anycast protocols disabled and
+/// never enables them until the drain is lifted.
+#[test]
+fn a_drain_lasts_across_a_restart_by_reload() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    need_bird();
+    let dir = tempfile::tempdir().unwrap();
+    let state = CString::new(dir.path().to_str().unwrap()).unwrap();
+    let listen = CString::new("127.0.0.1:0").unwrap();
+    // A second config (its own log) for the restarted BIRD: the reload
+    // changes bird_config and bird_socket, both restart the proxy.
+    let conf1 = bird_conf(dir.path(), "one.conf");
+    let conf2 = bird_conf(dir.path(), "two.conf");
+    let sock1 = dir.path().join("one.ctl");
+    let sock2 = dir.path().join("two.ctl");
+    let s1 = CString::new(sock1.to_str().unwrap()).unwrap();
+    let s2 = CString::new(sock2.to_str().unwrap()).unwrap();
+    let protos = CString::new("anycast4, anycast6").unwrap();
+    let mut c = sys::anytun_proxy_config::default();
+    // SAFETY: valid pointers; the strings outlive every call.
+    unsafe { anytun_proxy_config_init(&mut c) };
+    c.state_dir = state.as_ptr();
+    c.listen = listen.as_ptr();
+    c.worker_threads = 1;
+    c.bird_config = conf1.as_ptr();
+    c.bird_socket = s1.as_ptr();
+    c.announce_protocols = protos.as_ptr();
+    let mut p = null_mut();
+    // SAFETY: valid pointers; a live handle.
+    unsafe {
+        assert_eq!(
+            anytun_proxy_new(&c, &mut p),
+            sys::ANYTUN_OK,
+            "{}",
+            last_error()
+        );
+        assert_eq!(anytun_proxy_start(p), sys::ANYTUN_OK, "{}", last_error());
+    }
+    wait("announced", Duration::from_secs(10), || {
+        up(&sock1, "anycast4") && routes(p) & sys::ANYTUN_PROXY_ROUTES_ANNOUNCED != 0
+    });
+    // SAFETY: a live handle.
+    assert_eq!(unsafe { anytun_proxy_drain(p, 1) }, sys::ANYTUN_OK);
+    wait("withdrawn by the drain", Duration::from_secs(5), || {
+        !up(&sock1, "anycast4") && !up(&sock1, "anycast6")
+    });
+
+    c.bird_config = conf2.as_ptr();
+    c.bird_socket = s2.as_ptr();
+    // SAFETY: valid pointers; it carries no call: the restart runs at once.
+    assert_eq!(
+        unsafe { anytun_proxy_reload(p, &c) },
+        sys::ANYTUN_OK,
+        "{}",
+        last_error()
+    );
+    // Once the restarted proxy is ready (when an undrained one announces)
+    // and its BIRD answers: still drained, its protocols disabled.
+    wait(
+        "ready again, its new BIRD answering",
+        Duration::from_secs(10),
+        || ready_and_routes(p).0 && protocols(&sock2).contains("anycast4"),
+    );
+    let (_, r) = ready_and_routes(p);
+    assert_eq!(
+        r & (sys::ANYTUN_PROXY_ROUTES_ANNOUNCING
+            | sys::ANYTUN_PROXY_ROUTES_ANNOUNCED
+            | sys::ANYTUN_PROXY_ROUTES_DRAINED),
+        sys::ANYTUN_PROXY_ROUTES_ANNOUNCING | sys::ANYTUN_PROXY_ROUTES_DRAINED,
+        "routes {r:#x}: the restart lost the drain"
+    );
+    let shown = protocols(&sock2);
+    assert!(
+        !up(&sock2, "anycast4") && !up(&sock2, "anycast6"),
+        "the restarted BIRD announces while drained:\n{shown}"
+    );
+    let log2 = dir.path().join("two.conf.log");
+    let logged = std::fs::read_to_string(&log2).unwrap_or_default();
+    assert!(
+        !logged.contains("Enabling protocol anycast"),
+        "the restarted BIRD announced while drained:\n{logged}"
+    );
+
+    // Undrained, it announces through the new BIRD.
+    // SAFETY: a live handle.
+    assert_eq!(unsafe { anytun_proxy_drain(p, 0) }, sys::ANYTUN_OK);
+    wait("announced after the drain", Duration::from_secs(5), || {
+        up(&sock2, "anycast4")
+            && up(&sock2, "anycast6")
+            && routes(p) & sys::ANYTUN_PROXY_ROUTES_ANNOUNCED != 0
+    });
+    assert_eq!(routes(p) & sys::ANYTUN_PROXY_ROUTES_DRAINED, 0);
+    // SAFETY: the handle, freed once (stopping it and its BIRD).
+    assert_eq!(unsafe { anytun_proxy_free(p) }, sys::ANYTUN_OK);
+    assert_eq!(threads_named("bird-supervisor"), 0);
+}

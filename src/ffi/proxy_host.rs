@@ -420,7 +420,7 @@ impl AnytunProxy {
                 }
             }
         }
-        let booted = boot(&self.cfg());
+        let booted = boot(&self.cfg(), false);
         let mut p = self.phase();
         match booted {
             Ok(b) => {
@@ -684,9 +684,11 @@ fn drain_words(on: bool) -> &'static str {
 }
 
 /// Boots `cfg` (its panics kept here), logging where it runs.
-fn boot(cfg: &Config) -> Result<Box<Booted>, FfiError> {
+fn boot(cfg: &Config, drained: bool) -> Result<Box<Booted>, FfiError> {
     let name = format!("anytun-px{}", cfg.proxy_id);
-    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| host::boot(cfg, &name))) {
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        host::boot_drained(cfg, &name, drained)
+    })) {
         Ok(Ok(b)) => {
             log::info!(
                 "proxy {} started in this process; network public key {}",

@@ -396,6 +396,15 @@ mod tests;
 /// fix (a port in use, the store, a key file) fails before a key is made
 /// or an epoch leased. On error every thread started is joined again.
 pub fn boot(cfg: &Config, thread_name: &str) -> Result<Booted, BootError> {
+    boot_drained(cfg, thread_name, false)
+}
+
+/// As [`boot`], with its routes drained from the start when `drained`
+/// (a host restarting a drained proxy: [`RouteSupervisor::start`]).
+///
+/// # Errors
+/// As [`boot`].
+pub fn boot_drained(cfg: &Config, thread_name: &str, drained: bool) -> Result<Booted, BootError> {
     let listen = addrs(cfg)?;
     let proxy_id = ProxyId::new(cfg.proxy_id)
         .ok_or_else(|| format!("proxy_id {} is reserved", cfg.proxy_id))?;
@@ -494,7 +503,7 @@ pub fn boot(cfg: &Config, thread_name: &str) -> Result<Booted, BootError> {
     });
     // Last: nothing after it can fail, so BIRD never outlives a failed
     // boot (a refused BIRD config drops the node, its threads joined).
-    let routes = RouteSupervisor::start(&node, cfg).map_err(|e| e.to_string())?;
+    let routes = RouteSupervisor::start(&node, cfg, drained).map_err(|e| e.to_string())?;
     Ok(Booted {
         routes,
         node,

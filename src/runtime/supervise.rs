@@ -61,11 +61,14 @@ pub struct RouteSupervisor {
 impl RouteSupervisor {
     /// Starts BIRD (with `[announce]`; its config checked first) and the
     /// task that moves the routes with `node`'s readiness and load, on the
-    /// node's runtime. `node` must be started. Callable from any thread.
+    /// node's runtime. `drained`: starts drained (a restart of a drained
+    /// proxy), so the routes are never announced before a
+    /// [`Self::set_drained`]`(false)`. `node` must be started. Callable
+    /// from any thread.
     ///
     /// # Errors
     /// [`AnnounceError`]: BIRD refuses its config or cannot start.
-    pub fn start(node: &Node, cfg: &Config) -> Result<Self, AnnounceError> {
+    pub fn start(node: &Node, cfg: &Config, drained: bool) -> Result<Self, AnnounceError> {
         let rt = node.handle();
         let announcer = match &cfg.announce {
             Some(a) => {
@@ -75,6 +78,9 @@ impl RouteSupervisor {
                      health",
                     a.bird_pid()
                 );
+                // Before the task that reports readiness starts: a fresh
+                // announcer is not ready, so nothing was announced yet.
+                a.update(|h| h.drained = drained);
                 Some(Arc::new(a))
             }
             None => None,

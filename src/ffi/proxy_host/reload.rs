@@ -397,13 +397,19 @@ impl Hosted {
                 }
             }
         };
+        // An operator's drain outlives the restart (read before the stop,
+        // which drains too): maintenance must not end by a reload.
+        let drained = running.routes.state().drained;
+        if drained {
+            log::info!("proxy {id}: drained, and stays drained after the restart");
+        }
         // Stopped first: the new settings may bind the same ports.
         halt(running);
-        let (result, cfg, booted) = match boot(&new) {
+        let (result, cfg, booted) = match boot(&new, drained) {
             Ok(b) => (Ok(()), new, Ok(b)),
             Err(e) => {
                 log::error!("proxy: {what} changed, but it cannot start with them: {e}");
-                let again = boot(&old);
+                let again = boot(&old, drained);
                 let why = match &again {
                     Ok(_) => FfiError::Boot(format!(
                         "{what} changed, but {e}: the proxy runs again with its old settings"
