@@ -101,13 +101,7 @@ fn threads_named(name: &str) -> usize {
 }
 
 fn routes(p: *mut sys::anytun_proxy) -> u32 {
-    let mut st = sys::anytun_proxy_status::default();
-    // SAFETY: valid pointers.
-    unsafe {
-        assert_eq!(anytun_proxy_status_init(&mut st), sys::ANYTUN_OK);
-        assert_eq!(anytun_proxy_get_status(p, &mut st), sys::ANYTUN_OK);
-    }
-    st.routes
+    ready_and_routes(p).1
 }
 
 fn wait(what: &str, limit: Duration, mut f: impl FnMut() -> bool) {
@@ -236,36 +230,65 @@ fn the_wait_for_withdrawal_ends_only_once_bird_has_withdrawn() {
     a.stop();
 }
 
+/// The strings a hosted proxy's settings point at, kept alive here.
+struct Held {
+    state: CString,
+    listen: CString,
+    protos: CString,
+}
+
+impl Held {
+    /// State in `dir`, loopback, both anycast protocols.
+    fn new(dir: &Path) -> Self {
+        Self {
+            state: CString::new(dir.to_str().unwrap()).unwrap(),
+            listen: CString::new("127.0.0.1:0").unwrap(),
+            protos: CString::new("anycast4, anycast6").unwrap(),
+        }
+    }
+
+    /// Settings with one worker and BIRD on `conf` and `sock` (which must
+    /// outlive every use of them, as self).
+    fn config(&self, conf: &CString, sock: &CString) -> sys::anytun_proxy_config {
+        let mut c = sys::anytun_proxy_config::default();
+        // SAFETY: a valid pointer.
+        unsafe { anytun_proxy_config_init(&mut c) };
+        c.state_dir = self.state.as_ptr();
+        c.listen = self.listen.as_ptr();
+        c.worker_threads = 1;
+        c.bird_config = conf.as_ptr();
+        c.bird_socket = sock.as_ptr();
+        c.announce_protocols = self.protos.as_ptr();
+        c
+    }
+}
+
+/// A new (not started) proxy with settings `c`.
+fn new_proxy(c: &sys::anytun_proxy_config) -> *mut sys::anytun_proxy {
+    let mut p = null_mut();
+    // SAFETY: valid pointers; the strings of c are alive.
+    assert_eq!(
+        unsafe { anytun_proxy_new(c, &mut p) },
+        sys::ANYTUN_OK,
+        "{}",
+        last_error()
+    );
+    p
+}
+
 #[test]
 fn a_hosted_proxy_runs_bird_announces_when_ready_and_stops_it_on_reload_and_stop() {
     let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     need_bird();
     let dir = tempfile::tempdir().unwrap();
-    let state = CString::new(dir.path().to_str().unwrap()).unwrap();
-    let listen = CString::new("127.0.0.1:0").unwrap();
     let conf = bird_conf(dir.path(), "bird.conf");
     let sock1 = dir.path().join("one.ctl");
     let sock2 = dir.path().join("two.ctl");
     let s1 = CString::new(sock1.to_str().unwrap()).unwrap();
     let s2 = CString::new(sock2.to_str().unwrap()).unwrap();
-    let protos = CString::new("anycast4, anycast6").unwrap();
-    let mut c = sys::anytun_proxy_config::default();
-    // SAFETY: valid pointers; the strings outlive every call.
-    unsafe { anytun_proxy_config_init(&mut c) };
-    c.state_dir = state.as_ptr();
-    c.listen = listen.as_ptr();
-    c.worker_threads = 1;
-    c.bird_config = conf.as_ptr();
-    c.bird_socket = s1.as_ptr();
-    c.announce_protocols = protos.as_ptr();
-    let mut p = null_mut();
-    // SAFETY: valid pointers.
-    assert_eq!(
-        unsafe { anytun_proxy_new(&c, &mut p) },
-        sys::ANYTUN_OK,
-        "{}",
-        last_error()
-    );
+    let held = Held::new(dir.path());
+    let mut c = held.config(&conf, &s1);
+    let p = new_proxy(&c);
     // A host such as Asterisk does not mark its descriptors close-on-exec:
     // one opened so here must not reach BIRD.
     let marker = dir.path().join("host-fd");
@@ -470,8 +493,6 @@ fn a_drain_lasts_across_a_restart_by_reload() {
     let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     need_bird();
     let dir = tempfile::tempdir().unwrap();
-    let state = CString::new(dir.path().to_str().unwrap()).unwrap();
-    let listen = CString::new("127.0.0.1:0").unwrap();
     // A second config (its own log) for the restarted BIRD: the reload
     // changes bird_config and bird_socket, both restart the proxy.
     let conf1 = bird_conf(dir.path(), "one.conf");
@@ -480,27 +501,16 @@ fn a_drain_lasts_across_a_restart_by_reload() {
     let sock2 = dir.path().join("two.ctl");
     let s1 = CString::new(sock1.to_str().unwrap()).unwrap();
     let s2 = CString::new(sock2.to_str().unwrap()).unwrap();
-    let protos = CString::new("anycast4, anycast6").unwrap();
-    let mut c = sys::anytun_proxy_config::default();
-    // SAFETY: valid pointers; the strings outlive every call.
-    unsafe { anytun_proxy_config_init(&mut c) };
-    c.state_dir = state.as_ptr();
-    c.listen = listen.as_ptr();
-    c.worker_threads = 1;
-    c.bird_config = conf1.as_ptr();
-    c.bird_socket = s1.as_ptr();
-    c.announce_protocols = protos.as_ptr();
-    let mut p = null_mut();
-    // SAFETY: valid pointers; a live handle.
-    unsafe {
-        assert_eq!(
-            anytun_proxy_new(&c, &mut p),
-            sys::ANYTUN_OK,
-            "{}",
-            last_error()
-        );
-        assert_eq!(anytun_proxy_start(p), sys::ANYTUN_OK, "{}", last_error());
-    }
+    let held = Held::new(dir.path());
+    let mut c = held.config(&conf1, &s1);
+    let p = new_proxy(&c);
+    // SAFETY: a live handle.
+    assert_eq!(
+        unsafe { anytun_proxy_start(p) },
+        sys::ANYTUN_OK,
+        "{}",
+        last_error()
+    );
     wait("announced", Duration::from_secs(10), || {
         up(&sock1, "anycast4") && routes(p) & sys::ANYTUN_PROXY_ROUTES_ANNOUNCED != 0
     });

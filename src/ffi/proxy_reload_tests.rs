@@ -187,7 +187,7 @@ impl<T> Raw<T> {
 /// between two C-ABI clients through the hosted proxy defers the restart.
 #[test]
 fn a_log_callback_may_ask_for_the_status_during_reloads() {
-    use super::tests::call::{start, Host};
+    use super::tests::call::{connect, Host};
     use std::sync::atomic::Ordering;
     use std::time::{Duration, Instant};
     let _one = super::tests::LOGGER
@@ -239,17 +239,9 @@ fn a_log_callback_may_ask_for_the_status_during_reloads() {
         .unwrap()
         .to_owned();
     let (alice, bob) = (Host::default(), Host::default());
-    start(&alice, &ka.to_base64(), &net, &addr);
-    start(&bob, &kb.to_base64(), &net, &addr);
-    let (a, b) = (
-        alice.client.load(Ordering::Acquire),
-        bob.client.load(Ordering::Acquire),
-    );
+    let (a, b) = connect(&alice, &bob, &ka, &kb, &net, &addr);
     // SAFETY (all): live handles.
     unsafe {
-        assert_eq!(anytun_client_register(b, c"bob".as_ptr(), 300), 0);
-        bob.wait_for("registered bob 1");
-        alice.wait_for(&format!("session {}", sys::ANYTUN_SESSION_CONNECTED));
         let codecs = [c"slin".as_ptr()];
         let mut call = 0u64;
         let r = anytun_client_call(a, c"bob".as_ptr(), null(), codecs.as_ptr(), 1, &mut call);

@@ -654,6 +654,7 @@ pub(super) mod call {
     //! A call through a real proxy (tokio shell, UDP on loopback) between
     //! two C-ABI clients whose callbacks act from inside.
     use super::*;
+    use crate::crypto::SecretKey;
     use crate::proxy::{Proxy, ProxyConfig};
     use crate::runtime::proxy::ProxyRuntime;
     use crate::session::{EpochLease, ProxyId};
@@ -844,17 +845,21 @@ pub(super) mod call {
         }
     }
 
-    /// The host hangs up with causes outside Q.850 (200, 0, -1): each is
-    /// sent as a defined cause (127, 16, 127), which the far end's
-    /// on_call_state reports, and counted in the status.
-    #[test]
-    fn a_host_s_out_of_range_cause_is_sent_as_a_defined_one_and_counted() {
-        let rt = tokio::runtime::Runtime::new().unwrap();
-        let network = crate::crypto::SecretKey::generate();
-        let (ka, kb) = (
-            crate::crypto::SecretKey::generate(),
-            crate::crypto::SecretKey::generate(),
-        );
+    /// A proxy on loopback (the tokio shell, an ephemeral epoch lease)
+    /// with alice and bob as its subscribers.
+    struct Loopback {
+        proxy: ProxyRuntime,
+        ka: SecretKey,
+        kb: SecretKey,
+        /// The network public key, base64.
+        net: String,
+        /// Its UDP address.
+        addr: String,
+    }
+
+    fn loopback_proxy(rt: &tokio::runtime::Runtime) -> Loopback {
+        let network = SecretKey::generate();
+        let (ka, kb) = (SecretKey::generate(), SecretKey::generate());
         let store = SubscriberStore::open_in_memory().unwrap();
         store.add("alice", &ka.public().0).unwrap();
         store.add("bob", &kb.public().0).unwrap();
@@ -869,14 +874,57 @@ pub(super) mod call {
             .block_on(ProxyRuntime::start(core, &["127.0.0.1:0".parse().unwrap()]))
             .unwrap();
         let addr = proxy.local_addrs()[0].to_string();
-        let net = network.public().to_base64();
-        let (alice, bob) = (Host::default(), Host::default());
-        start(&alice, &ka.to_base64(), &net, &addr);
-        start(&bob, &kb.to_base64(), &net, &addr);
+        Loopback {
+            proxy,
+            ka,
+            kb,
+            net: network.public().to_base64(),
+            addr,
+        }
+    }
+
+    /// Starts alice's and bob's clients (keys `ka`, `kb`) on the proxy at
+    /// `addr` of network `net`, registers bob and waits until alice's
+    /// session is up: their handles (freed by the caller).
+    pub(in crate::ffi) fn connect(
+        alice: &Host,
+        bob: &Host,
+        ka: &SecretKey,
+        kb: &SecretKey,
+        net: &str,
+        addr: &str,
+    ) -> (*mut sys::anytun_client, *mut sys::anytun_client) {
+        start(alice, &ka.to_base64(), net, addr);
+        start(bob, &kb.to_base64(), net, addr);
         let (a, b) = (
             alice.client.load(Ordering::Acquire),
             bob.client.load(Ordering::Acquire),
         );
+        // SAFETY: a live handle.
+        assert_eq!(
+            unsafe { anytun_client_register(b, c"bob".as_ptr(), 300) },
+            0
+        );
+        bob.wait_for("registered bob 1");
+        alice.wait_for(&format!("session {}", sys::ANYTUN_SESSION_CONNECTED));
+        (a, b)
+    }
+
+    /// The host hangs up with causes outside Q.850 (200, 0, -1): each is
+    /// sent as a defined cause (127, 16, 127), which the far end's
+    /// on_call_state reports, and counted in the status.
+    #[test]
+    fn a_host_s_out_of_range_cause_is_sent_as_a_defined_one_and_counted() {
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        let Loopback {
+            proxy,
+            ka,
+            kb,
+            net,
+            addr,
+        } = loopback_proxy(&rt);
+        let (alice, bob) = (Host::default(), Host::default());
+        let (a, b) = connect(&alice, &bob, &ka, &kb, &net, &addr);
         let mapped = |c| {
             let mut st = sys::anytun_client_status {
                 struct_size: std::mem::size_of::<sys::anytun_client_status>() as u32,
@@ -888,9 +936,6 @@ pub(super) mod call {
         };
         // SAFETY (all): live handles.
         unsafe {
-            assert_eq!(anytun_client_register(b, c"bob".as_ptr(), 300), 0);
-            bob.wait_for("registered bob 1");
-            alice.wait_for(&format!("session {}", sys::ANYTUN_SESSION_CONNECTED));
             let codecs = [c"slin".as_ptr()];
             for (n, (given, sent)) in [(200, 127), (0, 16), (-1, 127)].into_iter().enumerate() {
                 let mut call = 0u64;
@@ -921,43 +966,22 @@ pub(super) mod call {
     #[test]
     fn callbacks_act_on_the_client_without_deadlock() {
         let rt = tokio::runtime::Runtime::new().unwrap();
-        let network = crate::crypto::SecretKey::generate();
-        let (ka, kb) = (
-            crate::crypto::SecretKey::generate(),
-            crate::crypto::SecretKey::generate(),
-        );
-        let store = SubscriberStore::open_in_memory().unwrap();
-        store.add("alice", &ka.public().0).unwrap();
-        store.add("bob", &kb.public().0).unwrap();
-        let id = ProxyId::new(1).unwrap();
-        let core = Proxy::new(
-            ProxyConfig::new(id, network.clone()),
-            store.snapshot().unwrap(),
-            Instant::now(),
-        );
-        core.epochs().grant(EpochLease::ephemeral());
-        let proxy = rt
-            .block_on(ProxyRuntime::start(core, &["127.0.0.1:0".parse().unwrap()]))
-            .unwrap();
-        let addr = proxy.local_addrs()[0].to_string();
-        let net = network.public().to_base64();
+        let Loopback {
+            proxy,
+            ka,
+            kb,
+            net,
+            addr,
+        } = loopback_proxy(&rt);
 
         let alice = Host::default();
         let bob = Host {
             hangup_after: 5,
             ..Host::default()
         };
-        start(&alice, &ka.to_base64(), &net, &addr);
-        start(&bob, &kb.to_base64(), &net, &addr);
-        let (a, b) = (
-            alice.client.load(Ordering::Acquire),
-            bob.client.load(Ordering::Acquire),
-        );
+        let (a, b) = connect(&alice, &bob, &ka, &kb, &net, &addr);
         // SAFETY (all): live handles.
         unsafe {
-            assert_eq!(anytun_client_register(b, c"bob".as_ptr(), 300), 0);
-            bob.wait_for("registered bob 1");
-            alice.wait_for(&format!("session {}", sys::ANYTUN_SESSION_CONNECTED));
             let codecs = [c"g722".as_ptr(), c"slin".as_ptr()];
             let mut call = 0u64;
             let r = anytun_client_call(a, c"bob".as_ptr(), null(), codecs.as_ptr(), 2, &mut call);
