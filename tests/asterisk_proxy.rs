@@ -25,25 +25,12 @@ mod asterisk_lab;
 use anytun::lab::knobs::Knob;
 use anytun::lab::{conf, procs, Site, P};
 use asterisk_lab::calls::{alice_extensions, bob_extensions, check_call, tone_files};
+use asterisk_lab::hosted::proxy_figure;
 use asterisk_lab::netlab::{wait_registered, NetLab};
 use asterisk_lab::{serial, wait_until, Pbx};
 use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
-
-/// A number before `what` on the line of `anytun show status` starting
-/// with `label` ("Proxy voice:  12 frames relayed, ...").
-fn proxy_figure(pbx: &Pbx, label: &str, what: &str) -> u64 {
-    let out = pbx.rx("anytun show status");
-    out.lines()
-        .find_map(|l| l.trim().strip_prefix(label))
-        .and_then(|rest| {
-            let words: Vec<&str> = rest.split_whitespace().collect();
-            let i = words.iter().position(|w| w.trim_end_matches(',') == what)?;
-            words.get(i.checked_sub(1)?)?.parse().ok()
-        })
-        .unwrap_or_else(|| panic!("{}: no {label:?} ... {what:?} in:\n{out}", pbx.name))
-}
 
 /// anytund.toml without its [announce] table (the test sets the
 /// announcement in anytun.conf [proxy] instead).

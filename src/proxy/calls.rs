@@ -622,6 +622,12 @@ impl Proxy {
         let Legs::Offering { cause, .. } = c.legs else {
             return;
         };
+        self.refuse_offered(now, c.caller, call, cause);
+    }
+
+    /// Ends an offered call nobody answered: the event, the count, and a
+    /// Reject with `cause` to its `caller`.
+    fn refuse_offered(&mut self, now: Instant, caller: SessionId, call: CallId, cause: Cause) {
         self.emit(ProxyEvent::CallEnded {
             call,
             cause,
@@ -629,10 +635,10 @@ impl Proxy {
         });
         self.stats.calls_failed += 1;
         // A Ringing still pending to the caller is moot now.
-        self.forget_call(c.caller, call);
+        self.forget_call(caller, call);
         self.send_control(
             now,
-            c.caller,
+            caller,
             ControlMsg::Reject {
                 call,
                 cause: cause.into(),
@@ -781,21 +787,7 @@ impl Proxy {
         } else {
             Cause::NoAnswer
         };
-        self.emit(ProxyEvent::CallEnded {
-            call,
-            cause,
-            at_unix_ms: self.wall_ms(now),
-        });
-        self.stats.calls_failed += 1;
-        self.forget_call(c.caller, call);
-        self.send_control(
-            now,
-            c.caller,
-            ControlMsg::Reject {
-                call,
-                cause: cause.into(),
-            },
-        );
+        self.refuse_offered(now, c.caller, call, cause);
     }
 
     /// A leg's deadline: if the device neither rang nor sent anything since

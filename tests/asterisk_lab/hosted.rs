@@ -1,6 +1,6 @@
-//! Helpers of the hosted-proxy tests (tests/asterisk_proxy_reload.rs,
-//! tests/asterisk_proxy_defer.rs): status figures, a long call with a
-//! tone each way, reloads.
+//! Helpers of the hosted-proxy tests (tests/asterisk_proxy.rs,
+//! tests/asterisk_proxy_reload.rs, tests/asterisk_proxy_defer.rs): status
+//! figures, a long call with a tone each way, reloads.
 
 use super::calls::bob_extensions;
 use super::{run, wait_until, Pbx, ANYTUN};
