@@ -12,7 +12,7 @@ mod asterisk_lab;
 
 use anytun::audio::read_wav;
 use asterisk_lab::calls::{
-    alice_extensions, bob_extensions, check_call, tone_files, ALICE_TONE, BOB_TONE,
+    alice_extensions, bob_extensions, check_call, place_call, tone_files, ALICE_TONE, BOB_TONE,
 };
 use asterisk_lab::tones::{analyse, tone_and_digits};
 use asterisk_lab::{cpu_seconds, serial, wait_until, wav_bytes, Net, Pbx, ANYTUN};
@@ -81,16 +81,7 @@ fn pair(codecs: &str) -> Pair {
 fn call_both_ways(codecs: &str, expect_codec: &str) {
     let _g = serial();
     let p = pair(codecs);
-    let out = p.a.rx("channel originate ANYTUN/bob extension s@tx");
-    assert!(!out.contains("rror"), "originate: {out}");
-    wait_until("the call to start", Duration::from_secs(10), || {
-        p.b.spool("b-caller.txt").exists()
-    });
-    wait_until(
-        "the call to end on both PBXs",
-        Duration::from_secs(40),
-        || p.a.channels() == 0 && p.b.channels() == 0,
-    );
+    place_call(&p.a, &p.b, "the call");
     check_call(&p.a, &p.b, codecs, expect_codec);
     assert_no_errors(&p, &[]);
     // `core stop gracefully` runs the module's unload.

@@ -13,11 +13,11 @@
 mod asterisk_lab;
 
 use anytun::lab::{Site, P};
-use asterisk_lab::calls::{alice_extensions, bob_extensions, check_call, tone_files};
-use asterisk_lab::netlab::{wait_registered, NetLab};
-use asterisk_lab::{run, serial, wait_until, Pbx};
+use asterisk_lab::calls::{check_call, place_call};
+use asterisk_lab::netlab::NetLab;
+use asterisk_lab::{run, serial};
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 /// The NAT's connection tracking for anytun's UDP port: the PBX's flow
 /// went out through this NAT (its site address inside, rewritten outside).
@@ -43,30 +43,9 @@ fn dial_anytun_bob_from_site_a_to_site_b_through_nat_and_two_proxies() {
     net.user("alice");
     net.user("bob");
     net.wait_subscribers(3);
-    let (ia, ib) = (Pbx::inner_dir("na"), Pbx::inner_dir("nb"));
-    let (tone_a, tone_b) = tone_files();
-    let ca = net.pbx_conf(
-        "alice",
-        "alice",
-        "codecs = ulaw,alaw\n",
-        &alice_extensions(&ia),
-        &[("tone-a.wav", tone_a)],
-    );
-    let cb = net.pbx_conf(
-        "bob",
-        "bob",
-        "codecs = ulaw,alaw\n",
-        &bob_extensions(&ib),
-        &[("tone-b.wav", tone_b)],
-    );
-    let mut a = Pbx::start_in(&net.site(Site::A), "na", ca.path(), "");
-    let mut b = Pbx::start_in(&net.site(Site::B), "nb", cb.path(), "");
-    let st_a = wait_registered(&a, 1);
-    let st_b = wait_registered(&b, 1);
-    let ready = t0.elapsed();
     // Each PBX is at its site's nearest proxy: the call crosses p1 and p2.
-    assert!(st_a.contains("(proxy 1)"), "alice's PBX:\n{st_a}");
-    assert!(st_b.contains("(proxy 2)"), "bob's PBX:\n{st_b}");
+    let (mut a, mut b) = net.call_pbxs("n");
+    let ready = t0.elapsed();
     for (site, host) in [(Site::A, Site::A.host4()), (Site::B, Site::B.host4())] {
         let flows = nat_flows(&net, site);
         assert!(
@@ -76,16 +55,7 @@ fn dial_anytun_bob_from_site_a_to_site_b_through_nat_and_two_proxies() {
         );
     }
 
-    let out = a.rx("channel originate ANYTUN/bob extension s@tx");
-    assert!(!out.contains("rror"), "originate: {out}");
-    wait_until("the call to start", Duration::from_secs(10), || {
-        b.spool("b-caller.txt").exists()
-    });
-    wait_until(
-        "the call to end on both PBXs",
-        Duration::from_secs(40),
-        || a.channels() == 0 && b.channels() == 0,
-    );
+    place_call(&a, &b, "the call");
     check_call(&a, &b, "behind NAT, p1 -> p2", "ulaw");
     for p in [P(1), P(2)] {
         let s = net.lab.proxy_status(p).unwrap();

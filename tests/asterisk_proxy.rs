@@ -24,9 +24,9 @@ mod asterisk_lab;
 
 use anytun::lab::knobs::Knob;
 use anytun::lab::{conf, procs, Site, P};
-use asterisk_lab::calls::{alice_extensions, bob_extensions, check_call, tone_files};
+use asterisk_lab::calls::{check_call, place_call};
 use asterisk_lab::hosted::proxy_figure;
-use asterisk_lab::netlab::{wait_registered, NetLab};
+use asterisk_lab::netlab::NetLab;
 use asterisk_lab::{serial, wait_until, Pbx};
 use std::path::Path;
 use std::process::Command;
@@ -227,28 +227,7 @@ fn asterisk_hosts_a_proxy_of_the_lab_synced_with_anytund_tone_and_dtmf_both_ways
 
     // Alice's PBX in site A (nearest p1), bob's in site B (nearest p2,
     // the PBX).
-    let (ia, ib) = (Pbx::inner_dir("pa"), Pbx::inner_dir("pb"));
-    let (tone_a, tone_b) = tone_files();
-    let ca = net.pbx_conf(
-        "alice",
-        "alice",
-        "codecs = ulaw,alaw\n",
-        &alice_extensions(&ia),
-        &[("tone-a.wav", tone_a)],
-    );
-    let cb = net.pbx_conf(
-        "bob",
-        "bob",
-        "codecs = ulaw,alaw\n",
-        &bob_extensions(&ib),
-        &[("tone-b.wav", tone_b)],
-    );
-    let mut a = Pbx::start_in(&net.site(Site::A), "pa", ca.path(), "");
-    let mut b = Pbx::start_in(&net.site(Site::B), "pb", cb.path(), "");
-    let st_a = wait_registered(&a, 1);
-    let st_b = wait_registered(&b, 1);
-    assert!(st_a.contains("(proxy 1)"), "alice's PBX:\n{st_a}");
-    assert!(st_b.contains("(proxy 2)"), "bob's PBX:\n{st_b}");
+    let (mut a, mut b) = net.call_pbxs("p");
     // Both registrations replicated both ways.
     wait_until("registrations replicated", Duration::from_secs(10), || {
         lab.proxy_status(P(1)).is_ok_and(|s| s.registrations == 2)
@@ -261,16 +240,7 @@ fn asterisk_hosts_a_proxy_of_the_lab_synced_with_anytund_tone_and_dtmf_both_ways
     assert_eq!(proxy_figure(&pp, "Proxy tables:", "subscribers"), 3);
 
     // Test 1's call.
-    let out = a.rx("channel originate ANYTUN/bob extension s@tx");
-    assert!(!out.contains("rror"), "originate: {out}");
-    wait_until("the call to start", Duration::from_secs(10), || {
-        b.spool("b-caller.txt").exists()
-    });
-    wait_until(
-        "the call to end on both PBXs",
-        Duration::from_secs(40),
-        || a.channels() == 0 && b.channels() == 0,
-    );
+    place_call(&a, &b, "the call");
     println!(
         "after the call: alice's PBX:\n{}\nbob's PBX:\n{}\np1: {}",
         a.rx("anytun show status"),

@@ -18,7 +18,7 @@
 
 mod asterisk_lab;
 
-use asterisk_lab::calls::{alice_extensions, check_call, tone_files};
+use asterisk_lab::calls::{alice_extensions, check_call, place_call, tone_files};
 use asterisk_lab::hosted::{
     anytun, bob_milliwatt, frames_received, free_tcp_port, long_call, proxy_figure, reload,
     try_daemon_status, with_milliwatt,
@@ -399,16 +399,7 @@ fn a_hosted_proxy_pulls_its_subscribers_shows_its_sessions_and_reloads_proxy_cha
     assert_eq!(proxy_figure(&b, "Proxy tables:", "subscribers"), 2);
 
     // Test 1's call.
-    let out = a.rx("channel originate ANYTUN/bob extension s@tx");
-    assert!(!out.contains("rror"), "originate: {out}");
-    wait_until("the call to start", Duration::from_secs(10), || {
-        b.spool("b-caller.txt").exists()
-    });
-    wait_until(
-        "the call to end on both PBXs",
-        Duration::from_secs(40),
-        || a.channels() == 0 && b.channels() == 0,
-    );
+    place_call(&a, &b, "the call");
     println!(
         "after the call: alice's PBX:\n{}\nbob's PBX:\n{}\nanytund: {}\n{}",
         a.rx("anytun show status"),
@@ -651,16 +642,7 @@ fn a_hosted_proxy_pulls_its_subscribers_shows_its_sessions_and_reloads_proxy_cha
             b.spool(f)
         });
     }
-    let out = a.rx("channel originate ANYTUN/bob extension s@tx");
-    assert!(!out.contains("rror"), "originate: {out}");
-    wait_until("the second call to start", Duration::from_secs(10), || {
-        b.spool("b-caller.txt").exists()
-    });
-    wait_until(
-        "the second call to end on both PBXs",
-        Duration::from_secs(40),
-        || a.channels() == 0 && b.channels() == 0,
-    );
+    place_call(&a, &b, "the second call");
     check_call(&a, &b, "proxy mode, after a [proxy] restart", "ulaw");
 
     // Unload (core stop gracefully) stops and joins the proxy: the anytund

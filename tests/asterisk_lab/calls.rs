@@ -4,8 +4,9 @@
 //! `check_call` reads the recordings and the digits.
 
 use super::tones::{analyse, tone_and_digits};
-use super::{wav_bytes, Pbx};
+use super::{wait_until, wav_bytes, Pbx};
 use anytun::audio::read_wav;
+use std::time::Duration;
 
 pub const ALICE_TONE: f64 = 1000.0;
 pub const BOB_TONE: f64 = 440.0;
@@ -65,6 +66,22 @@ pub fn tone_files() -> (Vec<u8>, Vec<u8>) {
         wav_bytes(&tone_and_digits(ALICE_TONE, 1.0, "159")),
         wav_bytes(&tone_and_digits(BOB_TONE, 1.0, "2*#")),
     )
+}
+
+/// Places test 1's call: alice's PBX (`a`) originates ANYTUN/bob into
+/// [tx]; returns once it started at bob's PBX (`b`, within 10 s) and ended
+/// on both (within 40 s). `what` names it in failures ("the call").
+pub fn place_call(a: &Pbx, b: &Pbx, what: &str) {
+    let out = a.rx("channel originate ANYTUN/bob extension s@tx");
+    assert!(!out.contains("rror"), "originate: {out}");
+    wait_until(&format!("{what} to start"), Duration::from_secs(10), || {
+        b.spool("b-caller.txt").exists()
+    });
+    wait_until(
+        &format!("{what} to end on both PBXs"),
+        Duration::from_secs(40),
+        || a.channels() == 0 && b.channels() == 0,
+    );
 }
 
 /// After the call has ended on both PBXs: caller id and codec at bob's

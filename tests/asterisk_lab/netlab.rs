@@ -5,6 +5,7 @@
 //! (its own namespace prefix), taken down however the test ends; a failed
 //! test keeps the lab's logs.
 
+use super::calls::{alice_extensions, bob_extensions, tone_files};
 use super::{wait_until, Pbx, ANYTUND};
 use anytun::lab::{preflight, topo, Lab, Site, P};
 use std::path::PathBuf;
@@ -119,6 +120,39 @@ impl NetLab {
             std::fs::write(d.path().join(f), data).unwrap();
         }
         d
+    }
+}
+
+impl NetLab {
+    /// Test 1's PBXs (tests/asterisk_lab/calls.rs), ulaw and alaw: alice's
+    /// in site A (`{tag}a`), bob's in site B (`{tag}b`), each registered
+    /// at its site's nearest proxy, p1 and p2 (asserted).
+    pub fn call_pbxs(&self, tag: &str) -> (Pbx, Pbx) {
+        let (sa, sb) = (format!("{tag}a"), format!("{tag}b"));
+        let (ia, ib) = (Pbx::inner_dir(&sa), Pbx::inner_dir(&sb));
+        let (tone_a, tone_b) = tone_files();
+        // Copied into the instances when they start.
+        let ca = self.pbx_conf(
+            "alice",
+            "alice",
+            "codecs = ulaw,alaw\n",
+            &alice_extensions(&ia),
+            &[("tone-a.wav", tone_a)],
+        );
+        let cb = self.pbx_conf(
+            "bob",
+            "bob",
+            "codecs = ulaw,alaw\n",
+            &bob_extensions(&ib),
+            &[("tone-b.wav", tone_b)],
+        );
+        let a = Pbx::start_in(&self.site(Site::A), &sa, ca.path(), "");
+        let b = Pbx::start_in(&self.site(Site::B), &sb, cb.path(), "");
+        let st_a = wait_registered(&a, 1);
+        let st_b = wait_registered(&b, 1);
+        assert!(st_a.contains("(proxy 1)"), "alice's PBX:\n{st_a}");
+        assert!(st_b.contains("(proxy 2)"), "bob's PBX:\n{st_b}");
+        (a, b)
     }
 }
 
