@@ -230,6 +230,13 @@ fn the_wait_for_withdrawal_ends_only_once_bird_has_withdrawn() {
     a.stop();
 }
 
+/// BIRD control socket `name` in `dir`: its path, and as a C string.
+fn ctl(dir: &Path, name: &str) -> (std::path::PathBuf, CString) {
+    let path = dir.join(name);
+    let c = CString::new(path.to_str().unwrap()).unwrap();
+    (path, c)
+}
+
 /// The strings a hosted proxy's settings point at, kept alive here.
 struct Held {
     state: CString,
@@ -282,10 +289,8 @@ fn a_hosted_proxy_runs_bird_announces_when_ready_and_stops_it_on_reload_and_stop
     need_bird();
     let dir = tempfile::tempdir().unwrap();
     let conf = bird_conf(dir.path(), "bird.conf");
-    let sock1 = dir.path().join("one.ctl");
-    let sock2 = dir.path().join("two.ctl");
-    let s1 = CString::new(sock1.to_str().unwrap()).unwrap();
-    let s2 = CString::new(sock2.to_str().unwrap()).unwrap();
+    let (sock1, s1) = ctl(dir.path(), "one.ctl");
+    let (sock2, s2) = ctl(dir.path(), "two.ctl");
     let held = Held::new(dir.path());
     let mut c = held.config(&conf, &s1);
     let p = new_proxy(&c);
@@ -497,10 +502,8 @@ fn a_drain_lasts_across_a_restart_by_reload() {
     // changes bird_config and bird_socket, both restart the proxy.
     let conf1 = bird_conf(dir.path(), "one.conf");
     let conf2 = bird_conf(dir.path(), "two.conf");
-    let sock1 = dir.path().join("one.ctl");
-    let sock2 = dir.path().join("two.ctl");
-    let s1 = CString::new(sock1.to_str().unwrap()).unwrap();
-    let s2 = CString::new(sock2.to_str().unwrap()).unwrap();
+    let (sock1, s1) = ctl(dir.path(), "one.ctl");
+    let (sock2, s2) = ctl(dir.path(), "two.ctl");
     let held = Held::new(dir.path());
     let mut c = held.config(&conf1, &s1);
     let p = new_proxy(&c);

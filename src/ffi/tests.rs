@@ -916,15 +916,9 @@ pub(super) mod call {
     #[test]
     fn a_host_s_out_of_range_cause_is_sent_as_a_defined_one_and_counted() {
         let rt = tokio::runtime::Runtime::new().unwrap();
-        let Loopback {
-            proxy,
-            ka,
-            kb,
-            net,
-            addr,
-        } = loopback_proxy(&rt);
+        let l = loopback_proxy(&rt);
         let (alice, bob) = (Host::default(), Host::default());
-        let (a, b) = connect(&alice, &bob, &ka, &kb, &net, &addr);
+        let (a, b) = connect(&alice, &bob, &l.ka, &l.kb, &l.net, &l.addr);
         let mapped = |c| {
             let mut st = sys::anytun_client_status {
                 struct_size: std::mem::size_of::<sys::anytun_client_status>() as u32,
@@ -957,7 +951,7 @@ pub(super) mod call {
             assert_eq!(anytun_client_free(a), 0);
             assert_eq!(anytun_client_free(b), 0);
         }
-        proxy.shutdown();
+        l.proxy.shutdown();
     }
 
     /// bob answers from inside on_incoming_call, and from inside on_voice
@@ -966,20 +960,14 @@ pub(super) mod call {
     #[test]
     fn callbacks_act_on_the_client_without_deadlock() {
         let rt = tokio::runtime::Runtime::new().unwrap();
-        let Loopback {
-            proxy,
-            ka,
-            kb,
-            net,
-            addr,
-        } = loopback_proxy(&rt);
+        let l = loopback_proxy(&rt);
 
         let alice = Host::default();
         let bob = Host {
             hangup_after: 5,
             ..Host::default()
         };
-        let (a, b) = connect(&alice, &bob, &ka, &kb, &net, &addr);
+        let (a, b) = connect(&alice, &bob, &l.ka, &l.kb, &l.net, &l.addr);
         // SAFETY (all): live handles.
         unsafe {
             let codecs = [c"g722".as_ptr(), c"slin".as_ptr()];
@@ -1033,6 +1021,6 @@ pub(super) mod call {
             assert_eq!(anytun_client_free(b), 0);
         }
         alice.wait_for(&format!("session {}", sys::ANYTUN_SESSION_STOPPED));
-        proxy.shutdown();
+        l.proxy.shutdown();
     }
 }
