@@ -16,17 +16,19 @@
 //!   proxy is still ready.
 //! - A host may reap children itself (Asterisk's SIGCHLD handler waits for
 //!   every child) and block signals in its threads: children are waited
-//!   for with std's process API, tolerating a status the host took, and
-//!   BIRD starts with an empty signal mask.
+//!   for with std's process API, tolerating a status the host took,
+//!   signalled through a pidfd (never a pid the host reaped and the kernel
+//!   reused), and BIRD starts with an empty signal mask.
 //!
 //! The design, its sample BIRD config and the measured times are in
 //! docs/anycast-lab.md.
 
 use crate::config::AnnounceConfig;
+use std::os::fd::OwnedFd;
 use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::{Command, Stdio};
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::watch;
@@ -89,7 +91,7 @@ pub struct Announcer {
     announced: watch::Receiver<bool>,
     withdrawn: watch::Receiver<bool>,
     stopping: Arc<AtomicBool>,
-    bird_pid: Arc<AtomicU32>,
+    bird: Arc<Running>,
     task: tokio::task::JoinHandle<()>,
     /// BIRD's parent thread; joined by [`Announcer::stop`].
     supervisor: Mutex<Option<std::thread::JoinHandle<()>>>,
@@ -102,7 +104,7 @@ impl Announcer {
     pub fn start(cfg: AnnounceConfig, rt: &tokio::runtime::Handle) -> Result<Self, AnnounceError> {
         check_config(&cfg)?;
         let stopping = Arc::new(AtomicBool::new(false));
-        let bird_pid = Arc::new(AtomicU32::new(0));
+        let bird = Arc::new(Running::default());
         let (gen_tx, gen_rx) = watch::channel(0u64);
         // BIRD is forked by this thread, which is its parent until
         // [`Announcer::stop`]: PR_SET_PDEATHSIG fires when the forking
@@ -114,7 +116,7 @@ impl Announcer {
         let supervisor = {
             let cfg = cfg.clone();
             let stopping = stopping.clone();
-            let bird_pid = bird_pid.clone();
+            let bird = bird.clone();
             std::thread::Builder::new()
                 .name("bird-supervisor".into())
                 .spawn(move || {
@@ -125,9 +127,9 @@ impl Announcer {
                             return;
                         }
                     };
-                    bird_pid.store(first.id(), Ordering::Relaxed);
+                    bird.set(Some(ChildRef::of(&first)));
                     let _ = first_tx.send(Ok(()));
-                    supervise(cfg, first, gen_tx, stopping, bird_pid)
+                    supervise(cfg, first, gen_tx, stopping, bird)
                 })
                 .map_err(|source| AnnounceError::Spawn {
                     bird: "bird-supervisor thread".into(),
@@ -163,7 +165,7 @@ impl Announcer {
             announced,
             withdrawn,
             stopping,
-            bird_pid,
+            bird,
             task,
             supervisor: Mutex::new(Some(supervisor)),
         })
@@ -210,7 +212,7 @@ impl Announcer {
 
     /// The pid of the BIRD child now running (0 if none).
     pub fn bird_pid(&self) -> u32 {
-        self.bird_pid.load(Ordering::Relaxed)
+        self.bird.pid()
     }
 
     /// Stops BIRD (SIGTERM, SIGKILL after [`BIRD_STOP_WAIT`]; the kernel
@@ -229,7 +231,7 @@ impl Announcer {
         else {
             return;
         };
-        signal_bird(&self.bird_pid, libc::SIGTERM);
+        self.bird.signal(libc::SIGTERM);
         let deadline = std::time::Instant::now() + BIRD_STOP_WAIT;
         while !supervisor.is_finished() && std::time::Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(5));
@@ -240,7 +242,7 @@ impl Announcer {
                 BIRD_STOP_WAIT.as_millis()
             );
             // Read again: a BIRD restarted meanwhile is killed too.
-            signal_bird(&self.bird_pid, libc::SIGKILL);
+            self.bird.signal(libc::SIGKILL);
         }
         if supervisor.join().is_err() {
             log::error!("the bird-supervisor thread panicked");
@@ -257,13 +259,79 @@ impl Drop for Announcer {
 /// How long [`Announcer::stop`] waits for BIRD after SIGTERM.
 pub const BIRD_STOP_WAIT: Duration = Duration::from_secs(2);
 
-/// Sends `sig` to the BIRD child now running, if any.
-fn signal_bird(pid: &AtomicU32, sig: libc::c_int) {
-    let pid = pid.load(Ordering::Relaxed);
-    if pid != 0 {
-        // SAFETY: kill has no memory preconditions; the pid is our child,
-        // cleared by the supervisor once it was waited for.
-        unsafe { libc::kill(pid as libc::pid_t, sig) };
+/// A child to signal from another thread: its pid and a pidfd opened
+/// right after the spawn. A host that reaps every child itself (Asterisk's
+/// SIGCHLD handler, `waitpid(-1)`) may reap it behind our back, and its pid
+/// may then be reused by an unrelated process: the pidfd still names our
+/// child (the kernel refuses the signal, ESRCH, once it is gone), a bare
+/// pid would not.
+struct ChildRef {
+    pid: u32,
+    /// None only where the kernel has no pidfd_open (before Linux 5.3):
+    /// then the pid is signalled, as before.
+    pidfd: Option<OwnedFd>,
+}
+
+impl ChildRef {
+    /// Opens the pidfd of `child`, just spawned (and not yet waited for,
+    /// so its pid is still its own unless the host reaped it already).
+    fn of(child: &std::process::Child) -> Self {
+        let pid = rustix::process::Pid::from_child(child);
+        let pidfd = match rustix::process::pidfd_open(pid, rustix::process::PidfdFlags::empty()) {
+            Ok(fd) => Some(fd),
+            Err(e) => {
+                log::debug!("pidfd_open({}): {e}; signalling the pid", child.id());
+                None
+            }
+        };
+        Self {
+            pid: child.id(),
+            pidfd,
+        }
+    }
+
+    /// Sends `sig` (SIGTERM or SIGKILL) unless the child is gone.
+    fn signal(&self, sig: libc::c_int) {
+        match &self.pidfd {
+            Some(fd) => {
+                let sig = if sig == libc::SIGKILL {
+                    rustix::process::Signal::KILL
+                } else {
+                    rustix::process::Signal::TERM
+                };
+                // ESRCH: it has exited (reaped or not); nothing to do.
+                let _ = rustix::process::pidfd_send_signal(fd, sig);
+            }
+            // SAFETY: kill has no memory preconditions; the pid is our
+            // child, not yet waited for by us.
+            None => unsafe {
+                libc::kill(self.pid as libc::pid_t, sig);
+            },
+        }
+    }
+}
+
+/// The BIRD child now running, if any: set by its parent thread after
+/// each spawn, cleared once it was waited for; signalled by
+/// [`Announcer::stop`] from another thread.
+#[derive(Default)]
+struct Running(Mutex<Option<ChildRef>>);
+
+impl Running {
+    fn set(&self, c: Option<ChildRef>) {
+        *self.0.lock().unwrap_or_else(|e| e.into_inner()) = c;
+    }
+
+    fn pid(&self) -> u32 {
+        let c = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        c.as_ref().map_or(0, |c| c.pid)
+    }
+
+    /// Sends `sig` to the BIRD child now running, if any.
+    fn signal(&self, sig: libc::c_int) {
+        if let Some(c) = &*self.0.lock().unwrap_or_else(|e| e.into_inner()) {
+            c.signal(sig);
+        }
     }
 }
 
@@ -313,10 +381,10 @@ fn output(cmd: &mut Command, limit: Duration) -> std::io::Result<(Option<bool>, 
         .stderr(Stdio::piped())
         .spawn()?;
     // The watchdog kills the child at the limit: its pipes close, and the
-    // reads below end. It is told before the child is waited for, so it
-    // never signals a pid the child no longer holds (unless the host
-    // reaped it meanwhile; a pidfd would close that gap).
-    let pid = child.id();
+    // reads below end. It is told before the child is waited for, and
+    // signals through a pidfd ([`ChildRef`]), so it never signals a pid the
+    // child no longer holds (the host may reap it meanwhile).
+    let target = ChildRef::of(&child);
     let (done, told) = std::sync::mpsc::channel::<()>();
     let watchdog = std::thread::Builder::new()
         .name("anytun-cmd-wait".into())
@@ -326,9 +394,7 @@ fn output(cmd: &mut Command, limit: Duration) -> std::io::Result<(Option<bool>, 
                 Err(std::sync::mpsc::RecvTimeoutError::Timeout)
             );
             if late {
-                // SAFETY: kill has no memory preconditions; the pid is our
-                // child, not yet waited for.
-                unsafe { libc::kill(pid as libc::pid_t, libc::SIGKILL) };
+                target.signal(libc::SIGKILL);
             }
             late
         })?;
@@ -457,11 +523,11 @@ fn supervise(
     mut child: std::process::Child,
     generation: watch::Sender<u64>,
     stopping: Arc<AtomicBool>,
-    pid: Arc<AtomicU32>,
+    bird: Arc<Running>,
 ) {
     loop {
         let status = child.wait();
-        pid.store(0, Ordering::Relaxed);
+        bird.set(None);
         if stopping.load(Ordering::Relaxed) {
             return;
         }
@@ -483,7 +549,7 @@ fn supervise(
                 Err(e) => log::error!("{e}; retrying in 1 s"),
             }
         }
-        pid.store(child.id(), Ordering::Relaxed);
+        bird.set(Some(ChildRef::of(&child)));
         generation.send_modify(|g| *g += 1);
     }
 }
@@ -640,3 +706,7 @@ impl DrainSignals {
         }
     }
 }
+
+#[cfg(test)]
+#[path = "announce_tests.rs"]
+mod tests;
