@@ -870,8 +870,9 @@ int anytun_proxy_status_init(anytun_proxy_status *status);
  *  ANYTUN_ERR_NOT_STARTED unless running. A drain lasts until
  *  anytun_proxy_drain(proxy, 0): a restart by anytun_proxy_reload (also
  *  a deferred one, and the fall-back to the old settings) comes back
- *  drained, its routes never announced meanwhile; anytun_proxy_stop ends
- *  it. */
+ *  drained, its routes never announced meanwhile, unless the reload
+ *  removes bird_config (nothing announces then, and a later reload that
+ *  adds it back starts undrained); anytun_proxy_stop ends it. */
 int anytun_proxy_drain(anytun_proxy *proxy, int drain);
 
 /** Fills *status. Works in every state. */

@@ -231,7 +231,7 @@ impl Announcer {
         else {
             return;
         };
-        self.bird.signal(libc::SIGTERM);
+        self.bird.signal(Stop::Term);
         let deadline = std::time::Instant::now() + BIRD_STOP_WAIT;
         while !supervisor.is_finished() && std::time::Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(5));
@@ -242,7 +242,7 @@ impl Announcer {
                 BIRD_STOP_WAIT.as_millis()
             );
             // Read again: a BIRD restarted meanwhile is killed too.
-            self.bird.signal(libc::SIGKILL);
+            self.bird.signal(Stop::Kill);
         }
         if supervisor.join().is_err() {
             log::error!("the bird-supervisor thread panicked");
@@ -267,9 +267,26 @@ pub const BIRD_STOP_WAIT: Duration = Duration::from_secs(2);
 /// pid would not.
 struct ChildRef {
     pid: u32,
-    /// None only where the kernel has no pidfd_open (before Linux 5.3):
-    /// then the pid is signalled, as before.
-    pidfd: Option<OwnedFd>,
+    how: Reach,
+}
+
+/// How a [`ChildRef`] reaches its process.
+enum Reach {
+    /// Through its pidfd: never another process, even after a reap.
+    Pidfd(OwnedFd),
+    /// By its pid, only where the kernel has no pidfd_open (ENOSYS,
+    /// before Linux 5.3), as before pidfds.
+    Pid,
+    /// Not at all: pidfd_open failed otherwise (ESRCH: the host reaped it
+    /// already, so its pid may name another process by now).
+    Gone,
+}
+
+/// The signals a [`ChildRef`] sends.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Stop {
+    Term,
+    Kill,
 }
 
 impl ChildRef {
@@ -277,36 +294,50 @@ impl ChildRef {
     /// so its pid is still its own unless the host reaped it already).
     fn of(child: &std::process::Child) -> Self {
         let pid = rustix::process::Pid::from_child(child);
-        let pidfd = match rustix::process::pidfd_open(pid, rustix::process::PidfdFlags::empty()) {
-            Ok(fd) => Some(fd),
+        let how = match rustix::process::pidfd_open(pid, rustix::process::PidfdFlags::empty()) {
+            Ok(fd) => Reach::Pidfd(fd),
+            Err(rustix::io::Errno::NOSYS) => {
+                log::debug!(
+                    "pidfd_open: not in this kernel; signalling pid {}",
+                    child.id()
+                );
+                Reach::Pid
+            }
             Err(e) => {
-                log::debug!("pidfd_open({}): {e}; signalling the pid", child.id());
-                None
+                log::debug!(
+                    "pidfd_open({}): {e}; it is gone, never signalled",
+                    child.id()
+                );
+                Reach::Gone
             }
         };
         Self {
             pid: child.id(),
-            pidfd,
+            how,
         }
     }
 
-    /// Sends `sig` (SIGTERM or SIGKILL) unless the child is gone.
-    fn signal(&self, sig: libc::c_int) {
-        match &self.pidfd {
-            Some(fd) => {
-                let sig = if sig == libc::SIGKILL {
-                    rustix::process::Signal::KILL
-                } else {
-                    rustix::process::Signal::TERM
+    /// Sends `sig` unless the child is gone.
+    fn signal(&self, sig: Stop) {
+        match &self.how {
+            Reach::Pidfd(fd) => {
+                let sig = match sig {
+                    Stop::Kill => rustix::process::Signal::KILL,
+                    Stop::Term => rustix::process::Signal::TERM,
                 };
                 // ESRCH: it has exited (reaped or not); nothing to do.
                 let _ = rustix::process::pidfd_send_signal(fd, sig);
             }
             // SAFETY: kill has no memory preconditions; the pid is our
             // child, not yet waited for by us.
-            None => unsafe {
+            Reach::Pid => unsafe {
+                let sig = match sig {
+                    Stop::Kill => libc::SIGKILL,
+                    Stop::Term => libc::SIGTERM,
+                };
                 libc::kill(self.pid as libc::pid_t, sig);
             },
+            Reach::Gone => {}
         }
     }
 }
@@ -328,7 +359,7 @@ impl Running {
     }
 
     /// Sends `sig` to the BIRD child now running, if any.
-    fn signal(&self, sig: libc::c_int) {
+    fn signal(&self, sig: Stop) {
         if let Some(c) = &*self.0.lock().unwrap_or_else(|e| e.into_inner()) {
             c.signal(sig);
         }
@@ -394,7 +425,7 @@ fn output(cmd: &mut Command, limit: Duration) -> std::io::Result<(Option<bool>, 
                 Err(std::sync::mpsc::RecvTimeoutError::Timeout)
             );
             if late {
-                target.signal(libc::SIGKILL);
+                target.signal(Stop::Kill);
             }
             late
         })?;

@@ -11,9 +11,12 @@ use std::os::unix::process::ExitStatusExt;
 fn reaped_and_reused(use_pidfd: bool) -> Option<(ChildRef, std::process::Child)> {
     let mut old = Command::new("sleep").arg("60").spawn().unwrap();
     let mut r = ChildRef::of(&old);
-    assert!(r.pidfd.is_some(), "pidfd_open failed on this kernel");
+    assert!(
+        matches!(r.how, Reach::Pidfd(_)),
+        "pidfd_open failed on this kernel"
+    );
     if !use_pidfd {
-        r.pidfd = None;
+        r.how = Reach::Pid;
     }
     let pid = old.id() as libc::pid_t;
     // SAFETY: our child, not yet waited for; status may be NULL.
@@ -38,7 +41,7 @@ fn reaped_and_reused(use_pidfd: bool) -> Option<(ChildRef, std::process::Child)>
 /// The signal that ended `new` after `r` signalled SIGKILL and the test
 /// SIGTERM: 9 if `r` reached it (delivered before kill returns), else 15.
 fn ended_by(r: &ChildRef, mut new: std::process::Child) -> i32 {
-    r.signal(libc::SIGKILL);
+    r.signal(Stop::Kill);
     // SAFETY: our child, not yet waited for.
     unsafe { libc::kill(new.id() as libc::pid_t, libc::SIGTERM) };
     new.wait().unwrap().signal().unwrap()
@@ -65,4 +68,23 @@ fn a_reaped_child_s_reused_pid_is_never_signalled() {
             assert_eq!(sig, libc::SIGKILL, "the bare pid reaches the new holder");
         }
     }
+}
+
+/// A child the host reaped before its pidfd was opened (pidfd_open says
+/// ESRCH) is never signalled: its pid may name another process already.
+#[test]
+fn a_child_reaped_before_its_pidfd_is_never_signalled() {
+    let mut old = Command::new("sleep").arg("60").spawn().unwrap();
+    let pid = old.id() as libc::pid_t;
+    // SAFETY: our child, not yet waited for; status may be NULL.
+    unsafe {
+        libc::kill(pid, libc::SIGKILL);
+        assert_eq!(libc::waitpid(pid, std::ptr::null_mut(), 0), pid);
+    }
+    let r = ChildRef::of(&old);
+    assert!(
+        matches!(r.how, Reach::Gone),
+        "a reaped child is reached by its pid"
+    );
+    assert!(old.wait().is_err());
 }
