@@ -319,6 +319,39 @@ mod tests {
     use crate::session::ProxyId;
     use std::sync::atomic::{AtomicUsize, Ordering};
 
+    /// A proxy core with no subscribers.
+    fn proxy_core() -> Arc<SharedCore> {
+        SharedCore::new(
+            Proxy::new(
+                ProxyConfig::new(ProxyId::new(1).unwrap(), SecretKey::generate()),
+                Subscribers::default(),
+                Instant::now(),
+            ),
+            None,
+        )
+    }
+
+    /// The store task of `store` for `core`, fed peers' changes by `remote`.
+    fn replicating(
+        store: SubscriberStore,
+        core: &Arc<SharedCore>,
+        remote: mpsc::Receiver<RemoteSubscriber>,
+        feed: watch::Receiver<Readiness>,
+    ) -> StoreTask {
+        StoreTask {
+            watch: ReloadWatch::new(store.data_version().ok()),
+            store,
+            core: core.clone(),
+            every: Duration::from_millis(100),
+            tombstone_horizon: Duration::from_secs(3600),
+            replication: Some(Replication {
+                local: LocalSubscribers::detached(),
+                remote,
+                feed,
+            }),
+        }
+    }
+
     /// A revoke and a re-add of one key arriving in one batch (one
     /// transaction, one time stamp): the key ends live, as at the peer
     /// that made the changes, and every change is done.
@@ -326,14 +359,7 @@ mod tests {
     async fn a_revoke_and_re_add_in_one_batch_ends_live() {
         let dir = tempfile::tempdir().unwrap();
         let store = SubscriberStore::open(&dir.path().join("subscribers.db")).unwrap();
-        let core = SharedCore::new(
-            Proxy::new(
-                ProxyConfig::new(ProxyId::new(1).unwrap(), SecretKey::generate()),
-                Subscribers::default(),
-                Instant::now(),
-            ),
-            None,
-        );
+        let core = proxy_core();
         let (tx, remote) = mpsc::channel(16);
         let (_ready, feed) = watch::channel(Readiness::default());
         let key = SecretKey::generate().public();
@@ -349,18 +375,7 @@ mod tests {
             .await
             .unwrap();
         }
-        let task = StoreTask {
-            watch: ReloadWatch::new(store.data_version().ok()),
-            store,
-            core: core.clone(),
-            every: Duration::from_millis(100),
-            tombstone_horizon: Duration::from_secs(3600),
-            replication: Some(Replication {
-                local: LocalSubscribers::detached(),
-                remote,
-                feed,
-            }),
-        };
+        let task = replicating(store, &core, remote, feed);
         let running = tokio::spawn(task.run());
         let t = Instant::now();
         while pending.load(Ordering::Acquire) != 0 {
@@ -386,28 +401,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("subscribers.db");
         let store = SubscriberStore::open(&path).unwrap();
-        let core = SharedCore::new(
-            Proxy::new(
-                ProxyConfig::new(ProxyId::new(1).unwrap(), SecretKey::generate()),
-                Subscribers::default(),
-                Instant::now(),
-            ),
-            None,
-        );
+        let core = proxy_core();
         let (tx, remote) = mpsc::channel(16);
         let (_ready, feed) = watch::channel(Readiness::default());
-        let task = StoreTask {
-            watch: ReloadWatch::new(store.data_version().ok()),
-            store,
-            core: core.clone(),
-            every: Duration::from_millis(100),
-            tombstone_horizon: Duration::from_secs(3600),
-            replication: Some(Replication {
-                local: LocalSubscribers::detached(),
-                remote,
-                feed,
-            }),
-        };
+        let task = replicating(store, &core, remote, feed);
         let running = tokio::spawn(task.run());
 
         let lock = rusqlite::Connection::open(&path).unwrap();
